@@ -1,0 +1,55 @@
+//! Discovery: supported versions, `.well-known`, capabilities.
+//!
+//! Spec: client-server API "API Versions", "Server Discovery",
+//! "Capabilities negotiation".
+
+use serde_json::json;
+
+use crate::{
+    error::{Error, Result},
+    http::Response,
+    services::Services,
+};
+
+/// The spec versions whose client-server behaviour this server implements for
+/// the endpoints it serves. Grows as areas land; v1.11 needs authenticated media.
+pub const SUPPORTED_VERSIONS: &[&str] =
+    &["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"];
+
+pub fn versions() -> Response {
+    Response::json(&json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": {} }))
+}
+
+pub fn well_known_client(services: &Services) -> Result<Response> {
+    let base_url = services
+        .config
+        .well_known
+        .client
+        .as_deref()
+        .ok_or_else(|| Error::not_found("No client well-known information is configured"))?;
+    Ok(Response::json(&json!({ "m.homeserver": { "base_url": base_url } })))
+}
+
+pub fn well_known_server(services: &Services) -> Result<Response> {
+    let server = services
+        .config
+        .well_known
+        .server
+        .as_deref()
+        .ok_or_else(|| Error::not_found("No server well-known information is configured"))?;
+    Ok(Response::json(&json!({ "m.server": server })))
+}
+
+/// What clients may do. Profiles and third-party ids are not served yet, so
+/// their capabilities say so; room versions are announced once rooms exist.
+pub fn capabilities() -> Response {
+    Response::json(&json!({
+        "capabilities": {
+            "m.change_password": { "enabled": true },
+            "m.set_displayname": { "enabled": false },
+            "m.set_avatar_url": { "enabled": false },
+            "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": false },
+        }
+    }))
+}

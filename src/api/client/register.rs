@@ -1,0 +1,143 @@
+//! Account registration.
+//!
+//! Spec: client-server API "Account registration" (`POST /register`,
+//! `GET /register/available`), "Token-authenticated registration"
+//! (`GET /register/m.login.registration_token/validity`), and the
+//! user-interactive authentication it uses.
+//!
+//! Order of checks, as clients expect it: the kind of account, whether
+//! registration is open at all, the requested username (so a taken name fails
+//! before any auth stage), then user-interactive authentication, then the
+//! password, then the account and (unless `inhibit_login`) a device.
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    config::{is_valid_registration_token, RegistrationMode},
+    crypto::tokens::random_alphanumeric,
+    error::{Error, ErrorKind, Result},
+    http::{Request, Response},
+    services::Services,
+    users::uiaa::{self, Challenge},
+};
+
+use super::login::session_response;
+
+#[derive(Debug, Deserialize)]
+struct RegisterBody {
+    username: Option<String>,
+    password: Option<String>,
+    device_id: Option<String>,
+    initial_device_display_name: Option<String>,
+    #[serde(default)]
+    inhibit_login: bool,
+    #[serde(default)]
+    refresh_token: bool,
+    auth: Option<Value>,
+}
+
+pub async fn register(s: &Services, request: &Request) -> Result<Response> {
+    let body: RegisterBody = request.json()?;
+    match request.query("kind").unwrap_or("user") {
+        "user" => register_user(s, request, body).await,
+        "guest" => register_guest(s, request, body).await,
+        other => Err(Error::invalid_param(format!("Unknown account kind {other:?}"))),
+    }
+}
+
+async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {
+    let flows: &[&[&str]] = match s.config.registration {
+        RegistrationMode::Closed => return Err(Error::forbidden("Registration is disabled on this server")),
+        RegistrationMode::Open => &[&[uiaa::DUMMY]],
+        RegistrationMode::Token => &[&[uiaa::REGISTRATION_TOKEN]],
+    };
+    let localpart = match &body.username {
+        Some(username) => {
+            let localpart = s.users.localpart_for_registration(username)?;
+            if !s.users.is_available(&localpart)? {
+                return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
+            }
+            Some(localpart)
+        }
+        None => None,
+    };
+    let challenge = Challenge { endpoint: "POST /register", localpart: None, flows, client_ip: &request.client_ip };
+    let session =
+        s.users.user_interactive_auth(&challenge, body.auth.as_ref(), s.config.uiaa_session_lifetime_secs).await?;
+    let password =
+        body.password.as_deref().ok_or_else(|| Error::new(ErrorKind::MissingParam, "A password is required"))?;
+    if let Some(token) = &session.registration_token {
+        s.users.consume_registration_token(token)?;
+    }
+    let localpart = match localpart {
+        Some(localpart) => localpart,
+        None => generated_localpart(s)?,
+    };
+    s.users.create_account(&localpart, Some(password), false, false).await?;
+    tracing::info!(user = %localpart, "registered");
+    finish_registration(s, request, &localpart, body).await
+}
+
+async fn register_guest(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {
+    if !s.config.allow_guest_registration {
+        return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest access is disabled on this server"));
+    }
+    let localpart = generated_localpart(s)?;
+    s.users.create_account(&localpart, None, true, false).await?;
+    // Guests cannot pick their device id (spec: `device_id` is ignored for guests).
+    finish_registration(s, request, &localpart, RegisterBody { device_id: None, ..body }).await
+}
+
+async fn finish_registration(s: &Services, request: &Request, localpart: &str, body: RegisterBody) -> Result<Response> {
+    let user_id = s.users.user_id(localpart)?;
+    if body.inhibit_login {
+        return Ok(Response::json(&json!({ "user_id": user_id })));
+    }
+    let session = s
+        .users
+        .open_session(
+            localpart,
+            body.device_id,
+            body.initial_device_display_name,
+            body.refresh_token,
+            &request.client_ip,
+        )
+        .await?;
+    Ok(session_response(s, &user_id, &session))
+}
+
+/// A fresh random localpart for registrations without a username.
+fn generated_localpart(s: &Services) -> Result<String> {
+    for _ in 0..8 {
+        let candidate = random_alphanumeric(12).to_lowercase();
+        if s.users.is_available(&candidate)? {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::internal("generating a user id", "no free random localpart"))
+}
+
+/// `GET /register/available?username=`.
+pub fn available(s: &Services, request: &Request) -> Result<Response> {
+    let username = request
+        .query("username")
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "The `username` query parameter is required"))?;
+    let localpart = s.users.localpart_for_registration(username)?;
+    if !s.users.is_available(&localpart)? {
+        return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
+    }
+    Ok(Response::json(&json!({ "available": true })))
+}
+
+/// `GET /register/m.login.registration_token/validity?token=`.
+pub fn token_validity(s: &Services, request: &Request) -> Result<Response> {
+    if s.config.registration != RegistrationMode::Token {
+        return Err(Error::forbidden("Registration tokens are not used on this server"));
+    }
+    let token = request
+        .query("token")
+        .ok_or_else(|| Error::new(ErrorKind::MissingParam, "The `token` query parameter is required"))?;
+    let valid = is_valid_registration_token(token) && s.users.registration_token_is_valid(token)?;
+    Ok(Response::json(&json!({ "valid": valid })))
+}

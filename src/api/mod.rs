@@ -1,0 +1,145 @@
+//! The HTTP APIs: one closed [`Endpoint`] enum, one route table, one dispatch.
+//!
+//! Each endpoint is implemented in the file of its spec area under
+//! [`client`] (client-server API) or in [`server_keys`] (server-server key
+//! publication). Handlers receive the shared [`Services`], the [`Request`] and,
+//! for endpoints that need it, the authenticated [`Identity`]; they never see
+//! hyper types.
+//!
+//! Invariant: authentication is decided here, by [`Endpoint::needs_auth`], not
+//! left to each handler.
+
+pub mod client;
+pub mod server_keys;
+
+use std::sync::Arc;
+
+use crate::{
+    error::{Error, ErrorKind, Result},
+    http::{request::Method, router::Route, Request, Response},
+    services::Services,
+    users::Identity,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Versions,
+    WellKnownClient,
+    WellKnownServer,
+    Capabilities,
+    RegisterAvailable,
+    Register,
+    RegistrationTokenValidity,
+    LoginFlows,
+    Login,
+    Refresh,
+    Logout,
+    LogoutAll,
+    Whoami,
+    ChangePassword,
+    Deactivate,
+    ThreePids,
+    Devices,
+    GetDevice,
+    UpdateDevice,
+    DeleteDevice,
+    DeleteDevices,
+    ServerKeys,
+}
+
+impl Endpoint {
+    /// Whether the request must carry a valid access token.
+    pub fn needs_auth(self) -> bool {
+        use Endpoint::*;
+        !matches!(
+            self,
+            Versions
+                | WellKnownClient
+                | WellKnownServer
+                | RegisterAvailable
+                | Register
+                | RegistrationTokenValidity
+                | LoginFlows
+                | Login
+                | Refresh
+                | ServerKeys
+        )
+    }
+}
+
+const fn route(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
+    Route { method, pattern, endpoint }
+}
+
+use Endpoint as E;
+use Method::{Delete, Get, Post, Put};
+
+/// Every route. Client-server paths answer under both `r0` and `v3` (older
+/// clients and bridges still use `r0`).
+pub const ROUTES: &[Route<Endpoint>] = &[
+    route(Get, "/_matrix/client/versions", E::Versions),
+    route(Get, "/.well-known/matrix/client", E::WellKnownClient),
+    route(Get, "/.well-known/matrix/server", E::WellKnownServer),
+    route(Get, "/_matrix/client/{r0|v3}/capabilities", E::Capabilities),
+    route(Get, "/_matrix/client/{r0|v3}/register/available", E::RegisterAvailable),
+    route(Post, "/_matrix/client/{r0|v3}/register", E::Register),
+    route(Get, "/_matrix/client/v1/register/m.login.registration_token/validity", E::RegistrationTokenValidity),
+    route(Get, "/_matrix/client/{r0|v3}/login", E::LoginFlows),
+    route(Post, "/_matrix/client/{r0|v3}/login", E::Login),
+    route(Post, "/_matrix/client/{v1|v3}/refresh", E::Refresh),
+    route(Post, "/_matrix/client/{r0|v3}/logout", E::Logout),
+    route(Post, "/_matrix/client/{r0|v3}/logout/all", E::LogoutAll),
+    route(Get, "/_matrix/client/{r0|v3}/account/whoami", E::Whoami),
+    route(Post, "/_matrix/client/{r0|v3}/account/password", E::ChangePassword),
+    route(Post, "/_matrix/client/{r0|v3}/account/deactivate", E::Deactivate),
+    route(Get, "/_matrix/client/{r0|v3}/account/3pid", E::ThreePids),
+    route(Get, "/_matrix/client/{r0|v3}/devices", E::Devices),
+    route(Get, "/_matrix/client/{r0|v3}/devices/:device_id", E::GetDevice),
+    route(Put, "/_matrix/client/{r0|v3}/devices/:device_id", E::UpdateDevice),
+    route(Delete, "/_matrix/client/{r0|v3}/devices/:device_id", E::DeleteDevice),
+    route(Post, "/_matrix/client/{r0|v3}/delete_devices", E::DeleteDevices),
+    route(Get, "/_matrix/key/v2/server", E::ServerKeys),
+    route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
+];
+
+/// Authenticates if the endpoint needs it, then runs its handler.
+pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Request) -> Result<Response> {
+    let s = services.as_ref();
+    let identity = if endpoint.needs_auth() { Some(authenticate(s, &request).await?) } else { None };
+    if let Some(identity) = &identity {
+        tracing::Span::current().record("user", identity.user_id.as_str());
+        s.users.note_seen(identity, &request.client_ip);
+    }
+    let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
+    use client::{account, devices, discovery, login, register};
+    match endpoint {
+        E::Versions => Ok(discovery::versions()),
+        E::WellKnownClient => discovery::well_known_client(s),
+        E::WellKnownServer => discovery::well_known_server(s),
+        E::Capabilities => Ok(discovery::capabilities()),
+        E::RegisterAvailable => register::available(s, &request),
+        E::Register => register::register(s, &request).await,
+        E::RegistrationTokenValidity => register::token_validity(s, &request),
+        E::LoginFlows => Ok(login::flows()),
+        E::Login => login::login(s, &request).await,
+        E::Refresh => login::refresh(s, &request).await,
+        E::Logout => login::logout(s, who()?).await,
+        E::LogoutAll => login::logout_all(s, who()?).await,
+        E::Whoami => Ok(account::whoami(who()?)),
+        E::ChangePassword => account::change_password(s, &request, who()?).await,
+        E::Deactivate => account::deactivate(s, &request, who()?).await,
+        E::ThreePids => Ok(account::three_pids()),
+        E::Devices => devices::list(s, who()?),
+        E::GetDevice => devices::get(s, &request, who()?),
+        E::UpdateDevice => devices::update(s, &request, who()?).await,
+        E::DeleteDevice => devices::delete(s, &request, who()?).await,
+        E::DeleteDevices => devices::delete_many(s, &request, who()?).await,
+        E::ServerKeys => server_keys::server_keys(s),
+    }
+}
+
+async fn authenticate(services: &Services, request: &Request) -> Result<Identity> {
+    let token =
+        request.access_token.as_deref().ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
+    services.users.authenticate(token).await
+}

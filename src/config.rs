@@ -1,0 +1,502 @@
+//! Typed configuration: `conduit.toml`, `CONDUIT_*` environment overrides,
+//! `*_file` secrets, and validation before any port is bound.
+//!
+//! Loading order:
+//! 1. the TOML file (or the embedded development default when there is none);
+//! 2. `CONDUIT_<KEY>` environment variables, `__` separating nested keys
+//!    (`CONDUIT_WELL_KNOWN__CLIENT`); values are read as TOML when they parse as
+//!    TOML (`true`, `42`, `[...]`), otherwise as plain strings;
+//! 3. secret keys given as `<key>_file` are replaced by the file's contents;
+//! 4. deserialisation, which refuses unknown keys by name;
+//! 5. [`Config::validate`], which refuses invalid values naming the key.
+//!
+//! `conduit.toml.example` at the repository root documents every key; a unit test
+//! checks that it parses and matches the defaults below.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use ruma::OwnedServerName;
+use serde::Deserialize;
+
+/// The configuration a developer gets with no file at all: enough to run the
+/// server locally and point a client at it.
+pub const EMBEDDED_DEFAULT: &str = r#"
+server_name = "localhost"
+database_path = "./conduit-data"
+registration = "open"
+
+[[listeners]]
+address = "127.0.0.1:6167"
+"#;
+
+/// Keys whose value may instead be read from a file named by `<key>_file`.
+const SECRET_KEYS: &[&str] = &["token"];
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "CONDUIT_CONFIG";
+const ENV_PREFIX: &str = "CONDUIT_";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The name in every user id (`@alice:server_name`); cannot change later.
+    pub server_name: OwnedServerName,
+    #[serde(default = "default_database_path")]
+    pub database_path: PathBuf,
+    /// Page cache of the storage engine, in MiB.
+    #[serde(default = "default_database_cache_mb")]
+    pub database_cache_mb: u64,
+    /// A `tracing` filter, such as `info` or `conduit=debug,info`.
+    #[serde(default = "default_log")]
+    pub log: String,
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_request_size")]
+    pub max_request_size: u64,
+    /// Time a client has to send its request headers, and then its body.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Open connections across all listeners; further ones wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default)]
+    pub registration: RegistrationMode,
+    #[serde(default)]
+    pub registration_tokens: Vec<RegistrationTokenConfig>,
+    #[serde(default)]
+    pub allow_guest_registration: bool,
+    /// Lifetime of access tokens issued to clients that support refresh tokens.
+    #[serde(default = "default_refreshable_token_lifetime_secs")]
+    pub refreshable_access_token_lifetime_secs: u64,
+    /// How long an unfinished user-interactive authentication session lives.
+    #[serde(default = "default_uiaa_session_lifetime_secs")]
+    pub uiaa_session_lifetime_secs: u64,
+    #[serde(default)]
+    pub login_rate_limit: LoginRateLimit,
+    #[serde(default)]
+    pub well_known: WellKnownConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: SocketAddr,
+    /// When present the listener speaks TLS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first. Reloaded on SIGHUP.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationMode {
+    /// Anyone may register.
+    Open,
+    /// Registration needs one of `registration_tokens`.
+    Token,
+    /// Only operators create accounts (`conduit user create`).
+    #[default]
+    Closed,
+}
+
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationTokenConfig {
+    /// The token itself (or `token_file`). Letters, digits, `.`, `_`, `~`, `-`; at most 64.
+    pub token: String,
+    /// How many registrations it allows; unlimited when absent.
+    pub uses_allowed: Option<u32>,
+    /// Expiry, in milliseconds since the Unix epoch; never when absent.
+    pub expiry_time: Option<u64>,
+}
+
+impl fmt::Debug for RegistrationTokenConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistrationTokenConfig")
+            .field("token", &"<redacted>")
+            .field("uses_allowed", &self.uses_allowed)
+            .field("expiry_time", &self.expiry_time)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRateLimit {
+    /// Failed password attempts allowed per account (and per address) in a window.
+    #[serde(default = "default_failed_attempts")]
+    pub failed_attempts: u32,
+    #[serde(default = "default_failed_window_secs")]
+    pub window_secs: u64,
+}
+
+impl Default for LoginRateLimit {
+    fn default() -> Self {
+        Self { failed_attempts: default_failed_attempts(), window_secs: default_failed_window_secs() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WellKnownConfig {
+    /// Base URL served as `m.homeserver.base_url` at `/.well-known/matrix/client`.
+    pub client: Option<String>,
+    /// `host:port` served as `m.server` at `/.well-known/matrix/server`.
+    pub server: Option<String>,
+}
+
+fn default_database_path() -> PathBuf {
+    PathBuf::from("./conduit-data")
+}
+fn default_database_cache_mb() -> u64 {
+    64
+}
+fn default_log() -> String {
+    "info".to_owned()
+}
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig { address: SocketAddr::from(([127, 0, 0, 1], 6167)), tls: None }]
+}
+fn default_max_request_size() -> u64 {
+    20 * 1024 * 1024
+}
+fn default_request_timeout_secs() -> u64 {
+    30
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_refreshable_token_lifetime_secs() -> u64 {
+    300
+}
+fn default_uiaa_session_lifetime_secs() -> u64 {
+    900
+}
+fn default_failed_attempts() -> u32 {
+    5
+}
+fn default_failed_window_secs() -> u64 {
+    60
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn invalid(key: &str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("invalid configuration key `{key}`: {reason}"))
+}
+
+/// Where the configuration came from, for the first log lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    EmbeddedDefault,
+}
+
+impl Config {
+    /// Loads the file at `path` (or the embedded default), applies the given
+    /// environment, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, ConfigSource), ConfigError> {
+        let (text, source) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read configuration file {}: {e}", path.display())))?;
+                (text, ConfigSource::File(path.to_owned()))
+            }
+            None => (EMBEDDED_DEFAULT.to_owned(), ConfigSource::EmbeddedDefault),
+        };
+        let config = Self::from_toml_with_env(&text, env)?;
+        Ok((config, source))
+    }
+
+    /// Parses TOML text, applies environment overrides and secrets, validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError(format!("configuration is not valid TOML: {e}")))?;
+        apply_env_overrides(&mut table, env)?;
+        resolve_secret_files(&mut table, "")?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let path = e.path().to_string();
+            let reason = e.into_inner();
+            let reason = reason.message().trim_end();
+            if path == "." {
+                ConfigError(format!("invalid configuration: {reason}"))
+            } else {
+                invalid(&path, reason)
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: ranges, consistency, files that must exist.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.listeners.is_empty() {
+            return Err(invalid("listeners", "at least one listener is needed"));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            let duplicates = self.listeners.iter().filter(|l| l.address == listener.address).count();
+            if duplicates > 1 {
+                return Err(invalid(&format!("listeners[{i}].address"), "address is listed twice"));
+            }
+            if let Some(tls) = &listener.tls {
+                check_readable_file(&format!("listeners[{i}].tls.certificate"), &tls.certificate)?;
+                check_readable_file(&format!("listeners[{i}].tls.key"), &tls.key)?;
+            }
+        }
+        if self.max_request_size < 1024 {
+            return Err(invalid("max_request_size", "must be at least 1024 bytes"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(invalid("request_timeout_secs", "must be at least 1"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("max_connections", "must be at least 1"));
+        }
+        if self.database_cache_mb == 0 {
+            return Err(invalid("database_cache_mb", "must be at least 1"));
+        }
+        if self.refreshable_access_token_lifetime_secs == 0 {
+            return Err(invalid("refreshable_access_token_lifetime_secs", "must be at least 1"));
+        }
+        if self.uiaa_session_lifetime_secs < 10 {
+            return Err(invalid("uiaa_session_lifetime_secs", "must be at least 10"));
+        }
+        if self.login_rate_limit.failed_attempts == 0 || self.login_rate_limit.window_secs == 0 {
+            return Err(invalid("login_rate_limit", "failed_attempts and window_secs must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| invalid("log", e))?;
+        for (i, token) in self.registration_tokens.iter().enumerate() {
+            if !is_valid_registration_token(&token.token) {
+                return Err(invalid(
+                    &format!("registration_tokens[{i}].token"),
+                    "1 to 64 characters among A-Z a-z 0-9 . _ ~ -",
+                ));
+            }
+        }
+        if self.registration == RegistrationMode::Token && self.registration_tokens.is_empty() {
+            return Err(invalid("registration", "\"token\" needs at least one entry in registration_tokens"));
+        }
+        if let Some(client) = &self.well_known.client {
+            if !(client.starts_with("https://") || client.starts_with("http://")) {
+                return Err(invalid("well_known.client", "must be an http(s) URL"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn cache_capacity_bytes(&self) -> u64 {
+        self.database_cache_mb * 1024 * 1024
+    }
+}
+
+/// The grammar of registration tokens from the spec's
+/// "Token-authenticated registration".
+pub fn is_valid_registration_token(token: &str) -> bool {
+    (1..=64).contains(&token.len())
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
+fn check_readable_file(key: &str, path: &Path) -> Result<(), ConfigError> {
+    std::fs::File::open(path).map(drop).map_err(|e| invalid(key, format!("cannot read {}: {e}", path.display())))
+}
+
+fn apply_env_overrides(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut overrides: Vec<(String, String)> =
+        env.into_iter().filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != CONFIG_ENV).collect();
+    overrides.sort();
+    for (name, raw) in overrides {
+        let path: Vec<String> = name[ENV_PREFIX.len()..].split("__").map(|part| part.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(ConfigError(format!("environment variable {name} does not name a configuration key")));
+        }
+        let value = parse_env_value(&raw);
+        let (last, parents) = path.split_last().expect("split always yields one part");
+        let mut current = &mut *table;
+        for part in parents {
+            let entry = current.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            current = entry
+                .as_table_mut()
+                .ok_or_else(|| ConfigError(format!("environment variable {name}: `{part}` is not a table of keys")))?;
+        }
+        current.insert(last.clone(), value);
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("value = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+/// Replaces every `<secret>_file = "path"` by `<secret> = "<file contents>"`,
+/// at any depth, including inside arrays of tables.
+fn resolve_secret_files(table: &mut toml::Table, prefix: &str) -> Result<(), ConfigError> {
+    for secret in SECRET_KEYS {
+        let file_key = format!("{secret}_file");
+        let Some(path_value) = table.remove(&file_key) else { continue };
+        let full_key = format!("{prefix}{file_key}");
+        let path = path_value.as_str().ok_or_else(|| invalid(&full_key, "must be a file path"))?;
+        if table.contains_key(*secret) {
+            return Err(invalid(&full_key, format!("give either `{secret}` or `{file_key}`, not both")));
+        }
+        let contents =
+            std::fs::read_to_string(path).map_err(|e| invalid(&full_key, format!("cannot read {path}: {e}")))?;
+        table.insert((*secret).to_owned(), toml::Value::String(contents.trim_end_matches(['\r', '\n']).to_owned()));
+    }
+    for (key, value) in table.iter_mut() {
+        match value {
+            toml::Value::Table(inner) => resolve_secret_files(inner, &format!("{prefix}{key}."))?,
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let toml::Value::Table(inner) = item {
+                        resolve_secret_files(inner, &format!("{prefix}{key}[{i}]."))?;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_with_env(text, Vec::new())
+    }
+
+    #[test]
+    fn embedded_default_is_local_and_open() {
+        let config = load(EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(config.server_name.as_str(), "localhost");
+        assert_eq!(config.registration, RegistrationMode::Open);
+        assert_eq!(config.listeners[0].address.to_string(), "127.0.0.1:6167");
+        assert_eq!(config.database_path, PathBuf::from("./conduit-data"));
+    }
+
+    #[test]
+    fn example_file_parses_and_documents_the_defaults() {
+        let text = include_str!("../conduit.toml.example");
+        let config = load(text).expect("conduit.toml.example must be valid");
+        let minimal = load("server_name = \"example.org\"").unwrap();
+        assert_eq!(config.database_cache_mb, minimal.database_cache_mb);
+        assert_eq!(config.max_request_size, minimal.max_request_size);
+        assert_eq!(config.request_timeout_secs, minimal.request_timeout_secs);
+        assert_eq!(config.max_connections, minimal.max_connections);
+        assert_eq!(config.registration, minimal.registration);
+        assert_eq!(config.login_rate_limit, minimal.login_rate_limit);
+        assert_eq!(config.log, minimal.log);
+        assert_eq!(config.listeners, minimal.listeners);
+        assert_eq!(config.refreshable_access_token_lifetime_secs, minimal.refreshable_access_token_lifetime_secs);
+        assert_eq!(config.uiaa_session_lifetime_secs, minimal.uiaa_session_lifetime_secs);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let error = load("server_name = \"a.b\"\nregistraton = \"open\"").unwrap_err();
+        assert!(error.0.contains("registraton"), "{error}");
+        let error = load("server_name = \"a.b\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\ntsl = {}").unwrap_err();
+        assert!(error.0.contains("tsl"), "{error}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused_naming_the_key() {
+        let error = load("server_name = \"not a server\"").unwrap_err();
+        assert!(error.0.contains("server_name"), "{error}");
+        let error = load("server_name = \"a.b\"\nregistration = \"token\"").unwrap_err();
+        assert!(error.0.contains("`registration`"), "{error}");
+        let error = load("server_name = \"a.b\"\nmax_connections = 0").unwrap_err();
+        assert!(error.0.contains("max_connections"), "{error}");
+        let error = load("server_name = \"a.b\"\nlog = \"[[[\"").unwrap_err();
+        assert!(error.0.contains("`log`"), "{error}");
+    }
+
+    #[test]
+    fn missing_tls_files_are_refused_naming_the_key() {
+        let text = "server_name = \"a.b\"\n[[listeners]]\naddress = \"127.0.0.1:8448\"\n\
+                    tls = { certificate = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }";
+        let error = load(text).unwrap_err();
+        assert!(error.0.contains("listeners[0].tls.certificate"), "{error}");
+    }
+
+    #[test]
+    fn environment_overrides_keys_including_nested_ones() {
+        let env = vec![
+            ("CONDUIT_SERVER_NAME".to_owned(), "env.example".to_owned()),
+            ("CONDUIT_MAX_CONNECTIONS".to_owned(), "7".to_owned()),
+            ("CONDUIT_WELL_KNOWN__CLIENT".to_owned(), "https://matrix.env.example".to_owned()),
+            ("CONDUIT_CONFIG".to_owned(), "/ignored".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let config = Config::from_toml_with_env("server_name = \"file.example\"", env).unwrap();
+        assert_eq!(config.server_name.as_str(), "env.example");
+        assert_eq!(config.max_connections, 7);
+        assert_eq!(config.well_known.client.as_deref(), Some("https://matrix.env.example"));
+    }
+
+    #[test]
+    fn unknown_environment_keys_are_refused() {
+        let env = vec![("CONDUIT_NO_SUCH_KEY".to_owned(), "1".to_owned())];
+        let error = Config::from_toml_with_env("server_name = \"a.b\"", env).unwrap_err();
+        assert!(error.0.contains("no_such_key"), "{error}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("token");
+        std::fs::write(&secret, "s3cret-token\n").unwrap();
+        let text = format!(
+            "server_name = \"a.b\"\nregistration = \"token\"\n[[registration_tokens]]\ntoken_file = {:?}\n",
+            secret.display().to_string()
+        );
+        let config = load(&text).unwrap();
+        assert_eq!(config.registration_tokens[0].token, "s3cret-token");
+
+        let both = format!("{text}token = \"x\"\n");
+        assert!(load(&both).unwrap_err().0.contains("registration_tokens[0].token_file"));
+        let missing = text.replace(&secret.display().to_string(), "/nonexistent/token");
+        assert!(load(&missing).unwrap_err().0.contains("token_file"));
+    }
+
+    #[test]
+    fn token_debug_output_hides_the_secret() {
+        let token = RegistrationTokenConfig { token: "hunter2".into(), uses_allowed: None, expiry_time: None };
+        assert!(!format!("{token:?}").contains("hunter2"));
+    }
+}

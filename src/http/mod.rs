@@ -1,0 +1,16 @@
+//! The HTTP layer: the only module that knows hyper and rustls.
+//!
+//! Spec: client-server API "API Standards" and "Web Browser Clients".
+//! [`server`] runs listeners and connections, [`tls`] terminates TLS,
+//! [`router`] maps paths to [`crate::api::Endpoint`]s, [`request`] and
+//! [`response`] are what handlers see instead of hyper types.
+
+pub mod request;
+pub mod response;
+pub mod router;
+pub mod server;
+pub mod tls;
+
+pub use request::Request;
+pub use response::Response;
+pub use server::{start, ServerHandle, StartError};

@@ -1,0 +1,301 @@
+//! Listeners, connections and the request loop.
+//!
+//! - Every configured listener is bound before any is served; a failure to bind
+//!   stops start-up.
+//! - TLS listeners negotiate HTTP/2 or HTTP/1.1 by ALPN; plain ones speak both
+//!   (HTTP/2 with prior knowledge).
+//! - A semaphore caps open connections across listeners; at the cap, new
+//!   connections wait in the kernel's backlog.
+//! - Slow clients are bounded: the TLS handshake and request headers must
+//!   arrive within `request_timeout_secs`, and the body within the same again.
+//! - Each request runs in its own task, so a handler panic becomes a 500 and a
+//!   client hanging up does not cancel a write half-way.
+//! - Shutdown stops accepting, lets in-flight requests finish (bounded), then
+//!   flushes storage.
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use tokio::{
+    net::TcpListener,
+    sync::{watch, Semaphore},
+    task::JoinSet,
+};
+use tokio_rustls::TlsAcceptor;
+use tracing::{field::Empty, Instrument};
+
+use super::{
+    request::{parse_query, Method, Request},
+    response::{into_hyper, preflight, Response},
+    router::{self, Match},
+    tls::{ReloadableCertificate, TlsError},
+};
+use crate::{
+    api,
+    error::{Error, ErrorKind, Result},
+    services::Services,
+};
+
+/// How long shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Tls(TlsError),
+    Bind { address: SocketAddr, error: std::io::Error },
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tls(e) => write!(f, "TLS configuration: {e}"),
+            Self::Bind { address, error } => write!(f, "cannot listen on {address}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A running server.
+pub struct ServerHandle {
+    pub local_addrs: Vec<SocketAddr>,
+    certificates: Vec<Arc<ReloadableCertificate>>,
+    stop: watch::Sender<bool>,
+    listeners: JoinSet<()>,
+    graceful: Arc<GracefulShutdown>,
+    services: Arc<Services>,
+}
+
+struct Shared {
+    services: Arc<Services>,
+    builder: auto::Builder<TokioExecutor>,
+    connections: Arc<Semaphore>,
+    request_timeout: Duration,
+    max_body: usize,
+}
+
+/// Binds every listener and starts serving.
+pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> {
+    let config = &services.config;
+    let mut bound = Vec::new();
+    let mut certificates = Vec::new();
+    for (i, listener) in config.listeners.iter().enumerate() {
+        let acceptor = match &listener.tls {
+            Some(tls) => {
+                let certificate =
+                    ReloadableCertificate::load(&format!("listeners[{i}].tls"), tls).map_err(StartError::Tls)?;
+                let acceptor = TlsAcceptor::from(certificate.server_config().map_err(StartError::Tls)?);
+                certificates.push(certificate);
+                Some(acceptor)
+            }
+            None => None,
+        };
+        let socket = TcpListener::bind(listener.address)
+            .await
+            .map_err(|error| StartError::Bind { address: listener.address, error })?;
+        bound.push((socket, acceptor));
+    }
+
+    let request_timeout = Duration::from_secs(config.request_timeout_secs);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(request_timeout);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(100);
+    let shared = Arc::new(Shared {
+        services: Arc::clone(&services),
+        builder,
+        connections: Arc::new(Semaphore::new(config.max_connections)),
+        request_timeout,
+        max_body: usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
+    });
+
+    let (stop, stopped) = watch::channel(false);
+    let graceful = Arc::new(GracefulShutdown::new());
+    let mut listeners = JoinSet::new();
+    let mut local_addrs = Vec::new();
+    for (socket, acceptor) in bound {
+        let address = socket.local_addr().map_err(|error| StartError::Bind { address: socket_addr(&socket), error })?;
+        tracing::info!(%address, tls = acceptor.is_some(), "listening");
+        local_addrs.push(address);
+        listeners.spawn(accept_loop(socket, acceptor, Arc::clone(&shared), Arc::clone(&graceful), stopped.clone()));
+    }
+    Ok(ServerHandle { local_addrs, certificates, stop, listeners, graceful, services })
+}
+
+fn socket_addr(socket: &TcpListener) -> SocketAddr {
+    socket.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl ServerHandle {
+    /// Re-reads every TLS certificate and key (SIGHUP). A listener whose new
+    /// files are bad keeps its old certificate; the first error is returned.
+    pub fn reload_certificates(&self) -> Result<(), TlsError> {
+        let mut first_error = None;
+        for certificate in &self.certificates {
+            if let Err(error) = certificate.reload() {
+                tracing::error!(%error, "certificate reload failed; keeping the previous one");
+                first_error.get_or_insert(error);
+            }
+        }
+        if first_error.is_none() {
+            tracing::info!(count = self.certificates.len(), "certificates reloaded");
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Stops accepting, waits for in-flight requests (bounded), flushes storage.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.listeners.join_next().await.is_some() {}
+        let graceful = Arc::try_unwrap(self.graceful).unwrap_or_default();
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+            tracing::warn!("some connections were still open after the grace period");
+        }
+        if let Err(error) = self.services.storage.shutdown() {
+            tracing::error!(%error, "final storage flush failed");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+async fn accept_loop(
+    socket: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&shared.connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            _ = stopped.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stopped.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let watcher = graceful.watcher();
+        let shared = Arc::clone(&shared);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let service = service_fn(|request| handle(Arc::clone(&shared), request, peer));
+            let result = match acceptor {
+                Some(acceptor) => match tokio::time::timeout(shared.request_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => watcher.watch(shared.builder.serve_connection(TokioIo::new(tls), service)).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                },
+                None => watcher.watch(shared.builder.serve_connection(TokioIo::new(stream), service)).await,
+            };
+            if let Err(error) = result {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(
+    shared: Arc<Shared>,
+    request: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<http::Response<Full<Bytes>>, Infallible> {
+    let started = Instant::now();
+    let method = Method::parse(request.method().as_str());
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!("request", method = request.method().as_str(), path = %path, user = Empty);
+    let response = async {
+        let response = if method == Method::Options {
+            preflight()
+        } else {
+            process(&shared, request, method, path, peer).await.unwrap_or_else(Response::from)
+        };
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        if response.status >= 500 {
+            tracing::warn!(status = response.status, elapsed_ms, "request failed");
+        } else {
+            tracing::info!(status = response.status, elapsed_ms, "request");
+        }
+        response
+    }
+    .instrument(span.clone())
+    .await;
+    Ok(into_hyper(response))
+}
+
+async fn process(
+    shared: &Shared,
+    request: hyper::Request<Incoming>,
+    method: Method,
+    path: String,
+    peer: SocketAddr,
+) -> Result<Response> {
+    let (endpoint, params) = match router::find(api::ROUTES, method, &path) {
+        Match::Found { endpoint, params } => (endpoint, params),
+        Match::MethodNotAllowed => {
+            return Err(Error::new(ErrorKind::MethodNotAllowed, "This endpoint does not support this method"))
+        }
+        Match::NotFound => return Err(Error::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")),
+    };
+    let query = request.uri().query().map(parse_query).unwrap_or_default();
+    let access_token = bearer_token(request.headers())
+        .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
+    let body = read_body(shared, request).await?;
+    let request = Request { method, path, params, query, body, client_ip: peer.ip().to_string(), access_token };
+    let services = Arc::clone(&shared.services);
+    let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());
+    task.await.unwrap_or_else(|join_error| Err(Error::internal("request handler", join_error)))
+}
+
+fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}
+
+async fn read_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<Bytes> {
+    let too_large = || Error::new(ErrorKind::TooLarge, format!("The request body exceeds {} bytes", shared.max_body));
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > shared.max_body as u64) {
+        return Err(too_large());
+    }
+    let limited = Limited::new(request.into_body(), shared.max_body);
+    match tokio::time::timeout(shared.request_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(error)) => Err(Error::bad_json(format!("Could not read the request body: {error}"))),
+        Err(_) => Err(Error::new(ErrorKind::RequestTimeout, "The request body was not received in time")),
+    }
+}

@@ -1,0 +1,22 @@
+//! conduit: a Matrix homeserver in one self-contained binary.
+//!
+//! Layout (see ARCHITECTURE.md for the full code map and invariants):
+//! - [`config`]: `conduit.toml`, environment overrides, validation;
+//! - [`http`]: listeners, TLS, routing, request/response types (only place that knows hyper);
+//! - [`api`]: one closed endpoint enum and one file per spec area;
+//! - [`users`]: accounts, devices, tokens, user-interactive auth;
+//! - [`crypto`]: signing key, canonical JSON signing, random tokens;
+//! - [`storage`]: typed tables over sled (only place that knows sled);
+//! - [`services`]: the shared state handed to every request;
+//! - [`error`]: the error type and its single mapping to Matrix error codes.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod services;
+pub mod storage;
+pub mod users;
+pub mod util;

@@ -1,0 +1,395 @@
+//! Storage: the only module that knows sled.
+//!
+//! What it offers the rest of the server:
+//! - [`Table`]: a typed tree, with a key codec and a versioned record type
+//!   ([`codec`]); the tables themselves are declared in [`tables`] and their
+//!   records in [`records`], so the whole on-disk schema is read in one place;
+//! - [`Batch`]: writes to several tables applied atomically;
+//! - [`Storage::commit`] / [`Storage::wait_durable`]: a write acknowledged to a
+//!   client is on disk first, with concurrent writers sharing flushes
+//!   ([`group_commit`]);
+//! - [`Storage::next_count`]: a persisted, strictly increasing global counter
+//!   (the future sync token);
+//! - a schema version checked at open, with ordered migrations ([`migrations`]).
+//!
+//! Invariant: nothing outside this module names a sled type.
+
+pub mod codec;
+mod group_commit;
+pub mod migrations;
+pub mod records;
+pub mod tables;
+
+use sled::Transactional;
+use std::{
+    fmt,
+    fs::File,
+    marker::PhantomData,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use codec::{decode_record, encode_record};
+pub use codec::{prefix_of, KeyCodec, Record};
+use group_commit::GroupCommit;
+use migrations::Migration;
+pub use tables::Tables;
+
+use crate::error::Error;
+
+const META_TREE: &str = "meta";
+const SCHEMA_VERSION_KEY: &[u8] = b"schema_version";
+const COUNTER_KEY: &[u8] = b"global_counter";
+
+/// A storage failure. Shown to clients as a generic internal error.
+#[derive(Debug)]
+pub enum StorageError {
+    Io(std::io::Error),
+    /// Another process (a running server) holds the database.
+    Locked(PathBuf),
+    Corrupt(String),
+    /// The database was written by a newer or unknown schema.
+    Schema(String),
+    Closed,
+}
+
+impl StorageError {
+    pub fn corrupt(message: impl Into<String>) -> Self {
+        Self::Corrupt(message.into())
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "storage I/O error: {e}"),
+            Self::Locked(path) => write!(
+                f,
+                "the database at {} is in use by another process (is the server running? stop it first)",
+                path.display()
+            ),
+            Self::Corrupt(m) => write!(f, "corrupt stored data: {m}"),
+            Self::Schema(m) => write!(f, "database schema: {m}"),
+            Self::Closed => f.write_str("storage is shut down"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+impl From<sled::Error> for StorageError {
+    fn from(error: sled::Error) -> Self {
+        match error {
+            sled::Error::Io(io) => Self::Io(io),
+            sled::Error::Corruption { at, .. } => Self::Corrupt(format!("sled reports corruption at {at:?}")),
+            other => Self::Corrupt(other.to_string()),
+        }
+    }
+}
+
+impl From<StorageError> for Error {
+    fn from(error: StorageError) -> Self {
+        Error::internal("storage", error)
+    }
+}
+
+/// The opened database.
+pub struct Storage {
+    db: sled::Db,
+    meta: sled::Tree,
+    path: PathBuf,
+    commit: Arc<GroupCommit>,
+    pub tables: Tables,
+}
+
+impl Storage {
+    /// Opens (or creates) the database at `path`, checking and migrating its schema.
+    pub fn open(path: &Path, cache_capacity_bytes: u64) -> Result<Self, StorageError> {
+        Self::open_with_migrations(path, cache_capacity_bytes, migrations::MIGRATIONS)
+    }
+
+    /// [`Storage::open`] with an explicit migration list (tests exercise the mechanism).
+    pub fn open_with_migrations(
+        path: &Path,
+        cache_capacity_bytes: u64,
+        migrations: &[Migration],
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(path).map_err(StorageError::Io)?;
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    StorageError::Locked(path.to_owned())
+                }
+                other => other.into(),
+            })?;
+        let data_file = File::open(path.join("db")).ok();
+        let commit = GroupCommit::start(db.clone(), data_file)?;
+        let meta = db.open_tree(META_TREE)?;
+        let tables = Tables::open(&db)?;
+        let storage = Self { db, meta, path: path.to_owned(), commit, tables };
+        migrations::bring_up_to_date(&storage, migrations)?;
+        Ok(storage)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Applies `batch` atomically, then waits until it is on disk.
+    pub async fn commit(&self, batch: Batch) -> Result<(), StorageError> {
+        self.apply(batch)?;
+        self.wait_durable().await
+    }
+
+    /// Applies `batch` atomically without waiting for the disk.
+    pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+        if batch.ops.is_empty() {
+            return Ok(());
+        }
+        let mut trees: Vec<&sled::Tree> = Vec::new();
+        let mut ops = Vec::with_capacity(batch.ops.len());
+        for op in &batch.ops {
+            let index = match trees.iter().position(|t| t.name() == op.tree.name()) {
+                Some(index) => index,
+                None => {
+                    trees.push(&op.tree);
+                    trees.len() - 1
+                }
+            };
+            ops.push((index, &op.key, &op.value));
+        }
+        trees
+            .as_slice()
+            .transaction(|views| {
+                for (index, key, value) in &ops {
+                    match value {
+                        Some(value) => views[*index].insert(key.as_slice(), value.as_slice())?,
+                        None => views[*index].remove(key.as_slice())?,
+                    };
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(e) => StorageError::from(e),
+                sled::transaction::TransactionError::Abort(()) => StorageError::corrupt("batch aborted"),
+            })
+    }
+
+    /// Waits until every write made so far is on disk (shared with concurrent callers).
+    pub async fn wait_durable(&self) -> Result<(), StorageError> {
+        self.commit.wait_durable().await
+    }
+
+    /// Flushes synchronously (command-line tools, shutdown).
+    pub fn flush_blocking(&self) -> Result<(), StorageError> {
+        let data_file = File::open(self.path.join("db")).ok();
+        group_commit::flush_to_disk(&self.db, data_file.as_ref())
+    }
+
+    /// Completed group flushes so far.
+    pub fn flush_count(&self) -> u64 {
+        self.commit.flushed_tickets()
+    }
+
+    /// Returns the next value of the global counter: strictly increasing across
+    /// restarts, as long as what used the value was itself made durable.
+    pub fn next_count(&self) -> Result<u64, StorageError> {
+        let updated = self.meta.update_and_fetch(COUNTER_KEY, |old| {
+            let current = old.and_then(|bytes| u64::decode(bytes).ok()).unwrap_or(0);
+            Some((current + 1).encode())
+        })?;
+        let bytes = updated.ok_or_else(|| StorageError::corrupt("counter vanished"))?;
+        u64::decode(&bytes)
+    }
+
+    /// The current value of the global counter (0 before the first use).
+    pub fn current_count(&self) -> Result<u64, StorageError> {
+        match self.meta.get(COUNTER_KEY)? {
+            Some(bytes) => u64::decode(&bytes),
+            None => Ok(0),
+        }
+    }
+
+    pub fn schema_version(&self) -> Result<Option<u32>, StorageError> {
+        match self.meta.get(SCHEMA_VERSION_KEY)? {
+            Some(bytes) => {
+                let array: [u8; 4] = bytes.as_ref().try_into().map_err(|_| StorageError::corrupt("schema version"))?;
+                Ok(Some(u32::from_be_bytes(array)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn set_schema_version(&self, version: u32) -> Result<(), StorageError> {
+        self.meta.insert(SCHEMA_VERSION_KEY, &version.to_be_bytes())?;
+        self.flush_blocking()
+    }
+
+    /// A record in the `meta` tree (server-wide singletons such as the signing key).
+    pub fn meta_get<V: Record>(&self, key: &str) -> Result<Option<V>, StorageError> {
+        self.meta.get(key.as_bytes())?.map(|bytes| decode_record(&bytes)).transpose()
+    }
+
+    /// Stores a `meta` record if none exists; returns the record now stored,
+    /// which is the earlier one if there was one.
+    pub fn meta_insert_if_absent<V: Record + Clone>(&self, key: &str, value: &V) -> Result<V, StorageError> {
+        let encoded = encode_record(value)?;
+        match self.meta.compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(encoded))? {
+            Ok(()) => {
+                self.flush_blocking()?;
+                Ok(value.clone())
+            }
+            Err(conflict) => {
+                let current = conflict.current.ok_or_else(|| StorageError::corrupt(key.to_owned()))?;
+                decode_record(&current)
+            }
+        }
+    }
+
+    /// True when no table holds any record (a fresh database).
+    fn is_empty(&self) -> bool {
+        self.db.tree_names().iter().all(|name| {
+            name.as_ref() == META_TREE.as_bytes() || self.db.open_tree(name).map(|t| t.is_empty()).unwrap_or(false)
+        })
+    }
+
+    /// Flushes and stops the flusher; the database closes when dropped.
+    pub fn shutdown(&self) -> Result<(), StorageError> {
+        let result = self.flush_blocking();
+        self.commit.shutdown();
+        result
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.commit.shutdown();
+    }
+}
+
+/// A typed tree.
+pub struct Table<K, V> {
+    tree: sled::Tree,
+    _types: PhantomData<fn(K, V)>,
+}
+
+impl<K, V> Clone for Table<K, V> {
+    fn clone(&self) -> Self {
+        Self { tree: self.tree.clone(), _types: PhantomData }
+    }
+}
+
+impl<K: KeyCodec, V: Record> Table<K, V> {
+    fn open(db: &sled::Db, name: &str) -> Result<Self, StorageError> {
+        Ok(Self { tree: db.open_tree(name)?, _types: PhantomData })
+    }
+
+    pub fn get(&self, key: &K) -> Result<Option<V>, StorageError> {
+        self.tree.get(key.encode())?.map(|bytes| decode_record(&bytes)).transpose()
+    }
+
+    pub fn contains(&self, key: &K) -> Result<bool, StorageError> {
+        Ok(self.tree.contains_key(key.encode())?)
+    }
+
+    /// Inserts `value` only if `key` is absent; true when it was inserted.
+    pub fn insert_if_absent(&self, key: &K, value: &V) -> Result<bool, StorageError> {
+        let outcome = self.tree.compare_and_swap(key.encode(), None as Option<&[u8]>, Some(encode_record(value)?))?;
+        Ok(outcome.is_ok())
+    }
+
+    /// Atomically replaces the record at `key` by `f(current)` (`None` removes it)
+    /// and returns the new record. `f` may run more than once under contention.
+    pub fn update_and_fetch(&self, key: &K, f: impl Fn(Option<V>) -> Option<V>) -> Result<Option<V>, StorageError> {
+        let mut failure = None;
+        let updated = self.tree.update_and_fetch(key.encode(), |old| {
+            let current = match old.map(decode_record::<V>).transpose() {
+                Ok(current) => current,
+                Err(error) => {
+                    failure = Some(error);
+                    return old.map(<[u8]>::to_vec);
+                }
+            };
+            match f(current).map(|new| encode_record(&new)).transpose() {
+                Ok(bytes) => bytes,
+                Err(error) => {
+                    failure = Some(error);
+                    old.map(<[u8]>::to_vec)
+                }
+            }
+        })?;
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        updated.map(|bytes| decode_record(&bytes)).transpose()
+    }
+
+    /// Every entry whose key starts with `prefix`, in key order.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, StorageError> {
+        self.tree
+            .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((K::decode(&key)?, decode_record(&value)?))
+            })
+            .collect()
+    }
+
+    /// Every entry, in key order.
+    pub fn all(&self) -> Result<Vec<(K, V)>, StorageError> {
+        self.scan_prefix(&[])
+    }
+
+    pub fn len(&self) -> usize {
+        self.tree.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tree.is_empty()
+    }
+}
+
+struct Op {
+    tree: sled::Tree,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+/// Writes to one or more tables, applied all together or not at all.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert<K: KeyCodec, V: Record>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<&mut Self, StorageError> {
+        self.ops.push(Op { tree: table.tree.clone(), key: key.encode(), value: Some(encode_record(value)?) });
+        Ok(self)
+    }
+
+    pub fn remove<K: KeyCodec, V: Record>(&mut self, table: &Table<K, V>, key: &K) -> &mut Self {
+        self.ops.push(Op { tree: table.tree.clone(), key: key.encode(), value: None });
+        self
+    }
+
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}

@@ -1,0 +1,111 @@
+//! The stored records: the on-disk format, kept apart from domain types.
+//!
+//! Users are keyed by localpart (the server name is fixed for a database).
+//! Secrets are never stored in the clear: passwords as argon2id PHC strings,
+//! access and refresh tokens as SHA-256 digests ([`TokenHash`]).
+
+use serde::{Deserialize, Serialize};
+
+use super::codec::Record;
+
+/// SHA-256 of an access or refresh token.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// argon2id PHC string; `None` for accounts that cannot log in by password.
+    pub password_hash: Option<String>,
+    pub created_ts: u64,
+    pub is_admin: bool,
+    pub is_guest: bool,
+    #[serde(default)]
+    pub deactivated: bool,
+}
+
+impl UserRecord {
+    pub fn new(password_hash: Option<String>, created_ts: u64, is_admin: bool, is_guest: bool) -> Self {
+        Self { password_hash, created_ts, is_admin, is_guest, deactivated: false }
+    }
+}
+
+impl Record for UserRecord {
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub display_name: Option<String>,
+    pub created_ts: u64,
+    pub last_seen_ts: Option<u64>,
+    pub last_seen_ip: Option<String>,
+    /// Every live access and refresh token of the device, so that deleting the
+    /// device (or logging in again with its id) revokes them all.
+    #[serde(default)]
+    pub token_hashes: Vec<TokenHash>,
+}
+
+impl Record for DeviceRecord {
+    const VERSION: u8 = 1;
+}
+
+/// Who a token belongs to. Shared shape of access and refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub localpart: String,
+    pub device_id: String,
+    /// Milliseconds since the epoch; `None` never expires. Refresh tokens never do.
+    pub expires_ts: Option<u64>,
+    /// Set on tokens made by `/refresh`: the refresh token they replace, which
+    /// stays valid until this token is first used (spec: "Refreshing access tokens").
+    #[serde(default)]
+    pub replaces_refresh_token: Option<TokenHash>,
+    /// On an access token, the refresh token issued with it; on a refresh
+    /// token, the access token issued with it.
+    #[serde(default)]
+    pub paired_token: Option<TokenHash>,
+}
+
+impl Record for TokenRecord {
+    const VERSION: u8 = 1;
+}
+
+/// A user-interactive authentication session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UiaaSessionRecord {
+    /// The user the session authenticates; `None` during registration.
+    pub localpart: Option<String>,
+    /// Method and path of the request the session belongs to.
+    pub endpoint: String,
+    pub completed: Vec<String>,
+    pub expires_ts: u64,
+    /// During registration: the token validated by `m.login.registration_token`.
+    #[serde(default)]
+    pub registration_token: Option<String>,
+}
+
+impl Record for UiaaSessionRecord {
+    const VERSION: u8 = 1;
+}
+
+/// How many registrations a registration token has completed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationTokenUsage {
+    pub completed: u32,
+}
+
+impl Record for RegistrationTokenUsage {
+    const VERSION: u8 = 1;
+}
+
+/// The server's ed25519 signing key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SigningKeyRecord {
+    /// The part after `ed25519:` in the key id.
+    pub version: String,
+    /// The key pair as PKCS#8 v2 DER, as ring produces it.
+    pub pkcs8: Vec<u8>,
+}
+
+impl Record for SigningKeyRecord {
+    const VERSION: u8 = 1;
+}

@@ -1,0 +1,249 @@
+//! Accounts: user ids, registration, passwords, deactivation, admins.
+//!
+//! Spec: client-server API "Account registration", "Account management",
+//! appendices "User Identifiers". Devices and tokens are in [`sessions`],
+//! user-interactive authentication in [`uiaa`].
+
+pub mod password;
+pub mod rate_limit;
+pub mod sessions;
+pub mod uiaa;
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+
+use crate::{
+    config::{Config, RegistrationTokenConfig},
+    error::{Error, ErrorKind, Result},
+    storage::{records::UserRecord, Batch, Storage},
+    util::now_ms,
+};
+use rate_limit::FailureLimiter;
+
+/// Longest user id the spec allows, in bytes, `@` and `:server` included.
+const MAX_USER_ID_BYTES: usize = 255;
+
+/// Who is making an authenticated request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: OwnedUserId,
+    pub localpart: String,
+    pub device_id: String,
+    pub is_admin: bool,
+    pub is_guest: bool,
+}
+
+pub struct Users {
+    storage: Arc<Storage>,
+    server_name: OwnedServerName,
+    refreshable_lifetime: Duration,
+    registration_tokens: Vec<RegistrationTokenConfig>,
+    pub login_failures: FailureLimiter,
+    last_seen: Mutex<HashMap<(String, String), sessions::LastSeen>>,
+}
+
+impl Users {
+    pub fn new(storage: Arc<Storage>, config: &Config) -> Self {
+        Self {
+            storage,
+            server_name: config.server_name.clone(),
+            refreshable_lifetime: Duration::from_secs(config.refreshable_access_token_lifetime_secs),
+            registration_tokens: config.registration_tokens.clone(),
+            login_failures: FailureLimiter::new(
+                config.login_rate_limit.failed_attempts,
+                Duration::from_secs(config.login_rate_limit.window_secs),
+            ),
+            last_seen: Mutex::default(),
+        }
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        &self.server_name
+    }
+
+    /// The full user id of a local user.
+    pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId> {
+        UserId::parse_with_server_name(localpart, &self.server_name)
+            .map_err(|e| Error::internal("building a user id from a stored localpart", e))
+    }
+
+    /// Checks a requested username against the spec's grammar for new user ids
+    /// and returns the localpart to use (lowercased, as users type names freely).
+    pub fn localpart_for_registration(&self, username: &str) -> Result<String> {
+        let localpart = username.to_lowercase();
+        if localpart.is_empty() {
+            return Err(Error::new(ErrorKind::InvalidUsername, "The username must not be empty"));
+        }
+        if let Some(bad) = localpart.chars().find(|c| !is_localpart_char(*c)) {
+            return Err(Error::new(
+                ErrorKind::InvalidUsername,
+                format!("The username may only contain a-z, 0-9, and . _ = - / +; found {bad:?}"),
+            ));
+        }
+        if 1 + localpart.len() + 1 + self.server_name.as_str().len() > MAX_USER_ID_BYTES {
+            return Err(Error::new(ErrorKind::InvalidUsername, "The user id would exceed 255 bytes"));
+        }
+        Ok(localpart)
+    }
+
+    /// The localpart named by a login identifier: a full user id of this server,
+    /// or a bare localpart. `None` when it names no possible local user.
+    pub fn localpart_from_identifier(&self, user: &str) -> Option<String> {
+        if user.starts_with('@') {
+            let user_id = UserId::parse(user).ok()?;
+            (user_id.server_name() == self.server_name).then(|| user_id.localpart().to_lowercase())
+        } else {
+            Some(user.to_lowercase())
+        }
+    }
+
+    pub fn get(&self, localpart: &str) -> Result<Option<UserRecord>> {
+        Ok(self.storage.tables.users.get(&localpart.to_owned())?)
+    }
+
+    /// The account, if it exists and is not deactivated.
+    pub fn get_active(&self, localpart: &str) -> Result<Option<UserRecord>> {
+        Ok(self.get(localpart)?.filter(|user| !user.deactivated))
+    }
+
+    pub fn is_available(&self, localpart: &str) -> Result<bool> {
+        Ok(!self.storage.tables.users.contains(&localpart.to_owned())?)
+    }
+
+    /// Creates an account. The very first account on a server becomes a server
+    /// admin; `make_admin` forces it. Fails with `M_USER_IN_USE` if taken.
+    pub async fn create_account(
+        &self,
+        localpart: &str,
+        password: Option<&str>,
+        is_guest: bool,
+        make_admin: bool,
+    ) -> Result<UserRecord> {
+        let password_hash = match password {
+            Some(password) => Some(password::hash(password).await?),
+            None => None,
+        };
+        let users = &self.storage.tables.users;
+        let is_first = users.is_empty() && !is_guest;
+        let record = UserRecord::new(password_hash, now_ms(), make_admin || is_first, is_guest);
+        if !users.insert_if_absent(&localpart.to_owned(), &record)? {
+            return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
+        }
+        self.storage.wait_durable().await?;
+        if record.is_admin {
+            tracing::info!(user = localpart, "account created as server admin");
+        }
+        Ok(record)
+    }
+
+    /// Checks a password, with rate limiting of failures per account and per client.
+    pub async fn check_password(&self, localpart: &str, password: &str, client: &str) -> Result<UserRecord> {
+        let keys = [format!("user:{localpart}"), format!("ip:{client}")];
+        self.login_failures.check(&keys)?;
+        let user = self.get(localpart)?;
+        let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
+            Some(hash) => password::verify(password, hash).await?,
+            None => false,
+        };
+        match user {
+            Some(user) if verified => {
+                if user.deactivated {
+                    return Err(Error::new(ErrorKind::UserDeactivated, "This account has been deactivated"));
+                }
+                self.login_failures.clear(&keys[0]);
+                Ok(user)
+            }
+            _ => {
+                self.login_failures.record_failure(&keys);
+                Err(Error::forbidden("Invalid username or password"))
+            }
+        }
+    }
+
+    pub async fn set_password(&self, localpart: &str, new_password: &str) -> Result<()> {
+        let hash = password::hash(new_password).await?;
+        let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
+            user.map(|user| UserRecord { password_hash: Some(hash.clone()), ..user })
+        })?;
+        if updated.is_none() {
+            return Err(Error::not_found("No such user"));
+        }
+        Ok(self.storage.wait_durable().await?)
+    }
+
+    pub async fn set_admin(&self, localpart: &str, is_admin: bool) -> Result<()> {
+        let updated = self
+            .storage
+            .tables
+            .users
+            .update_and_fetch(&localpart.to_owned(), |user| user.map(|user| UserRecord { is_admin, ..user }))?;
+        if updated.is_none() {
+            return Err(Error::not_found("No such user"));
+        }
+        Ok(self.storage.wait_durable().await?)
+    }
+
+    /// Deactivates an account for good: it can no longer log in, all its devices
+    /// and tokens are removed, and its user id is never handed out again.
+    pub async fn deactivate(&self, localpart: &str) -> Result<()> {
+        let Some(mut user) = self.get(localpart)? else {
+            return Err(Error::not_found("No such user"));
+        };
+        user.deactivated = true;
+        user.password_hash = None;
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
+        self.remove_all_devices(&mut batch, localpart)?;
+        self.storage.commit(batch).await?;
+        tracing::info!(user = localpart, "account deactivated");
+        Ok(())
+    }
+}
+
+/// The characters the spec allows in new localparts (appendices, "User Identifiers").
+fn is_localpart_char(c: char) -> bool {
+    matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users() -> (tempfile::TempDir, Users) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 8 << 20).unwrap());
+        let config = Config::from_toml_with_env("server_name = \"example.org\"", Vec::new()).unwrap();
+        (dir, Users::new(storage, &config))
+    }
+
+    #[test]
+    fn registration_usernames_follow_the_grammar() {
+        let (_dir, users) = users();
+        assert_eq!(users.localpart_for_registration("Jean.Dupont").unwrap(), "jean.dupont");
+        assert_eq!(users.localpart_for_registration("a_b=c-d/e+f").unwrap(), "a_b=c-d/e+f");
+        for bad in ["", "has space", "colon:", "émile", "@at", "x".repeat(250).as_str()] {
+            let error = users.localpart_for_registration(bad).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::InvalidUsername, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_name_local_users_only() {
+        let (_dir, users) = users();
+        assert_eq!(users.localpart_from_identifier("@Alice:example.org").as_deref(), Some("alice"));
+        assert_eq!(users.localpart_from_identifier("alice").as_deref(), Some("alice"));
+        assert_eq!(users.localpart_from_identifier("@alice:elsewhere.org"), None);
+        assert_eq!(users.localpart_from_identifier("@broken"), None);
+    }
+
+    #[tokio::test]
+    async fn first_account_is_admin_and_names_are_unique() {
+        let (_dir, users) = users();
+        let first = users.create_account("first", Some("pw"), false, false).await.unwrap();
+        let second = users.create_account("second", Some("pw"), false, false).await.unwrap();
+        assert!(first.is_admin && !second.is_admin);
+        let error = users.create_account("first", Some("pw"), false, false).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::UserInUse);
+    }
+}

@@ -1,0 +1,124 @@
+//! API standards: error responses, limits, CORS, discovery endpoints.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::harness::TestServer;
+
+#[tokio::test]
+async fn unknown_paths_and_wrong_methods_are_unrecognized() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    client.get("/_matrix/client/v3/no/such/endpoint").await.assert_error(404, "M_UNRECOGNIZED");
+    client.get("/").await.assert_error(404, "M_UNRECOGNIZED");
+    client.put("/_matrix/client/v3/login", json!({})).await.assert_error(405, "M_UNRECOGNIZED");
+    client.delete("/_matrix/client/versions", json!({})).await.assert_error(405, "M_UNRECOGNIZED");
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_or_of_the_wrong_shape_are_refused() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let reply = client.send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"{not json")).await;
+    reply.assert_error(400, "M_NOT_JSON");
+    let reply = client.send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"[1,2]")).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    let reply = client.post("/_matrix/client/v3/login", json!({ "type": 42 })).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    assert!(reply.body["error"].as_str().unwrap().contains("type"), "names the field: {}", reply.body);
+    let reply = client.post("/_matrix/client/v3/register", json!({ "username": "x", "inhibit_login": "yes" })).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    assert!(reply.body["error"].as_str().unwrap().contains("inhibit_login"), "{}", reply.body);
+    let reply = client.send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"\xff\xfe")).await;
+    reply.assert_error(400, "M_NOT_JSON");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_too_large_whether_declared_or_streamed() {
+    let server = TestServer::start_with("max_request_size = 2048").await;
+    let client = server.client();
+    let big = format!("{{\"username\": \"{}\"}}", "a".repeat(4096));
+    let reply = client.send("POST", "/_matrix/client/v3/register", &[], Bytes::from(big.clone())).await;
+    reply.assert_error(413, "M_TOO_LARGE");
+    // Chunked, with no Content-Length to reject up front.
+    let reply = client
+        .send("POST", "/_matrix/client/v3/register", &[("transfer-encoding", "chunked")], Bytes::from(big))
+        .await;
+    reply.assert_error(413, "M_TOO_LARGE");
+    // The server is still fine afterwards.
+    server.client().get("/_matrix/client/versions").await.assert_ok();
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_checked() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    client.get("/_matrix/client/v3/account/whoami").await.assert_error(401, "M_MISSING_TOKEN");
+    let reply = client.with_token("cdt_not-a-real-token").get("/_matrix/client/v3/account/whoami").await;
+    reply.assert_error(401, "M_UNKNOWN_TOKEN");
+    assert_eq!(reply.body["soft_logout"], false);
+    let reply = client.send("GET", "/_matrix/client/v3/account/whoami", &[("authorization", "Basic abc")], Bytes::new()).await;
+    reply.assert_error(401, "M_MISSING_TOKEN");
+
+    let alice = client.register("alice").await;
+    let path = format!("/_matrix/client/v3/account/whoami?access_token={}", alice.token);
+    let reply = client.get(&path).await;
+    assert_eq!(reply.assert_ok()["user_id"], "@alice:test.local", "older clients send the token in the query");
+}
+
+#[tokio::test]
+async fn cors_headers_on_every_response_and_preflight_runs_no_logic() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    for reply in [
+        client.get("/_matrix/client/versions").await,
+        client.get("/_matrix/client/v3/nothing").await,
+        client.get("/_matrix/client/v3/account/whoami").await,
+    ] {
+        assert_eq!(reply.headers["access-control-allow-origin"], "*");
+        assert!(reply.headers["access-control-allow-methods"].to_str().unwrap().contains("PUT"));
+        assert!(reply.headers["access-control-allow-headers"].to_str().unwrap().contains("Authorization"));
+        assert_eq!(reply.headers["content-type"], "application/json");
+    }
+    // Preflight of an authenticated endpoint succeeds without a token.
+    let reply = client.send("OPTIONS", "/_matrix/client/v3/account/whoami", &[], Bytes::new()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.headers["access-control-allow-origin"], "*");
+    // Preflight of logout must not log anybody out.
+    let alice = client.register("alice").await;
+    let reply = alice.client.send("OPTIONS", "/_matrix/client/v3/logout", &[], Bytes::new()).await;
+    assert_eq!(reply.status, 200);
+    alice.client.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+}
+
+#[tokio::test]
+async fn versions_well_known_and_capabilities() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let versions = client.get("/_matrix/client/versions").await;
+    let list = versions.assert_ok()["versions"].as_array().unwrap().clone();
+    assert!(list.contains(&json!("v1.3")), "refresh tokens (v1.3) are implemented");
+    assert!(!list.contains(&json!("v1.11")), "authenticated media (v1.11) is not implemented yet");
+
+    client.get("/.well-known/matrix/client").await.assert_error(404, "M_NOT_FOUND");
+    client.get("/.well-known/matrix/server").await.assert_error(404, "M_NOT_FOUND");
+
+    client.get("/_matrix/client/v3/capabilities").await.assert_error(401, "M_MISSING_TOKEN");
+    let alice = client.register("alice").await;
+    let caps = alice.client.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(caps.assert_ok()["capabilities"]["m.change_password"]["enabled"], true);
+}
+
+#[tokio::test]
+async fn well_known_is_served_from_configuration() {
+    let extra = "[well_known]\nclient = \"https://matrix.test.local\"\nserver = \"matrix.test.local:443\"";
+    let dir = tempfile::tempdir().unwrap();
+    // Tables must come after top-level keys: append the listener after [well_known].
+    let text = crate::harness::base_config(dir.path(), "").replace("[[listeners]]", &format!("{extra}\n[[listeners]]"));
+    let server = TestServer::start_in(dir, &text).await;
+    let client = server.client();
+    let reply = client.get("/.well-known/matrix/client").await;
+    assert_eq!(reply.assert_ok()["m.homeserver"]["base_url"], "https://matrix.test.local");
+    let reply = client.get("/.well-known/matrix/server").await;
+    assert_eq!(reply.assert_ok()["m.server"], "matrix.test.local:443");
+}

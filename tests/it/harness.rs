@@ -1,0 +1,224 @@
+//! Test harness: a real server on 127.0.0.1:0 with a temporary database, and
+//! a small HTTP client that speaks to it over real sockets.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use bytes::Bytes;
+use conduit::{config::Config, http, services::Services};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+use tokio::net::TcpStream;
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A server running in this process.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+    handle: Option<http::ServerHandle>,
+}
+
+/// The configuration tests start from: open registration, loopback, any port.
+pub fn base_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "server_name = \"test.local\"\ndatabase_path = {:?}\ndatabase_cache_mb = 8\nregistration = \"open\"\n{extra}\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n",
+        dir.join("db").display().to_string()
+    )
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// Starts with extra top-level configuration keys.
+    pub async fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let text = base_config(dir.path(), extra);
+        Self::start_in(dir, &text).await
+    }
+
+    /// Starts with a complete configuration text, in `dir`.
+    pub async fn start_in(dir: TempDir, config_text: &str) -> Self {
+        let config = Config::from_toml_with_env(config_text, Vec::new()).expect("test configuration");
+        let services = Services::open(config).expect("open storage");
+        let handle = http::start(services).await.expect("start server");
+        let addr = handle.local_addrs[0];
+        Self { addr, dir, handle: Some(handle) }
+    }
+
+    pub fn handle(&self) -> &http::ServerHandle {
+        self.handle.as_ref().expect("server running")
+    }
+
+    pub fn services(&self) -> Arc<Services> {
+        Arc::clone(self.handle().services())
+    }
+
+    /// Shuts down gracefully and hands back the data directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+        self.dir
+    }
+
+    /// Restarts on the same database (a new port).
+    pub async fn restart(self) -> Self {
+        let text = base_config(self.dir.path(), "");
+        self.restart_with(&text).await
+    }
+
+    pub fn client(&self) -> Client {
+        Client { addr: self.addr, token: None }
+    }
+}
+
+/// The answer to a request.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: ::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn errcode(&self) -> &str {
+        self.body["errcode"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status and errcode of an error reply.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!((self.status, self.errcode()), (status, errcode), "body: {}", self.body);
+        assert!(self.body["error"].is_string(), "errors carry a message: {}", self.body);
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert_eq!(self.status, 200, "body: {}", self.body);
+        &self.body
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Client {
+    pub fn with_token(&self, token: &str) -> Client {
+        Client { addr: self.addr, token: Some(token.to_owned()) }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send("GET", path, &[], Bytes::new()).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send("POST", path, &[], Bytes::from(body.to_string())).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send("PUT", path, &[], Bytes::from(body.to_string())).await
+    }
+
+    pub async fn delete(&self, path: &str, body: Value) -> Reply {
+        self.send("DELETE", path, &[], Bytes::from(body.to_string())).await
+    }
+
+    /// Sends any request; the client's token goes in the Authorization header.
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Reply {
+        self.try_send(method, path, headers, body).await.unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// [`Client::send`] that reports transport failures instead of panicking.
+    pub async fn try_send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, String> {
+        let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        let mut request = ::http::Request::builder().method(method).uri(path).header("host", "test.local");
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body)).map_err(|e| format!("request: {e}"))?;
+        let response = sender.send_request(request).await.map_err(|e| format!("response: {e}"))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| format!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))?
+        };
+        Ok(Reply { status, headers, body })
+    }
+
+    /// Registers `username` with the default password (open registration,
+    /// dummy auth) and returns a client logged in as them.
+    pub async fn register(&self, username: &str) -> Session {
+        let reply = self
+            .post(
+                "/_matrix/client/v3/register",
+                json!({ "username": username, "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+            )
+            .await;
+        Session::from_reply(self, reply.assert_ok())
+    }
+
+    pub async fn login(&self, user: &str, password: &str) -> Reply {
+        self.post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password }),
+        )
+        .await
+    }
+}
+
+/// A logged-in user.
+#[derive(Clone)]
+pub struct Session {
+    pub user_id: String,
+    pub device_id: String,
+    pub token: String,
+    pub client: Client,
+}
+
+impl Session {
+    pub fn from_reply(client: &Client, body: &Value) -> Self {
+        let token = body["access_token"].as_str().expect("access_token").to_owned();
+        Session {
+            user_id: body["user_id"].as_str().expect("user_id").to_owned(),
+            device_id: body["device_id"].as_str().expect("device_id").to_owned(),
+            client: client.with_token(&token),
+            token,
+        }
+    }
+
+    /// The user-interactive password stage for `session`.
+    pub fn password_auth(&self, session: &str) -> Value {
+        json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": self.user_id },
+            "password": PASSWORD,
+            "session": session,
+        })
+    }
+}
+
+impl TestServer {
+    /// Restarts on the same database with a given configuration text.
+    pub async fn restart_with(self, config_text: &str) -> Self {
+        let dir = self.stop().await;
+        Self::start_in(dir, config_text).await
+    }
+}

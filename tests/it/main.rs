@@ -1,0 +1,14 @@
+//! The integration tests: one binary, one module per area. Each test starts a
+//! real server on 127.0.0.1:0 (in-process, or the real binary where a process
+//! must be killed) and talks to it over HTTP.
+
+mod harness;
+
+mod account;
+mod api_standards;
+mod devices;
+mod login;
+mod process;
+mod registration;
+mod server_keys;
+mod tls;

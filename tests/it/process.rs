@@ -1,0 +1,254 @@
+//! The real binary as a process: crash durability under SIGKILL, graceful
+//! shutdown on SIGTERM, configuration refusals, and the operator commands.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::harness::{Client, PASSWORD};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_conduit");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
+    let path = dir.join("conduit.toml");
+    let text = format!(
+        "server_name = \"proc.test\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = \"warn\"\n{extra}\n\
+         [[listeners]]\naddress = \"127.0.0.1:{port}\"\n",
+        dir.join("db").display().to_string()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn spawn_server(config: &Path, port: u16) -> Process {
+    let child = Command::new(BINARY)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn conduit");
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            let reply = Client { addr, token: None }.get("/_matrix/client/versions").await;
+            if reply.status == 200 {
+                return Process { child, addr };
+            }
+        }
+        assert!(Instant::now() < deadline, "the server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn run_cli(config: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY).arg("--config").arg(config).args(args).stdin(Stdio::null()).output().expect("run conduit")
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
+
+    for round in 0..3 {
+        let mut server = spawn_server(&config, port).await;
+        let client = Client { addr: server.addr, token: None };
+        // Writers keep registering accounts while the process is killed under them.
+        let mut writers = Vec::new();
+        for writer in 0..4 {
+            let client = client.clone();
+            let acknowledged = Arc::clone(&acknowledged);
+            writers.push(tokio::spawn(async move {
+                for i in 0.. {
+                    let name = format!("r{round}w{writer}n{i}");
+                    let body = json!({ "username": name, "password": PASSWORD, "auth": { "type": "m.login.dummy" }, "inhibit_login": true });
+                    let body = Bytes::from(body.to_string());
+                    let attempt = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        client.try_send("POST", "/_matrix/client/v3/register", &[], body),
+                    );
+                    match attempt.await {
+                        Ok(Ok(reply)) if reply.status == 200 => acknowledged.lock().unwrap().push(name),
+                        _ => return,
+                    }
+                }
+            }));
+        }
+        let target = (round + 1) * 12;
+        while acknowledged.lock().unwrap().len() < target {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        server.child.kill().expect("SIGKILL");
+        server.child.wait().unwrap();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+    }
+
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    let names = acknowledged.lock().unwrap().clone();
+    assert!(names.len() >= 36);
+    for name in &names {
+        let reply = client.get(&format!("/_matrix/client/v3/register/available?username={name}")).await;
+        reply.assert_error(400, "M_USER_IN_USE");
+    }
+    // A few full logins too (password hashes intact, not just keys).
+    for name in names.iter().step_by(names.len() / 4) {
+        client.login(name, PASSWORD).await.assert_ok();
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly_and_keeps_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    client.register("graceful").await;
+    let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let exit = server.child.wait().unwrap();
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+
+    let mut server = spawn_server(&config, port).await;
+    Client { addr: server.addr, token: None }.login("graceful", PASSWORD).await.assert_ok();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn invalid_configuration_exits_before_listening() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cases = [
+        ("registraton = \"open\"", "registraton"),
+        ("max_request_size = \"big\"", "max_request_size"),
+        ("registration = \"token\"", "registration"),
+    ];
+    for (extra, key) in cases {
+        let config = write_config(dir.path(), port, extra);
+        let output = Command::new(BINARY).arg("--config").arg(&config).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{extra}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(key), "the message names `{key}`: {stderr}");
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok(), "the port was never taken");
+    }
+
+    let tls = format!(
+        "server_name = \"proc.test\"\ndatabase_path = {:?}\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         tls = {{ certificate = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }}\n",
+        dir.path().join("db").display().to_string()
+    );
+    let config = dir.path().join("tls.toml");
+    std::fs::write(&config, tls).unwrap();
+    let output = Command::new(BINARY).arg("--config").arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("listeners[0].tls.certificate"));
+
+    let output = Command::new(BINARY).arg("--config").arg(dir.path().join("missing.toml")).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.toml"));
+
+    let env_override = Command::new(BINARY)
+        .arg("--config")
+        .arg(write_config(dir.path(), port, ""))
+        .env("CONDUIT_NO_SUCH_KEY", "1")
+        .output()
+        .unwrap();
+    assert_eq!(env_override.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&env_override.stderr).contains("no_such_key"));
+}
+
+#[tokio::test]
+async fn operator_commands_work_on_a_stopped_server_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+
+    let created = run_cli(&config, &["user", "create", "Operator", "--admin", "--password", "op-pass"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(String::from_utf8_lossy(&created.stdout).contains("@operator:proc.test"));
+    let generated = run_cli(&config, &["user", "create", "second"]);
+    let stdout = String::from_utf8_lossy(&generated.stdout).to_string();
+    let generated_password = stdout.lines().find_map(|l| l.strip_prefix("password: ")).expect("a generated password").to_owned();
+    let duplicate = run_cli(&config, &["user", "create", "operator"]);
+    assert!(!duplicate.status.success());
+
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    client.login("operator", "op-pass").await.assert_ok();
+    client.login("second", &generated_password).await.assert_ok();
+
+    let refused = run_cli(&config, &["user", "reset-password", "operator", "--password", "x"]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is the server running"), "{}", String::from_utf8_lossy(&refused.stderr));
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let reset = run_cli(&config, &["user", "reset-password", "@operator:proc.test", "--password", "new-pass"]);
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+    let missing = run_cli(&config, &["user", "reset-password", "ghost", "--password", "x"]);
+    assert!(!missing.status.success());
+
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    client.login("operator", "op-pass").await.assert_error(403, "M_FORBIDDEN");
+    client.login("operator", "new-pass").await.assert_ok();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn starts_with_no_configuration_on_the_development_default() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default listens on 127.0.0.1:6167; skip if something else holds it.
+    if TcpListener::bind("127.0.0.1:6167").is_err() {
+        eprintln!("port 6167 is busy; skipping the embedded-default test");
+        return;
+    }
+    let child = Command::new(BINARY)
+        .current_dir(dir.path())
+        .env_remove("CONDUIT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], 6167));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "the default server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alice = Client { addr, token: None }.register("alice").await;
+    assert_eq!(alice.user_id, "@alice:localhost");
+    assert!(dir.path().join("conduit-data").is_dir(), "data goes to ./conduit-data");
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("development default"), "the first log lines say so: {stderr}");
+}

@@ -1,0 +1,212 @@
+//! Registration: user-interactive auth, usernames, modes, tokens, guests.
+
+use serde_json::json;
+
+use crate::harness::{base_config, TestServer, PASSWORD};
+
+const REGISTER: &str = "/_matrix/client/v3/register";
+
+#[tokio::test]
+async fn open_registration_runs_the_dummy_stage() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let first = client.post(REGISTER, json!({ "username": "alice", "password": PASSWORD })).await;
+    assert_eq!(first.status, 401);
+    assert_eq!(first.body["flows"], json!([{ "stages": ["m.login.dummy"] }]));
+    assert!(first.body.get("errcode").is_none(), "the first challenge is not an error: {}", first.body);
+    let session = first.body["session"].as_str().unwrap();
+
+    let done = client
+        .post(
+            REGISTER,
+            json!({ "username": "alice", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } }),
+        )
+        .await;
+    let body = done.assert_ok();
+    assert_eq!(body["user_id"], "@alice:test.local");
+    assert!(body["access_token"].as_str().unwrap().len() >= 43);
+    assert!(body["device_id"].is_string());
+    assert!(body.get("refresh_token").is_none());
+
+    let token = body["access_token"].as_str().unwrap();
+    let whoami = client.with_token(token).get("/_matrix/client/v3/account/whoami").await;
+    assert_eq!(whoami.assert_ok()["user_id"], "@alice:test.local");
+
+    // A completed session cannot authorise a second registration.
+    let replay = client
+        .post(
+            REGISTER,
+            json!({ "username": "alice2", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } }),
+        )
+        .await;
+    assert_ne!(replay.status, 200, "{}", replay.body);
+}
+
+#[tokio::test]
+async fn usernames_are_checked_before_authentication() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    client.register("taken").await;
+    for (username, errcode) in [("taken", "M_USER_IN_USE"), ("TAKEN", "M_USER_IN_USE"), ("bad name", "M_INVALID_USERNAME"), ("é", "M_INVALID_USERNAME")] {
+        let reply = client.post(REGISTER, json!({ "username": username, "password": PASSWORD })).await;
+        reply.assert_error(400, errcode);
+    }
+    let long = "a".repeat(250);
+    client.post(REGISTER, json!({ "username": long, "password": PASSWORD })).await.assert_error(400, "M_INVALID_USERNAME");
+}
+
+#[tokio::test]
+async fn usernames_are_lowercased_and_generated_when_absent() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let jean = client.register("Jean.Dupont").await;
+    assert_eq!(jean.user_id, "@jean.dupont:test.local");
+    let reply = client.post(REGISTER, json!({ "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    let user_id = reply.assert_ok()["user_id"].as_str().unwrap().to_owned();
+    assert!(user_id.ends_with(":test.local") && user_id.len() > "@:test.local".len());
+}
+
+#[tokio::test]
+async fn a_password_is_required() {
+    let server = TestServer::start().await;
+    let reply = server.client().post(REGISTER, json!({ "username": "nopass", "auth": { "type": "m.login.dummy" } })).await;
+    reply.assert_error(400, "M_MISSING_PARAM");
+    assert_eq!(server.client().get("/_matrix/client/v3/register/available?username=nopass").await.status, 200);
+}
+
+#[tokio::test]
+async fn availability_endpoint() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    client.register("bob").await;
+    let free = client.get("/_matrix/client/v3/register/available?username=carol").await;
+    assert_eq!(free.assert_ok()["available"], true);
+    client.get("/_matrix/client/v3/register/available?username=bob").await.assert_error(400, "M_USER_IN_USE");
+    client.get("/_matrix/client/v3/register/available?username=b%20b").await.assert_error(400, "M_INVALID_USERNAME");
+    client.get("/_matrix/client/v3/register/available").await.assert_error(400, "M_MISSING_PARAM");
+}
+
+#[tokio::test]
+async fn inhibit_login_creates_no_device() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let reply = client
+        .post(REGISTER, json!({ "username": "quiet", "password": PASSWORD, "inhibit_login": true, "auth": { "type": "m.login.dummy" } }))
+        .await;
+    let body = reply.assert_ok();
+    assert_eq!(body["user_id"], "@quiet:test.local");
+    assert!(body.get("access_token").is_none() && body.get("device_id").is_none());
+    let login = client.login("quiet", PASSWORD).await;
+    let token = login.assert_ok()["access_token"].as_str().unwrap();
+    let devices = client.with_token(token).get("/_matrix/client/v3/devices").await;
+    assert_eq!(devices.assert_ok()["devices"].as_array().unwrap().len(), 1, "only the login's device");
+}
+
+#[tokio::test]
+async fn closed_registration_is_forbidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path(), "").replace("registration = \"open\"", "registration = \"closed\"");
+    let server = TestServer::start_in(dir, &text).await;
+    let reply = server.client().post(REGISTER, json!({ "username": "x", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    reply.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn guests_are_refused_unless_enabled() {
+    let server = TestServer::start().await;
+    let reply = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await;
+    reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    server.client().post("/_matrix/client/v3/register?kind=robot", json!({})).await.assert_error(400, "M_INVALID_PARAM");
+
+    let server = TestServer::start_with("allow_guest_registration = true").await;
+    let reply = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await;
+    let token = reply.assert_ok()["access_token"].as_str().unwrap().to_owned();
+    let whoami = server.client().with_token(&token).get("/_matrix/client/v3/account/whoami").await;
+    assert_eq!(whoami.assert_ok()["is_guest"], true);
+}
+
+fn token_config(dir: &std::path::Path) -> String {
+    base_config(dir, "").replace("registration = \"open\"", "registration = \"token\"").replace(
+        "[[listeners]]",
+        "[[registration_tokens]]\ntoken = \"once\"\nuses_allowed = 1\n\
+         [[registration_tokens]]\ntoken = \"expired\"\nexpiry_time = 1000\n\
+         [[registration_tokens]]\ntoken = \"unlimited\"\n[[listeners]]",
+    )
+}
+
+#[tokio::test]
+async fn token_registration_checks_validity_uses_and_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = token_config(dir.path());
+    let server = TestServer::start_in(dir, &text).await;
+    let client = server.client();
+    let validity = |token: &str| format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}");
+    assert_eq!(client.get(&validity("once")).await.assert_ok()["valid"], true);
+    assert_eq!(client.get(&validity("expired")).await.assert_ok()["valid"], false);
+    assert_eq!(client.get(&validity("nope")).await.assert_ok()["valid"], false);
+    assert_eq!(client.get(&validity("bad%20chars")).await.assert_ok()["valid"], false);
+
+    let first = client.post(REGISTER, json!({ "username": "tok1", "password": PASSWORD })).await;
+    assert_eq!(first.status, 401);
+    assert_eq!(first.body["flows"], json!([{ "stages": ["m.login.registration_token"] }]));
+    let session = first.body["session"].as_str().unwrap();
+
+    let wrong = client
+        .post(REGISTER, json!({ "username": "tok1", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "expired", "session": session } }))
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.body["errcode"], "M_UNAUTHORIZED");
+    let dummy = client.post(REGISTER, json!({ "username": "tok1", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    assert_eq!(dummy.status, 401, "the dummy stage is not offered: {}", dummy.body);
+    assert_eq!(dummy.body["errcode"], "M_FORBIDDEN");
+
+    let ok = client
+        .post(REGISTER, json!({ "username": "tok1", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "once", "session": session } }))
+        .await;
+    ok.assert_ok();
+    assert_eq!(client.get(&validity("once")).await.assert_ok()["valid"], false, "its single use is spent");
+    let again = client
+        .post(REGISTER, json!({ "username": "tok2", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "once" } }))
+        .await;
+    assert_eq!(again.status, 401);
+
+    // Uses survive a restart.
+    let server = server.restart_with(&text).await;
+    assert_eq!(server.client().get(&validity("once")).await.assert_ok()["valid"], false);
+    assert_eq!(server.client().get(&validity("unlimited")).await.assert_ok()["valid"], true);
+}
+
+#[tokio::test]
+async fn first_user_is_admin() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    client.register("first").await;
+    client.register("second").await;
+    let users = &server.services().users;
+    assert!(users.get("first").unwrap().unwrap().is_admin);
+    assert!(!users.get("second").unwrap().unwrap().is_admin);
+}
+
+#[tokio::test]
+async fn concurrent_registrations_of_one_name_yield_one_account() {
+    let server = TestServer::start().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let client = server.client();
+        tasks.push(tokio::spawn(async move {
+            client.post(REGISTER, json!({ "username": "race", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await
+        }));
+    }
+    let mut successes = 0;
+    for task in tasks {
+        let reply = task.await.unwrap();
+        match reply.status {
+            200 => successes += 1,
+            _ => reply.assert_error(400, "M_USER_IN_USE"),
+        }
+    }
+    assert_eq!(successes, 1);
+}
