@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 pub mod services;
 pub mod storage;

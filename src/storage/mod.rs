@@ -190,9 +190,9 @@ impl Storage {
         group_commit::flush_to_disk(&self.db, data_file.as_ref())
     }
 
-    /// Completed group flushes so far.
+    /// Group flushes run so far.
     pub fn flush_count(&self) -> u64 {
-        self.commit.flushed_tickets()
+        self.commit.flushes()
     }
 
     /// Returns the next value of the global counter: strictly increasing across
@@ -391,5 +391,114 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use records::UserRecord;
+
+    fn open() -> (tempfile::TempDir, Arc<Storage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 8 << 20).unwrap());
+        (dir, storage)
+    }
+
+    fn user(created_ts: u64) -> UserRecord {
+        UserRecord::new(None, created_ts, false, false)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_share_flushes() {
+        let (_dir, storage) = open();
+        let writers = 64;
+        let barrier = Arc::new(tokio::sync::Barrier::new(writers));
+        let mut tasks = Vec::new();
+        for i in 0..writers {
+            let storage = Arc::clone(&storage);
+            let barrier = Arc::clone(&barrier);
+            tasks.push(tokio::spawn(async move {
+                barrier.wait().await;
+                let mut batch = Batch::new();
+                batch.insert(&storage.tables.users, &format!("user{i}"), &user(i as u64)).unwrap();
+                storage.commit(batch).await.unwrap();
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(storage.tables.users.len(), writers);
+        // Each flush answers every ticket queued while the previous one ran,
+        // so 64 simultaneous writers need far fewer than 64 flushes.
+        let flushes = storage.flush_count();
+        assert!((1..writers as u64).contains(&flushes), "{flushes} flushes for {writers} writers");
+    }
+
+    #[test]
+    fn batches_are_atomic_across_tables() {
+        let (_dir, storage) = open();
+        let mut batch = Batch::new();
+        batch.insert(&storage.tables.users, &"a".to_owned(), &user(1)).unwrap();
+        let device = records::DeviceRecord {
+            display_name: None,
+            created_ts: 1,
+            last_seen_ts: None,
+            last_seen_ip: None,
+            token_hashes: vec![],
+        };
+        batch.insert(&storage.tables.devices, &("a".to_owned(), "D".to_owned()), &device).unwrap();
+        batch.remove(&storage.tables.users, &"missing".to_owned());
+        assert_eq!(batch.len(), 3);
+        storage.apply(batch).unwrap();
+        assert!(storage.tables.users.contains(&"a".to_owned()).unwrap());
+        assert_eq!(storage.tables.devices.scan_prefix(&prefix_of("a")).unwrap().len(), 1);
+        assert!(storage.tables.devices.scan_prefix(&prefix_of("")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn counter_increases_strictly_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let last = {
+            let storage = Storage::open(dir.path(), 8 << 20).unwrap();
+            assert_eq!(storage.current_count().unwrap(), 0);
+            let a = storage.next_count().unwrap();
+            let b = storage.next_count().unwrap();
+            assert!(b > a);
+            storage.flush_blocking().unwrap();
+            b
+        };
+        let storage = Storage::open(dir.path(), 8 << 20).unwrap();
+        assert_eq!(storage.current_count().unwrap(), last);
+        assert!(storage.next_count().unwrap() > last);
+    }
+
+    #[test]
+    fn update_and_fetch_and_insert_if_absent() {
+        let (_dir, storage) = open();
+        let users = &storage.tables.users;
+        let key = "u".to_owned();
+        assert!(users.insert_if_absent(&key, &user(1)).unwrap());
+        assert!(!users.insert_if_absent(&key, &user(2)).unwrap());
+        assert_eq!(users.get(&key).unwrap().unwrap().created_ts, 1);
+        let updated = users.update_and_fetch(&key, |u| u.map(|u| UserRecord { created_ts: 5, ..u })).unwrap();
+        assert_eq!(updated.unwrap().created_ts, 5);
+        assert!(users.update_and_fetch(&key, |_| None).unwrap().is_none());
+        assert!(!users.contains(&key).unwrap());
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_database_is_refused_as_locked() {
+        let (dir, _storage) = open();
+        let error = Storage::open(dir.path(), 8 << 20).err().unwrap();
+        assert!(matches!(error, StorageError::Locked(_)), "{error}");
+    }
+
+    #[test]
+    fn corrupt_records_are_errors_not_panics() {
+        let (_dir, storage) = open();
+        storage.tables.users.tree.insert(b"bad", &[1u8, 0xC1][..]).unwrap();
+        assert!(storage.tables.users.get(&"bad".to_owned()).is_err());
+        assert!(storage.tables.users.all().is_err());
     }
 }

@@ -61,15 +61,22 @@ async fn a_uia_session_cannot_be_moved_to_another_user_or_endpoint() {
     let mallory = client.register("mallory").await;
     let session = uia_session(&alice, PASSWORD_PATH, json!({ "new_password": "x" })).await;
     // Mallory, with her own password, cannot use Alice's session.
-    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) })).await;
+    let reply = mallory
+        .client
+        .post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) }))
+        .await;
     reply.assert_error(403, "M_FORBIDDEN");
     // Nor can Alice's password be checked on Mallory's request.
     let own = uia_session(&mallory, PASSWORD_PATH, json!({ "new_password": "x" })).await;
-    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
+    let reply =
+        mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.body["errcode"], "M_FORBIDDEN");
     // Nor on another endpoint.
-    let reply = alice.client.post("/_matrix/client/v3/account/deactivate", json!({ "auth": alice.password_auth(&session) })).await;
+    let reply = alice
+        .client
+        .post("/_matrix/client/v3/account/deactivate", json!({ "auth": alice.password_auth(&session) }))
+        .await;
     reply.assert_error(403, "M_FORBIDDEN");
     alice.client.get(WHOAMI).await.assert_ok();
 }
@@ -89,7 +96,10 @@ async fn deactivation_ends_the_account_for_good() {
     second.client.get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
     client.login("carol", PASSWORD).await.assert_error(403, "M_FORBIDDEN");
     let again = client
-        .post("/_matrix/client/v3/register", json!({ "username": "carol", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+        .post(
+            "/_matrix/client/v3/register",
+            json!({ "username": "carol", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+        )
         .await;
     again.assert_error(400, "M_USER_IN_USE");
 }

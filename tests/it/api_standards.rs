@@ -1,7 +1,13 @@
 //! API standards: error responses, limits, CORS, discovery endpoints.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde_json::json;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 
 use crate::harness::TestServer;
 
@@ -40,11 +46,19 @@ async fn oversized_bodies_get_too_large_whether_declared_or_streamed() {
     let big = format!("{{\"username\": \"{}\"}}", "a".repeat(4096));
     let reply = client.send("POST", "/_matrix/client/v3/register", &[], Bytes::from(big.clone())).await;
     reply.assert_error(413, "M_TOO_LARGE");
-    // Chunked, with no Content-Length to reject up front.
-    let reply = client
-        .send("POST", "/_matrix/client/v3/register", &[("transfer-encoding", "chunked")], Bytes::from(big))
-        .await;
-    reply.assert_error(413, "M_TOO_LARGE");
+    // Chunked, with no Content-Length to reject up front: the limit applies while streaming.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /_matrix/client/v3/register HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..4 {
+        let chunk = "a".repeat(1000);
+        let _ = stream.write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes()).await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("M_TOO_LARGE"), "{response}");
     // The server is still fine afterwards.
     server.client().get("/_matrix/client/versions").await.assert_ok();
 }
@@ -57,7 +71,8 @@ async fn tokens_are_required_and_checked() {
     let reply = client.with_token("cdt_not-a-real-token").get("/_matrix/client/v3/account/whoami").await;
     reply.assert_error(401, "M_UNKNOWN_TOKEN");
     assert_eq!(reply.body["soft_logout"], false);
-    let reply = client.send("GET", "/_matrix/client/v3/account/whoami", &[("authorization", "Basic abc")], Bytes::new()).await;
+    let reply =
+        client.send("GET", "/_matrix/client/v3/account/whoami", &[("authorization", "Basic abc")], Bytes::new()).await;
     reply.assert_error(401, "M_MISSING_TOKEN");
 
     let alice = client.register("alice").await;
@@ -121,4 +136,71 @@ async fn well_known_is_served_from_configuration() {
     assert_eq!(reply.assert_ok()["m.homeserver"]["base_url"], "https://matrix.test.local");
     let reply = client.get("/.well-known/matrix/server").await;
     assert_eq!(reply.assert_ok()["m.server"], "matrix.test.local:443");
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    let server = TestServer::start_with("request_timeout_secs = 1").await;
+    // Headers that never finish: the connection is closed.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut buffer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await;
+    assert!(read.is_ok(), "the server closed the connection instead of waiting forever");
+
+    // A body that never finishes: 408.
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let head = "POST /_matrix/client/v3/login HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+
+    server.client().get("/_matrix/client/versions").await.assert_ok();
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_their_turn() {
+    let server = TestServer::start_with("max_connections = 2").await;
+    let request = b"GET /_matrix/client/versions HTTP/1.1\r\nhost: x\r\n\r\n";
+    let mut first = TcpStream::connect(server.addr).await.unwrap();
+    let mut second = TcpStream::connect(server.addr).await.unwrap();
+    for stream in [&mut first, &mut second] {
+        stream.write_all(request).await.unwrap();
+        let mut buffer = [0u8; 12];
+        stream.read_exact(&mut buffer).await.unwrap();
+        assert_eq!(&buffer, b"HTTP/1.1 200");
+    }
+    // Both stay open (keep-alive): a third client is not served yet.
+    let third = tokio::spawn({
+        let addr = server.addr;
+        async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream.write_all(request).await.unwrap();
+            let mut buffer = [0u8; 12];
+            stream.read_exact(&mut buffer).await.unwrap();
+            buffer
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "the third connection waits while two are open");
+    drop(first);
+    let served = tokio::time::timeout(Duration::from_secs(10), third).await.expect("served once a slot frees").unwrap();
+    assert_eq!(&served, b"HTTP/1.1 200");
+}
+
+#[tokio::test]
+async fn plain_listeners_also_speak_http2_with_prior_knowledge() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let server = TestServer::start().await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::builder().uri("http://x/_matrix/client/versions").body(Empty::<Bytes>::new()).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    assert!(!response.into_body().collect().await.unwrap().to_bytes().is_empty());
 }

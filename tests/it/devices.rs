@@ -28,7 +28,10 @@ async fn list_get_rename_and_delete_devices() {
     let path = format!("/_matrix/client/v3/devices/{}", phone.device_id);
     main.client.put(&path, json!({ "display_name": "Old phone" })).await.assert_ok();
     assert_eq!(main.client.get(&path).await.assert_ok()["display_name"], "Old phone");
-    main.client.put("/_matrix/client/v3/devices/NOPE", json!({ "display_name": "x" })).await.assert_error(404, "M_NOT_FOUND");
+    main.client
+        .put("/_matrix/client/v3/devices/NOPE", json!({ "display_name": "x" }))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     main.client.get("/_matrix/client/v3/devices/NOPE").await.assert_error(404, "M_NOT_FOUND");
 
     let first = main.client.delete(&path, json!({})).await;
@@ -80,6 +83,11 @@ async fn users_cannot_see_or_touch_each_others_devices() {
     eve.client.delete(&path, json!({ "auth": eve.password_auth(session) })).await.assert_ok();
     alice.client.get("/_matrix/client/v3/account/whoami").await.assert_ok();
     let list = eve.client.get("/_matrix/client/v3/devices").await;
-    let ids: Vec<String> = list.assert_ok()["devices"].as_array().unwrap().iter().map(|d| d["device_id"].as_str().unwrap().to_owned()).collect();
+    let ids: Vec<String> = list.assert_ok()["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device_id"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(ids, vec![eve.device_id.clone()]);
 }

@@ -137,7 +137,13 @@ impl Client {
     }
 
     /// [`Client::send`] that reports transport failures instead of panicking.
-    pub async fn try_send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Bytes) -> Result<Reply, String> {
+    pub async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<Reply, String> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;

@@ -40,7 +40,9 @@ async fn wrong_credentials_are_forbidden() {
     client.login("@bob:other.server", PASSWORD).await.assert_error(403, "M_FORBIDDEN");
     let reply = client.post(LOGIN, json!({ "type": "m.login.token", "token": "x" })).await;
     reply.assert_error(400, "M_INVALID_PARAM");
-    let reply = client.post(LOGIN, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" } })).await;
+    let reply = client
+        .post(LOGIN, json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" } }))
+        .await;
     reply.assert_error(400, "M_BAD_JSON");
 }
 
@@ -68,7 +70,8 @@ async fn device_ids_are_reused_and_their_old_tokens_revoked() {
     let login = |device: &'static str, name: Option<&'static str>| {
         let client = client.clone();
         async move {
-            let mut body = json!({ "type": "m.login.password", "user": "dave", "password": PASSWORD, "device_id": device });
+            let mut body =
+                json!({ "type": "m.login.password", "user": "dave", "password": PASSWORD, "device_id": device });
             if let Some(name) = name {
                 body["initial_device_display_name"] = json!(name);
             }
@@ -134,7 +137,10 @@ async fn refresh_tokens_rotate_and_the_old_one_dies_once_the_new_tokens_are_used
     let old = client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh1 })).await;
     old.assert_error(401, "M_UNKNOWN_TOKEN");
     client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh2 })).await.assert_ok();
-    client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": "cdr_bogus" })).await.assert_error(401, "M_UNKNOWN_TOKEN");
+    client
+        .post("/_matrix/client/v3/refresh", json!({ "refresh_token": "cdr_bogus" }))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
 }
 
 #[tokio::test]

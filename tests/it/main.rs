@@ -6,7 +6,9 @@ mod harness;
 
 mod account;
 mod api_standards;
+mod clients;
 mod devices;
+mod fuzz_corpus;
 mod login;
 mod process;
 mod registration;

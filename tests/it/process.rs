@@ -20,9 +20,17 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A running conduit process, killed if a test ends (or fails) without stopping it.
 struct Process {
     child: Child,
     addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -45,13 +53,13 @@ async fn spawn_server(config: &Path, port: u16) -> Process {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn conduit");
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let process = Process { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            let reply = Client { addr, token: None }.get("/_matrix/client/versions").await;
+        let client = Client { addr: process.addr, token: None };
+        if let Ok(reply) = client.try_send("GET", "/_matrix/client/versions", &[], Bytes::new()).await {
             if reply.status == 200 {
-                return Process { child, addr };
+                return process;
             }
         }
         assert!(Instant::now() < deadline, "the server did not come up");
@@ -194,7 +202,8 @@ async fn operator_commands_work_on_a_stopped_server_only() {
     assert!(String::from_utf8_lossy(&created.stdout).contains("@operator:proc.test"));
     let generated = run_cli(&config, &["user", "create", "second"]);
     let stdout = String::from_utf8_lossy(&generated.stdout).to_string();
-    let generated_password = stdout.lines().find_map(|l| l.strip_prefix("password: ")).expect("a generated password").to_owned();
+    let generated_password =
+        stdout.lines().find_map(|l| l.strip_prefix("password: ")).expect("a generated password").to_owned();
     let duplicate = run_cli(&config, &["user", "create", "operator"]);
     assert!(!duplicate.status.success());
 
@@ -205,7 +214,11 @@ async fn operator_commands_work_on_a_stopped_server_only() {
 
     let refused = run_cli(&config, &["user", "reset-password", "operator", "--password", "x"]);
     assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("is the server running"), "{}", String::from_utf8_lossy(&refused.stderr));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is the server running"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 

@@ -47,12 +47,20 @@ async fn usernames_are_checked_before_authentication() {
     let server = TestServer::start().await;
     let client = server.client();
     client.register("taken").await;
-    for (username, errcode) in [("taken", "M_USER_IN_USE"), ("TAKEN", "M_USER_IN_USE"), ("bad name", "M_INVALID_USERNAME"), ("é", "M_INVALID_USERNAME")] {
+    for (username, errcode) in [
+        ("taken", "M_USER_IN_USE"),
+        ("TAKEN", "M_USER_IN_USE"),
+        ("bad name", "M_INVALID_USERNAME"),
+        ("é", "M_INVALID_USERNAME"),
+    ] {
         let reply = client.post(REGISTER, json!({ "username": username, "password": PASSWORD })).await;
         reply.assert_error(400, errcode);
     }
     let long = "a".repeat(250);
-    client.post(REGISTER, json!({ "username": long, "password": PASSWORD })).await.assert_error(400, "M_INVALID_USERNAME");
+    client
+        .post(REGISTER, json!({ "username": long, "password": PASSWORD }))
+        .await
+        .assert_error(400, "M_INVALID_USERNAME");
 }
 
 #[tokio::test]
@@ -69,7 +77,8 @@ async fn usernames_are_lowercased_and_generated_when_absent() {
 #[tokio::test]
 async fn a_password_is_required() {
     let server = TestServer::start().await;
-    let reply = server.client().post(REGISTER, json!({ "username": "nopass", "auth": { "type": "m.login.dummy" } })).await;
+    let reply =
+        server.client().post(REGISTER, json!({ "username": "nopass", "auth": { "type": "m.login.dummy" } })).await;
     reply.assert_error(400, "M_MISSING_PARAM");
     assert_eq!(server.client().get("/_matrix/client/v3/register/available?username=nopass").await.status, 200);
 }
@@ -107,7 +116,10 @@ async fn closed_registration_is_forbidden() {
     let dir = tempfile::tempdir().unwrap();
     let text = base_config(dir.path(), "").replace("registration = \"open\"", "registration = \"closed\"");
     let server = TestServer::start_in(dir, &text).await;
-    let reply = server.client().post(REGISTER, json!({ "username": "x", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    let reply = server
+        .client()
+        .post(REGISTER, json!({ "username": "x", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+        .await;
     reply.assert_error(403, "M_FORBIDDEN");
 }
 
@@ -116,7 +128,11 @@ async fn guests_are_refused_unless_enabled() {
     let server = TestServer::start().await;
     let reply = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await;
     reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
-    server.client().post("/_matrix/client/v3/register?kind=robot", json!({})).await.assert_error(400, "M_INVALID_PARAM");
+    server
+        .client()
+        .post("/_matrix/client/v3/register?kind=robot", json!({}))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 
     let server = TestServer::start_with("allow_guest_registration = true").await;
     let reply = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await;
@@ -140,7 +156,8 @@ async fn token_registration_checks_validity_uses_and_expiry() {
     let text = token_config(dir.path());
     let server = TestServer::start_in(dir, &text).await;
     let client = server.client();
-    let validity = |token: &str| format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}");
+    let validity =
+        |token: &str| format!("/_matrix/client/v1/register/m.login.registration_token/validity?token={token}");
     assert_eq!(client.get(&validity("once")).await.assert_ok()["valid"], true);
     assert_eq!(client.get(&validity("expired")).await.assert_ok()["valid"], false);
     assert_eq!(client.get(&validity("nope")).await.assert_ok()["valid"], false);
@@ -152,24 +169,35 @@ async fn token_registration_checks_validity_uses_and_expiry() {
     let session = first.body["session"].as_str().unwrap();
 
     let wrong = client
-        .post(REGISTER, json!({ "username": "tok1", "password": PASSWORD,
-            "auth": { "type": "m.login.registration_token", "token": "expired", "session": session } }))
+        .post(
+            REGISTER,
+            json!({ "username": "tok1", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "expired", "session": session } }),
+        )
         .await;
     assert_eq!(wrong.status, 401);
     assert_eq!(wrong.body["errcode"], "M_UNAUTHORIZED");
-    let dummy = client.post(REGISTER, json!({ "username": "tok1", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await;
+    let dummy = client
+        .post(REGISTER, json!({ "username": "tok1", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }))
+        .await;
     assert_eq!(dummy.status, 401, "the dummy stage is not offered: {}", dummy.body);
     assert_eq!(dummy.body["errcode"], "M_FORBIDDEN");
 
     let ok = client
-        .post(REGISTER, json!({ "username": "tok1", "password": PASSWORD,
-            "auth": { "type": "m.login.registration_token", "token": "once", "session": session } }))
+        .post(
+            REGISTER,
+            json!({ "username": "tok1", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "once", "session": session } }),
+        )
         .await;
     ok.assert_ok();
     assert_eq!(client.get(&validity("once")).await.assert_ok()["valid"], false, "its single use is spent");
     let again = client
-        .post(REGISTER, json!({ "username": "tok2", "password": PASSWORD,
-            "auth": { "type": "m.login.registration_token", "token": "once" } }))
+        .post(
+            REGISTER,
+            json!({ "username": "tok2", "password": PASSWORD,
+            "auth": { "type": "m.login.registration_token", "token": "once" } }),
+        )
         .await;
     assert_eq!(again.status, 401);
 
@@ -197,7 +225,12 @@ async fn concurrent_registrations_of_one_name_yield_one_account() {
     for _ in 0..8 {
         let client = server.client();
         tasks.push(tokio::spawn(async move {
-            client.post(REGISTER, json!({ "username": "race", "password": PASSWORD, "auth": { "type": "m.login.dummy" } })).await
+            client
+                .post(
+                    REGISTER,
+                    json!({ "username": "race", "password": PASSWORD, "auth": { "type": "m.login.dummy" } }),
+                )
+                .await
         }));
     }
     let mut successes = 0;

@@ -1,0 +1,120 @@
+//! Bodies of the fuzz targets in `fuzz/`, kept in the library so that the
+//! saved corpora also run as ordinary tests (`tests/it/fuzz_corpus.rs`) and the
+//! targets never rot. Each function takes arbitrary bytes and must not panic.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+
+use crate::{
+    api,
+    config::Config,
+    crypto::signing_key::canonical_json,
+    http::{
+        request::{parse_query, percent_decode, Method},
+        router, Request,
+    },
+    services::Services,
+    storage::{codec, records},
+};
+
+/// Path routing and query parsing: `METHOD path?query`.
+pub fn routing(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (method, target) = text.split_once(' ').unwrap_or(("GET", &text));
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let _ = router::find(api::ROUTES, Method::parse(method), path);
+    for (key, _value) in parse_query(query) {
+        assert!(!key.contains('&') || query.contains("%26"), "a raw & always separates pairs");
+    }
+    let _ = percent_decode(path, false);
+}
+
+/// Configuration text, without environment.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Config::from_toml_with_env(text, Vec::new());
+    }
+}
+
+/// Stored bytes of every record and key type (a damaged database must give
+/// errors, not panics).
+pub fn stored_records(data: &[u8]) {
+    use codec::KeyCodec;
+    let _ = codec::decode_record::<records::UserRecord>(data);
+    let _ = codec::decode_record::<records::DeviceRecord>(data);
+    let _ = codec::decode_record::<records::TokenRecord>(data);
+    let _ = codec::decode_record::<records::UiaaSessionRecord>(data);
+    let _ = codec::decode_record::<records::RegistrationTokenUsage>(data);
+    let _ = codec::decode_record::<records::SigningKeyRecord>(data);
+    let _ = <(String, String)>::decode(data);
+    let _ = u64::decode(data);
+    let _ = String::decode(data);
+    if let Ok(pair) = <(String, String)>::decode(data) {
+        if !pair.0.as_bytes().contains(&codec::SEPARATOR) {
+            assert_eq!(<(String, String)>::decode(&pair.encode()).ok(), Some(pair));
+        }
+    }
+}
+
+/// Canonical JSON: whatever parses must serialise to text that parses back to
+/// the same canonical form.
+pub fn canonical(data: &[u8]) {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    if let Ok(text) = canonical_json(&value) {
+        let reparsed: serde_json::Value = serde_json::from_str(&text).expect("canonical JSON parses");
+        assert_eq!(canonical_json(&reparsed).ok(), Some(text));
+    }
+}
+
+/// One server for the whole fuzzing process (statics are never dropped, so its
+/// temporary database stays until the machine cleans its temporary folder).
+struct Harness {
+    runtime: tokio::runtime::Runtime,
+    services: Arc<Services>,
+}
+
+fn harness() -> &'static Harness {
+    static HARNESS: OnceLock<Harness> = OnceLock::new();
+    HARNESS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("conduit-fuzz-{}", std::process::id()));
+        let text = format!(
+            "server_name = \"fuzz.local\"\ndatabase_path = {:?}\ndatabase_cache_mb = 8\nregistration = \"open\"\n\
+             allow_guest_registration = true\n",
+            dir.display().to_string()
+        );
+        let config = Config::from_toml_with_env(&text, Vec::new()).expect("fuzz configuration");
+        let services = Services::open(config).expect("fuzz storage");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        Harness { runtime, services }
+    })
+}
+
+/// A whole client request through routing, authentication and the handler:
+/// first line `METHOD path?query [token]`, the rest is the body.
+pub fn api_request(data: &[u8]) {
+    let harness = harness();
+    let split = data.iter().position(|b| *b == b'\n').unwrap_or(data.len());
+    let head = String::from_utf8_lossy(&data[..split]).into_owned();
+    let body = Bytes::copy_from_slice(data.get(split + 1..).unwrap_or_default());
+    let mut words = head.split(' ');
+    let method = Method::parse(words.next().unwrap_or("GET"));
+    let target = words.next().unwrap_or("/");
+    let access_token = words.next().map(str::to_owned);
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let router::Match::Found { endpoint, params } = router::find(api::ROUTES, method, path) else { return };
+    let request = Request {
+        method,
+        path: path.to_owned(),
+        params,
+        query: parse_query(query),
+        body,
+        client_ip: "127.0.0.1".to_owned(),
+        access_token,
+    };
+    let services = Arc::clone(&harness.services);
+    let result = harness.runtime.block_on(api::dispatch(services, endpoint, request));
+    if let Err(error) = result {
+        assert!(error.status() != 500, "client input caused an internal error: {error}");
+    }
+}

@@ -1,0 +1,70 @@
+//! Real client libraries against the server: the Node project in
+//! `tests/clients/` (pinned in its lockfile) is installed on first use and run
+//! against a server started here.
+//!
+//! Needs Node.js 20+ and npm. Without them the test fails with a clear message;
+//! set `CONDUIT_SKIP_CLIENT_TESTS=1` to skip it explicitly (it then says so).
+
+use std::{path::PathBuf, process::Command, sync::Mutex};
+
+use crate::harness::TestServer;
+
+static INSTALL: Mutex<()> = Mutex::new(());
+
+fn clients_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+fn skip_requested() -> bool {
+    std::env::var("CONDUIT_SKIP_CLIENT_TESTS").is_ok_and(|v| v == "1")
+}
+
+/// Installs the pinned packages unless they are already there.
+fn ensure_installed() {
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    let node = Command::new("node").arg("--version").output();
+    match node {
+        Ok(output) if output.status.success() => {}
+        _ => panic!(
+            "Node.js (20 or newer) is needed for the real-client tests in tests/clients; \
+             install it, or set CONDUIT_SKIP_CLIENT_TESTS=1 to skip these tests explicitly"
+        ),
+    }
+    let dir = clients_dir();
+    if dir.join("node_modules/matrix-js-sdk/package.json").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm is needed to install the client test packages");
+    assert!(status.success(), "npm ci in tests/clients failed");
+}
+
+async fn run_script(script: &str, server: &TestServer) {
+    let base_url = format!("http://{}", server.addr);
+    let dir = clients_dir();
+    let name = script.to_owned();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node").arg(&name).arg(&base_url).current_dir(&dir).output().expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{script} failed:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
+    if skip_requested() {
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping the matrix-js-sdk test as asked");
+        return;
+    }
+    tokio::task::spawn_blocking(ensure_installed).await.unwrap();
+    let server = TestServer::start().await;
+    run_script("accounts.mjs", &server).await;
+}
