@@ -1,7 +1,7 @@
 //! The server's shared state, built once at start-up and handed to every
 //! request as an `Arc` — no global singleton.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     config::Config,
@@ -27,6 +27,30 @@ impl Services {
     pub fn with_storage(config: Config, storage: Arc<Storage>) -> Result<Arc<Self>, StorageError> {
         let server_key = ServerKey::load_or_generate(&storage)?;
         let users = Users::new(Arc::clone(&storage), &config);
-        Ok(Arc::new(Self { config, storage, users, server_key }))
+        let services = Arc::new(Self { config, storage, users, server_key });
+        services.start_maintenance();
+        Ok(services)
+    }
+
+    /// Periodic housekeeping (expired authentication sessions), when running
+    /// inside a tokio runtime. The task holds only a weak reference, so it never
+    /// keeps the database open after the server is done with it.
+    fn start_maintenance(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let services = Arc::downgrade(self);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(MAINTENANCE_INTERVAL);
+            loop {
+                every.tick().await;
+                let Some(services) = services.upgrade() else { return };
+                match services.users.purge_expired_uiaa_sessions() {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "purged expired authentication sessions"),
+                    Err(error) => tracing::warn!(%error, "could not purge authentication sessions"),
+                }
+            }
+        });
     }
 }
+
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);

@@ -67,6 +67,15 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Whether guest accounts may call it (spec: "Guest Access"; logout and
+    /// capabilities are allowed too, as other servers do).
+    pub fn allows_guests(self) -> bool {
+        use Endpoint::*;
+        matches!(self, Whoami | Devices | GetDevice | UpdateDevice | Logout | Capabilities)
+    }
+}
+
 const fn route(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
     Route { method, pattern, endpoint }
 }
@@ -108,6 +117,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     let identity = if endpoint.needs_auth() { Some(authenticate(s, &request).await?) } else { None };
     if let Some(identity) = &identity {
         tracing::Span::current().record("user", identity.user_id.as_str());
+        if identity.is_guest && !endpoint.allows_guests() {
+            return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest accounts cannot use this endpoint"));
+        }
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));

@@ -88,6 +88,11 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 }
 
+/// Plain strings are stored as records too (small `meta` values).
+impl Record for String {
+    const VERSION: u8 = 1;
+}
+
 pub fn encode_record<V: Record>(value: &V) -> Result<Vec<u8>, StorageError> {
     let mut bytes = vec![V::VERSION];
     rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| StorageError::corrupt(format!("encode: {e}")))?;

@@ -81,6 +81,9 @@ pub struct UiaaSessionRecord {
     /// During registration: the token validated by `m.login.registration_token`.
     #[serde(default)]
     pub registration_token: Option<String>,
+    /// A flow completed with this session; it cannot be used again.
+    #[serde(default)]
+    pub consumed: bool,
 }
 
 impl Record for UiaaSessionRecord {

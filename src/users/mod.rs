@@ -21,6 +21,9 @@ use crate::{
 };
 use rate_limit::FailureLimiter;
 
+/// `meta` key naming the first account registered (made server admin).
+const FIRST_USER_KEY: &str = "first_user";
+
 /// Longest user id the spec allows, in bytes, `@` and `:server` included.
 const MAX_USER_ID_BYTES: usize = 255;
 
@@ -125,7 +128,11 @@ impl Users {
             None => None,
         };
         let users = &self.storage.tables.users;
-        let is_first = users.is_empty() && !is_guest;
+        // The first account becomes admin; the claim in `meta` makes that
+        // exactly one account even when the first registrations race.
+        let is_first = !is_guest
+            && users.is_empty()
+            && self.storage.meta_insert_if_absent(FIRST_USER_KEY, &localpart.to_owned())? == localpart;
         let record = UserRecord::new(password_hash, now_ms(), make_admin || is_first, is_guest);
         if !users.insert_if_absent(&localpart.to_owned(), &record)? {
             return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
@@ -144,7 +151,12 @@ impl Users {
         let user = self.get(localpart)?;
         let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
             Some(hash) => password::verify(password, hash).await?,
-            None => false,
+            None => {
+                // Same work as a real check, so response times do not tell
+                // which accounts exist.
+                password::verify_against_dummy(password).await?;
+                false
+            }
         };
         match user {
             Some(user) if verified => {

@@ -3,9 +3,11 @@
 //! Spec: client-server API "User-Interactive Authentication API", with the
 //! stages `m.login.dummy`, `m.login.password` and `m.login.registration_token`.
 //!
-//! A session is bound to one endpoint and (except at registration) one user,
-//! persisted with an expiry, and deleted when a flow completes, so a completed
-//! session cannot authorise a second request.
+//! A session is bound to one endpoint and (except at registration) one user.
+//! It is persisted, with an expiry, only once a stage has completed; when a
+//! flow completes it is marked consumed, so the same session cannot authorise
+//! a second request. Bare challenges store nothing, so clients that
+//! never authenticate cost no disk.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -14,7 +16,10 @@ use crate::{
     config::RegistrationTokenConfig,
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},
-    storage::records::{RegistrationTokenUsage, UiaaSessionRecord},
+    storage::{
+        records::{RegistrationTokenUsage, UiaaSessionRecord},
+        Batch,
+    },
     util::now_ms,
 };
 
@@ -23,6 +28,8 @@ use super::Users;
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+
+const SESSION_ID_LENGTH: usize = 24;
 
 /// What an endpoint asks for.
 pub struct Challenge<'a> {
@@ -64,18 +71,15 @@ impl Users {
         auth: Option<&Value>,
         lifetime_secs: u64,
     ) -> Result<UiaaSessionRecord> {
-        let sessions = &self.storage.tables.uiaa_sessions;
         let Some(auth) = auth else {
-            let (id, session) = self.new_session(challenge, lifetime_secs);
-            sessions.insert_if_absent(&id, &session)?;
+            // Nothing is stored until a stage completes: a bare challenge costs
+            // no disk, however many an unauthenticated client asks for.
+            let (id, session) = self.new_session(challenge, lifetime_secs, None);
             return Err(interactive(challenge, &id, &session, None));
         };
         let auth: AuthDict =
             serde_json::from_value(auth.clone()).map_err(|e| Error::bad_json(format!("Invalid `auth` object: {e}")))?;
-        let (id, mut session) = match &auth.session {
-            Some(id) => (id.clone(), self.existing_session(challenge, id)?),
-            None => self.new_session(challenge, lifetime_secs),
-        };
+        let (id, mut session) = self.load_session(challenge, auth.session.as_deref(), lifetime_secs)?;
         let outcome = match auth.kind.as_deref() {
             None => Ok(()), // the client only asks whether the session is complete
             Some(stage) if !challenge.flows.iter().any(|flow| flow.contains(&stage)) => {
@@ -99,52 +103,86 @@ impl Users {
             if matches!(error.kind, ErrorKind::LimitExceeded { .. } | ErrorKind::UserDeactivated) {
                 return Err(error);
             }
-            self.save_session(&id, &session).await?;
+            self.store_session(&id, &session)?;
             return Err(interactive(challenge, &id, &session, Some(&error)));
         }
         let done =
             challenge.flows.iter().any(|flow| flow.iter().all(|stage| session.completed.iter().any(|c| c == stage)));
         if done {
-            let mut batch = crate::storage::Batch::new();
-            batch.remove(sessions, &id);
-            self.storage.apply(batch)?;
+            // Single use: kept as consumed until it expires, so the same id
+            // cannot authorise another request.
+            let consumed = UiaaSessionRecord { consumed: true, ..session.clone() };
+            self.store_session(&id, &consumed)?;
             Ok(session)
         } else {
-            self.save_session(&id, &session).await?;
+            self.store_session(&id, &session)?;
             Err(interactive(challenge, &id, &session, None))
         }
     }
 
-    fn new_session(&self, challenge: &Challenge<'_>, lifetime_secs: u64) -> (String, UiaaSessionRecord) {
+    fn new_session(
+        &self,
+        challenge: &Challenge<'_>,
+        lifetime_secs: u64,
+        id: Option<&str>,
+    ) -> (String, UiaaSessionRecord) {
         let session = UiaaSessionRecord {
             localpart: challenge.localpart.map(str::to_owned),
             endpoint: challenge.endpoint.to_owned(),
             completed: Vec::new(),
             expires_ts: now_ms() + lifetime_secs * 1000,
             registration_token: None,
+            consumed: false,
         };
-        (random_alphanumeric(24), session)
+        (id.map_or_else(|| random_alphanumeric(SESSION_ID_LENGTH), str::to_owned), session)
     }
 
-    fn existing_session(&self, challenge: &Challenge<'_>, id: &str) -> Result<UiaaSessionRecord> {
-        let session = self
-            .storage
-            .tables
-            .uiaa_sessions
-            .get(&id.to_owned())?
-            .filter(|s| s.expires_ts > now_ms())
-            .ok_or_else(|| Error::invalid_param("Unknown or expired authentication session"))?;
+    /// The stored session `id`, or a fresh one under that id when none is
+    /// stored (a challenge we handed out, or one that expired: nothing had
+    /// been completed in it, or nothing that still counts).
+    fn load_session(
+        &self,
+        challenge: &Challenge<'_>,
+        id: Option<&str>,
+        lifetime_secs: u64,
+    ) -> Result<(String, UiaaSessionRecord)> {
+        let Some(id) = id else { return Ok(self.new_session(challenge, lifetime_secs, None)) };
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::invalid_param("Invalid authentication session id"));
+        }
+        let stored = self.storage.tables.uiaa_sessions.get(&id.to_owned())?.filter(|s| s.expires_ts > now_ms());
+        let Some(session) = stored else { return Ok(self.new_session(challenge, lifetime_secs, Some(id))) };
+        if session.consumed {
+            return Err(Error::forbidden("This authentication session has already been used"));
+        }
         if session.endpoint != challenge.endpoint || session.localpart.as_deref() != challenge.localpart {
             return Err(Error::forbidden("This authentication session belongs to another request"));
         }
-        Ok(session)
+        Ok((id.to_owned(), session))
     }
 
-    async fn save_session(&self, id: &str, session: &UiaaSessionRecord) -> Result<()> {
-        let mut batch = crate::storage::Batch::new();
+    /// Persists a session once it holds progress worth keeping.
+    fn store_session(&self, id: &str, session: &UiaaSessionRecord) -> Result<()> {
+        if session.completed.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
         batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), session)?;
+        Ok(self.storage.apply(batch)?)
+    }
+
+    /// Removes expired sessions; returns how many.
+    pub fn purge_expired_uiaa_sessions(&self) -> Result<usize> {
+        let now = now_ms();
+        let mut batch = Batch::new();
+        for (id, session) in self.storage.tables.uiaa_sessions.all()? {
+            if session.expires_ts <= now {
+                batch.remove(&self.storage.tables.uiaa_sessions, &id);
+            }
+        }
+        let removed = batch.len();
         self.storage.apply(batch)?;
-        Ok(())
+        Ok(removed)
     }
 
     async fn password_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<()> {
@@ -222,4 +260,65 @@ fn interactive(challenge: &Challenge<'_>, id: &str, session: &UiaaSessionRecord,
         None => "Additional authentication is required".to_owned(),
     };
     Error::new(ErrorKind::UserInteractive(Box::new(info)), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{config::Config, storage::Storage};
+
+    fn users() -> (tempfile::TempDir, Users) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 8 << 20).unwrap());
+        let config = Config::from_toml_with_env("server_name = \"example.org\"", Vec::new()).unwrap();
+        (dir, Users::new(storage, &config))
+    }
+
+    const TWO_STAGES: &[&[&str]] = &[&[DUMMY, PASSWORD]];
+
+    #[tokio::test]
+    async fn bare_challenges_store_nothing_and_progress_is_kept() {
+        let (_dir, users) = users();
+        let challenge = Challenge { endpoint: "POST /x", localpart: Some("a"), flows: TWO_STAGES, client_ip: "::1" };
+        for _ in 0..10 {
+            let error = users.user_interactive_auth(&challenge, None, 60).await.unwrap_err();
+            assert!(matches!(error.kind, ErrorKind::UserInteractive(_)));
+        }
+        assert!(users.storage.tables.uiaa_sessions.is_empty(), "challenges cost no storage");
+
+        let auth = serde_json::json!({ "type": DUMMY, "session": "abc" });
+        let error = users.user_interactive_auth(&challenge, Some(&auth), 60).await.unwrap_err();
+        let ErrorKind::UserInteractive(info) = error.kind else { panic!("{error}") };
+        assert_eq!(info["completed"], serde_json::json!([DUMMY]));
+        assert_eq!(users.storage.tables.uiaa_sessions.len(), 1, "progress is stored");
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_purged() {
+        let (_dir, users) = users();
+        let challenge = Challenge { endpoint: "POST /x", localpart: Some("a"), flows: TWO_STAGES, client_ip: "::1" };
+        let auth = serde_json::json!({ "type": DUMMY, "session": "old" });
+        let _ = users.user_interactive_auth(&challenge, Some(&auth), 0).await;
+        let auth = serde_json::json!({ "type": DUMMY, "session": "fresh" });
+        let _ = users.user_interactive_auth(&challenge, Some(&auth), 600).await;
+        assert_eq!(users.storage.tables.uiaa_sessions.len(), 2);
+        assert_eq!(users.purge_expired_uiaa_sessions().unwrap(), 1);
+        assert!(users.storage.tables.uiaa_sessions.contains(&"fresh".to_owned()).unwrap());
+    }
+
+    #[tokio::test]
+    async fn sessions_with_progress_stay_bound_to_their_endpoint_and_user() {
+        let (_dir, users) = users();
+        let challenge = Challenge { endpoint: "POST /x", localpart: Some("a"), flows: TWO_STAGES, client_ip: "::1" };
+        let auth = serde_json::json!({ "type": DUMMY, "session": "progress" });
+        let _ = users.user_interactive_auth(&challenge, Some(&auth), 60).await;
+        let other_endpoint = Challenge { endpoint: "POST /y", ..challenge };
+        let other_user = Challenge { localpart: Some("b"), ..challenge };
+        for wrong in [other_endpoint, other_user] {
+            let error = users.user_interactive_auth(&wrong, Some(&auth), 60).await.unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Forbidden, "{error}");
+        }
+    }
 }

@@ -54,31 +54,31 @@ async fn password_change_can_keep_other_devices() {
 }
 
 #[tokio::test]
-async fn a_uia_session_cannot_be_moved_to_another_user_or_endpoint() {
+async fn uia_authenticates_the_caller_and_sessions_are_single_use() {
     let server = TestServer::start().await;
     let client = server.client();
     let alice = client.register("alice").await;
     let mallory = client.register("mallory").await;
-    let session = uia_session(&alice, PASSWORD_PATH, json!({ "new_password": "x" })).await;
-    // Mallory, with her own password, cannot use Alice's session.
-    let reply = mallory
-        .client
-        .post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) }))
-        .await;
-    reply.assert_error(403, "M_FORBIDDEN");
-    // Nor can Alice's password be checked on Mallory's request.
+
+    // Alice's password does not authenticate Mallory's request.
     let own = uia_session(&mallory, PASSWORD_PATH, json!({ "new_password": "x" })).await;
-    let reply =
-        mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
+    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.body["errcode"], "M_FORBIDDEN");
-    // Nor on another endpoint.
-    let reply = alice
-        .client
-        .post("/_matrix/client/v3/account/deactivate", json!({ "auth": alice.password_auth(&session) }))
-        .await;
+
+    // A completed session cannot authorise a second request, on any endpoint,
+    // for anybody.
+    let session = uia_session(&alice, PASSWORD_PATH, json!({ "new_password": PASSWORD })).await;
+    let auth = alice.password_auth(&session);
+    alice.client.post(PASSWORD_PATH, json!({ "new_password": PASSWORD, "auth": auth, "logout_devices": false })).await.assert_ok();
+    let again = alice.client.post(PASSWORD_PATH, json!({ "new_password": "other", "auth": auth })).await;
+    again.assert_error(403, "M_FORBIDDEN");
+    let reply = alice.client.post("/_matrix/client/v3/account/deactivate", json!({ "auth": auth })).await;
+    reply.assert_error(403, "M_FORBIDDEN");
+    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) })).await;
     reply.assert_error(403, "M_FORBIDDEN");
     alice.client.get(WHOAMI).await.assert_ok();
+    client.login("alice", PASSWORD).await.assert_ok();
 }
 
 #[tokio::test]

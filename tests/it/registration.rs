@@ -137,8 +137,27 @@ async fn guests_are_refused_unless_enabled() {
     let server = TestServer::start_with("allow_guest_registration = true").await;
     let reply = server.client().post("/_matrix/client/v3/register?kind=guest", json!({})).await;
     let token = reply.assert_ok()["access_token"].as_str().unwrap().to_owned();
-    let whoami = server.client().with_token(&token).get("/_matrix/client/v3/account/whoami").await;
+    let guest = server.client().with_token(&token);
+    let whoami = guest.get("/_matrix/client/v3/account/whoami").await;
     assert_eq!(whoami.assert_ok()["is_guest"], true);
+    guest.get("/_matrix/client/v3/devices").await.assert_ok();
+    // Account maintenance beyond the spec's guest list is refused.
+    let reply = guest.post("/_matrix/client/v3/account/password", json!({ "new_password": "x" })).await;
+    reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    let reply = guest.post("/_matrix/client/v3/account/deactivate", json!({})).await;
+    reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+    let reply = guest.post("/_matrix/client/v3/delete_devices", json!({ "devices": [] })).await;
+    reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn malformed_session_ids_are_refused() {
+    let server = TestServer::start().await;
+    let body =
+        json!({ "username": "x", "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": "not/valid" } });
+    server.client().post(REGISTER, body).await.assert_error(400, "M_INVALID_PARAM");
+    let body = json!({ "username": "x", "password": PASSWORD, "auth": { "type": 5 } });
+    server.client().post(REGISTER, body).await.assert_error(400, "M_BAD_JSON");
 }
 
 fn token_config(dir: &std::path::Path) -> String {
