@@ -204,3 +204,26 @@ async fn plain_listeners_also_speak_http2_with_prior_knowledge() {
     assert_eq!(response.status(), 200);
     assert!(!response.into_body().collect().await.unwrap().to_bytes().is_empty());
 }
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
+    let server = TestServer::start().await;
+    let addr = server.addr;
+    let body = r#"{"type":"m.login.password","user":"nobody","password":"x"}"#;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST /_matrix/client/v3/login HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stopping.is_finished(), "shutdown waits for the request in flight");
+    assert!(TcpStream::connect(addr).await.is_err(), "no new connections once shutdown began");
+
+    stream.write_all(&body.as_bytes()[10..]).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut response)).await;
+    assert!(response.starts_with("HTTP/1.1 403"), "the request completed: {response}");
+    tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").unwrap();
+}

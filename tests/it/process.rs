@@ -265,3 +265,55 @@ async fn starts_with_no_configuration_on_the_development_default() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("development default"), "the first log lines say so: {stderr}");
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_tls_certificate() {
+    use crate::tls::{connector, peer_certificate, write_certificate};
+    use rustls::pki_types::ServerName;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let old_pem = write_certificate(dir.path(), "live");
+    let text = format!(
+        "server_name = \"proc.test\"\ndatabase_path = {:?}\nlog = \"warn\"\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n\
+         tls = {{ certificate = {:?}, key = {:?} }}\n",
+        dir.path().join("db").display().to_string(),
+        dir.path().join("live.pem").display().to_string(),
+        dir.path().join("live.key").display().to_string(),
+    );
+    let config = dir.path().join("conduit.toml");
+    std::fs::write(&config, text).unwrap();
+    let child = Command::new(BINARY).arg("--config").arg(&config).stdin(Stdio::null()).spawn().unwrap();
+    let process = Process { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+
+    let handshake = |trusted: Vec<String>| async move {
+        let refs: Vec<&str> = trusted.iter().map(String::as_str).collect();
+        let tcp = tokio::net::TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).await.ok()?;
+        let stream = connector(&refs, b"h2").connect(ServerName::try_from("localhost").unwrap(), tcp).await.ok()?;
+        Some(peer_certificate(&stream))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(certificate) = handshake(vec![old_pem.clone()]).await {
+            break certificate;
+        }
+        assert!(Instant::now() < deadline, "the TLS server did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let new_pem = write_certificate(dir.path(), "next");
+    std::fs::rename(dir.path().join("next.pem"), dir.path().join("live.pem")).unwrap();
+    std::fs::rename(dir.path().join("next.key"), dir.path().join("live.key")).unwrap();
+    let status = Command::new("kill").arg("-HUP").arg(process.child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(certificate) = handshake(vec![new_pem.clone()]).await {
+            assert_ne!(certificate, first);
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not bring in the new certificate");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(process);
+}

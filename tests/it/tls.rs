@@ -13,7 +13,7 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 
 use crate::harness::TestServer;
 
-fn write_certificate(dir: &Path, name: &str) -> String {
+pub fn write_certificate(dir: &Path, name: &str) -> String {
     let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let cert = dir.join(format!("{name}.pem"));
     let key = dir.join(format!("{name}.key"));
@@ -22,7 +22,7 @@ fn write_certificate(dir: &Path, name: &str) -> String {
     generated.cert.pem()
 }
 
-fn connector(trusted: &[&str], alpn: &[u8]) -> TlsConnector {
+pub fn connector(trusted: &[&str], alpn: &[u8]) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     for pem in trusted {
         roots.add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()).unwrap();
@@ -41,7 +41,7 @@ async fn connect(server: &TestServer, connector: &TlsConnector) -> TlsStream<Tcp
     connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap()
 }
 
-fn peer_certificate(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+pub fn peer_certificate(stream: &TlsStream<TcpStream>) -> Vec<u8> {
     stream.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
 }
 
