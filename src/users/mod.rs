@@ -218,15 +218,21 @@ fn is_localpart_char(c: char) -> bool {
     matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '=' | '-' | '/' | '+')
 }
 
+/// A `Users` on a fresh temporary database, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_users() -> (tempfile::TempDir, Users) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let storage = Arc::new(Storage::open(dir.path(), 8 << 20).expect("open storage"));
+    let config = Config::from_toml_with_env("server_name = \"example.org\"", Vec::new()).expect("config");
+    (dir, Users::new(storage, &config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn users() -> (tempfile::TempDir, Users) {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(Storage::open(dir.path(), 8 << 20).unwrap());
-        let config = Config::from_toml_with_env("server_name = \"example.org\"", Vec::new()).unwrap();
-        (dir, Users::new(storage, &config))
+        test_users()
     }
 
     #[test]

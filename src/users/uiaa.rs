@@ -264,17 +264,8 @@ fn interactive(challenge: &Challenge<'_>, id: &str, session: &UiaaSessionRecord,
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::{config::Config, storage::Storage};
-
-    fn users() -> (tempfile::TempDir, Users) {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = Arc::new(Storage::open(dir.path(), 8 << 20).unwrap());
-        let config = Config::from_toml_with_env("server_name = \"example.org\"", Vec::new()).unwrap();
-        (dir, Users::new(storage, &config))
-    }
+    use crate::users::test_users as users;
 
     const TWO_STAGES: &[&[&str]] = &[&[DUMMY, PASSWORD]];
 
