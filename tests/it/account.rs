@@ -62,7 +62,8 @@ async fn uia_authenticates_the_caller_and_sessions_are_single_use() {
 
     // Alice's password does not authenticate Mallory's request.
     let own = uia_session(&mallory, PASSWORD_PATH, json!({ "new_password": "x" })).await;
-    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
+    let reply =
+        mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": alice.password_auth(&own) })).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.body["errcode"], "M_FORBIDDEN");
 
@@ -70,12 +71,19 @@ async fn uia_authenticates_the_caller_and_sessions_are_single_use() {
     // for anybody.
     let session = uia_session(&alice, PASSWORD_PATH, json!({ "new_password": PASSWORD })).await;
     let auth = alice.password_auth(&session);
-    alice.client.post(PASSWORD_PATH, json!({ "new_password": PASSWORD, "auth": auth, "logout_devices": false })).await.assert_ok();
+    alice
+        .client
+        .post(PASSWORD_PATH, json!({ "new_password": PASSWORD, "auth": auth, "logout_devices": false }))
+        .await
+        .assert_ok();
     let again = alice.client.post(PASSWORD_PATH, json!({ "new_password": "other", "auth": auth })).await;
     again.assert_error(403, "M_FORBIDDEN");
     let reply = alice.client.post("/_matrix/client/v3/account/deactivate", json!({ "auth": auth })).await;
     reply.assert_error(403, "M_FORBIDDEN");
-    let reply = mallory.client.post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) })).await;
+    let reply = mallory
+        .client
+        .post(PASSWORD_PATH, json!({ "new_password": "x", "auth": mallory.password_auth(&session) }))
+        .await;
     reply.assert_error(403, "M_FORBIDDEN");
     alice.client.get(WHOAMI).await.assert_ok();
     client.login("alice", PASSWORD).await.assert_ok();
