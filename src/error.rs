@@ -43,6 +43,8 @@ pub enum ErrorKind {
     InvalidParam,
     /// 400 `M_MISSING_PARAM`.
     MissingParam,
+    /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
+    UnsupportedRoomVersion,
     /// 403 `M_USER_DEACTIVATED`.
     UserDeactivated,
     /// 403 `M_GUEST_ACCESS_FORBIDDEN`.
@@ -100,7 +102,9 @@ impl Error {
     pub fn status(&self) -> u16 {
         use ErrorKind::*;
         match self.kind {
-            BadJson | NotJson | InvalidUsername | UserInUse | InvalidParam | MissingParam => 400,
+            BadJson | NotJson | InvalidUsername | UserInUse | InvalidParam | MissingParam | UnsupportedRoomVersion => {
+                400
+            }
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden => 403,
             NotFound | UnrecognizedEndpoint => 404,
@@ -130,6 +134,7 @@ impl Error {
             UserInUse => "M_USER_IN_USE",
             InvalidParam => "M_INVALID_PARAM",
             MissingParam => "M_MISSING_PARAM",
+            UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             UserDeactivated => "M_USER_DEACTIVATED",
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",

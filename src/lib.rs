@@ -6,6 +6,7 @@
 //! - [`api`]: one closed endpoint enum and one file per spec area;
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
 //! - [`crypto`]: signing key, canonical JSON signing, random tokens;
+//! - [`events`]: PDUs per room version: parsing, ids, building, signing, redaction;
 //! - [`storage`]: typed tables over sled (only place that knows sled);
 //! - [`services`]: the shared state handed to every request;
 //! - [`error`]: the error type and its single mapping to Matrix error codes.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod events;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

@@ -9,7 +9,7 @@ use ring::{
     rand::{SecureRandom, SystemRandom},
     signature::{Ed25519KeyPair, KeyPair},
 };
-use ruma::CanonicalJsonValue;
+use ruma::{AnyKeyName, CanonicalJsonValue, OwnedSigningKeyId};
 use serde_json::{json, Value};
 
 use crate::storage::{records::SigningKeyRecord, Storage, StorageError};
@@ -18,6 +18,8 @@ const META_KEY: &str = "signing_key";
 
 pub struct ServerKey {
     key_id: String,
+    /// The same id, typed, for ruma's event signing.
+    typed_key_id: OwnedSigningKeyId<AnyKeyName>,
     pair: Ed25519KeyPair,
 }
 
@@ -46,10 +48,23 @@ impl ServerKey {
         Self::from_record(&record)
     }
 
+    /// A key from a raw 32-byte ed25519 seed (the spec's test vectors use one).
+    pub fn from_seed(version: &str, seed: &[u8]) -> Result<Self, SigningError> {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed).map_err(|e| SigningError(format!("invalid seed: {e}")))?;
+        Self::new(version, pair).map_err(|e| SigningError(e.to_string()))
+    }
+
     fn from_record(record: &SigningKeyRecord) -> Result<Self, StorageError> {
         let pair = Ed25519KeyPair::from_pkcs8(&record.pkcs8)
             .map_err(|e| StorageError::corrupt(format!("stored signing key: {e}")))?;
-        Ok(Self { key_id: format!("ed25519:{}", record.version), pair })
+        Self::new(&record.version, pair)
+    }
+
+    fn new(version: &str, pair: Ed25519KeyPair) -> Result<Self, StorageError> {
+        let key_id = format!("ed25519:{version}");
+        let typed_key_id = OwnedSigningKeyId::try_from(key_id.as_str())
+            .map_err(|e| StorageError::corrupt(format!("signing key id {key_id}: {e}")))?;
+        Ok(Self { key_id, typed_key_id, pair })
     }
 
     /// `ed25519:<version>`.
@@ -104,6 +119,13 @@ impl ServerKey {
     }
 }
 
+/// Lets ruma's event hashing and signing use our ring key.
+impl ruma::signatures::KeyPair for ServerKey {
+    fn sign(&self, message: &[u8]) -> ruma::signatures::Signature {
+        ruma::signatures::Signature::new(self.typed_key_id.clone(), self.pair.sign(message).as_ref().to_vec())
+    }
+}
+
 /// The canonical JSON text of a value (appendices, "Canonical JSON").
 pub fn canonical_json(value: &Value) -> Result<String, SigningError> {
     let canonical: CanonicalJsonValue =
@@ -122,13 +144,27 @@ fn generate() -> Result<SigningKeyRecord, StorageError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use ruma::{
         serde::Base64,
         signatures::{verify_json, PublicKeyMap, PublicKeySet},
         CanonicalJsonObject,
     };
+
+    /// The key of the spec's "Cryptographic Test Vectors" (server `domain`, key `ed25519:1`).
+    pub(crate) fn spec_test_key() -> ServerKey {
+        use base64::engine::{general_purpose::GeneralPurposeConfig, DecodePaddingMode, GeneralPurpose};
+        // The spec's seed has non-zero trailing bits, which strict decoders refuse.
+        let lenient = GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            GeneralPurposeConfig::new()
+                .with_decode_allow_trailing_bits(true)
+                .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        );
+        let seed = lenient.decode("YJDBA9Xnr2sVqXD9Vj7XVUnmFZcZrlw8Md7kMW+3XA1").unwrap();
+        ServerKey::from_seed("1", &seed).unwrap()
+    }
 
     fn test_key() -> ServerKey {
         ServerKey::from_record(&generate().unwrap()).unwrap()
@@ -168,6 +204,24 @@ mod tests {
         without_unsigned.as_object_mut().unwrap().remove("unsigned");
         without_unsigned["signatures"].as_object_mut().unwrap().remove("other.org");
         assert!(ruma_verifies(&key, "example.org", &without_unsigned));
+    }
+
+    /// Appendices, "Cryptographic Test Vectors" → "JSON Signing".
+    #[test]
+    fn json_signing_matches_the_spec_test_vectors() {
+        let key = spec_test_key();
+        let mut empty = json!({});
+        key.sign_json("domain", &mut empty).unwrap();
+        assert_eq!(
+            empty["signatures"]["domain"]["ed25519:1"],
+            "K8280/U9SSy9IVtjBuVeLr+HpOB4BQFWbg+UZaADMtTdGYI7Geitb76LTrr5QV/7Xg4ahLwYGYZzuHGZKM5ZAQ"
+        );
+        let mut data = json!({ "one": 1, "two": "Two" });
+        key.sign_json("domain", &mut data).unwrap();
+        assert_eq!(
+            data["signatures"]["domain"]["ed25519:1"],
+            "KqmLSbO39/Bzb0QIYE82zqLwsA+PDzYIpIRA2sRQ4sL53+sN6/fpNSoqE7BP7vBZhG6kYdD13EIMJpvhJI+6Bw"
+        );
     }
 
     #[test]

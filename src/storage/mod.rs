@@ -115,17 +115,7 @@ impl Storage {
         migrations: &[Migration],
     ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(path).map_err(StorageError::Io)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_capacity_bytes)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    StorageError::Locked(path.to_owned())
-                }
-                other => other.into(),
-            })?;
+        let db = open_sled(path, cache_capacity_bytes)?;
         let data_file = File::open(path.join("db")).ok();
         let commit = GroupCommit::start(db.clone(), data_file)?;
         let meta = db.open_tree(META_TREE)?;
@@ -268,6 +258,29 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         self.commit.shutdown();
+    }
+}
+
+/// How long an open waits for a lock that is about to be released: sled's
+/// background threads can hold the files for a moment after a database in the
+/// same process is dropped (a restart in tests, or a quick stop and start).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StorageError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened =
+            sled::Config::new().path(path).cache_capacity(cache_capacity_bytes).mode(sled::Mode::LowSpace).open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock") => {
+                if started.elapsed() >= LOCK_WAIT {
+                    return Err(StorageError::Locked(path.to_owned()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(other) => return Err(other.into()),
+        }
     }
 }
 

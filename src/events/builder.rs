@@ -1,0 +1,287 @@
+//! Building a new local event: the PDU JSON, its content hash, the server's
+//! signature, and its event id.
+//!
+//! Spec: server-server API "Signing events" and "Calculating the reference
+//! hash"; room version 12 "Event format" (the create event has no `room_id`:
+//! the room id is derived from the create event's id).
+//!
+//! Choosing `prev_events`, `auth_events` and `depth`, and checking the auth
+//! rules, is the pipeline's job; this module only turns its choices into a
+//! signed PDU.
+
+use ruma::{
+    canonical_json::{CanonicalJsonObject, CanonicalJsonValue},
+    room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
+    signatures::hash_and_sign_event,
+    OwnedEventId, OwnedRoomId, OwnedUserId, ServerName,
+};
+use serde_json::Value;
+
+use super::pdu::{Pdu, PduError, MAX_PDU_BYTES};
+use crate::crypto::signing_key::ServerKey;
+
+/// What the pipeline decided about a new event.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: String,
+    pub state_key: Option<String>,
+    /// Must be a JSON object.
+    pub content: Value,
+    pub sender: OwnedUserId,
+    /// `None` only for the create event of a room whose version derives the
+    /// room id from it (version 12).
+    pub room_id: Option<OwnedRoomId>,
+    pub prev_events: Vec<OwnedEventId>,
+    pub auth_events: Vec<OwnedEventId>,
+    pub depth: u64,
+    pub origin_server_ts: u64,
+    /// For `m.room.redaction` in versions before 11 (from 11 it is in the content).
+    pub redacts: Option<OwnedEventId>,
+}
+
+/// Builds, hashes and signs a new event; the result has passed the format
+/// checks of its room version.
+pub fn build_and_sign(
+    new: NewEvent,
+    rules: &RoomVersionRules,
+    key: &ServerKey,
+    server_name: &ServerName,
+) -> Result<Pdu, PduError> {
+    if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+        return Err(PduError::UnsupportedVersion("events cannot be created in room versions 1 and 2".into()));
+    }
+    let mut object = CanonicalJsonObject::new();
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    let ids = |ids: &[OwnedEventId]| CanonicalJsonValue::Array(ids.iter().map(|id| string(id.as_str())).collect());
+    let integer = |value: u64, field: &str| {
+        ruma::Int::try_from(value)
+            .map(CanonicalJsonValue::Integer)
+            .map_err(|_| PduError::Format(format!("{field} is out of range")))
+    };
+    object.insert("type".into(), string(&new.kind));
+    object.insert("sender".into(), string(new.sender.as_str()));
+    let content: CanonicalJsonValue =
+        new.content.try_into().map_err(|e| PduError::Format(format!("content is not canonical JSON: {e}")))?;
+    if !matches!(content, CanonicalJsonValue::Object(_)) {
+        return Err(PduError::Format("content must be an object".into()));
+    }
+    object.insert("content".into(), content);
+    object.insert("origin_server_ts".into(), integer(new.origin_server_ts, "origin_server_ts")?);
+    object.insert("depth".into(), integer(new.depth, "depth")?);
+    object.insert("prev_events".into(), ids(&new.prev_events));
+    object.insert("auth_events".into(), ids(&new.auth_events));
+    if let Some(room_id) = &new.room_id {
+        object.insert("room_id".into(), string(room_id.as_str()));
+    }
+    if let Some(state_key) = &new.state_key {
+        object.insert("state_key".into(), string(state_key));
+    }
+    if let Some(redacts) = &new.redacts {
+        object.insert("redacts".into(), string(redacts.as_str()));
+    }
+    if CanonicalJsonValue::Object(object.clone()).to_string().len() > MAX_PDU_BYTES {
+        return Err(PduError::TooLarge);
+    }
+    hash_and_sign_event(server_name.as_str(), key, &mut object, &rules.redaction).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
+        other => PduError::Format(other.to_string()),
+    })?;
+    Pdu::from_object(object, rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{
+        events::TimelineEventType,
+        serde::Base64,
+        signatures::{verify_event, PublicKeyMap, PublicKeySet, Verified},
+        state_res::Event,
+        RoomVersionId,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::{crypto::signing_key::tests::spec_test_key, events::room_version::rules};
+
+    fn server() -> &'static ServerName {
+        <&ServerName>::try_from("domain").unwrap()
+    }
+
+    fn message(room_version: &RoomVersionId, body: &str) -> Pdu {
+        let new = NewEvent {
+            kind: "m.room.message".into(),
+            state_key: None,
+            content: json!({ "msgtype": "m.text", "body": body }),
+            sender: "@a:domain".try_into().unwrap(),
+            room_id: Some("!room:domain".try_into().unwrap()),
+            prev_events: vec!["$prev".try_into().unwrap()],
+            auth_events: vec!["$auth".try_into().unwrap()],
+            depth: 7,
+            origin_server_ts: 1_000_000,
+            redacts: None,
+        };
+        build_and_sign(new, &rules(room_version).unwrap(), &spec_test_key(), server()).unwrap()
+    }
+
+    fn public_keys() -> PublicKeyMap {
+        let key = spec_test_key();
+        let mut set = PublicKeySet::new();
+        set.insert(key.key_id().to_owned(), Base64::parse(key.public_key_base64()).unwrap());
+        let mut map = PublicKeyMap::new();
+        map.insert("domain".to_owned(), set);
+        map
+    }
+
+    /// Appendices, "Cryptographic Test Vectors" → "Event Signing".
+    #[test]
+    fn event_signing_matches_the_spec_test_vector() {
+        let new = NewEvent {
+            kind: "X".into(),
+            state_key: None,
+            content: json!({}),
+            sender: "@a:domain".try_into().unwrap(),
+            room_id: Some("!x:domain".try_into().unwrap()),
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 3,
+            origin_server_ts: 1_000_000,
+            redacts: None,
+        };
+        // The vector has no `origin`; versions 3+ sign the same fields, so add it
+        // the way the vector does by building the object by hand.
+        let rules = rules(&RoomVersionId::V6).unwrap();
+        let mut object: CanonicalJsonObject = serde_json::from_value(json!({
+            "room_id": "!x:domain", "sender": "@a:domain", "origin": "domain", "origin_server_ts": 1000000,
+            "type": "X", "content": {}, "prev_events": [], "auth_events": [], "depth": 3
+        }))
+        .unwrap();
+        hash_and_sign_event("domain", &spec_test_key(), &mut object, &rules.redaction).unwrap();
+        let value = serde_json::to_value(&object).unwrap();
+        assert_eq!(value["hashes"]["sha256"], "5jM4wQpv6lnBo7CLIghJuHdW+s2CMBJPUOGOC89ncos");
+        assert_eq!(
+            value["signatures"]["domain"]["ed25519:1"],
+            "KxwGjPSDEtvnFgU00fwFz+l6d2pJM6XBIaMEn81SXPTRl16AqLAYqfIReFGZlHi5KLjAWbOoMszkwsQma+lYAg"
+        );
+        // Our builder produces an event that an independent verifier accepts.
+        let built = build_and_sign(new, &rules, &spec_test_key(), server()).unwrap();
+        assert_eq!(verify_event(&public_keys(), built.as_object(), &rules).unwrap(), Verified::All);
+    }
+
+    #[test]
+    fn event_ids_follow_each_room_version() {
+        let v3 = message(&RoomVersionId::V3, "hi");
+        let v4 = message(&RoomVersionId::V4, "hi");
+        for pdu in [&v3, &v4] {
+            assert_eq!(pdu.event_id().as_str().len(), 44, "$ and 43 base64 characters");
+        }
+        // Same JSON, same hash; only the alphabet differs (v3 standard, v4+ URL-safe).
+        let standard_to_url = v3.event_id().as_str().replace('+', "-").replace('/', "_");
+        assert_eq!(standard_to_url, v4.event_id().as_str());
+        assert!(!v4.event_id().as_str().contains(['+', '/']));
+        assert_ne!(message(&RoomVersionId::V11, "a").event_id(), message(&RoomVersionId::V11, "b").event_id());
+    }
+
+    #[test]
+    fn built_events_verify_and_round_trip_through_json_in_every_version() {
+        for version in [3, 4, 5, 6, 7, 8, 9, 10, 11, 12] {
+            let version = RoomVersionId::try_from(version.to_string()).unwrap();
+            let rules = rules(&version).unwrap();
+            let pdu = message(&version, "round trip");
+            assert_eq!(verify_event(&public_keys(), pdu.as_object(), &rules).unwrap(), Verified::All, "{version}");
+            let parsed = Pdu::from_json(&pdu.to_canonical_json(), &rules).unwrap();
+            assert_eq!(parsed.event_id(), pdu.event_id(), "{version}");
+            assert_eq!(parsed.event_type(), &TimelineEventType::RoomMessage);
+            assert_eq!(parsed.depth(), 7);
+        }
+    }
+
+    #[test]
+    fn version_12_create_events_derive_the_room_id() {
+        let new = NewEvent {
+            kind: "m.room.create".into(),
+            state_key: Some(String::new()),
+            content: json!({ "room_version": "12" }),
+            sender: "@creator:domain".try_into().unwrap(),
+            room_id: None,
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts: 1_000_000,
+            redacts: None,
+        };
+        let pdu = build_and_sign(new, &rules(&RoomVersionId::V12).unwrap(), &spec_test_key(), server()).unwrap();
+        assert!(pdu.room_id().is_none());
+        let room_id = pdu.room_id_or_derived();
+        assert_eq!(&room_id.as_str()[1..], &pdu.event_id().as_str()[1..]);
+        assert!(room_id.server_name().is_none(), "version 12 room ids have no server name");
+    }
+
+    #[test]
+    fn redaction_strips_content_but_keeps_the_event_id() {
+        let rules = rules(&RoomVersionId::V11).unwrap();
+        let pdu = message(&RoomVersionId::V11, "secret");
+        let redacted = pdu.redacted(&rules).unwrap();
+        assert_eq!(redacted.event_id(), pdu.event_id());
+        assert_eq!(redacted.content().get(), "{}");
+        assert!(!redacted.to_canonical_json().contains("secret"));
+    }
+
+    #[test]
+    fn tampering_changes_the_event_id_and_breaks_the_signature() {
+        let rules = rules(&RoomVersionId::V10).unwrap();
+        let pdu = message(&RoomVersionId::V10, "original");
+        let tampered_json = pdu.to_canonical_json().replace("\"depth\":7", "\"depth\":8");
+        let tampered = Pdu::from_json(&tampered_json, &rules).unwrap();
+        assert_ne!(tampered.event_id(), pdu.event_id());
+        assert!(verify_event(&public_keys(), tampered.as_object(), &rules).is_err());
+    }
+
+    #[test]
+    fn oversized_and_malformed_events_are_refused() {
+        let rules = rules(&RoomVersionId::V12).unwrap();
+        let mut new = NewEvent {
+            kind: "m.room.message".into(),
+            state_key: None,
+            content: json!({ "body": "x".repeat(70_000) }),
+            sender: "@a:domain".try_into().unwrap(),
+            room_id: Some("!room:domain".try_into().unwrap()),
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts: 1,
+            redacts: None,
+        };
+        assert_eq!(build_and_sign(new.clone(), &rules, &spec_test_key(), server()).unwrap_err(), PduError::TooLarge);
+        new.content = json!(["not", "an", "object"]);
+        assert!(matches!(build_and_sign(new.clone(), &rules, &spec_test_key(), server()), Err(PduError::Format(_))));
+        new.content = json!({ "float": 1.5 });
+        assert!(matches!(build_and_sign(new, &rules, &spec_test_key(), server()), Err(PduError::Format(_))));
+        for bad in ["{}", "[]", "{\"type\": 1}", "not json"] {
+            assert!(Pdu::from_json(bad, &rules).is_err(), "{bad}");
+        }
+        let v1 = rules_v1();
+        assert!(matches!(
+            build_and_sign(message_new(), &v1, &spec_test_key(), server()),
+            Err(PduError::UnsupportedVersion(_))
+        ));
+    }
+
+    fn rules_v1() -> RoomVersionRules {
+        rules(&RoomVersionId::V1).unwrap()
+    }
+
+    fn message_new() -> NewEvent {
+        NewEvent {
+            kind: "m.room.message".into(),
+            state_key: None,
+            content: json!({}),
+            sender: "@a:domain".try_into().unwrap(),
+            room_id: Some("!room:domain".try_into().unwrap()),
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts: 1,
+            redacts: None,
+        }
+    }
+}
