@@ -76,6 +76,9 @@ pub struct Config {
     /// How long an unfinished user-interactive authentication session lives.
     #[serde(default = "default_uiaa_session_lifetime_secs")]
     pub uiaa_session_lifetime_secs: u64,
+    /// Version of new rooms unless the client asks for another.
+    #[serde(default = "default_room_version")]
+    pub default_room_version: String,
     #[serde(default)]
     pub login_rate_limit: LoginRateLimit,
     #[serde(default)]
@@ -183,6 +186,9 @@ fn default_refreshable_token_lifetime_secs() -> u64 {
 }
 fn default_uiaa_session_lifetime_secs() -> u64 {
     900
+}
+fn default_room_version() -> String {
+    crate::events::room_version::DEFAULT_ROOM_VERSION.to_string()
 }
 fn default_failed_attempts() -> u32 {
     5
@@ -293,6 +299,8 @@ impl Config {
             return Err(invalid("login_rate_limit", "failed_attempts and window_secs must be at least 1"));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| invalid("log", e))?;
+        crate::events::room_version::parse_creatable(&self.default_room_version)
+            .map_err(|_| invalid("default_room_version", "must be a room version from 3 to 12"))?;
         for (i, token) in self.registration_tokens.iter().enumerate() {
             if !is_valid_registration_token(&token.token) {
                 return Err(invalid(
@@ -421,6 +429,7 @@ mod tests {
         assert_eq!(config.registration, minimal.registration);
         assert_eq!(config.login_rate_limit, minimal.login_rate_limit);
         assert_eq!(config.log, minimal.log);
+        assert_eq!(config.default_room_version, minimal.default_room_version);
         assert_eq!(config.listeners, minimal.listeners);
         assert_eq!(config.refreshable_access_token_lifetime_secs, minimal.refreshable_access_token_lifetime_secs);
         assert_eq!(config.uiaa_session_lifetime_secs, minimal.uiaa_session_lifetime_secs);

@@ -5,6 +5,7 @@
 //! - [`http`]: listeners, TLS, routing, request/response types (only place that knows hyper);
 //! - [`api`]: one closed endpoint enum and one file per spec area;
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
+//! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
 //! - [`crypto`]: signing key, canonical JSON signing, random tokens;
 //! - [`events`]: PDUs per room version: parsing, ids, building, signing, redaction;
 //! - [`storage`]: typed tables over sled (only place that knows sled);
@@ -20,6 +21,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
+pub mod rooms;
 pub mod services;
 pub mod storage;
 pub mod users;

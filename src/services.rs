@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
+    rooms::Rooms,
     storage::{Storage, StorageError},
     users::Users,
 };
@@ -14,7 +15,8 @@ pub struct Services {
     pub config: Config,
     pub storage: Arc<Storage>,
     pub users: Users,
-    pub server_key: ServerKey,
+    pub rooms: Rooms,
+    pub server_key: Arc<ServerKey>,
 }
 
 impl Services {
@@ -25,9 +27,10 @@ impl Services {
     }
 
     pub fn with_storage(config: Config, storage: Arc<Storage>) -> Result<Arc<Self>, StorageError> {
-        let server_key = ServerKey::load_or_generate(&storage)?;
+        let server_key = Arc::new(ServerKey::load_or_generate(&storage)?);
         let users = Users::new(Arc::clone(&storage), &config);
-        let services = Arc::new(Self { config, storage, users, server_key });
+        let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
+        let services = Arc::new(Self { config, storage, users, rooms, server_key });
         services.start_maintenance();
         Ok(services)
     }

@@ -44,6 +44,16 @@ pub enum Endpoint {
     UpdateDevice,
     DeleteDevice,
     DeleteDevices,
+    CreateRoom,
+    JoinedRooms,
+    JoinRoom,
+    Invite,
+    Leave,
+    SendEvent,
+    PutState,
+    GetState,
+    GetStateEvent,
+    GetEvent,
     ServerKeys,
 }
 
@@ -72,7 +82,22 @@ impl Endpoint {
     /// capabilities are allowed too, as other servers do).
     pub fn allows_guests(self) -> bool {
         use Endpoint::*;
-        matches!(self, Whoami | Devices | GetDevice | UpdateDevice | Logout | Capabilities)
+        matches!(
+            self,
+            Whoami
+                | Devices
+                | GetDevice
+                | UpdateDevice
+                | Logout
+                | Capabilities
+                | JoinRoom
+                | Leave
+                | SendEvent
+                | PutState
+                | GetState
+                | GetStateEvent
+                | GetEvent
+        )
     }
 }
 
@@ -107,6 +132,19 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Put, "/_matrix/client/{r0|v3}/devices/:device_id", E::UpdateDevice),
     route(Delete, "/_matrix/client/{r0|v3}/devices/:device_id", E::DeleteDevice),
     route(Post, "/_matrix/client/{r0|v3}/delete_devices", E::DeleteDevices),
+    route(Post, "/_matrix/client/{r0|v3}/createRoom", E::CreateRoom),
+    route(Get, "/_matrix/client/{r0|v3}/joined_rooms", E::JoinedRooms),
+    route(Post, "/_matrix/client/{r0|v3}/join/:room_id_or_alias", E::JoinRoom),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/join", E::JoinRoom),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/invite", E::Invite),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/leave", E::Leave),
+    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/send/:event_type/:txn_id", E::SendEvent),
+    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type", E::PutState),
+    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?", E::PutState),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state", E::GetState),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type", E::GetStateEvent),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?", E::GetStateEvent),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/event/:event_id", E::GetEvent),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -123,12 +161,12 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
-    use client::{account, devices, discovery, login, register};
+    use client::{account, devices, discovery, login, membership, register, room_events, rooms};
     match endpoint {
         E::Versions => Ok(discovery::versions()),
         E::WellKnownClient => discovery::well_known_client(s),
         E::WellKnownServer => discovery::well_known_server(s),
-        E::Capabilities => Ok(discovery::capabilities()),
+        E::Capabilities => discovery::capabilities(s),
         E::RegisterAvailable => register::available(s, &request),
         E::Register => register::register(s, &request).await,
         E::RegistrationTokenValidity => register::token_validity(s, &request),
@@ -146,6 +184,16 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::UpdateDevice => devices::update(s, &request, who()?).await,
         E::DeleteDevice => devices::delete(s, &request, who()?).await,
         E::DeleteDevices => devices::delete_many(s, &request, who()?).await,
+        E::CreateRoom => rooms::create_room(s, &request, who()?).await,
+        E::JoinedRooms => rooms::joined_rooms(s, who()?),
+        E::JoinRoom => membership::join(s, &request, who()?).await,
+        E::Invite => membership::invite(s, &request, who()?).await,
+        E::Leave => membership::leave(s, &request, who()?).await,
+        E::SendEvent => room_events::send(s, &request, who()?).await,
+        E::PutState => room_events::put_state(s, &request, who()?).await,
+        E::GetState => room_events::get_state(s, &request, who()?),
+        E::GetStateEvent => room_events::get_state_event(s, &request, who()?),
+        E::GetEvent => room_events::get_event(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

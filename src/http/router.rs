@@ -2,8 +2,9 @@
 //! segment by segment. Tells apart "no such path" (404 `M_UNRECOGNIZED`) from
 //! "path exists, not with this method" (405 `M_UNRECOGNIZED`).
 //!
-//! Pattern segments: a literal, `:name` for one parameter, or `{a|b}` for one
-//! of several literals (API versions such as `{r0|v3}`).
+//! Pattern segments: a literal, `:name` for one non-empty parameter, `:name?`
+//! for one that may be empty (state keys), or `{a|b}` for one of several
+//! literals (API versions such as `{r0|v3}`).
 
 use super::request::{percent_decode, Method};
 
@@ -46,7 +47,8 @@ fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Vec<String>> {
     let mut params = Vec::new();
     for (part, segment) in parts.iter().zip(segments) {
         if part.starts_with(':') {
-            if segment.is_empty() {
+            // `:name?` may be empty (a state key); `:name` may not.
+            if segment.is_empty() && !part.ends_with('?') {
                 return None;
             }
             params.push(percent_decode(segment, false));
@@ -69,6 +71,7 @@ mod tests {
         Route { method: Method::Get, pattern: "/_matrix/client/{r0|v3}/devices/:id", endpoint: 1 },
         Route { method: Method::Put, pattern: "/_matrix/client/{r0|v3}/devices/:id", endpoint: 2 },
         Route { method: Method::Get, pattern: "/_matrix/client/versions", endpoint: 3 },
+        Route { method: Method::Put, pattern: "/state/:kind/:key?", endpoint: 4 },
     ];
 
     fn found(method: Method, path: &str) -> Option<(u8, Vec<String>)> {
@@ -83,6 +86,12 @@ mod tests {
         assert_eq!(found(Method::Get, "/_matrix/client/v3/devices/AB%2FC"), Some((1, vec!["AB/C".into()])));
         assert_eq!(found(Method::Put, "/_matrix/client/r0/devices/X"), Some((2, vec!["X".into()])));
         assert_eq!(found(Method::Get, "/_matrix/client/versions"), Some((3, vec![])));
+        assert_eq!(found(Method::Put, "/state/m.room.name/"), Some((4, vec!["m.room.name".into(), "".into()])));
+        assert_eq!(
+            found(Method::Put, "/state/m.room.member/%40a%3Ab"),
+            Some((4, vec!["m.room.member".into(), "@a:b".into()]))
+        );
+        assert_eq!(found(Method::Put, "/state//x"), None, "only `?` parameters may be empty");
     }
 
     #[test]

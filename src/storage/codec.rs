@@ -68,6 +68,21 @@ impl KeyCodec for (String, String) {
     }
 }
 
+impl KeyCodec for (u64, u64) {
+    fn encode(&self) -> Vec<u8> {
+        let mut key = self.0.to_be_bytes().to_vec();
+        key.extend_from_slice(&self.1.to_be_bytes());
+        key
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        if bytes.len() != 16 {
+            return Err(StorageError::corrupt("(u64, u64) key of wrong length"));
+        }
+        Ok((u64::decode(&bytes[..8])?, u64::decode(&bytes[8..])?))
+    }
+}
+
 /// The scan prefix selecting every composite key whose first part is `first`.
 pub fn prefix_of(first: &str) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(first.len() + 1);
@@ -88,8 +103,16 @@ pub trait Record: Serialize + DeserializeOwned {
     }
 }
 
-/// Plain strings are stored as records too (small `meta` values).
+/// Plain values stored as records (dictionary tables, small `meta` values).
 impl Record for String {
+    const VERSION: u8 = 1;
+}
+
+impl Record for u64 {
+    const VERSION: u8 = 1;
+}
+
+impl Record for (String, String) {
     const VERSION: u8 = 1;
 }
 

@@ -112,3 +112,49 @@ pub struct SigningKeyRecord {
 impl Record for SigningKeyRecord {
     const VERSION: u8 = 1;
 }
+
+/// A stored event: its signed canonical JSON (ruma's raw JSON values cannot go
+/// through MessagePack) and where it sits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPdu {
+    pub json: String,
+    pub room_id: String,
+    /// The room's version (needed to parse the JSON back).
+    pub room_version: String,
+    /// Position in the global order (also the event's short id).
+    pub count: u64,
+    /// State snapshot before the event.
+    pub state_before: u64,
+}
+
+impl Record for StoredPdu {
+    const VERSION: u8 = 1;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    pub version: String,
+    pub short_id: u64,
+    /// Snapshot of the current state.
+    pub current_state: u64,
+    pub forward_extremities: Vec<String>,
+    pub max_depth: u64,
+}
+
+impl Record for RoomRecord {
+    const VERSION: u8 = 1;
+}
+
+/// A state snapshot: a full map (no parent) or changes over its parent.
+/// Entries are (short state key, short event id), sorted by key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateSnapshotRecord {
+    pub parent: Option<u64>,
+    /// 0 for a full snapshot, parent's layer + 1 for a diff.
+    pub layer: u32,
+    pub entries: Vec<(u64, u64)>,
+}
+
+impl Record for StateSnapshotRecord {
+    const VERSION: u8 = 1;
+}

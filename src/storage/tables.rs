@@ -4,7 +4,10 @@
 //! a way that is not a defaulted new field needs a migration.
 
 use super::{
-    records::{DeviceRecord, RegistrationTokenUsage, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord},
+    records::{
+        DeviceRecord, RegistrationTokenUsage, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord,
+        UiaaSessionRecord, UserRecord,
+    },
     StorageError, Table,
 };
 
@@ -21,6 +24,24 @@ pub struct Tables {
     pub uiaa_sessions: Table<String, UiaaSessionRecord>,
     /// registration token → completed registrations.
     pub registration_token_uses: Table<String, RegistrationTokenUsage>,
+    /// event id → short id, and back.
+    pub eventid_shortid: Table<String, u64>,
+    pub shortid_eventid: Table<u64, String>,
+    /// (event type, state key) → short id, and back.
+    pub statekey_shortid: Table<(String, String), u64>,
+    pub shortid_statekey: Table<u64, (String, String)>,
+    /// event id → the event and its place.
+    pub eventid_pdu: Table<String, StoredPdu>,
+    /// room id → version, current state, extremities.
+    pub roomid_room: Table<String, RoomRecord>,
+    /// (short room id, count) → event id: each room's timeline in order.
+    pub room_timeline: Table<(u64, u64), String>,
+    /// snapshot id → state snapshot (full or diff).
+    pub snapshot_state: Table<u64, StateSnapshotRecord>,
+    /// (localpart, device id + "\n" + transaction id) → event id.
+    pub txnid_eventid: Table<(String, String), String>,
+    /// (localpart, room id) → membership of a local user (join, invite, leave, ban, knock).
+    pub localpart_roomid_membership: Table<(String, String), String>,
 }
 
 impl Tables {
@@ -32,6 +53,16 @@ impl Tables {
             refresh_tokens: Table::open(db, "refreshtokenhash_owner")?,
             uiaa_sessions: Table::open(db, "session_uiaa")?,
             registration_token_uses: Table::open(db, "registrationtoken_usage")?,
+            eventid_shortid: Table::open(db, "eventid_shortid")?,
+            shortid_eventid: Table::open(db, "shortid_eventid")?,
+            statekey_shortid: Table::open(db, "statekey_shortid")?,
+            shortid_statekey: Table::open(db, "shortid_statekey")?,
+            eventid_pdu: Table::open(db, "eventid_pdu")?,
+            roomid_room: Table::open(db, "roomid_room")?,
+            room_timeline: Table::open(db, "roomshortid_count_eventid")?,
+            snapshot_state: Table::open(db, "snapshotid_state")?,
+            txnid_eventid: Table::open(db, "localpart_txn_eventid")?,
+            localpart_roomid_membership: Table::open(db, "localpart_roomid_membership")?,
         })
     }
 }

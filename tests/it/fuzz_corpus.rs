@@ -42,3 +42,8 @@ fn canonical_json_corpus() {
 fn api_request_corpus() {
     replay("api_request", fuzz_targets::api_request);
 }
+
+#[test]
+fn pdu_corpus() {
+    replay("pdu", fuzz_targets::pdu);
+}

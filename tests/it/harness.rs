@@ -43,6 +43,12 @@ impl TestServer {
 
     /// Starts with a complete configuration text, in `dir`.
     pub async fn start_in(dir: TempDir, config_text: &str) -> Self {
+        // Server logs at `warn` (or CONDUIT_TEST_LOG) show with a failing test's output.
+        let filter = std::env::var("CONDUIT_TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .try_init();
         let config = Config::from_toml_with_env(config_text, Vec::new()).expect("test configuration");
         let services = Services::open(config).expect("open storage");
         let handle = http::start(services).await.expect("start server");

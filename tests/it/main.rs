@@ -12,5 +12,6 @@ mod fuzz_corpus;
 mod login;
 mod process;
 mod registration;
+mod rooms;
 mod server_keys;
 mod tls;

@@ -5,8 +5,10 @@
 
 use serde_json::json;
 
+use super::rooms;
 use crate::{
     error::{Error, Result},
+    events::room_version,
     http::Response,
     services::Services,
 };
@@ -41,15 +43,22 @@ pub fn well_known_server(services: &Services) -> Result<Response> {
 }
 
 /// What clients may do. Profiles and third-party ids are not served yet, so
-/// their capabilities say so; room versions are announced once rooms exist.
-pub fn capabilities() -> Response {
-    Response::json(&json!({
+/// their capabilities say so.
+pub fn capabilities(s: &Services) -> Result<Response> {
+    let default = rooms::default_version(s)?;
+    let available: serde_json::Map<String, serde_json::Value> = room_version::KNOWN
+        .iter()
+        .filter(|version| room_version::can_create(version))
+        .map(|version| (version.to_string(), json!("stable")))
+        .collect();
+    Ok(Response::json(&json!({
         "capabilities": {
             "m.change_password": { "enabled": true },
+            "m.room_versions": { "default": default, "available": available },
             "m.set_displayname": { "enabled": false },
             "m.set_avatar_url": { "enabled": false },
             "m.3pid_changes": { "enabled": false },
             "m.get_login_token": { "enabled": false },
         }
-    }))
+    })))
 }

@@ -4,4 +4,7 @@ pub mod account;
 pub mod devices;
 pub mod discovery;
 pub mod login;
+pub mod membership;
 pub mod register;
+pub mod room_events;
+pub mod rooms;

@@ -1,0 +1,76 @@
+//! Joining, inviting, leaving.
+//!
+//! Spec: client-server API "Room membership" (`POST /rooms/{roomId}/join`,
+//! `POST /join/{roomIdOrAlias}`, `POST /rooms/{roomId}/invite`,
+//! `POST /rooms/{roomId}/leave`). Each is a member event through the
+//! pipeline, so the room version's rules decide (join rules, bans, power to
+//! invite). Rooms of other servers and aliases are not reachable yet.
+
+use ruma::{RoomId, UserId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    rooms::EventRequest,
+    services::Services,
+    users::Identity,
+};
+
+#[derive(Debug, Default, Deserialize)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+fn member_content(membership: &str, reason: Option<String>) -> Value {
+    let mut content = json!({ "membership": membership });
+    if let Some(reason) = reason {
+        content["reason"] = json!(reason);
+    }
+    content
+}
+
+pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let target = request.param(0);
+    if target.starts_with('#') {
+        return Err(Error::not_found("Room aliases are not supported yet"));
+    }
+    let room_id = RoomId::parse(target).map_err(|_| Error::invalid_param("Invalid room id"))?;
+    if s.rooms.room(&room_id)?.is_none() {
+        return Err(Error::not_found("Unknown room (joining rooms of other servers is not available yet)"));
+    }
+    let body: ReasonBody = request.json()?;
+    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("join", body.reason));
+    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::json(&json!({ "room_id": room_id })))
+}
+
+#[derive(Debug, Deserialize)]
+struct InviteBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = super::room_events::room_id_param(request, 0)?;
+    let body: InviteBody = request.json()?;
+    let invitee = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    if invitee.server_name() != s.config.server_name {
+        return Err(Error::invalid_param("Inviting users of other servers is not possible yet"));
+    }
+    if s.users.get_active(invitee.localpart())?.is_none() {
+        return Err(Error::not_found("No such user"));
+    }
+    let event = EventRequest::state("m.room.member", invitee.as_str(), member_content("invite", body.reason));
+    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::empty_object())
+}
+
+pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = super::room_events::room_id_param(request, 0)?;
+    let body: ReasonBody = request.json()?;
+    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("leave", body.reason));
+    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::empty_object())
+}

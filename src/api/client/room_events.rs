@@ -1,0 +1,96 @@
+//! Sending and reading room events and state.
+//!
+//! Spec: client-server API "Sending events to a room"
+//! (`PUT /rooms/{roomId}/send/{eventType}/{txnId}`,
+//! `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`), "Getting events for a
+//! room" (`GET /rooms/{roomId}/state[/{eventType}/{stateKey}]`,
+//! `GET /rooms/{roomId}/event/{eventId}`), "Transaction identifiers".
+//!
+//! Who may write is decided by the room version's authorisation rules in the
+//! pipeline; who may read is checked here: current state needs membership,
+//! single events need the history visibility to allow them.
+
+use ruma::{EventId, OwnedRoomId, RoomId};
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, ErrorKind, Result},
+    http::{Request, Response},
+    rooms::{client_event, EventRequest},
+    services::Services,
+    users::Identity,
+};
+
+/// The room id path parameter.
+pub fn room_id_param(request: &Request, index: usize) -> Result<OwnedRoomId> {
+    RoomId::parse(request.param(index)).map_err(|_| Error::invalid_param("Invalid room id"))
+}
+
+/// The body as an event content object.
+fn content(request: &Request) -> Result<Value> {
+    request.json_object()
+}
+
+pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let kind = request.param(1).to_owned();
+    let txn_id = request.param(2);
+    let txn = (who.localpart.clone(), format!("{}\n{txn_id}", who.device_id));
+    let event = EventRequest::message(&kind, content(request)?);
+    let event_id = s.rooms.append(&room_id, &who.user_id, event, Some(txn)).await?;
+    Ok(Response::json(&json!({ "event_id": event_id })))
+}
+
+pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let event = EventRequest::state(request.param(1), request.param(2), content(request)?);
+    let event_id = s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::json(&json!({ "event_id": event_id })))
+}
+
+/// The current state, for members of the room.
+fn joined_state(
+    s: &Services,
+    room_id: &RoomId,
+    who: &Identity,
+) -> Result<std::sync::Arc<crate::rooms::state::StateMap>> {
+    let not_member = || Error::forbidden("You are not a member of this room");
+    let room = s.rooms.room(room_id)?.ok_or_else(not_member)?;
+    if s.rooms.membership(room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(not_member());
+    }
+    s.rooms.current_state(&room)
+}
+
+pub fn get_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let state = joined_state(s, &room_id, who)?;
+    let events: Vec<Value> = s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, &room_id)).collect();
+    Ok(Response::json(&events))
+}
+
+pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let state = joined_state(s, &room_id, who)?;
+    let pdu = s
+        .rooms
+        .state_event_in(&state, request.param(1), request.param(2))?
+        .ok_or_else(|| Error::not_found("No such state event"))?;
+    let event = client_event(&pdu, &room_id);
+    if request.query("format") == Some("event") {
+        Ok(Response::json(&event))
+    } else {
+        Ok(Response::json(&event["content"]))
+    }
+}
+
+pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let not_found = || Error::new(ErrorKind::NotFound, "Event not found");
+    let event_id = EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
+    if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        return Err(not_found());
+    }
+    Ok(Response::json(&client_event(&pdu, &room_id)))
+}

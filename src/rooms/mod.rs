@@ -1,0 +1,474 @@
+//! Rooms: the one pipeline every local event goes through, and reads of room
+//! state and events.
+//!
+//! Pipeline (`append`): under the room's lock, take the current state; choose
+//! `auth_events` (by the room version's auth types), `prev_events` (the forward
+//! extremities) and `depth`; build and sign the PDU ([`crate::events`]); check
+//! the authorisation rules of the room version against the state before the
+//! event (ruma-state-res); ask the [`EventPolicy`] (the deployment's veto
+//! point); then persist the event, its place in the timeline, the new state
+//! snapshot, the room record and the sender's transaction id in one atomic,
+//! durable batch; then wake waiters. An event refused anywhere stores nothing.
+//!
+//! Spec: client-server API "Rooms", "Room membership", "Sending events";
+//! server-server API "Authorization rules", "PDUs"; the room version pages.
+//!
+//! Not yet here (later slices of the rooms work): federation-received events
+//! and state resolution of forks, `/messages`, aliases, redaction endpoints,
+//! upgrades, relations.
+
+pub mod state;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res::{self, Event},
+    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
+};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::{
+    crypto::{signing_key::ServerKey, tokens::random_alphanumeric},
+    error::{Error, Result},
+    events::{build_and_sign, room_version, NewEvent, Pdu},
+    storage::{
+        records::{RoomRecord, StoredPdu},
+        Batch, Storage, StorageError,
+    },
+    util::now_ms,
+};
+use state::{StateMap, StateStore};
+
+/// A deployment's policy hook: may veto (or, later, adjust) an event that
+/// passed the auth rules, before it is stored. The public-sector rules
+/// (room access rules, externals) will plug in here.
+pub trait EventPolicy: Send + Sync {
+    fn check(&self, pdu: &Pdu, state_before: &StateMap) -> Result<()>;
+}
+
+/// The default policy: the auth rules alone decide.
+pub struct NoPolicy;
+
+impl EventPolicy for NoPolicy {
+    fn check(&self, _pdu: &Pdu, _state_before: &StateMap) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// What a client (or the server on its behalf) wants to send.
+#[derive(Debug, Clone)]
+pub struct EventRequest {
+    pub kind: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventRequest {
+    pub fn state(kind: &str, state_key: &str, content: Value) -> Self {
+        Self { kind: kind.to_owned(), state_key: Some(state_key.to_owned()), content, redacts: None }
+    }
+
+    pub fn message(kind: &str, content: Value) -> Self {
+        Self { kind: kind.to_owned(), state_key: None, content, redacts: None }
+    }
+}
+
+/// Identifies a client transaction: (localpart, device id + "\n" + txn id).
+pub type TxnKey = (String, String);
+
+pub struct Rooms {
+    storage: Arc<Storage>,
+    pub state: StateStore,
+    server_name: OwnedServerName,
+    key: Arc<ServerKey>,
+    policy: Arc<dyn EventPolicy>,
+    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    updates: watch::Sender<u64>,
+}
+
+impl Rooms {
+    pub fn new(storage: Arc<Storage>, server_name: OwnedServerName, key: Arc<ServerKey>) -> Self {
+        let (updates, _) = watch::channel(0);
+        Self {
+            state: StateStore::new(Arc::clone(&storage)),
+            storage,
+            server_name,
+            key,
+            policy: Arc::new(NoPolicy),
+            locks: Mutex::default(),
+            updates,
+        }
+    }
+
+    /// Replaces the policy hook.
+    pub fn set_policy(&mut self, policy: Arc<dyn EventPolicy>) {
+        self.policy = policy;
+    }
+
+    /// Changes whenever an event is stored (its count); sync will wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.updates.subscribe()
+    }
+
+    fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(locks.entry(room_id.to_owned()).or_default())
+    }
+
+    pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
+        Ok(self.storage.tables.roomid_room.get(&room_id.to_string())?)
+    }
+
+    fn rules_of(room: &RoomRecord) -> Result<(RoomVersionId, RoomVersionRules)> {
+        let version = RoomVersionId::try_from(room.version.as_str())
+            .map_err(|_| StorageError::corrupt(format!("stored room version {}", room.version)))?;
+        let rules = room_version::rules(&version)?;
+        Ok((version, rules))
+    }
+
+    /// An event with its storage record, if known.
+    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<(Pdu, StoredPdu)>> {
+        let Some(stored) = self.storage.tables.eventid_pdu.get(&event_id.to_string())? else { return Ok(None) };
+        let version = RoomVersionId::try_from(stored.room_version.as_str())
+            .map_err(|_| StorageError::corrupt("stored event room version"))?;
+        let rules = room_version::rules(&version)?;
+        let pdu = Pdu::from_json(&stored.json, &rules)
+            .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
+        Ok(Some((pdu, stored)))
+    }
+
+    fn event_id_of_short(&self, short: u64) -> Result<OwnedEventId> {
+        let id = self
+            .storage
+            .tables
+            .shortid_eventid
+            .get(&short)?
+            .ok_or_else(|| StorageError::corrupt(format!("unknown short event id {short}")))?;
+        OwnedEventId::try_from(id).map_err(|_| StorageError::corrupt("stored event id").into())
+    }
+
+    /// The state event `(kind, state_key)` in a state map.
+    pub fn state_event_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        let Some(short_key) = self.state.existing_short_state_key(kind, state_key)? else { return Ok(None) };
+        let Some(short_event) = state.get(&short_key) else { return Ok(None) };
+        let event_id = self.event_id_of_short(*short_event)?;
+        Ok(self.get_pdu(&event_id)?.map(|(pdu, _)| pdu))
+    }
+
+    /// Every event of a state map.
+    pub fn state_events_in(&self, state: &StateMap) -> Result<Vec<Pdu>> {
+        let mut events = Vec::with_capacity(state.len());
+        for short_event in state.values() {
+            let event_id = self.event_id_of_short(*short_event)?;
+            let (pdu, _) = self.get_pdu(&event_id)?.ok_or_else(|| StorageError::corrupt("state event missing"))?;
+            events.push(pdu);
+        }
+        Ok(events)
+    }
+
+    /// The current state of a room.
+    pub fn current_state(&self, room: &RoomRecord) -> Result<Arc<StateMap>> {
+        self.state.full_state(room.current_state)
+    }
+
+    /// The current membership of `user_id` in a room (`join`, `invite`, `leave`, `ban`, `knock`).
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let state = self.current_state(&room)?;
+        self.membership_in(&state, user_id)
+    }
+
+    fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<String>> {
+        Ok(self.state_event_in(state, "m.room.member", user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
+    }
+
+    /// Rooms a local user has joined.
+    pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
+        let entries =
+            self.storage.tables.localpart_roomid_membership.scan_prefix(&crate::storage::prefix_of(localpart))?;
+        Ok(entries
+            .into_iter()
+            .filter(|(_, membership)| membership == "join")
+            .filter_map(|((_, room_id), _)| OwnedRoomId::try_from(room_id).ok())
+            .collect())
+    }
+
+    /// Whether `user_id` may see an event, by the room's history visibility
+    /// at the event (spec: "History visibility").
+    pub fn can_see_event(&self, user_id: &UserId, pdu: &Pdu, stored: &StoredPdu) -> Result<bool> {
+        let state = self.state.full_state(stored.state_before)?;
+        let visibility = self
+            .state_event_in(&state, "m.room.history_visibility", "")?
+            .and_then(|event| content_string(&event, "history_visibility"))
+            .unwrap_or_else(|| "shared".to_owned());
+        if visibility == "world_readable" {
+            return Ok(true);
+        }
+        // A user's own membership event counts as the membership at that event.
+        let at_event =
+            if pdu.event_type() == &TimelineEventType::RoomMember && pdu.state_key() == Some(user_id.as_str()) {
+                membership_of(pdu)
+            } else {
+                self.membership_in(&state, user_id)?
+            };
+        let at_event = at_event.as_deref();
+        Ok(match (visibility.as_str(), at_event) {
+            (_, Some("join")) => true,
+            ("invited", Some("invite")) => true,
+            ("shared", _) => {
+                let room_id = RoomId::parse(&stored.room_id).map_err(|_| StorageError::corrupt("stored room id"))?;
+                self.membership(&room_id, user_id)?.as_deref() == Some("join")
+            }
+            _ => false,
+        })
+    }
+
+    /// Creates a room: its create event, then `initial` events in order, each
+    /// through the pipeline as `sender`.
+    pub async fn create_room(
+        &self,
+        sender: &UserId,
+        version: &RoomVersionId,
+        mut create_content: Value,
+        initial: Vec<EventRequest>,
+    ) -> Result<OwnedRoomId> {
+        let rules = room_version::rules(version)?;
+        let content =
+            create_content.as_object_mut().ok_or_else(|| Error::bad_json("creation_content must be an object"))?;
+        content.insert("room_version".into(), Value::String(version.to_string()));
+        if !rules.authorization.use_room_create_sender {
+            content.insert("creator".into(), Value::String(sender.to_string()));
+        }
+        let room_id = if rules.event_format.require_room_create_room_id {
+            Some(
+                OwnedRoomId::try_from(format!("!{}:{}", random_alphanumeric(18), self.server_name))
+                    .map_err(|e| Error::internal("room id", e))?,
+            )
+        } else {
+            None
+        };
+        let new = NewEvent {
+            kind: "m.room.create".into(),
+            state_key: Some(String::new()),
+            content: create_content,
+            sender: sender.to_owned(),
+            room_id,
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts: now_ms(),
+            redacts: None,
+        };
+        let create = build_and_sign(new, &rules, &self.key, &self.server_name)?;
+        let room_id = create.room_id_or_derived();
+        let lock = self.lock_for(&room_id);
+        let _guard = lock.lock().await;
+        if self.room(&room_id)?.is_some() {
+            return Err(Error::internal("creating a room", "room id collision"));
+        }
+        state_res::check_state_independent_auth_rules::<Pdu>(&rules.authorization, &create, |_| None)
+            .map_err(|reason| Error::bad_json(format!("Invalid create event: {reason}")))?;
+        self.policy.check(&create, &StateMap::new())?;
+        let mut room = RoomRecord {
+            version: version.to_string(),
+            short_id: self.storage.next_count()?,
+            current_state: 0,
+            forward_extremities: vec![],
+            max_depth: 0,
+        };
+        self.persist(&room_id, &mut room, &create, None, None).await?;
+        for request in initial {
+            self.append_locked(&room_id, sender, request, None).await?;
+        }
+        Ok(room_id)
+    }
+
+    /// Sends an event into a room through the pipeline. With a transaction
+    /// key, a repeated request returns the first event's id.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
+        let lock = self.lock_for(room_id);
+        let _guard = lock.lock().await;
+        self.append_locked(room_id, sender, request, txn).await
+    }
+
+    async fn append_locked(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
+        if let Some(txn) = &txn {
+            if let Some(existing) = self.storage.tables.txnid_eventid.get(txn)? {
+                return OwnedEventId::try_from(existing).map_err(|_| StorageError::corrupt("stored txn").into());
+            }
+        }
+        let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let (_, rules) = Self::rules_of(&room)?;
+        let state = self.current_state(&room)?;
+        let kind = TimelineEventType::from(request.kind.as_str());
+        let raw_content =
+            serde_json::value::to_raw_value(&request.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        let auth_types = state_res::auth_types_for_event(
+            &kind,
+            sender,
+            request.state_key.as_deref(),
+            &raw_content,
+            &rules.authorization,
+        )
+        .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
+        let mut auth_events = Vec::new();
+        for (auth_kind, auth_state_key) in auth_types {
+            if auth_kind == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
+                continue;
+            }
+            if let Some(event) = self.state_event_in(&state, &auth_kind.to_string(), &auth_state_key)? {
+                auth_events.push(event.event_id().clone());
+            }
+        }
+        let prev_events = room
+            .forward_extremities
+            .iter()
+            .map(|id| OwnedEventId::try_from(id.as_str()).map_err(|_| StorageError::corrupt("stored extremity").into()))
+            .collect::<Result<Vec<_>>>()?;
+        let new = NewEvent {
+            kind: request.kind,
+            state_key: request.state_key,
+            content: request.content,
+            sender: sender.to_owned(),
+            room_id: Some(room_id.to_owned()),
+            prev_events,
+            auth_events,
+            depth: room.max_depth + 1,
+            origin_server_ts: now_ms(),
+            redacts: if rules.redaction.keep_room_redaction_redacts { None } else { request.redacts },
+        };
+        let pdu = build_and_sign(new, &rules, &self.key, &self.server_name)?;
+        self.check_auth_rules(&pdu, &rules, &state)?;
+        self.policy.check(&pdu, &state)?;
+        let before = room.current_state;
+        self.persist(room_id, &mut room, &pdu, Some(before), txn).await?;
+        Ok(pdu.event_id().clone())
+    }
+
+    /// The authorisation rules of the room version, against `state` (the
+    /// state before the event). A refusal is `M_FORBIDDEN` with the reason.
+    fn check_auth_rules(&self, pdu: &Pdu, rules: &RoomVersionRules, state: &StateMap) -> Result<()> {
+        let fetch_event = |id: &EventId| self.get_pdu(id).ok().flatten().map(|(pdu, _)| pdu);
+        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
+            .map_err(|reason| Error::forbidden(format!("Event refused by the authorization rules: {reason}")))?;
+        let fetch_state = |kind: &StateEventType, state_key: &str| {
+            self.state_event_in(state, &kind.to_string(), state_key).ok().flatten()
+        };
+        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
+            .map_err(|reason| Error::forbidden(format!("Event refused by the authorization rules: {reason}")))
+    }
+
+    /// Stores an authorised event and everything it changes, atomically and durably.
+    async fn persist(
+        &self,
+        room_id: &RoomId,
+        room: &mut RoomRecord,
+        pdu: &Pdu,
+        before_snapshot: Option<u64>,
+        txn: Option<TxnKey>,
+    ) -> Result<()> {
+        let tables = &self.storage.tables;
+        let mut batch = Batch::new();
+        let count = self.storage.next_count()?;
+        let event_id = pdu.event_id().to_string();
+        // The create event has an empty state before it; its own state starts
+        // a whole snapshot rather than a diff over one not yet written.
+        let (state_before_id, parent) = match before_snapshot {
+            Some(id) => (id, Some(id)),
+            None => (self.state.new_snapshot(&mut batch, None, &[])?, None),
+        };
+        batch.insert(&tables.eventid_shortid, &event_id, &count)?;
+        batch.insert(&tables.shortid_eventid, &count, &event_id)?;
+        let stored = StoredPdu {
+            json: pdu.to_canonical_json(),
+            room_id: room_id.to_string(),
+            room_version: room.version.clone(),
+            count,
+            state_before: state_before_id,
+        };
+        batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
+        batch.insert(&tables.room_timeline, &(room.short_id, count), &event_id)?;
+        room.current_state = match pdu.state_key() {
+            Some(state_key) => {
+                let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
+                self.state.new_snapshot(&mut batch, parent, &[(short_key, count)])?
+            }
+            None => state_before_id,
+        };
+        room.forward_extremities = vec![event_id.clone()];
+        room.max_depth = pdu.depth();
+        batch.insert(&tables.roomid_room, &room_id.to_string(), room)?;
+        if let Some(membership) = local_membership_change(pdu, &self.server_name) {
+            batch.insert(&tables.localpart_roomid_membership, &(membership.0, room_id.to_string()), &membership.1)?;
+        }
+        if let Some(txn) = &txn {
+            batch.insert(&tables.txnid_eventid, txn, &event_id)?;
+        }
+        self.storage.commit(batch).await?;
+        self.updates.send_replace(count);
+        tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
+        Ok(())
+    }
+}
+
+/// `content.membership` of a member event.
+pub fn membership_of(pdu: &Pdu) -> Option<String> {
+    content_string(pdu, "membership")
+}
+
+/// A string field of an event's content.
+pub fn content_string(pdu: &Pdu, field: &str) -> Option<String> {
+    let content: serde_json::Map<String, Value> = serde_json::from_str(pdu.content().get()).ok()?;
+    content.get(field)?.as_str().map(str::to_owned)
+}
+
+/// For a member event about a local user: (localpart, membership).
+fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) -> Option<(String, String)> {
+    if pdu.event_type() != &TimelineEventType::RoomMember {
+        return None;
+    }
+    let user_id = UserId::parse(pdu.state_key()?).ok()?;
+    (user_id.server_name() == server_name)
+        .then(|| (user_id.localpart().to_owned(), membership_of(pdu).unwrap_or_default()))
+}
+
+/// An event in the client-server format ("Room Event Format").
+pub fn client_event(pdu: &Pdu, room_id: &RoomId) -> Value {
+    let content: Value =
+        serde_json::from_str(pdu.content().get()).unwrap_or_else(|_| Value::Object(Default::default()));
+    let mut event = serde_json::json!({
+        "event_id": pdu.event_id(),
+        "type": pdu.event_type().to_string(),
+        "sender": pdu.sender(),
+        "origin_server_ts": pdu.origin_server_ts(),
+        "room_id": room_id,
+        "content": content,
+        "unsigned": {},
+    });
+    if let Some(state_key) = pdu.state_key() {
+        event["state_key"] = Value::String(state_key.to_owned());
+    }
+    if let Some(redacts) = pdu.redacts() {
+        event["redacts"] = Value::String(redacts.to_string());
+    }
+    event
+}

@@ -1,0 +1,268 @@
+//! Rooms: creation, sending, state, membership, history visibility — and the
+//! forbidden paths, through the HTTP API.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Session, TestServer};
+
+fn enc(id: &str) -> String {
+    id.replace('!', "%21").replace('$', "%24").replace(':', "%3A").replace('@', "%40").replace('#', "%23")
+}
+
+async fn create_room(session: &Session, body: Value) -> String {
+    let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
+    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send_text(session: &Session, room: &str, txn: &str, body: &str) -> serde_json::Value {
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+    session.client.put(&path, json!({ "msgtype": "m.text", "body": body })).await.body
+}
+
+fn state_path(room: &str, kind: &str, state_key: &str) -> String {
+    format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(state_key))
+}
+
+async fn join(session: &Session, room: &str) -> crate::harness::Reply {
+    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await
+}
+
+#[tokio::test]
+async fn create_room_applies_the_spec_order_and_presets() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({ "name": "Forum", "topic": "All things", "preset": "public_chat" })).await;
+    assert!(room.starts_with('!') && !room.contains(':'), "version 12 room ids have no server part: {room}");
+
+    let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await;
+    let events = state.assert_ok().as_array().unwrap().clone();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    for kind in [
+        "m.room.create",
+        "m.room.member",
+        "m.room.power_levels",
+        "m.room.join_rules",
+        "m.room.history_visibility",
+        "m.room.guest_access",
+        "m.room.name",
+        "m.room.topic",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let create = events.iter().find(|e| e["type"] == "m.room.create").unwrap();
+    assert_eq!(create["content"]["room_version"], "12");
+    assert_eq!(create["sender"], alice.user_id.as_str());
+    let power = events.iter().find(|e| e["type"] == "m.room.power_levels").unwrap();
+    assert!(power["content"]["users"].get(&alice.user_id).is_none(), "v12 creators are not listed");
+    assert_eq!(power["content"]["events"]["m.room.tombstone"], 150);
+
+    let name = alice.client.get(&state_path(&room, "m.room.name", "")).await;
+    assert_eq!(name.assert_ok()["name"], "Forum");
+    let join_rules = alice.client.get(&state_path(&room, "m.room.join_rules", "")).await;
+    assert_eq!(join_rules.assert_ok()["join_rule"], "public");
+    let joined = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([room]));
+    let caps = alice.client.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(caps.assert_ok()["capabilities"]["m.room_versions"]["default"], "12");
+}
+
+#[tokio::test]
+async fn room_versions_are_honoured_and_unknown_ones_refused() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({ "room_version": "10" })).await;
+    assert!(room.ends_with(":test.local"), "{room}");
+    let power = alice.client.get(&state_path(&room, "m.room.power_levels", "")).await;
+    assert_eq!(power.assert_ok()["users"][&alice.user_id], 100, "before v12 the creator is listed");
+    let create = alice.client.get(&format!("{}?format=event", state_path(&room, "m.room.create", ""))).await;
+    assert_eq!(create.assert_ok()["content"]["creator"], alice.user_id.as_str());
+
+    for version in ["1", "2", "99", "custom"] {
+        let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_version": version })).await;
+        reply.assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
+    }
+}
+
+#[tokio::test]
+async fn sending_is_idempotent_per_device_and_transaction() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let first = send_text(&alice, &room, "t1", "hello").await;
+    let again = send_text(&alice, &room, "t1", "hello").await;
+    assert_eq!(first["event_id"], again["event_id"]);
+    let other = send_text(&alice, &room, "t2", "hello").await;
+    assert_ne!(first["event_id"], other["event_id"]);
+
+    let second_device = Session::from_reply(&client, client.login("alice", crate::harness::PASSWORD).await.assert_ok());
+    let from_other_device = send_text(&second_device, &room, "t1", "hello").await;
+    assert_ne!(first["event_id"], from_other_device["event_id"], "transaction ids are per device");
+
+    let event_id = first["event_id"].as_str().unwrap();
+    let event = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(event_id))).await;
+    let event = event.assert_ok();
+    assert_eq!(event["content"]["body"], "hello");
+    assert_eq!(event["sender"], alice.user_id.as_str());
+    assert_eq!(event["room_id"], room.as_str());
+}
+
+#[tokio::test]
+async fn non_members_cannot_send_or_read() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let eve = client.register("eve").await;
+    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let secret = send_text(&alice, &room, "t", "secret").await;
+    let event_id = secret["event_id"].as_str().unwrap();
+
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/x", enc(&room));
+    eve.client.put(&path, json!({ "body": "hi" })).await.assert_error(403, "M_FORBIDDEN");
+    eve.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await.assert_error(403, "M_FORBIDDEN");
+    eve.client.get(&state_path(&room, "m.room.name", "")).await.assert_error(403, "M_FORBIDDEN");
+    let reply = eve.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(event_id))).await;
+    reply.assert_error(404, "M_NOT_FOUND");
+    join(&eve, &room).await.assert_error(403, "M_FORBIDDEN");
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    eve.client.post(&invite, json!({ "user_id": eve.user_id })).await.assert_error(403, "M_FORBIDDEN");
+    // An unknown room looks the same as a room one is not in.
+    let unknown = "/_matrix/client/v3/rooms/%21nope%3Atest.local/send/m.room.message/x";
+    eve.client.put(unknown, json!({})).await.assert_error(403, "M_FORBIDDEN");
+    eve.client
+        .put("/_matrix/client/v3/rooms/not-a-room/send/m.room.message/x", json!({}))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    let joined = eve.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([]));
+}
+
+#[tokio::test]
+async fn power_levels_decide_state_changes() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await.assert_ok();
+    bob.client
+        .put(&state_path(&room, "m.room.name", ""), json!({ "name": "bob's" }))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    send_text(&bob, &room, "t", "members may talk").await["event_id"].as_str().expect("sent");
+    alice.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "alice's" })).await.assert_ok();
+    // A trailing slash means the empty state key.
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    alice.client.put(&path, json!({ "topic": "t" })).await.assert_ok();
+    assert_eq!(bob.client.get(&state_path(&room, "m.room.topic", "")).await.assert_ok()["topic"], "t");
+
+    // Banned users cannot come back.
+    let ban = json!({ "membership": "ban", "reason": "spam" });
+    alice.client.put(&state_path(&room, "m.room.member", &bob.user_id), ban).await.assert_ok();
+    send_text(&bob, &room, "t2", "still here?").await;
+    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn invitations_open_private_rooms() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    alice.client.post(&invite, json!({ "user_id": "@ghost:test.local" })).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.post(&invite, json!({ "user_id": "@x:other.server" })).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.post(&invite, json!({ "user_id": bob.user_id })).await.assert_ok();
+    let reply = bob.client.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), json!({})).await;
+    assert_eq!(reply.assert_ok()["room_id"], room.as_str());
+    assert_eq!(bob.client.get("/_matrix/client/v3/joined_rooms").await.assert_ok()["joined_rooms"], json!([room]));
+
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    assert_eq!(bob.client.get("/_matrix/client/v3/joined_rooms").await.assert_ok()["joined_rooms"], json!([]));
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/after", enc(&room));
+    bob.client.put(&path, json!({ "body": "x" })).await.assert_error(403, "M_FORBIDDEN");
+    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn trusted_private_chats_make_invitees_creators_in_version_12() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room =
+        create_room(&alice, json!({ "preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true }))
+            .await;
+    let create = alice.client.get(&state_path(&room, "m.room.create", "")).await;
+    assert_eq!(create.assert_ok()["additional_creators"], json!([bob.user_id]));
+    let member = alice.client.get(&state_path(&room, "m.room.member", &bob.user_id)).await;
+    assert_eq!(member.assert_ok()["membership"], "invite");
+    assert_eq!(member.body["is_direct"], true);
+    join(&bob, &room).await.assert_ok();
+    bob.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "ours" })).await.assert_ok();
+}
+
+#[tokio::test]
+async fn history_visibility_is_enforced_on_event_reads() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+
+    let shared = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let before = send_text(&alice, &shared, "a", "before bob").await["event_id"].as_str().unwrap().to_owned();
+    let event_path = |room: &str, id: &str| format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room), enc(id));
+    bob.client.get(&event_path(&shared, &before)).await.assert_error(404, "M_NOT_FOUND");
+    join(&bob, &shared).await.assert_ok();
+    bob.client.get(&event_path(&shared, &before)).await.assert_ok();
+
+    let joined_only = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    alice
+        .client
+        .put(&state_path(&joined_only, "m.room.history_visibility", ""), json!({ "history_visibility": "joined" }))
+        .await
+        .assert_ok();
+    let hidden = send_text(&alice, &joined_only, "b", "before carol").await["event_id"].as_str().unwrap().to_owned();
+    join(&carol, &joined_only).await.assert_ok();
+    let after = send_text(&alice, &joined_only, "c", "after carol").await["event_id"].as_str().unwrap().to_owned();
+    carol.client.get(&event_path(&joined_only, &hidden)).await.assert_error(404, "M_NOT_FOUND");
+    carol.client.get(&event_path(&joined_only, &after)).await.assert_ok();
+    // An event id from another room is not found through this room.
+    carol.client.get(&event_path(&joined_only, &before)).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_events_are_refused_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({ "name": "before" })).await;
+    let path = state_path(&room, "m.room.name", "");
+    let reply = alice.client.send("PUT", &path, &[], bytes::Bytes::from_static(b"[1]")).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    let big = json!({ "name": "x".repeat(70_000) });
+    alice.client.put(&path, big).await.assert_error(413, "M_TOO_LARGE");
+    assert_eq!(alice.client.get(&path).await.assert_ok()["name"], "before");
+    let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "party" })).await;
+    reply.assert_error(400, "M_INVALID_PARAM");
+    let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_alias_name": "x" })).await;
+    reply.assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn rooms_and_events_survive_a_restart() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({ "name": "Durable" })).await;
+    let sent = send_text(&alice, &room, "t", "kept").await["event_id"].as_str().unwrap().to_owned();
+    let server = server.restart().await;
+    let alice = server.client().with_token(&alice.token);
+    let event = alice.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&sent))).await;
+    assert_eq!(event.assert_ok()["content"]["body"], "kept");
+    assert_eq!(alice.get(&state_path(&room, "m.room.name", "")).await.assert_ok()["name"], "Durable");
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t", enc(&room));
+    let again = alice.put(&path, json!({ "msgtype": "m.text", "body": "kept" })).await;
+    assert_eq!(again.assert_ok()["event_id"], sent.as_str(), "transaction ids survive restarts");
+}
