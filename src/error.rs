@@ -43,6 +43,8 @@ pub enum ErrorKind {
     InvalidParam,
     /// 400 `M_MISSING_PARAM`.
     MissingParam,
+    /// 400 `M_BAD_STATE`: the change cannot apply to the current state.
+    BadState,
     /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
     UnsupportedRoomVersion,
     /// 403 `M_USER_DEACTIVATED`.
@@ -102,9 +104,14 @@ impl Error {
     pub fn status(&self) -> u16 {
         use ErrorKind::*;
         match self.kind {
-            BadJson | NotJson | InvalidUsername | UserInUse | InvalidParam | MissingParam | UnsupportedRoomVersion => {
-                400
-            }
+            BadJson
+            | NotJson
+            | InvalidUsername
+            | UserInUse
+            | InvalidParam
+            | MissingParam
+            | UnsupportedRoomVersion
+            | BadState => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden => 403,
             NotFound | UnrecognizedEndpoint => 404,
@@ -135,6 +142,7 @@ impl Error {
             InvalidParam => "M_INVALID_PARAM",
             MissingParam => "M_MISSING_PARAM",
             UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            BadState => "M_BAD_STATE",
             UserDeactivated => "M_USER_DEACTIVATED",
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",

@@ -54,6 +54,13 @@ pub enum Endpoint {
     GetState,
     GetStateEvent,
     GetEvent,
+    Messages,
+    Members,
+    JoinedMembers,
+    Redact,
+    Kick,
+    Ban,
+    Unban,
     ServerKeys,
 }
 
@@ -97,6 +104,9 @@ impl Endpoint {
                 | GetState
                 | GetStateEvent
                 | GetEvent
+                | Messages
+                | Members
+                | JoinedMembers
         )
     }
 }
@@ -145,6 +155,13 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type", E::GetStateEvent),
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?", E::GetStateEvent),
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/event/:event_id", E::GetEvent),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/messages", E::Messages),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/members", E::Members),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/joined_members", E::JoinedMembers),
+    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/redact/:event_id/:txn_id", E::Redact),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/kick", E::Kick),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/ban", E::Ban),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/unban", E::Unban),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -161,7 +178,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
-    use client::{account, devices, discovery, login, membership, register, room_events, rooms};
+    use client::{account, devices, discovery, login, membership, messages, register, room_events, rooms};
     match endpoint {
         E::Versions => Ok(discovery::versions()),
         E::WellKnownClient => discovery::well_known_client(s),
@@ -194,6 +211,13 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetState => room_events::get_state(s, &request, who()?),
         E::GetStateEvent => room_events::get_state_event(s, &request, who()?),
         E::GetEvent => room_events::get_event(s, &request, who()?),
+        E::Messages => messages::messages(s, &request, who()?),
+        E::Members => messages::members(s, &request, who()?),
+        E::JoinedMembers => messages::joined_members(s, &request, who()?),
+        E::Redact => room_events::redact(s, &request, who()?).await,
+        E::Kick => membership::kick(s, &request, who()?).await,
+        E::Ban => membership::ban(s, &request, who()?).await,
+        E::Unban => membership::unban(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

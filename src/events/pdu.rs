@@ -143,6 +143,19 @@ impl Pdu {
         })
     }
 
+    pub fn sender_str(&self) -> &str {
+        self.sender.as_str()
+    }
+
+    /// The content as JSON text.
+    pub fn content_json(&self) -> &str {
+        self.content.get()
+    }
+
+    pub fn state_key_str(&self) -> Option<&str> {
+        self.state_key.as_deref()
+    }
+
     pub fn depth(&self) -> u64 {
         self.depth
     }

@@ -283,7 +283,7 @@ impl Rooms {
             forward_extremities: vec![],
             max_depth: 0,
         };
-        self.persist(&room_id, &mut room, &create, None, None).await?;
+        self.persist(&room_id, &mut room, &create, None, None, Batch::new()).await?;
         for request in initial {
             self.append_locked(&room_id, sender, request, None).await?;
         }
@@ -358,10 +358,104 @@ impl Rooms {
         };
         let pdu = build_and_sign(new, &rules, &self.key, &self.server_name)?;
         self.check_auth_rules(&pdu, &rules, &state)?;
+        let redaction = match pdu.event_type() {
+            TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
+            _ => Batch::new(),
+        };
         self.policy.check(&pdu, &state)?;
         let before = room.current_state;
-        self.persist(room_id, &mut room, &pdu, Some(before), txn).await?;
+        self.persist(room_id, &mut room, &pdu, Some(before), txn, redaction).await?;
         Ok(pdu.event_id().clone())
+    }
+
+    /// A redaction applies only to an event of the same room, and to someone
+    /// else's event only with the `redact` power level (spec: "Redactions").
+    /// Returns the write that replaces the target by its redacted form.
+    fn prepare_redaction(
+        &self,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+    ) -> Result<Batch> {
+        let target_id = pdu.redacts().ok_or_else(|| Error::bad_json("A redaction must name the event it redacts"))?;
+        let (target, mut stored) = self
+            .get_pdu(target_id)?
+            .filter(|(_, stored)| stored.room_id == room_id.as_str())
+            .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
+        if target.sender() != pdu.sender() {
+            let needed = self.required_power(state, "redact", 50)?;
+            if self.power_level(state, rules, pdu.sender())? < needed {
+                return Err(Error::forbidden("Redacting other users' events needs a higher power level"));
+            }
+        }
+        stored.json = target.redacted(rules)?.to_canonical_json();
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
+        Ok(batch)
+    }
+
+    fn power_levels_content(&self, state: &StateMap) -> Result<Option<serde_json::Map<String, Value>>> {
+        Ok(self
+            .state_event_in(state, "m.room.power_levels", "")?
+            .and_then(|event| serde_json::from_str(event.content().get()).ok()))
+    }
+
+    /// The level an action (`redact`, `kick`, `ban`, `invite`) needs.
+    pub fn required_power(&self, state: &StateMap, action: &str, default: i64) -> Result<i64> {
+        Ok(self.power_levels_content(state)?.and_then(|content| content.get(action)?.as_i64()).unwrap_or(default))
+    }
+
+    /// A user's power level, with room version 12's unlimited creators.
+    pub fn power_level(&self, state: &StateMap, rules: &RoomVersionRules, user_id: &UserId) -> Result<i64> {
+        let create = self.state_event_in(state, "m.room.create", "")?;
+        let is_creator = create.as_ref().is_some_and(|create| {
+            create.sender() == user_id
+                || serde_json::from_str::<Value>(create.content().get()).ok().is_some_and(|content| {
+                    content["additional_creators"]
+                        .as_array()
+                        .is_some_and(|list| list.iter().any(|u| u == user_id.as_str()))
+                })
+        });
+        if is_creator && rules.authorization.explicitly_privilege_room_creators {
+            return Ok(i64::MAX);
+        }
+        Ok(match self.power_levels_content(state)? {
+            Some(content) => content
+                .get("users")
+                .and_then(|users| users.get(user_id.as_str()))
+                .and_then(Value::as_i64)
+                .or_else(|| content.get("users_default").and_then(Value::as_i64))
+                .unwrap_or(0),
+            None if is_creator => 100,
+            None => 0,
+        })
+    }
+
+    /// Up to `limit` timeline positions and event ids of a room, nearest
+    /// first: before position `from` (`backwards`), or from `from` on.
+    /// A position is the gap just before the event with that count.
+    pub fn timeline_page(
+        &self,
+        room: &RoomRecord,
+        from: u64,
+        backwards: bool,
+        limit: usize,
+    ) -> Result<Vec<(u64, OwnedEventId)>> {
+        let timeline = &self.storage.tables.room_timeline;
+        let entries = if backwards {
+            timeline.range(&(room.short_id, 0), &(room.short_id, from), true, limit)?
+        } else {
+            timeline.range(&(room.short_id, from), &(room.short_id, u64::MAX), false, limit)?
+        };
+        entries
+            .into_iter()
+            .map(|((_, count), id)| {
+                OwnedEventId::try_from(id)
+                    .map(|id| (count, id))
+                    .map_err(|_| StorageError::corrupt("timeline event id").into())
+            })
+            .collect()
     }
 
     /// The authorisation rules of the room version, against `state` (the
@@ -385,6 +479,7 @@ impl Rooms {
         pdu: &Pdu,
         before_snapshot: Option<u64>,
         txn: Option<TxnKey>,
+        extra: Batch,
     ) -> Result<()> {
         let tables = &self.storage.tables;
         let mut batch = Batch::new();
@@ -423,6 +518,7 @@ impl Rooms {
         if let Some(txn) = &txn {
             batch.insert(&tables.txnid_eventid, txn, &event_id)?;
         }
+        batch.extend(extra);
         self.storage.commit(batch).await?;
         self.updates.send_replace(count);
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");

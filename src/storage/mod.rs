@@ -352,6 +352,21 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
             .collect()
     }
 
+    /// Up to `limit` entries with `start <= key < end`, in key order, or in
+    /// reverse order from the end when `reverse`.
+    pub fn range(&self, start: &K, end: &K, reverse: bool, limit: usize) -> Result<Vec<(K, V)>, StorageError> {
+        let range = self.tree.range(start.encode()..end.encode());
+        let decode = |entry: sled::Result<(sled::IVec, sled::IVec)>| -> Result<(K, V), StorageError> {
+            let (key, value) = entry?;
+            Ok((K::decode(&key)?, decode_record(&value)?))
+        };
+        if reverse {
+            range.rev().take(limit).map(decode).collect()
+        } else {
+            range.take(limit).map(decode).collect()
+        }
+    }
+
     /// Every entry, in key order.
     pub fn all(&self) -> Result<Vec<(K, V)>, StorageError> {
         self.scan_prefix(&[])
@@ -404,6 +419,11 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Appends the writes of `other`, which apply after these.
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
     }
 }
 

@@ -103,6 +103,13 @@ impl Reply {
         assert!(self.body["error"].is_string(), "errors carry a message: {}", self.body);
     }
 
+    /// [`Reply::assert_ok`], handing back the reply itself.
+    #[track_caller]
+    pub fn assert_ok_ref(&self) -> &Self {
+        self.assert_ok();
+        self
+    }
+
     #[track_caller]
     pub fn assert_ok(&self) -> &Value {
         assert_eq!(self.status, 200, "body: {}", self.body);

@@ -9,6 +9,7 @@ mod api_standards;
 mod clients;
 mod devices;
 mod fuzz_corpus;
+mod history;
 mod login;
 mod process;
 mod registration;

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     http::{Request, Response},
     rooms::EventRequest,
     services::Services,
@@ -73,4 +73,41 @@ pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Re
     let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("leave", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+struct TargetBody {
+    user_id: String,
+    reason: Option<String>,
+}
+
+/// Kick, ban and unban: a member event about another user.
+async fn moderate(s: &Services, request: &Request, who: &Identity, membership: &str) -> Result<Response> {
+    let room_id = super::room_events::room_id_param(request, 0)?;
+    let body: TargetBody = request.json()?;
+    let target = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    let current = s.rooms.membership(&room_id, &target)?;
+    match (membership, current.as_deref()) {
+        ("unban", Some("ban")) => {}
+        ("unban", _) => return Err(Error::new(ErrorKind::BadState, "The user is not banned")),
+        ("kick", Some("join" | "invite" | "knock")) => {}
+        ("kick", _) => return Err(Error::forbidden("The user is not in the room")),
+        _ => {}
+    }
+    let new_membership = if membership == "ban" { "ban" } else { "leave" };
+    let event = EventRequest::state("m.room.member", target.as_str(), member_content(new_membership, body.reason));
+    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::empty_object())
+}
+
+pub async fn kick(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    moderate(s, request, who, "kick").await
+}
+
+pub async fn ban(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    moderate(s, request, who, "ban").await
+}
+
+pub async fn unban(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    moderate(s, request, who, "unban").await
 }

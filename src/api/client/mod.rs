@@ -5,6 +5,7 @@ pub mod devices;
 pub mod discovery;
 pub mod login;
 pub mod membership;
+pub mod messages;
 pub mod register;
 pub mod room_events;
 pub mod rooms;

@@ -94,3 +94,23 @@ pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     }
     Ok(Response::json(&client_event(&pdu, &room_id)))
 }
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct RedactBody {
+    reason: Option<String>,
+}
+
+/// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
+pub async fn redact(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let target = EventId::parse(request.param(1)).map_err(|_| Error::not_found("Event not found"))?;
+    let txn = (who.localpart.clone(), format!("{}\nredact\n{}", who.device_id, request.param(2)));
+    let body: RedactBody = request.json()?;
+    let mut content = json!({ "redacts": target });
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let event = EventRequest { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(target) };
+    let event_id = s.rooms.append(&room_id, &who.user_id, event, Some(txn)).await?;
+    Ok(Response::json(&json!({ "event_id": event_id })))
+}

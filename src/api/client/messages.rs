@@ -1,0 +1,241 @@
+//! Reading a room's history and members.
+//!
+//! Spec: client-server API "Getting events for a room":
+//! `GET /rooms/{roomId}/messages` (pagination in both directions with
+//! `from`/`to`/`limit`/`filter`), `GET /rooms/{roomId}/members`,
+//! `GET /rooms/{roomId}/joined_members`. Every event returned passes the
+//! history-visibility check for the caller.
+//!
+//! Pagination tokens are timeline positions (decimal): token `t` is the gap
+//! just before the event counted `t`. Backwards from `t` gives events before
+//! it, forwards gives `t` and after.
+
+use std::collections::BTreeSet;
+
+use ruma::RoomId;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    error::{Error, Result},
+    events::Pdu,
+    http::{request::from_json_value, Request, Response},
+    rooms::{client_event, membership_of},
+    services::Services,
+    users::Identity,
+};
+
+use super::room_events::room_id_param;
+
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = 1000;
+
+/// The room event filter fields `/messages` honours.
+#[derive(Debug, Default, Deserialize)]
+struct RoomEventFilter {
+    types: Option<Vec<String>>,
+    #[serde(default)]
+    not_types: Vec<String>,
+    senders: Option<Vec<String>>,
+    #[serde(default)]
+    not_senders: Vec<String>,
+    contains_url: Option<bool>,
+    #[serde(default)]
+    lazy_load_members: bool,
+}
+
+impl RoomEventFilter {
+    fn accepts(&self, pdu: &Pdu) -> bool {
+        let kind = pdu.kind().to_string();
+        let sender = pdu.sender_str();
+        let type_matches = |patterns: &[String]| patterns.iter().any(|p| glob_match(p, &kind));
+        if self.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&self.not_types) {
+            return false;
+        }
+        if self.senders.as_ref().is_some_and(|s| !s.iter().any(|x| x == sender))
+            || self.not_senders.iter().any(|x| x == sender)
+        {
+            return false;
+        }
+        if let Some(wanted) = self.contains_url {
+            let has_url =
+                serde_json::from_str::<Value>(pdu.content_json()).ok().is_some_and(|c| c.get("url").is_some());
+            if has_url != wanted {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// `*` wildcards, as filters allow in event types.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((prefix, rest)) => {
+            text.starts_with(prefix) && {
+                let tail = &text[prefix.len()..];
+                (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
+            }
+        }
+    }
+}
+
+fn parse_position(token: &str) -> Result<u64> {
+    token.parse().map_err(|_| Error::invalid_param("Invalid pagination token"))
+}
+
+/// Members (now or formerly) may read; others only world-readable rooms.
+fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crate::storage::records::RoomRecord> {
+    let forbidden = || Error::forbidden("You are not a member of this room");
+    let room = s.rooms.room(room_id)?.ok_or_else(forbidden)?;
+    let membership = s.rooms.membership(room_id, &who.user_id)?;
+    if matches!(membership.as_deref(), Some("join" | "leave" | "ban")) {
+        return Ok(room);
+    }
+    let state = s.rooms.current_state(&room)?;
+    let world_readable = s
+        .rooms
+        .state_event_in(&state, "m.room.history_visibility", "")?
+        .and_then(|event| crate::rooms::content_string(&event, "history_visibility"))
+        .is_some_and(|v| v == "world_readable");
+    if world_readable {
+        Ok(room)
+    } else {
+        Err(forbidden())
+    }
+}
+
+pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let backwards = match request.query("dir") {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
+    };
+    let limit = match request.query("limit") {
+        Some(limit) => limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT),
+        None => DEFAULT_LIMIT,
+    };
+    let filter: RoomEventFilter = match request.query("filter") {
+        Some(text) => {
+            let value: Value = serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?;
+            from_json_value(value)?
+        }
+        None => RoomEventFilter::default(),
+    };
+    let room = check_may_read(s, &room_id, who)?;
+    let start = match request.query("from") {
+        Some(token) => parse_position(token)?,
+        None if backwards => s.storage.current_count()? + 1,
+        None => 0,
+    };
+    let stop = request.query("to").map(parse_position).transpose()?;
+
+    let mut chunk = Vec::new();
+    let mut senders = BTreeSet::new();
+    let mut position = start;
+    let mut exhausted = false;
+    let page_size = limit.saturating_mul(2).max(1);
+    'pages: while chunk.len() < limit {
+        let page = s.rooms.timeline_page(&room, position, backwards, page_size)?;
+        let last_page = page.len() < page_size;
+        let page_len = page.len();
+        for (index, (count, event_id)) in page.into_iter().enumerate() {
+            let past_stop = stop.is_some_and(|stop| if backwards { count < stop } else { count >= stop });
+            if past_stop {
+                exhausted = true;
+                break 'pages;
+            }
+            position = if backwards { count } else { count + 1 };
+            let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
+            if filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+                senders.insert(pdu.sender_str().to_owned());
+                chunk.push(client_event(&pdu, &room_id));
+                if chunk.len() == limit {
+                    exhausted = last_page && index + 1 == page_len;
+                    break 'pages;
+                }
+            }
+        }
+        if last_page {
+            exhausted = true;
+            break;
+        }
+    }
+    let mut body = json!({ "start": start.to_string(), "chunk": chunk });
+    // Without `end` the client knows there is nothing more to fetch.
+    if !exhausted {
+        body["end"] = json!(position.to_string());
+    }
+    if filter.lazy_load_members {
+        let state = s.rooms.current_state(&room)?;
+        let mut members = Vec::new();
+        for sender in senders {
+            if let Some(member) = s.rooms.state_event_in(&state, "m.room.member", &sender)? {
+                members.push(client_event(&member, &room_id));
+            }
+        }
+        body["state"] = json!(members);
+    }
+    Ok(Response::json(&body))
+}
+
+fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {
+    let room_id = room_id_param(request, 0)?;
+    let not_member = || Error::forbidden("You are not a member of this room");
+    let room = s.rooms.room(&room_id)?.ok_or_else(not_member)?;
+    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(not_member());
+    }
+    let state = s.rooms.current_state(&room)?;
+    let members =
+        s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == "m.room.member").collect();
+    Ok((room_id, members))
+}
+
+pub fn members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (room_id, members) = current_members(s, request, who)?;
+    let wanted = request.query("membership");
+    let unwanted = request.query("not_membership");
+    let chunk: Vec<Value> = members
+        .iter()
+        .filter(|pdu| {
+            let membership = membership_of(pdu).unwrap_or_default();
+            wanted.is_none_or(|w| w == membership) && unwanted.is_none_or(|u| u != membership)
+        })
+        .map(|pdu| client_event(pdu, &room_id))
+        .collect();
+    Ok(Response::json(&json!({ "chunk": chunk })))
+}
+
+pub fn joined_members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (_, members) = current_members(s, request, who)?;
+    let mut joined = Map::new();
+    for pdu in members.iter().filter(|pdu| membership_of(pdu).as_deref() == Some("join")) {
+        let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
+        let profile = json!({
+            "display_name": content.get("displayname").cloned().unwrap_or(Value::Null),
+            "avatar_url": content.get("avatar_url").cloned().unwrap_or(Value::Null),
+        });
+        if let Some(user) = pdu.state_key_str() {
+            joined.insert(user.to_owned(), profile);
+        }
+    }
+    Ok(Response::json(&json!({ "joined": joined })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn type_globs() {
+        assert!(glob_match("m.room.*", "m.room.message"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("m.*.message", "m.room.message"));
+        assert!(!glob_match("m.room.*", "m.call.invite"));
+        assert!(glob_match("m.room.message", "m.room.message"));
+        assert!(!glob_match("m.room.message", "m.room.messages"));
+    }
+}

@@ -1,0 +1,192 @@
+//! Room history and moderation: /messages, members, redaction, kick/ban/unban.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Session, TestServer};
+
+fn enc(id: &str) -> String {
+    id.replace('!', "%21").replace('$', "%24").replace(':', "%3A").replace('@', "%40")
+}
+
+async fn create_room(session: &Session, body: Value) -> String {
+    let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
+    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
+}
+
+async fn send(session: &Session, room: &str, txn: &str, content: Value) -> String {
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+    session.client.put(&path, content).await.assert_ok()["event_id"].as_str().unwrap().to_owned()
+}
+
+async fn messages(session: &Session, room: &str, query: &str) -> crate::harness::Reply {
+    session.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?{query}", enc(room))).await
+}
+
+fn bodies(reply: &crate::harness::Reply) -> Vec<String> {
+    reply.body["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn join(session: &Session, room: &str) {
+    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await.assert_ok();
+}
+
+#[tokio::test]
+async fn messages_paginate_both_ways_with_tokens() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    for i in 0..7 {
+        send(&alice, &room, &format!("t{i}"), json!({ "msgtype": "m.text", "body": format!("m{i}") })).await;
+    }
+    let filter = "filter=%7B%22types%22%3A%5B%22m.room.message%22%5D%7D";
+    let page1 = messages(&alice, &room, &format!("dir=b&limit=3&{filter}")).await;
+    assert_eq!(bodies(page1.assert_ok_ref()), vec!["m6", "m5", "m4"]);
+    let end = page1.body["end"].as_str().unwrap().to_owned();
+    let page2 = messages(&alice, &room, &format!("dir=b&limit=3&from={end}&{filter}")).await;
+    assert_eq!(bodies(&page2), vec!["m3", "m2", "m1"]);
+    let end2 = page2.body["end"].as_str().unwrap().to_owned();
+    let page3 = messages(&alice, &room, &format!("dir=b&limit=3&from={end2}&{filter}")).await;
+    assert_eq!(bodies(&page3), vec!["m0"]);
+    assert!(page3.body.get("end").is_none(), "the start of the room ends pagination");
+
+    let forward = messages(&alice, &room, &format!("dir=f&limit=2&from={end}&{filter}")).await;
+    assert_eq!(bodies(&forward), vec!["m4", "m5"]);
+    let everything = messages(&alice, &room, "dir=f&limit=100").await;
+    let kinds: Vec<&str> =
+        everything.body["chunk"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "m.room.create", "forward from the start begins with the create event");
+
+    // A page that stops inside the last stretch of the room still says there is more.
+    let small = create_room(&alice, json!({})).await;
+    let first = messages(&alice, &small, "dir=b&limit=4").await;
+    assert_eq!(first.assert_ok()["chunk"].as_array().unwrap().len(), 4);
+    let end = first.body["end"].as_str().expect("more to come").to_owned();
+    let rest = messages(&alice, &small, &format!("dir=b&limit=4&from={end}")).await;
+    let rest_len = rest.assert_ok()["chunk"].as_array().unwrap().len();
+    assert!((1..4).contains(&rest_len), "{rest_len}");
+    assert!(rest.body.get("end").is_none());
+
+    messages(&alice, &room, "dir=x").await.assert_error(400, "M_INVALID_PARAM");
+    messages(&alice, &room, "dir=b&from=abc").await.assert_error(400, "M_INVALID_PARAM");
+    messages(&alice, &room, "dir=b&filter=nope").await.assert_error(400, "M_BAD_JSON");
+}
+
+#[tokio::test]
+async fn messages_filter_and_lazy_load_members() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await;
+    send(&alice, &room, "a", json!({ "msgtype": "m.text", "body": "from alice" })).await;
+    send(&bob, &room, "b", json!({ "msgtype": "m.image", "body": "pic", "url": "mxc://test.local/x" })).await;
+    let by_bob = format!("filter={}", enc_json(&json!({ "senders": [bob.user_id], "lazy_load_members": true })));
+    let reply = messages(&alice, &room, &format!("dir=b&{by_bob}")).await;
+    let chunk = reply.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert!(chunk.iter().all(|e| e["sender"] == bob.user_id.as_str()));
+    let state = reply.body["state"].as_array().unwrap();
+    assert_eq!(state.len(), 1, "only the member events of the senders shown");
+    assert_eq!(state[0]["state_key"], bob.user_id.as_str());
+    let with_url = format!("filter={}", enc_json(&json!({ "contains_url": true })));
+    assert_eq!(bodies(&messages(&alice, &room, &format!("dir=b&{with_url}")).await), vec!["pic"]);
+    let not_messages = format!("filter={}", enc_json(&json!({ "not_types": ["m.room.*"] })));
+    assert!(messages(&alice, &room, &format!("dir=b&{not_messages}")).await.body["chunk"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+fn enc_json(value: &Value) -> String {
+    value
+        .to_string()
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_respect_history_visibility_and_membership() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", enc(&room));
+    alice.client.put(&path, json!({ "history_visibility": "joined" })).await.assert_ok();
+    send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "before bob" })).await;
+    join(&bob, &room).await;
+    send(&alice, &room, "2", json!({ "msgtype": "m.text", "body": "after bob" })).await;
+    assert_eq!(bodies(&messages(&bob, &room, "dir=b").await), vec!["after bob"]);
+    assert_eq!(bodies(&messages(&alice, &room, "dir=b").await), vec!["after bob", "before bob"]);
+    messages(&eve, &room, "dir=b").await.assert_error(403, "M_FORBIDDEN");
+    let members = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
+    eve.client.get(&members).await.assert_error(403, "M_FORBIDDEN");
+    let joined = bob.client.get(&members).await;
+    let joined = joined.assert_ok()["joined"].as_object().unwrap().clone();
+    assert!(joined.contains_key(&alice.user_id) && joined.contains_key(&bob.user_id) && joined.len() == 2);
+    let invited = format!("/_matrix/client/v3/rooms/{}/members?membership=join", enc(&room));
+    assert_eq!(bob.client.get(&invited).await.assert_ok()["chunk"].as_array().unwrap().len(), 2);
+    let not_joined = format!("/_matrix/client/v3/rooms/{}/members?not_membership=join", enc(&room));
+    assert!(bob.client.get(&not_joined).await.assert_ok()["chunk"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn redaction_needs_power_for_others_events_and_erases_content() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await;
+    let alices = send(&alice, &room, "a", json!({ "msgtype": "m.text", "body": "alice secret" })).await;
+    let bobs = send(&bob, &room, "b", json!({ "msgtype": "m.text", "body": "bob secret" })).await;
+    let redact = |id: &str, txn: &str| format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", enc(&room), enc(id));
+
+    bob.client.put(&redact(&alices, "r1"), json!({ "reason": "no" })).await.assert_error(403, "M_FORBIDDEN");
+    bob.client.put(&redact(&bobs, "r2"), json!({})).await.assert_ok();
+    alice.client.put(&redact(&alices, "r3"), json!({})).await.assert_ok();
+    alice.client.put(&redact("$unknown", "r4"), json!({})).await.assert_error(404, "M_NOT_FOUND");
+
+    for id in [&alices, &bobs] {
+        let event = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id))).await;
+        assert_eq!(event.assert_ok()["content"], json!({}), "redacted content is gone");
+    }
+    let history = messages(&alice, &room, "dir=b&limit=50").await;
+    assert!(!history.body.to_string().contains("secret"));
+    let redactions =
+        history.body["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.redaction").count();
+    assert_eq!(redactions, 2);
+}
+
+#[tokio::test]
+async fn kick_ban_and_unban_follow_power_levels() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await;
+    join(&carol, &room).await;
+    let action = |what: &str| format!("/_matrix/client/v3/rooms/{}/{what}", enc(&room));
+
+    bob.client.post(&action("kick"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
+    alice.client.post(&action("kick"), json!({ "user_id": carol.user_id, "reason": "quiet" })).await.assert_ok();
+    alice.client.post(&action("kick"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
+    join(&carol, &room).await;
+    alice.client.post(&action("ban"), json!({ "user_id": carol.user_id })).await.assert_ok();
+    let rejoin = carol.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await;
+    rejoin.assert_error(403, "M_FORBIDDEN");
+    alice.client.post(&action("unban"), json!({ "user_id": bob.user_id })).await.assert_error(400, "M_BAD_STATE");
+    bob.client.post(&action("unban"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
+    alice.client.post(&action("unban"), json!({ "user_id": carol.user_id })).await.assert_ok();
+    join(&carol, &room).await;
+}
