@@ -43,6 +43,12 @@ pub enum ErrorKind {
     InvalidParam,
     /// 400 `M_MISSING_PARAM`.
     MissingParam,
+    /// 409 `M_UNKNOWN`: the resource exists already (a room alias).
+    Conflict,
+    /// 400 `M_ROOM_IN_USE`: the alias asked for at room creation is taken.
+    RoomInUse,
+    /// 400 `M_BAD_ALIAS`: a canonical alias does not point to the room.
+    BadAlias,
     /// 400 `M_BAD_STATE`: the change cannot apply to the current state.
     BadState,
     /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
@@ -111,11 +117,14 @@ impl Error {
             | InvalidParam
             | MissingParam
             | UnsupportedRoomVersion
-            | BadState => 400,
+            | BadState
+            | RoomInUse
+            | BadAlias => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden => 403,
             NotFound | UnrecognizedEndpoint => 404,
             MethodNotAllowed => 405,
+            Conflict => 409,
             RequestTimeout => 408,
             TooLarge => 413,
             LimitExceeded { .. } => 429,
@@ -143,11 +152,13 @@ impl Error {
             MissingParam => "M_MISSING_PARAM",
             UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             BadState => "M_BAD_STATE",
+            RoomInUse => "M_ROOM_IN_USE",
+            BadAlias => "M_BAD_ALIAS",
             UserDeactivated => "M_USER_DEACTIVATED",
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",
-            RequestTimeout | Unavailable | Internal => "M_UNKNOWN",
+            RequestTimeout | Unavailable | Internal | Conflict => "M_UNKNOWN",
         }
     }
 

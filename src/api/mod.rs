@@ -61,6 +61,10 @@ pub enum Endpoint {
     Kick,
     Ban,
     Unban,
+    CreateAlias,
+    ResolveAlias,
+    DeleteAlias,
+    RoomAliases,
     ServerKeys,
 }
 
@@ -80,6 +84,7 @@ impl Endpoint {
                 | Login
                 | Refresh
                 | ServerKeys
+                | ResolveAlias
         )
     }
 }
@@ -162,6 +167,10 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/kick", E::Kick),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/ban", E::Ban),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/unban", E::Unban),
+    route(Put, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::CreateAlias),
+    route(Get, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::ResolveAlias),
+    route(Delete, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::DeleteAlias),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/aliases", E::RoomAliases),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -178,7 +187,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
-    use client::{account, devices, discovery, login, membership, messages, register, room_events, rooms};
+    use client::{account, aliases, devices, discovery, login, membership, messages, register, room_events, rooms};
     match endpoint {
         E::Versions => Ok(discovery::versions()),
         E::WellKnownClient => discovery::well_known_client(s),
@@ -218,6 +227,10 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Kick => membership::kick(s, &request, who()?).await,
         E::Ban => membership::ban(s, &request, who()?).await,
         E::Unban => membership::unban(s, &request, who()?).await,
+        E::CreateAlias => aliases::create(s, &request, who()?).await,
+        E::ResolveAlias => aliases::resolve(s, &request),
+        E::DeleteAlias => aliases::delete(s, &request, who()?).await,
+        E::RoomAliases => aliases::list(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

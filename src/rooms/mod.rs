@@ -17,6 +17,8 @@
 //! and state resolution of forks, `/messages`, aliases, redaction endpoints,
 //! upgrades, relations.
 
+pub mod aliases;
+pub mod content;
 pub mod state;
 
 use std::{
@@ -237,6 +239,7 @@ impl Rooms {
         sender: &UserId,
         version: &RoomVersionId,
         mut create_content: Value,
+        alias: Option<&ruma::RoomAliasId>,
         initial: Vec<EventRequest>,
     ) -> Result<OwnedRoomId> {
         let rules = room_version::rules(version)?;
@@ -284,6 +287,9 @@ impl Rooms {
             max_depth: 0,
         };
         self.persist(&room_id, &mut room, &create, None, None, Batch::new()).await?;
+        if let Some(alias) = alias {
+            self.create_alias(alias, &room_id, sender).await?;
+        }
         for request in initial {
             self.append_locked(&room_id, sender, request, None).await?;
         }
@@ -317,6 +323,12 @@ impl Rooms {
             }
         }
         let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        if request.state_key.is_some() {
+            content::validate_state_content(&request.kind, &request.content)?;
+            if request.kind == "m.room.canonical_alias" {
+                self.check_canonical_alias(room_id, &request.content)?;
+            }
+        }
         let (_, rules) = Self::rules_of(&room)?;
         let state = self.current_state(&room)?;
         let kind = TimelineEventType::from(request.kind.as_str());
@@ -404,6 +416,16 @@ impl Rooms {
     /// The level an action (`redact`, `kick`, `ban`, `invite`) needs.
     pub fn required_power(&self, state: &StateMap, action: &str, default: i64) -> Result<i64> {
         Ok(self.power_levels_content(state)?.and_then(|content| content.get(action)?.as_i64()).unwrap_or(default))
+    }
+
+    /// The level needed to send a state event of `kind`.
+    pub fn required_event_power(&self, state: &StateMap, kind: &str) -> Result<i64> {
+        let content = self.power_levels_content(state)?;
+        Ok(content
+            .as_ref()
+            .and_then(|c| c.get("events")?.get(kind)?.as_i64())
+            .or_else(|| content.as_ref().and_then(|c| c.get("state_default")?.as_i64()))
+            .unwrap_or(if content.is_some() { 50 } else { 0 }))
     }
 
     /// A user's power level, with room version 12's unlimited creators.

@@ -158,3 +158,15 @@ pub struct StateSnapshotRecord {
 impl Record for StateSnapshotRecord {
     const VERSION: u8 = 1;
 }
+
+/// A local room alias.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasRecord {
+    pub room_id: String,
+    /// Who created it (may delete it).
+    pub creator: String,
+}
+
+impl Record for AliasRecord {
+    const VERSION: u8 = 1;
+}

@@ -5,8 +5,8 @@
 
 use super::{
     records::{
-        DeviceRecord, RegistrationTokenUsage, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord,
-        UiaaSessionRecord, UserRecord,
+        AliasRecord, DeviceRecord, RegistrationTokenUsage, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash,
+        TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -42,6 +42,10 @@ pub struct Tables {
     pub txnid_eventid: Table<(String, String), String>,
     /// (localpart, room id) → membership of a local user (join, invite, leave, ban, knock).
     pub localpart_roomid_membership: Table<(String, String), String>,
+    /// local room alias → room.
+    pub alias_room: Table<String, AliasRecord>,
+    /// (room id, alias) → creator: the local aliases of each room.
+    pub roomid_alias: Table<(String, String), String>,
 }
 
 impl Tables {
@@ -63,6 +67,8 @@ impl Tables {
             snapshot_state: Table::open(db, "snapshotid_state")?,
             txnid_eventid: Table::open(db, "localpart_txn_eventid")?,
             localpart_roomid_membership: Table::open(db, "localpart_roomid_membership")?,
+            alias_room: Table::open(db, "alias_room")?,
+            roomid_alias: Table::open(db, "roomid_alias")?,
         })
     }
 }

@@ -242,12 +242,19 @@ async fn malformed_and_oversized_events_are_refused_and_nothing_is_stored() {
     let path = state_path(&room, "m.room.name", "");
     let reply = alice.client.send("PUT", &path, &[], bytes::Bytes::from_static(b"[1]")).await;
     reply.assert_error(400, "M_BAD_JSON");
-    let big = json!({ "name": "x".repeat(70_000) });
+    let reply = alice.client.put(&path, json!({ "name": 42 })).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    assert!(reply.body["error"].as_str().unwrap().contains("m.room.name"));
+    let member = state_path(&room, "m.room.member", &alice.user_id);
+    alice.client.put(&member, json!({ "membership": 7 })).await.assert_error(400, "M_BAD_JSON");
+    let big = json!({ "topic": "x".repeat(70_000) });
+    let path = state_path(&room, "m.room.topic", "");
     alice.client.put(&path, big).await.assert_error(413, "M_TOO_LARGE");
-    assert_eq!(alice.client.get(&path).await.assert_ok()["name"], "before");
+    alice.client.get(&path).await.assert_error(404, "M_NOT_FOUND");
+    assert_eq!(alice.client.get(&state_path(&room, "m.room.name", "")).await.assert_ok()["name"], "before");
     let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "party" })).await;
     reply.assert_error(400, "M_INVALID_PARAM");
-    let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_alias_name": "x" })).await;
+    let reply = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_alias_name": "a:b" })).await;
     reply.assert_error(400, "M_INVALID_PARAM");
 }
 
@@ -265,4 +272,57 @@ async fn rooms_and_events_survive_a_restart() {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/t", enc(&room));
     let again = alice.put(&path, json!({ "msgtype": "m.text", "body": "kept" })).await;
     assert_eq!(again.assert_ok()["event_id"], sent.as_str(), "transaction ids survive restarts");
+}
+
+#[tokio::test]
+async fn aliases_resolve_join_and_guard_the_canonical_alias() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "forum" })).await;
+    let canonical = alice.client.get(&state_path(&room, "m.room.canonical_alias", "")).await;
+    assert_eq!(canonical.assert_ok()["alias"], "#forum:test.local");
+    let resolved = server.client().get("/_matrix/client/v3/directory/room/%23forum%3Atest.local").await;
+    assert_eq!(resolved.assert_ok()["room_id"], room.as_str());
+    assert_eq!(resolved.body["servers"], json!(["test.local"]));
+
+    let taken = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_alias_name": "forum" })).await;
+    taken.assert_error(400, "M_ROOM_IN_USE");
+    let bad = alice.client.post("/_matrix/client/v3/createRoom", json!({ "room_alias_name": "has space" })).await;
+    bad.assert_error(400, "M_INVALID_PARAM");
+
+    let reply = bob.client.post("/_matrix/client/v3/join/%23forum%3Atest.local", json!({})).await;
+    assert_eq!(reply.assert_ok()["room_id"], room.as_str());
+    bob.client.post("/_matrix/client/v3/join/%23nope%3Atest.local", json!({})).await.assert_error(404, "M_NOT_FOUND");
+
+    let put = |alias: &str| format!("/_matrix/client/v3/directory/room/{}", enc(alias));
+    bob.client.put(&put("#bobs:test.local"), json!({ "room_id": room })).await.assert_ok();
+    bob.client.put(&put("#bobs:test.local"), json!({ "room_id": room })).await.assert_error(409, "M_UNKNOWN");
+    bob.client.put(&put("#x:other.server"), json!({ "room_id": room })).await.assert_error(400, "M_INVALID_PARAM");
+    let eve = client.register("eve").await;
+    eve.client.put(&put("#eves:test.local"), json!({ "room_id": room })).await.assert_error(403, "M_FORBIDDEN");
+    let list = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/aliases", enc(&room))).await;
+    let mut aliases: Vec<String> = serde_json::from_value(list.assert_ok()["aliases"].clone()).unwrap();
+    aliases.sort();
+    assert_eq!(aliases, vec!["#bobs:test.local", "#forum:test.local"]);
+    eve.client.get(&format!("/_matrix/client/v3/rooms/{}/aliases", enc(&room))).await.assert_error(403, "M_FORBIDDEN");
+
+    // The canonical alias may only name local aliases of this room.
+    let other = create_room(&alice, json!({ "room_alias_name": "other" })).await;
+    let path = state_path(&room, "m.room.canonical_alias", "");
+    alice.client.put(&path, json!({ "alias": "#other:test.local" })).await.assert_error(400, "M_BAD_ALIAS");
+    alice
+        .client
+        .put(&path, json!({ "alias": "#forum:test.local", "alt_aliases": ["#bobs:test.local"] }))
+        .await
+        .assert_ok();
+    assert!(other.starts_with('!'));
+
+    // Deleting: not by a plain member who did not create it; by its creator yes.
+    eve.client.delete(&put("#bobs:test.local"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    bob.client.delete(&put("#forum:test.local"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    bob.client.delete(&put("#bobs:test.local"), json!({})).await.assert_ok();
+    server.client().get(&put("#bobs:test.local")).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.delete(&put("#forum:test.local"), json!({})).await.assert_ok();
 }

@@ -33,10 +33,12 @@ fn member_content(membership: &str, reason: Option<String>) -> Value {
 
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let target = request.param(0);
-    if target.starts_with('#') {
-        return Err(Error::not_found("Room aliases are not supported yet"));
-    }
-    let room_id = RoomId::parse(target).map_err(|_| Error::invalid_param("Invalid room id"))?;
+    let room_id = if target.starts_with('#') {
+        let alias = ruma::RoomAliasId::parse(target).map_err(|_| Error::invalid_param("Invalid room alias"))?;
+        s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?
+    } else {
+        RoomId::parse(target).map_err(|_| Error::invalid_param("Invalid room id"))?
+    };
     if s.rooms.room(&room_id)?.is_none() {
         return Err(Error::not_found("Unknown room (joining rooms of other servers is not available yet)"));
     }

@@ -4,12 +4,12 @@
 //! order and presets of `data/api/client-server/create_room.yaml`) and
 //! `GET /joined_rooms`.
 
-use ruma::{RoomVersionId, UserId};
+use ruma::{RoomAliasId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     events::room_version,
     http::{Request, Response},
     rooms::EventRequest,
@@ -61,9 +61,21 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         None => room_version::parse_creatable(&s.config.default_room_version)?,
     };
     let rules = room_version::rules(&version)?;
-    if body.room_alias_name.is_some() {
-        return Err(Error::invalid_param("Room aliases are not supported yet"));
-    }
+    let alias = match &body.room_alias_name {
+        Some(name) => {
+            // As other servers do, no whitespace or colon in the localpart.
+            if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == ':') {
+                return Err(Error::invalid_param("Invalid room alias name"));
+            }
+            let alias = RoomAliasId::parse(format!("#{name}:{}", s.config.server_name))
+                .map_err(|_| Error::invalid_param("Invalid room alias name"))?;
+            if s.rooms.resolve_alias(&alias)?.is_some() {
+                return Err(Error::new(ErrorKind::RoomInUse, format!("Room alias {alias} is already in use")));
+            }
+            Some(alias)
+        }
+        None => None,
+    };
     let preset = match (body.preset.as_deref(), body.visibility.as_deref()) {
         (Some("private_chat"), _) => Preset::Private,
         (Some("trusted_private_chat"), _) => Preset::TrustedPrivate,
@@ -94,6 +106,9 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         body.power_level_content_override.as_ref(),
     );
     events.push(EventRequest::state("m.room.power_levels", "", power_levels));
+    if let Some(alias) = &alias {
+        events.push(EventRequest::state("m.room.canonical_alias", "", json!({ "alias": alias })));
+    }
     let (join_rule, guest_access) = match preset {
         Preset::Public => ("public", "forbidden"),
         Preset::Private | Preset::TrustedPrivate => ("invite", "can_join"),
@@ -117,7 +132,8 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         }
         events.push(EventRequest::state("m.room.member", invitee.as_str(), content));
     }
-    let room_id = s.rooms.create_room(&who.user_id, &version, Value::Object(creation_content), events).await?;
+    let room_id =
+        s.rooms.create_room(&who.user_id, &version, Value::Object(creation_content), alias.as_deref(), events).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
     Ok(Response::json(&json!({ "room_id": room_id })))
 }

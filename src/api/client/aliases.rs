@@ -1,0 +1,81 @@
+//! Room aliases.
+//!
+//! Spec: client-server API "Room aliases": `PUT`/`GET`/`DELETE
+//! /directory/room/{roomAlias}` and `GET /rooms/{roomId}/aliases`. Only aliases
+//! of this server can be created or resolved for now.
+
+use ruma::{OwnedRoomAliasId, RoomAliasId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    services::Services,
+    users::Identity,
+};
+
+use super::room_events::room_id_param;
+
+fn local_alias(s: &Services, request: &Request) -> Result<OwnedRoomAliasId> {
+    let alias = RoomAliasId::parse(request.param(0)).map_err(|_| Error::invalid_param("Room alias invalid"))?;
+    if alias.server_name() != s.config.server_name {
+        return Err(Error::invalid_param("Only aliases of this server can be managed here"));
+    }
+    Ok(alias)
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateAliasBody {
+    room_id: String,
+}
+
+pub async fn create(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let alias = local_alias(s, request)?;
+    let body: CreateAliasBody = request.json()?;
+    let room_id = ruma::RoomId::parse(&body.room_id).map_err(|_| Error::invalid_param("Invalid room id"))?;
+    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You must be in the room to give it an alias"));
+    }
+    s.rooms.create_alias(&alias, &room_id, &who.user_id).await?;
+    Ok(Response::empty_object())
+}
+
+pub fn resolve(s: &Services, request: &Request) -> Result<Response> {
+    let alias = RoomAliasId::parse(request.param(0)).map_err(|_| Error::invalid_param("Room alias invalid"))?;
+    let room_id =
+        s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
+    Ok(Response::json(&json!({ "room_id": room_id, "servers": [s.config.server_name] })))
+}
+
+/// The alias's creator, a server admin, or someone allowed to change the
+/// room's canonical alias may delete it.
+pub async fn delete(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let alias = local_alias(s, request)?;
+    let room_id = s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    let is_creator = s.rooms.alias_creator(&alias)?.as_deref() == Some(who.user_id.as_str());
+    if !is_creator && !who.is_admin && !may_set_canonical_alias(s, &room_id, who)? {
+        return Err(Error::forbidden("You may not delete this alias"));
+    }
+    s.rooms.delete_alias(&alias).await?;
+    Ok(Response::empty_object())
+}
+
+fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity) -> Result<bool> {
+    let Some(room) = s.rooms.room(room_id)? else { return Ok(false) };
+    let state = s.rooms.current_state(&room)?;
+    let rules = crate::events::room_version::rules(
+        &ruma::RoomVersionId::try_from(room.version.as_str()).map_err(|e| Error::internal("room version", e))?,
+    )?;
+    let needed = s.rooms.required_event_power(&state, "m.room.canonical_alias")?;
+    Ok(s.rooms.membership(room_id, &who.user_id)?.as_deref() == Some("join")
+        && s.rooms.power_level(&state, &rules, &who.user_id)? >= needed)
+}
+
+pub fn list(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not a member of the room"));
+    }
+    Ok(Response::json(&json!({ "aliases": s.rooms.local_aliases(&room_id)? })))
+}

@@ -1,0 +1,76 @@
+//! Validation of the content of well-known state events before they enter
+//! the pipeline: malformed content is `M_BAD_JSON`, naming the event type.
+//!
+//! Spec: client-server API "Room Events" (the `m.room.*` state event
+//! schemas). The shapes come from ruma's event content types; unknown event
+//! types are free-form and pass.
+
+use ruma::events::room::{
+    avatar::RoomAvatarEventContent, canonical_alias::RoomCanonicalAliasEventContent,
+    encryption::RoomEncryptionEventContent, guest_access::RoomGuestAccessEventContent,
+    history_visibility::RoomHistoryVisibilityEventContent, join_rules::RoomJoinRulesEventContent,
+    member::RoomMemberEventContent, name::RoomNameEventContent, pinned_events::RoomPinnedEventsEventContent,
+    server_acl::RoomServerAclEventContent, tombstone::RoomTombstoneEventContent, topic::RoomTopicEventContent,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Longest room name (as other servers enforce).
+const MAX_NAME_BYTES: usize = 255;
+
+fn check<T: DeserializeOwned>(kind: &str, content: &Value) -> Result<()> {
+    serde_json::from_value::<T>(content.clone())
+        .map(drop)
+        .map_err(|e| Error::bad_json(format!("Invalid content for {kind}: {e}")))
+}
+
+/// Checks `content` against the schema of `kind` when it is a known state event.
+pub fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
+    if !content.is_object() {
+        return Err(Error::bad_json("Event content must be a JSON object"));
+    }
+    match kind {
+        "m.room.name" => {
+            check::<RoomNameEventContent>(kind, content)?;
+            if content["name"].as_str().is_some_and(|name| name.len() > MAX_NAME_BYTES) {
+                return Err(Error::bad_json(format!("m.room.name is longer than {MAX_NAME_BYTES} bytes")));
+            }
+            Ok(())
+        }
+        "m.room.topic" => check::<RoomTopicEventContent>(kind, content),
+        "m.room.avatar" => check::<RoomAvatarEventContent>(kind, content),
+        "m.room.join_rules" => check::<RoomJoinRulesEventContent>(kind, content),
+        "m.room.history_visibility" => check::<RoomHistoryVisibilityEventContent>(kind, content),
+        "m.room.guest_access" => check::<RoomGuestAccessEventContent>(kind, content),
+        "m.room.member" => check::<RoomMemberEventContent>(kind, content),
+        "m.room.canonical_alias" => check::<RoomCanonicalAliasEventContent>(kind, content),
+        "m.room.encryption" => check::<RoomEncryptionEventContent>(kind, content),
+        "m.room.tombstone" => check::<RoomTombstoneEventContent>(kind, content),
+        "m.room.server_acl" => check::<RoomServerAclEventContent>(kind, content),
+        "m.room.pinned_events" => check::<RoomPinnedEventsEventContent>(kind, content),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn known_state_contents_are_checked() {
+        assert!(validate_state_content("m.room.name", &json!({ "name": "ok" })).is_ok());
+        assert!(validate_state_content("m.room.name", &json!({ "name": 5 })).is_err());
+        assert!(validate_state_content("m.room.name", &json!({ "name": "x".repeat(300) })).is_err());
+        assert!(validate_state_content("m.room.member", &json!({ "membership": "join" })).is_ok());
+        assert!(validate_state_content("m.room.member", &json!({})).is_err());
+        assert!(validate_state_content("m.room.history_visibility", &json!({ "history_visibility": 1 })).is_err());
+        assert!(validate_state_content("m.room.topic", &json!({ "topic": ["x"] })).is_err());
+        assert!(validate_state_content("m.room.canonical_alias", &json!({ "alias": "not an alias" })).is_err());
+        assert!(validate_state_content("org.example.custom", &json!({ "anything": [1, 2] })).is_ok());
+        assert!(validate_state_content("m.room.name", &json!("text")).is_err());
+    }
+}
