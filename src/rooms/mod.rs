@@ -19,6 +19,7 @@
 
 pub mod aliases;
 pub mod content;
+pub mod resolution;
 pub mod state;
 
 use std::{

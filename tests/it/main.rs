@@ -15,4 +15,5 @@ mod process;
 mod registration;
 mod rooms;
 mod server_keys;
+mod state_resolution;
 mod tls;
