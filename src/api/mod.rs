@@ -65,6 +65,12 @@ pub enum Endpoint {
     ResolveAlias,
     DeleteAlias,
     RoomAliases,
+    Knock,
+    Forget,
+    TimestampToEvent,
+    Context,
+    ReportEvent,
+    ReportRoom,
     ServerKeys,
 }
 
@@ -112,6 +118,7 @@ impl Endpoint {
                 | Messages
                 | Members
                 | JoinedMembers
+                | Context
         )
     }
 }
@@ -171,6 +178,12 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::ResolveAlias),
     route(Delete, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::DeleteAlias),
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/aliases", E::RoomAliases),
+    route(Post, "/_matrix/client/{r0|v3}/knock/:room_id_or_alias", E::Knock),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/forget", E::Forget),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/timestamp_to_event", E::TimestampToEvent),
+    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/context/:event_id", E::Context),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id", E::ReportEvent),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report", E::ReportRoom),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -187,7 +200,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
-    use client::{account, aliases, devices, discovery, login, membership, messages, register, room_events, rooms};
+    use client::{
+        account, aliases, devices, discovery, login, membership, messages, register, reports, room_events, rooms,
+    };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
         E::WellKnownClient => discovery::well_known_client(s),
@@ -231,6 +246,12 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::ResolveAlias => aliases::resolve(s, &request),
         E::DeleteAlias => aliases::delete(s, &request, who()?).await,
         E::RoomAliases => aliases::list(s, &request, who()?),
+        E::Knock => membership::knock(s, &request, who()?).await,
+        E::Forget => membership::forget(s, &request, who()?).await,
+        E::TimestampToEvent => messages::timestamp_to_event(s, &request, who()?),
+        E::Context => messages::context(s, &request, who()?),
+        E::ReportEvent => reports::report_event(s, &request, who()?).await,
+        E::ReportRoom => reports::report_room(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

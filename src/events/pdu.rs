@@ -152,6 +152,10 @@ impl Pdu {
         self.content.get()
     }
 
+    pub fn origin_server_ts_millis(&self) -> u64 {
+        u64::from(self.origin_server_ts.0)
+    }
+
     pub fn state_key_str(&self) -> Option<&str> {
         self.state_key.as_deref()
     }

@@ -192,6 +192,40 @@ impl Rooms {
         Ok(self.state_event_in(state, "m.room.member", user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
     }
 
+    /// Forgets a room the user has left: its history is no longer theirs to read.
+    pub async fn forget(&self, localpart: &str, room_id: &RoomId) -> Result<()> {
+        let mut batch = Batch::new();
+        let key = (localpart.to_owned(), room_id.to_string());
+        batch.insert(&self.storage.tables.localpart_roomid_forgotten, &key, &self.storage.current_count()?)?;
+        batch.remove(&self.storage.tables.localpart_roomid_membership, &key);
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// Whether the user forgot the room (and has not come back since).
+    pub fn is_forgotten(&self, localpart: &str, room_id: &RoomId) -> Result<bool> {
+        Ok(self.storage.tables.localpart_roomid_forgotten.contains(&(localpart.to_owned(), room_id.to_string()))?)
+    }
+
+    /// Stores a report for the server's admins.
+    pub async fn report(&self, record: crate::storage::records::ReportRecord) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.reports, &self.storage.next_count()?, &record)?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// The state after an event: the state before it, plus the event itself
+    /// if it is a state event.
+    pub fn state_after(&self, pdu: &Pdu, stored: &StoredPdu) -> Result<Arc<StateMap>> {
+        let before = self.state.full_state(stored.state_before)?;
+        let Some(state_key) = pdu.state_key() else { return Ok(before) };
+        let Some(short_key) = self.state.existing_short_state_key(&pdu.kind().to_string(), state_key)? else {
+            return Ok(before);
+        };
+        let mut after = StateMap::clone(&before);
+        after.insert(short_key, stored.count);
+        Ok(Arc::new(after))
+    }
+
     /// Rooms a local user has joined.
     pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
         let entries =
@@ -535,8 +569,12 @@ impl Rooms {
         room.forward_extremities = vec![event_id.clone()];
         room.max_depth = pdu.depth();
         batch.insert(&tables.roomid_room, &room_id.to_string(), room)?;
-        if let Some(membership) = local_membership_change(pdu, &self.server_name) {
-            batch.insert(&tables.localpart_roomid_membership, &(membership.0, room_id.to_string()), &membership.1)?;
+        if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
+            let key = (localpart, room_id.to_string());
+            if membership != "leave" && membership != "ban" {
+                batch.remove(&tables.localpart_roomid_forgotten, &key);
+            }
+            batch.insert(&tables.localpart_roomid_membership, &key, &membership)?;
         }
         if let Some(txn) = &txn {
             batch.insert(&tables.txnid_eventid, txn, &event_id)?;

@@ -170,3 +170,17 @@ pub struct AliasRecord {
 impl Record for AliasRecord {
     const VERSION: u8 = 1;
 }
+
+/// A report of a room or an event, kept for the server's admins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportRecord {
+    pub reporter: String,
+    pub room_id: String,
+    pub event_id: Option<String>,
+    pub reason: Option<String>,
+    pub ts: u64,
+}
+
+impl Record for ReportRecord {
+    const VERSION: u8 = 1;
+}

@@ -5,8 +5,8 @@
 
 use super::{
     records::{
-        AliasRecord, DeviceRecord, RegistrationTokenUsage, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash,
-        TokenRecord, UiaaSessionRecord, UserRecord,
+        AliasRecord, DeviceRecord, RegistrationTokenUsage, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu,
+        TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -46,6 +46,10 @@ pub struct Tables {
     pub alias_room: Table<String, AliasRecord>,
     /// (room id, alias) → creator: the local aliases of each room.
     pub roomid_alias: Table<(String, String), String>,
+    /// (localpart, room id) → forgotten-at count: rooms a user has forgotten.
+    pub localpart_roomid_forgotten: Table<(String, String), u64>,
+    /// count → report of a room or an event.
+    pub reports: Table<u64, ReportRecord>,
 }
 
 impl Tables {
@@ -69,6 +73,8 @@ impl Tables {
             localpart_roomid_membership: Table::open(db, "localpart_roomid_membership")?,
             alias_room: Table::open(db, "alias_room")?,
             roomid_alias: Table::open(db, "roomid_alias")?,
+            localpart_roomid_forgotten: Table::open(db, "localpart_roomid_forgotten")?,
+            reports: Table::open(db, "count_report")?,
         })
     }
 }

@@ -190,3 +190,134 @@ async fn kick_ban_and_unban_follow_power_levels() {
     alice.client.post(&action("unban"), json!({ "user_id": carol.user_id })).await.assert_ok();
     join(&carol, &room).await;
 }
+
+#[tokio::test]
+async fn context_returns_neighbours_and_state() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(send(&alice, &room, &format!("c{i}"), json!({ "msgtype": "m.text", "body": format!("c{i}") })).await);
+    }
+    let path = format!("/_matrix/client/v3/rooms/{}/context/{}?limit=4", enc(&room), enc(&ids[2]));
+    let reply = bob.client.get(&path).await;
+    let body = reply.assert_ok();
+    assert_eq!(body["event"]["content"]["body"], "c2");
+    let before: Vec<&str> =
+        body["events_before"].as_array().unwrap().iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+    let after: Vec<&str> =
+        body["events_after"].as_array().unwrap().iter().map(|e| e["content"]["body"].as_str().unwrap()).collect();
+    assert_eq!(before, vec!["c1", "c0"]);
+    assert_eq!(after, vec!["c3", "c4"]);
+    let state = body["state"].as_array().unwrap();
+    assert!(state.iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str()));
+    // The tokens continue pagination where the context stopped.
+    let older = messages(&bob, &room, &format!("dir=b&limit=1&from={}", body["start"].as_str().unwrap())).await;
+    assert_eq!(older.assert_ok()["chunk"][0]["type"], "m.room.member", "before c0 comes bob's join");
+
+    let eve = client.register("eve").await;
+    eve.client.get(&path).await.assert_error(403, "M_FORBIDDEN");
+    let unknown = format!("/_matrix/client/v3/rooms/{}/context/%24nope", enc(&room));
+    bob.client.get(&unknown).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test]
+async fn timestamp_to_event_finds_the_nearest_visible_event() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let first = send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "first" })).await;
+    let event = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&first))).await;
+    let ts = event.assert_ok()["origin_server_ts"].as_u64().unwrap();
+    let base = format!("/_matrix/client/v1/rooms/{}/timestamp_to_event", enc(&room));
+    let future = alice.client.get(&format!("{base}?ts={}&dir=b", ts + 3_600_000)).await;
+    assert!(future.assert_ok()["origin_server_ts"].as_u64().unwrap() >= ts);
+    let past = alice.client.get(&format!("{base}?ts=0&dir=f")).await;
+    assert_eq!(past.assert_ok()["event_id"].as_str().unwrap().len(), 44);
+    alice.client.get(&format!("{base}?ts=0&dir=b")).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.get(&format!("{base}?ts=x&dir=b")).await.assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn forgetting_needs_leaving_and_ends_access_to_history() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &room).await;
+    send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "hello" })).await;
+    let forget = format!("/_matrix/client/v3/rooms/{}/forget", enc(&room));
+    bob.client.post(&forget, json!({})).await.assert_error(400, "M_BAD_STATE");
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    messages(&bob, &room, "dir=b").await.assert_ok();
+    bob.client.post(&forget, json!({})).await.assert_ok();
+    messages(&bob, &room, "dir=b").await.assert_error(403, "M_FORBIDDEN");
+    let eve = client.register("eve").await;
+    eve.client.post(&forget, json!({})).await.assert_error(404, "M_NOT_FOUND");
+    join(&bob, &room).await;
+    messages(&bob, &room, "dir=b").await.assert_ok();
+}
+
+#[tokio::test]
+async fn knocking_follows_the_join_rules() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "initial_state": [
+        { "type": "m.room.join_rules", "content": { "join_rule": "knock" } }
+    ] }),
+    )
+    .await;
+    let reply =
+        bob.client.post(&format!("/_matrix/client/v3/knock/{}", enc(&room)), json!({ "reason": "let me in" })).await;
+    assert_eq!(reply.assert_ok()["room_id"], room.as_str());
+    let member = alice
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob.user_id)))
+        .await;
+    assert_eq!(member.assert_ok()["membership"], "knock");
+    let closed = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    bob.client
+        .post(&format!("/_matrix/client/v3/knock/{}", enc(&closed)), json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let old = create_room(
+        &alice,
+        json!({ "room_version": "6", "initial_state": [
+        { "type": "m.room.join_rules", "content": { "join_rule": "knock" } }
+    ] }),
+    )
+    .await;
+    bob.client
+        .post(&format!("/_matrix/client/v3/knock/{}", enc(&old)), json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn reports_need_membership_for_events_but_not_for_rooms() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let eve = client.register("eve").await;
+    let room = create_room(&alice, json!({})).await;
+    let event = send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "spam" })).await;
+    let report = format!("/_matrix/client/v3/rooms/{}/report/{}", enc(&room), enc(&event));
+    alice.client.post(&report, json!({ "reason": "spam" })).await.assert_ok();
+    eve.client.post(&report, json!({ "reason": "spam" })).await.assert_error(404, "M_NOT_FOUND");
+    let room_report = format!("/_matrix/client/v3/rooms/{}/report", enc(&room));
+    eve.client.post(&room_report, json!({ "reason": "bad room" })).await.assert_ok();
+    eve.client.post("/_matrix/client/v3/rooms/%21nope%3Atest.local/report", json!({ "reason": "x" })).await.assert_ok();
+    let long = json!({ "reason": "x".repeat(2000) });
+    alice.client.post(&report, long).await.assert_error(400, "M_INVALID_PARAM");
+    let stored = server.services().storage.tables.reports.all().unwrap();
+    assert_eq!(stored.len(), 2, "the event report and the report of an existing room");
+}

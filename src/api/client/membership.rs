@@ -31,8 +31,8 @@ fn member_content(membership: &str, reason: Option<String>) -> Value {
     content
 }
 
-pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let target = request.param(0);
+/// A room id, or a local alias resolved to one; the room must be known here.
+fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
     let room_id = if target.starts_with('#') {
         let alias = ruma::RoomAliasId::parse(target).map_err(|_| Error::invalid_param("Invalid room alias"))?;
         s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?
@@ -40,12 +40,38 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
         RoomId::parse(target).map_err(|_| Error::invalid_param("Invalid room id"))?
     };
     if s.rooms.room(&room_id)?.is_none() {
-        return Err(Error::not_found("Unknown room (joining rooms of other servers is not available yet)"));
+        return Err(Error::not_found("Unknown room (rooms of other servers are not reachable yet)"));
     }
+    Ok(room_id)
+}
+
+pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = known_room(s, request.param(0))?;
     let body: ReasonBody = request.json()?;
     let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("join", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "room_id": room_id })))
+}
+
+/// `POST /knock/{roomIdOrAlias}` (room versions 7 and later, `knock` join rules).
+pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = known_room(s, request.param(0))?;
+    let body: ReasonBody = request.json()?;
+    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("knock", body.reason));
+    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    Ok(Response::json(&json!({ "room_id": room_id })))
+}
+
+/// `POST /rooms/{roomId}/forget`: only once the user has left (or was banned).
+pub async fn forget(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = super::room_events::room_id_param(request, 0)?;
+    match s.rooms.membership(&room_id, &who.user_id)?.as_deref() {
+        Some("leave" | "ban") => {}
+        Some(_) => return Err(Error::new(ErrorKind::BadState, "Leave the room before forgetting it")),
+        None => return Err(Error::not_found("You were never in this room")),
+    }
+    s.rooms.forget(&who.localpart, &room_id).await?;
+    Ok(Response::empty_object())
 }
 
 #[derive(Debug, Deserialize)]

@@ -30,7 +30,7 @@ use super::room_events::room_id_param;
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 1000;
 
-/// The room event filter fields `/messages` honours.
+/// The room event filter fields `/messages` and `/context` honour.
 #[derive(Debug, Default, Deserialize)]
 struct RoomEventFilter {
     types: Option<Vec<String>>,
@@ -90,7 +90,10 @@ fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crat
     let forbidden = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(room_id)?.ok_or_else(forbidden)?;
     let membership = s.rooms.membership(room_id, &who.user_id)?;
-    if matches!(membership.as_deref(), Some("join" | "leave" | "ban")) {
+    let forgotten = s.rooms.is_forgotten(&who.localpart, room_id)?;
+    if matches!(membership.as_deref(), Some("join"))
+        || (matches!(membership.as_deref(), Some("leave" | "ban")) && !forgotten)
+    {
         return Ok(room);
     }
     let state = s.rooms.current_state(&room)?;
@@ -179,6 +182,111 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
         body["state"] = json!(members);
     }
     Ok(Response::json(&body))
+}
+
+/// `GET /rooms/{roomId}/timestamp_to_event?ts=&dir=`: the visible event
+/// nearest to a time, on or after it (`f`) or on or before it (`b`).
+pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let ts: u64 = request
+        .query("ts")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| Error::invalid_param("`ts` must be a timestamp"))?;
+    let backwards = match request.query("dir") {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
+    };
+    let room = check_may_read(s, &room_id, who)?;
+    let mut position = if backwards { s.storage.current_count()? + 1 } else { 0 };
+    loop {
+        let page = s.rooms.timeline_page(&room, position, backwards, 100)?;
+        let last_page = page.len() < 100;
+        for (count, event_id) in page {
+            position = if backwards { count } else { count + 1 };
+            let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
+            let event_ts: u64 = pdu.origin_server_ts_millis();
+            let matches = if backwards { event_ts <= ts } else { event_ts >= ts };
+            if matches && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+                return Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })));
+            }
+        }
+        if last_page {
+            return Err(Error::not_found("No event found in that direction"));
+        }
+    }
+}
+
+/// `GET /rooms/{roomId}/context/{eventId}`: an event with those around it and
+/// the state after the last one returned.
+pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let not_found = || Error::not_found("Event not found");
+    let event_id = ruma::EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let room = check_may_read(s, &room_id, who)?;
+    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
+    if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        return Err(not_found());
+    }
+    let limit = match request.query("limit") {
+        Some(limit) => limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT),
+        None => DEFAULT_LIMIT,
+    };
+    let filter: RoomEventFilter = match request.query("filter") {
+        Some(text) => {
+            from_json_value(serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?)?
+        }
+        None => RoomEventFilter::default(),
+    };
+    let before_limit = limit / 2;
+    let after_limit = limit - before_limit;
+    let collect =
+        |from: u64, backwards: bool, wanted: usize| -> Result<(Vec<(Pdu, crate::storage::records::StoredPdu)>, u64)> {
+            let mut found = Vec::new();
+            let mut position = from;
+            while found.len() < wanted {
+                let page = s.rooms.timeline_page(&room, position, backwards, wanted * 2 + 1)?;
+                let last_page = page.len() < wanted * 2 + 1;
+                for (count, id) in page {
+                    position = if backwards { count } else { count + 1 };
+                    let Some((event, stored)) = s.rooms.get_pdu(&id)? else { continue };
+                    if filter.accepts(&event) && s.rooms.can_see_event(&who.user_id, &event, &stored)? {
+                        found.push((event, stored));
+                        if found.len() == wanted {
+                            break;
+                        }
+                    }
+                }
+                if last_page {
+                    break;
+                }
+            }
+            Ok((found, position))
+        };
+    let (before, start) = collect(stored.count, true, before_limit)?;
+    let (after, end) = collect(stored.count + 1, false, after_limit)?;
+    let (last, last_stored) =
+        after.last().map(|(p, st)| (p.clone(), st.clone())).unwrap_or((pdu.clone(), stored.clone()));
+    let state_map = s.rooms.state_after(&last, &last_stored)?;
+    let mut state = s.rooms.state_events_in(&state_map)?;
+    if filter.lazy_load_members {
+        let senders: BTreeSet<&str> =
+            before.iter().chain(after.iter()).map(|(p, _)| p.sender_str()).chain([pdu.sender_str()]).collect();
+        state.retain(|event| {
+            event.kind().to_string() == "m.room.member" && event.state_key_str().is_some_and(|k| senders.contains(k))
+        });
+    }
+    let to_json = |events: &[(Pdu, crate::storage::records::StoredPdu)]| -> Vec<Value> {
+        events.iter().map(|(event, _)| client_event(event, &room_id)).collect()
+    };
+    Ok(Response::json(&json!({
+        "event": client_event(&pdu, &room_id),
+        "events_before": to_json(&before),
+        "events_after": to_json(&after),
+        "start": start.to_string(),
+        "end": end.to_string(),
+        "state": state.iter().map(|event| client_event(event, &room_id)).collect::<Vec<_>>(),
+    })))
 }
 
 fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {

@@ -8,5 +8,6 @@ pub mod login;
 pub mod membership;
 pub mod messages;
 pub mod register;
+pub mod reports;
 pub mod room_events;
 pub mod rooms;

@@ -1,0 +1,78 @@
+//! Reporting rooms and events to the server's admins.
+//!
+//! Spec: client-server API "Reporting content":
+//! `POST /rooms/{roomId}/report/{eventId}` (the reporter must be in the room
+//! and able to see the event) and `POST /rooms/{roomId}/report`. Reports are
+//! stored for admins; a room report answers 200 whether or not the room
+//! exists, as the spec allows, so reports cannot probe for rooms.
+
+use ruma::EventId;
+use serde::Deserialize;
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    services::Services,
+    storage::records::ReportRecord,
+    users::Identity,
+    util::now_ms,
+};
+
+use super::room_events::room_id_param;
+
+/// Longest reason kept.
+const MAX_REASON_BYTES: usize = 1000;
+
+#[derive(Debug, Default, Deserialize)]
+struct ReportBody {
+    reason: Option<String>,
+}
+
+fn reason(request: &Request) -> Result<Option<String>> {
+    let body: ReportBody = request.json()?;
+    if body.reason.as_ref().is_some_and(|r| r.len() > MAX_REASON_BYTES) {
+        return Err(Error::invalid_param(format!("The reason is longer than {MAX_REASON_BYTES} bytes")));
+    }
+    Ok(body.reason)
+}
+
+pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let not_found = || Error::not_found("The event was not found or you are not joined to the room");
+    let event_id = EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let reason = reason(request)?;
+    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(not_found());
+    }
+    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
+    if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        return Err(not_found());
+    }
+    let record = ReportRecord {
+        reporter: who.user_id.to_string(),
+        room_id: room_id.to_string(),
+        event_id: Some(event_id.to_string()),
+        reason,
+        ts: now_ms(),
+    };
+    s.rooms.report(record).await?;
+    tracing::warn!(room = %room_id, event = %event_id, reporter = %who.user_id, "event reported");
+    Ok(Response::empty_object())
+}
+
+pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let reason = reason(request)?;
+    if s.rooms.room(&room_id)?.is_some() {
+        let record = ReportRecord {
+            reporter: who.user_id.to_string(),
+            room_id: room_id.to_string(),
+            event_id: None,
+            reason,
+            ts: now_ms(),
+        };
+        s.rooms.report(record).await?;
+        tracing::warn!(room = %room_id, reporter = %who.user_id, "room reported");
+    }
+    Ok(Response::empty_object())
+}
