@@ -226,6 +226,78 @@ impl Rooms {
         Ok(Arc::new(after))
     }
 
+    /// Users whose current membership is `join`.
+    pub fn joined_members_in(&self, state: &StateMap) -> Result<Vec<ruma::OwnedUserId>> {
+        let mut members = Vec::new();
+        for (short_key, short_event) in state {
+            let (kind, state_key) = self.state.state_key_of(*short_key)?;
+            if kind != "m.room.member" {
+                continue;
+            }
+            let event_id = self.event_id_of_short(*short_event)?;
+            let Some((pdu, _)) = self.get_pdu(&event_id)? else { continue };
+            if membership_of(&pdu).as_deref() == Some("join") {
+                if let Ok(user) = ruma::OwnedUserId::try_from(state_key) {
+                    members.push(user);
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    /// For a join to a `restricted` (or `knock_restricted`) room by a user who
+    /// is not invited: a local member able to invite, to vouch for the join
+    /// (`join_authorised_via_users_server`), if the user is in one of the rooms
+    /// the join rules allow. `None` when no restriction applies.
+    pub fn restricted_join_authoriser(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<ruma::OwnedUserId>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let (_, rules) = Self::rules_of(&room)?;
+        if !rules.authorization.restricted_join_rule {
+            return Ok(None);
+        }
+        let state = self.current_state(&room)?;
+        let Some(join_rules) = self.state_event_in(&state, "m.room.join_rules", "")? else { return Ok(None) };
+        let content: Value = serde_json::from_str(join_rules.content().get()).unwrap_or_default();
+        let rule = content["join_rule"].as_str().unwrap_or_default();
+        let knock_restricted = rule == "knock_restricted" && rules.authorization.knock_restricted_join_rule;
+        if rule != "restricted" && !knock_restricted {
+            return Ok(None);
+        }
+        if matches!(self.membership_in(&state, user_id)?.as_deref(), Some("invite" | "join")) {
+            return Ok(None);
+        }
+        let allowed_rooms = content["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|entry| entry["type"] == "m.room_membership")
+            .filter_map(|entry| entry["room_id"].as_str())
+            .filter_map(|id| RoomId::parse(id).ok());
+        let mut qualifies = false;
+        for allowed in allowed_rooms {
+            if self.membership(&allowed, user_id)?.as_deref() == Some("join") {
+                qualifies = true;
+                break;
+            }
+        }
+        if !qualifies {
+            return Err(Error::forbidden("You are not in any of the rooms this room allows"));
+        }
+        let needed = self.required_power(&state, "invite", 0)?;
+        let mut best: Option<(i64, ruma::OwnedUserId)> = None;
+        for member in self.joined_members_in(&state)? {
+            if member.server_name() != self.server_name {
+                continue;
+            }
+            let level = self.power_level(&state, &rules, &member)?;
+            if level >= needed && best.as_ref().is_none_or(|(b, _)| level > *b) {
+                best = Some((level, member));
+            }
+        }
+        best.map(|(_, user)| Some(user))
+            .ok_or_else(|| Error::forbidden("No member of this server can authorise the join"))
+    }
+
     /// Rooms a local user has joined.
     pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
         let entries =

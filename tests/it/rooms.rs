@@ -326,3 +326,39 @@ async fn aliases_resolve_join_and_guard_the_canonical_alias() {
     server.client().get(&put("#bobs:test.local")).await.assert_error(404, "M_NOT_FOUND");
     alice.client.delete(&put("#forum:test.local"), json!({})).await.assert_ok();
 }
+
+#[tokio::test]
+async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let space = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    join(&bob, &space).await.assert_ok();
+    let restricted = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "initial_state": [{
+        "type": "m.room.join_rules",
+        "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] }
+    }] }),
+    )
+    .await;
+    join(&bob, &restricted).await.assert_ok();
+    let member = alice.client.get(&state_path(&restricted, "m.room.member", &bob.user_id)).await;
+    assert_eq!(member.assert_ok()["join_authorised_via_users_server"], alice.user_id.as_str());
+    join(&eve, &restricted).await.assert_error(403, "M_FORBIDDEN");
+    // Restricted join rules do not exist before room version 8.
+    let old = alice
+        .client
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({ "room_version": "7", "initial_state": [{
+            "type": "m.room.join_rules",
+            "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] }
+        }] }),
+        )
+        .await;
+    let old = old.assert_ok()["room_id"].as_str().unwrap().to_owned();
+    join(&bob, &old).await.assert_error(403, "M_FORBIDDEN");
+}

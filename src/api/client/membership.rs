@@ -48,7 +48,11 @@ fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = known_room(s, request.param(0))?;
     let body: ReasonBody = request.json()?;
-    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("join", body.reason));
+    let mut content = member_content("join", body.reason);
+    if let Some(authoriser) = s.rooms.restricted_join_authoriser(&room_id, &who.user_id)? {
+        content["join_authorised_via_users_server"] = json!(authoriser);
+    }
+    let event = EventRequest::state("m.room.member", who.user_id.as_str(), content);
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
