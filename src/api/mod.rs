@@ -71,6 +71,7 @@ pub enum Endpoint {
     Context,
     ReportEvent,
     ReportRoom,
+    Upgrade,
     ServerKeys,
 }
 
@@ -184,6 +185,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/context/:event_id", E::Context),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id", E::ReportEvent),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report", E::ReportRoom),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/upgrade", E::Upgrade),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -202,6 +204,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
         account, aliases, devices, discovery, login, membership, messages, register, reports, room_events, rooms,
+        upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -252,6 +255,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Context => messages::context(s, &request, who()?),
         E::ReportEvent => reports::report_event(s, &request, who()?).await,
         E::ReportRoom => reports::report_room(s, &request, who()?).await,
+        E::Upgrade => upgrade::upgrade(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

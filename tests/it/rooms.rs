@@ -362,3 +362,44 @@ async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
     let old = old.assert_ok()["room_id"].as_str().unwrap().to_owned();
     join(&bob, &old).await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn upgrades_replace_the_room_and_carry_its_state() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let old = create_room(
+        &alice,
+        json!({ "room_version": "10", "preset": "public_chat", "name": "Old forum",
+        "topic": "t", "room_alias_name": "agora" }),
+    )
+    .await;
+    join(&bob, &old).await.assert_ok();
+    let upgrade = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old));
+    bob.client.post(&upgrade, json!({ "new_version": "12" })).await.assert_error(403, "M_FORBIDDEN");
+    alice.client.post(&upgrade, json!({ "new_version": "1" })).await.assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
+    let reply = alice.client.post(&upgrade, json!({ "new_version": "12" })).await;
+    let new = reply.assert_ok()["replacement_room"].as_str().unwrap().to_owned();
+
+    let create = alice.client.get(&state_path(&new, "m.room.create", "")).await;
+    assert_eq!(create.assert_ok()["predecessor"]["room_id"], old.as_str());
+    assert_eq!(create.body["room_version"], "12");
+    assert_eq!(alice.client.get(&state_path(&new, "m.room.name", "")).await.assert_ok()["name"], "Old forum");
+    assert_eq!(alice.client.get(&state_path(&new, "m.room.join_rules", "")).await.assert_ok()["join_rule"], "public");
+    let power = alice.client.get(&state_path(&new, "m.room.power_levels", "")).await;
+    assert!(power.assert_ok()["users"].get(&alice.user_id).is_none(), "v12 creators are not listed");
+    let tombstone = alice.client.get(&state_path(&old, "m.room.tombstone", "")).await;
+    assert_eq!(tombstone.assert_ok()["replacement_room"], new.as_str());
+    let alias = client.get("/_matrix/client/v3/directory/room/%23agora%3Atest.local").await;
+    assert_eq!(alias.assert_ok()["room_id"], new.as_str(), "aliases move to the new room");
+    assert_eq!(
+        alice.client.get(&state_path(&new, "m.room.canonical_alias", "")).await.assert_ok()["alias"],
+        "#agora:test.local"
+    );
+
+    // The old room is closed to ordinary members; the new one is open to join.
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/late", enc(&old));
+    bob.client.put(&path, json!({ "body": "hello?" })).await.assert_error(403, "M_FORBIDDEN");
+    join(&bob, &new).await.assert_ok();
+}

@@ -11,3 +11,4 @@ pub mod register;
 pub mod reports;
 pub mod room_events;
 pub mod rooms;
+pub mod upgrade;
