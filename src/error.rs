@@ -49,6 +49,8 @@ pub enum ErrorKind {
     RoomInUse,
     /// 400 `M_BAD_ALIAS`: a canonical alias does not point to the room.
     BadAlias,
+    /// 400 `M_UNKNOWN`: a bad request the spec gives no code for.
+    BadRequest,
     /// 400 `M_BAD_STATE`: the change cannot apply to the current state.
     BadState,
     /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
@@ -119,7 +121,8 @@ impl Error {
             | UnsupportedRoomVersion
             | BadState
             | RoomInUse
-            | BadAlias => 400,
+            | BadAlias
+            | BadRequest => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden => 403,
             NotFound | UnrecognizedEndpoint => 404,
@@ -158,7 +161,7 @@ impl Error {
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",
-            RequestTimeout | Unavailable | Internal | Conflict => "M_UNKNOWN",
+            RequestTimeout | Unavailable | Internal | Conflict | BadRequest => "M_UNKNOWN",
         }
     }
 

@@ -72,6 +72,8 @@ pub enum Endpoint {
     ReportEvent,
     ReportRoom,
     Upgrade,
+    Relations,
+    Threads,
     ServerKeys,
 }
 
@@ -186,6 +188,10 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id", E::ReportEvent),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report", E::ReportRoom),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/upgrade", E::Upgrade),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id", E::Relations),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type", E::Relations),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type/:event_type", E::Relations),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/threads", E::Threads),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -203,8 +209,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, aliases, devices, discovery, login, membership, messages, register, reports, room_events, rooms,
-        upgrade,
+        account, aliases, devices, discovery, login, membership, messages, register, relations, reports, room_events,
+        rooms, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -256,6 +262,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::ReportEvent => reports::report_event(s, &request, who()?).await,
         E::ReportRoom => reports::report_room(s, &request, who()?).await,
         E::Upgrade => upgrade::upgrade(s, &request, who()?).await,
+        E::Relations => relations::relations(s, &request, who()?),
+        E::Threads => relations::threads(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -19,6 +19,7 @@
 
 pub mod aliases;
 pub mod content;
+pub mod relations;
 pub mod resolution;
 pub mod state;
 
@@ -430,6 +431,7 @@ impl Rooms {
             }
         }
         let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        self.check_relation(room_id, &request.content)?;
         if request.state_key.is_some() {
             content::validate_state_content(&request.kind, &request.content)?;
             if request.kind == "m.room.canonical_alias" {
@@ -508,8 +510,10 @@ impl Rooms {
                 return Err(Error::forbidden("Redacting other users' events needs a higher power level"));
             }
         }
-        stored.json = target.redacted(rules)?.to_canonical_json();
         let mut batch = Batch::new();
+        self.unindex_relation(&mut batch, &target, &stored);
+        stored.json = target.redacted(rules)?.to_canonical_json();
+        stored.redacted = true;
         batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
         Ok(batch)
     }
@@ -628,9 +632,11 @@ impl Rooms {
             room_version: room.version.clone(),
             count,
             state_before: state_before_id,
+            redacted: false,
         };
         batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
         batch.insert(&tables.room_timeline, &(room.short_id, count), &event_id)?;
+        self.index_relation(&mut batch, room_id, pdu, count)?;
         room.current_state = match pdu.state_key() {
             Some(state_key) => {
                 let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;

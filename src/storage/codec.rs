@@ -83,6 +83,22 @@ impl KeyCodec for (u64, u64) {
     }
 }
 
+impl KeyCodec for (String, u64) {
+    fn encode(&self) -> Vec<u8> {
+        let mut key = prefix_of(&self.0);
+        key.extend_from_slice(&self.1.to_be_bytes());
+        key
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        if bytes.len() < 9 || bytes[bytes.len() - 9] != SEPARATOR {
+            return Err(StorageError::corrupt("(string, u64) key of wrong shape"));
+        }
+        let split = bytes.len() - 9;
+        Ok((String::decode(&bytes[..split])?, u64::decode(&bytes[split + 1..])?))
+    }
+}
+
 /// The scan prefix selecting every composite key whose first part is `first`.
 pub fn prefix_of(first: &str) -> Vec<u8> {
     let mut prefix = Vec::with_capacity(first.len() + 1);
@@ -153,6 +169,18 @@ mod tests {
         let longer = ("alicea".to_owned(), "X".to_owned()).encode();
         assert!(key.encode().starts_with(&prefix_of("alice")));
         assert!(!longer.starts_with(&prefix_of("alice")), "a longer first part must not match the prefix");
+    }
+
+    #[test]
+    fn string_and_counter_keys_sort_by_counter_within_a_string() {
+        let keys: Vec<Vec<u8>> = [("$a".to_owned(), 300u64), ("$a".to_owned(), 2), ("$ab".to_owned(), 1)]
+            .iter()
+            .map(KeyCodec::encode)
+            .collect();
+        assert!(keys[1] < keys[0], "counters are big-endian");
+        assert!(keys[0].starts_with(&prefix_of("$a")) && !keys[2].starts_with(&prefix_of("$a")));
+        assert_eq!(<(String, u64)>::decode(&keys[0]).unwrap(), ("$a".to_owned(), 300));
+        assert!(<(String, u64)>::decode(b"short").is_err());
     }
 
     #[test]

@@ -125,6 +125,9 @@ pub struct StoredPdu {
     pub count: u64,
     /// State snapshot before the event.
     pub state_before: u64,
+    /// The event was redacted (its JSON is the redacted form).
+    #[serde(default)]
+    pub redacted: bool,
 }
 
 impl Record for StoredPdu {
@@ -182,5 +185,19 @@ pub struct ReportRecord {
 }
 
 impl Record for ReportRecord {
+    const VERSION: u8 = 1;
+}
+
+/// A child event's relation to its parent (`m.relates_to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationRecord {
+    pub child: String,
+    pub rel_type: String,
+    /// The child's event type.
+    pub kind: String,
+    pub sender: String,
+}
+
+impl Record for RelationRecord {
     const VERSION: u8 = 1;
 }

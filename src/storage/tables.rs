@@ -5,8 +5,8 @@
 
 use super::{
     records::{
-        AliasRecord, DeviceRecord, RegistrationTokenUsage, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu,
-        TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        AliasRecord, DeviceRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
+        StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -50,6 +50,10 @@ pub struct Tables {
     pub localpart_roomid_forgotten: Table<(String, String), u64>,
     /// count → report of a room or an event.
     pub reports: Table<u64, ReportRecord>,
+    /// (parent event id, child count) → the relation: children in order.
+    pub relations: Table<(String, u64), RelationRecord>,
+    /// (room id, thread root event id) → count of the thread's latest event.
+    pub thread_roots: Table<(String, String), u64>,
 }
 
 impl Tables {
@@ -75,6 +79,8 @@ impl Tables {
             roomid_alias: Table::open(db, "roomid_alias")?,
             localpart_roomid_forgotten: Table::open(db, "localpart_roomid_forgotten")?,
             reports: Table::open(db, "count_report")?,
+            relations: Table::open(db, "parent_count_relation")?,
+            thread_roots: Table::open(db, "roomid_threadroot_latest")?,
         })
     }
 }

@@ -13,6 +13,7 @@ mod history;
 mod login;
 mod process;
 mod registration;
+mod relations;
 mod rooms;
 mod server_keys;
 mod state_resolution;

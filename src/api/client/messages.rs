@@ -154,7 +154,7 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
             let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
             if filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
                 senders.insert(pdu.sender_str().to_owned());
-                chunk.push(client_event(&pdu, &room_id));
+                chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id)?);
                 if chunk.len() == limit {
                     exhausted = last_page && index + 1 == page_len;
                     break 'pages;
@@ -276,13 +276,13 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             event.kind().to_string() == "m.room.member" && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
-    let to_json = |events: &[(Pdu, crate::storage::records::StoredPdu)]| -> Vec<Value> {
-        events.iter().map(|(event, _)| client_event(event, &room_id)).collect()
+    let to_json = |events: &[(Pdu, crate::storage::records::StoredPdu)]| -> Result<Vec<Value>> {
+        events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id)).collect()
     };
     Ok(Response::json(&json!({
-        "event": client_event(&pdu, &room_id),
-        "events_before": to_json(&before),
-        "events_after": to_json(&after),
+        "event": s.rooms.serve_event(&pdu, &stored, &who.user_id)?,
+        "events_before": to_json(&before)?,
+        "events_after": to_json(&after)?,
         "start": start.to_string(),
         "end": end.to_string(),
         "state": state.iter().map(|event| client_event(event, &room_id)).collect::<Vec<_>>(),

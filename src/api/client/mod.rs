@@ -8,6 +8,7 @@ pub mod login;
 pub mod membership;
 pub mod messages;
 pub mod register;
+pub mod relations;
 pub mod reports;
 pub mod room_events;
 pub mod rooms;

@@ -92,7 +92,7 @@ pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    Ok(Response::json(&client_event(&pdu, &room_id)))
+    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id)?))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
