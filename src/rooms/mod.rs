@@ -92,7 +92,7 @@ pub struct Rooms {
     pub state: StateStore,
     server_name: OwnedServerName,
     key: Arc<ServerKey>,
-    policy: Arc<dyn EventPolicy>,
+    policy: std::sync::RwLock<Arc<dyn EventPolicy>>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     updates: watch::Sender<u64>,
 }
@@ -105,15 +105,19 @@ impl Rooms {
             storage,
             server_name,
             key,
-            policy: Arc::new(NoPolicy),
+            policy: std::sync::RwLock::new(Arc::new(NoPolicy)),
             locks: Mutex::default(),
             updates,
         }
     }
 
     /// Replaces the policy hook.
-    pub fn set_policy(&mut self, policy: Arc<dyn EventPolicy>) {
-        self.policy = policy;
+    pub fn set_policy(&self, policy: Arc<dyn EventPolicy>) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    fn policy(&self) -> Arc<dyn EventPolicy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Changes whenever an event is stored (its count); sync will wait on it.
@@ -299,6 +303,13 @@ impl Rooms {
             .ok_or_else(|| Error::forbidden("No member of this server can authorise the join"))
     }
 
+    /// The room state at a timeline position (after the last event before it).
+    pub fn state_at_position(&self, room: &RoomRecord, position: u64) -> Result<Option<Arc<StateMap>>> {
+        let Some((_, event_id)) = self.timeline_page(room, position, true, 1)?.pop() else { return Ok(None) };
+        let Some((pdu, stored)) = self.get_pdu(&event_id)? else { return Ok(None) };
+        self.state_after(&pdu, &stored).map(Some)
+    }
+
     /// Rooms a local user has joined.
     pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
         let entries =
@@ -386,7 +397,7 @@ impl Rooms {
         }
         state_res::check_state_independent_auth_rules::<Pdu>(&rules.authorization, &create, |_| None)
             .map_err(|reason| Error::bad_json(format!("Invalid create event: {reason}")))?;
-        self.policy.check(&create, &StateMap::new())?;
+        self.policy().check(&create, &StateMap::new())?;
         let mut room = RoomRecord {
             version: version.to_string(),
             short_id: self.storage.next_count()?,
@@ -483,7 +494,7 @@ impl Rooms {
             TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
             _ => Batch::new(),
         };
-        self.policy.check(&pdu, &state)?;
+        self.policy().check(&pdu, &state)?;
         let before = room.current_state;
         self.persist(room_id, &mut room, &pdu, Some(before), txn, redaction).await?;
         Ok(pdu.event_id().clone())

@@ -38,7 +38,7 @@ pub struct Tables {
     pub room_timeline: Table<(u64, u64), String>,
     /// snapshot id → state snapshot (full or diff).
     pub snapshot_state: Table<u64, StateSnapshotRecord>,
-    /// (localpart, device id + "\n" + transaction id) → event id.
+    /// (localpart, device id + "\n" + endpoint + path parameters + transaction id) → event id.
     pub txnid_eventid: Table<(String, String), String>,
     /// (localpart, room id) → membership of a local user (join, invite, leave, ban, knock).
     pub localpart_roomid_membership: Table<(String, String), String>,

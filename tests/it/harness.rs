@@ -241,3 +241,15 @@ impl TestServer {
         Self::start_in(dir, config_text).await
     }
 }
+
+/// Percent-encodes a Matrix id (room, event, user, alias) for a URL path.
+pub fn enc(id: &str) -> String {
+    id.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('+', "%2B")
+        .replace('!', "%21")
+        .replace('$', "%24")
+        .replace(':', "%3A")
+        .replace('@', "%40")
+        .replace('#', "%23")
+}

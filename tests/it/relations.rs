@@ -2,11 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Session, TestServer};
-
-fn enc(id: &str) -> String {
-    id.replace('!', "%21").replace('$', "%24").replace(':', "%3A").replace('@', "%40")
-}
+use crate::harness::{enc, Session, TestServer};
 
 async fn create_room(session: &Session) -> String {
     let reply = session.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await;

@@ -3,11 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{Session, TestServer};
-
-fn enc(id: &str) -> String {
-    id.replace('!', "%21").replace('$', "%24").replace(':', "%3A").replace('@', "%40").replace('#', "%23")
-}
+use crate::harness::{enc, Session, TestServer};
 
 async fn create_room(session: &Session, body: Value) -> String {
     let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
@@ -402,4 +398,90 @@ async fn upgrades_replace_the_room_and_carry_its_state() {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/late", enc(&old));
     bob.client.put(&path, json!({ "body": "hello?" })).await.assert_error(403, "M_FORBIDDEN");
     join(&bob, &new).await.assert_ok();
+}
+
+/// A deployment policy that refuses encryption, as the public-sector rules
+/// will for public forums.
+struct NoEncryption;
+
+impl conduit::rooms::EventPolicy for NoEncryption {
+    fn check(
+        &self,
+        pdu: &conduit::events::Pdu,
+        _state: &conduit::rooms::state::StateMap,
+    ) -> conduit::error::Result<()> {
+        if pdu.kind().to_string() == "m.room.encryption" {
+            return Err(conduit::error::Error::forbidden("Encryption is not allowed here"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_policy_hook_can_veto_events_and_nothing_is_stored() {
+    let server = TestServer::start().await;
+    server.services().rooms.set_policy(std::sync::Arc::new(NoEncryption));
+    let alice = server.client().register("alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let path = state_path(&room, "m.room.encryption", "");
+    let reply = alice.client.put(&path, json!({ "algorithm": "m.megolm.v1.aes-sha2" })).await;
+    reply.assert_error(403, "M_FORBIDDEN");
+    assert!(reply.body["error"].as_str().unwrap().contains("Encryption is not allowed"));
+    alice.client.get(&path).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "fine" })).await.assert_ok();
+}
+
+#[tokio::test]
+async fn every_creatable_room_version_works_end_to_end() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    for version in 3..=12 {
+        let room = create_room(&alice, json!({ "room_version": version.to_string(), "preset": "public_chat" })).await;
+        assert_eq!(room.contains(':'), version < 12, "v{version}: {room}");
+        join(&bob, &room).await.assert_ok();
+        let sent = send_text(&bob, &room, "t", "hello").await["event_id"].as_str().unwrap().to_owned();
+        assert_eq!(sent.len(), 44, "v{version}: event ids are reference hashes");
+        if version >= 4 {
+            assert!(!sent.contains(['+', '/']), "v{version}: URL-safe event ids: {sent}");
+        }
+        let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r", enc(&room), enc(&sent));
+        alice.client.put(&redact, json!({ "reason": "test" })).await.assert_ok();
+        let event = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&sent))).await;
+        assert_eq!(event.assert_ok()["content"], json!({}), "v{version}: redacted");
+        let create = alice.client.get(&state_path(&room, "m.room.create", "")).await;
+        assert_eq!(create.assert_ok()["room_version"], version.to_string());
+        assert_eq!(create.body.get("creator").is_some(), version < 11, "v{version}: `creator` only before v11");
+    }
+}
+
+#[tokio::test]
+async fn members_at_a_past_point() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let before_bob = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1", enc(&room))).await;
+    let token = before_bob.assert_ok()["start"].as_str().unwrap().to_owned();
+    join(&bob, &room).await.assert_ok();
+    let now = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
+    assert_eq!(now.assert_ok()["chunk"].as_array().unwrap().len(), 2);
+    let then = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/members?at={token}", enc(&room))).await;
+    assert_eq!(then.assert_ok()["chunk"].as_array().unwrap().len(), 1, "bob had not joined yet");
+}
+
+#[tokio::test]
+async fn transaction_ids_are_scoped_to_the_request_path() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let first = create_room(&alice, json!({})).await;
+    let second = create_room(&alice, json!({})).await;
+    let a = send_text(&alice, &first, "same", "one").await["event_id"].clone();
+    let b = send_text(&alice, &second, "same", "two").await["event_id"].clone();
+    assert_ne!(a, b, "the same txn id in another room is another request");
+    let other_type = format!("/_matrix/client/v3/rooms/{}/send/m.reaction/same", enc(&first));
+    let c = alice.client.put(&other_type, json!({})).await.assert_ok()["event_id"].clone();
+    assert_ne!(a, c, "the same txn id for another event type is another request");
 }

@@ -289,6 +289,7 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     })))
 }
 
+/// Member events of a room the caller is in: now, or at the position `at`.
 fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {
     let room_id = room_id_param(request, 0)?;
     let not_member = || Error::forbidden("You are not a member of this room");
@@ -296,7 +297,13 @@ fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(r
     if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
         return Err(not_member());
     }
-    let state = s.rooms.current_state(&room)?;
+    let state = match request.query("at") {
+        Some(at) => s
+            .rooms
+            .state_at_position(&room, parse_position(at)?)?
+            .ok_or_else(|| Error::not_found("No state at that point"))?,
+        None => s.rooms.current_state(&room)?,
+    };
     let members =
         s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == "m.room.member").collect();
     Ok((room_id, members))

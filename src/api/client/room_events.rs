@@ -35,7 +35,8 @@ pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Res
     let room_id = room_id_param(request, 0)?;
     let kind = request.param(1).to_owned();
     let txn_id = request.param(2);
-    let txn = (who.localpart.clone(), format!("{}\n{txn_id}", who.device_id));
+    // A transaction is scoped to the device and the request path (room and type).
+    let txn = (who.localpart.clone(), format!("{}\nsend\n{room_id}\n{kind}\n{txn_id}", who.device_id));
     let event = EventRequest::message(&kind, content(request)?);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, Some(txn)).await?;
     Ok(Response::json(&json!({ "event_id": event_id })))
@@ -104,7 +105,7 @@ struct RedactBody {
 pub async fn redact(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request, 0)?;
     let target = EventId::parse(request.param(1)).map_err(|_| Error::not_found("Event not found"))?;
-    let txn = (who.localpart.clone(), format!("{}\nredact\n{}", who.device_id, request.param(2)));
+    let txn = (who.localpart.clone(), format!("{}\nredact\n{room_id}\n{target}\n{}", who.device_id, request.param(2)));
     let body: RedactBody = request.json()?;
     let mut content = json!({ "redacts": target });
     if let Some(reason) = body.reason {
