@@ -67,6 +67,88 @@ pub fn canonical(data: &[u8]) {
     }
 }
 
+/// A small room (create, creator's join, power levels, public join rules) in
+/// every creatable room version, for the auth-check target.
+struct AuthRoom {
+    rules: ruma::room_version_rules::RoomVersionRules,
+    events: std::collections::HashMap<ruma::OwnedEventId, crate::events::Pdu>,
+    state: std::collections::HashMap<(String, String), ruma::OwnedEventId>,
+}
+
+fn auth_rooms() -> &'static Vec<AuthRoom> {
+    static ROOMS: OnceLock<Vec<AuthRoom>> = OnceLock::new();
+    ROOMS.get_or_init(|| {
+        use crate::events::{build_and_sign, room_version, NewEvent};
+        let key = crate::crypto::signing_key::ServerKey::from_seed("fuzz", &[3u8; 32]).expect("seed");
+        let server: &ruma::ServerName = "fuzz.local".try_into().expect("server name");
+        let creator: ruma::OwnedUserId = "@creator:fuzz.local".try_into().expect("user id");
+        room_version::KNOWN
+            .iter()
+            .filter(|version| room_version::can_create(version))
+            .map(|version| {
+                let rules = room_version::rules(version).expect("rules");
+                let mut room = AuthRoom { rules, events: Default::default(), state: Default::default() };
+                let mut room_id: Option<ruma::OwnedRoomId> = room
+                    .rules
+                    .event_format
+                    .require_room_create_room_id
+                    .then(|| "!fuzz:fuzz.local".try_into().expect("room id"));
+                let mut prev: Vec<ruma::OwnedEventId> = Vec::new();
+                let initial = [
+                    ("m.room.create", "", serde_json::json!({ "room_version": version.as_str(), "creator": creator })),
+                    ("m.room.member", creator.as_str(), serde_json::json!({ "membership": "join" })),
+                    ("m.room.power_levels", "", serde_json::json!({ "users": {} })),
+                    ("m.room.join_rules", "", serde_json::json!({ "join_rule": "public" })),
+                ];
+                for (depth, (kind, state_key, content)) in initial.into_iter().enumerate() {
+                    let auth_events = room
+                        .state
+                        .iter()
+                        .filter(|((k, _), _)| {
+                            *k != "m.room.create" || room.rules.event_format.allow_room_create_in_auth_events
+                        })
+                        .map(|(_, id)| id.clone())
+                        .collect();
+                    let new = NewEvent {
+                        kind: kind.into(),
+                        state_key: Some(state_key.into()),
+                        content,
+                        sender: creator.clone(),
+                        room_id: room_id.clone(),
+                        prev_events: prev.clone(),
+                        auth_events,
+                        depth: depth as u64 + 1,
+                        origin_server_ts: depth as u64,
+                        redacts: None,
+                    };
+                    let pdu = build_and_sign(new, &room.rules, &key, server).expect("fixture event");
+                    room_id.get_or_insert_with(|| pdu.room_id_or_derived());
+                    prev = vec![pdu.event_id().clone()];
+                    room.state.insert((kind.to_owned(), state_key.to_owned()), pdu.event_id().clone());
+                    room.events.insert(pdu.event_id().clone(), pdu);
+                }
+                room
+            })
+            .collect()
+    })
+}
+
+/// The authorisation rules of every creatable room version applied to
+/// arbitrary events against a small room: refusals are fine, panics are not.
+pub fn auth_check(data: &[u8]) {
+    use ruma::state_res;
+    let Ok(json) = std::str::from_utf8(data) else { return };
+    for room in auth_rooms() {
+        let Ok(pdu) = crate::events::Pdu::from_json(json, &room.rules) else { continue };
+        let fetch_event = |id: &ruma::EventId| room.events.get(id).cloned();
+        let _ = state_res::check_state_independent_auth_rules(&room.rules.authorization, &pdu, fetch_event);
+        let fetch_state = |kind: &ruma::events::StateEventType, state_key: &str| {
+            room.state.get(&(kind.to_string(), state_key.to_owned())).and_then(|id| room.events.get(id)).cloned()
+        };
+        let _ = state_res::check_state_dependent_auth_rules(&room.rules.authorization, &pdu, fetch_state);
+    }
+}
+
 /// One server for the whole fuzzing process (statics are never dropped, so its
 /// temporary database stays until the machine cleans its temporary folder).
 /// PDU parsing and event ids under every known room version: whatever

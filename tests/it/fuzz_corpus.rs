@@ -47,3 +47,8 @@ fn api_request_corpus() {
 fn pdu_corpus() {
     replay("pdu", fuzz_targets::pdu);
 }
+
+#[test]
+fn auth_check_corpus() {
+    replay("auth_check", fuzz_targets::auth_check);
+}
