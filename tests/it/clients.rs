@@ -68,3 +68,14 @@ async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
     let server = TestServer::start().await;
     run_script("accounts.mjs", &server).await;
 }
+
+#[tokio::test]
+async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
+    if skip_requested() {
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping the matrix-js-sdk test as asked");
+        return;
+    }
+    tokio::task::spawn_blocking(ensure_installed).await.unwrap();
+    let server = TestServer::start().await;
+    run_script("rooms.mjs", &server).await;
+}
