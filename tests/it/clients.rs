@@ -58,24 +58,23 @@ async fn run_script(script: &str, server: &TestServer) {
     assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
 }
 
-#[tokio::test]
-async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
+/// Installs the client packages if needed and runs `script` against a fresh server.
+async fn run_client_script(script: &str) {
     if skip_requested() {
-        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping the matrix-js-sdk test as asked");
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping {script} as asked");
         return;
     }
     tokio::task::spawn_blocking(ensure_installed).await.unwrap();
     let server = TestServer::start().await;
-    run_script("accounts.mjs", &server).await;
+    run_script(script, &server).await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
+    run_client_script("accounts.mjs").await;
 }
 
 #[tokio::test]
 async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
-    if skip_requested() {
-        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping the matrix-js-sdk test as asked");
-        return;
-    }
-    tokio::task::spawn_blocking(ensure_installed).await.unwrap();
-    let server = TestServer::start().await;
-    run_script("rooms.mjs", &server).await;
+    run_client_script("rooms.mjs").await;
 }
