@@ -74,6 +74,7 @@ pub enum Endpoint {
     Upgrade,
     Relations,
     Threads,
+    AdminReports,
     ServerKeys,
 }
 
@@ -192,6 +193,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type", E::Relations),
     route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type/:event_type", E::Relations),
     route(Get, "/_matrix/client/v1/rooms/:room_id/threads", E::Threads),
+    route(Get, "/_conduit/admin/v1/reports", E::AdminReports),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -264,6 +266,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Upgrade => upgrade::upgrade(s, &request, who()?).await,
         E::Relations => relations::relations(s, &request, who()?),
         E::Threads => relations::threads(s, &request, who()?),
+        E::AdminReports => reports::list_for_admins(s, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -218,6 +218,11 @@ impl Rooms {
         Ok(self.storage.commit(batch).await?)
     }
 
+    /// Every stored report, oldest first.
+    pub fn reports(&self) -> Result<Vec<(u64, crate::storage::records::ReportRecord)>> {
+        Ok(self.storage.tables.reports.all()?)
+    }
+
     /// The state after an event: the state before it, plus the event itself
     /// if it is a state event.
     pub fn state_after(&self, pdu: &Pdu, stored: &StoredPdu) -> Result<Arc<StateMap>> {
@@ -308,6 +313,28 @@ impl Rooms {
         let Some((_, event_id)) = self.timeline_page(room, position, true, 1)?.pop() else { return Ok(None) };
         let Some((pdu, stored)) = self.get_pdu(&event_id)? else { return Ok(None) };
         self.state_after(&pdu, &stored).map(Some)
+    }
+
+    /// The short ids of an event's auth chain: its auth events and their
+    /// (stored) chains. Computed once when the event is stored.
+    fn compute_auth_chain(&self, pdu: &Pdu) -> Result<Vec<u64>> {
+        let mut chain = std::collections::BTreeSet::new();
+        for auth_event in pdu.auth_events() {
+            let Some(short) = self.storage.tables.eventid_shortid.get(&auth_event.to_string())? else { continue };
+            chain.insert(short);
+            chain.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
+        }
+        Ok(chain.into_iter().collect())
+    }
+
+    /// The union of the auth chains of `event_ids`, from the stored cache.
+    pub fn auth_chain(&self, event_ids: &[OwnedEventId]) -> Result<std::collections::HashSet<OwnedEventId>> {
+        let mut shorts = std::collections::BTreeSet::new();
+        for event_id in event_ids {
+            let Some(short) = self.storage.tables.eventid_shortid.get(&event_id.to_string())? else { continue };
+            shorts.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
+        }
+        shorts.into_iter().map(|short| self.event_id_of_short(short)).collect()
     }
 
     /// Rooms a local user has joined.
@@ -647,6 +674,8 @@ impl Rooms {
         };
         batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
         batch.insert(&tables.room_timeline, &(room.short_id, count), &event_id)?;
+        let chain = self.compute_auth_chain(pdu)?;
+        batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
         room.current_state = match pdu.state_key() {
             Some(state_key) => {

@@ -132,6 +132,10 @@ impl Record for (String, String) {
     const VERSION: u8 = 1;
 }
 
+impl Record for Vec<u64> {
+    const VERSION: u8 = 1;
+}
+
 pub fn encode_record<V: Record>(value: &V) -> Result<Vec<u8>, StorageError> {
     let mut bytes = vec![V::VERSION];
     rmp_serde::encode::write_named(&mut bytes, value).map_err(|e| StorageError::corrupt(format!("encode: {e}")))?;

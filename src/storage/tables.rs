@@ -54,6 +54,8 @@ pub struct Tables {
     pub relations: Table<(String, u64), RelationRecord>,
     /// (room id, thread root event id) → count of the thread's latest event.
     pub thread_roots: Table<(String, String), u64>,
+    /// short event id → the short ids of its whole auth chain, sorted.
+    pub shortid_authchain: Table<u64, Vec<u64>>,
 }
 
 impl Tables {
@@ -81,6 +83,7 @@ impl Tables {
             reports: Table::open(db, "count_report")?,
             relations: Table::open(db, "parent_count_relation")?,
             thread_roots: Table::open(db, "roomid_threadroot_latest")?,
+            shortid_authchain: Table::open(db, "shortid_authchain")?,
         })
     }
 }

@@ -485,3 +485,30 @@ async fn transaction_ids_are_scoped_to_the_request_path() {
     let c = alice.client.put(&other_type, json!({})).await.assert_ok()["event_id"].clone();
     assert_ne!(a, c, "the same txn id for another event type is another request");
 }
+
+#[tokio::test]
+async fn cached_auth_chains_match_a_walk_of_the_graph() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    for version in ["10", "12"] {
+        let room = create_room(&alice, json!({ "room_version": version, "preset": "public_chat" })).await;
+        join(&bob, &room).await.assert_ok();
+        alice.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "x" })).await.assert_ok();
+        let bob_member =
+            alice.client.get(&format!("{}?format=event", state_path(&room, "m.room.member", &bob.user_id))).await;
+        let bob_join: ruma::OwnedEventId = bob_member.assert_ok()["event_id"].as_str().unwrap().try_into().unwrap();
+        let services = server.services();
+        let rooms = &services.rooms;
+        let cached = rooms.auth_chain(std::slice::from_ref(&bob_join)).unwrap();
+        let walked = conduit::rooms::resolution::auth_chain([bob_join.clone()], &|id: &ruma::EventId| {
+            rooms.get_pdu(id).unwrap().map(|(pdu, _)| pdu)
+        });
+        assert_eq!(cached, walked, "v{version}");
+        let kinds: std::collections::BTreeSet<String> =
+            cached.iter().map(|id| rooms.get_pdu(id).unwrap().unwrap().0.kind().to_string()).collect();
+        assert!(kinds.contains("m.room.power_levels") && kinds.contains("m.room.join_rules"), "v{version}: {kinds:?}");
+        assert_eq!(kinds.contains("m.room.create"), version != "12", "v12 events do not reference the create event");
+    }
+}

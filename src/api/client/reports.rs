@@ -3,7 +3,8 @@
 //! Spec: client-server API "Reporting content":
 //! `POST /rooms/{roomId}/report/{eventId}` (the reporter must be in the room
 //! and able to see the event) and `POST /rooms/{roomId}/report`. Reports are
-//! stored for admins; a room report answers 200 whether or not the room
+//! stored for admins, who read them at `GET /_conduit/admin/v1/reports`
+//! (server admins only); a room report answers 200 whether or not the room
 //! exists, as the spec allows, so reports cannot probe for rooms.
 
 use ruma::EventId;
@@ -75,4 +76,27 @@ pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Res
         tracing::warn!(room = %room_id, reporter = %who.user_id, "room reported");
     }
     Ok(Response::empty_object())
+}
+
+/// `GET /_conduit/admin/v1/reports`: every stored report, newest first.
+pub fn list_for_admins(s: &Services, who: &Identity) -> Result<Response> {
+    if !who.is_admin {
+        return Err(Error::forbidden("Only server admins can read reports"));
+    }
+    let mut reports = s.rooms.reports()?;
+    reports.reverse();
+    let chunk: Vec<serde_json::Value> = reports
+        .into_iter()
+        .map(|(id, report)| {
+            serde_json::json!({
+                "id": id,
+                "reporter": report.reporter,
+                "room_id": report.room_id,
+                "event_id": report.event_id,
+                "reason": report.reason,
+                "received_ts": report.ts,
+            })
+        })
+        .collect();
+    Ok(Response::json(&serde_json::json!({ "reports": chunk })))
 }
