@@ -6,6 +6,7 @@
 //! - [`api`]: one closed endpoint enum and one file per spec area;
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
 //! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
+//! - [`sync`]: `/sync` and filters;
 //! - [`crypto`]: signing key, canonical JSON signing, random tokens;
 //! - [`events`]: PDUs per room version: parsing, ids, building, signing, redaction;
 //! - [`storage`]: typed tables over sled (only place that knows sled);
@@ -24,5 +25,6 @@ pub mod http;
 pub mod rooms;
 pub mod services;
 pub mod storage;
+pub mod sync;
 pub mod users;
 pub mod util;

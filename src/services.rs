@@ -35,6 +35,18 @@ impl Services {
         Ok(services)
     }
 
+    /// Stores a user's filter durably.
+    pub async fn storage_put_filter(&self, localpart: &str, filter_id: &str, json: &str) -> crate::error::Result<()> {
+        let mut batch = crate::storage::Batch::new();
+        batch.insert(&self.storage.tables.filters, &(localpart.to_owned(), filter_id.to_owned()), &json.to_owned())?;
+        Ok(self.storage.commit(batch).await?)
+    }
+
+    /// A user's stored filter.
+    pub fn storage_get_filter(&self, localpart: &str, filter_id: &str) -> crate::error::Result<Option<String>> {
+        Ok(self.storage.tables.filters.get(&(localpart.to_owned(), filter_id.to_owned()))?)
+    }
+
     /// Periodic housekeeping (expired authentication sessions), when running
     /// inside a tokio runtime. The task holds only a weak reference, so it never
     /// keeps the database open after the server is done with it.

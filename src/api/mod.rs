@@ -75,6 +75,9 @@ pub enum Endpoint {
     Relations,
     Threads,
     AdminReports,
+    Sync,
+    CreateFilter,
+    GetFilter,
     ServerKeys,
 }
 
@@ -123,6 +126,9 @@ impl Endpoint {
                 | Members
                 | JoinedMembers
                 | Context
+                | Sync
+                | CreateFilter
+                | GetFilter
         )
     }
 }
@@ -194,6 +200,9 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type/:event_type", E::Relations),
     route(Get, "/_matrix/client/v1/rooms/:room_id/threads", E::Threads),
     route(Get, "/_conduit/admin/v1/reports", E::AdminReports),
+    route(Get, "/_matrix/client/{r0|v3}/sync", E::Sync),
+    route(Post, "/_matrix/client/{r0|v3}/user/:user_id/filter", E::CreateFilter),
+    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/filter/:filter_id", E::GetFilter),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -212,7 +221,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
         account, aliases, devices, discovery, login, membership, messages, register, relations, reports, room_events,
-        rooms, upgrade,
+        rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -267,6 +276,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Relations => relations::relations(s, &request, who()?),
         E::Threads => relations::threads(s, &request, who()?),
         E::AdminReports => reports::list_for_admins(s, who()?),
+        E::Sync => sync::sync(s, &request, who()?).await,
+        E::CreateFilter => sync::create_filter(s, &request, who()?).await,
+        E::GetFilter => sync::get_filter(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -337,6 +337,21 @@ impl Rooms {
         shorts.into_iter().map(|short| self.event_id_of_short(short)).collect()
     }
 
+    /// The global position: every event stored so far has a count up to it.
+    pub fn current_position(&self) -> Result<u64> {
+        Ok(self.storage.current_count()?)
+    }
+
+    /// Every room a local user has a membership in, with that membership.
+    pub fn memberships_of(&self, localpart: &str) -> Result<Vec<(OwnedRoomId, String)>> {
+        let entries =
+            self.storage.tables.localpart_roomid_membership.scan_prefix(&crate::storage::prefix_of(localpart))?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|((_, room_id), membership)| OwnedRoomId::try_from(room_id).ok().map(|id| (id, membership)))
+            .collect())
+    }
+
     /// Rooms a local user has joined.
     pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
         let entries =

@@ -54,6 +54,8 @@ pub struct Tables {
     pub relations: Table<(String, u64), RelationRecord>,
     /// (room id, thread root event id) → count of the thread's latest event.
     pub thread_roots: Table<(String, String), u64>,
+    /// (localpart, filter id) → the filter's JSON.
+    pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
     pub shortid_authchain: Table<u64, Vec<u64>>,
 }
@@ -84,6 +86,7 @@ impl Tables {
             relations: Table::open(db, "parent_count_relation")?,
             thread_roots: Table::open(db, "roomid_threadroot_latest")?,
             shortid_authchain: Table::open(db, "shortid_authchain")?,
+            filters: Table::open(db, "localpart_filterid_filter")?,
         })
     }
 }

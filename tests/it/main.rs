@@ -17,4 +17,5 @@ mod relations;
 mod rooms;
 mod server_keys;
 mod state_resolution;
+mod sync;
 mod tls;

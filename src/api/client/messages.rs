@@ -13,7 +13,6 @@
 use std::collections::BTreeSet;
 
 use ruma::RoomId;
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -22,6 +21,7 @@ use crate::{
     http::{request::from_json_value, Request, Response},
     rooms::{client_event, membership_of},
     services::Services,
+    sync::filter::RoomEventFilter,
     users::Identity,
 };
 
@@ -30,59 +30,13 @@ use super::room_events::room_id_param;
 const DEFAULT_LIMIT: usize = 10;
 const MAX_LIMIT: usize = 1000;
 
-/// The room event filter fields `/messages` and `/context` honour.
-#[derive(Debug, Default, Deserialize)]
-struct RoomEventFilter {
-    types: Option<Vec<String>>,
-    #[serde(default)]
-    not_types: Vec<String>,
-    senders: Option<Vec<String>>,
-    #[serde(default)]
-    not_senders: Vec<String>,
-    contains_url: Option<bool>,
-    #[serde(default)]
-    lazy_load_members: bool,
-}
-
-impl RoomEventFilter {
-    fn accepts(&self, pdu: &Pdu) -> bool {
-        let kind = pdu.kind().to_string();
-        let sender = pdu.sender_str();
-        let type_matches = |patterns: &[String]| patterns.iter().any(|p| glob_match(p, &kind));
-        if self.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&self.not_types) {
-            return false;
-        }
-        if self.senders.as_ref().is_some_and(|s| !s.iter().any(|x| x == sender))
-            || self.not_senders.iter().any(|x| x == sender)
-        {
-            return false;
-        }
-        if let Some(wanted) = self.contains_url {
-            let has_url =
-                serde_json::from_str::<Value>(pdu.content_json()).ok().is_some_and(|c| c.get("url").is_some());
-            if has_url != wanted {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-/// `*` wildcards, as filters allow in event types.
-fn glob_match(pattern: &str, text: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == text,
-        Some((prefix, rest)) => {
-            text.starts_with(prefix) && {
-                let tail = &text[prefix.len()..];
-                (0..=tail.len()).any(|i| tail.is_char_boundary(i) && glob_match(rest, &tail[i..]))
-            }
-        }
-    }
-}
-
+/// A pagination position; a sync token `s<n>` means the gap after event `n`.
 fn parse_position(token: &str) -> Result<u64> {
-    token.parse().map_err(|_| Error::invalid_param("Invalid pagination token"))
+    match token.strip_prefix('s') {
+        Some(count) => count.parse::<u64>().map(|n| n + 1),
+        None => token.parse(),
+    }
+    .map_err(|_| Error::invalid_param("Invalid pagination token"))
 }
 
 /// Members (now or formerly) may read; others only world-readable rooms.
@@ -338,19 +292,4 @@ pub fn joined_members(s: &Services, request: &Request, who: &Identity) -> Result
         }
     }
     Ok(Response::json(&json!({ "joined": joined })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn type_globs() {
-        assert!(glob_match("m.room.*", "m.room.message"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("m.*.message", "m.room.message"));
-        assert!(!glob_match("m.room.*", "m.call.invite"));
-        assert!(glob_match("m.room.message", "m.room.message"));
-        assert!(!glob_match("m.room.message", "m.room.messages"));
-    }
 }

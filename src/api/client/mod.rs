@@ -12,4 +12,5 @@ pub mod relations;
 pub mod reports;
 pub mod room_events;
 pub mod rooms;
+pub mod sync;
 pub mod upgrade;

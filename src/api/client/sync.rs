@@ -1,0 +1,68 @@
+//! `/sync` and filters.
+//!
+//! Spec: client-server API "Syncing" (`GET /sync`) and "Filtering"
+//! (`POST /user/{userId}/filter`, `GET /user/{userId}/filter/{filterId}`).
+//! Filters belong to their user: nobody reads or writes another's.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, Result},
+    http::{request::from_json_value, Request, Response},
+    services::Services,
+    sync::{self, filter::Filter, SyncRequest},
+    users::Identity,
+};
+
+fn check_own_user(request: &Request, who: &Identity) -> Result<()> {
+    if request.param(0) != who.user_id.as_str() {
+        return Err(Error::forbidden("You can only manage your own filters"));
+    }
+    Ok(())
+}
+
+fn parse_filter(value: Value) -> Result<Filter> {
+    let filter: Filter = from_json_value(value)?;
+    filter.validate().map_err(Error::bad_json)?;
+    Ok(filter)
+}
+
+pub async fn create_filter(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    check_own_user(request, who)?;
+    let body = request.json_object()?;
+    parse_filter(body.clone())?;
+    let filter_id = s.storage.next_count()?.to_string();
+    s.storage_put_filter(&who.localpart, &filter_id, &body.to_string()).await?;
+    Ok(Response::json(&json!({ "filter_id": filter_id })))
+}
+
+pub fn get_filter(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    check_own_user(request, who)?;
+    let stored =
+        s.storage_get_filter(&who.localpart, request.param(1))?.ok_or_else(|| Error::not_found("Unknown filter"))?;
+    let value: Value = serde_json::from_str(&stored).map_err(|e| Error::internal("stored filter", e))?;
+    Ok(Response::json(&value))
+}
+
+pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let filter = match request.query("filter") {
+        None => Filter::default(),
+        Some(text) if text.trim_start().starts_with('{') => {
+            parse_filter(serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?)?
+        }
+        Some(id) => {
+            let stored = s.storage_get_filter(&who.localpart, id)?.ok_or_else(|| Error::not_found("Unknown filter"))?;
+            parse_filter(serde_json::from_str(&stored).map_err(|e| Error::internal("stored filter", e))?)?
+        }
+    };
+    let since = request.query("since").map(sync::parse_since).transpose()?;
+    let timeout = match request.query("timeout") {
+        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| Error::invalid_param("Invalid timeout"))?),
+        None => Duration::ZERO,
+    };
+    let full_state = request.query("full_state") == Some("true");
+    let sync_request = SyncRequest { since, full_state, timeout, filter };
+    Ok(Response::json(&sync::sync(&s.rooms, who, &sync_request).await?))
+}

@@ -1,0 +1,337 @@
+//! `/sync`: what changed for a user since a token, waiting for changes when
+//! there are none.
+//!
+//! Spec: client-server API "Syncing" and `GET /sync` (`data/api/client-server/old_sync.yaml`).
+//!
+//! Tokens: `next_batch` is `s<count>`: every event with a count up to it has
+//! been considered. `prev_batch` is a `/messages` position (the gap before the
+//! first timeline event). A response is computed against a snapshot of the
+//! global counter taken first, so events stored meanwhile wait for the next
+//! sync instead of appearing twice.
+//!
+//! This first slice covers rooms (join, invite, knock, leave), timelines with
+//! `limited`/`prev_batch`, state (whole, or the delta since the token,
+//! correct across gaps), summaries, filters and long-polling on new events.
+//! Account data, to-device messages, receipts, typing and presence sections
+//! are present and empty until their issues land.
+
+pub mod filter;
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use ruma::RoomId;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    error::{Error, Result},
+    events::Pdu,
+    rooms::{membership_of, state::StateMap, Rooms},
+    storage::records::{RoomRecord, StoredPdu},
+    users::Identity,
+};
+use filter::{select_fields, Filter};
+
+/// Timeline events per room unless the filter says otherwise.
+const DEFAULT_TIMELINE_LIMIT: usize = 10;
+const MAX_TIMELINE_LIMIT: usize = 500;
+/// Longest long-poll.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+/// Members named as heroes in a room summary.
+const HEROES: usize = 5;
+
+pub struct SyncRequest {
+    pub since: Option<u64>,
+    pub full_state: bool,
+    pub timeout: Duration,
+    pub filter: Filter,
+}
+
+/// Parses a `next_batch` token.
+pub fn parse_since(token: &str) -> Result<u64> {
+    token.strip_prefix('s').and_then(|n| n.parse().ok()).ok_or_else(|| Error::invalid_param("Invalid `since` token"))
+}
+
+/// Runs a sync, long-polling up to `request.timeout` when nothing changed.
+pub async fn sync(rooms: &Rooms, who: &Identity, request: &SyncRequest) -> Result<Value> {
+    let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
+    let mut updates = rooms.subscribe();
+    loop {
+        updates.borrow_and_update();
+        let snapshot = rooms.current_position()?;
+        let (body, has_changes) = compute(rooms, who, request, snapshot)?;
+        let initial = request.since.is_none() || request.full_state;
+        if has_changes || initial || request.since.is_some_and(|since| since > snapshot) {
+            return Ok(body);
+        }
+        match tokio::time::timeout_at(deadline, updates.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => return Ok(body),
+        }
+    }
+}
+
+fn compute(rooms: &Rooms, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
+    let room_filter = &request.filter.room;
+    let mut join = Map::new();
+    let mut invite = Map::new();
+    let mut knock = Map::new();
+    let mut leave = Map::new();
+    for (room_id, membership) in rooms.memberships_of(&who.localpart)? {
+        if !room_filter.accepts_room(room_id.as_str()) {
+            continue;
+        }
+        let Some(room) = rooms.room(&room_id)? else { continue };
+        let member_event = rooms
+            .state_event_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?
+            .and_then(|pdu| rooms.get_pdu(pdu.event_id()).ok().flatten());
+        let changed_at = member_event.as_ref().map_or(0, |(_, stored)| stored.count);
+        let new_since_token = request.since.is_none_or(|since| changed_at > since);
+        match membership.as_str() {
+            "join" => {
+                if let Some(section) = joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token)? {
+                    join.insert(room_id.to_string(), section);
+                }
+            }
+            "invite" | "knock" if new_since_token && changed_at <= snapshot => {
+                let state = stripped_state(rooms, &room, member_event.as_ref().map(|(pdu, _)| pdu))?;
+                if membership == "invite" {
+                    invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
+                } else {
+                    knock.insert(room_id.to_string(), json!({ "knock_state": { "events": state } }));
+                }
+            }
+            "leave" | "ban" => {
+                let wanted = if request.since.is_some() { new_since_token } else { room_filter.include_leave };
+                if wanted && changed_at <= snapshot {
+                    if let Some((pdu, stored)) = &member_event {
+                        leave
+                            .insert(room_id.to_string(), left_room(rooms, who, request, &room_id, &room, pdu, stored)?);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let has_changes = !(join.is_empty() && invite.is_empty() && knock.is_empty() && leave.is_empty());
+    let body = json!({
+        "next_batch": format!("s{snapshot}"),
+        "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
+        "account_data": { "events": [] },
+        "presence": { "events": [] },
+        "to_device": { "events": [] },
+        "device_lists": { "changed": [], "left": [] },
+        "device_one_time_keys_count": {},
+        "device_unused_fallback_key_types": [],
+    });
+    Ok((body, has_changes))
+}
+
+/// The timeline of a room for this sync: the last `limit` visible, accepted
+/// events in `(since, upto]`, oldest first, and whether some were left out.
+fn timeline(
+    rooms: &Rooms,
+    who: &Identity,
+    request: &SyncRequest,
+    room: &RoomRecord,
+    since: Option<u64>,
+    upto: u64,
+) -> Result<(Vec<(Pdu, StoredPdu)>, bool)> {
+    let filter = &request.filter.room.timeline;
+    let limit = filter.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, MAX_TIMELINE_LIMIT));
+    let floor = since.map_or(0, |since| since + 1);
+    let mut events = Vec::new();
+    let mut position = upto.saturating_add(1);
+    let mut limited = false;
+    'pages: loop {
+        let page = rooms.timeline_page(room, position, true, limit * 2)?;
+        let last_page = page.len() < limit * 2;
+        for (count, event_id) in page {
+            if count < floor {
+                break 'pages;
+            }
+            position = count;
+            let Some((pdu, stored)) = rooms.get_pdu(&event_id)? else { continue };
+            if !filter.accepts(&pdu) || !rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+                continue;
+            }
+            if events.len() == limit {
+                limited = true;
+                break 'pages;
+            }
+            events.push((pdu, stored));
+        }
+        if last_page {
+            break;
+        }
+    }
+    events.reverse();
+    Ok((events, limited))
+}
+
+fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu, stored: &StoredPdu) -> Result<Value> {
+    let event = rooms.serve_event(pdu, stored, &who.user_id)?;
+    Ok(match &request.filter.event_fields {
+        Some(fields) => select_fields(&event, fields),
+        None => event,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn joined_room(
+    rooms: &Rooms,
+    who: &Identity,
+    request: &SyncRequest,
+    room_id: &RoomId,
+    room: &RoomRecord,
+    snapshot: u64,
+    newly_joined: bool,
+) -> Result<Option<Value>> {
+    let since = request.since.filter(|_| !newly_joined);
+    let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
+    let start_state = match events.first() {
+        Some((_, stored)) => rooms.state.full_state(stored.state_before)?,
+        None => match rooms.state_at_position(room, snapshot.saturating_add(1))? {
+            Some(state) => state,
+            None => rooms.current_state(room)?,
+        },
+    };
+    let whole_state = since.is_none() || request.full_state;
+    let state_events: Vec<Pdu> = if whole_state {
+        rooms.state_events_in(&start_state)?
+    } else {
+        let since = since.unwrap_or_default();
+        let before = rooms.state_at_position(room, since + 1)?.unwrap_or_default();
+        state_delta(rooms, &before, &start_state)?
+    };
+    if !whole_state && events.is_empty() && state_events.is_empty() {
+        return Ok(None);
+    }
+    let state_events = lazy_load(request, who, &events, state_events);
+    let timeline_json = events
+        .iter()
+        .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
+        .collect::<Result<Vec<_>>>()?;
+    let state_json: Vec<Value> = state_events
+        .iter()
+        .filter(|pdu| request.filter.room.state.accepts(pdu))
+        .map(|pdu| {
+            let event = crate::rooms::client_event(pdu, room_id);
+            match &request.filter.event_fields {
+                Some(fields) => select_fields(&event, fields),
+                None => event,
+            }
+        })
+        .collect();
+    let prev_batch = events.first().map_or(snapshot.saturating_add(1), |(_, stored)| stored.count);
+    Ok(Some(json!({
+        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
+        "state": { "events": state_json },
+        "ephemeral": { "events": [] },
+        "account_data": { "events": [] },
+        "summary": summary(rooms, room, who)?,
+    })))
+}
+
+/// Entries of `after` that are new or different from `before`.
+fn state_delta(rooms: &Rooms, before: &StateMap, after: &StateMap) -> Result<Vec<Pdu>> {
+    let changed: StateMap =
+        after.iter().filter(|(key, value)| before.get(key) != Some(value)).map(|(k, v)| (*k, *v)).collect();
+    rooms.state_events_in(&changed)
+}
+
+/// With `lazy_load_members`, member events only for the timeline's senders.
+fn lazy_load(request: &SyncRequest, who: &Identity, timeline: &[(Pdu, StoredPdu)], state: Vec<Pdu>) -> Vec<Pdu> {
+    if !request.filter.room.state.lazy_load_members {
+        return state;
+    }
+    let senders: BTreeSet<&str> =
+        timeline.iter().map(|(pdu, _)| pdu.sender_str()).chain([who.user_id.as_str()]).collect();
+    state
+        .into_iter()
+        .filter(|pdu| {
+            pdu.kind().to_string() != "m.room.member" || pdu.state_key_str().is_some_and(|k| senders.contains(k))
+        })
+        .collect()
+}
+
+/// `summary`: heroes and member counts, from the current state.
+fn summary(rooms: &Rooms, room: &RoomRecord, who: &Identity) -> Result<Value> {
+    let state = rooms.current_state(room)?;
+    let mut joined = 0;
+    let mut invited = 0;
+    let mut heroes = Vec::new();
+    for pdu in rooms.state_events_in(&state)? {
+        if pdu.kind().to_string() != "m.room.member" {
+            continue;
+        }
+        let membership = membership_of(&pdu).unwrap_or_default();
+        match membership.as_str() {
+            "join" => joined += 1,
+            "invite" => invited += 1,
+            _ => continue,
+        }
+        if let Some(user) = pdu.state_key_str().filter(|user| *user != who.user_id.as_str()) {
+            heroes.push(user.to_owned());
+        }
+    }
+    heroes.sort();
+    heroes.truncate(HEROES);
+    Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+}
+
+/// Stripped state for invites and knocks (spec: "Stripped state").
+fn stripped_state(rooms: &Rooms, room: &RoomRecord, own_member: Option<&Pdu>) -> Result<Vec<Value>> {
+    let state = rooms.current_state(room)?;
+    let mut events = Vec::new();
+    for kind in [
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.avatar",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+        "m.room.topic",
+    ] {
+        if let Some(pdu) = rooms.state_event_in(&state, kind, "")? {
+            events.push(stripped(&pdu));
+        }
+    }
+    if let Some(member) = own_member {
+        events.push(stripped(member));
+    }
+    Ok(events)
+}
+
+fn stripped(pdu: &Pdu) -> Value {
+    let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
+    json!({ "type": pdu.kind().to_string(), "state_key": pdu.state_key_str().unwrap_or_default(), "sender": pdu.sender_str(), "content": content })
+}
+
+/// A room the user left: its timeline up to the leave, and its state then.
+fn left_room(
+    rooms: &Rooms,
+    who: &Identity,
+    request: &SyncRequest,
+    room_id: &RoomId,
+    room: &RoomRecord,
+    leave: &Pdu,
+    leave_stored: &StoredPdu,
+) -> Result<Value> {
+    let (events, limited) = timeline(rooms, who, request, room, request.since, leave_stored.count)?;
+    let state_map: Arc<StateMap> = match events.first() {
+        Some((_, stored)) => rooms.state.full_state(stored.state_before)?,
+        None => rooms.state_after(leave, leave_stored)?,
+    };
+    let state: Vec<Value> =
+        rooms.state_events_in(&state_map)?.iter().map(|pdu| crate::rooms::client_event(pdu, room_id)).collect();
+    let timeline_json = events
+        .iter()
+        .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
+        .collect::<Result<Vec<_>>>()?;
+    let prev_batch = events.first().map_or(leave_stored.count, |(_, stored)| stored.count);
+    Ok(json!({
+        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
+        "state": { "events": state },
+        "account_data": { "events": [] },
+    }))
+}
