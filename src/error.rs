@@ -49,6 +49,8 @@ pub enum ErrorKind {
     RoomInUse,
     /// 400 `M_BAD_ALIAS`: a canonical alias does not point to the room.
     BadAlias,
+    /// 405 `M_BAD_JSON`: account data the server controls.
+    ServerControlled,
     /// 400 `M_UNKNOWN`: a bad request the spec gives no code for.
     BadRequest,
     /// 400 `M_BAD_STATE`: the change cannot apply to the current state.
@@ -126,7 +128,7 @@ impl Error {
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden => 403,
             NotFound | UnrecognizedEndpoint => 404,
-            MethodNotAllowed => 405,
+            MethodNotAllowed | ServerControlled => 405,
             Conflict => 409,
             RequestTimeout => 408,
             TooLarge => 413,
@@ -140,7 +142,7 @@ impl Error {
     pub fn errcode(&self) -> &'static str {
         use ErrorKind::*;
         match self.kind {
-            BadJson => "M_BAD_JSON",
+            BadJson | ServerControlled => "M_BAD_JSON",
             NotJson => "M_NOT_JSON",
             Forbidden => "M_FORBIDDEN",
             MissingToken => "M_MISSING_TOKEN",

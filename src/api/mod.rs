@@ -78,6 +78,13 @@ pub enum Endpoint {
     Sync,
     CreateFilter,
     GetFilter,
+    PutAccountData,
+    GetAccountData,
+    PutRoomAccountData,
+    GetRoomAccountData,
+    GetTags,
+    PutTag,
+    DeleteTag,
     ServerKeys,
 }
 
@@ -203,6 +210,13 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/sync", E::Sync),
     route(Post, "/_matrix/client/{r0|v3}/user/:user_id/filter", E::CreateFilter),
     route(Get, "/_matrix/client/{r0|v3}/user/:user_id/filter/:filter_id", E::GetFilter),
+    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/account_data/:type", E::PutAccountData),
+    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/account_data/:type", E::GetAccountData),
+    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type", E::PutRoomAccountData),
+    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type", E::GetRoomAccountData),
+    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags", E::GetTags),
+    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::PutTag),
+    route(Delete, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::DeleteTag),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -220,8 +234,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, aliases, devices, discovery, login, membership, messages, register, relations, reports, room_events,
-        rooms, sync, upgrade,
+        account, account_data, aliases, devices, discovery, login, membership, messages, register, relations, reports,
+        room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -279,6 +293,13 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Sync => sync::sync(s, &request, who()?).await,
         E::CreateFilter => sync::create_filter(s, &request, who()?).await,
         E::GetFilter => sync::get_filter(s, &request, who()?),
+        E::PutAccountData => account_data::put_global(s, &request, who()?).await,
+        E::GetAccountData => account_data::get_global(s, &request, who()?),
+        E::PutRoomAccountData => account_data::put_room(s, &request, who()?).await,
+        E::GetRoomAccountData => account_data::get_room(s, &request, who()?),
+        E::GetTags => account_data::get_tags(s, &request, who()?),
+        E::PutTag => account_data::put_tag(s, &request, who()?).await,
+        E::DeleteTag => account_data::delete_tag(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -35,7 +35,6 @@ use ruma::{
     EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::{
     crypto::{signing_key::ServerKey, tokens::random_alphanumeric},
@@ -94,12 +93,10 @@ pub struct Rooms {
     key: Arc<ServerKey>,
     policy: std::sync::RwLock<Arc<dyn EventPolicy>>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
-    updates: watch::Sender<u64>,
 }
 
 impl Rooms {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName, key: Arc<ServerKey>) -> Self {
-        let (updates, _) = watch::channel(0);
         Self {
             state: StateStore::new(Arc::clone(&storage)),
             storage,
@@ -107,7 +104,6 @@ impl Rooms {
             key,
             policy: std::sync::RwLock::new(Arc::new(NoPolicy)),
             locks: Mutex::default(),
-            updates,
         }
     }
 
@@ -121,8 +117,8 @@ impl Rooms {
     }
 
     /// Changes whenever an event is stored (its count); sync will wait on it.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.updates.subscribe()
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.storage.subscribe_changes()
     }
 
     fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
@@ -714,7 +710,7 @@ impl Rooms {
         }
         batch.extend(extra);
         self.storage.commit(batch).await?;
-        self.updates.send_replace(count);
+        self.storage.announce_change(count);
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
         Ok(())
     }

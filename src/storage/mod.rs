@@ -96,6 +96,8 @@ impl From<StorageError> for Error {
 /// The opened database.
 pub struct Storage {
     db: sled::Db,
+    /// The last counter value whose write is durable; sync waits on it.
+    changes: tokio::sync::watch::Sender<u64>,
     meta: sled::Tree,
     path: PathBuf,
     commit: Arc<GroupCommit>,
@@ -120,7 +122,8 @@ impl Storage {
         let commit = GroupCommit::start(db.clone(), data_file)?;
         let meta = db.open_tree(META_TREE)?;
         let tables = Tables::open(&db)?;
-        let storage = Self { db, meta, path: path.to_owned(), commit, tables };
+        let (changes, _) = tokio::sync::watch::channel(0);
+        let storage = Self { db, changes, meta, path: path.to_owned(), commit, tables };
         migrations::bring_up_to_date(&storage, migrations)?;
         Ok(storage)
     }
@@ -194,6 +197,22 @@ impl Storage {
         })?;
         let bytes = updated.ok_or_else(|| StorageError::corrupt("counter vanished"))?;
         u64::decode(&bytes)
+    }
+
+    /// Announces that a durable write used counter value `count` (wakes `/sync`).
+    pub fn announce_change(&self, count: u64) {
+        self.changes.send_if_modified(|current| {
+            let newer = count > *current;
+            if newer {
+                *current = count;
+            }
+            newer
+        });
+    }
+
+    /// Changes whenever a write is announced.
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// The current value of the global counter (0 before the first use).

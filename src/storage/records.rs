@@ -201,3 +201,16 @@ pub struct RelationRecord {
 impl Record for RelationRecord {
     const VERSION: u8 = 1;
 }
+
+/// One piece of account data (global or per room).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDataRecord {
+    /// The content, as JSON text.
+    pub content: String,
+    /// Counter value of the last change (for `/sync`).
+    pub count: u64,
+}
+
+impl Record for AccountDataRecord {
+    const VERSION: u8 = 1;
+}

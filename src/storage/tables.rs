@@ -5,7 +5,7 @@
 
 use super::{
     records::{
-        AliasRecord, DeviceRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
+        AccountDataRecord, AliasRecord, DeviceRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
         StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
@@ -54,6 +54,8 @@ pub struct Tables {
     pub relations: Table<(String, u64), RelationRecord>,
     /// (room id, thread root event id) → count of the thread's latest event.
     pub thread_roots: Table<(String, String), u64>,
+    /// (localpart, room id (empty when global) + "\n" + type) → account data.
+    pub account_data: Table<(String, String), AccountDataRecord>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -87,6 +89,7 @@ impl Tables {
             thread_roots: Table::open(db, "roomid_threadroot_latest")?,
             shortid_authchain: Table::open(db, "shortid_authchain")?,
             filters: Table::open(db, "localpart_filterid_filter")?,
+            account_data: Table::open(db, "localpart_scope_accountdata")?,
         })
     }
 }

@@ -12,8 +12,9 @@
 //! This first slice covers rooms (join, invite, knock, leave), timelines with
 //! `limited`/`prev_batch`, state (whole, or the delta since the token,
 //! correct across gaps), summaries, filters and long-polling on new events.
-//! Account data, to-device messages, receipts, typing and presence sections
-//! are present and empty until their issues land.
+//! Account data (global and per room) is delivered when it changes.
+//! To-device messages, receipts, typing and presence sections are present and
+//! empty until their issues land.
 
 pub mod filter;
 
@@ -27,7 +28,7 @@ use crate::{
     events::Pdu,
     rooms::{membership_of, state::StateMap, Rooms},
     storage::records::{RoomRecord, StoredPdu},
-    users::Identity,
+    users::{Identity, Users},
 };
 use filter::{select_fields, Filter};
 
@@ -52,13 +53,13 @@ pub fn parse_since(token: &str) -> Result<u64> {
 }
 
 /// Runs a sync, long-polling up to `request.timeout` when nothing changed.
-pub async fn sync(rooms: &Rooms, who: &Identity, request: &SyncRequest) -> Result<Value> {
+pub async fn sync(rooms: &Rooms, users: &Users, who: &Identity, request: &SyncRequest) -> Result<Value> {
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut updates = rooms.subscribe();
     loop {
         updates.borrow_and_update();
         let snapshot = rooms.current_position()?;
-        let (body, has_changes) = compute(rooms, who, request, snapshot)?;
+        let (body, has_changes) = compute(rooms, users, who, request, snapshot)?;
         let initial = request.since.is_none() || request.full_state;
         if has_changes || initial || request.since.is_some_and(|since| since > snapshot) {
             return Ok(body);
@@ -70,8 +71,15 @@ pub async fn sync(rooms: &Rooms, who: &Identity, request: &SyncRequest) -> Resul
     }
 }
 
-fn compute(rooms: &Rooms, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
+fn compute(
+    rooms: &Rooms,
+    users: &Users,
+    who: &Identity,
+    request: &SyncRequest,
+    snapshot: u64,
+) -> Result<(Value, bool)> {
     let room_filter = &request.filter.room;
+    let mut account_data = users.account_data_since(&who.localpart, request.since, snapshot)?;
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut knock = Map::new();
@@ -88,7 +96,10 @@ fn compute(rooms: &Rooms, who: &Identity, request: &SyncRequest, snapshot: u64) 
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership.as_str() {
             "join" => {
-                if let Some(section) = joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token)? {
+                let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+                let section =
+                    joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token, room_account_data)?;
+                if let Some(section) = section {
                     join.insert(room_id.to_string(), section);
                 }
             }
@@ -112,11 +123,15 @@ fn compute(rooms: &Rooms, who: &Identity, request: &SyncRequest, snapshot: u64) 
             _ => {}
         }
     }
-    let has_changes = !(join.is_empty() && invite.is_empty() && knock.is_empty() && leave.is_empty());
+    let has_changes = !(join.is_empty()
+        && invite.is_empty()
+        && knock.is_empty()
+        && leave.is_empty()
+        && account_data.global.is_empty());
     let body = json!({
         "next_batch": format!("s{snapshot}"),
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
-        "account_data": { "events": [] },
+        "account_data": { "events": account_data.global },
         "presence": { "events": [] },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
@@ -185,6 +200,7 @@ fn joined_room(
     room: &RoomRecord,
     snapshot: u64,
     newly_joined: bool,
+    room_account_data: Vec<Value>,
 ) -> Result<Option<Value>> {
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
@@ -203,7 +219,7 @@ fn joined_room(
         let before = rooms.state_at_position(room, since + 1)?.unwrap_or_default();
         state_delta(rooms, &before, &start_state)?
     };
-    if !whole_state && events.is_empty() && state_events.is_empty() {
+    if !whole_state && events.is_empty() && state_events.is_empty() && room_account_data.is_empty() {
         return Ok(None);
     }
     let state_events = lazy_load(request, who, &events, state_events);
@@ -227,7 +243,7 @@ fn joined_room(
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state_json },
         "ephemeral": { "events": [] },
-        "account_data": { "events": [] },
+        "account_data": { "events": room_account_data },
         "summary": summary(rooms, room, who)?,
     })))
 }

@@ -4,6 +4,7 @@
 //! appendices "User Identifiers". Devices and tokens are in [`sessions`],
 //! user-interactive authentication in [`uiaa`].
 
+pub mod account_data;
 pub mod password;
 pub mod rate_limit;
 pub mod sessions;

@@ -250,3 +250,42 @@ async fn sync_tokens_survive_a_restart() {
     let body = sync(&alice, &format!("since={token}")).await;
     assert_eq!(bodies(&body["rooms"]["join"][&room]), vec!["after restart"]);
 }
+
+#[tokio::test]
+async fn account_data_and_tags_are_private_and_synced() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let eve = client.register("eve").await;
+    let room = create_room(&alice, json!({})).await;
+    let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    let global = format!("/_matrix/client/v3/user/{}/account_data/org.example.settings", enc(&alice.user_id));
+    alice.client.get(&global).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.put(&global, json!({ "theme": "dark" })).await.assert_ok();
+    assert_eq!(alice.client.get(&global).await.assert_ok()["theme"], "dark");
+    eve.client.get(&global).await.assert_error(403, "M_FORBIDDEN");
+    eve.client.put(&global, json!({ "theme": "pwned" })).await.assert_error(403, "M_FORBIDDEN");
+    let fully_read = format!("/_matrix/client/v3/user/{}/account_data/m.fully_read", enc(&alice.user_id));
+    alice.client.put(&fully_read, json!({ "event_id": "$x" })).await.assert_error(405, "M_BAD_JSON");
+    let raw = alice.client.send("PUT", &global, &[], bytes::Bytes::from_static(b"[1]")).await;
+    assert_eq!(raw.status, 400);
+
+    let tag = format!("/_matrix/client/v3/user/{}/rooms/{}/tags/m.favourite", enc(&alice.user_id), enc(&room));
+    alice.client.put(&tag, json!({ "order": 0.5 })).await.assert_ok();
+    let tags =
+        alice.client.get(&format!("/_matrix/client/v3/user/{}/rooms/{}/tags", enc(&alice.user_id), enc(&room))).await;
+    assert_eq!(tags.assert_ok()["tags"]["m.favourite"]["order"], 0.5);
+
+    let body = sync(&alice, &format!("since={token}")).await;
+    let global_events = body["account_data"]["events"].as_array().unwrap();
+    assert!(global_events.iter().any(|e| e["type"] == "org.example.settings" && e["content"]["theme"] == "dark"));
+    let room_events = body["rooms"]["join"][&room]["account_data"]["events"].as_array().unwrap();
+    assert!(room_events.iter().any(|e| e["type"] == "m.tag"), "{room_events:?}");
+    let token = body["next_batch"].as_str().unwrap().to_owned();
+    alice.client.delete(&tag, json!({})).await.assert_ok();
+    let body = sync(&alice, &format!("since={token}")).await;
+    let tag_event = &body["rooms"]["join"][&room]["account_data"]["events"][0];
+    assert_eq!(tag_event["content"]["tags"], json!({}));
+    assert!(sync(&eve, "").await["account_data"]["events"].as_array().unwrap().is_empty());
+}

@@ -64,5 +64,5 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
     };
     let full_state = request.query("full_state") == Some("true");
     let sync_request = SyncRequest { since, full_state, timeout, filter };
-    Ok(Response::json(&sync::sync(&s.rooms, who, &sync_request).await?))
+    Ok(Response::json(&sync::sync(&s.rooms, &s.users, who, &sync_request).await?))
 }
