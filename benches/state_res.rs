@@ -32,10 +32,10 @@ use conduit::{
 const MEMBERS: usize = 10_000;
 
 /// An in-memory room that grows one linear branch.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct Branch {
     state: StateMap<OwnedEventId>,
-    head: OwnedEventId,
+    head: Option<OwnedEventId>,
     depth: u64,
 }
 
@@ -47,18 +47,8 @@ struct Graph {
 }
 
 impl Graph {
-    fn add(
-        &mut self,
-        branch: Option<&mut Branch>,
-        kind: &str,
-        state_key: &str,
-        sender: &OwnedUserId,
-        content: Value,
-    ) -> Branch {
-        let (state, prev, depth) = match &branch {
-            Some(b) => (b.state.clone(), vec![b.head.clone()], b.depth + 1),
-            None => (StateMap::new(), vec![], 1),
-        };
+    /// Appends a state event to `branch` (which starts empty for the create event).
+    fn add(&mut self, branch: &mut Branch, kind: &str, state_key: &str, sender: &OwnedUserId, content: Value) {
         let raw = serde_json::value::to_raw_value(&content).unwrap();
         let auth_types = state_res::auth_types_for_event(
             &TimelineEventType::from(kind),
@@ -73,7 +63,7 @@ impl Graph {
             .filter(|(t, _)| {
                 *t != StateEventType::RoomCreate || self.rules.event_format.allow_room_create_in_auth_events
             })
-            .filter_map(|key| state.get(&key).cloned())
+            .filter_map(|key| branch.state.get(&key).cloned())
             .collect();
         let new = NewEvent {
             kind: kind.into(),
@@ -81,10 +71,10 @@ impl Graph {
             content,
             sender: sender.clone(),
             room_id: self.room_id.clone(),
-            prev_events: prev,
+            prev_events: branch.head.iter().cloned().collect(),
             auth_events,
-            depth,
-            origin_server_ts: depth,
+            depth: branch.depth + 1,
+            origin_server_ts: branch.depth + 1,
             redacts: None,
         };
         let server: &ServerName = "bench.local".try_into().unwrap();
@@ -93,14 +83,10 @@ impl Graph {
             self.room_id = Some(pdu.room_id_or_derived());
         }
         let id = pdu.event_id().clone();
-        let mut state = state;
-        state.insert((StateEventType::from(kind), state_key.to_owned()), id.clone());
-        self.events.insert(id.clone(), pdu);
-        let next = Branch { state, head: id, depth };
-        if let Some(b) = branch {
-            *b = next.clone();
-        }
-        next
+        branch.state.insert((StateEventType::from(kind), state_key.to_owned()), id.clone());
+        branch.head = Some(id.clone());
+        branch.depth += 1;
+        self.events.insert(id, pdu);
     }
 }
 
@@ -114,24 +100,25 @@ fn forked_room(conflicts: usize) -> (Graph, Branch, Branch) {
     let key = Arc::new(ServerKey::from_seed("bench", &[7u8; 32]).unwrap());
     let mut graph = Graph { events: HashMap::new(), rules, key, room_id: None };
     let admin: OwnedUserId = "@admin:bench.local".try_into().unwrap();
-    let mut base = graph.add(None, "m.room.create", "", &admin, json!({ "room_version": "12" }));
-    graph.add(Some(&mut base), "m.room.member", admin.as_str(), &admin, json!({ "membership": "join" }));
-    graph.add(Some(&mut base), "m.room.power_levels", "", &admin, json!({ "users": {} }));
-    graph.add(Some(&mut base), "m.room.join_rules", "", &admin, json!({ "join_rule": "public" }));
+    let mut base = Branch::default();
+    graph.add(&mut base, "m.room.create", "", &admin, json!({ "room_version": "12" }));
+    graph.add(&mut base, "m.room.member", admin.as_str(), &admin, json!({ "membership": "join" }));
+    graph.add(&mut base, "m.room.power_levels", "", &admin, json!({ "users": {} }));
+    graph.add(&mut base, "m.room.join_rules", "", &admin, json!({ "join_rule": "public" }));
     for i in 0..MEMBERS {
         let member = user(i);
-        graph.add(Some(&mut base), "m.room.member", member.as_str(), &member, json!({ "membership": "join" }));
+        graph.add(&mut base, "m.room.member", member.as_str(), &member, json!({ "membership": "join" }));
     }
     let mut left = base.clone();
     let mut right = base;
     for i in 0..conflicts {
         let target = user(i);
         if i % 2 == 0 {
-            graph.add(Some(&mut left), "m.room.power_levels", "", &admin, json!({ "users": { target.as_str(): 50 } }));
-            graph.add(Some(&mut right), "m.room.power_levels", "", &admin, json!({ "users": { target.as_str(): 25 } }));
+            graph.add(&mut left, "m.room.power_levels", "", &admin, json!({ "users": { target.as_str(): 50 } }));
+            graph.add(&mut right, "m.room.power_levels", "", &admin, json!({ "users": { target.as_str(): 25 } }));
         } else {
-            graph.add(Some(&mut left), "m.room.member", target.as_str(), &admin, json!({ "membership": "ban" }));
-            graph.add(Some(&mut right), "m.room.member", target.as_str(), &admin, json!({ "membership": "leave" }));
+            graph.add(&mut left, "m.room.member", target.as_str(), &admin, json!({ "membership": "ban" }));
+            graph.add(&mut right, "m.room.member", target.as_str(), &admin, json!({ "membership": "leave" }));
         }
     }
     (graph, left, right)

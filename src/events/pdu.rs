@@ -58,8 +58,14 @@ fn format_error(reason: impl Into<String>) -> PduError {
     PduError::Format(reason.into())
 }
 
+/// A parsed PDU; cheap to clone (state resolution and the auth checks fetch
+/// events by value many times).
 #[derive(Debug, Clone)]
-pub struct Pdu {
+pub struct Pdu(std::sync::Arc<PduFields>);
+
+/// The fields of a [`Pdu`], read through it.
+#[derive(Debug)]
+pub struct PduFields {
     event_id: OwnedEventId,
     room_id: Option<OwnedRoomId>,
     sender: OwnedUserId,
@@ -72,6 +78,14 @@ pub struct Pdu {
     redacts: Option<OwnedEventId>,
     depth: u64,
     object: CanonicalJsonObject,
+}
+
+impl std::ops::Deref for Pdu {
+    type Target = PduFields;
+
+    fn deref(&self) -> &PduFields {
+        &self.0
+    }
 }
 
 impl Pdu {
@@ -114,7 +128,7 @@ impl Pdu {
         let prev_events = event_references(&object, "prev_events", rules)?;
         let auth_events = event_references(&object, "auth_events", rules)?;
         let redacts = redacts_field(&object, rules)?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(PduFields {
             event_id,
             room_id,
             sender,
@@ -127,7 +141,7 @@ impl Pdu {
             redacts,
             depth,
             object,
-        })
+        })))
     }
 
     pub fn event_id(&self) -> &OwnedEventId {
