@@ -85,6 +85,9 @@ pub enum Endpoint {
     GetTags,
     PutTag,
     DeleteTag,
+    GetProfile,
+    GetProfileField,
+    SetProfileField,
     ServerKeys,
 }
 
@@ -105,6 +108,8 @@ impl Endpoint {
                 | Refresh
                 | ServerKeys
                 | ResolveAlias
+                | GetProfile
+                | GetProfileField
         )
     }
 }
@@ -217,6 +222,9 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags", E::GetTags),
     route(Put, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::PutTag),
     route(Delete, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::DeleteTag),
+    route(Get, "/_matrix/client/{r0|v3}/profile/:user_id", E::GetProfile),
+    route(Get, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::GetProfileField),
+    route(Put, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::SetProfileField),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -234,8 +242,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, devices, discovery, login, membership, messages, register, relations, reports,
-        room_events, rooms, sync, upgrade,
+        account, account_data, aliases, devices, discovery, login, membership, messages, profile, register, relations,
+        reports, room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -300,6 +308,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetTags => account_data::get_tags(s, &request, who()?),
         E::PutTag => account_data::put_tag(s, &request, who()?).await,
         E::DeleteTag => account_data::delete_tag(s, &request, who()?).await,
+        E::GetProfile => profile::get_profile(s, &request),
+        E::GetProfileField => profile::get_field(s, &request),
+        E::SetProfileField => profile::set_field(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -20,11 +20,15 @@ pub struct UserRecord {
     pub is_guest: bool,
     #[serde(default)]
     pub deactivated: bool,
+    #[serde(default)]
+    pub displayname: Option<String>,
+    #[serde(default)]
+    pub avatar_url: Option<String>,
 }
 
 impl UserRecord {
     pub fn new(password_hash: Option<String>, created_ts: u64, is_admin: bool, is_guest: bool) -> Self {
-        Self { password_hash, created_ts, is_admin, is_guest, deactivated: false }
+        Self { password_hash, created_ts, is_admin, is_guest, deactivated: false, displayname: None, avatar_url: None }
     }
 }
 

@@ -22,6 +22,13 @@ use crate::{
 };
 use rate_limit::FailureLimiter;
 
+/// The profile fields a user can set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileField {
+    DisplayName,
+    AvatarUrl,
+}
+
 /// `meta` key naming the first account registered (made server admin).
 const FIRST_USER_KEY: &str = "first_user";
 
@@ -134,7 +141,9 @@ impl Users {
         let is_first = !is_guest
             && users.is_empty()
             && self.storage.meta_insert_if_absent(FIRST_USER_KEY, &localpart.to_owned())? == localpart;
-        let record = UserRecord::new(password_hash, now_ms(), make_admin || is_first, is_guest);
+        let mut record = UserRecord::new(password_hash, now_ms(), make_admin || is_first, is_guest);
+        // Clients show the localpart until the user picks a name, as other servers do.
+        record.displayname = Some(localpart.to_owned());
         if !users.insert_if_absent(&localpart.to_owned(), &record)? {
             return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
         }
@@ -197,6 +206,27 @@ impl Users {
         Ok(self.storage.wait_durable().await?)
     }
 
+    /// Changes a profile field (`displayname` or `avatar_url`); `None` clears it.
+    pub async fn set_profile_field(
+        &self,
+        localpart: &str,
+        field: ProfileField,
+        value: Option<String>,
+    ) -> Result<UserRecord> {
+        let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
+            user.map(|mut user| {
+                match field {
+                    ProfileField::DisplayName => user.displayname = value.clone(),
+                    ProfileField::AvatarUrl => user.avatar_url = value.clone(),
+                }
+                user
+            })
+        })?;
+        let user = updated.ok_or_else(|| Error::not_found("No such user"))?;
+        self.storage.wait_durable().await?;
+        Ok(user)
+    }
+
     /// Deactivates an account for good: it can no longer log in, all its devices
     /// and tokens are removed, and its user id is never handed out again.
     pub async fn deactivate(&self, localpart: &str) -> Result<()> {
@@ -205,6 +235,8 @@ impl Users {
         };
         user.deactivated = true;
         user.password_hash = None;
+        user.displayname = None;
+        user.avatar_url = None;
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;

@@ -12,6 +12,7 @@ mod fuzz_corpus;
 mod history;
 mod login;
 mod process;
+mod profile;
 mod registration;
 mod relations;
 mod rooms;

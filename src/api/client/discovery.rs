@@ -42,8 +42,8 @@ pub fn well_known_server(services: &Services) -> Result<Response> {
     Ok(Response::json(&json!({ "m.server": server })))
 }
 
-/// What clients may do. Profiles and third-party ids are not served yet, so
-/// their capabilities say so.
+/// What clients may do. Third-party ids are not served yet, so their
+/// capabilities say so.
 pub fn capabilities(s: &Services) -> Result<Response> {
     let default = rooms::default_version(s)?;
     let available: serde_json::Map<String, serde_json::Value> = room_version::KNOWN
@@ -55,8 +55,8 @@ pub fn capabilities(s: &Services) -> Result<Response> {
         "capabilities": {
             "m.change_password": { "enabled": true },
             "m.room_versions": { "default": default, "available": available },
-            "m.set_displayname": { "enabled": false },
-            "m.set_avatar_url": { "enabled": false },
+            "m.set_displayname": { "enabled": true },
+            "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
             "m.get_login_token": { "enabled": false },
         }

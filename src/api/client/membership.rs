@@ -48,7 +48,10 @@ fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = known_room(s, request.param(0))?;
     let body: ReasonBody = request.json()?;
-    let mut content = member_content("join", body.reason);
+    let mut content = super::profile::join_content(s, who)?;
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
     if let Some(authoriser) = s.rooms.restricted_join_authoriser(&room_id, &who.user_id)? {
         content["join_authorised_via_users_server"] = json!(authoriser);
     }

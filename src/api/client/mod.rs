@@ -8,6 +8,7 @@ pub mod discovery;
 pub mod login;
 pub mod membership;
 pub mod messages;
+pub mod profile;
 pub mod register;
 pub mod relations;
 pub mod reports;

@@ -96,7 +96,8 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         add_additional_creators(&mut creation_content, &invitees)?;
     }
 
-    let mut events = vec![EventRequest::state("m.room.member", who.user_id.as_str(), json!({ "membership": "join" }))];
+    let mut events =
+        vec![EventRequest::state("m.room.member", who.user_id.as_str(), super::profile::join_content(s, who)?)];
     let creators_are_implicit = rules.authorization.explicitly_privilege_room_creators;
     let power_levels = power_levels(
         &who.user_id,

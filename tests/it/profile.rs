@@ -1,0 +1,42 @@
+//! Profiles: reading, own-only changes, propagation to joined rooms.
+
+use serde_json::json;
+
+use crate::harness::{enc, TestServer};
+
+#[tokio::test]
+async fn profiles_are_read_by_anyone_changed_by_their_owner_and_propagated() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let profile = format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id));
+    assert_eq!(client.get(&profile).await.assert_ok()["displayname"], "alice", "defaults to the localpart");
+    client.get("/_matrix/client/v3/profile/%40ghost%3Atest.local").await.assert_error(404, "M_NOT_FOUND");
+    client.get("/_matrix/client/v3/profile/%40x%3Aother.server").await.assert_error(404, "M_NOT_FOUND");
+
+    let room = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await;
+    let room = room.assert_ok()["room_id"].as_str().unwrap().to_owned();
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await.assert_ok();
+
+    let name = format!("{profile}/displayname");
+    bob.client.put(&name, json!({ "displayname": "Mallory" })).await.assert_error(403, "M_FORBIDDEN");
+    alice.client.put(&name, json!({ "displayname": 7 })).await.assert_error(400, "M_BAD_JSON");
+    alice.client.put(&name, json!({ "displayname": "Alice Liddell" })).await.assert_ok();
+    assert_eq!(client.get(&name).await.assert_ok()["displayname"], "Alice Liddell");
+    let avatar = format!("{profile}/avatar_url");
+    alice.client.put(&avatar, json!({ "avatar_url": "https://not-mxc" })).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.put(&avatar, json!({ "avatar_url": "mxc://test.local/abc" })).await.assert_ok();
+    client.get(&format!("{profile}/nonsense")).await.assert_error(404, "M_NOT_FOUND");
+
+    let member = bob
+        .client
+        .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&alice.user_id)))
+        .await;
+    let member = member.assert_ok();
+    assert_eq!(member["displayname"], "Alice Liddell", "the change reached the joined room");
+    assert_eq!(member["avatar_url"], "mxc://test.local/abc");
+    assert_eq!(member["membership"], "join");
+    let joined = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room))).await;
+    assert_eq!(joined.assert_ok()["joined"][&bob.user_id]["display_name"], "bob", "joins carry the profile");
+}
