@@ -239,12 +239,19 @@ fn joined_room(
         })
         .collect();
     let prev_batch = events.first().map_or(snapshot.saturating_add(1), |(_, stored)| stored.count);
+    // The summary reads every member event: only when it may have changed.
+    let members_changed = whole_state
+        || state_events
+            .iter()
+            .chain(events.iter().map(|(pdu, _)| pdu))
+            .any(|pdu| pdu.kind().to_string() == "m.room.member");
+    let summary = if members_changed { summary(rooms, room, who)? } else { json!({}) };
     Ok(Some(json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state_json },
         "ephemeral": { "events": [] },
         "account_data": { "events": room_account_data },
-        "summary": summary(rooms, room, who)?,
+        "summary": summary,
     })))
 }
 

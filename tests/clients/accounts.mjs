@@ -6,45 +6,11 @@
 // running server, and prints "N passed, N failed". Exits non-zero on failure.
 
 import { createClient, InteractiveAuth, MatrixError } from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
 
-logger.setLevel("silent");
+import { assert, baseUrlArgument, check, expectError, finish } from "./harness.mjs";
 
-const baseUrl = process.argv[2];
-if (!baseUrl) {
-  console.error("usage: node accounts.mjs BASE_URL");
-  process.exit(2);
-}
-
+const baseUrl = baseUrlArgument("accounts.mjs");
 const PASSWORD = "js-sdk password";
-const results = { passed: 0, failed: 0 };
-
-async function check(name, body) {
-  try {
-    await body();
-    results.passed += 1;
-    console.log(`ok - ${name}`);
-  } catch (error) {
-    results.failed += 1;
-    console.log(`not ok - ${name}: ${error?.stack ?? error}`);
-  }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-async function expectError(promise, errcode, httpStatus) {
-  try {
-    await promise;
-  } catch (error) {
-    assert(error instanceof MatrixError, `a MatrixError, got ${error}`);
-    assert(error.errcode === errcode, `errcode ${errcode}, got ${error.errcode}`);
-    assert(error.httpStatus === httpStatus, `status ${httpStatus}, got ${error.httpStatus}`);
-    return error;
-  }
-  throw new Error(`expected ${errcode}, but the request succeeded`);
-}
 
 /** Runs a request through the SDK's InteractiveAuth, answering each stage. */
 function withInteractiveAuth(client, doRequest, answerStage) {
@@ -186,5 +152,4 @@ await check("logout revokes the token", async () => {
   await expectError(client().whoami(), "M_UNKNOWN_TOKEN", 401);
 });
 
-console.log(`${results.passed} passed, ${results.failed} failed`);
-process.exit(results.failed === 0 ? 0 : 1);
+finish();

@@ -1,48 +1,14 @@
-// Rooms through matrix-js-sdk's request methods (no /sync yet on the server).
+// Rooms through matrix-js-sdk's request methods.
 //
 // Usage: node rooms.mjs BASE_URL
 // Creates rooms, sends and reads events and state, invites, joins, edits,
 // redacts, paginates; prints "N passed, N failed" and exits non-zero on failure.
 
-import { createClient, Direction, MatrixError } from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { createClient, Direction } from "matrix-js-sdk";
 
-logger.setLevel("silent");
+import { assert, baseUrlArgument, check, expectError, finish } from "./harness.mjs";
 
-const baseUrl = process.argv[2];
-if (!baseUrl) {
-  console.error("usage: node rooms.mjs BASE_URL");
-  process.exit(2);
-}
-
-const results = { passed: 0, failed: 0 };
-
-async function check(name, body) {
-  try {
-    await body();
-    results.passed += 1;
-    console.log(`ok - ${name}`);
-  } catch (error) {
-    results.failed += 1;
-    console.log(`not ok - ${name}: ${error?.stack ?? error}`);
-  }
-}
-
-function assert(condition, message) {
-  if (!condition) throw new Error(`assertion failed: ${message}`);
-}
-
-async function expectError(promise, errcode, httpStatus) {
-  try {
-    await promise;
-  } catch (error) {
-    assert(error instanceof MatrixError, `a MatrixError, got ${error}`);
-    assert(error.errcode === errcode, `errcode ${errcode}, got ${error.errcode}`);
-    assert(error.httpStatus === httpStatus, `status ${httpStatus}, got ${error.httpStatus}`);
-    return;
-  }
-  throw new Error(`expected ${errcode}, but the request succeeded`);
-}
+const baseUrl = baseUrlArgument("rooms.mjs");
 
 async function register(name) {
   const anonymous = createClient({ baseUrl });
@@ -124,5 +90,4 @@ await check("private room: invite needed, then join and leave", async () => {
   assert(!joined.includes(privateRoom), JSON.stringify(joined));
 });
 
-console.log(`${results.passed} passed, ${results.failed} failed`);
-process.exit(results.failed === 0 ? 0 : 1);
+finish();

@@ -213,6 +213,35 @@ pub struct Session {
 }
 
 impl Session {
+    /// `POST /createRoom`, expecting success; the room id.
+    pub async fn create_room(&self, body: Value) -> String {
+        let reply = self.client.post("/_matrix/client/v3/createRoom", body).await;
+        reply.assert_ok()["room_id"].as_str().expect("room_id").to_owned()
+    }
+
+    /// `POST /rooms/{roomId}/join`.
+    pub async fn join(&self, room: &str) -> Reply {
+        self.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await
+    }
+
+    /// Sends an `m.room.message` with `content`.
+    pub async fn send_message(&self, room: &str, txn: &str, content: Value) -> Reply {
+        let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+        self.client.put(&path, content).await
+    }
+
+    /// Sends an `m.room.message` with `content`, expecting success; the event id.
+    pub async fn send_content(&self, room: &str, txn: &str, content: Value) -> String {
+        let reply = self.send_message(room, txn, content).await;
+        reply.assert_ok()["event_id"].as_str().expect("event_id").to_owned()
+    }
+
+    /// Sends a text message, expecting success; the event id.
+    pub async fn send_text(&self, room: &str, txn: &str, body: &str) -> String {
+        let reply = self.send_message(room, txn, json!({ "msgtype": "m.text", "body": body })).await;
+        reply.assert_ok()["event_id"].as_str().expect("event_id").to_owned()
+    }
+
     pub fn from_reply(client: &Client, body: &Value) -> Self {
         let token = body["access_token"].as_str().expect("access_token").to_owned();
         Session {
@@ -252,4 +281,24 @@ pub fn enc(id: &str) -> String {
         .replace(':', "%3A")
         .replace('@', "%40")
         .replace('#', "%23")
+}
+
+/// Percent-encodes JSON for a query parameter (filters).
+pub fn enc_json(value: &Value) -> String {
+    value
+        .to_string()
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// The bodies of the `m.room.message` events of a JSON array of events.
+pub fn message_bodies(events: &Value) -> Vec<String> {
+    events
+        .as_array()
+        .expect("an array of events")
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }

@@ -1,65 +1,45 @@
 //! Room history and moderation: /messages, members, redaction, kick/ban/unban.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::harness::{enc, Session, TestServer};
+use crate::harness::{enc, enc_json, message_bodies, Session, TestServer};
 
-async fn create_room(session: &Session, body: Value) -> String {
-    let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
-    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send(session: &Session, room: &str, txn: &str, content: Value) -> String {
-    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-    session.client.put(&path, content).await.assert_ok()["event_id"].as_str().unwrap().to_owned()
+fn chunk_bodies(reply: &crate::harness::Reply) -> Vec<String> {
+    message_bodies(&reply.body["chunk"])
 }
 
 async fn messages(session: &Session, room: &str, query: &str) -> crate::harness::Reply {
     session.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?{query}", enc(room))).await
 }
 
-fn bodies(reply: &crate::harness::Reply) -> Vec<String> {
-    reply.body["chunk"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message")
-        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn join(session: &Session, room: &str) {
-    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await.assert_ok();
-}
-
 #[tokio::test]
 async fn messages_paginate_both_ways_with_tokens() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     for i in 0..7 {
-        send(&alice, &room, &format!("t{i}"), json!({ "msgtype": "m.text", "body": format!("m{i}") })).await;
+        alice.send_content(&room, &format!("t{i}"), json!({ "msgtype": "m.text", "body": format!("m{i}") })).await;
     }
     let filter = "filter=%7B%22types%22%3A%5B%22m.room.message%22%5D%7D";
     let page1 = messages(&alice, &room, &format!("dir=b&limit=3&{filter}")).await;
-    assert_eq!(bodies(page1.assert_ok_ref()), vec!["m6", "m5", "m4"]);
+    assert_eq!(message_bodies(&page1.assert_ok_ref().body["chunk"]), vec!["m6", "m5", "m4"]);
     let end = page1.body["end"].as_str().unwrap().to_owned();
     let page2 = messages(&alice, &room, &format!("dir=b&limit=3&from={end}&{filter}")).await;
-    assert_eq!(bodies(&page2), vec!["m3", "m2", "m1"]);
+    assert_eq!(message_bodies(&page2.body["chunk"]), vec!["m3", "m2", "m1"]);
     let end2 = page2.body["end"].as_str().unwrap().to_owned();
     let page3 = messages(&alice, &room, &format!("dir=b&limit=3&from={end2}&{filter}")).await;
-    assert_eq!(bodies(&page3), vec!["m0"]);
+    assert_eq!(message_bodies(&page3.body["chunk"]), vec!["m0"]);
     assert!(page3.body.get("end").is_none(), "the start of the room ends pagination");
 
     let forward = messages(&alice, &room, &format!("dir=f&limit=2&from={end}&{filter}")).await;
-    assert_eq!(bodies(&forward), vec!["m4", "m5"]);
+    assert_eq!(message_bodies(&forward.body["chunk"]), vec!["m4", "m5"]);
     let everything = messages(&alice, &room, "dir=f&limit=100").await;
     let kinds: Vec<&str> =
         everything.body["chunk"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds[0], "m.room.create", "forward from the start begins with the create event");
 
     // A page that stops inside the last stretch of the room still says there is more.
-    let small = create_room(&alice, json!({})).await;
+    let small = alice.create_room(json!({})).await;
     let first = messages(&alice, &small, "dir=b&limit=4").await;
     assert_eq!(first.assert_ok()["chunk"].as_array().unwrap().len(), 4);
     let end = first.body["end"].as_str().expect("more to come").to_owned();
@@ -79,10 +59,10 @@ async fn messages_filter_and_lazy_load_members() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
-    send(&alice, &room, "a", json!({ "msgtype": "m.text", "body": "from alice" })).await;
-    send(&bob, &room, "b", json!({ "msgtype": "m.image", "body": "pic", "url": "mxc://test.local/x" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    alice.send_content(&room, "a", json!({ "msgtype": "m.text", "body": "from alice" })).await;
+    bob.send_content(&room, "b", json!({ "msgtype": "m.image", "body": "pic", "url": "mxc://test.local/x" })).await;
     let by_bob = format!("filter={}", enc_json(&json!({ "senders": [bob.user_id], "lazy_load_members": true })));
     let reply = messages(&alice, &room, &format!("dir=b&{by_bob}")).await;
     let chunk = reply.assert_ok()["chunk"].as_array().unwrap().clone();
@@ -91,20 +71,12 @@ async fn messages_filter_and_lazy_load_members() {
     assert_eq!(state.len(), 1, "only the member events of the senders shown");
     assert_eq!(state[0]["state_key"], bob.user_id.as_str());
     let with_url = format!("filter={}", enc_json(&json!({ "contains_url": true })));
-    assert_eq!(bodies(&messages(&alice, &room, &format!("dir=b&{with_url}")).await), vec!["pic"]);
+    assert_eq!(chunk_bodies(&messages(&alice, &room, &format!("dir=b&{with_url}")).await), vec!["pic"]);
     let not_messages = format!("filter={}", enc_json(&json!({ "not_types": ["m.room.*"] })));
     assert!(messages(&alice, &room, &format!("dir=b&{not_messages}")).await.body["chunk"]
         .as_array()
         .unwrap()
         .is_empty());
-}
-
-fn enc_json(value: &Value) -> String {
-    value
-        .to_string()
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 #[tokio::test]
@@ -114,14 +86,14 @@ async fn messages_respect_history_visibility_and_membership() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     let eve = client.register("eve").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.history_visibility/", enc(&room));
     alice.client.put(&path, json!({ "history_visibility": "joined" })).await.assert_ok();
-    send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "before bob" })).await;
-    join(&bob, &room).await;
-    send(&alice, &room, "2", json!({ "msgtype": "m.text", "body": "after bob" })).await;
-    assert_eq!(bodies(&messages(&bob, &room, "dir=b").await), vec!["after bob"]);
-    assert_eq!(bodies(&messages(&alice, &room, "dir=b").await), vec!["after bob", "before bob"]);
+    alice.send_content(&room, "1", json!({ "msgtype": "m.text", "body": "before bob" })).await;
+    bob.join(&room).await.assert_ok();
+    alice.send_content(&room, "2", json!({ "msgtype": "m.text", "body": "after bob" })).await;
+    assert_eq!(chunk_bodies(&messages(&bob, &room, "dir=b").await), vec!["after bob"]);
+    assert_eq!(chunk_bodies(&messages(&alice, &room, "dir=b").await), vec!["after bob", "before bob"]);
     messages(&eve, &room, "dir=b").await.assert_error(403, "M_FORBIDDEN");
     let members = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
     eve.client.get(&members).await.assert_error(403, "M_FORBIDDEN");
@@ -140,10 +112,10 @@ async fn redaction_needs_power_for_others_events_and_erases_content() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
-    let alices = send(&alice, &room, "a", json!({ "msgtype": "m.text", "body": "alice secret" })).await;
-    let bobs = send(&bob, &room, "b", json!({ "msgtype": "m.text", "body": "bob secret" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let alices = alice.send_content(&room, "a", json!({ "msgtype": "m.text", "body": "alice secret" })).await;
+    let bobs = bob.send_content(&room, "b", json!({ "msgtype": "m.text", "body": "bob secret" })).await;
     let redact = |id: &str, txn: &str| format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", enc(&room), enc(id));
 
     bob.client.put(&redact(&alices, "r1"), json!({ "reason": "no" })).await.assert_error(403, "M_FORBIDDEN");
@@ -169,22 +141,22 @@ async fn kick_ban_and_unban_follow_power_levels() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     let carol = client.register("carol").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
-    join(&carol, &room).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    carol.join(&room).await.assert_ok();
     let action = |what: &str| format!("/_matrix/client/v3/rooms/{}/{what}", enc(&room));
 
     bob.client.post(&action("kick"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
     alice.client.post(&action("kick"), json!({ "user_id": carol.user_id, "reason": "quiet" })).await.assert_ok();
     alice.client.post(&action("kick"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
-    join(&carol, &room).await;
+    carol.join(&room).await.assert_ok();
     alice.client.post(&action("ban"), json!({ "user_id": carol.user_id })).await.assert_ok();
     let rejoin = carol.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await;
     rejoin.assert_error(403, "M_FORBIDDEN");
     alice.client.post(&action("unban"), json!({ "user_id": bob.user_id })).await.assert_error(400, "M_BAD_STATE");
     bob.client.post(&action("unban"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");
     alice.client.post(&action("unban"), json!({ "user_id": carol.user_id })).await.assert_ok();
-    join(&carol, &room).await;
+    carol.join(&room).await.assert_ok();
 }
 
 #[tokio::test]
@@ -193,11 +165,13 @@ async fn context_returns_neighbours_and_state() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(send(&alice, &room, &format!("c{i}"), json!({ "msgtype": "m.text", "body": format!("c{i}") })).await);
+        ids.push(
+            alice.send_content(&room, &format!("c{i}"), json!({ "msgtype": "m.text", "body": format!("c{i}") })).await,
+        );
     }
     let path = format!("/_matrix/client/v3/rooms/{}/context/{}?limit=4", enc(&room), enc(&ids[2]));
     let reply = bob.client.get(&path).await;
@@ -225,8 +199,8 @@ async fn context_returns_neighbours_and_state() {
 async fn timestamp_to_event_finds_the_nearest_visible_event() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({})).await;
-    let first = send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "first" })).await;
+    let room = alice.create_room(json!({})).await;
+    let first = alice.send_content(&room, "1", json!({ "msgtype": "m.text", "body": "first" })).await;
     let event = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&first))).await;
     let ts = event.assert_ok()["origin_server_ts"].as_u64().unwrap();
     let base = format!("/_matrix/client/v1/rooms/{}/timestamp_to_event", enc(&room));
@@ -244,9 +218,9 @@ async fn forgetting_needs_leaving_and_ends_access_to_history() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
-    send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "hello" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    alice.send_content(&room, "1", json!({ "msgtype": "m.text", "body": "hello" })).await;
     let forget = format!("/_matrix/client/v3/rooms/{}/forget", enc(&room));
     bob.client.post(&forget, json!({})).await.assert_error(400, "M_BAD_STATE");
     bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
@@ -255,7 +229,7 @@ async fn forgetting_needs_leaving_and_ends_access_to_history() {
     messages(&bob, &room, "dir=b").await.assert_error(403, "M_FORBIDDEN");
     let eve = client.register("eve").await;
     eve.client.post(&forget, json!({})).await.assert_error(404, "M_NOT_FOUND");
-    join(&bob, &room).await;
+    bob.join(&room).await.assert_ok();
     messages(&bob, &room, "dir=b").await.assert_ok();
 }
 
@@ -265,13 +239,11 @@ async fn knocking_follows_the_join_rules() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(
-        &alice,
-        json!({ "preset": "private_chat", "initial_state": [
+    let room = alice
+        .create_room(json!({ "preset": "private_chat", "initial_state": [
         { "type": "m.room.join_rules", "content": { "join_rule": "knock" } }
-    ] }),
-    )
-    .await;
+    ] }))
+        .await;
     let reply =
         bob.client.post(&format!("/_matrix/client/v3/knock/{}", enc(&room)), json!({ "reason": "let me in" })).await;
     assert_eq!(reply.assert_ok()["room_id"], room.as_str());
@@ -280,18 +252,16 @@ async fn knocking_follows_the_join_rules() {
         .get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob.user_id)))
         .await;
     assert_eq!(member.assert_ok()["membership"], "knock");
-    let closed = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let closed = alice.create_room(json!({ "preset": "private_chat" })).await;
     bob.client
         .post(&format!("/_matrix/client/v3/knock/{}", enc(&closed)), json!({}))
         .await
         .assert_error(403, "M_FORBIDDEN");
-    let old = create_room(
-        &alice,
-        json!({ "room_version": "6", "initial_state": [
+    let old = alice
+        .create_room(json!({ "room_version": "6", "initial_state": [
         { "type": "m.room.join_rules", "content": { "join_rule": "knock" } }
-    ] }),
-    )
-    .await;
+    ] }))
+        .await;
     bob.client
         .post(&format!("/_matrix/client/v3/knock/{}", enc(&old)), json!({}))
         .await
@@ -304,8 +274,8 @@ async fn reports_need_membership_for_events_but_not_for_rooms() {
     let client = server.client();
     let alice = client.register("alice").await;
     let eve = client.register("eve").await;
-    let room = create_room(&alice, json!({})).await;
-    let event = send(&alice, &room, "1", json!({ "msgtype": "m.text", "body": "spam" })).await;
+    let room = alice.create_room(json!({})).await;
+    let event = alice.send_content(&room, "1", json!({ "msgtype": "m.text", "body": "spam" })).await;
     let report = format!("/_matrix/client/v3/rooms/{}/report/{}", enc(&room), enc(&event));
     alice.client.post(&report, json!({ "reason": "spam" })).await.assert_ok();
     eve.client.post(&report, json!({ "reason": "spam" })).await.assert_error(404, "M_NOT_FOUND");

@@ -4,20 +4,6 @@ use serde_json::{json, Value};
 
 use crate::harness::{enc, Session, TestServer};
 
-async fn create_room(session: &Session) -> String {
-    let reply = session.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await;
-    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send(session: &Session, room: &str, txn: &str, content: Value) -> crate::harness::Reply {
-    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-    session.client.put(&path, content).await
-}
-
-async fn sent(session: &Session, room: &str, txn: &str, content: Value) -> String {
-    send(session, room, txn, content).await.assert_ok()["event_id"].as_str().unwrap().to_owned()
-}
-
 async fn event(session: &Session, room: &str, id: &str) -> Value {
     session.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room), enc(id))).await.assert_ok().clone()
 }
@@ -35,22 +21,18 @@ fn reply_in_thread(root: &str, body: &str) -> Value {
     json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } })
 }
 
-async fn join(session: &Session, room: &str) {
-    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await.assert_ok();
-}
-
 #[tokio::test]
 async fn edits_are_bundled_not_applied() {
     let server = TestServer::start().await;
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice).await;
-    join(&bob, &room).await;
-    let original = sent(&alice, &room, "o", text("I like cake")).await;
-    let first_edit = sent(&alice, &room, "e1", edit(&original, "I like pie")).await;
-    let second_edit = sent(&alice, &room, "e2", edit(&original, "I like chocolate cake")).await;
-    sent(&bob, &room, "e3", edit(&original, "bob was here")).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let original = alice.send_content(&room, "o", text("I like cake")).await;
+    let first_edit = alice.send_content(&room, "e1", edit(&original, "I like pie")).await;
+    let second_edit = alice.send_content(&room, "e2", edit(&original, "I like chocolate cake")).await;
+    bob.send_content(&room, "e3", edit(&original, "bob was here")).await;
 
     let served = event(&bob, &room, &original).await;
     assert_eq!(served["content"]["body"], "I like cake", "the original content is never replaced");
@@ -78,13 +60,13 @@ async fn threads_aggregate_and_list() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     let carol = client.register("carol").await;
-    let room = create_room(&alice).await;
-    join(&bob, &room).await;
-    join(&carol, &room).await;
-    let root = sent(&alice, &room, "root", text("thread root")).await;
-    let other_root = sent(&carol, &room, "root2", text("carol's root")).await;
-    sent(&bob, &room, "t1", reply_in_thread(&root, "first")).await;
-    let last = sent(&bob, &room, "t2", reply_in_thread(&root, "second")).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    carol.join(&room).await.assert_ok();
+    let root = alice.send_content(&room, "root", text("thread root")).await;
+    let other_root = carol.send_content(&room, "root2", text("carol's root")).await;
+    bob.send_content(&room, "t1", reply_in_thread(&root, "first")).await;
+    let last = bob.send_content(&room, "t2", reply_in_thread(&root, "second")).await;
 
     let as_carol = event(&carol, &room, &root).await;
     let thread = &as_carol["unsigned"]["m.relations"]["m.thread"];
@@ -97,10 +79,10 @@ async fn threads_aggregate_and_list() {
     );
 
     // A thread cannot start from an event that is itself in a relation.
-    let nested = send(&alice, &room, "bad", reply_in_thread(&last, "nested")).await;
+    let nested = alice.send_message(&room, "bad", reply_in_thread(&last, "nested")).await;
     nested.assert_error(400, "M_UNKNOWN");
 
-    sent(&carol, &room, "t3", reply_in_thread(&other_root, "reply")).await;
+    carol.send_content(&room, "t3", reply_in_thread(&other_root, "reply")).await;
     let threads = |query: &str| format!("/_matrix/client/v1/rooms/{}/threads?{query}", enc(&room));
     let all = bob.client.get(&threads("include=all")).await;
     let roots: Vec<&str> =
@@ -123,18 +105,18 @@ async fn relations_endpoint_filters_paginates_and_recurses() {
     let server = TestServer::start().await;
     let client = server.client();
     let alice = client.register("alice").await;
-    let room = create_room(&alice).await;
-    let root = sent(&alice, &room, "root", text("root")).await;
-    let reply1 = sent(&alice, &room, "a", reply_in_thread(&root, "one")).await;
-    let reply2 = sent(&alice, &room, "b", reply_in_thread(&root, "two")).await;
-    let reference = sent(
-        &alice,
-        &room,
-        "c",
-        json!({ "body": "see above", "m.relates_to": { "rel_type": "m.reference", "event_id": root } }),
-    )
-    .await;
-    let edit_of_reply = sent(&alice, &room, "d", edit(&reply1, "one!")).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let root = alice.send_content(&room, "root", text("root")).await;
+    let reply1 = alice.send_content(&room, "a", reply_in_thread(&root, "one")).await;
+    let reply2 = alice.send_content(&room, "b", reply_in_thread(&root, "two")).await;
+    let reference = alice
+        .send_content(
+            &room,
+            "c",
+            json!({ "body": "see above", "m.relates_to": { "rel_type": "m.reference", "event_id": root } }),
+        )
+        .await;
+    let edit_of_reply = alice.send_content(&room, "d", edit(&reply1, "one!")).await;
 
     let base = format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root));
     let ids = |reply: &crate::harness::Reply| -> Vec<String> {
@@ -158,7 +140,7 @@ async fn relations_endpoint_filters_paginates_and_recurses() {
     let eve = client.register("eve").await;
     let private = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "private_chat" })).await;
     let private = private.assert_ok()["room_id"].as_str().unwrap().to_owned();
-    let secret = sent(&alice, &private, "s", text("secret")).await;
+    let secret = alice.send_content(&private, "s", text("secret")).await;
     let path = format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&private), enc(&secret));
     eve.client.get(&path).await.assert_error(404, "M_NOT_FOUND");
 }

@@ -1,14 +1,9 @@
 //! Rooms: creation, sending, state, membership, history visibility — and the
 //! forbidden paths, through the HTTP API.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::{enc, Session, TestServer};
-
-async fn create_room(session: &Session, body: Value) -> String {
-    let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
-    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
 
 async fn send_text(session: &Session, room: &str, txn: &str, body: &str) -> serde_json::Value {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
@@ -19,15 +14,11 @@ fn state_path(room: &str, kind: &str, state_key: &str) -> String {
     format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(state_key))
 }
 
-async fn join(session: &Session, room: &str) -> crate::harness::Reply {
-    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await
-}
-
 #[tokio::test]
 async fn create_room_applies_the_spec_order_and_presets() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({ "name": "Forum", "topic": "All things", "preset": "public_chat" })).await;
+    let room = alice.create_room(json!({ "name": "Forum", "topic": "All things", "preset": "public_chat" })).await;
     assert!(room.starts_with('!') && !room.contains(':'), "version 12 room ids have no server part: {room}");
 
     let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await;
@@ -66,7 +57,7 @@ async fn create_room_applies_the_spec_order_and_presets() {
 async fn room_versions_are_honoured_and_unknown_ones_refused() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({ "room_version": "10" })).await;
+    let room = alice.create_room(json!({ "room_version": "10" })).await;
     assert!(room.ends_with(":test.local"), "{room}");
     let power = alice.client.get(&state_path(&room, "m.room.power_levels", "")).await;
     assert_eq!(power.assert_ok()["users"][&alice.user_id], 100, "before v12 the creator is listed");
@@ -84,7 +75,7 @@ async fn sending_is_idempotent_per_device_and_transaction() {
     let server = TestServer::start().await;
     let client = server.client();
     let alice = client.register("alice").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let first = send_text(&alice, &room, "t1", "hello").await;
     let again = send_text(&alice, &room, "t1", "hello").await;
     assert_eq!(first["event_id"], again["event_id"]);
@@ -109,7 +100,7 @@ async fn non_members_cannot_send_or_read() {
     let client = server.client();
     let alice = client.register("alice").await;
     let eve = client.register("eve").await;
-    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
+    let room = alice.create_room(json!({ "preset": "private_chat" })).await;
     let secret = send_text(&alice, &room, "t", "secret").await;
     let event_id = secret["event_id"].as_str().unwrap();
 
@@ -119,7 +110,7 @@ async fn non_members_cannot_send_or_read() {
     eve.client.get(&state_path(&room, "m.room.name", "")).await.assert_error(403, "M_FORBIDDEN");
     let reply = eve.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(event_id))).await;
     reply.assert_error(404, "M_NOT_FOUND");
-    join(&eve, &room).await.assert_error(403, "M_FORBIDDEN");
+    eve.join(&room).await.assert_error(403, "M_FORBIDDEN");
     let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
     eve.client.post(&invite, json!({ "user_id": eve.user_id })).await.assert_error(403, "M_FORBIDDEN");
     // An unknown room looks the same as a room one is not in.
@@ -139,8 +130,8 @@ async fn power_levels_decide_state_changes() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await.assert_ok();
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
     bob.client
         .put(&state_path(&room, "m.room.name", ""), json!({ "name": "bob's" }))
         .await
@@ -156,7 +147,7 @@ async fn power_levels_decide_state_changes() {
     let ban = json!({ "membership": "ban", "reason": "spam" });
     alice.client.put(&state_path(&room, "m.room.member", &bob.user_id), ban).await.assert_ok();
     send_text(&bob, &room, "t2", "still here?").await;
-    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+    bob.join(&room).await.assert_error(403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -165,8 +156,8 @@ async fn invitations_open_private_rooms() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "private_chat" })).await;
-    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+    let room = alice.create_room(json!({ "preset": "private_chat" })).await;
+    bob.join(&room).await.assert_error(403, "M_FORBIDDEN");
     let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
     alice.client.post(&invite, json!({ "user_id": "@ghost:test.local" })).await.assert_error(404, "M_NOT_FOUND");
     alice.client.post(&invite, json!({ "user_id": "@x:other.server" })).await.assert_error(400, "M_INVALID_PARAM");
@@ -179,7 +170,7 @@ async fn invitations_open_private_rooms() {
     assert_eq!(bob.client.get("/_matrix/client/v3/joined_rooms").await.assert_ok()["joined_rooms"], json!([]));
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/after", enc(&room));
     bob.client.put(&path, json!({ "body": "x" })).await.assert_error(403, "M_FORBIDDEN");
-    join(&bob, &room).await.assert_error(403, "M_FORBIDDEN");
+    bob.join(&room).await.assert_error(403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -188,15 +179,15 @@ async fn trusted_private_chats_make_invitees_creators_in_version_12() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room =
-        create_room(&alice, json!({ "preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true }))
-            .await;
+    let room = alice
+        .create_room(json!({ "preset": "trusted_private_chat", "invite": [bob.user_id], "is_direct": true }))
+        .await;
     let create = alice.client.get(&state_path(&room, "m.room.create", "")).await;
     assert_eq!(create.assert_ok()["additional_creators"], json!([bob.user_id]));
     let member = alice.client.get(&state_path(&room, "m.room.member", &bob.user_id)).await;
     assert_eq!(member.assert_ok()["membership"], "invite");
     assert_eq!(member.body["is_direct"], true);
-    join(&bob, &room).await.assert_ok();
+    bob.join(&room).await.assert_ok();
     bob.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "ours" })).await.assert_ok();
 }
 
@@ -208,21 +199,21 @@ async fn history_visibility_is_enforced_on_event_reads() {
     let bob = client.register("bob").await;
     let carol = client.register("carol").await;
 
-    let shared = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let shared = alice.create_room(json!({ "preset": "public_chat" })).await;
     let before = send_text(&alice, &shared, "a", "before bob").await["event_id"].as_str().unwrap().to_owned();
     let event_path = |room: &str, id: &str| format!("/_matrix/client/v3/rooms/{}/event/{}", enc(room), enc(id));
     bob.client.get(&event_path(&shared, &before)).await.assert_error(404, "M_NOT_FOUND");
-    join(&bob, &shared).await.assert_ok();
+    bob.join(&shared).await.assert_ok();
     bob.client.get(&event_path(&shared, &before)).await.assert_ok();
 
-    let joined_only = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let joined_only = alice.create_room(json!({ "preset": "public_chat" })).await;
     alice
         .client
         .put(&state_path(&joined_only, "m.room.history_visibility", ""), json!({ "history_visibility": "joined" }))
         .await
         .assert_ok();
     let hidden = send_text(&alice, &joined_only, "b", "before carol").await["event_id"].as_str().unwrap().to_owned();
-    join(&carol, &joined_only).await.assert_ok();
+    carol.join(&joined_only).await.assert_ok();
     let after = send_text(&alice, &joined_only, "c", "after carol").await["event_id"].as_str().unwrap().to_owned();
     carol.client.get(&event_path(&joined_only, &hidden)).await.assert_error(404, "M_NOT_FOUND");
     carol.client.get(&event_path(&joined_only, &after)).await.assert_ok();
@@ -234,7 +225,7 @@ async fn history_visibility_is_enforced_on_event_reads() {
 async fn malformed_and_oversized_events_are_refused_and_nothing_is_stored() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({ "name": "before" })).await;
+    let room = alice.create_room(json!({ "name": "before" })).await;
     let path = state_path(&room, "m.room.name", "");
     let reply = alice.client.send("PUT", &path, &[], bytes::Bytes::from_static(b"[1]")).await;
     reply.assert_error(400, "M_BAD_JSON");
@@ -258,7 +249,7 @@ async fn malformed_and_oversized_events_are_refused_and_nothing_is_stored() {
 async fn rooms_and_events_survive_a_restart() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({ "name": "Durable" })).await;
+    let room = alice.create_room(json!({ "name": "Durable" })).await;
     let sent = send_text(&alice, &room, "t", "kept").await["event_id"].as_str().unwrap().to_owned();
     let server = server.restart().await;
     let alice = server.client().with_token(&alice.token);
@@ -276,7 +267,7 @@ async fn aliases_resolve_join_and_guard_the_canonical_alias() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat", "room_alias_name": "forum" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "room_alias_name": "forum" })).await;
     let canonical = alice.client.get(&state_path(&room, "m.room.canonical_alias", "")).await;
     assert_eq!(canonical.assert_ok()["alias"], "#forum:test.local");
     let resolved = server.client().get("/_matrix/client/v3/directory/room/%23forum%3Atest.local").await;
@@ -305,7 +296,7 @@ async fn aliases_resolve_join_and_guard_the_canonical_alias() {
     eve.client.get(&format!("/_matrix/client/v3/rooms/{}/aliases", enc(&room))).await.assert_error(403, "M_FORBIDDEN");
 
     // The canonical alias may only name local aliases of this room.
-    let other = create_room(&alice, json!({ "room_alias_name": "other" })).await;
+    let other = alice.create_room(json!({ "room_alias_name": "other" })).await;
     let path = state_path(&room, "m.room.canonical_alias", "");
     alice.client.put(&path, json!({ "alias": "#other:test.local" })).await.assert_error(400, "M_BAD_ALIAS");
     alice
@@ -330,20 +321,18 @@ async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     let eve = client.register("eve").await;
-    let space = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &space).await.assert_ok();
-    let restricted = create_room(
-        &alice,
-        json!({ "preset": "private_chat", "initial_state": [{
+    let space = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&space).await.assert_ok();
+    let restricted = alice
+        .create_room(json!({ "preset": "private_chat", "initial_state": [{
         "type": "m.room.join_rules",
         "content": { "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": space }] }
-    }] }),
-    )
-    .await;
-    join(&bob, &restricted).await.assert_ok();
+    }] }))
+        .await;
+    bob.join(&restricted).await.assert_ok();
     let member = alice.client.get(&state_path(&restricted, "m.room.member", &bob.user_id)).await;
     assert_eq!(member.assert_ok()["join_authorised_via_users_server"], alice.user_id.as_str());
-    join(&eve, &restricted).await.assert_error(403, "M_FORBIDDEN");
+    eve.join(&restricted).await.assert_error(403, "M_FORBIDDEN");
     // Restricted join rules do not exist before room version 8.
     let old = alice
         .client
@@ -356,7 +345,7 @@ async fn restricted_rooms_admit_members_of_the_allowed_rooms() {
         )
         .await;
     let old = old.assert_ok()["room_id"].as_str().unwrap().to_owned();
-    join(&bob, &old).await.assert_error(403, "M_FORBIDDEN");
+    bob.join(&old).await.assert_error(403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -365,13 +354,11 @@ async fn upgrades_replace_the_room_and_carry_its_state() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let old = create_room(
-        &alice,
-        json!({ "room_version": "10", "preset": "public_chat", "name": "Old forum",
-        "topic": "t", "room_alias_name": "agora" }),
-    )
-    .await;
-    join(&bob, &old).await.assert_ok();
+    let old = alice
+        .create_room(json!({ "room_version": "10", "preset": "public_chat", "name": "Old forum",
+        "topic": "t", "room_alias_name": "agora" }))
+        .await;
+    bob.join(&old).await.assert_ok();
     let upgrade = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&old));
     bob.client.post(&upgrade, json!({ "new_version": "12" })).await.assert_error(403, "M_FORBIDDEN");
     alice.client.post(&upgrade, json!({ "new_version": "1" })).await.assert_error(400, "M_UNSUPPORTED_ROOM_VERSION");
@@ -397,7 +384,7 @@ async fn upgrades_replace_the_room_and_carry_its_state() {
     // The old room is closed to ordinary members; the new one is open to join.
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/late", enc(&old));
     bob.client.put(&path, json!({ "body": "hello?" })).await.assert_error(403, "M_FORBIDDEN");
-    join(&bob, &new).await.assert_ok();
+    bob.join(&new).await.assert_ok();
 }
 
 /// A deployment policy that refuses encryption, as the public-sector rules
@@ -422,7 +409,7 @@ async fn the_policy_hook_can_veto_events_and_nothing_is_stored() {
     let server = TestServer::start().await;
     server.services().rooms.set_policy(std::sync::Arc::new(NoEncryption));
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let path = state_path(&room, "m.room.encryption", "");
     let reply = alice.client.put(&path, json!({ "algorithm": "m.megolm.v1.aes-sha2" })).await;
     reply.assert_error(403, "M_FORBIDDEN");
@@ -438,9 +425,9 @@ async fn every_creatable_room_version_works_end_to_end() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     for version in 3..=12 {
-        let room = create_room(&alice, json!({ "room_version": version.to_string(), "preset": "public_chat" })).await;
+        let room = alice.create_room(json!({ "room_version": version.to_string(), "preset": "public_chat" })).await;
         assert_eq!(room.contains(':'), version < 12, "v{version}: {room}");
-        join(&bob, &room).await.assert_ok();
+        bob.join(&room).await.assert_ok();
         let sent = send_text(&bob, &room, "t", "hello").await["event_id"].as_str().unwrap().to_owned();
         assert_eq!(sent.len(), 44, "v{version}: event ids are reference hashes");
         if version >= 4 {
@@ -462,10 +449,10 @@ async fn members_at_a_past_point() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     let before_bob = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1", enc(&room))).await;
     let token = before_bob.assert_ok()["start"].as_str().unwrap().to_owned();
-    join(&bob, &room).await.assert_ok();
+    bob.join(&room).await.assert_ok();
     let now = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
     assert_eq!(now.assert_ok()["chunk"].as_array().unwrap().len(), 2);
     let then = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/members?at={token}", enc(&room))).await;
@@ -476,8 +463,8 @@ async fn members_at_a_past_point() {
 async fn transaction_ids_are_scoped_to_the_request_path() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let first = create_room(&alice, json!({})).await;
-    let second = create_room(&alice, json!({})).await;
+    let first = alice.create_room(json!({})).await;
+    let second = alice.create_room(json!({})).await;
     let a = send_text(&alice, &first, "same", "one").await["event_id"].clone();
     let b = send_text(&alice, &second, "same", "two").await["event_id"].clone();
     assert_ne!(a, b, "the same txn id in another room is another request");
@@ -493,8 +480,8 @@ async fn cached_auth_chains_match_a_walk_of_the_graph() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     for version in ["10", "12"] {
-        let room = create_room(&alice, json!({ "room_version": version, "preset": "public_chat" })).await;
-        join(&bob, &room).await.assert_ok();
+        let room = alice.create_room(json!({ "room_version": version, "preset": "public_chat" })).await;
+        bob.join(&room).await.assert_ok();
         alice.client.put(&state_path(&room, "m.room.name", ""), json!({ "name": "x" })).await.assert_ok();
         let bob_member =
             alice.client.get(&format!("{}?format=event", state_path(&room, "m.room.member", &bob.user_id))).await;

@@ -2,43 +2,14 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{enc, Session, TestServer};
+use crate::harness::{enc, enc_json, message_bodies, Session, TestServer};
 
-async fn create_room(session: &Session, body: Value) -> String {
-    let reply = session.client.post("/_matrix/client/v3/createRoom", body).await;
-    reply.assert_ok()["room_id"].as_str().unwrap().to_owned()
-}
-
-async fn send(session: &Session, room: &str, txn: &str, body: &str) -> String {
-    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-    let reply = session.client.put(&path, json!({ "msgtype": "m.text", "body": body })).await;
-    reply.assert_ok()["event_id"].as_str().unwrap().to_owned()
+fn timeline_bodies(room: &Value) -> Vec<String> {
+    message_bodies(&room["timeline"]["events"])
 }
 
 async fn sync(session: &Session, query: &str) -> Value {
     session.client.get(&format!("/_matrix/client/v3/sync?{query}")).await.assert_ok().clone()
-}
-
-fn enc_json(value: &Value) -> String {
-    value
-        .to_string()
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-fn bodies(room: &Value) -> Vec<String> {
-    room["timeline"]["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["type"] == "m.room.message")
-        .map(|e| e["content"]["body"].as_str().unwrap().to_owned())
-        .collect()
-}
-
-async fn join(session: &Session, room: &str) {
-    session.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await.assert_ok();
 }
 
 #[tokio::test]
@@ -47,13 +18,13 @@ async fn initial_sync_has_rooms_timelines_state_and_invites() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "name": "Synced", "preset": "public_chat" })).await;
-    send(&alice, &room, "1", "hello").await;
-    let invite_room = create_room(&alice, json!({ "name": "Invite only", "invite": [bob.user_id] })).await;
+    let room = alice.create_room(json!({ "name": "Synced", "preset": "public_chat" })).await;
+    alice.send_text(&room, "1", "hello").await;
+    let invite_room = alice.create_room(json!({ "name": "Invite only", "invite": [bob.user_id] })).await;
 
     let body = sync(&alice, "").await;
     let joined = &body["rooms"]["join"][&room];
-    assert_eq!(bodies(joined), vec!["hello"]);
+    assert_eq!(timeline_bodies(joined), vec!["hello"]);
     let timeline_and_state: Vec<String> = joined["timeline"]["events"]
         .as_array()
         .unwrap()
@@ -79,14 +50,14 @@ async fn initial_sync_has_rooms_timelines_state_and_invites() {
 async fn incremental_sync_returns_only_what_is_new() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let first = sync(&alice, "").await;
     let token = first["next_batch"].as_str().unwrap().to_owned();
     let quiet = sync(&alice, &format!("since={token}&timeout=0")).await;
     assert!(quiet["rooms"]["join"].as_object().unwrap().is_empty());
-    send(&alice, &room, "1", "new").await;
+    alice.send_text(&room, "1", "new").await;
     let next = sync(&alice, &format!("since={token}")).await;
-    assert_eq!(bodies(&next["rooms"]["join"][&room]), vec!["new"]);
+    assert_eq!(timeline_bodies(&next["rooms"]["join"][&room]), vec!["new"]);
     assert!(next["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().is_empty(), "no state changed");
     let token2 = next["next_batch"].as_str().unwrap().to_owned();
     let again = sync(&alice, &format!("since={token2}&timeout=0")).await;
@@ -101,23 +72,23 @@ async fn gappy_sync_is_limited_and_carries_the_state_changed_in_the_gap() {
     let client = server.client();
     let alice = client.register("alice").await;
     let carol = client.register("carol").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
     let filter = format!("filter={}", enc_json(&json!({ "room": { "timeline": { "limit": 2 } } })));
     let token = sync(&alice, &filter).await["next_batch"].as_str().unwrap().to_owned();
 
-    send(&alice, &room, "1", "m1").await;
+    alice.send_text(&room, "1", "m1").await;
     alice
         .client
         .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room)), json!({ "name": "in the gap" }))
         .await
         .assert_ok();
-    join(&carol, &room).await;
-    send(&alice, &room, "2", "m2").await;
-    send(&alice, &room, "3", "m3").await;
+    carol.join(&room).await.assert_ok();
+    alice.send_text(&room, "2", "m2").await;
+    alice.send_text(&room, "3", "m3").await;
 
     let body = sync(&alice, &format!("since={token}&{filter}")).await;
     let joined = &body["rooms"]["join"][&room];
-    assert_eq!(bodies(joined), vec!["m2", "m3"]);
+    assert_eq!(timeline_bodies(joined), vec!["m2", "m3"]);
     assert_eq!(joined["timeline"]["limited"], true);
     let state: Vec<(String, String)> = joined["state"]["events"]
         .as_array()
@@ -143,11 +114,11 @@ async fn lazy_loading_returns_only_the_senders_members() {
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
     let carol = client.register("carol").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
-    join(&carol, &room).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    carol.join(&room).await.assert_ok();
     for i in 0..3 {
-        send(&bob, &room, &format!("b{i}"), "from bob").await;
+        bob.send_text(&room, &format!("b{i}"), "from bob").await;
     }
     let filter = json!({ "room": { "timeline": { "limit": 2 }, "state": { "lazy_load_members": true } } });
     let body = sync(&alice, &format!("filter={}", enc_json(&filter))).await;
@@ -168,20 +139,20 @@ async fn long_poll_wakes_on_a_new_event() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
     let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
     let waiting = {
         let alice = alice.clone();
         tokio::spawn(async move { sync(&alice, &format!("since={token}&timeout=20000")).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    send(&bob, &room, "wake", "wake up").await;
+    bob.send_text(&room, "wake", "wake up").await;
     let body = tokio::time::timeout(std::time::Duration::from_secs(15), waiting)
         .await
         .expect("woke before the timeout")
         .unwrap();
-    assert_eq!(bodies(&body["rooms"]["join"][&room]), vec!["wake up"]);
+    assert_eq!(timeline_bodies(&body["rooms"]["join"][&room]), vec!["wake up"]);
 }
 
 #[tokio::test]
@@ -190,15 +161,15 @@ async fn left_rooms_appear_once_under_leave() {
     let client = server.client();
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    join(&bob, &room).await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
     let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
     bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
     let body = sync(&bob, &format!("since={token}")).await;
     assert!(body["rooms"]["leave"].get(&room).is_some(), "{}", body["rooms"]);
     assert!(body["rooms"]["join"].get(&room).is_none());
     let token = body["next_batch"].as_str().unwrap().to_owned();
-    send(&alice, &room, "after", "bob is gone").await;
+    alice.send_text(&room, "after", "bob is gone").await;
     let later = sync(&bob, &format!("since={token}&timeout=0")).await;
     assert!(later["rooms"]["leave"].get(&room).is_none(), "only once");
     assert!(later["rooms"]["join"].get(&room).is_none(), "nothing after leaving");
@@ -228,9 +199,9 @@ async fn filters_are_stored_per_user_and_used_by_sync() {
         .await
         .assert_error(400, "M_BAD_JSON");
 
-    let room = create_room(&alice, json!({})).await;
-    send(&alice, &room, "1", "a").await;
-    send(&alice, &room, "2", "b").await;
+    let room = alice.create_room(json!({})).await;
+    alice.send_text(&room, "1", "a").await;
+    alice.send_text(&room, "2", "b").await;
     let body = sync(&alice, &format!("filter={id}")).await;
     let events = body["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
     assert_eq!(events, vec![json!({ "type": "m.room.message", "content": { "body": "b" } })]);
@@ -240,15 +211,15 @@ async fn filters_are_stored_per_user_and_used_by_sync() {
 async fn sync_tokens_survive_a_restart() {
     let server = TestServer::start().await;
     let alice = server.client().register("alice").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
     let server = server.restart().await;
     let alice = Session { client: server.client().with_token(&alice.token), ..alice };
     let quiet = sync(&alice, &format!("since={token}&timeout=0")).await;
     assert!(quiet["rooms"]["join"].as_object().unwrap().is_empty(), "nothing new across the restart");
-    send(&alice, &room, "1", "after restart").await;
+    alice.send_text(&room, "1", "after restart").await;
     let body = sync(&alice, &format!("since={token}")).await;
-    assert_eq!(bodies(&body["rooms"]["join"][&room]), vec!["after restart"]);
+    assert_eq!(timeline_bodies(&body["rooms"]["join"][&room]), vec!["after restart"]);
 }
 
 #[tokio::test]
@@ -257,7 +228,7 @@ async fn account_data_and_tags_are_private_and_synced() {
     let client = server.client();
     let alice = client.register("alice").await;
     let eve = client.register("eve").await;
-    let room = create_room(&alice, json!({})).await;
+    let room = alice.create_room(json!({})).await;
     let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
 
     let global = format!("/_matrix/client/v3/user/{}/account_data/org.example.settings", enc(&alice.user_id));
