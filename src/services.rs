@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
-    rooms::Rooms,
+    rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
     users::Users,
 };
@@ -16,6 +16,7 @@ pub struct Services {
     pub storage: Arc<Storage>,
     pub users: Users,
     pub rooms: Rooms,
+    pub typing: Typing,
     pub server_key: Arc<ServerKey>,
 }
 
@@ -30,7 +31,8 @@ impl Services {
         let server_key = Arc::new(ServerKey::load_or_generate(&storage)?);
         let users = Users::new(Arc::clone(&storage), &config);
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
-        let services = Arc::new(Self { config, storage, users, rooms, server_key });
+        let typing = Typing::new(Arc::clone(&storage));
+        let services = Arc::new(Self { config, storage, users, rooms, typing, server_key });
         services.start_maintenance();
         Ok(services)
     }

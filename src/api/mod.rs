@@ -88,6 +88,7 @@ pub enum Endpoint {
     GetProfile,
     GetProfileField,
     SetProfileField,
+    Typing,
     ServerKeys,
 }
 
@@ -225,6 +226,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/profile/:user_id", E::GetProfile),
     route(Get, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::GetProfileField),
     route(Put, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::SetProfileField),
+    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id", E::Typing),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -311,6 +313,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetProfile => profile::get_profile(s, &request),
         E::GetProfileField => profile::get_field(s, &request),
         E::SetProfileField => profile::set_field(s, &request, who()?).await,
+        E::Typing => sync::typing(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

@@ -22,6 +22,7 @@ pub mod content;
 pub mod relations;
 pub mod resolution;
 pub mod state;
+pub mod typing;
 
 use std::{
     collections::HashMap,

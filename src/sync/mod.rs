@@ -12,8 +12,8 @@
 //! This first slice covers rooms (join, invite, knock, leave), timelines with
 //! `limited`/`prev_batch`, state (whole, or the delta since the token,
 //! correct across gaps), summaries, filters and long-polling on new events.
-//! Account data (global and per room) is delivered when it changes.
-//! To-device messages, receipts, typing and presence sections are present and
+//! Account data (global and per room) and typing are delivered when they
+//! change. To-device messages, receipts and presence sections are present and
 //! empty until their issues land.
 
 pub mod filter;
@@ -26,7 +26,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::{Error, Result},
     events::Pdu,
-    rooms::{membership_of, state::StateMap, Rooms},
+    rooms::{membership_of, state::StateMap, typing::Typing, Rooms},
     storage::records::{RoomRecord, StoredPdu},
     users::{Identity, Users},
 };
@@ -53,13 +53,21 @@ pub fn parse_since(token: &str) -> Result<u64> {
 }
 
 /// Runs a sync, long-polling up to `request.timeout` when nothing changed.
-pub async fn sync(rooms: &Rooms, users: &Users, who: &Identity, request: &SyncRequest) -> Result<Value> {
+/// What `/sync` reads.
+pub struct Sources<'a> {
+    pub rooms: &'a Rooms,
+    pub users: &'a Users,
+    pub typing: &'a Typing,
+}
+
+pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<Value> {
+    let rooms = sources.rooms;
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut updates = rooms.subscribe();
     loop {
         updates.borrow_and_update();
         let snapshot = rooms.current_position()?;
-        let (body, has_changes) = compute(rooms, users, who, request, snapshot)?;
+        let (body, has_changes) = compute(sources, who, request, snapshot)?;
         let initial = request.since.is_none() || request.full_state;
         if has_changes || initial || request.since.is_some_and(|since| since > snapshot) {
             return Ok(body);
@@ -71,15 +79,10 @@ pub async fn sync(rooms: &Rooms, users: &Users, who: &Identity, request: &SyncRe
     }
 }
 
-fn compute(
-    rooms: &Rooms,
-    users: &Users,
-    who: &Identity,
-    request: &SyncRequest,
-    snapshot: u64,
-) -> Result<(Value, bool)> {
+fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
+    let rooms = sources.rooms;
     let room_filter = &request.filter.room;
-    let mut account_data = users.account_data_since(&who.localpart, request.since, snapshot)?;
+    let mut account_data = sources.users.account_data_since(&who.localpart, request.since, snapshot)?;
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut knock = Map::new();
@@ -96,9 +99,11 @@ fn compute(
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership.as_str() {
             "join" => {
-                let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
-                let section =
-                    joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token, room_account_data)?;
+                let extras = RoomExtras {
+                    account_data: account_data.rooms.remove(room_id.as_str()).unwrap_or_default(),
+                    typing: sources.typing.changed_since(&room_id, request.since, snapshot),
+                };
+                let section = joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
                 if let Some(section) = section {
                     join.insert(room_id.to_string(), section);
                 }
@@ -139,6 +144,13 @@ fn compute(
         "device_unused_fallback_key_types": [],
     });
     Ok((body, has_changes))
+}
+
+/// What a joined room carries besides events: its account data and typing
+/// list, when they changed.
+struct RoomExtras {
+    account_data: Vec<Value>,
+    typing: Option<Vec<ruma::OwnedUserId>>,
 }
 
 /// The timeline of a room for this sync: the last `limit` visible, accepted
@@ -200,7 +212,7 @@ fn joined_room(
     room: &RoomRecord,
     snapshot: u64,
     newly_joined: bool,
-    room_account_data: Vec<Value>,
+    extras: RoomExtras,
 ) -> Result<Option<Value>> {
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
@@ -219,7 +231,16 @@ fn joined_room(
         let before = rooms.state_at_position(room, since + 1)?.unwrap_or_default();
         state_delta(rooms, &before, &start_state)?
     };
-    if !whole_state && events.is_empty() && state_events.is_empty() && room_account_data.is_empty() {
+    let mut ephemeral = Vec::new();
+    if let Some(users) = extras.typing {
+        ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
+    }
+    if !whole_state
+        && events.is_empty()
+        && state_events.is_empty()
+        && extras.account_data.is_empty()
+        && ephemeral.is_empty()
+    {
         return Ok(None);
     }
     let state_events = lazy_load(request, who, &events, state_events);
@@ -249,8 +270,8 @@ fn joined_room(
     Ok(Some(json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state_json },
-        "ephemeral": { "events": [] },
-        "account_data": { "events": room_account_data },
+        "ephemeral": { "events": ephemeral },
+        "account_data": { "events": extras.account_data },
         "summary": summary,
     })))
 }

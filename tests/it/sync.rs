@@ -260,3 +260,31 @@ async fn account_data_and_tags_are_private_and_synced() {
     assert_eq!(tag_event["content"]["tags"], json!({}));
     assert!(sync(&eve, "").await["account_data"]["events"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn typing_reaches_other_members_and_expires_on_its_own() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    let typing = |user: &str| format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(user));
+
+    bob.client.put(&typing(&alice.user_id), json!({ "typing": true })).await.assert_error(403, "M_FORBIDDEN");
+    eve.client.put(&typing(&eve.user_id), json!({ "typing": true })).await.assert_error(403, "M_FORBIDDEN");
+    bob.client.put(&typing(&bob.user_id), json!({ "typing": true, "timeout": 1000 })).await.assert_ok();
+    let body = sync(&alice, &format!("since={token}")).await;
+    let ephemeral = &body["rooms"]["join"][&room]["ephemeral"]["events"][0];
+    assert_eq!(ephemeral["type"], "m.typing");
+    assert_eq!(ephemeral["content"]["user_ids"], json!([bob.user_id]));
+
+    // The expiry wakes a waiting sync with the emptied list.
+    let token = body["next_batch"].as_str().unwrap().to_owned();
+    let later = sync(&alice, &format!("since={token}&timeout=10000")).await;
+    let ephemeral = &later["rooms"]["join"][&room]["ephemeral"]["events"][0];
+    assert_eq!(ephemeral["content"]["user_ids"], json!([]), "{later}");
+    assert!(sync(&eve, "").await["rooms"]["join"].get(&room).is_none());
+}

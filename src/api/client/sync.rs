@@ -64,5 +64,28 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
     };
     let full_state = request.query("full_state") == Some("true");
     let sync_request = SyncRequest { since, full_state, timeout, filter };
-    Ok(Response::json(&sync::sync(&s.rooms, &s.users, who, &sync_request).await?))
+    Ok(Response::json(
+        &sync::sync(&sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing }, who, &sync_request).await?,
+    ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TypingBody {
+    typing: bool,
+    timeout: Option<u64>,
+}
+
+/// `PUT /rooms/{roomId}/typing/{userId}`: only for oneself, in a joined room.
+pub fn typing(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = super::room_events::room_id_param(request, 0)?;
+    if request.param(1) != who.user_id.as_str() {
+        return Err(Error::forbidden("You can only set your own typing state"));
+    }
+    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let body: TypingBody = request.json()?;
+    let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
+    s.typing.set(&room_id, &who.user_id, body.typing, timeout)?;
+    Ok(Response::empty_object())
 }
