@@ -89,6 +89,8 @@ pub enum Endpoint {
     GetProfileField,
     SetProfileField,
     Typing,
+    Receipt,
+    ReadMarkers,
     ServerKeys,
 }
 
@@ -227,6 +229,8 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::GetProfileField),
     route(Put, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::SetProfileField),
     route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id", E::Typing),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/receipt/:receipt_type/:event_id", E::Receipt),
+    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/read_markers", E::ReadMarkers),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -244,8 +248,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, devices, discovery, login, membership, messages, profile, register, relations,
-        reports, room_events, rooms, sync, upgrade,
+        account, account_data, aliases, devices, discovery, login, membership, messages, profile, receipts, register,
+        relations, reports, room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -314,6 +318,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetProfileField => profile::get_field(s, &request),
         E::SetProfileField => profile::set_field(s, &request, who()?).await,
         E::Typing => sync::typing(s, &request, who()?),
+        E::Receipt => receipts::receipt(s, &request, who()?).await,
+        E::ReadMarkers => receipts::read_markers(s, &request, who()?).await,
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

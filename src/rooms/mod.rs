@@ -19,6 +19,7 @@
 
 pub mod aliases;
 pub mod content;
+pub mod receipts;
 pub mod relations;
 pub mod resolution;
 pub mod state;

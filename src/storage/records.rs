@@ -218,3 +218,17 @@ pub struct AccountDataRecord {
 impl Record for AccountDataRecord {
     const VERSION: u8 = 1;
 }
+
+/// A read receipt (or private read receipt) of a user in a room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub event_id: String,
+    pub ts: u64,
+    /// Counter value of this receipt (for `/sync`).
+    pub count: u64,
+    pub thread_id: Option<String>,
+}
+
+impl Record for ReceiptRecord {
+    const VERSION: u8 = 1;
+}

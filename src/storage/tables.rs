@@ -5,8 +5,9 @@
 
 use super::{
     records::{
-        AccountDataRecord, AliasRecord, DeviceRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
-        StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        AccountDataRecord, AliasRecord, DeviceRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
+        ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord, UiaaSessionRecord,
+        UserRecord,
     },
     StorageError, Table,
 };
@@ -56,6 +57,8 @@ pub struct Tables {
     pub thread_roots: Table<(String, String), u64>,
     /// (localpart, room id (empty when global) + "\n" + type) → account data.
     pub account_data: Table<(String, String), AccountDataRecord>,
+    /// (room id, user id + "\n" + receipt type + "\n" + thread id) → receipt.
+    pub receipts: Table<(String, String), ReceiptRecord>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -90,6 +93,7 @@ impl Tables {
             shortid_authchain: Table::open(db, "shortid_authchain")?,
             filters: Table::open(db, "localpart_filterid_filter")?,
             account_data: Table::open(db, "localpart_scope_accountdata")?,
+            receipts: Table::open(db, "roomid_user_type_thread_receipt")?,
         })
     }
 }

@@ -12,9 +12,11 @@
 //! This first slice covers rooms (join, invite, knock, leave), timelines with
 //! `limited`/`prev_batch`, state (whole, or the delta since the token,
 //! correct across gaps), summaries, filters and long-polling on new events.
-//! Account data (global and per room) and typing are delivered when they
-//! change. To-device messages, receipts and presence sections are present and
-//! empty until their issues land.
+//! Account data (global and per room), typing and receipts are delivered when
+//! they change; `unread_notifications.notification_count` counts messages
+//! from others after the user's read receipt (push rules will refine it).
+//! To-device messages and presence sections are present and empty until
+//! their issues land.
 
 pub mod filter;
 
@@ -102,6 +104,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                 let extras = RoomExtras {
                     account_data: account_data.rooms.remove(room_id.as_str()).unwrap_or_default(),
                     typing: sources.typing.changed_since(&room_id, request.since, snapshot),
+                    receipts: rooms.receipts_since(&room_id, &who.user_id, request.since, snapshot)?,
+                    joined_at: changed_at,
                 };
                 let section = joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
                 if let Some(section) = section {
@@ -151,6 +155,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
 struct RoomExtras {
     account_data: Vec<Value>,
     typing: Option<Vec<ruma::OwnedUserId>>,
+    receipts: Option<Value>,
+    /// Position of the user's join (unread counts start there).
+    joined_at: u64,
 }
 
 /// The timeline of a room for this sync: the last `limit` visible, accepted
@@ -235,6 +242,7 @@ fn joined_room(
     if let Some(users) = extras.typing {
         ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": users } }));
     }
+    ephemeral.extend(extras.receipts);
     if !whole_state
         && events.is_empty()
         && state_events.is_empty()
@@ -273,6 +281,9 @@ fn joined_room(
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": extras.account_data },
         "summary": summary,
+        "unread_notifications": {
+            "notification_count": rooms.unread_count(room, room_id, &who.user_id, extras.joined_at, snapshot)?,
+        },
     })))
 }
 

@@ -288,3 +288,50 @@ async fn typing_reaches_other_members_and_expires_on_its_own() {
     assert_eq!(ephemeral["content"]["user_ids"], json!([]), "{later}");
     assert!(sync(&eve, "").await["rooms"]["join"].get(&room).is_none());
 }
+
+#[tokio::test]
+async fn receipts_markers_and_unread_counts() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let first = bob.send_text(&room, "1", "one").await;
+    bob.send_text(&room, "2", "two").await;
+    let third = bob.send_text(&room, "3", "three").await;
+    alice.send_text(&room, "4", "mine do not count").await;
+
+    let joined = |body: &Value| body["rooms"]["join"][&room].clone();
+    let body = sync(&alice, "").await;
+    assert_eq!(joined(&body)["unread_notifications"]["notification_count"], 3);
+    let token = body["next_batch"].as_str().unwrap().to_owned();
+
+    let receipt =
+        |kind: &str, event: &str| format!("/_matrix/client/v3/rooms/{}/receipt/{kind}/{}", enc(&room), enc(event));
+    alice.client.post(&receipt("m.read", &first), json!({})).await.assert_ok();
+    eve.client.post(&receipt("m.read", &first), json!({})).await.assert_error(403, "M_FORBIDDEN");
+    alice.client.post(&receipt("m.read", "$unknown"), json!({})).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.post(&receipt("m.bogus", &first), json!({})).await.assert_error(400, "M_INVALID_PARAM");
+    let body = sync(&alice, &format!("since={token}")).await;
+    let room_sync = joined(&body);
+    assert_eq!(room_sync["unread_notifications"]["notification_count"], 2);
+    let receipts = &room_sync["ephemeral"]["events"][0];
+    assert_eq!(receipts["type"], "m.receipt");
+    assert!(receipts["content"][&first]["m.read"][&alice.user_id]["ts"].as_u64().is_some());
+
+    // Private receipts count for their owner and are seen by nobody else.
+    let bob_token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let markers = format!("/_matrix/client/v3/rooms/{}/read_markers", enc(&room));
+    alice.client.post(&markers, json!({ "m.fully_read": third, "m.read.private": third })).await.assert_ok();
+    let body = sync(&alice, "").await;
+    assert_eq!(joined(&body)["unread_notifications"]["notification_count"], 0);
+    let fully_read = alice
+        .client
+        .get(&format!("/_matrix/client/v3/user/{}/rooms/{}/account_data/m.fully_read", enc(&alice.user_id), enc(&room)))
+        .await;
+    assert_eq!(fully_read.assert_ok()["event_id"], third.as_str());
+    let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
+    assert!(!bobs.to_string().contains("m.read.private"), "private receipts stay private: {bobs}");
+}

@@ -9,6 +9,7 @@ pub mod login;
 pub mod membership;
 pub mod messages;
 pub mod profile;
+pub mod receipts;
 pub mod register;
 pub mod relations;
 pub mod reports;

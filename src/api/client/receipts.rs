@@ -1,0 +1,85 @@
+//! Read receipts and read markers.
+//!
+//! Spec: client-server API modules "Receipts"
+//! (`POST /rooms/{roomId}/receipt/{receiptType}/{eventId}`, with `thread_id`)
+//! and "Read and unread markers" (`POST /rooms/{roomId}/read_markers`;
+//! `m.fully_read` is room account data only the server sets).
+
+use ruma::EventId;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    rooms::receipts::{READ, READ_PRIVATE},
+    services::Services,
+    users::Identity,
+};
+
+use super::room_events::room_id_param;
+
+/// The event must be in the room and visible to the joined caller.
+fn readable_event(s: &Services, room_id: &ruma::RoomId, who: &Identity, event_id: &str) -> Result<ruma::OwnedEventId> {
+    if s.rooms.membership(room_id, &who.user_id)?.as_deref() != Some("join") {
+        return Err(Error::forbidden("You are not in this room"));
+    }
+    let not_found = || Error::not_found("Event not found");
+    let event_id = EventId::parse(event_id).map_err(|_| not_found())?;
+    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
+    if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        return Err(not_found());
+    }
+    Ok(event_id)
+}
+
+async fn set_fully_read(s: &Services, who: &Identity, room_id: &ruma::RoomId, event_id: &EventId) -> Result<()> {
+    let content = json!({ "event_id": event_id });
+    s.users.store_account_data(&who.localpart, Some(room_id.as_str()), "m.fully_read", &content).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ReceiptBody {
+    thread_id: Option<String>,
+}
+
+pub async fn receipt(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let kind = request.param(1);
+    let event_id = readable_event(s, &room_id, who, request.param(2))?;
+    let body: ReceiptBody = request.json()?;
+    match kind {
+        READ | READ_PRIVATE => {
+            s.rooms.set_receipt(&room_id, &who.user_id, kind, &event_id, body.thread_id.as_deref()).await?;
+        }
+        "m.fully_read" => set_fully_read(s, who, &room_id, &event_id).await?,
+        other => return Err(Error::invalid_param(format!("Unknown receipt type {other:?}"))),
+    }
+    Ok(Response::empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+struct MarkersBody {
+    #[serde(rename = "m.fully_read")]
+    fully_read: Option<String>,
+    #[serde(rename = "m.read")]
+    read: Option<String>,
+    #[serde(rename = "m.read.private")]
+    read_private: Option<String>,
+}
+
+pub async fn read_markers(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let body: MarkersBody = request.json()?;
+    if let Some(event) = &body.fully_read {
+        let event_id = readable_event(s, &room_id, who, event)?;
+        set_fully_read(s, who, &room_id, &event_id).await?;
+    }
+    for (kind, event) in [(READ, &body.read), (READ_PRIVATE, &body.read_private)] {
+        if let Some(event) = event {
+            let event_id = readable_event(s, &room_id, who, event)?;
+            s.rooms.set_receipt(&room_id, &who.user_id, kind, &event_id, None).await?;
+        }
+    }
+    Ok(Response::empty_object())
+}
