@@ -79,6 +79,9 @@ pub struct Config {
     /// Version of new rooms unless the client asks for another.
     #[serde(default = "default_room_version")]
     pub default_room_version: String,
+    /// Whether presence (online, away, last active) is tracked and shared.
+    #[serde(default = "default_presence")]
+    pub presence: bool,
     #[serde(default)]
     pub login_rate_limit: LoginRateLimit,
     #[serde(default)]
@@ -189,6 +192,9 @@ fn default_uiaa_session_lifetime_secs() -> u64 {
 }
 fn default_room_version() -> String {
     crate::events::room_version::DEFAULT_ROOM_VERSION.to_string()
+}
+fn default_presence() -> bool {
+    true
 }
 fn default_failed_attempts() -> u32 {
     5
@@ -430,6 +436,7 @@ mod tests {
         assert_eq!(config.login_rate_limit, minimal.login_rate_limit);
         assert_eq!(config.log, minimal.log);
         assert_eq!(config.default_room_version, minimal.default_room_version);
+        assert_eq!(config.presence, minimal.presence);
         assert_eq!(config.listeners, minimal.listeners);
         assert_eq!(config.refreshable_access_token_lifetime_secs, minimal.refreshable_access_token_lifetime_secs);
         assert_eq!(config.uiaa_session_lifetime_secs, minimal.uiaa_session_lifetime_secs);

@@ -8,7 +8,7 @@ use crate::{
     crypto::signing_key::ServerKey,
     rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
-    users::Users,
+    users::{presence::Presence, Users},
 };
 
 pub struct Services {
@@ -17,6 +17,7 @@ pub struct Services {
     pub users: Users,
     pub rooms: Rooms,
     pub typing: Typing,
+    pub presence: Presence,
     pub server_key: Arc<ServerKey>,
 }
 
@@ -32,7 +33,8 @@ impl Services {
         let users = Users::new(Arc::clone(&storage), &config);
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
         let typing = Typing::new(Arc::clone(&storage));
-        let services = Arc::new(Self { config, storage, users, rooms, typing, server_key });
+        let presence = Presence::new(Arc::clone(&storage), config.presence);
+        let services = Arc::new(Self { config, storage, users, rooms, typing, presence, server_key });
         services.start_maintenance();
         Ok(services)
     }

@@ -91,6 +91,8 @@ pub enum Endpoint {
     Typing,
     Receipt,
     ReadMarkers,
+    GetPresence,
+    SetPresence,
     ServerKeys,
 }
 
@@ -231,6 +233,8 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id", E::Typing),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/receipt/:receipt_type/:event_id", E::Receipt),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/read_markers", E::ReadMarkers),
+    route(Get, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::GetPresence),
+    route(Put, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::SetPresence),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -320,6 +324,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Typing => sync::typing(s, &request, who()?),
         E::Receipt => receipts::receipt(s, &request, who()?).await,
         E::ReadMarkers => receipts::read_markers(s, &request, who()?).await,
+        E::GetPresence => sync::get_presence(s, &request, who()?),
+        E::SetPresence => sync::set_presence(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
     }
 }

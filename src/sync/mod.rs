@@ -15,8 +15,9 @@
 //! Account data (global and per room), typing and receipts are delivered when
 //! they change; `unread_notifications.notification_count` counts messages
 //! from others after the user's read receipt (push rules will refine it).
-//! To-device messages and presence sections are present and empty until
-//! their issues land.
+//! Presence changes of people one shares a room with are delivered too.
+//! The to-device section is present and empty until end-to-end encryption
+//! lands.
 
 pub mod filter;
 
@@ -30,6 +31,7 @@ use crate::{
     events::Pdu,
     rooms::{membership_of, state::StateMap, typing::Typing, Rooms},
     storage::records::{RoomRecord, StoredPdu},
+    users::presence::Presence,
     users::{Identity, Users},
 };
 use filter::{select_fields, Filter};
@@ -60,6 +62,7 @@ pub struct Sources<'a> {
     pub rooms: &'a Rooms,
     pub users: &'a Users,
     pub typing: &'a Typing,
+    pub presence: &'a Presence,
 }
 
 pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<Value> {
@@ -132,22 +135,44 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             _ => {}
         }
     }
+    let presence = visible_presence(sources, who, request.since, snapshot)?;
     let has_changes = !(join.is_empty()
         && invite.is_empty()
         && knock.is_empty()
         && leave.is_empty()
-        && account_data.global.is_empty());
+        && account_data.global.is_empty()
+        && presence.is_empty());
     let body = json!({
         "next_batch": format!("s{snapshot}"),
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
         "account_data": { "events": account_data.global },
-        "presence": { "events": [] },
+        "presence": { "events": presence },
         "to_device": { "events": [] },
         "device_lists": { "changed": [], "left": [] },
         "device_one_time_keys_count": {},
         "device_unused_fallback_key_types": [],
     });
     Ok((body, has_changes))
+}
+
+/// Presence changes of the caller and of the local users they share a joined room with.
+fn visible_presence(sources: &Sources<'_>, who: &Identity, since: Option<u64>, upto: u64) -> Result<Vec<Value>> {
+    let changed = sources.presence.changed_since(since, upto);
+    if changed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let joined = |localpart: &str| -> Result<std::collections::HashSet<ruma::OwnedRoomId>> {
+        Ok(sources.rooms.joined_rooms(localpart)?.into_iter().collect())
+    };
+    let mine = joined(&who.localpart)?;
+    let mut events = Vec::new();
+    for (user, content) in changed {
+        let shares = user == who.user_id || (!mine.is_empty() && !joined(user.localpart())?.is_disjoint(&mine));
+        if shares {
+            events.push(json!({ "type": "m.presence", "sender": user, "content": content }));
+        }
+    }
+    Ok(events)
 }
 
 /// What a joined room carries besides events: its account data and typing

@@ -6,6 +6,7 @@
 
 pub mod account_data;
 pub mod password;
+pub mod presence;
 pub mod rate_limit;
 pub mod sessions;
 pub mod uiaa;

@@ -335,3 +335,47 @@ async fn receipts_markers_and_unread_counts() {
     let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
     assert!(!bobs.to_string().contains("m.read.private"), "private receipts stay private: {bobs}");
 }
+
+#[tokio::test]
+async fn presence_is_shared_with_room_mates_only() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let token = sync(&alice, "set_presence=offline").await["next_batch"].as_str().unwrap().to_owned();
+
+    let status = |user: &str| format!("/_matrix/client/v3/presence/{}/status", enc(user));
+    bob.client
+        .put(&status(&bob.user_id), json!({ "presence": "unavailable", "status_msg": "in a meeting" }))
+        .await
+        .assert_ok();
+    bob.client.put(&status(&alice.user_id), json!({ "presence": "online" })).await.assert_error(403, "M_FORBIDDEN");
+    bob.client.put(&status(&bob.user_id), json!({ "presence": "dancing" })).await.assert_error(400, "M_INVALID_PARAM");
+    let seen = alice.client.get(&status(&bob.user_id)).await;
+    assert_eq!(seen.assert_ok()["presence"], "unavailable");
+    assert_eq!(seen.body["status_msg"], "in a meeting");
+    eve.client.get(&status(&bob.user_id)).await.assert_error(403, "M_FORBIDDEN");
+
+    let body = sync(&alice, &format!("since={token}&set_presence=offline")).await;
+    let events = body["presence"]["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["sender"] == bob.user_id.as_str() && e["content"]["presence"] == "unavailable"),
+        "{events:?}"
+    );
+    let eves = sync(&eve, "set_presence=offline").await;
+    assert!(!eves["presence"]["events"].to_string().contains(&bob.user_id), "eve shares no room with bob");
+}
+
+#[tokio::test]
+async fn presence_can_be_turned_off() {
+    let server = TestServer::start_with("presence = false").await;
+    let alice = server.client().register("alice").await;
+    let status = format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id));
+    alice.client.put(&status, json!({ "presence": "online" })).await.assert_error(403, "M_FORBIDDEN");
+    let body = sync(&alice, "").await;
+    assert!(body["presence"]["events"].as_array().unwrap().is_empty());
+    assert_eq!(alice.client.get(&status).await.assert_ok()["presence"], "offline");
+}

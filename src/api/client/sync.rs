@@ -63,9 +63,20 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
         None => Duration::ZERO,
     };
     let full_state = request.query("full_state") == Some("true");
+    match request.query("set_presence") {
+        None | Some("online") => s.presence.set(&who.user_id, "online", None)?,
+        Some("unavailable") => s.presence.set(&who.user_id, "unavailable", None)?,
+        Some("offline") => {}
+        Some(other) => return Err(Error::invalid_param(format!("Unknown set_presence {other:?}"))),
+    }
     let sync_request = SyncRequest { since, full_state, timeout, filter };
     Ok(Response::json(
-        &sync::sync(&sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing }, who, &sync_request).await?,
+        &sync::sync(
+            &sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing, presence: &s.presence },
+            who,
+            &sync_request,
+        )
+        .await?,
     ))
 }
 
@@ -88,4 +99,41 @@ pub fn typing(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
     s.typing.set(&room_id, &who.user_id, body.typing, timeout)?;
     Ok(Response::empty_object())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct PresenceBody {
+    presence: String,
+    status_msg: Option<String>,
+}
+
+/// `PUT /presence/{userId}/status`: one's own only.
+pub fn set_presence(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    if request.param(0) != who.user_id.as_str() {
+        return Err(Error::forbidden("You can only set your own presence"));
+    }
+    if !s.presence.enabled() {
+        return Err(Error::forbidden("Presence is disabled on this server"));
+    }
+    let body: PresenceBody = request.json()?;
+    if body.status_msg.as_ref().is_some_and(|m| m.len() > 1024) {
+        return Err(Error::invalid_param("status_msg is longer than 1024 bytes"));
+    }
+    s.presence.set(&who.user_id, &body.presence, Some(body.status_msg))?;
+    Ok(Response::empty_object())
+}
+
+/// `GET /presence/{userId}/status`: oneself, or someone sharing a joined room.
+pub fn get_presence(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let user_id = ruma::UserId::parse(request.param(0)).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    if user_id != who.user_id {
+        let visible = user_id.server_name() == s.config.server_name && {
+            let theirs: std::collections::HashSet<_> = s.rooms.joined_rooms(user_id.localpart())?.into_iter().collect();
+            s.rooms.joined_rooms(&who.localpart)?.iter().any(|room| theirs.contains(room))
+        };
+        if !visible {
+            return Err(Error::forbidden("You are not allowed to see their presence"));
+        }
+    }
+    Ok(Response::json(&s.presence.content(&user_id)))
 }
