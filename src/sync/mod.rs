@@ -228,7 +228,11 @@ fn timeline(
 }
 
 fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu, stored: &StoredPdu) -> Result<Value> {
-    let event = rooms.serve_event(pdu, stored, &who.user_id)?;
+    let event = if request.filter.event_format.as_deref() == Some("federation") {
+        serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?
+    } else {
+        rooms.serve_event(pdu, stored, &who.user_id)?
+    };
     Ok(match &request.filter.event_fields {
         Some(fields) => select_fields(&event, fields),
         None => event,
