@@ -190,6 +190,11 @@ mod tests {
             assert_eq!(verify_event(&public_keys(), pdu.as_object(), &rules).unwrap(), Verified::All, "{version}");
             let parsed = Pdu::from_json(&pdu.to_canonical_json(), &rules).unwrap();
             assert_eq!(parsed.event_id(), pdu.event_id(), "{version}");
+            let stored = Pdu::from_stored_json(&pdu.to_canonical_json(), pdu.event_id().clone(), &rules).unwrap();
+            assert_eq!(
+                (stored.event_id(), stored.depth(), stored.content_json()),
+                (pdu.event_id(), 7, pdu.content_json())
+            );
             assert_eq!(parsed.event_type(), &TimelineEventType::RoomMessage);
             assert_eq!(parsed.depth(), 7);
         }

@@ -111,6 +111,24 @@ impl Pdu {
             }
         })?;
         let event_id = compute_event_id(&object, rules)?;
+        Self::with_fields(object, event_id, rules)
+    }
+
+    /// Reads back a PDU this server stored after checking it: the format
+    /// checks and the event id (a hash of the whole event) are not redone.
+    /// Only for storage's own records; anything from outside goes through
+    /// [`Pdu::from_json`].
+    pub fn from_stored_json(json: &str, event_id: OwnedEventId, rules: &RoomVersionRules) -> Result<Self, PduError> {
+        let object: CanonicalJsonObject =
+            serde_json::from_str(json).map_err(|e| format_error(format!("not canonical JSON: {e}")))?;
+        Self::with_fields(object, event_id, rules)
+    }
+
+    fn with_fields(
+        object: CanonicalJsonObject,
+        event_id: OwnedEventId,
+        rules: &RoomVersionRules,
+    ) -> Result<Self, PduError> {
         let room_id = optional_string(&object, "room_id")?
             .map(|id| OwnedRoomId::try_from(id).map_err(|e| format_error(format!("room_id: {e}"))))
             .transpose()?;

@@ -145,7 +145,8 @@ impl Rooms {
         let version = RoomVersionId::try_from(stored.room_version.as_str())
             .map_err(|_| StorageError::corrupt("stored event room version"))?;
         let rules = room_version::rules(&version)?;
-        let pdu = Pdu::from_json(&stored.json, &rules)
+        // Stored events were checked on the way in; their id is the key.
+        let pdu = Pdu::from_stored_json(&stored.json, event_id.to_owned(), &rules)
             .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
         Ok(Some((pdu, stored)))
     }
