@@ -163,10 +163,15 @@ impl Rooms {
 
     /// The state event `(kind, state_key)` in a state map.
     pub fn state_event_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        Ok(self.state_record_in(state, kind, state_key)?.map(|(pdu, _)| pdu))
+    }
+
+    /// [`Rooms::state_event_in`] with the event's storage record.
+    pub fn state_record_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<(Pdu, StoredPdu)>> {
         let Some(short_key) = self.state.existing_short_state_key(kind, state_key)? else { return Ok(None) };
         let Some(short_event) = state.get(&short_key) else { return Ok(None) };
         let event_id = self.event_id_of_short(*short_event)?;
-        Ok(self.get_pdu(&event_id)?.map(|(pdu, _)| pdu))
+        self.get_pdu(&event_id)
     }
 
     /// Every event of a state map.

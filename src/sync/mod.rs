@@ -97,9 +97,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             continue;
         }
         let Some(room) = rooms.room(&room_id)? else { continue };
-        let member_event = rooms
-            .state_event_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?
-            .and_then(|pdu| rooms.get_pdu(pdu.event_id()).ok().flatten());
+        let member_event =
+            rooms.state_record_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?;
         let changed_at = member_event.as_ref().map_or(0, |(_, stored)| stored.count);
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership.as_str() {
