@@ -14,6 +14,7 @@
 //! - [`error`]: the error type and its single mapping to Matrix error codes.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;

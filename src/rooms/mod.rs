@@ -23,6 +23,7 @@ pub mod receipts;
 pub mod relations;
 pub mod resolution;
 pub mod state;
+pub mod summary;
 pub mod typing;
 
 use std::{
@@ -39,6 +40,7 @@ use ruma::{
 use serde_json::Value;
 
 use crate::{
+    cache::BoundedCache,
     crypto::{signing_key::ServerKey, tokens::random_alphanumeric},
     error::{Error, Result},
     events::{build_and_sign, room_version, NewEvent, Pdu},
@@ -95,7 +97,14 @@ pub struct Rooms {
     key: Arc<ServerKey>,
     policy: std::sync::RwLock<Arc<dyn EventPolicy>>,
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Parsed events recently read (timelines, state, sync), keyed by event id.
+    pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
+    /// Member summaries by state snapshot id.
+    summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
 }
+
+/// Parsed events kept per cache generation (at most twice this many, a few KiB each).
+const PDU_CACHE_ENTRIES: usize = 4096;
 
 impl Rooms {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName, key: Arc<ServerKey>) -> Self {
@@ -106,6 +115,8 @@ impl Rooms {
             key,
             policy: std::sync::RwLock::new(Arc::new(NoPolicy)),
             locks: Mutex::default(),
+            pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
+            summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
         }
     }
 
@@ -141,6 +152,10 @@ impl Rooms {
 
     /// An event with its storage record, if known.
     pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<(Pdu, StoredPdu)>> {
+        if let Some(cached) = self.pdus.get(event_id) {
+            return Ok(Some(cached));
+        }
+        let epoch = self.pdus.epoch();
         let Some(stored) = self.storage.tables.eventid_pdu.get(&event_id.to_string())? else { return Ok(None) };
         let version = RoomVersionId::try_from(stored.room_version.as_str())
             .map_err(|_| StorageError::corrupt("stored event room version"))?;
@@ -148,6 +163,7 @@ impl Rooms {
         // Stored events were checked on the way in; their id is the key.
         let pdu = Pdu::from_stored_json(&stored.json, event_id.to_owned(), &rules)
             .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
+        self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), stored.clone()), epoch);
         Ok(Some((pdu, stored)))
     }
 
@@ -343,7 +359,12 @@ impl Rooms {
 
     /// The global position: every event stored so far has a count up to it.
     pub fn current_position(&self) -> Result<u64> {
-        Ok(self.storage.current_count()?)
+        Ok(self.storage.visible_count()?)
+    }
+
+    /// The position of a room's latest event (0 for none).
+    pub fn latest_position(&self, room: &RoomRecord) -> Result<u64> {
+        Ok(self.timeline_page(room, u64::MAX, true, 1)?.first().map_or(0, |(count, _)| *count))
     }
 
     /// Every room a local user has a membership in, with that membership.
@@ -673,7 +694,9 @@ impl Rooms {
     ) -> Result<()> {
         let tables = &self.storage.tables;
         let mut batch = Batch::new();
-        let count = self.storage.next_count()?;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
         let event_id = pdu.event_id().to_string();
         // The create event has an empty state before it; its own state starts
         // a whole snapshot rather than a diff over one not yet written.
@@ -696,6 +719,7 @@ impl Rooms {
         let chain = self.compute_auth_chain(pdu)?;
         batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
+        self.index_countable(&mut batch, room, pdu, count)?;
         room.current_state = match pdu.state_key() {
             Some(state_key) => {
                 let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
@@ -718,6 +742,9 @@ impl Rooms {
         }
         batch.extend(extra);
         self.storage.commit(batch).await?;
+        if let Some(redacted) = pdu.redacts() {
+            self.pdus.invalidate(redacted);
+        }
         self.storage.announce_change(count);
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
         Ok(())

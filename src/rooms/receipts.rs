@@ -5,17 +5,25 @@
 //! durably with a counter value, so `/sync` delivers those changed since its
 //! token; private receipts go to their owner only. Until push rules exist,
 //! the unread count is the number of messages from others after the user's
-//! latest main-timeline receipt.
+//! latest receipt, counted from an index of countable events (messages and
+//! encrypted events, with their thread) so no event is parsed to count.
+//!
+//! Receipts are also indexed by the counter value at which they were set, so
+//! an incremental sync reads only the receipts changed since its token.
 
 use std::collections::BTreeMap;
 
 use ruma::{RoomId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::Rooms;
+use super::{
+    relations::{content_of, relation_of},
+    Rooms,
+};
 use crate::{
     error::Result,
-    storage::{prefix_of, records::ReceiptRecord, records::RoomRecord, Batch},
+    events::Pdu,
+    storage::{prefix_of, records::ReceiptRecord, records::RoomRecord, Batch, KeyCodec},
     util::now_ms,
 };
 
@@ -23,7 +31,19 @@ pub const READ: &str = "m.read";
 pub const READ_PRIVATE: &str = "m.read.private";
 
 /// Messages counted as unread at most (the count says "this many or more").
-const MAX_UNREAD: usize = 999;
+const MAX_UNREAD: u64 = 999;
+
+/// The thread id of main-timeline receipts.
+const MAIN_THREAD: &str = "main";
+
+/// Unread messages of a user in a room: all of them, those of the main
+/// timeline, and those of each thread (by thread root).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UnreadCounts {
+    pub total: u64,
+    pub main: u64,
+    pub threads: BTreeMap<String, u64>,
+}
 
 fn key(user_id: &UserId, kind: &str, thread: Option<&str>) -> String {
     format!("{user_id}\n{kind}\n{}", thread.unwrap_or_default())
@@ -39,11 +59,19 @@ impl Rooms {
         event_id: &ruma::EventId,
         thread: Option<&str>,
     ) -> Result<()> {
-        let count = self.storage.next_count()?;
+        let tables = &self.storage.tables;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
+        let receipt_key = (room_id.to_string(), key(user_id, kind, thread));
         let record =
             ReceiptRecord { event_id: event_id.to_string(), ts: now_ms(), count, thread_id: thread.map(str::to_owned) };
         let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.receipts, &(room_id.to_string(), key(user_id, kind, thread)), &record)?;
+        if let Some(previous) = tables.receipts.get(&receipt_key)? {
+            batch.remove(&tables.receipt_positions, &(room_id.to_string(), previous.count));
+        }
+        batch.insert(&tables.receipt_positions, &(room_id.to_string(), count), &receipt_key.1)?;
+        batch.insert(&tables.receipts, &receipt_key, &record)?;
         self.storage.commit(batch).await?;
         self.storage.announce_change(count);
         Ok(())
@@ -58,12 +86,33 @@ impl Rooms {
         since: Option<u64>,
         upto: u64,
     ) -> Result<Option<Value>> {
+        let tables = &self.storage.tables;
+        let changed: Vec<(String, ReceiptRecord)> = match since {
+            None => tables
+                .receipts
+                .scan_prefix(&prefix_of(room_id.as_str()))?
+                .into_iter()
+                .map(|((_, k), r)| (k, r))
+                .collect(),
+            Some(since) => {
+                let (start, end) = ((room_id.to_string(), since + 1), (room_id.to_string(), upto.saturating_add(1)));
+                let mut changed = Vec::new();
+                for ((room, count), receipt_key) in tables.receipt_positions.range(&start, &end, false, usize::MAX)? {
+                    // A concurrent update of the same receipt may leave a stale position behind.
+                    match tables.receipts.get(&(room, receipt_key.clone()))? {
+                        Some(record) if record.count == count => changed.push((receipt_key, record)),
+                        _ => {}
+                    }
+                }
+                changed
+            }
+        };
         let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        for ((_, key), record) in self.storage.tables.receipts.scan_prefix(&prefix_of(room_id.as_str()))? {
+        for (receipt_key, record) in changed {
             if since.is_some_and(|since| record.count <= since) || record.count > upto {
                 continue;
             }
-            let mut parts = key.splitn(3, '\n');
+            let mut parts = receipt_key.splitn(3, '\n');
             let (Some(user), Some(kind)) = (parts.next(), parts.next()) else { continue };
             if kind == READ_PRIVATE && user != viewer.as_str() {
                 continue;
@@ -81,51 +130,94 @@ impl Rooms {
         Ok((!content.is_empty()).then(|| json!({ "type": "m.receipt", "content": content })))
     }
 
-    /// The position of the user's latest main-timeline read receipt.
-    fn read_position(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
-        let mut position = 0;
-        for kind in [READ, READ_PRIVATE] {
-            for thread in [None, Some("main")] {
-                let receipt = self.storage.tables.receipts.get(&(room_id.to_string(), key(user_id, kind, thread)))?;
-                let Some(receipt) = receipt else { continue };
-                let Ok(event_id) = ruma::EventId::parse(&receipt.event_id) else { continue };
-                if let Some((_, stored)) = self.get_pdu(&event_id)? {
-                    position = position.max(stored.count);
+    /// Whether any receipt of the room changed in `(since, upto]`.
+    pub fn receipts_changed(&self, room_id: &RoomId, since: u64, upto: u64) -> Result<bool> {
+        let (start, end) = ((room_id.to_string(), since + 1), (room_id.to_string(), upto.saturating_add(1)));
+        Ok(!self.storage.tables.receipt_positions.range(&start, &end, false, 1)?.is_empty())
+    }
+
+    /// Read positions of a user in a room from their receipts (public or
+    /// private): unthreaded ones apply everywhere, `main` to the main
+    /// timeline, others to their thread.
+    fn read_positions(&self, room_id: &RoomId, user_id: &UserId) -> Result<(u64, BTreeMap<String, u64>)> {
+        let prefix = (room_id.to_string(), format!("{user_id}\n")).encode();
+        let mut everywhere = 0;
+        let mut threads: BTreeMap<String, u64> = BTreeMap::new();
+        for ((_, receipt_key), receipt) in self.storage.tables.receipts.scan_prefix(&prefix)? {
+            let kind = receipt_key.split('\n').nth(1).unwrap_or_default();
+            if kind != READ && kind != READ_PRIVATE {
+                continue;
+            }
+            let Ok(event_id) = ruma::EventId::parse(&receipt.event_id) else { continue };
+            let Some(position) = self.storage.tables.eventid_shortid.get(&event_id.to_string())? else { continue };
+            match receipt.thread_id.as_deref() {
+                None => everywhere = everywhere.max(position),
+                Some(thread) => {
+                    let entry = threads.entry(thread.to_owned()).or_default();
+                    *entry = (*entry).max(position);
                 }
             }
         }
-        Ok(position)
+        Ok((everywhere, threads))
     }
 
-    /// Messages from others after the user's read receipt (and after they joined).
-    pub fn unread_count(
+    /// Indexes a message or encrypted event for unread counts.
+    pub(super) fn index_countable(&self, batch: &mut Batch, room: &RoomRecord, pdu: &Pdu, count: u64) -> Result<()> {
+        let kind = pdu.kind().to_string();
+        if kind != "m.room.message" && kind != "m.room.encrypted" {
+            return Ok(());
+        }
+        let thread = relation_of(&content_of(pdu))
+            .filter(|(rel_type, _)| rel_type == "m.thread")
+            .map(|(_, root)| root)
+            .unwrap_or_default();
+        batch.insert(
+            &self.storage.tables.room_countable,
+            &(room.short_id, count),
+            &(pdu.sender_str().to_owned(), thread),
+        )?;
+        Ok(())
+    }
+
+    /// Messages from others after the user's read receipts (and after they
+    /// joined), up to `upto`.
+    pub fn unread_counts(
         &self,
         room: &RoomRecord,
         room_id: &RoomId,
         user_id: &UserId,
         joined_at: u64,
         upto: u64,
-    ) -> Result<u64> {
-        let mut position = self.read_position(room_id, user_id)?.max(joined_at) + 1;
-        let mut unread = 0;
-        while unread < MAX_UNREAD {
-            let page = self.timeline_page(room, position, false, 100)?;
-            let last_page = page.len() < 100;
-            for (count, event_id) in page {
-                if count > upto {
-                    return Ok(unread as u64);
-                }
-                position = count + 1;
-                let Some((pdu, _)) = self.get_pdu(&event_id)? else { continue };
-                let kind = pdu.kind().to_string();
-                if pdu.sender_str() != user_id.as_str() && (kind == "m.room.message" || kind == "m.room.encrypted") {
-                    unread += 1;
-                }
+    ) -> Result<UnreadCounts> {
+        let (everywhere, threads) = self.read_positions(room_id, user_id)?;
+        let floor = everywhere.max(joined_at);
+        let main_floor = floor.max(threads.get(MAIN_THREAD).copied().unwrap_or_default());
+        // Nothing before the lowest read position can be unread.
+        let lowest = threads.values().copied().chain([main_floor]).min().unwrap_or(main_floor).max(floor);
+        let start = (room.short_id, lowest + 1);
+        let end = (room.short_id, upto.saturating_add(1));
+        let mut counts = UnreadCounts::default();
+        for ((_, count), (sender, thread)) in
+            self.storage.tables.room_countable.range(&start, &end, false, usize::MAX)?
+        {
+            if sender == user_id.as_str() {
+                continue;
             }
-            if last_page {
+            let read_up_to =
+                if thread.is_empty() { main_floor } else { threads.get(&thread).copied().unwrap_or(0).max(floor) };
+            if count <= read_up_to {
+                continue;
+            }
+            counts.total += 1;
+            if thread.is_empty() {
+                counts.main += 1;
+            } else {
+                *counts.threads.entry(thread).or_default() += 1;
+            }
+            if counts.total >= MAX_UNREAD {
                 break;
             }
         }
-        Ok(unread.min(MAX_UNREAD) as u64)
+        Ok(counts)
     }
 }

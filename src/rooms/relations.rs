@@ -28,7 +28,7 @@ pub fn relation_of(content: &Value) -> Option<(String, String)> {
     Some((rel_type.to_owned(), parent.to_owned()))
 }
 
-fn content_of(pdu: &Pdu) -> Value {
+pub(super) fn content_of(pdu: &Pdu) -> Value {
     serde_json::from_str(pdu.content_json()).unwrap_or_default()
 }
 

@@ -11,12 +11,10 @@
 //! Spec: the state of a room ("Room State" in the server-server API). The
 //! layout follows the design notes in ARCHITECTURE.md.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::{Arc, Mutex},
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
+    cache::BoundedCache,
     error::Result,
     storage::{records::StateSnapshotRecord, Batch, Storage, StorageError},
 };
@@ -27,17 +25,18 @@ pub type StateMap = BTreeMap<u64, u64>;
 /// Layers of diffs allowed before a snapshot is written whole.
 pub const MAX_LAYERS: u32 = 8;
 
-/// Full maps kept in memory at most (a map of a big room is ~16 bytes a member).
-const CACHE_ENTRIES: usize = 1024;
+/// Full maps kept in memory per cache generation (a map of a big room is ~16
+/// bytes a member; at most twice this many are held).
+const CACHE_ENTRIES: usize = 512;
 
 pub struct StateStore {
     storage: Arc<Storage>,
-    cache: Mutex<HashMap<u64, Arc<StateMap>>>,
+    cache: BoundedCache<u64, Arc<StateMap>>,
 }
 
 impl StateStore {
     pub fn new(storage: Arc<Storage>) -> Self {
-        Self { storage, cache: Mutex::default() }
+        Self { storage, cache: BoundedCache::new(CACHE_ENTRIES) }
     }
 
     /// The short id of `(kind, state_key)`, allocated on first use.
@@ -75,8 +74,8 @@ impl StateStore {
 
     /// The full state of a snapshot.
     pub fn full_state(&self, snapshot: u64) -> Result<Arc<StateMap>> {
-        if let Some(map) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&snapshot) {
-            return Ok(Arc::clone(map));
+        if let Some(map) = self.cache.get(&snapshot) {
+            return Ok(map);
         }
         let record = self.snapshot(snapshot)?;
         let map = match record.parent {
@@ -88,7 +87,7 @@ impl StateStore {
             }
         };
         let map = Arc::new(map);
-        self.remember(snapshot, Arc::clone(&map));
+        self.cache.insert(snapshot, Arc::clone(&map));
         Ok(map)
     }
 
@@ -98,14 +97,6 @@ impl StateStore {
             .snapshot_state
             .get(&id)?
             .ok_or_else(|| StorageError::corrupt(format!("missing state snapshot {id}")).into())
-    }
-
-    fn remember(&self, id: u64, map: Arc<StateMap>) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
-        }
-        cache.insert(id, map);
     }
 
     /// Adds to `batch` a snapshot equal to `parent` with `changes` applied, and
@@ -135,7 +126,7 @@ impl StateStore {
         };
         batch.insert(&self.storage.tables.snapshot_state, &id, &record)?;
         if let Some(map) = full {
-            self.remember(id, Arc::new(map));
+            self.cache.insert(id, Arc::new(map));
         }
         Ok(id)
     }

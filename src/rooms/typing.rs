@@ -40,7 +40,9 @@ impl Typing {
 
     /// Starts (for `timeout`) or stops a user's typing in a room.
     pub fn set(&self, room_id: &RoomId, user_id: &UserId, typing: bool, timeout: Duration) -> Result<()> {
-        let count = self.storage.next_count()?;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
         let timeout = timeout.min(MAX_TIMEOUT);
         let until = Instant::now() + timeout;
         {
@@ -69,7 +71,9 @@ impl Typing {
 
     /// Removes a typing entry whose time has passed (not one renewed since).
     fn expire(&self, room_id: &RoomId, user_id: &UserId) -> Result<()> {
-        let count = self.storage.next_count()?;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
         let expired = {
             let mut rooms = self.rooms.lock().unwrap_or_else(|p| p.into_inner());
             let Some(room) = rooms.get_mut(room_id) else { return Ok(()) };

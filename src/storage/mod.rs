@@ -101,7 +101,23 @@ pub struct Storage {
     meta: sled::Tree,
     path: PathBuf,
     commit: Arc<GroupCommit>,
+    /// Counter values reserved by writes not yet finished (see [`Storage::reserve_count`]).
+    in_flight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     pub tables: Tables,
+}
+
+/// A counter value held by a write in progress: readers positioned by
+/// [`Storage::visible_count`] stay below it until it is dropped (after the
+/// write, whether it succeeded or not).
+pub struct Reservation<'a> {
+    storage: &'a Storage,
+    pub count: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.storage.lock_in_flight().remove(&self.count);
+    }
 }
 
 impl Storage {
@@ -123,7 +139,7 @@ impl Storage {
         let meta = db.open_tree(META_TREE)?;
         let tables = Tables::open(&db)?;
         let (changes, _) = tokio::sync::watch::channel(0);
-        let storage = Self { db, changes, meta, path: path.to_owned(), commit, tables };
+        let storage = Self { db, changes, meta, path: path.to_owned(), commit, in_flight: Default::default(), tables };
         migrations::bring_up_to_date(&storage, migrations)?;
         Ok(storage)
     }
@@ -213,6 +229,28 @@ impl Storage {
     /// Changes whenever a write is announced.
     pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<u64>> {
+        self.in_flight.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next counter value, for a write that readers find by position
+    /// (events, receipts, account data…): [`Storage::visible_count`] stays
+    /// below it while the reservation lives.
+    pub fn reserve_count(&self) -> Result<Reservation<'_>, StorageError> {
+        let mut in_flight = self.lock_in_flight();
+        let count = self.next_count()?;
+        in_flight.insert(count);
+        Ok(Reservation { storage: self, count })
+    }
+
+    /// The highest position readers may use: every reserved write at or
+    /// below it is finished, so nothing can appear there later.
+    pub fn visible_count(&self) -> Result<u64, StorageError> {
+        let in_flight = self.lock_in_flight();
+        let current = self.current_count()?;
+        Ok(in_flight.first().map_or(current, |first| first - 1))
     }
 
     /// The current value of the global counter (0 before the first use).
@@ -523,6 +561,20 @@ mod tests {
         let storage = Storage::open(dir.path(), 8 << 20).unwrap();
         assert_eq!(storage.current_count().unwrap(), last);
         assert!(storage.next_count().unwrap() > last);
+    }
+
+    #[test]
+    fn visible_count_stays_below_unfinished_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), 8 * 1024 * 1024).unwrap();
+        let first = storage.reserve_count().unwrap();
+        let second = storage.reserve_count().unwrap();
+        let unrelated = storage.next_count().unwrap();
+        assert_eq!(storage.visible_count().unwrap(), first.count - 1);
+        drop(first);
+        assert_eq!(storage.visible_count().unwrap(), second.count - 1, "the second write is not finished");
+        drop(second);
+        assert_eq!(storage.visible_count().unwrap(), unrelated);
     }
 
     #[test]

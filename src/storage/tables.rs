@@ -59,6 +59,12 @@ pub struct Tables {
     pub account_data: Table<(String, String), AccountDataRecord>,
     /// (room id, user id + "\n" + receipt type + "\n" + thread id) → receipt.
     pub receipts: Table<(String, String), ReceiptRecord>,
+    /// (room id, count at which it was set) → receipt key (as in `receipts`):
+    /// receipts in the order they changed, for incremental sync.
+    pub receipt_positions: Table<(String, u64), String>,
+    /// (room short id, count) → (sender, thread root or ""): messages and
+    /// encrypted events, the events unread counts count.
+    pub room_countable: Table<(u64, u64), (String, String)>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -94,6 +100,8 @@ impl Tables {
             filters: Table::open(db, "localpart_filterid_filter")?,
             account_data: Table::open(db, "localpart_scope_accountdata")?,
             receipts: Table::open(db, "roomid_user_type_thread_receipt")?,
+            receipt_positions: Table::open(db, "roomid_count_receiptkey")?,
+            room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }
 }

@@ -26,6 +26,9 @@ pub struct RoomEventFilter {
     pub lazy_load_members: bool,
     #[serde(default)]
     pub include_redundant_members: bool,
+    /// Per-thread unread counts in `/sync` (`unread_thread_notifications`).
+    #[serde(default)]
+    pub unread_thread_notifications: bool,
 }
 
 impl RoomEventFilter {

@@ -29,7 +29,7 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::{Error, Result},
     events::Pdu,
-    rooms::{membership_of, state::StateMap, typing::Typing, Rooms},
+    rooms::{state::StateMap, typing::Typing, Rooms},
     storage::records::{RoomRecord, StoredPdu},
     users::presence::Presence,
     users::{Identity, Users},
@@ -41,8 +41,6 @@ const DEFAULT_TIMELINE_LIMIT: usize = 10;
 const MAX_TIMELINE_LIMIT: usize = 500;
 /// Longest long-poll.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
-/// Members named as heroes in a room summary.
-const HEROES: usize = 5;
 
 pub struct SyncRequest {
     pub since: Option<u64>,
@@ -97,6 +95,17 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             continue;
         }
         let Some(room) = rooms.room(&room_id)? else { continue };
+        let typing = sources.typing.changed_since(&room_id, request.since, snapshot);
+        let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+        if let Some(since) = request.since.filter(|_| !request.full_state) {
+            let quiet = typing.is_none()
+                && room_account_data.is_empty()
+                && rooms.latest_position(&room)? <= since
+                && !rooms.receipts_changed(&room_id, since, snapshot)?;
+            if quiet {
+                continue;
+            }
+        }
         let member_event =
             rooms.state_record_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?;
         let changed_at = member_event.as_ref().map_or(0, |(_, stored)| stored.count);
@@ -104,8 +113,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         match membership.as_str() {
             "join" => {
                 let extras = RoomExtras {
-                    account_data: account_data.rooms.remove(room_id.as_str()).unwrap_or_default(),
-                    typing: sources.typing.changed_since(&room_id, request.since, snapshot),
+                    account_data: room_account_data,
+                    typing,
                     receipts: rooms.receipts_since(&room_id, &who.user_id, request.since, snapshot)?,
                     joined_at: changed_at,
                 };
@@ -279,7 +288,7 @@ fn joined_room(
     {
         return Ok(None);
     }
-    let state_events = lazy_load(request, who, &events, state_events);
+    let state_events = lazy_load(rooms, request, who, &events, state_events, &start_state)?;
     let timeline_json = events
         .iter()
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
@@ -303,16 +312,42 @@ fn joined_room(
             .chain(events.iter().map(|(pdu, _)| pdu))
             .any(|pdu| pdu.kind().to_string() == "m.room.member");
     let summary = if members_changed { summary(rooms, room, who)? } else { json!({}) };
-    Ok(Some(json!({
+    let section = json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state_json },
         "ephemeral": { "events": ephemeral },
         "account_data": { "events": extras.account_data },
         "summary": summary,
-        "unread_notifications": {
-            "notification_count": rooms.unread_count(room, room_id, &who.user_id, extras.joined_at, snapshot)?,
-        },
-    })))
+    });
+    with_unread_counts(rooms, request, room, room_id, who, extras.joined_at, snapshot, section).map(Some)
+}
+
+/// `unread_notifications`, and `unread_thread_notifications` when the
+/// filter asks for per-thread counts (then the first counts the main timeline only).
+#[allow(clippy::too_many_arguments)]
+fn with_unread_counts(
+    rooms: &Rooms,
+    request: &SyncRequest,
+    room: &RoomRecord,
+    room_id: &RoomId,
+    who: &Identity,
+    joined_at: u64,
+    snapshot: u64,
+    mut section: Value,
+) -> Result<Value> {
+    let counts = rooms.unread_counts(room, room_id, &who.user_id, joined_at, snapshot)?;
+    if request.filter.room.timeline.unread_thread_notifications {
+        let threads: Map<String, Value> = counts
+            .threads
+            .iter()
+            .map(|(root, count)| (root.clone(), json!({ "notification_count": count, "highlight_count": 0 })))
+            .collect();
+        section["unread_notifications"] = json!({ "notification_count": counts.main, "highlight_count": 0 });
+        section["unread_thread_notifications"] = Value::Object(threads);
+    } else {
+        section["unread_notifications"] = json!({ "notification_count": counts.total, "highlight_count": 0 });
+    }
+    Ok(section)
 }
 
 /// Entries of `after` that are new or different from `before`.
@@ -322,44 +357,46 @@ fn state_delta(rooms: &Rooms, before: &StateMap, after: &StateMap) -> Result<Vec
     rooms.state_events_in(&changed)
 }
 
-/// With `lazy_load_members`, member events only for the timeline's senders.
-fn lazy_load(request: &SyncRequest, who: &Identity, timeline: &[(Pdu, StoredPdu)], state: Vec<Pdu>) -> Vec<Pdu> {
+/// With `lazy_load_members`, member events only for the timeline's senders
+/// (and the user). Those senders' member events as of the timeline's start
+/// are always included, even in an incremental sync whose state delta lacks
+/// them: the server does not track which members a client already has, so it
+/// behaves as `include_redundant_members` (which the spec allows either way).
+fn lazy_load(
+    rooms: &Rooms,
+    request: &SyncRequest,
+    who: &Identity,
+    timeline: &[(Pdu, StoredPdu)],
+    state: Vec<Pdu>,
+    start_state: &StateMap,
+) -> Result<Vec<Pdu>> {
     if !request.filter.room.state.lazy_load_members {
-        return state;
+        return Ok(state);
     }
     let senders: BTreeSet<&str> =
         timeline.iter().map(|(pdu, _)| pdu.sender_str()).chain([who.user_id.as_str()]).collect();
-    state
+    let is_member_event = |pdu: &Pdu| pdu.kind().to_string() == "m.room.member";
+    let mut kept: Vec<Pdu> = state
         .into_iter()
-        .filter(|pdu| {
-            pdu.kind().to_string() != "m.room.member" || pdu.state_key_str().is_some_and(|k| senders.contains(k))
-        })
-        .collect()
+        .filter(|pdu| !is_member_event(pdu) || pdu.state_key_str().is_some_and(|k| senders.contains(k)))
+        .collect();
+    for sender in senders {
+        let present = kept.iter().any(|pdu| is_member_event(pdu) && pdu.state_key_str() == Some(sender));
+        if !present {
+            kept.extend(rooms.state_event_in(start_state, "m.room.member", sender)?);
+        }
+    }
+    Ok(kept)
 }
 
 /// `summary`: heroes and member counts, from the current state.
 fn summary(rooms: &Rooms, room: &RoomRecord, who: &Identity) -> Result<Value> {
-    let state = rooms.current_state(room)?;
-    let mut joined = 0;
-    let mut invited = 0;
-    let mut heroes = Vec::new();
-    for pdu in rooms.state_events_in(&state)? {
-        if pdu.kind().to_string() != "m.room.member" {
-            continue;
-        }
-        let membership = membership_of(&pdu).unwrap_or_default();
-        match membership.as_str() {
-            "join" => joined += 1,
-            "invite" => invited += 1,
-            _ => continue,
-        }
-        if let Some(user) = pdu.state_key_str().filter(|user| *user != who.user_id.as_str()) {
-            heroes.push(user.to_owned());
-        }
-    }
-    heroes.sort();
-    heroes.truncate(HEROES);
-    Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+    let summary = rooms.member_summary(room)?;
+    Ok(json!({
+        "m.heroes": summary.heroes_for(&who.user_id),
+        "m.joined_member_count": summary.joined,
+        "m.invited_member_count": summary.invited,
+    }))
 }
 
 /// Stripped state for invites and knocks (spec: "Stripped state").

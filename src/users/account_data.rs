@@ -54,7 +54,9 @@ impl Users {
         kind: &str,
         content: &Value,
     ) -> Result<()> {
-        let count = self.storage.next_count()?;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
         let record = AccountDataRecord { content: content.to_string(), count };
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.account_data, &(localpart.to_owned(), scope(room_id, kind)), &record)?;

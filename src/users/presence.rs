@@ -70,7 +70,9 @@ impl Presence {
         if unchanged && recently_active {
             return Ok(()); // a sync repeating the same state is not news
         }
-        let count = self.storage.next_count()?;
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let count = reservation.count;
         users.insert(
             user_id.to_owned(),
             Status {

@@ -379,3 +379,60 @@ async fn presence_can_be_turned_off() {
     assert!(body["presence"]["events"].as_array().unwrap().is_empty());
     assert_eq!(alice.client.get(&status).await.assert_ok()["presence"], "offline");
 }
+
+#[tokio::test]
+async fn unread_counts_per_thread_when_the_filter_asks() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let root = bob.send_text(&room, "root", "thread root").await;
+    let in_thread = |body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
+    let first_reply = bob.send_content(&room, "t1", in_thread("t1")).await;
+    bob.send_content(&room, "t2", in_thread("t2")).await;
+    bob.send_text(&room, "main", "main timeline").await;
+
+    let threaded = json!({ "room": { "timeline": { "unread_thread_notifications": true } } });
+    let threaded_query = format!("filter={}", enc_json(&threaded));
+    let body = sync(&alice, &threaded_query).await;
+    let section = &body["rooms"]["join"][&room];
+    assert_eq!(section["unread_notifications"]["notification_count"], 2, "root and main message: {section}");
+    assert_eq!(section["unread_thread_notifications"][&root]["notification_count"], 2);
+    // Without the filter flag, one total.
+    let body = sync(&alice, "").await;
+    assert_eq!(body["rooms"]["join"][&room]["unread_notifications"]["notification_count"], 4);
+    assert!(body["rooms"]["join"][&room].get("unread_thread_notifications").is_none());
+
+    // A threaded receipt reads inside its thread only.
+    let receipt = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&first_reply));
+    alice.client.post(&receipt, json!({ "thread_id": root })).await.assert_ok();
+    let body = sync(&alice, &threaded_query).await;
+    let section = &body["rooms"]["join"][&room];
+    assert_eq!(section["unread_thread_notifications"][&root]["notification_count"], 1);
+    assert_eq!(section["unread_notifications"]["notification_count"], 2, "main timeline untouched");
+}
+
+#[tokio::test]
+async fn lazy_loading_in_incremental_sync_sends_new_senders_members() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    alice.send_text(&room, "a", "only alice speaks").await;
+    let filter = json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
+    let query = format!("filter={}", enc_json(&filter));
+    let body = sync(&alice, &query).await;
+    let token = body["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob's join is older than the token; his first message afterwards must
+    // still come with his member event, or the client cannot name him.
+    bob.send_text(&room, "b", "hello from bob").await;
+    let body = sync(&alice, &format!("{query}&since={token}")).await;
+    let state = body["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().clone();
+    let bob_member = state.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str());
+    assert_eq!(bob_member.expect("bob's member event")["content"]["membership"], "join");
+}

@@ -84,7 +84,7 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
     let room = check_may_read(s, &room_id, who)?;
     let start = match request.query("from") {
         Some(token) => parse_position(token)?,
-        None if backwards => s.storage.current_count()? + 1,
+        None if backwards => s.storage.visible_count()? + 1,
         None => 0,
     };
     let stop = request.query("to").map(parse_position).transpose()?;
@@ -152,7 +152,7 @@ pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Re
         _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
     };
     let room = check_may_read(s, &room_id, who)?;
-    let mut position = if backwards { s.storage.current_count()? + 1 } else { 0 };
+    let mut position = if backwards { s.storage.visible_count()? + 1 } else { 0 };
     loop {
         let page = s.rooms.timeline_page(&room, position, backwards, 100)?;
         let last_page = page.len() < 100;
