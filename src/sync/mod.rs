@@ -5,19 +5,20 @@
 //!
 //! Tokens: `next_batch` is `s<count>`: every event with a count up to it has
 //! been considered. `prev_batch` is a `/messages` position (the gap before the
-//! first timeline event). A response is computed against a snapshot of the
-//! global counter taken first, so events stored meanwhile wait for the next
-//! sync instead of appearing twice.
+//! first timeline event). A response is computed against the visible
+//! position taken first (`Storage::visible_count`: no unfinished write below
+//! it), so events stored meanwhile wait for the next sync instead of
+//! appearing twice or never.
 //!
-//! This first slice covers rooms (join, invite, knock, leave), timelines with
+//! Covered: rooms (join, invite, knock, leave), timelines with
 //! `limited`/`prev_batch`, state (whole, or the delta since the token,
-//! correct across gaps), summaries, filters and long-polling on new events.
-//! Account data (global and per room), typing and receipts are delivered when
-//! they change; `unread_notifications.notification_count` counts messages
-//! from others after the user's read receipt (push rules will refine it).
-//! Presence changes of people one shares a room with are delivered too.
-//! The to-device section is present and empty until end-to-end encryption
-//! lands.
+//! correct across gaps), summaries, filters (lazy-loaded members) and
+//! long-polling on any change. Account data (global and per room), typing
+//! and receipts are delivered when they change; `unread_notifications`
+//! counts messages from others after the user's read receipts, per thread
+//! with `unread_thread_notifications` (push rules will refine it). Presence
+//! changes of people one shares a room with are delivered too. An
+//! incremental sync skips rooms with nothing new after two index reads.
 
 pub mod filter;
 
@@ -72,7 +73,8 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
         let snapshot = rooms.current_position()?;
         let (body, has_changes) = compute(sources, who, request, snapshot)?;
         let initial = request.since.is_none() || request.full_state;
-        if has_changes || initial || request.since.is_some_and(|since| since > snapshot) {
+        let no_wait = request.timeout.is_zero();
+        if has_changes || initial || no_wait || request.since.is_some_and(|since| since > snapshot) {
             return Ok(body);
         }
         match tokio::time::timeout_at(deadline, updates.changed()).await {

@@ -1,0 +1,420 @@
+//! A homeserver-agnostic load tool: it speaks only the standard client-server
+//! API (register with dummy auth, createRoom, join, send, sync), so it runs
+//! against this server or any other.
+//!
+//! ```text
+//! cargo bench --bench load -- [--base-url http://127.0.0.1:6167] [--users 20] [--rooms 100]
+//!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN]
+//! ```
+//!
+//! Without `--base-url` it starts this server in-process on 127.0.0.1 (fresh
+//! temporary database, open registration) and loads it. Plain HTTP only (put
+//! the tool next to the server, or behind the server's own plain listener).
+//!
+//! What it does and reports:
+//! 1. registers `users` accounts (names with a random suffix, so reruns against
+//!    the same server do not collide); the first creates `rooms` public rooms
+//!    and everyone joins every room;
+//! 2. **send**: every user, concurrently, sends `messages` messages spread over
+//!    the rooms: messages per second, p50/p99 send latency;
+//! 3. **initial sync** of one user (in every room);
+//! 4. **incremental sync**: `probes` times, one new message then `/sync?since=`
+//!    with `timeout=0` by another user: p50/p99 latency;
+//! 5. **delivery**: `probes` times, a user waits in a long-polling `/sync`, another
+//!    sends; the delay from the start of the send until the waiting sync returns it.
+//!
+//! Latencies are observed by the client (loopback HTTP included).
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+
+type Result<T> = std::result::Result<T, String>;
+
+struct Options {
+    base_url: Option<String>,
+    users: usize,
+    rooms: usize,
+    messages: usize,
+    probes: usize,
+    password: String,
+    registration_token: Option<String>,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut options = Options {
+        base_url: None,
+        users: 20,
+        rooms: 100,
+        messages: 20,
+        probes: 200,
+        password: "load-tool-password".to_owned(),
+        registration_token: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        let number = |text: String| text.parse::<usize>().map_err(|_| format!("not a number: {text}"));
+        match arg.as_str() {
+            "--base-url" => options.base_url = Some(value()?),
+            "--users" => options.users = number(value()?)?.max(2),
+            "--rooms" => options.rooms = number(value()?)?.max(1),
+            "--messages" => options.messages = number(value()?)?,
+            "--probes" => options.probes = number(value()?)?.max(1),
+            "--password" => options.password = value()?,
+            "--registration-token" => options.registration_token = Some(value()?),
+            // `cargo bench` passes `--bench`; filters and other harness flags are ignored.
+            _ => {}
+        }
+    }
+    Ok(options)
+}
+
+/// One keep-alive HTTP/1.1 connection, authenticated or not.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    host: String,
+    token: Option<String>,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr, host: &str, token: Option<String>) -> Result<Self> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(connection);
+        Ok(Self { sender, host: host.to_owned(), token })
+    }
+
+    async fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
+        let mut request = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+        self.sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+        let response = self.sender.send_request(request).await.map_err(|e| format!("{method} {path}: {e}"))?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    async fn ok(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let (status, value) = self.call(method, path, body).await?;
+        if status != 200 {
+            return Err(format!("{method} {path}: {status} {value}"));
+        }
+        Ok(value)
+    }
+}
+
+#[derive(Clone)]
+struct Account {
+    token: String,
+}
+
+struct Target {
+    addr: SocketAddr,
+    host: String,
+}
+
+impl Target {
+    async fn connect(&self, account: Option<&Account>) -> Result<Connection> {
+        Connection::open(self.addr, &self.host, account.map(|a| a.token.clone())).await
+    }
+}
+
+fn enc(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Registers through user-interactive auth: first the flows, then a dummy
+/// (or registration token) stage with the session.
+async fn register(target: &Target, username: &str, options: &Options) -> Result<Account> {
+    let mut connection = target.connect(None).await?;
+    let path = "/_matrix/client/v3/register";
+    let mut body = json!({ "username": username, "password": options.password, "inhibit_login": false });
+    let (status, reply) = connection.call("POST", path, Some(&body)).await?;
+    let reply = if status == 401 {
+        let session = reply["session"].clone();
+        if let Some(token) = &options.registration_token {
+            body["auth"] = json!({ "type": "m.login.registration_token", "token": token, "session": session });
+            let (status, reply) = connection.call("POST", path, Some(&body)).await?;
+            if status == 200 {
+                reply
+            } else {
+                body["auth"] = json!({ "type": "m.login.dummy", "session": session });
+                connection.ok("POST", path, Some(&body)).await?
+            }
+        } else {
+            body["auth"] = json!({ "type": "m.login.dummy", "session": session });
+            connection.ok("POST", path, Some(&body)).await?
+        }
+    } else if status == 200 {
+        reply
+    } else {
+        return Err(format!("register {username}: {status} {reply}"));
+    };
+    let token = reply["access_token"].as_str().ok_or("no access_token")?.to_owned();
+    Ok(Account { token })
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn report(name: &str, mut samples: Vec<Duration>) {
+    samples.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "{name:<34} n={:<6} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
+        samples.len(),
+        ms(percentile(&samples, 0.5)),
+        ms(percentile(&samples, 0.99)),
+        ms(samples.last().copied().unwrap_or_default()),
+    );
+}
+
+fn random_suffix() -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    format!("{:x}", nanos % 0xffff_ffff)
+}
+
+async fn send_message(connection: &mut Connection, room: &str, txn: &str, body: &str) -> Result<()> {
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+    connection.ok("PUT", &path, Some(&json!({ "msgtype": "m.text", "body": body }))).await.map(drop)
+}
+
+fn sync_path(since: Option<&str>, timeout_ms: u64) -> String {
+    // Small timelines, as clients ask after the first sync.
+    let filter = enc(r#"{"room":{"timeline":{"limit":10}}}"#);
+    match since {
+        Some(since) => format!("/_matrix/client/v3/sync?filter={filter}&timeout={timeout_ms}&since={}", enc(since)),
+        None => format!("/_matrix/client/v3/sync?filter={filter}&timeout=0"),
+    }
+}
+
+fn contains_body(sync: &Value, body: &str) -> bool {
+    sync["rooms"]["join"]
+        .as_object()
+        .is_some_and(|rooms| rooms.values().any(|room| room["timeline"]["events"].to_string().contains(body)))
+}
+
+async fn run(target: Target, options: Options) -> Result<()> {
+    let options = Arc::new(options);
+    let suffix = random_suffix();
+    let started = Instant::now();
+    let mut registrations = Vec::new();
+    for i in 0..options.users {
+        let name = format!("load{suffix}u{i}");
+        let target = Target { addr: target.addr, host: target.host.clone() };
+        let options = Arc::clone(&options);
+        registrations.push(tokio::spawn(async move { register(&target, &name, &options).await }));
+    }
+    let mut accounts = Vec::new();
+    for registration in registrations {
+        accounts.push(registration.await.map_err(|e| e.to_string())??);
+    }
+    println!("registered {} users in {:.1} s", accounts.len(), started.elapsed().as_secs_f64());
+
+    let started = Instant::now();
+    let mut creator = target.connect(Some(&accounts[0])).await?;
+    let mut rooms = Vec::new();
+    for r in 0..options.rooms {
+        let body = json!({ "preset": "public_chat", "name": format!("Load room {r}") });
+        let reply = creator.ok("POST", "/_matrix/client/v3/createRoom", Some(&body)).await?;
+        rooms.push(reply["room_id"].as_str().ok_or("no room_id")?.to_owned());
+    }
+    let rooms = Arc::new(rooms);
+    let mut joins = Vec::new();
+    for account in accounts.iter().skip(1) {
+        let mut connection = target.connect(Some(account)).await?;
+        let rooms = Arc::clone(&rooms);
+        joins.push(tokio::spawn(async move {
+            for room in rooms.iter() {
+                connection.ok("POST", &format!("/_matrix/client/v3/join/{}", enc(room)), Some(&json!({}))).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for join in joins {
+        join.await.map_err(|e| e.to_string())??;
+    }
+    println!(
+        "created {} rooms, {} members each, in {:.1} s",
+        rooms.len(),
+        accounts.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Phase 2: concurrent sends.
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for (u, account) in accounts.iter().enumerate() {
+        let mut connection = target.connect(Some(account)).await?;
+        let rooms = Arc::clone(&rooms);
+        let messages = options.messages;
+        senders.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(messages);
+            for m in 0..messages {
+                let room = &rooms[(u * 7 + m) % rooms.len()];
+                let sent = Instant::now();
+                send_message(&mut connection, room, &format!("load-{u}-{m}"), &format!("message {m} from {u}")).await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, String>(latencies)
+        }));
+    }
+    let mut send_latencies = Vec::new();
+    for sender in senders {
+        send_latencies.extend(sender.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "sent {} messages from {} concurrent clients in {:.2} s: {:.0} messages/s",
+        send_latencies.len(),
+        accounts.len(),
+        elapsed.as_secs_f64(),
+        send_latencies.len() as f64 / elapsed.as_secs_f64()
+    );
+    report("send", send_latencies);
+
+    // Phase 3: initial sync of a member of every room.
+    let reader = &accounts[1];
+    let writer = &accounts[0];
+    let mut reader_connection = target.connect(Some(reader)).await?;
+    let mut writer_connection = target.connect(Some(writer)).await?;
+    let mut initial = Vec::new();
+    let mut token = String::new();
+    for _ in 0..5 {
+        let sent = Instant::now();
+        let body = reader_connection.ok("GET", &sync_path(None, 0), None).await?;
+        initial.push(sent.elapsed());
+        token = body["next_batch"].as_str().ok_or("no next_batch")?.to_owned();
+    }
+    report(&format!("initial sync ({} rooms)", rooms.len()), initial);
+
+    // Phase 4: incremental sync with one new event.
+    let mut incremental = Vec::new();
+    for probe in 0..options.probes {
+        let room = &rooms[probe % rooms.len()];
+        send_message(&mut writer_connection, room, &format!("inc-{suffix}-{probe}"), &format!("probe {probe}")).await?;
+        let sent = Instant::now();
+        let body = reader_connection.ok("GET", &sync_path(Some(&token), 0), None).await?;
+        incremental.push(sent.elapsed());
+        if !contains_body(&body, &format!("probe {probe}")) {
+            return Err(format!("incremental sync missed probe {probe}"));
+        }
+        token = body["next_batch"].as_str().ok_or("no next_batch")?.to_owned();
+    }
+    report("incremental sync, one new event", incremental);
+
+    // Phase 5: send → waiting sync of another user.
+    let mut delivery = Vec::new();
+    let mut delivery_after_ack = Vec::new();
+    for probe in 0..options.probes {
+        let room = rooms[probe % rooms.len()].clone();
+        let marker = format!("deliver {suffix} {probe}");
+        let path = sync_path(Some(&token), 30_000);
+        let expected = marker.clone();
+        let waiting = tokio::spawn(async move {
+            let mut connection = reader_connection;
+            let mut since_path = path;
+            loop {
+                let body = connection.ok("GET", &since_path, None).await?;
+                let arrived = Instant::now();
+                let next = body["next_batch"].as_str().ok_or("no next_batch")?.to_owned();
+                if contains_body(&body, &expected) {
+                    return Ok::<_, String>((connection, arrived, next));
+                }
+                since_path = sync_path(Some(&next), 30_000);
+            }
+        });
+        // Let the sync reach the server and park.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sent = Instant::now();
+        send_message(&mut writer_connection, &room, &format!("del-{suffix}-{probe}"), &marker).await?;
+        let acknowledged = Instant::now();
+        let (connection, arrived, next) = tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .map_err(|_| format!("the waiting sync never returned probe {probe}"))?
+            .map_err(|e| e.to_string())??;
+        reader_connection = connection;
+        token = next;
+        delivery.push(arrived.saturating_duration_since(sent));
+        delivery_after_ack.push(arrived.saturating_duration_since(acknowledged));
+    }
+    report("send start → waiting sync returns", delivery);
+    report("send acknowledged → sync returns", delivery_after_ack);
+    Ok(())
+}
+
+fn target_of(base_url: &str) -> Result<Target> {
+    let rest = base_url.strip_prefix("http://").ok_or("only http:// base URLs are supported")?;
+    let authority = rest.trim_end_matches('/');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {authority}"))?;
+    Ok(Target { addr, host: authority.to_owned() })
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("load: {error}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        match options.base_url.clone() {
+            Some(base_url) => {
+                println!("load against {base_url}");
+                run(target_of(&base_url)?, options).await
+            }
+            None => {
+                let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+                let text = format!(
+                    "server_name = \"load.local\"\ndatabase_path = {:?}\nregistration = \"open\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+                    dir.path().join("db").display().to_string()
+                );
+                let config = conduit::config::Config::from_toml_with_env(&text, Vec::new()).map_err(|e| e.to_string())?;
+                let services = conduit::services::Services::open(config).map_err(|e| e.to_string())?;
+                let server = conduit::http::start(services).await.map_err(|e| e.to_string())?;
+                let addr = server.local_addrs[0];
+                println!("load against an in-process conduit at {addr} (temporary database)");
+                run(Target { addr, host: "load.local".to_owned() }, options).await
+            }
+        }
+    });
+    if let Err(error) = outcome {
+        eprintln!("load: {error}");
+        std::process::exit(1);
+    }
+}
