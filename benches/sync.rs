@@ -70,6 +70,7 @@ fn bench_sync(c: &mut Criterion) {
         users: &services.users,
         typing: &services.typing,
         presence: &services.presence,
+        e2ee: &services.e2ee,
     };
     let run = |since: Option<u64>| runtime.block_on(sync::sync(&sources, &who, &request(since))).unwrap();
 

@@ -7,6 +7,7 @@
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
 //! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
 //! - [`sync`]: `/sync` and filters;
+//! - [`e2ee`]: device keys, cross-signing, to-device messages (end-to-end encryption support);
 //! - [`crypto`]: signing key, canonical JSON signing, random tokens;
 //! - [`events`]: PDUs per room version: parsing, ids, building, signing, redaction;
 //! - [`storage`]: typed tables over sled (only place that knows sled);
@@ -18,6 +19,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod e2ee;
 pub mod error;
 pub mod events;
 #[doc(hidden)]

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
+    e2ee::E2ee,
     rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
     users::{presence::Presence, Users},
@@ -18,6 +19,7 @@ pub struct Services {
     pub rooms: Rooms,
     pub typing: Typing,
     pub presence: Presence,
+    pub e2ee: E2ee,
     pub server_key: Arc<ServerKey>,
 }
 
@@ -34,7 +36,8 @@ impl Services {
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
         let typing = Typing::new(Arc::clone(&storage));
         let presence = Presence::new(Arc::clone(&storage), config.presence);
-        let services = Arc::new(Self { config, storage, users, rooms, typing, presence, server_key });
+        let e2ee = E2ee::new(Arc::clone(&storage), config.server_name.clone());
+        let services = Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, server_key });
         services.start_maintenance();
         Ok(services)
     }

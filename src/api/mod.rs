@@ -94,6 +94,13 @@ pub enum Endpoint {
     GetPresence,
     SetPresence,
     ServerKeys,
+    KeysUpload,
+    KeysQuery,
+    KeysClaim,
+    KeysChanges,
+    SigningKeysUpload,
+    SignaturesUpload,
+    SendToDevice,
 }
 
 impl Endpoint {
@@ -235,6 +242,14 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/read_markers", E::ReadMarkers),
     route(Get, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::GetPresence),
     route(Put, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::SetPresence),
+    route(Post, "/_matrix/client/{r0|v3}/keys/upload", E::KeysUpload),
+    route(Post, "/_matrix/client/{r0|v3}/keys/upload/:device_id", E::KeysUpload),
+    route(Post, "/_matrix/client/{r0|v3}/keys/query", E::KeysQuery),
+    route(Post, "/_matrix/client/{r0|v3}/keys/claim", E::KeysClaim),
+    route(Get, "/_matrix/client/{r0|v3}/keys/changes", E::KeysChanges),
+    route(Post, "/_matrix/client/{v3|unstable}/keys/device_signing/upload", E::SigningKeysUpload),
+    route(Post, "/_matrix/client/{v3|unstable}/keys/signatures/upload", E::SignaturesUpload),
+    route(Put, "/_matrix/client/{r0|v3}/sendToDevice/:event_type/:txn_id", E::SendToDevice),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -252,8 +267,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, devices, discovery, login, membership, messages, profile, receipts, register,
-        relations, reports, room_events, rooms, sync, upgrade,
+        account, account_data, aliases, devices, discovery, keys, login, membership, messages, profile, receipts,
+        register, relations, reports, room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -327,6 +342,13 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetPresence => sync::get_presence(s, &request, who()?),
         E::SetPresence => sync::set_presence(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
+        E::KeysUpload => keys::upload(s, &request, who()?).await,
+        E::KeysQuery => keys::query(s, &request, who()?),
+        E::KeysClaim => keys::claim(s, &request).await,
+        E::KeysChanges => keys::changes(s, &request, who()?),
+        E::SigningKeysUpload => keys::upload_signing_keys(s, &request, who()?).await,
+        E::SignaturesUpload => keys::upload_signatures(s, &request, who()?).await,
+        E::SendToDevice => keys::send_to_device(s, &request, who()?).await,
     }
 }
 

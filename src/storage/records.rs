@@ -232,3 +232,31 @@ pub struct ReceiptRecord {
 impl Record for ReceiptRecord {
     const VERSION: u8 = 1;
 }
+
+/// A device's fallback key for one algorithm (spec: "One-time and fallback keys").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FallbackKeyRecord {
+    /// `algorithm:key id`.
+    pub key_id: String,
+    /// The key, as JSON text.
+    pub key: String,
+    /// Handed out by `/keys/claim` since it was uploaded.
+    pub used: bool,
+}
+
+impl Record for FallbackKeyRecord {
+    const VERSION: u8 = 1;
+}
+
+/// A to-device message waiting for its device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToDeviceRecord {
+    pub sender: String,
+    pub event_type: String,
+    /// The content, as JSON text.
+    pub content: String,
+}
+
+impl Record for ToDeviceRecord {
+    const VERSION: u8 = 1;
+}

@@ -5,9 +5,9 @@
 
 use super::{
     records::{
-        AccountDataRecord, AliasRecord, DeviceRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
-        ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, TokenHash, TokenRecord, UiaaSessionRecord,
-        UserRecord,
+        AccountDataRecord, AliasRecord, DeviceRecord, FallbackKeyRecord, ReceiptRecord, RegistrationTokenUsage,
+        RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash,
+        TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -65,6 +65,18 @@ pub struct Tables {
     /// (room short id, count) → (sender, thread root or ""): messages and
     /// encrypted events, the events unread counts count.
     pub room_countable: Table<(u64, u64), (String, String)>,
+    /// (localpart, device id) → the device's signed keys (JSON).
+    pub device_keys: Table<(String, String), String>,
+    /// (localpart, device id + NUL + "algorithm:key id") → one-time key (JSON).
+    pub one_time_keys: Table<(String, String), String>,
+    /// (localpart, device id + NUL + algorithm) → the device's fallback key.
+    pub fallback_keys: Table<(String, String), FallbackKeyRecord>,
+    /// (localpart, "master" | "self_signing" | "user_signing") → cross-signing key (JSON).
+    pub cross_signing_keys: Table<(String, String), String>,
+    /// count → user id whose device list or keys changed then.
+    pub key_changes: Table<u64, String>,
+    /// (localpart + NUL + device id, count) → a to-device message waiting for the device.
+    pub to_device: Table<(String, u64), ToDeviceRecord>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -101,6 +113,12 @@ impl Tables {
             account_data: Table::open(db, "localpart_scope_accountdata")?,
             receipts: Table::open(db, "roomid_user_type_thread_receipt")?,
             receipt_positions: Table::open(db, "roomid_count_receiptkey")?,
+            device_keys: Table::open(db, "localpart_deviceid_devicekeys")?,
+            one_time_keys: Table::open(db, "localpart_device_keyid_onetimekey")?,
+            fallback_keys: Table::open(db, "localpart_device_algorithm_fallbackkey")?,
+            cross_signing_keys: Table::open(db, "localpart_usage_crosssigningkey")?,
+            key_changes: Table::open(db, "count_keychange")?,
+            to_device: Table::open(db, "device_count_todevice")?,
             room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }

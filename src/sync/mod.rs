@@ -19,6 +19,10 @@
 //! with `unread_thread_notifications` (push rules will refine it). Presence
 //! changes of people one shares a room with are delivered too. An
 //! incremental sync skips rooms with nothing new after two index reads.
+//! End-to-end encryption: `to_device` messages (at most 100 a response; the
+//! token then stops at the last one), `device_lists` (key changes of users
+//! sharing a room, members joining and leaving), one-time key counts and
+//! unused fallback key types.
 
 pub mod filter;
 
@@ -28,6 +32,7 @@ use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
 use crate::{
+    e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
     events::Pdu,
     rooms::{state::StateMap, typing::Typing, Rooms},
@@ -62,12 +67,17 @@ pub struct Sources<'a> {
     pub users: &'a Users,
     pub typing: &'a Typing,
     pub presence: &'a Presence,
+    pub e2ee: &'a E2ee,
 }
 
 pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<Value> {
     let rooms = sources.rooms;
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut updates = rooms.subscribe();
+    if let Some(since) = request.since {
+        // The client presents a token past these messages: it has them.
+        sources.e2ee.acknowledge_to_device(&who.localpart, &who.device_id, since)?;
+    }
     loop {
         updates.borrow_and_update();
         let snapshot = rooms.current_position()?;
@@ -86,6 +96,10 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
 
 fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
     let rooms = sources.rooms;
+    let (to_device, last_message) = sources.e2ee.to_device_messages(&who.localpart, &who.device_id, snapshot)?;
+    // More messages than one response carries: the token stops at the last
+    // one sent, so the rest (and anything after) come with the next sync.
+    let snapshot = if to_device.len() == MAX_PER_SYNC { last_message } else { snapshot };
     let room_filter = &request.filter.room;
     let mut account_data = sources.users.account_data_since(&who.localpart, request.since, snapshot)?;
     let mut join = Map::new();
@@ -146,7 +160,14 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         }
     }
     let presence = visible_presence(sources, who, request.since, snapshot)?;
+    let (changed, left) = match request.since {
+        Some(since) => device_list_changes(sources, who, since, snapshot, &join, &leave)?,
+        None => (Vec::new(), Vec::new()),
+    };
     let has_changes = !(join.is_empty()
+        && to_device.is_empty()
+        && changed.is_empty()
+        && left.is_empty()
         && invite.is_empty()
         && knock.is_empty()
         && leave.is_empty()
@@ -157,12 +178,64 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
         "account_data": { "events": account_data.global },
         "presence": { "events": presence },
-        "to_device": { "events": [] },
-        "device_lists": { "changed": [], "left": [] },
-        "device_one_time_keys_count": {},
-        "device_unused_fallback_key_types": [],
+        "to_device": { "events": to_device },
+        "device_lists": { "changed": changed, "left": left },
+        "device_one_time_keys_count": sources.e2ee.one_time_key_counts(&who.localpart, &who.device_id)?,
+        "device_unused_fallback_key_types":
+            sources.e2ee.unused_fallback_key_types(&who.localpart, &who.device_id)?,
     });
     Ok((body, has_changes))
+}
+
+/// `device_lists`: users sharing a room with the caller whose keys or devices
+/// changed since the token, and members who joined the rooms in this response
+/// (their devices are new to the caller); `left`: members who left those rooms
+/// and share no other room with the caller any more.
+fn device_list_changes(
+    sources: &Sources<'_>,
+    who: &Identity,
+    since: u64,
+    upto: u64,
+    join: &Map<String, Value>,
+    leave: &Map<String, Value>,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mine: std::collections::HashSet<ruma::OwnedRoomId> =
+        sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
+    let shares_a_room = |user: &ruma::UserId| -> Result<bool> {
+        if user == who.user_id {
+            return Ok(true);
+        }
+        Ok(!mine.is_empty()
+            && sources.rooms.joined_rooms(user.localpart())?.iter().any(|room| mine.contains(room))
+            && user.server_name() == who.user_id.server_name())
+    };
+    let mut changed = BTreeSet::new();
+    for user in sources.e2ee.users_with_key_changes(since, upto)? {
+        if shares_a_room(&user)? {
+            changed.insert(user.to_string());
+        }
+    }
+    let mut left = BTreeSet::new();
+    for section in join.values().chain(leave.values()) {
+        let events = section["state"]["events"].as_array().into_iter().chain(section["timeline"]["events"].as_array());
+        for event in events.flatten().filter(|e| e["type"] == "m.room.member") {
+            let Some(user) = event["state_key"].as_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
+            if user == who.user_id {
+                continue;
+            }
+            match event["content"]["membership"].as_str() {
+                Some("join") => {
+                    changed.insert(user.to_string());
+                }
+                Some("leave" | "ban") if !shares_a_room(&user)? => {
+                    left.insert(user.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    let left = left.into_iter().filter(|user| !changed.contains(user)).collect();
+    Ok((changed.into_iter().collect(), left))
 }
 
 /// Presence changes of the caller and of the local users they share a joined room with.

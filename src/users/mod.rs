@@ -241,7 +241,7 @@ impl Users {
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;
-        self.storage.commit(batch).await?;
+        self.commit_device_removal(batch, localpart).await?;
         tracing::info!(user = localpart, "account deactivated");
         Ok(())
     }

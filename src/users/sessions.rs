@@ -215,7 +215,17 @@ impl Users {
     pub async fn logout_all(&self, localpart: &str) -> Result<()> {
         let mut batch = Batch::new();
         self.remove_all_devices(&mut batch, localpart)?;
-        Ok(self.storage.commit(batch).await?)
+        self.commit_device_removal(batch, localpart).await
+    }
+
+    /// Commits a batch that removed devices, logging the device-list change
+    /// (users sharing a room learn of it through `/sync`).
+    pub(super) async fn commit_device_removal(&self, mut batch: Batch, localpart: &str) -> Result<()> {
+        let user_id = format!("@{localpart}:{}", self.server_name);
+        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &user_id)?;
+        self.storage.commit(batch).await?;
+        self.storage.announce_change(reservation.count);
+        Ok(())
     }
 
     /// Removes every device of `localpart` except `keep`, with their tokens.
@@ -229,6 +239,7 @@ impl Users {
         let tables = &self.storage.tables;
         for (key, device) in tables.devices.scan_prefix(&prefix_of(localpart))? {
             revoke_tokens(batch, self, &device.token_hashes);
+            crate::e2ee::forget_device(tables, batch, localpart, &key.1)?;
             batch.remove(&tables.devices, &key);
         }
         Ok(())
@@ -242,10 +253,11 @@ impl Users {
             let key = (localpart.to_owned(), device_id.clone());
             if let Some(device) = tables.devices.get(&key)? {
                 revoke_tokens(&mut batch, self, &device.token_hashes);
+                crate::e2ee::forget_device(tables, &mut batch, localpart, device_id)?;
                 batch.remove(&tables.devices, &key);
             }
         }
-        Ok(self.storage.commit(batch).await?)
+        self.commit_device_removal(batch, localpart).await
     }
 
     pub fn devices(&self, localpart: &str) -> Result<Vec<Device>> {

@@ -8,6 +8,7 @@ mod account;
 mod api_standards;
 mod clients;
 mod devices;
+mod e2ee;
 mod fuzz_corpus;
 mod history;
 mod login;

@@ -5,6 +5,7 @@ pub mod account_data;
 pub mod aliases;
 pub mod devices;
 pub mod discovery;
+pub mod keys;
 pub mod login;
 pub mod membership;
 pub mod messages;

@@ -72,7 +72,13 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
     let sync_request = SyncRequest { since, full_state, timeout, filter };
     Ok(Response::json(
         &sync::sync(
-            &sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing, presence: &s.presence },
+            &sync::Sources {
+                rooms: &s.rooms,
+                users: &s.users,
+                typing: &s.typing,
+                presence: &s.presence,
+                e2ee: &s.e2ee,
+            },
             who,
             &sync_request,
         )

@@ -1,0 +1,127 @@
+//! End-to-end encryption endpoints: `/keys/upload`, `/keys/query`,
+//! `/keys/claim`, `/keys/changes`, `/keys/device_signing/upload`,
+//! `/keys/signatures/upload`, `/sendToDevice/{eventType}/{txnId}`.
+//!
+//! Spec: client-server API "End-to-End Encryption" and "Send-to-Device
+//! messaging" (`keys.yaml`, `cross_signing.yaml`, `to_device.yaml`). The
+//! logic lives in [`crate::e2ee`].
+
+use std::collections::BTreeMap;
+
+use ruma::OwnedUserId;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::{
+    e2ee::cross_signing::SigningKeys,
+    error::{Error, ErrorKind, Result},
+    http::{Request, Response},
+    services::Services,
+    sync::parse_since,
+    users::Identity,
+};
+
+use super::account::require_password;
+
+#[derive(Debug, Deserialize)]
+struct UploadBody {
+    device_keys: Option<Value>,
+    one_time_keys: Option<Value>,
+    fallback_keys: Option<Value>,
+    #[serde(rename = "org.matrix.msc2732.fallback_keys")]
+    unstable_fallback_keys: Option<Value>,
+}
+
+pub async fn upload(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: UploadBody = request.json()?;
+    let fallback = body.fallback_keys.as_ref().or(body.unstable_fallback_keys.as_ref());
+    let counts = s.e2ee.upload_keys(who, body.device_keys.as_ref(), body.one_time_keys.as_ref(), fallback).await?;
+    Ok(Response::json(&json!({ "one_time_key_counts": counts })))
+}
+
+#[derive(Debug, Deserialize)]
+struct QueryBody {
+    device_keys: BTreeMap<OwnedUserId, Vec<String>>,
+}
+
+pub fn query(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: QueryBody = request.json()?;
+    Ok(Response::json(&s.e2ee.query(who, &body.device_keys)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ClaimBody {
+    one_time_keys: BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+}
+
+pub async fn claim(s: &Services, request: &Request) -> Result<Response> {
+    let body: ClaimBody = request.json()?;
+    Ok(Response::json(&s.e2ee.claim(&body.one_time_keys).await?))
+}
+
+/// `GET /keys/changes?from=&to=`: users sharing a room with the caller whose
+/// keys changed between two sync tokens.
+pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let token = |name: &str| -> Result<u64> {
+        let value =
+            request.query(name).ok_or_else(|| Error::new(ErrorKind::MissingParam, format!("`{name}` is required")))?;
+        parse_since(value)
+    };
+    let (from, to) = (token("from")?, token("to")?);
+    let upto = to.min(s.rooms.current_position()?);
+    let changed = s.e2ee.users_with_key_changes(from, upto)?;
+    let mine: std::collections::HashSet<_> = s.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
+    let mut visible = Vec::new();
+    for user in changed {
+        let shares = user == who.user_id
+            || (user.server_name() == s.config.server_name
+                && s.rooms.joined_rooms(user.localpart())?.iter().any(|room| mine.contains(room)));
+        if shares {
+            visible.push(user.to_string());
+        }
+    }
+    Ok(Response::json(&json!({ "changed": visible, "left": [] })))
+}
+
+#[derive(Debug, Deserialize)]
+struct SigningKeysBody {
+    master_key: Option<Value>,
+    self_signing_key: Option<Value>,
+    user_signing_key: Option<Value>,
+    auth: Option<Value>,
+}
+
+/// `POST /keys/device_signing/upload`: replacing an existing master key needs
+/// user-interactive authentication.
+pub async fn upload_signing_keys(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: SigningKeysBody = request.json()?;
+    let keys = SigningKeys {
+        master: body.master_key,
+        self_signing: body.self_signing_key,
+        user_signing: body.user_signing_key,
+    };
+    if s.e2ee.replaces_master_key(who, &keys)? {
+        require_password(s, request, who, "POST /keys/device_signing/upload", body.auth.as_ref()).await?;
+    }
+    s.e2ee.upload_signing_keys(who, keys).await?;
+    Ok(Response::empty_object())
+}
+
+pub async fn upload_signatures(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: Map<String, Value> = request.json()?;
+    Ok(Response::json(&s.e2ee.upload_signatures(who, &body).await?))
+}
+
+#[derive(Debug, Deserialize)]
+struct ToDeviceBody {
+    messages: BTreeMap<OwnedUserId, Map<String, Value>>,
+}
+
+/// `PUT /sendToDevice/{eventType}/{txnId}`, idempotent per device and transaction.
+pub async fn send_to_device(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: ToDeviceBody = request.json()?;
+    let (event_type, txn_id) = (request.param(0), request.param(1));
+    let txn = (who.localpart.clone(), format!("{}\nsendToDevice\n{event_type}\n{txn_id}", who.device_id));
+    s.e2ee.send_to_device(&who.user_id, event_type, &body.messages, txn).await?;
+    Ok(Response::empty_object())
+}

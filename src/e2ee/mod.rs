@@ -1,0 +1,114 @@
+//! End-to-end encryption support: the server carries keys and messages
+//! between devices and never sees plaintext.
+//!
+//! Spec: client-server API module "End-to-End Encryption"
+//! (`content/client-server-api/modules/end_to_end_encryption.md`),
+//! "Send-to-Device messaging", `data/api/client-server/keys.yaml`,
+//! `cross_signing.yaml`, `to_device.yaml`.
+//!
+//! - [`keys`]: device keys, one-time and fallback keys, queries, claims, the
+//!   log of key changes that drives `device_lists`;
+//! - [`cross_signing`]: master, self-signing and user-signing keys and
+//!   uploaded signatures, each verified;
+//! - [`to_device`]: messages queued per device, delivered by `/sync` and
+//!   deleted once the next sync acknowledges them;
+//! - [`signatures`]: ed25519 checks on signed JSON.
+//!
+//! Keys are stored as the JSON the client signed; every change of a user's
+//! keys or devices is logged with a counter value so `/sync` and
+//! `/keys/changes` can tell who changed since a token.
+
+pub mod cross_signing;
+pub mod keys;
+pub mod signatures;
+pub mod to_device;
+
+use std::sync::Arc;
+
+use ruma::{OwnedServerName, UserId};
+
+use crate::{
+    error::Result,
+    storage::{tables::Tables, Batch, Storage},
+};
+
+pub struct E2ee {
+    storage: Arc<Storage>,
+    server_name: OwnedServerName,
+    /// Serialises one-time key claims, so a key is handed out once.
+    claims: tokio::sync::Mutex<()>,
+}
+
+/// The key of a device in tables whose first key part names one device.
+pub fn device_scope(localpart: &str, device_id: &str) -> String {
+    // Device ids are printable (checked at login), so NUL separates unambiguously.
+    format!("{localpart}\0{device_id}")
+}
+
+impl E2ee {
+    pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Self {
+        Self { storage, server_name, claims: tokio::sync::Mutex::new(()) }
+    }
+
+    fn is_local(&self, user_id: &UserId) -> bool {
+        user_id.server_name() == self.server_name
+    }
+
+    /// Logs that `user_id`'s keys or devices changed, in `batch`; returns the
+    /// reservation to hold until the batch is committed, then announce.
+    pub fn log_key_change<'a>(
+        &'a self,
+        batch: &mut Batch,
+        user_id: &UserId,
+    ) -> Result<crate::storage::Reservation<'a>> {
+        log_key_change(&self.storage, batch, user_id.as_str())
+    }
+
+    /// Commits a batch that logged a key change and wakes syncs.
+    async fn commit_with_change(&self, batch: Batch, reservation: crate::storage::Reservation<'_>) -> Result<()> {
+        self.storage.commit(batch).await?;
+        self.storage.announce_change(reservation.count);
+        Ok(())
+    }
+}
+
+/// Logs in `batch` that `user_id`'s keys or devices changed; hold the
+/// reservation until the batch is committed, then announce its count.
+pub fn log_key_change<'a>(
+    storage: &'a Storage,
+    batch: &mut Batch,
+    user_id: &str,
+) -> Result<crate::storage::Reservation<'a>> {
+    let reservation = storage.reserve_count()?;
+    batch.insert(&storage.tables.key_changes, &reservation.count, &user_id.to_owned())?;
+    Ok(reservation)
+}
+
+/// Adds to `batch` the removal of everything a deleted device had: its keys,
+/// one-time and fallback keys, and waiting to-device messages.
+pub fn forget_device(tables: &Tables, batch: &mut Batch, localpart: &str, device_id: &str) -> Result<()> {
+    batch.remove(&tables.device_keys, &(localpart.to_owned(), device_id.to_owned()));
+    let own = (localpart.to_owned(), format!("{device_id}\0")).to_prefix();
+    for (key, _) in tables.one_time_keys.scan_prefix(&own)? {
+        batch.remove(&tables.one_time_keys, &key);
+    }
+    for (key, _) in tables.fallback_keys.scan_prefix(&own)? {
+        batch.remove(&tables.fallback_keys, &key);
+    }
+    let scope = crate::storage::prefix_of(&device_scope(localpart, device_id));
+    for (key, _) in tables.to_device.scan_prefix(&scope)? {
+        batch.remove(&tables.to_device, &key);
+    }
+    Ok(())
+}
+
+/// A composite key as a scan prefix (its encoding, unterminated).
+trait ToPrefix {
+    fn to_prefix(&self) -> Vec<u8>;
+}
+
+impl ToPrefix for (String, String) {
+    fn to_prefix(&self) -> Vec<u8> {
+        crate::storage::KeyCodec::encode(self)
+    }
+}

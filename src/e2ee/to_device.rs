@@ -1,0 +1,109 @@
+//! Send-to-device messages: queued per device with a counter value,
+//! delivered by `/sync` in `to_device`, deleted once a later sync presents a
+//! token at or past them (the client's acknowledgement).
+//!
+//! Spec: client-server API "Send-to-Device messaging" (`to_device.yaml`).
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedUserId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::{device_scope, E2ee};
+use crate::{
+    error::{Error, Result},
+    storage::{prefix_of, records::ToDeviceRecord, Batch},
+};
+
+/// Messages delivered in one sync at most; the rest wait for the next.
+pub const MAX_PER_SYNC: usize = 100;
+
+impl E2ee {
+    /// Queues `content` for each addressed device (`*`: every device of the
+    /// user). Unknown users and devices are skipped, as the spec allows.
+    pub async fn send_to_device(
+        &self,
+        sender: &UserId,
+        event_type: &str,
+        messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
+        txn: (String, String),
+    ) -> Result<()> {
+        let tables = &self.storage.tables;
+        if tables.txnid_eventid.get(&txn)?.is_some() {
+            return Ok(()); // a retried transaction
+        }
+        let mut batch = Batch::new();
+        let mut reservations = Vec::new();
+        for (user_id, devices) in messages {
+            if !self.is_local(user_id) {
+                continue; // no federation yet: remote devices cannot be reached
+            }
+            let localpart = user_id.localpart();
+            for (device, content) in devices {
+                if !content.is_object() {
+                    return Err(Error::bad_json("Each to-device message must be an object"));
+                }
+                let targets: Vec<String> = if device == "*" {
+                    tables.devices.scan_prefix(&prefix_of(localpart))?.into_iter().map(|((_, d), _)| d).collect()
+                } else if tables.devices.get(&(localpart.to_owned(), device.clone()))?.is_some() {
+                    vec![device.clone()]
+                } else {
+                    Vec::new()
+                };
+                for target in targets {
+                    let reservation = self.storage.reserve_count()?;
+                    let record = ToDeviceRecord {
+                        sender: sender.to_string(),
+                        event_type: event_type.to_owned(),
+                        content: content.to_string(),
+                    };
+                    batch.insert(&tables.to_device, &(device_scope(localpart, &target), reservation.count), &record)?;
+                    reservations.push(reservation);
+                }
+            }
+        }
+        batch.insert(&tables.txnid_eventid, &txn, &String::new())?;
+        self.storage.commit(batch).await?;
+        if let Some(last) = reservations.iter().map(|r| r.count).max() {
+            self.storage.announce_change(last);
+        }
+        Ok(())
+    }
+
+    /// Messages for a device up to `upto`, oldest first (at most
+    /// [`MAX_PER_SYNC`]), with the position of the last one returned.
+    pub fn to_device_messages(&self, localpart: &str, device_id: &str, upto: u64) -> Result<(Vec<Value>, u64)> {
+        let scope = device_scope(localpart, device_id);
+        let waiting = self.storage.tables.to_device.range(
+            &(scope.clone(), 0),
+            &(scope, upto.saturating_add(1)),
+            false,
+            MAX_PER_SYNC,
+        )?;
+        let last = waiting.last().map_or(0, |((_, count), _)| *count);
+        let events = waiting
+            .into_iter()
+            .map(|(_, record)| {
+                let content: Value = serde_json::from_str(&record.content).unwrap_or_else(|_| json!({}));
+                json!({ "sender": record.sender, "type": record.event_type, "content": content })
+            })
+            .collect();
+        Ok((events, last))
+    }
+
+    /// Deletes a device's messages up to `position`: the client has them.
+    pub fn acknowledge_to_device(&self, localpart: &str, device_id: &str, position: u64) -> Result<()> {
+        let scope = device_scope(localpart, device_id);
+        let tables = &self.storage.tables;
+        let delivered =
+            tables.to_device.range(&(scope.clone(), 0), &(scope, position.saturating_add(1)), false, usize::MAX)?;
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Batch::new();
+        for (key, _) in delivered {
+            batch.remove(&tables.to_device, &key);
+        }
+        Ok(self.storage.apply(batch)?)
+    }
+}

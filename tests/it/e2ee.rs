@@ -1,0 +1,287 @@
+//! End-to-end encryption support: device keys, one-time and fallback keys,
+//! to-device messages, device-list changes in sync, cross-signing.
+
+use base64::Engine;
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{json, Map, Value};
+
+use crate::harness::{enc, Session, TestServer};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
+}
+
+fn new_key() -> Ed25519KeyPair {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+fn public(key: &Ed25519KeyPair) -> String {
+    b64(key.public_key().as_ref())
+}
+
+/// Signs `object` (without `signatures`/`unsigned`) as the spec's "Signing JSON" says.
+fn sign(object: &mut Value, signer: &str, key_id: &str, key: &Ed25519KeyPair) {
+    let mut bare = object.as_object().unwrap().clone();
+    bare.remove("signatures");
+    bare.remove("unsigned");
+    let canonical = ruma::canonical_json::to_canonical_value(Value::Object(bare)).unwrap().to_string();
+    let signature = b64(key.sign(canonical.as_bytes()).as_ref());
+    let signatures = object.as_object_mut().unwrap().entry("signatures").or_insert_with(|| json!({}));
+    let by_signer = signatures.as_object_mut().unwrap().entry(signer.to_owned()).or_insert_with(|| json!({}));
+    by_signer[key_id] = json!(signature);
+}
+
+fn device_keys(session: &Session, key: &Ed25519KeyPair) -> Value {
+    let device = &session.device_id;
+    let mut keys = json!({
+        "user_id": session.user_id,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": { format!("curve25519:{device}"): "curve-public", format!("ed25519:{device}"): public(key) },
+    });
+    sign(&mut keys, &session.user_id, &format!("ed25519:{device}"), key);
+    keys
+}
+
+async fn sync(session: &Session, query: &str) -> Value {
+    session.client.get(&format!("/_matrix/client/v3/sync?{query}")).await.assert_ok().clone()
+}
+
+#[tokio::test]
+async fn device_keys_are_checked_stored_and_queried() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let key = new_key();
+    let upload = "/_matrix/client/v3/keys/upload";
+
+    // Bad input is refused and stores nothing.
+    let mut forged = device_keys(&alice, &key);
+    forged["keys"]["curve25519:".to_owned() + &alice.device_id] = json!("tampered");
+    alice.client.post(upload, json!({ "device_keys": forged })).await.assert_error(400, "M_INVALID_PARAM");
+    let bobs_keys = device_keys(&bob, &key);
+    alice.client.post(upload, json!({ "device_keys": bobs_keys })).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.post(upload, json!({ "device_keys": "nope" })).await.assert_error(400, "M_BAD_JSON");
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query.clone()).await;
+    assert_eq!(reply.assert_ok()["device_keys"][&alice.user_id], json!({}));
+
+    let reply = alice.client.post(upload, json!({ "device_keys": device_keys(&alice, &key) })).await;
+    assert_eq!(reply.assert_ok()["one_time_key_counts"]["signed_curve25519"], 0);
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    let body = reply.assert_ok();
+    let device = &body["device_keys"][&alice.user_id][&alice.device_id];
+    assert_eq!(device["keys"][format!("ed25519:{}", alice.device_id)], public(&key));
+    assert!(device["signatures"][&alice.user_id].is_object());
+    assert!(device["unsigned"].get("device_display_name").is_some());
+
+    let remote = json!({ "device_keys": { "@someone:elsewhere.example": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", remote).await;
+    assert!(reply.assert_ok()["failures"].get("elsewhere.example").is_some());
+}
+
+#[tokio::test]
+async fn one_time_keys_are_claimed_once_even_concurrently_then_the_fallback_key() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let mut one_time = Map::new();
+    for i in 0..5 {
+        one_time.insert(format!("signed_curve25519:AAAA{i}"), json!({ "key": format!("otk{i}") }));
+    }
+    let fallback = json!({ "signed_curve25519:FB1": { "key": "fallback", "fallback": true } });
+    let upload = json!({ "one_time_keys": one_time, "fallback_keys": fallback });
+    let reply = alice.client.post("/_matrix/client/v3/keys/upload", upload).await;
+    assert_eq!(reply.assert_ok()["one_time_key_counts"]["signed_curve25519"], 5);
+    // A different key under an existing id is refused.
+    let clash = json!({ "one_time_keys": { "signed_curve25519:AAAA0": { "key": "other" } } });
+    alice.client.post("/_matrix/client/v3/keys/upload", clash).await.assert_error(400, "M_INVALID_PARAM");
+
+    let claim = json!({ "one_time_keys": { alice.user_id.clone(): { alice.device_id.clone(): "signed_curve25519" } } });
+    let mut claims = Vec::new();
+    for _ in 0..8 {
+        let bob = bob.clone();
+        let claim = claim.clone();
+        claims.push(tokio::spawn(async move {
+            bob.client.post("/_matrix/client/v3/keys/claim", claim).await.assert_ok().clone()
+        }));
+    }
+    let mut handed_out = Vec::new();
+    for claim in claims {
+        let body = claim.await.unwrap();
+        let keys = body["one_time_keys"][&alice.user_id][&alice.device_id].as_object().unwrap().clone();
+        handed_out.extend(keys.into_iter().map(|(id, key)| (id, key["key"].as_str().unwrap().to_owned())));
+    }
+    let one_time_ids: Vec<&String> =
+        handed_out.iter().filter(|(id, _)| id != "signed_curve25519:FB1").map(|(id, _)| id).collect();
+    let distinct: std::collections::BTreeSet<_> = one_time_ids.iter().collect();
+    assert_eq!(one_time_ids.len(), 5, "every one-time key handed out: {handed_out:?}");
+    assert_eq!(distinct.len(), 5, "never one key twice: {handed_out:?}");
+    assert_eq!(handed_out.iter().filter(|(id, _)| id == "signed_curve25519:FB1").count(), 3, "then the fallback key");
+
+    let body = sync(&alice, "").await;
+    assert_eq!(body["device_one_time_keys_count"]["signed_curve25519"], 0);
+    assert_eq!(body["device_unused_fallback_key_types"], json!([]), "the fallback key was used");
+}
+
+#[tokio::test]
+async fn to_device_messages_are_delivered_once_and_survive_a_restart() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let path = |txn: &str| format!("/_matrix/client/v3/sendToDevice/m.room_key_request/{txn}");
+    let body = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "secret": 1 } } } });
+    alice.client.put(&path("t1"), body.clone()).await.assert_ok();
+    alice.client.put(&path("t1"), body).await.assert_ok(); // a retry delivers nothing more
+    let everyone = json!({ "messages": { bob.user_id.clone(): { "*": { "secret": 2 } } } });
+    alice.client.put(&path("t2"), everyone).await.assert_ok();
+
+    let server = server.restart().await;
+    let client = server.client();
+    let bob = Session { client: client.with_token(&bob.token), ..bob };
+    let first = sync(&bob, &format!("since={token}&timeout=0")).await;
+    let messages = first["to_device"]["events"].as_array().unwrap().clone();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(messages[0]["sender"], alice.user_id.as_str());
+    assert_eq!(messages[0]["type"], "m.room_key_request");
+    assert_eq!(messages[0]["content"]["secret"], 1);
+    // The same token again (a retried sync) gets them again; the next token acknowledges them.
+    let again = sync(&bob, &format!("since={token}&timeout=0")).await;
+    assert_eq!(again["to_device"]["events"].as_array().unwrap().len(), 2);
+    let next = first["next_batch"].as_str().unwrap();
+    let after = sync(&bob, &format!("since={next}&timeout=0")).await;
+    assert_eq!(after["to_device"]["events"], json!([]));
+    let retry = sync(&bob, &format!("since={token}&timeout=0")).await;
+    assert_eq!(retry["to_device"]["events"], json!([]), "acknowledged messages are deleted");
+}
+
+#[tokio::test]
+async fn a_waiting_sync_wakes_on_a_to_device_message() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move { sync(&bob, &format!("since={token}&timeout=20000")).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let body = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "ping": true } } } });
+    alice.client.put("/_matrix/client/v3/sendToDevice/m.ping/1", body).await.assert_ok();
+    let woke = tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.expect("woke").unwrap();
+    assert_eq!(woke["to_device"]["events"][0]["content"]["ping"], true);
+}
+
+#[tokio::test]
+async fn device_list_changes_reach_exactly_the_users_who_share_a_room() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let bob_token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let carol_token = sync(&carol, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    let key = new_key();
+    alice
+        .client
+        .post("/_matrix/client/v3/keys/upload", json!({ "device_keys": device_keys(&alice, &key) }))
+        .await
+        .assert_ok();
+    let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
+    assert_eq!(bobs["device_lists"]["changed"], json!([alice.user_id]));
+    let carols = sync(&carol, &format!("since={carol_token}&timeout=0")).await;
+    assert_eq!(carols["device_lists"]["changed"], json!([]), "carol shares no room with alice");
+    let changes =
+        format!("/_matrix/client/v3/keys/changes?from={bob_token}&to={}", bobs["next_batch"].as_str().unwrap());
+    assert_eq!(bob.client.get(&changes).await.assert_ok()["changed"], json!([alice.user_id]));
+
+    // Deleting a device is a change too; bob leaving shows alice under `left` for... bob's view of alice.
+    let bob_token = bobs["next_batch"].as_str().unwrap().to_owned();
+    let second = client.login("alice", crate::harness::PASSWORD).await.assert_ok().clone();
+    let device = second["device_id"].as_str().unwrap().to_owned();
+    let delete = alice.client.delete(&format!("/_matrix/client/v3/devices/{}", enc(&device)), json!({})).await;
+    let session = delete.body["session"].as_str().unwrap().to_owned();
+    let auth = json!({ "auth": alice.password_auth(&session) });
+    alice.client.delete(&format!("/_matrix/client/v3/devices/{}", enc(&device)), auth).await.assert_ok();
+    let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
+    assert!(bobs["device_lists"]["changed"].as_array().unwrap().contains(&json!(alice.user_id)));
+    let query = json!({ "device_keys": { alice.user_id.clone(): [device] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    assert_eq!(reply.assert_ok()["device_keys"][&alice.user_id], json!({}), "a deleted device has no keys");
+
+    let bob_token = bobs["next_batch"].as_str().unwrap().to_owned();
+    alice.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
+    assert_eq!(bobs["device_lists"]["left"], json!([alice.user_id]));
+}
+
+fn cross_signing_key(session: &Session, usage: &str, key: &Ed25519KeyPair) -> Value {
+    json!({ "user_id": session.user_id, "usage": [usage], "keys": { format!("ed25519:{}", public(key)): public(key) } })
+}
+
+#[tokio::test]
+async fn cross_signing_keys_and_signatures_are_verified() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let device_key = new_key();
+    alice
+        .client
+        .post("/_matrix/client/v3/keys/upload", json!({ "device_keys": device_keys(&alice, &device_key) }))
+        .await
+        .assert_ok();
+
+    let (master, self_signing, user_signing) = (new_key(), new_key(), new_key());
+    let master_id = format!("ed25519:{}", public(&master));
+    let master_json = cross_signing_key(&alice, "master", &master);
+    let mut ssk = cross_signing_key(&alice, "self_signing", &self_signing);
+    let mut usk = cross_signing_key(&alice, "user_signing", &user_signing);
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    // Not signed by the master key: refused.
+    let unsigned = json!({ "master_key": master_json, "self_signing_key": ssk });
+    alice.client.post(upload, unsigned).await.assert_error(400, "M_INVALID_PARAM");
+    sign(&mut ssk, &alice.user_id, &master_id, &master);
+    sign(&mut usk, &alice.user_id, &master_id, &master);
+    let keys = json!({ "master_key": master_json, "self_signing_key": ssk, "user_signing_key": usk });
+    alice.client.post(upload, keys).await.assert_ok();
+
+    // Replacing the master key needs the password.
+    let other_master = new_key();
+    let replace = json!({ "master_key": cross_signing_key(&alice, "master", &other_master) });
+    let challenge = alice.client.post(upload, replace).await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(challenge.body["flows"][0]["stages"], json!(["m.login.password"]));
+
+    // Alice signs her device with her self-signing key.
+    let ssk_id = format!("ed25519:{}", public(&self_signing));
+    let mut device = device_keys(&alice, &device_key);
+    device.as_object_mut().unwrap().remove("signatures");
+    sign(&mut device, &alice.user_id, &ssk_id, &self_signing);
+    let mut forged = device.clone();
+    sign(&mut forged, &alice.user_id, &ssk_id, &new_key());
+    let signatures = "/_matrix/client/v3/keys/signatures/upload";
+    let reply =
+        alice.client.post(signatures, json!({ alice.user_id.clone(): { alice.device_id.clone(): forged } })).await;
+    assert_eq!(reply.assert_ok()["failures"][&alice.user_id][&alice.device_id]["errcode"], "M_INVALID_SIGNATURE");
+    let reply =
+        alice.client.post(signatures, json!({ alice.user_id.clone(): { alice.device_id.clone(): device } })).await;
+    assert_eq!(reply.assert_ok()["failures"], json!({}));
+
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    let body = bob.client.post("/_matrix/client/v3/keys/query", query).await.assert_ok().clone();
+    let device = &body["device_keys"][&alice.user_id][&alice.device_id];
+    assert!(device["signatures"][&alice.user_id][&ssk_id].is_string(), "{device}");
+    assert_eq!(body["master_keys"][&alice.user_id]["keys"][&master_id], public(&master));
+    assert!(body["self_signing_keys"][&alice.user_id].is_object());
+    assert!(body["user_signing_keys"].get(&alice.user_id).is_none(), "only its owner sees a user-signing key");
+}
