@@ -5,7 +5,10 @@ use base64::Engine;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Map, Value};
 
-use crate::harness::{enc, Session, TestServer};
+use crate::{
+    harness::{enc, Session, TestServer},
+    sync::sync,
+};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
@@ -42,10 +45,6 @@ fn device_keys(session: &Session, key: &Ed25519KeyPair) -> Value {
     });
     sign(&mut keys, &session.user_id, &format!("ed25519:{device}"), key);
     keys
-}
-
-async fn sync(session: &Session, query: &str) -> Value {
-    session.client.get(&format!("/_matrix/client/v3/sync?{query}")).await.assert_ok().clone()
 }
 
 #[tokio::test]

@@ -8,7 +8,8 @@ fn timeline_bodies(room: &Value) -> Vec<String> {
     message_bodies(&room["timeline"]["events"])
 }
 
-async fn sync(session: &Session, query: &str) -> Value {
+/// `GET /sync?{query}` as `session`, expecting success.
+pub async fn sync(session: &Session, query: &str) -> Value {
     session.client.get(&format!("/_matrix/client/v3/sync?{query}")).await.assert_ok().clone()
 }
 
