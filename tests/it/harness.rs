@@ -182,6 +182,21 @@ impl Client {
         Ok(Reply { status, headers, body })
     }
 
+    /// Registers `names` and puts them all in a new public room created by the
+    /// first: the sessions, in order, and the room id.
+    pub async fn public_room_with<const N: usize>(&self, names: [&str; N]) -> ([Session; N], String) {
+        let mut sessions = Vec::with_capacity(N);
+        for name in names {
+            sessions.push(self.register(name).await);
+        }
+        let room = sessions[0].create_room(json!({ "preset": "public_chat" })).await;
+        for member in &sessions[1..] {
+            member.join(&room).await.assert_ok();
+        }
+        let sessions: [Session; N] = sessions.try_into().unwrap_or_else(|_| unreachable!("N sessions"));
+        (sessions, room)
+    }
+
     /// Registers `username` with the default password (open registration,
     /// dummy auth) and returns a client logged in as them.
     pub async fn register(&self, username: &str) -> Session {

@@ -57,10 +57,7 @@ async fn messages_paginate_both_ways_with_tokens() {
 async fn messages_filter_and_lazy_load_members() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     alice.send_content(&room, "a", json!({ "msgtype": "m.text", "body": "from alice" })).await;
     bob.send_content(&room, "b", json!({ "msgtype": "m.image", "body": "pic", "url": "mxc://test.local/x" })).await;
     let by_bob = format!("filter={}", enc_json(&json!({ "senders": [bob.user_id], "lazy_load_members": true })));
@@ -110,10 +107,7 @@ async fn messages_respect_history_visibility_and_membership() {
 async fn redaction_needs_power_for_others_events_and_erases_content() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let alices = alice.send_content(&room, "a", json!({ "msgtype": "m.text", "body": "alice secret" })).await;
     let bobs = bob.send_content(&room, "b", json!({ "msgtype": "m.text", "body": "bob secret" })).await;
     let redact = |id: &str, txn: &str| format!("/_matrix/client/v3/rooms/{}/redact/{}/{txn}", enc(&room), enc(id));
@@ -163,10 +157,7 @@ async fn kick_ban_and_unban_follow_power_levels() {
 async fn context_returns_neighbours_and_state() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         ids.push(
@@ -216,10 +207,7 @@ async fn timestamp_to_event_finds_the_nearest_visible_event() {
 async fn forgetting_needs_leaving_and_ends_access_to_history() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     alice.send_content(&room, "1", json!({ "msgtype": "m.text", "body": "hello" })).await;
     let forget = format!("/_matrix/client/v3/rooms/{}/forget", enc(&room));
     bob.client.post(&forget, json!({})).await.assert_error(400, "M_BAD_STATE");

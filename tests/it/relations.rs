@@ -25,10 +25,7 @@ fn reply_in_thread(root: &str, body: &str) -> Value {
 async fn edits_are_bundled_not_applied() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let original = alice.send_content(&room, "o", text("I like cake")).await;
     let first_edit = alice.send_content(&room, "e1", edit(&original, "I like pie")).await;
     let second_edit = alice.send_content(&room, "e2", edit(&original, "I like chocolate cake")).await;

@@ -128,10 +128,7 @@ async fn non_members_cannot_send_or_read() {
 async fn power_levels_decide_state_changes() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     bob.client
         .put(&state_path(&room, "m.room.name", ""), json!({ "name": "bob's" }))
         .await

@@ -138,10 +138,7 @@ async fn lazy_loading_returns_only_the_senders_members() {
 async fn long_poll_wakes_on_a_new_event() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
     let waiting = {
         let alice = alice.clone();
@@ -160,10 +157,7 @@ async fn long_poll_wakes_on_a_new_event() {
 async fn left_rooms_appear_once_under_leave() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
     bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
     let body = sync(&bob, &format!("since={token}")).await;
@@ -385,10 +379,7 @@ async fn presence_can_be_turned_off() {
 async fn unread_counts_per_thread_when_the_filter_asks() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let root = bob.send_text(&room, "root", "thread root").await;
     let in_thread = |body: &str| json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": "m.thread", "event_id": root } });
     let first_reply = bob.send_content(&room, "t1", in_thread("t1")).await;
@@ -419,10 +410,7 @@ async fn unread_counts_per_thread_when_the_filter_asks() {
 async fn lazy_loading_in_incremental_sync_sends_new_senders_members() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     alice.send_text(&room, "a", "only alice speaks").await;
     let filter = json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
     let query = format!("filter={}", enc_json(&filter));
