@@ -57,6 +57,9 @@ pub enum ErrorKind {
     BadState,
     /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
     UnsupportedRoomVersion,
+    /// 403 `M_WRONG_ROOM_KEYS_VERSION`: keys sent to a backup that is not the
+    /// current one, which is named.
+    WrongRoomKeysVersion { current_version: Option<String> },
     /// 403 `M_USER_DEACTIVATED`.
     UserDeactivated,
     /// 403 `M_GUEST_ACCESS_FORBIDDEN`.
@@ -126,7 +129,7 @@ impl Error {
             | BadAlias
             | BadRequest => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
-            Forbidden | UserDeactivated | GuestAccessForbidden => 403,
+            Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } => 403,
             NotFound | UnrecognizedEndpoint => 404,
             MethodNotAllowed | ServerControlled => 405,
             Conflict => 409,
@@ -160,6 +163,7 @@ impl Error {
             RoomInUse => "M_ROOM_IN_USE",
             BadAlias => "M_BAD_ALIAS",
             UserDeactivated => "M_USER_DEACTIVATED",
+            WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",
@@ -176,12 +180,15 @@ impl Error {
             "errcode": self.errcode(),
             "error": self.message,
         });
-        match self.kind {
+        match &self.kind {
             ErrorKind::LimitExceeded { retry_after_ms } => {
-                body["retry_after_ms"] = retry_after_ms.into();
+                body["retry_after_ms"] = (*retry_after_ms).into();
+            }
+            ErrorKind::WrongRoomKeysVersion { current_version } => {
+                body["current_version"] = current_version.clone().into();
             }
             ErrorKind::UnknownToken { soft_logout } => {
-                body["soft_logout"] = soft_logout.into();
+                body["soft_logout"] = (*soft_logout).into();
             }
             _ => {}
         }

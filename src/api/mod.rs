@@ -101,6 +101,13 @@ pub enum Endpoint {
     SigningKeysUpload,
     SignaturesUpload,
     SendToDevice,
+    CreateBackup,
+    GetBackup,
+    UpdateBackup,
+    DeleteBackup,
+    PutBackupKeys,
+    GetBackupKeys,
+    DeleteBackupKeys,
 }
 
 impl Endpoint {
@@ -250,6 +257,20 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Post, "/_matrix/client/{v3|unstable}/keys/device_signing/upload", E::SigningKeysUpload),
     route(Post, "/_matrix/client/{v3|unstable}/keys/signatures/upload", E::SignaturesUpload),
     route(Put, "/_matrix/client/{r0|v3}/sendToDevice/:event_type/:txn_id", E::SendToDevice),
+    route(Post, "/_matrix/client/{r0|v3|unstable}/room_keys/version", E::CreateBackup),
+    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/version", E::GetBackup),
+    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::GetBackup),
+    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::UpdateBackup),
+    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::DeleteBackup),
+    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::PutBackupKeys),
+    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::PutBackupKeys),
+    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::PutBackupKeys),
+    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::GetBackupKeys),
+    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::GetBackupKeys),
+    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::GetBackupKeys),
+    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::DeleteBackupKeys),
+    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::DeleteBackupKeys),
+    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::DeleteBackupKeys),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -267,8 +288,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, devices, discovery, keys, login, membership, messages, profile, receipts,
-        register, relations, reports, room_events, rooms, sync, upgrade,
+        account, account_data, aliases, backup, devices, discovery, keys, login, membership, messages, profile,
+        receipts, register, relations, reports, room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -349,6 +370,13 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::SigningKeysUpload => keys::upload_signing_keys(s, &request, who()?).await,
         E::SignaturesUpload => keys::upload_signatures(s, &request, who()?).await,
         E::SendToDevice => keys::send_to_device(s, &request, who()?).await,
+        E::CreateBackup => backup::create_version(s, &request, who()?).await,
+        E::GetBackup => backup::get_version(s, &request, who()?),
+        E::UpdateBackup => backup::update_version(s, &request, who()?).await,
+        E::DeleteBackup => backup::delete_version(s, &request, who()?).await,
+        E::PutBackupKeys => backup::put_keys(s, &request, who()?).await,
+        E::GetBackupKeys => backup::get_keys(s, &request, who()?),
+        E::DeleteBackupKeys => backup::delete_keys(s, &request, who()?).await,
     }
 }
 

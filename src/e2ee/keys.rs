@@ -212,7 +212,7 @@ impl E2ee {
     /// one-time key is never handed out twice.
     pub async fn claim(&self, wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>) -> Result<Value> {
         let tables = &self.storage.tables;
-        let _one_at_a_time = self.claims.lock().await;
+        let _one_at_a_time = self.serial.lock().await;
         let mut batch = Batch::new();
         let mut claimed = Map::new();
         let mut failures = Map::new();

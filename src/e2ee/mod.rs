@@ -10,6 +10,7 @@
 //!   log of key changes that drives `device_lists`;
 //! - [`cross_signing`]: master, self-signing and user-signing keys and
 //!   uploaded signatures, each verified;
+//! - [`backup`]: server-side key backups (versions, keys, the better key kept);
 //! - [`to_device`]: messages queued per device, delivered by `/sync` and
 //!   deleted once the next sync acknowledges them;
 //! - [`signatures`]: ed25519 checks on signed JSON.
@@ -18,6 +19,7 @@
 //! keys or devices is logged with a counter value so `/sync` and
 //! `/keys/changes` can tell who changed since a token.
 
+pub mod backup;
 pub mod cross_signing;
 pub mod keys;
 pub mod signatures;
@@ -35,8 +37,9 @@ use crate::{
 pub struct E2ee {
     storage: Arc<Storage>,
     server_name: OwnedServerName,
-    /// Serialises one-time key claims, so a key is handed out once.
-    claims: tokio::sync::Mutex<()>,
+    /// Serialises read-modify-write operations: one-time key claims (so a
+    /// key is handed out once) and backup updates (counts and etags).
+    serial: tokio::sync::Mutex<()>,
 }
 
 /// The key of a device in tables whose first key part names one device.
@@ -47,7 +50,7 @@ pub fn device_scope(localpart: &str, device_id: &str) -> String {
 
 impl E2ee {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Self {
-        Self { storage, server_name, claims: tokio::sync::Mutex::new(()) }
+        Self { storage, server_name, serial: tokio::sync::Mutex::new(()) }
     }
 
     fn is_local(&self, user_id: &UserId) -> bool {

@@ -260,3 +260,21 @@ pub struct ToDeviceRecord {
 impl Record for ToDeviceRecord {
     const VERSION: u8 = 1;
 }
+
+/// A server-side key backup version (spec: "Server-side key backups").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupVersionRecord {
+    pub algorithm: String,
+    /// `auth_data`, as JSON text.
+    pub auth_data: String,
+    /// Keys stored in this version.
+    pub count: u64,
+    /// Changes whenever the stored keys change.
+    pub etag: u64,
+    /// Deleted versions are kept (marked) so their numbers are never reused.
+    pub deleted: bool,
+}
+
+impl Record for BackupVersionRecord {
+    const VERSION: u8 = 1;
+}

@@ -5,9 +5,9 @@
 
 use super::{
     records::{
-        AccountDataRecord, AliasRecord, DeviceRecord, FallbackKeyRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash,
-        TokenRecord, UiaaSessionRecord, UserRecord,
+        AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, ReceiptRecord,
+        RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu,
+        ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -77,6 +77,10 @@ pub struct Tables {
     pub key_changes: Table<u64, String>,
     /// (localpart + NUL + device id, count) → a to-device message waiting for the device.
     pub to_device: Table<(String, u64), ToDeviceRecord>,
+    /// (localpart, backup version) → the backup's description and counters.
+    pub backup_versions: Table<(String, u64), BackupVersionRecord>,
+    /// (localpart, version (20 digits) + NUL + room id + NUL + session id) → backed-up key (JSON).
+    pub backup_keys: Table<(String, String), String>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -119,6 +123,8 @@ impl Tables {
             cross_signing_keys: Table::open(db, "localpart_usage_crosssigningkey")?,
             key_changes: Table::open(db, "count_keychange")?,
             to_device: Table::open(db, "device_count_todevice")?,
+            backup_versions: Table::open(db, "localpart_version_backup")?,
+            backup_keys: Table::open(db, "localpart_version_room_session_backupkey")?,
             room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }

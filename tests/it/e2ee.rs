@@ -284,3 +284,74 @@ async fn cross_signing_keys_and_signatures_are_verified() {
     assert!(body["self_signing_keys"][&alice.user_id].is_object());
     assert!(body["user_signing_keys"].get(&alice.user_id).is_none(), "only its owner sees a user-signing key");
 }
+
+fn backup_key(verified: bool, first_message_index: u64, marker: &str) -> Value {
+    json!({
+        "first_message_index": first_message_index,
+        "forwarded_count": 0,
+        "is_verified": verified,
+        "session_data": { "ciphertext": marker },
+    })
+}
+
+#[tokio::test]
+async fn key_backups_keep_the_better_key_and_only_the_current_version_takes_keys() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let base = "/_matrix/client/v3/room_keys";
+    alice.client.get(&format!("{base}/version")).await.assert_error(404, "M_NOT_FOUND");
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+    let create = json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk1" } });
+    let first = alice.client.post(&format!("{base}/version"), create).await.assert_ok()["version"].clone();
+    let first = first.as_str().unwrap().to_owned();
+
+    let keys = |version: &str, suffix: &str| format!("{base}/keys{suffix}?version={version}");
+    let room = "!room:test.local";
+    let session_path = format!("/{}/sess1", enc(room));
+    let reply = alice.client.put(&keys(&first, &session_path), backup_key(false, 5, "late")).await;
+    assert_eq!(reply.assert_ok()["count"], 1);
+    let etag = reply.body["etag"].clone();
+    // A worse key (higher index) is ignored; a better one (lower index) replaces it.
+    alice.client.put(&keys(&first, &session_path), backup_key(false, 9, "worse")).await.assert_ok();
+    let stored = alice.client.get(&keys(&first, &session_path)).await;
+    assert_eq!(stored.assert_ok()["session_data"]["ciphertext"], "late");
+    let all = json!({ "rooms": { room: { "sessions": { "sess1": backup_key(false, 0, "early"), "sess2": backup_key(true, 3, "other") } } } });
+    let reply = alice.client.put(&keys(&first, ""), all).await;
+    assert_eq!(reply.assert_ok()["count"], 2);
+    assert_ne!(reply.body["etag"], etag);
+    let body = alice.client.get(&keys(&first, "")).await.assert_ok().clone();
+    assert_eq!(body["rooms"][room]["sessions"]["sess1"]["session_data"]["ciphertext"], "early");
+    let info = alice.client.get(&format!("{base}/version")).await.assert_ok().clone();
+    assert_eq!(info["count"], 2);
+    assert_eq!(info["version"], first.as_str());
+    assert_eq!(info["auth_data"]["public_key"], "pk1");
+
+    // Malformed key data is refused; another user sees nothing of alice's backup.
+    alice.client.put(&keys(&first, &session_path), json!({ "session_data": {} })).await.assert_error(400, "M_BAD_JSON");
+    bob.client.get(&keys(&first, "")).await.assert_error(404, "M_NOT_FOUND");
+
+    // Updating: only auth_data may change, with the same algorithm.
+    let update = format!("{base}/version/{first}");
+    let wrong = json!({ "algorithm": "other", "auth_data": {} });
+    alice.client.put(&update, wrong).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .client
+        .put(&update, json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk2" } }))
+        .await
+        .assert_ok();
+
+    // A new version becomes current: keys for the old one are refused, naming the current one.
+    let create = json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk3" } });
+    let second = alice.client.post(&format!("{base}/version"), create).await.assert_ok()["version"].clone();
+    let refused = alice.client.put(&keys(&first, &session_path), backup_key(true, 0, "x")).await;
+    refused.assert_error(403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(refused.body["current_version"], second);
+
+    // Deleting keys and versions.
+    let reply = alice.client.delete(&keys(&first, &format!("/{}", enc(room))), json!({})).await;
+    assert_eq!(reply.assert_ok()["count"], 0);
+    alice.client.delete(&update, json!({})).await.assert_ok();
+    alice.client.get(&update).await.assert_error(404, "M_NOT_FOUND");
+}

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod account_data;
 pub mod aliases;
+pub mod backup;
 pub mod devices;
 pub mod discovery;
 pub mod keys;
