@@ -108,6 +108,8 @@ pub enum Endpoint {
     PutBackupKeys,
     GetBackupKeys,
     DeleteBackupKeys,
+    GetPushRules,
+    GetGlobalPushRules,
 }
 
 impl Endpoint {
@@ -271,6 +273,9 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::DeleteBackupKeys),
     route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::DeleteBackupKeys),
     route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::DeleteBackupKeys),
+    route(Get, "/_matrix/client/{r0|v3}/pushrules/", E::GetPushRules),
+    route(Get, "/_matrix/client/{r0|v3}/pushrules", E::GetPushRules),
+    route(Get, "/_matrix/client/{r0|v3}/pushrules/global/", E::GetGlobalPushRules),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -288,7 +293,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, backup, devices, discovery, keys, login, membership, messages, profile,
+        account, account_data, aliases, backup, devices, discovery, keys, login, membership, messages, profile, push,
         receipts, register, relations, reports, room_events, rooms, sync, upgrade,
     };
     match endpoint {
@@ -377,6 +382,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::PutBackupKeys => backup::put_keys(s, &request, who()?).await,
         E::GetBackupKeys => backup::get_keys(s, &request, who()?),
         E::DeleteBackupKeys => backup::delete_keys(s, &request, who()?).await,
+        E::GetPushRules => push::all(&request, who()?),
+        E::GetGlobalPushRules => push::global(&request, who()?),
     }
 }
 

@@ -70,7 +70,7 @@ impl E2ee {
     /// Commits a batch that logged a key change and wakes syncs.
     async fn commit_with_change(&self, batch: Batch, reservation: crate::storage::Reservation<'_>) -> Result<()> {
         self.storage.commit(batch).await?;
-        self.storage.announce_change(reservation.count);
+        reservation.announce();
         Ok(())
     }
 }

@@ -64,8 +64,11 @@ impl E2ee {
         }
         batch.insert(&tables.txnid_eventid, &txn, &String::new())?;
         self.storage.commit(batch).await?;
-        if let Some(last) = reservations.iter().map(|r| r.count).max() {
-            self.storage.announce_change(last);
+        // All reservations end before the wake-up (the last one announces).
+        reservations.sort_by_key(|r| r.count);
+        if let Some(last) = reservations.pop() {
+            drop(reservations);
+            last.announce();
         }
         Ok(())
     }

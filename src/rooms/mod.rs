@@ -745,7 +745,7 @@ impl Rooms {
         if let Some(redacted) = pdu.redacts() {
             self.pdus.invalidate(redacted);
         }
-        self.storage.announce_change(count);
+        reservation.announce();
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
         Ok(())
     }

@@ -73,7 +73,7 @@ impl Rooms {
         batch.insert(&tables.receipt_positions, &(room_id.to_string(), count), &receipt_key.1)?;
         batch.insert(&tables.receipts, &receipt_key, &record)?;
         self.storage.commit(batch).await?;
-        self.storage.announce_change(count);
+        reservation.announce();
         Ok(())
     }
 

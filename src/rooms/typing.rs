@@ -55,7 +55,7 @@ impl Typing {
             }
             room.changed = count;
         }
-        self.storage.announce_change(count);
+        reservation.announce();
         if typing {
             let this = self.clone();
             let (room_id, user_id) = (room_id.to_owned(), user_id.to_owned());
@@ -85,7 +85,7 @@ impl Typing {
             due
         };
         if expired {
-            self.storage.announce_change(count);
+            reservation.announce();
         }
         Ok(())
     }

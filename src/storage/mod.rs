@@ -114,6 +114,16 @@ pub struct Reservation<'a> {
     pub count: u64,
 }
 
+impl Reservation<'_> {
+    /// Ends the reservation, then wakes `/sync`: in this order, so a woken
+    /// sync already sees the write as visible.
+    pub fn announce(self) {
+        let (storage, count) = (self.storage, self.count);
+        drop(self);
+        storage.announce_change(count);
+    }
+}
+
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         self.storage.lock_in_flight().remove(&self.count);
@@ -575,6 +585,27 @@ mod tests {
         assert_eq!(storage.visible_count().unwrap(), second.count - 1, "the second write is not finished");
         drop(second);
         assert_eq!(storage.visible_count().unwrap(), unrelated);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_woken_reader_already_sees_the_announced_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 8 * 1024 * 1024).unwrap());
+        for _ in 0..50 {
+            let mut changes = storage.subscribe_changes();
+            changes.borrow_and_update();
+            let reader = {
+                let storage = Arc::clone(&storage);
+                tokio::spawn(async move {
+                    changes.changed().await.unwrap();
+                    storage.visible_count().unwrap()
+                })
+            };
+            let reservation = storage.reserve_count().unwrap();
+            let count = reservation.count;
+            reservation.announce();
+            assert!(reader.await.unwrap() >= count, "woken before the write became visible");
+        }
     }
 
     #[test]

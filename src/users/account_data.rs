@@ -61,7 +61,7 @@ impl Users {
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.account_data, &(localpart.to_owned(), scope(room_id, kind)), &record)?;
         self.storage.commit(batch).await?;
-        self.storage.announce_change(count);
+        reservation.announce();
         Ok(())
     }
 

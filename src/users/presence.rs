@@ -84,7 +84,7 @@ impl Presence {
             },
         );
         drop(users);
-        self.storage.announce_change(count);
+        reservation.announce();
         Ok(())
     }
 

@@ -224,7 +224,7 @@ impl Users {
         let user_id = format!("@{localpart}:{}", self.server_name);
         let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &user_id)?;
         self.storage.commit(batch).await?;
-        self.storage.announce_change(reservation.count);
+        reservation.announce();
         Ok(())
     }
 

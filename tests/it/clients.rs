@@ -78,3 +78,8 @@ async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
 async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
     run_client_script("rooms.mjs").await;
 }
+
+#[tokio::test]
+async fn matrix_js_sdk_rust_crypto_encrypts_cross_signs_and_restores_backups() {
+    run_client_script("e2ee.mjs").await;
+}

@@ -11,6 +11,7 @@ pub mod login;
 pub mod membership;
 pub mod messages;
 pub mod profile;
+pub mod push;
 pub mod receipts;
 pub mod register;
 pub mod relations;
