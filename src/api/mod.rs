@@ -110,6 +110,10 @@ pub enum Endpoint {
     DeleteBackupKeys,
     GetPushRules,
     GetGlobalPushRules,
+    PutDehydratedDevice,
+    GetDehydratedDevice,
+    DeleteDehydratedDevice,
+    DehydratedDeviceEvents,
 }
 
 impl Endpoint {
@@ -276,6 +280,14 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/pushrules/", E::GetPushRules),
     route(Get, "/_matrix/client/{r0|v3}/pushrules", E::GetPushRules),
     route(Get, "/_matrix/client/{r0|v3}/pushrules/global/", E::GetGlobalPushRules),
+    route(Put, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::PutDehydratedDevice),
+    route(Get, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::GetDehydratedDevice),
+    route(Delete, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::DeleteDehydratedDevice),
+    route(
+        Post,
+        "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/:device_id/events",
+        E::DehydratedDeviceEvents,
+    ),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -384,6 +396,10 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::DeleteBackupKeys => backup::delete_keys(s, &request, who()?).await,
         E::GetPushRules => push::all(&request, who()?),
         E::GetGlobalPushRules => push::global(&request, who()?),
+        E::PutDehydratedDevice => keys::put_dehydrated_device(s, &request, who()?).await,
+        E::GetDehydratedDevice => keys::get_dehydrated_device(s, who()?),
+        E::DeleteDehydratedDevice => keys::delete_dehydrated_device(s, who()?).await,
+        E::DehydratedDeviceEvents => keys::dehydrated_device_events(s, &request, who()?),
     }
 }
 

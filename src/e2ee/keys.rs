@@ -44,7 +44,7 @@ fn check_key(key_id: &str, key: &Value) -> Result<()> {
 impl E2ee {
     /// Checks a device's self-signed keys: for the caller's own device, with
     /// a valid signature by the device's own ed25519 key.
-    fn check_device_keys(&self, who: &Identity, keys: &Map<String, Value>) -> Result<()> {
+    pub(super) fn check_device_keys(&self, who: &Identity, keys: &Map<String, Value>) -> Result<()> {
         if keys.get("user_id").and_then(Value::as_str) != Some(who.user_id.as_str()) {
             return Err(Error::invalid_param("device_keys.user_id must be your user id"));
         }
@@ -58,6 +58,27 @@ impl E2ee {
             .ok_or_else(|| Error::bad_json("device_keys.keys lacks the device's ed25519 key"))?;
         signatures::verify(keys, who.user_id.as_str(), &key_id, &public_key)
             .map_err(|reason| Error::invalid_param(format!("Invalid device keys signature: {reason}")))
+    }
+
+    /// Checks an upload without storing anything (signatures, ids, shapes).
+    pub(super) fn check_upload(
+        &self,
+        who: &Identity,
+        device_keys: Option<&Value>,
+        one_time_keys: Option<&Value>,
+        fallback_keys: Option<&Value>,
+    ) -> Result<()> {
+        if let Some(device_keys) = device_keys {
+            self.check_device_keys(who, &object(device_keys, "device_keys")?)?;
+        }
+        for (keys, what) in [(one_time_keys, "one_time_keys"), (fallback_keys, "fallback_keys")] {
+            let Some(keys) = keys else { continue };
+            for (key_id, key) in object(keys, what)? {
+                check_key_id(&key_id)?;
+                check_key(&key_id, &key)?;
+            }
+        }
+        Ok(())
     }
 
     /// `POST /keys/upload`: returns the device's one-time key counts.

@@ -21,6 +21,7 @@
 
 pub mod backup;
 pub mod cross_signing;
+pub mod dehydrated;
 pub mod keys;
 pub mod signatures;
 pub mod to_device;

@@ -81,6 +81,8 @@ pub struct Tables {
     pub backup_versions: Table<(String, u64), BackupVersionRecord>,
     /// (localpart, version (20 digits) + NUL + room id + NUL + session id) → backed-up key (JSON).
     pub backup_keys: Table<(String, String), String>,
+    /// localpart → the user's dehydrated device: `{"device_id", "device_data"}` (JSON).
+    pub dehydrated_devices: Table<String, String>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -125,6 +127,7 @@ impl Tables {
             to_device: Table::open(db, "device_count_todevice")?,
             backup_versions: Table::open(db, "localpart_version_backup")?,
             backup_keys: Table::open(db, "localpart_version_room_session_backupkey")?,
+            dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
             room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }

@@ -106,6 +106,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let mut invite = Map::new();
     let mut knock = Map::new();
     let mut leave = Map::new();
+    let mut newly_shared = BTreeSet::new();
     for (room_id, membership) in rooms.memberships_of(&who.localpart)? {
         if !room_filter.accepts_room(room_id.as_str()) {
             continue;
@@ -128,6 +129,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership.as_str() {
             "join" => {
+                if request.since.is_some() && new_since_token {
+                    // Newly sharing this room: its members' devices are news to the caller.
+                    let state = rooms.current_state(&room)?;
+                    newly_shared.extend(rooms.joined_members_in(&state)?.into_iter().map(|user| user.to_string()));
+                }
                 let extras = RoomExtras {
                     account_data: room_account_data,
                     typing,
@@ -161,7 +167,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     }
     let presence = visible_presence(sources, who, request.since, snapshot)?;
     let (changed, left) = match request.since {
-        Some(since) => device_list_changes(sources, who, since, snapshot, &join, &leave)?,
+        Some(since) => device_list_changes(sources, who, since, snapshot, &join, &leave, newly_shared)?,
         None => (Vec::new(), Vec::new()),
     };
     let has_changes = !(join.is_empty()
@@ -188,9 +194,10 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
 }
 
 /// `device_lists`: users sharing a room with the caller whose keys or devices
-/// changed since the token, and members who joined the rooms in this response
-/// (their devices are new to the caller); `left`: members who left those rooms
-/// and share no other room with the caller any more.
+/// changed since the token, members who joined the rooms in this response and
+/// the members of rooms the caller joined (their devices are new to the
+/// caller); `left`: members who left those rooms and share no other room with
+/// the caller any more.
 fn device_list_changes(
     sources: &Sources<'_>,
     who: &Identity,
@@ -198,6 +205,7 @@ fn device_list_changes(
     upto: u64,
     join: &Map<String, Value>,
     leave: &Map<String, Value>,
+    newly_shared: BTreeSet<String>,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let mine: std::collections::HashSet<ruma::OwnedRoomId> =
         sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
@@ -209,7 +217,8 @@ fn device_list_changes(
             && sources.rooms.joined_rooms(user.localpart())?.iter().any(|room| mine.contains(room))
             && user.server_name() == who.user_id.server_name())
     };
-    let mut changed = BTreeSet::new();
+    let mut changed = newly_shared;
+    changed.remove(who.user_id.as_str());
     for user in sources.e2ee.users_with_key_changes(since, upto)? {
         if shares_a_room(&user)? {
             changed.insert(user.to_string());

@@ -337,7 +337,7 @@ fn revoke_tokens(batch: &mut Batch, users: &Users, hashes: &[TokenHash]) {
 }
 
 /// Client-chosen device ids: non-empty, printable, bounded.
-fn validate_device_id(device_id: String) -> Result<String> {
+pub fn validate_device_id(device_id: String) -> Result<String> {
     if device_id.is_empty() || device_id.len() > 255 || device_id.chars().any(char::is_control) {
         return Err(Error::invalid_param("device_id must be 1 to 255 printable characters"));
     }

@@ -355,3 +355,72 @@ async fn key_backups_keep_the_better_key_and_only_the_current_version_takes_keys
     alice.client.delete(&update, json!({})).await.assert_ok();
     alice.client.get(&update).await.assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_dehydrated_device_receives_messages_while_its_owner_is_offline() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let base = "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device";
+    bob.client.get(base).await.assert_error(404, "M_NOT_FOUND");
+
+    // The dehydrated device's keys are signed by its own key, under its own id.
+    let key = new_key();
+    let dehydrated = Session { device_id: "DEHYDRATED1".into(), ..bob.clone() };
+    let body = json!({
+        "device_id": "DEHYDRATED1",
+        "device_data": { "algorithm": "m.dehydration.v1.olm", "ciphertext": "opaque" },
+        "initial_device_display_name": "Dehydrated",
+        "device_keys": device_keys(&dehydrated, &key),
+        "one_time_keys": { "signed_curve25519:AAAB": { "key": "k" } },
+    });
+    let reply = bob.client.put(base, body.clone()).await;
+    assert_eq!(reply.assert_ok()["device_id"], "DEHYDRATED1");
+    let stored = bob.client.get(base).await.assert_ok().clone();
+    assert_eq!(stored["device_data"]["ciphertext"], "opaque");
+    // Keys signed for another device id are refused.
+    let mut wrong = body.clone();
+    wrong["device_id"] = json!("OTHER");
+    bob.client.put(base, wrong).await.assert_error(400, "M_INVALID_PARAM");
+    assert_eq!(
+        bob.client.get(base).await.assert_ok()["device_id"],
+        "DEHYDRATED1",
+        "the failed replacement left nothing"
+    );
+
+    // Alice sees the device and claims its key; her to-device message waits for it.
+    let query = json!({ "device_keys": { bob.user_id.clone(): ["DEHYDRATED1"] } });
+    let found = alice.client.post("/_matrix/client/v3/keys/query", query).await.assert_ok().clone();
+    assert!(found["device_keys"][&bob.user_id]["DEHYDRATED1"].is_object(), "{found}");
+    let message = json!({ "messages": { bob.user_id.clone(): { "DEHYDRATED1": { "room_key": "k1" } } } });
+    alice.client.put("/_matrix/client/v3/sendToDevice/m.room.encrypted/d1", message).await.assert_ok();
+
+    let events = format!("{base}/DEHYDRATED1/events");
+    let page = bob.client.post(&events, json!({})).await.assert_ok().clone();
+    assert_eq!(page["events"][0]["content"]["room_key"], "k1");
+    let next = page["next_batch"].as_str().unwrap();
+    let after = bob.client.post(&events, json!({ "next_batch": next })).await.assert_ok().clone();
+    assert_eq!(after["events"], json!([]), "acknowledged messages are gone");
+    alice.client.post(&format!("{base}/DEHYDRATED1/events"), json!({})).await.assert_error(403, "M_FORBIDDEN");
+
+    let deleted = bob.client.delete(base, json!({})).await;
+    assert_eq!(deleted.assert_ok()["device_id"], "DEHYDRATED1");
+    bob.client.get(base).await.assert_error(404, "M_NOT_FOUND");
+    let devices = bob.client.get("/_matrix/client/v3/devices").await.assert_ok().clone();
+    assert!(!devices.to_string().contains("DEHYDRATED1"), "{devices}");
+}
+
+#[tokio::test]
+async fn joining_a_room_lists_its_members_as_changed_devices() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    let carol = client.register("carol").await;
+    let token = sync(&carol, "").await["next_batch"].as_str().unwrap().to_owned();
+    carol.join(&room).await.assert_ok();
+    let body = sync(&carol, &format!("since={token}&timeout=0")).await;
+    let changed = body["device_lists"]["changed"].as_array().unwrap().clone();
+    assert!(changed.contains(&json!(alice.user_id)) && changed.contains(&json!(bob.user_id)), "{changed:?}");
+    assert!(!changed.contains(&json!(carol.user_id)), "{changed:?}");
+}

@@ -19,7 +19,7 @@ pub const SUPPORTED_VERSIONS: &[&str] =
     &["r0.5.0", "r0.6.0", "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10"];
 
 pub fn versions() -> Response {
-    Response::json(&json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": {} }))
+    Response::json(&json!({ "versions": SUPPORTED_VERSIONS, "unstable_features": { "org.matrix.msc3814": true } }))
 }
 
 pub fn well_known_client(services: &Services) -> Result<Response> {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::{
-    e2ee::cross_signing::SigningKeys,
+    e2ee::{cross_signing::SigningKeys, dehydrated::NewDehydratedDevice},
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
     services::Services,
@@ -124,4 +124,53 @@ pub async fn send_to_device(s: &Services, request: &Request, who: &Identity) -> 
     let txn = (who.localpart.clone(), format!("{}\nsendToDevice\n{event_type}\n{txn_id}", who.device_id));
     s.e2ee.send_to_device(&who.user_id, event_type, &body.messages, txn).await?;
     Ok(Response::empty_object())
+}
+
+#[derive(Debug, Deserialize)]
+struct DehydratedDeviceBody {
+    device_id: String,
+    device_data: Value,
+    initial_device_display_name: Option<String>,
+    device_keys: Option<Value>,
+    one_time_keys: Option<Value>,
+    fallback_keys: Option<Value>,
+}
+
+/// `PUT /unstable/org.matrix.msc3814.v1/dehydrated_device`.
+pub async fn put_dehydrated_device(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: DehydratedDeviceBody = request.json()?;
+    if !body.device_data.is_object() {
+        return Err(Error::bad_json("device_data must be an object"));
+    }
+    let new = NewDehydratedDevice {
+        device_id: body.device_id,
+        device_data: body.device_data,
+        display_name: body.initial_device_display_name,
+        device_keys: body.device_keys,
+        one_time_keys: body.one_time_keys,
+        fallback_keys: body.fallback_keys,
+    };
+    let device_id = s.e2ee.put_dehydrated_device(who, new).await?;
+    Ok(Response::json(&json!({ "device_id": device_id })))
+}
+
+pub fn get_dehydrated_device(s: &Services, who: &Identity) -> Result<Response> {
+    let device = s.e2ee.dehydrated_device(&who.localpart)?.ok_or_else(|| Error::not_found("No dehydrated device"))?;
+    Ok(Response::json(&device))
+}
+
+pub async fn delete_dehydrated_device(s: &Services, who: &Identity) -> Result<Response> {
+    let device_id = s.e2ee.delete_dehydrated_device(who).await?;
+    Ok(Response::json(&json!({ "device_id": device_id })))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DehydratedEventsBody {
+    next_batch: Option<String>,
+}
+
+pub fn dehydrated_device_events(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: DehydratedEventsBody = request.json()?;
+    let events = s.e2ee.dehydrated_device_events(who, request.param(0), body.next_batch.as_deref())?;
+    Ok(Response::json(&events))
 }
