@@ -109,6 +109,7 @@ impl E2ee {
             let Some(keys) = keys.as_object() else { continue };
             for (key_id, signed) in keys {
                 if let Err(reason) = self.add_signature(who, user, key_id, signed).await {
+                    tracing::info!(target_user = %user, key = %key_id, %reason, "signature refused");
                     let user_failures = failures.entry(user.clone()).or_insert_with(|| json!({}));
                     user_failures[key_id] = json!({ "errcode": "M_INVALID_SIGNATURE", "error": reason });
                 }

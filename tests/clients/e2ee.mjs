@@ -6,12 +6,21 @@
 // 1. two users, one device each, exchange messages in an encrypted room; the
 //    server's copy of each message is `m.room.encrypted`;
 // 2. a second device of one user, logged in later, decrypts new messages;
-// 3. cross-signing is bootstrapped; the other user sees the device signed by its owner;
+// 3. cross-signing is bootstrapped; the other user sees the device signed by
+//    its owner, then verifies the user interactively (SAS over the room and
+//    to-device messages) and sees the device as verified;
 // 4. a key backup is made, the first device logs out, a new device restores
 //    the backup and decrypts the old messages.
 // Prints "N passed, N failed" and exits non-zero on any failure.
 
 import { ClientEvent, createClient, MatrixEvent, Method, RoomEvent } from "matrix-js-sdk";
+
+import {
+  CryptoEvent,
+  VerificationPhase,
+  VerificationRequestEvent,
+  VerifierEvent,
+} from "matrix-js-sdk/lib/crypto-api/index.js";
 
 import { assert, baseUrlArgument, check, finish } from "./harness.mjs";
 
@@ -182,6 +191,48 @@ await check("cross-signing: bob bootstraps it and alice sees his device signed b
   }, "alice sees bob's device cross-signed by bob");
   const identity = await alice.getCrypto().getUserVerificationStatus(bob.getUserId());
   assert(identity.isCrossSigningVerified() === false, "alice has not verified bob's identity herself");
+});
+
+/** Resolves when `request` reaches `phase`. */
+function reachPhase(request, phase, what) {
+  const reached = new Promise((resolve) => {
+    if (request.phase === phase) return resolve();
+    request.on(VerificationRequestEvent.Change, () => request.phase === phase && resolve());
+  });
+  return withTimeout(reached, 20000, what);
+}
+
+await check("interactive verification (SAS): alice then sees bob's device as verified", async () => {
+  await alice.getCrypto().bootstrapCrossSigning({
+    authUploadDeviceSigningKeys: async (makeRequest) => {
+      await makeRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: alice.getUserId() }, password });
+    },
+  });
+  const bobReceives = withTimeout(
+    new Promise((resolve) => bob.on(CryptoEvent.VerificationRequestReceived, resolve)),
+    20000,
+    "bob receives the verification request",
+  );
+  const aliceRequest = await alice.getCrypto().requestVerificationDM(bob.getUserId(), roomId);
+  const bobRequest = await bobReceives;
+  await bobRequest.accept();
+  await reachPhase(aliceRequest, VerificationPhase.Ready, "alice's request is ready");
+  const aliceVerifier = await aliceRequest.startVerification("m.sas.v1");
+  await reachPhase(bobRequest, VerificationPhase.Started, "bob sees the SAS start");
+  const bobVerifier = bobRequest.verifier;
+  for (const verifier of [aliceVerifier, bobVerifier]) {
+    verifier.on(VerifierEvent.ShowSas, (sas) => void sas.confirm());
+  }
+  await withTimeout(Promise.all([aliceVerifier.verify(), bobVerifier.verify()]), 30000, "both sides confirm the SAS");
+  await eventually(async () => {
+    const status = await alice.getCrypto().getDeviceVerificationStatus(bob.getUserId(), bob.getDeviceId());
+    return status?.isVerified() === true;
+  }, "alice sees bob's device as verified");
+  // Alice's user-signing key signed bob's master key on the server.
+  await eventually(async () => {
+    const identity = await alice.getCrypto().getUserVerificationStatus(bob.getUserId());
+    return identity.isCrossSigningVerified();
+  }, "alice trusts bob's identity through cross-signing");
 });
 
 await check("key backup: a new device restores the backup and decrypts old messages", async () => {
