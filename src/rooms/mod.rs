@@ -377,6 +377,15 @@ impl Rooms {
             .collect())
     }
 
+    /// Whether `user` is joined to one of `rooms` (remote users are not known
+    /// here until federation: false).
+    pub fn joined_to_any(&self, user: &UserId, rooms: &std::collections::HashSet<OwnedRoomId>) -> Result<bool> {
+        if rooms.is_empty() || user.server_name() != self.server_name {
+            return Ok(false);
+        }
+        Ok(self.joined_rooms(user.localpart())?.iter().any(|room| rooms.contains(room)))
+    }
+
     /// Rooms a local user has joined.
     pub fn joined_rooms(&self, localpart: &str) -> Result<Vec<OwnedRoomId>> {
         let entries =

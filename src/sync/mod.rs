@@ -209,14 +209,8 @@ fn device_list_changes(
 ) -> Result<(Vec<String>, Vec<String>)> {
     let mine: std::collections::HashSet<ruma::OwnedRoomId> =
         sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
-    let shares_a_room = |user: &ruma::UserId| -> Result<bool> {
-        if user == who.user_id {
-            return Ok(true);
-        }
-        Ok(!mine.is_empty()
-            && sources.rooms.joined_rooms(user.localpart())?.iter().any(|room| mine.contains(room))
-            && user.server_name() == who.user_id.server_name())
-    };
+    let shares_a_room =
+        |user: &ruma::UserId| -> Result<bool> { Ok(user == who.user_id || sources.rooms.joined_to_any(user, &mine)?) };
     let mut changed = newly_shared;
     changed.remove(who.user_id.as_str());
     for user in sources.e2ee.users_with_key_changes(since, upto)? {
@@ -253,14 +247,11 @@ fn visible_presence(sources: &Sources<'_>, who: &Identity, since: Option<u64>, u
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    let joined = |localpart: &str| -> Result<std::collections::HashSet<ruma::OwnedRoomId>> {
-        Ok(sources.rooms.joined_rooms(localpart)?.into_iter().collect())
-    };
-    let mine = joined(&who.localpart)?;
+    let mine: std::collections::HashSet<ruma::OwnedRoomId> =
+        sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
     let mut events = Vec::new();
     for (user, content) in changed {
-        let shares = user == who.user_id || (!mine.is_empty() && !joined(user.localpart())?.is_disjoint(&mine));
-        if shares {
+        if user == who.user_id || sources.rooms.joined_to_any(&user, &mine)? {
             events.push(json!({ "type": "m.presence", "sender": user, "content": content }));
         }
     }

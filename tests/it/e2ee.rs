@@ -221,6 +221,10 @@ async fn device_list_changes_reach_exactly_the_users_who_share_a_room() {
     alice.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
     let bobs = sync(&bob, &format!("since={bob_token}&timeout=0")).await;
     assert_eq!(bobs["device_lists"]["left"], json!([alice.user_id]));
+    let changes =
+        format!("/_matrix/client/v3/keys/changes?from={bob_token}&to={}", bobs["next_batch"].as_str().unwrap());
+    assert_eq!(bob.client.get(&changes).await.assert_ok()["left"], json!([alice.user_id]));
+    bob.client.get("/_matrix/client/v3/keys/changes?from=s1").await.assert_error(400, "M_MISSING_PARAM");
 }
 
 fn cross_signing_key(session: &Session, usage: &str, key: &Ed25519KeyPair) -> Value {

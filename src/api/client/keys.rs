@@ -6,9 +6,9 @@
 //! messaging" (`keys.yaml`, `cross_signing.yaml`, `to_device.yaml`). The
 //! logic lives in [`crate::e2ee`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use ruma::OwnedUserId;
+use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -60,7 +60,8 @@ pub async fn claim(s: &Services, request: &Request) -> Result<Response> {
 }
 
 /// `GET /keys/changes?from=&to=`: users sharing a room with the caller whose
-/// keys changed between two sync tokens.
+/// keys changed between two sync tokens (`changed`), and users who stopped
+/// sharing any room with the caller in that span (`left`).
 pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let token = |name: &str| -> Result<u64> {
         let value =
@@ -69,18 +70,64 @@ pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     };
     let (from, to) = (token("from")?, token("to")?);
     let upto = to.min(s.rooms.current_position()?);
-    let changed = s.e2ee.users_with_key_changes(from, upto)?;
-    let mine: std::collections::HashSet<_> = s.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
-    let mut visible = Vec::new();
-    for user in changed {
-        let shares = user == who.user_id
-            || (user.server_name() == s.config.server_name
-                && s.rooms.joined_rooms(user.localpart())?.iter().any(|room| mine.contains(room)));
-        if shares {
-            visible.push(user.to_string());
+    let mine: HashSet<OwnedRoomId> = s.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
+    let shares_a_room =
+        |user: &ruma::UserId| -> Result<bool> { Ok(user == who.user_id || s.rooms.joined_to_any(user, &mine)?) };
+    let mut changed = Vec::new();
+    for user in s.e2ee.users_with_key_changes(from, upto)? {
+        if shares_a_room(&user)? {
+            changed.push(user.to_string());
         }
     }
-    Ok(Response::json(&json!({ "changed": visible, "left": [] })))
+    let mut left = BTreeSet::new();
+    for user in departures(s, who, from, upto)? {
+        if !shares_a_room(&user)? && !changed.contains(&user.to_string()) {
+            left.insert(user.to_string());
+        }
+    }
+    Ok(Response::json(&json!({ "changed": changed, "left": left })))
+}
+
+/// Users whose membership in one of the caller's rooms (joined, or left
+/// since `from`) became `leave` or `ban` in `(from, upto]`, and everyone in
+/// the rooms the caller left then.
+fn departures(s: &Services, who: &Identity, from: u64, upto: u64) -> Result<BTreeSet<OwnedUserId>> {
+    let mut users = BTreeSet::new();
+    for (room_id, _) in s.rooms.memberships_of(&who.localpart)? {
+        let Some(room) = s.rooms.room(&room_id)? else { continue };
+        let mut position = from + 1;
+        'pages: loop {
+            let page = s.rooms.timeline_page(&room, position, false, 200)?;
+            let last_page = page.len() < 200;
+            for (count, event_id) in page {
+                if count > upto {
+                    break 'pages;
+                }
+                position = count + 1;
+                let Some((pdu, _)) = s.rooms.get_pdu(&event_id)? else { continue };
+                if pdu.kind().to_string() != "m.room.member" {
+                    continue;
+                }
+                let Some(user) = pdu.state_key_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
+                let membership = crate::rooms::membership_of(&pdu).unwrap_or_default();
+                if membership != "leave" && membership != "ban" {
+                    continue;
+                }
+                if user == who.user_id {
+                    // The caller left: the room's members may no longer share a room with them.
+                    let state = s.rooms.current_state(&room)?;
+                    users.extend(s.rooms.joined_members_in(&state)?);
+                } else {
+                    users.insert(user);
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+    }
+    users.remove(&who.user_id);
+    Ok(users)
 }
 
 #[derive(Debug, Deserialize)]
