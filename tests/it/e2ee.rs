@@ -428,3 +428,39 @@ async fn joining_a_room_lists_its_members_as_changed_devices() {
     assert!(changed.contains(&json!(alice.user_id)) && changed.contains(&json!(bob.user_id)), "{changed:?}");
     assert!(!changed.contains(&json!(carol.user_id)), "{changed:?}");
 }
+
+#[tokio::test]
+async fn malformed_e2ee_requests_get_the_spec_errors_and_store_nothing() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let not_object = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): "text" } } });
+    alice.client.put("/_matrix/client/v3/sendToDevice/m.x/1", not_object).await.assert_error(400, "M_BAD_JSON");
+    alice.client.put("/_matrix/client/v3/sendToDevice/m.x/2", json!({})).await.assert_error(400, "M_BAD_JSON");
+    let body = sync(&bob, "").await;
+    assert_eq!(body["to_device"]["events"], json!([]), "nothing was queued");
+
+    let bad_ids = json!({ "one_time_keys": { "no-colon": "k" } });
+    alice.client.post("/_matrix/client/v3/keys/upload", bad_ids).await.assert_error(400, "M_BAD_JSON");
+    let bad_key = json!({ "one_time_keys": { "signed_curve25519:A": 42 } });
+    alice.client.post("/_matrix/client/v3/keys/upload", bad_key).await.assert_error(400, "M_BAD_JSON");
+    let counts = alice.client.post("/_matrix/client/v3/keys/upload", json!({})).await.assert_ok().clone();
+    assert_eq!(counts["one_time_key_counts"], json!({ "signed_curve25519": 0 }));
+
+    // Claiming from a device without keys returns nothing for it; bad bodies are refused.
+    let claim = json!({ "one_time_keys": { alice.user_id.clone(): { "NODEVICE": "signed_curve25519" } } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/claim", claim).await;
+    assert_eq!(reply.assert_ok()["one_time_keys"], json!({}));
+    bob.client
+        .post("/_matrix/client/v3/keys/claim", json!({ "one_time_keys": 1 }))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    bob.client
+        .post("/_matrix/client/v3/keys/query", json!({ "device_keys": [] }))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    let unsigned = json!({ alice.user_id.clone(): { "ABC": { "keys": {} } } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/signatures/upload", unsigned).await;
+    assert!(reply.assert_ok()["failures"][&alice.user_id]["ABC"]["errcode"].is_string());
+}
