@@ -86,6 +86,8 @@ pub struct Config {
     pub login_rate_limit: LoginRateLimit,
     #[serde(default)]
     pub well_known: WellKnownConfig,
+    #[serde(default)]
+    pub user_directory: UserDirectoryConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -161,6 +163,15 @@ pub struct WellKnownConfig {
     pub client: Option<String>,
     /// `host:port` served as `m.server` at `/.well-known/matrix/server`.
     pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UserDirectoryConfig {
+    /// Every local user is searchable by everyone; otherwise only users who
+    /// share a room with the searcher or are in a public room.
+    #[serde(default)]
+    pub search_all_users: bool,
 }
 
 fn default_database_path() -> PathBuf {

@@ -114,6 +114,11 @@ pub enum Endpoint {
     GetDehydratedDevice,
     DeleteDehydratedDevice,
     DehydratedDeviceEvents,
+    UserDirectorySearch,
+    GetPublicRooms,
+    SearchPublicRooms,
+    GetRoomVisibility,
+    SetRoomVisibility,
 }
 
 impl Endpoint {
@@ -135,6 +140,8 @@ impl Endpoint {
                 | ResolveAlias
                 | GetProfile
                 | GetProfileField
+                | GetPublicRooms
+                | GetRoomVisibility
         )
     }
 }
@@ -288,6 +295,11 @@ pub const ROUTES: &[Route<Endpoint>] = &[
         "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/:device_id/events",
         E::DehydratedDeviceEvents,
     ),
+    route(Post, "/_matrix/client/{r0|v3}/user_directory/search", E::UserDirectorySearch),
+    route(Get, "/_matrix/client/{r0|v3}/publicRooms", E::GetPublicRooms),
+    route(Post, "/_matrix/client/{r0|v3}/publicRooms", E::SearchPublicRooms),
+    route(Get, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::GetRoomVisibility),
+    route(Put, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::SetRoomVisibility),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -305,8 +317,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, backup, devices, discovery, keys, login, membership, messages, profile, push,
-        receipts, register, relations, reports, room_events, rooms, sync, upgrade,
+        account, account_data, aliases, backup, devices, directory, discovery, keys, login, membership, messages,
+        profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -400,6 +412,11 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetDehydratedDevice => keys::get_dehydrated_device(s, who()?),
         E::DeleteDehydratedDevice => keys::delete_dehydrated_device(s, who()?).await,
         E::DehydratedDeviceEvents => keys::dehydrated_device_events(s, &request, who()?),
+        E::UserDirectorySearch => directory::search(s, &request, who()?),
+        E::GetPublicRooms => room_directory::get_public_rooms(s, &request),
+        E::SearchPublicRooms => room_directory::search_public_rooms(s, &request),
+        E::GetRoomVisibility => room_directory::get_visibility(s, &request),
+        E::SetRoomVisibility => room_directory::set_visibility(s, &request, who()?).await,
     }
 }
 

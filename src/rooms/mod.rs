@@ -19,6 +19,7 @@
 
 pub mod aliases;
 pub mod content;
+pub mod directory;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;
@@ -624,6 +625,16 @@ impl Rooms {
             .and_then(|c| c.get("events")?.get(kind)?.as_i64())
             .or_else(|| content.as_ref().and_then(|c| c.get("state_default")?.as_i64()))
             .unwrap_or(if content.is_some() { 50 } else { 0 }))
+    }
+
+    /// Whether a joined member may send a state event of `kind` now.
+    pub fn may_send_state(&self, room: &RoomRecord, user_id: &UserId, kind: &str) -> Result<bool> {
+        let state = self.current_state(room)?;
+        if self.membership_in(&state, user_id)?.as_deref() != Some("join") {
+            return Ok(false);
+        }
+        let (_, rules) = Self::rules_of(room)?;
+        Ok(self.power_level(&state, &rules, user_id)? >= self.required_event_power(&state, kind)?)
     }
 
     /// A user's power level, with room version 12's unlimited creators.

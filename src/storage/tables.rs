@@ -83,6 +83,8 @@ pub struct Tables {
     pub backup_keys: Table<(String, String), String>,
     /// localpart → the user's dehydrated device: `{"device_id", "device_data"}` (JSON).
     pub dehydrated_devices: Table<String, String>,
+    /// room id → when it was published in the public room directory (ms).
+    pub published_rooms: Table<String, u64>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -128,6 +130,7 @@ impl Tables {
             backup_versions: Table::open(db, "localpart_version_backup")?,
             backup_keys: Table::open(db, "localpart_version_room_session_backupkey")?,
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
+            published_rooms: Table::open(db, "roomid_publishedts")?,
             room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }

@@ -5,6 +5,7 @@
 //! user-interactive authentication in [`uiaa`].
 
 pub mod account_data;
+pub mod directory;
 pub mod password;
 pub mod presence;
 pub mod rate_limit;
@@ -53,10 +54,13 @@ pub struct Users {
     registration_tokens: Vec<RegistrationTokenConfig>,
     pub login_failures: FailureLimiter,
     last_seen: Mutex<HashMap<(String, String), sessions::LastSeen>>,
+    /// Local users by name, for the user directory.
+    pub directory: directory::UserDirectory,
 }
 
 impl Users {
     pub fn new(storage: Arc<Storage>, config: &Config) -> Self {
+        let storage_for_directory = Arc::clone(&storage);
         Self {
             storage,
             server_name: config.server_name.clone(),
@@ -67,7 +71,22 @@ impl Users {
                 Duration::from_secs(config.login_rate_limit.window_secs),
             ),
             last_seen: Mutex::default(),
+            directory: Self::load_directory(&storage_for_directory),
         }
+    }
+
+    /// The directory of every active account, from the users table.
+    fn load_directory(storage: &Storage) -> directory::UserDirectory {
+        let directory = directory::UserDirectory::default();
+        match storage.tables.users.all() {
+            Ok(users) => {
+                for (localpart, user) in users.into_iter().filter(|(_, user)| !user.deactivated && !user.is_guest) {
+                    directory.upsert(directory_entry(&localpart, &user));
+                }
+            }
+            Err(error) => tracing::error!(%error, "could not load the user directory"),
+        }
+        directory
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -149,6 +168,9 @@ impl Users {
             return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
         }
         self.storage.wait_durable().await?;
+        if !is_guest {
+            self.directory.upsert(directory_entry(localpart, &record));
+        }
         if record.is_admin {
             tracing::info!(user = localpart, "account created as server admin");
         }
@@ -225,6 +247,9 @@ impl Users {
         })?;
         let user = updated.ok_or_else(|| Error::not_found("No such user"))?;
         self.storage.wait_durable().await?;
+        if !user.is_guest && !user.deactivated {
+            self.directory.upsert(directory_entry(localpart, &user));
+        }
         Ok(user)
     }
 
@@ -242,8 +267,17 @@ impl Users {
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;
         self.commit_device_removal(batch, localpart).await?;
+        self.directory.remove(localpart);
         tracing::info!(user = localpart, "account deactivated");
         Ok(())
+    }
+}
+
+fn directory_entry(localpart: &str, user: &UserRecord) -> directory::DirectoryEntry {
+    directory::DirectoryEntry {
+        localpart: localpart.to_owned(),
+        display_name: user.displayname.clone(),
+        avatar_url: user.avatar_url.clone(),
     }
 }
 

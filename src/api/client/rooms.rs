@@ -136,6 +136,9 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
     let room_id =
         s.rooms.create_room(&who.user_id, &version, Value::Object(creation_content), alias.as_deref(), events).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
+    if body.visibility.as_deref() == Some("public") {
+        s.rooms.set_published(&room_id, true).await?;
+    }
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
 

@@ -1,0 +1,74 @@
+//! User directory search among 100,000 users (the index, in memory):
+//! - `directory/specific`: "hélène mar" (two words, a few hundred matches);
+//! - `directory/broad_prefix`: "ma" (a short prefix matching many users);
+//! - `directory/no_match`.
+//!
+//! Run: `cargo bench --bench directory`. Figures in BENCHMARKS.md.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use conduit::users::directory::{DirectoryEntry, UserDirectory};
+
+const USERS: usize = 100_000;
+const FIRST: &[&str] = &[
+    "Hélène",
+    "François",
+    "Jean",
+    "Marie",
+    "Léa",
+    "Noémie",
+    "Jérôme",
+    "Chloé",
+    "Amélie",
+    "Stéphane",
+    "Zoé",
+    "Mathéo",
+    "Inès",
+    "Gaël",
+    "Anaïs",
+    "Loïc",
+    "Céline",
+    "Benoît",
+    "Maëlle",
+    "Timothée",
+];
+const LAST: &[&str] = &[
+    "Müller",
+    "Dupont",
+    "Martin",
+    "Lefèvre",
+    "Moreau",
+    "Faure",
+    "Girard",
+    "Bonnet",
+    "Rousseau",
+    "Mercier",
+    "Blanc",
+    "Guérin",
+    "Boyer",
+    "Garnier",
+    "Chevalier",
+    "François",
+    "Legrand",
+    "Gauthier",
+    "Perrin",
+    "Robin",
+];
+
+fn bench_directory(c: &mut Criterion) {
+    let directory = UserDirectory::default();
+    for i in 0..USERS {
+        let name = format!("{} {}{}", FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()], i / 400);
+        directory.upsert(DirectoryEntry { localpart: format!("agent{i}"), display_name: Some(name), avatar_url: None });
+    }
+    assert_eq!(directory.len(), USERS);
+    assert!(!directory.search("hélène mar").is_empty());
+    let mut group = c.benchmark_group("directory");
+    group.bench_function("specific", |b| b.iter(|| directory.search("helene mar").len()));
+    group.bench_function("broad_prefix", |b| b.iter(|| directory.search("ma").len()));
+    group.bench_function("no_match", |b| b.iter(|| directory.search("xyzzy").len()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_directory);
+criterion_main!(benches);

@@ -1,0 +1,99 @@
+//! `POST /user_directory/search`.
+//!
+//! Spec: client-server API "User directory". The index is
+//! [`crate::users::directory`]; this endpoint decides visibility: with
+//! `user_directory.search_all_users` every active local user, otherwise the
+//! users who share a joined room with the searcher and the users joined to a
+//! public room (join rule `public`).
+
+use std::collections::{HashMap, HashSet};
+
+use ruma::{OwnedRoomId, UserId};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    services::Services,
+    users::Identity,
+};
+
+const DEFAULT_LIMIT: usize = 10;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+struct SearchBody {
+    search_term: String,
+    limit: Option<u64>,
+}
+
+/// Memoised visibility checks for one search.
+struct Visibility<'a> {
+    s: &'a Services,
+    searcher_rooms: HashSet<OwnedRoomId>,
+    public_rooms: HashMap<OwnedRoomId, bool>,
+}
+
+impl Visibility<'_> {
+    fn is_public(&mut self, room_id: &OwnedRoomId) -> Result<bool> {
+        if let Some(public) = self.public_rooms.get(room_id) {
+            return Ok(*public);
+        }
+        let rooms = &self.s.rooms;
+        let public = match rooms.room(room_id)? {
+            Some(room) => {
+                let state = rooms.current_state(&room)?;
+                let rules = rooms.state_event_in(&state, "m.room.join_rules", "")?;
+                rules.and_then(|pdu| crate::rooms::content_string(&pdu, "join_rule")).as_deref() == Some("public")
+            }
+            None => false,
+        };
+        self.public_rooms.insert(room_id.clone(), public);
+        Ok(public)
+    }
+
+    fn may_see(&mut self, user: &UserId) -> Result<bool> {
+        if self.s.config.user_directory.search_all_users {
+            return Ok(true);
+        }
+        for room in self.s.rooms.joined_rooms(user.localpart())? {
+            if self.searcher_rooms.contains(&room) || self.is_public(&room)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: SearchBody = request.json()?;
+    let limit = body.limit.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT));
+    let mut visibility = Visibility {
+        s,
+        searcher_rooms: s.rooms.joined_rooms(&who.localpart)?.into_iter().collect(),
+        public_rooms: HashMap::new(),
+    };
+    let mut results = Vec::new();
+    let mut limited = false;
+    for entry in s.users.directory.search(&body.search_term) {
+        let user_id = UserId::parse(format!("@{}:{}", entry.localpart, s.config.server_name))
+            .map_err(|e| Error::internal("directory user id", e))?;
+        if !visibility.may_see(&user_id)? {
+            continue;
+        }
+        if results.len() == limit {
+            limited = true;
+            break;
+        }
+        let mut result = json!({ "user_id": user_id });
+        if let Some(name) = entry.display_name {
+            result["display_name"] = json!(name);
+        }
+        if let Some(avatar) = entry.avatar_url {
+            result["avatar_url"] = json!(avatar);
+        }
+        results.push(result);
+    }
+    Ok(Response::json(&json!({ "results": results, "limited": limited })))
+}

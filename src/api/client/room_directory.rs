@@ -1,0 +1,128 @@
+//! The published room directory: `GET`/`POST /publicRooms`,
+//! `GET`/`PUT /directory/list/room/{roomId}`.
+//!
+//! Spec: client-server API "Published room directory". Anyone may read the
+//! directory (`GET /publicRooms` needs no token, as the spec allows);
+//! publishing a room needs the power to change its canonical alias, or
+//! being a server admin. `since`/`next_batch` are offsets into the list
+//! (most joined members first).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::{
+    error::{Error, Result},
+    http::{Request, Response},
+    services::Services,
+    users::Identity,
+};
+
+use super::room_events::room_id_param;
+
+const DEFAULT_LIMIT: usize = 100;
+
+#[derive(Debug, Default, Deserialize)]
+struct Filter {
+    generic_search_term: Option<String>,
+    room_types: Option<Vec<Option<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PublicRoomsBody {
+    limit: Option<u64>,
+    since: Option<String>,
+    server: Option<String>,
+    #[serde(default)]
+    filter: Filter,
+}
+
+fn parse_offset(token: Option<&str>) -> Result<usize> {
+    match token {
+        None => Ok(0),
+        Some(token) => token
+            .strip_prefix('p')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::invalid_param("Invalid `since` token")),
+    }
+}
+
+fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
+    if body.server.as_deref().is_some_and(|server| server != s.config.server_name.as_str()) {
+        return Err(Error::invalid_param("Other servers' directories are not reachable (no federation yet)"));
+    }
+    let offset = parse_offset(body.since.as_deref())?;
+    let limit = body.limit.map_or(DEFAULT_LIMIT, |l| (l as usize).max(1));
+    let term = body.filter.generic_search_term.as_deref().filter(|t| !t.trim().is_empty());
+    let rooms: Vec<Value> = s
+        .rooms
+        .public_rooms()?
+        .into_iter()
+        .filter(|room| term.is_none_or(|term| room.matches(term)))
+        .filter(|room| body.filter.room_types.as_deref().is_none_or(|types| room.has_type_in(types)))
+        .map(|room| room.entry)
+        .collect();
+    let total = rooms.len();
+    let chunk: Vec<Value> = rooms.into_iter().skip(offset).take(limit).collect();
+    let mut response = json!({ "chunk": chunk, "total_room_count_estimate": total });
+    if offset + limit < total {
+        response["next_batch"] = json!(format!("p{}", offset + limit));
+    }
+    if offset > 0 {
+        response["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));
+    }
+    Ok(Response::json(&response))
+}
+
+/// `GET /publicRooms?limit=&since=&server=`.
+pub fn get_public_rooms(s: &Services, request: &Request) -> Result<Response> {
+    let limit = match request.query("limit") {
+        Some(limit) => Some(limit.parse().map_err(|_| Error::invalid_param("Invalid `limit`"))?),
+        None => None,
+    };
+    let body = PublicRoomsBody {
+        limit,
+        since: request.query("since").map(str::to_owned),
+        server: request.query("server").map(str::to_owned),
+        filter: Filter::default(),
+    };
+    list(s, body)
+}
+
+/// `POST /publicRooms` (with a filter).
+pub fn search_public_rooms(s: &Services, request: &Request) -> Result<Response> {
+    let body: PublicRoomsBody = request.json()?;
+    let server = request.query("server").map(str::to_owned);
+    list(s, PublicRoomsBody { server: server.or(body.server), ..body })
+}
+
+/// `GET /directory/list/room/{roomId}`.
+pub fn get_visibility(s: &Services, request: &Request) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    if s.rooms.room(&room_id)?.is_none() {
+        return Err(Error::not_found("Unknown room"));
+    }
+    let visibility = if s.rooms.is_published(&room_id)? { "public" } else { "private" };
+    Ok(Response::json(&json!({ "visibility": visibility })))
+}
+
+#[derive(Debug, Deserialize)]
+struct VisibilityBody {
+    visibility: String,
+}
+
+/// `PUT /directory/list/room/{roomId}`.
+pub async fn set_visibility(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let body: VisibilityBody = request.json()?;
+    let published = match body.visibility.as_str() {
+        "public" => true,
+        "private" => false,
+        other => return Err(Error::invalid_param(format!("Unknown visibility {other:?}"))),
+    };
+    let room = s.rooms.room(&room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+    if !who.is_admin && !s.rooms.may_send_state(&room, &who.user_id, "m.room.canonical_alias")? {
+        return Err(Error::forbidden("Publishing this room needs the power to change its canonical alias"));
+    }
+    s.rooms.set_published(&room_id, published).await?;
+    Ok(Response::empty_object())
+}

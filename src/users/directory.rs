@@ -1,0 +1,193 @@
+//! The user directory index: local users by display name and user id, for
+//! `POST /user_directory/search`.
+//!
+//! Spec: client-server API "User directory". Matching is by word prefix,
+//! case- and accent-insensitive ("helene" finds "Hélène Müller"): names and
+//! localparts are folded (Unicode decomposition, combining marks dropped,
+//! lowercase) and split into words; each search word must be the prefix of
+//! one of a user's words. Ranking: an exact match of the whole name or
+//! localpart first, then users with a whole-word match, then prefix matches,
+//! each by name. The index lives in memory, built at start-up from the
+//! users table and kept up to date on registration, profile changes and
+//! deactivation; which results a searcher may see is decided by the caller.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::RwLock,
+};
+
+use unicode_normalization::{char::is_combining_mark, UnicodeNormalization};
+
+/// Folds text for matching: decomposed, without combining marks, lowercase.
+pub fn fold(text: &str) -> String {
+    text.nfd().filter(|c| !is_combining_mark(*c)).flat_map(char::to_lowercase).collect()
+}
+
+/// The folded words of a text (split on anything not alphanumeric).
+pub fn words(text: &str) -> Vec<String> {
+    fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub localpart: String,
+    pub display_name: Option<String>,
+    pub avatar_url: Option<String>,
+}
+
+impl DirectoryEntry {
+    fn words(&self) -> BTreeSet<String> {
+        let mut all: BTreeSet<String> = words(&self.localpart).into_iter().collect();
+        all.insert(fold(&self.localpart));
+        if let Some(name) = &self.display_name {
+            all.extend(words(name));
+        }
+        all
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    entries: HashMap<String, DirectoryEntry>,
+    /// Folded word → localparts having it.
+    words: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Default)]
+pub struct UserDirectory {
+    index: RwLock<Index>,
+}
+
+impl UserDirectory {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds or replaces a user.
+    pub fn upsert(&self, entry: DirectoryEntry) {
+        let mut index = self.write();
+        index.remove(&entry.localpart);
+        for word in entry.words() {
+            index.words.entry(word).or_default().insert(entry.localpart.clone());
+        }
+        index.entries.insert(entry.localpart.clone(), entry);
+    }
+
+    /// Removes a user (deactivated).
+    pub fn remove(&self, localpart: &str) {
+        self.write().remove(localpart);
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Users matching every word of `term`, best first.
+    pub fn search(&self, term: &str) -> Vec<DirectoryEntry> {
+        let wanted = words(term);
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let index = self.read();
+        let mut candidates: Option<BTreeSet<&String>> = None;
+        for word in &wanted {
+            let matching: BTreeSet<&String> = index
+                .words
+                .range::<String, _>(word.clone()..)
+                .take_while(|(indexed, _)| indexed.starts_with(word.as_str()))
+                .flat_map(|(_, users)| users.iter())
+                .collect();
+            candidates = Some(match candidates {
+                None => matching,
+                Some(previous) => previous.intersection(&matching).copied().collect(),
+            });
+            if candidates.as_ref().is_some_and(BTreeSet::is_empty) {
+                return Vec::new();
+            }
+        }
+        let folded_term = fold(term.trim());
+        let mut ranked: Vec<(u8, String, &DirectoryEntry)> = candidates
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|localpart| index.entries.get(localpart))
+            .map(|entry| {
+                let name = entry.display_name.as_deref().map(fold).unwrap_or_default();
+                let rank = if name == folded_term || fold(&entry.localpart) == folded_term {
+                    0
+                } else if wanted.iter().all(|w| entry.words().contains(w)) {
+                    1
+                } else {
+                    2
+                };
+                (rank, name, entry)
+            })
+            .collect();
+        ranked.sort_by(|a, b| (a.0, &a.1, &a.2.localpart).cmp(&(b.0, &b.1, &b.2.localpart)));
+        ranked.into_iter().map(|(_, _, entry)| entry.clone()).collect()
+    }
+}
+
+impl Index {
+    fn remove(&mut self, localpart: &str) {
+        let Some(old) = self.entries.remove(localpart) else { return };
+        for word in old.words() {
+            if let Some(users) = self.words.get_mut(&word) {
+                users.remove(localpart);
+                if users.is_empty() {
+                    self.words.remove(&word);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(localpart: &str, name: &str) -> DirectoryEntry {
+        DirectoryEntry { localpart: localpart.into(), display_name: Some(name.into()), avatar_url: None }
+    }
+
+    fn found(directory: &UserDirectory, term: &str) -> Vec<String> {
+        directory.search(term).into_iter().map(|e| e.localpart).collect()
+    }
+
+    #[test]
+    fn word_prefixes_match_without_case_or_accents_and_exact_matches_rank_first() {
+        let directory = UserDirectory::default();
+        directory.upsert(entry("hmuller", "Hélène Müller"));
+        directory.upsert(entry("fdupont", "François Dupont"));
+        directory.upsert(entry("helen", "Helen"));
+        directory.upsert(entry("helenea", "Hélène Arnaud"));
+        assert_eq!(found(&directory, "helene"), ["helenea", "hmuller"]);
+        assert_eq!(found(&directory, "HÉL"), ["helen", "helenea", "hmuller"]);
+        assert_eq!(found(&directory, "helen"), ["helen", "helenea", "hmuller"], "the exact name first");
+        assert_eq!(found(&directory, "francois"), ["fdupont"]);
+        assert_eq!(found(&directory, "mull hel"), ["hmuller"], "every word must match");
+        assert_eq!(found(&directory, "dupon"), ["fdupont"]);
+        assert_eq!(found(&directory, "fdup"), ["fdupont"], "the localpart matches too");
+        assert!(found(&directory, "upont").is_empty(), "prefixes of words only");
+        assert!(found(&directory, "  ").is_empty());
+    }
+
+    #[test]
+    fn renames_and_removals_apply_at_once() {
+        let directory = UserDirectory::default();
+        directory.upsert(entry("a1", "Old Name"));
+        directory.upsert(entry("a1", "New Name"));
+        assert!(found(&directory, "old").is_empty());
+        assert_eq!(found(&directory, "new"), ["a1"]);
+        directory.remove("a1");
+        assert!(found(&directory, "name").is_empty());
+        assert!(directory.is_empty());
+    }
+}
