@@ -102,6 +102,12 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let snapshot = if to_device.len() == MAX_PER_SYNC { last_message } else { snapshot };
     let room_filter = &request.filter.room;
     let mut account_data = sources.users.account_data_since(&who.localpart, request.since, snapshot)?;
+    if request.since.is_none() && !account_data.global.iter().any(|event| event["type"] == "m.push_rules") {
+        // Until the user changes one, their push rules are the server defaults.
+        let defaults = serde_json::to_value(ruma::push::Ruleset::server_default(&who.user_id))
+            .map_err(|e| Error::internal("serialising push rules", e))?;
+        account_data.global.push(json!({ "type": "m.push_rules", "content": { "global": defaults } }));
+    }
     let mut join = Map::new();
     let mut invite = Map::new();
     let mut knock = Map::new();

@@ -46,9 +46,17 @@ impl DirectoryEntry {
     }
 }
 
+/// An entry with its folded forms, computed once.
+struct Indexed {
+    entry: DirectoryEntry,
+    folded_name: String,
+    folded_localpart: String,
+    words: BTreeSet<String>,
+}
+
 #[derive(Default)]
 struct Index {
-    entries: HashMap<String, DirectoryEntry>,
+    entries: HashMap<String, Indexed>,
     /// Folded word → localparts having it.
     words: BTreeMap<String, BTreeSet<String>>,
 }
@@ -69,12 +77,18 @@ impl UserDirectory {
 
     /// Adds or replaces a user.
     pub fn upsert(&self, entry: DirectoryEntry) {
+        let indexed = Indexed {
+            folded_name: entry.display_name.as_deref().map(fold).unwrap_or_default(),
+            folded_localpart: fold(&entry.localpart),
+            words: entry.words(),
+            entry,
+        };
         let mut index = self.write();
-        index.remove(&entry.localpart);
-        for word in entry.words() {
-            index.words.entry(word).or_default().insert(entry.localpart.clone());
+        index.remove(&indexed.entry.localpart);
+        for word in &indexed.words {
+            index.words.entry(word.clone()).or_default().insert(indexed.entry.localpart.clone());
         }
-        index.entries.insert(entry.localpart.clone(), entry);
+        index.entries.insert(indexed.entry.localpart.clone(), indexed);
     }
 
     /// Removes a user (deactivated).
@@ -92,57 +106,86 @@ impl UserDirectory {
 
     /// Users matching every word of `term`, best first.
     pub fn search(&self, term: &str) -> Vec<DirectoryEntry> {
+        let mut all = Vec::new();
+        let _ = self.search_visible(term, usize::MAX, |entry| {
+            all.push(entry.clone());
+            Ok::<bool, std::convert::Infallible>(true)
+        });
+        all
+    }
+
+    /// Up to `limit` users matching every word of `term` that `visible`
+    /// accepts, best first, and whether more were left out.
+    pub fn search_visible<E>(
+        &self,
+        term: &str,
+        limit: usize,
+        mut visible: impl FnMut(&DirectoryEntry) -> Result<bool, E>,
+    ) -> Result<(Vec<DirectoryEntry>, bool), E> {
         let wanted = words(term);
         if wanted.is_empty() {
-            return Vec::new();
+            return Ok((Vec::new(), false));
         }
         let index = self.read();
-        let mut candidates: Option<BTreeSet<&String>> = None;
-        for word in &wanted {
-            let matching: BTreeSet<&String> = index
+        let mut candidates: Vec<&String> = Vec::new();
+        for (position, word) in wanted.iter().enumerate() {
+            let mut matching: Vec<&String> = index
                 .words
                 .range::<String, _>(word.clone()..)
                 .take_while(|(indexed, _)| indexed.starts_with(word.as_str()))
                 .flat_map(|(_, users)| users.iter())
                 .collect();
-            candidates = Some(match candidates {
-                None => matching,
-                Some(previous) => previous.intersection(&matching).copied().collect(),
-            });
-            if candidates.as_ref().is_some_and(BTreeSet::is_empty) {
-                return Vec::new();
+            matching.sort_unstable();
+            matching.dedup();
+            candidates = if position == 0 {
+                matching
+            } else {
+                candidates.into_iter().filter(|user| matching.binary_search(user).is_ok()).collect()
+            };
+            if candidates.is_empty() {
+                return Ok((Vec::new(), false));
             }
         }
         let folded_term = fold(term.trim());
-        let mut ranked: Vec<(u8, String, &DirectoryEntry)> = candidates
-            .unwrap_or_default()
+        let mut ranked: Vec<(u8, &Indexed)> = candidates
             .into_iter()
             .filter_map(|localpart| index.entries.get(localpart))
-            .map(|entry| {
-                let name = entry.display_name.as_deref().map(fold).unwrap_or_default();
-                let rank = if name == folded_term || fold(&entry.localpart) == folded_term {
+            .map(|indexed| {
+                let rank = if indexed.folded_name == folded_term || indexed.folded_localpart == folded_term {
                     0
-                } else if wanted.iter().all(|w| entry.words().contains(w)) {
+                } else if wanted.iter().all(|w| indexed.words.contains(w)) {
                     1
                 } else {
                     2
                 };
-                (rank, name, entry)
+                (rank, indexed)
             })
             .collect();
-        ranked.sort_by(|a, b| (a.0, &a.1, &a.2.localpart).cmp(&(b.0, &b.1, &b.2.localpart)));
-        ranked.into_iter().map(|(_, _, entry)| entry.clone()).collect()
+        ranked.sort_unstable_by(|(rank_a, a), (rank_b, b)| {
+            (rank_a, &a.folded_name, &a.entry.localpart).cmp(&(rank_b, &b.folded_name, &b.entry.localpart))
+        });
+        let mut results = Vec::new();
+        for (_, indexed) in ranked {
+            if !visible(&indexed.entry)? {
+                continue;
+            }
+            if results.len() == limit {
+                return Ok((results, true));
+            }
+            results.push(indexed.entry.clone());
+        }
+        Ok((results, false))
     }
 }
 
 impl Index {
     fn remove(&mut self, localpart: &str) {
         let Some(old) = self.entries.remove(localpart) else { return };
-        for word in old.words() {
-            if let Some(users) = self.words.get_mut(&word) {
+        for word in &old.words {
+            if let Some(users) = self.words.get_mut(word) {
                 users.remove(localpart);
                 if users.is_empty() {
-                    self.words.remove(&word);
+                    self.words.remove(word);
                 }
             }
         }

@@ -15,6 +15,7 @@ mod history;
 mod login;
 mod process;
 mod profile;
+mod push;
 mod registration;
 mod relations;
 mod room_directory;

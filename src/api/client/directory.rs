@@ -74,19 +74,17 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         searcher_rooms: s.rooms.joined_rooms(&who.localpart)?.into_iter().collect(),
         public_rooms: HashMap::new(),
     };
+    let user_id_of = |localpart: &str| {
+        UserId::parse(format!("@{localpart}:{}", s.config.server_name))
+            .map_err(|e| Error::internal("directory user id", e))
+    };
+    let (entries, limited) = s
+        .users
+        .directory
+        .search_visible(&body.search_term, limit, |entry| visibility.may_see(&user_id_of(&entry.localpart)?))?;
     let mut results = Vec::new();
-    let mut limited = false;
-    for entry in s.users.directory.search(&body.search_term) {
-        let user_id = UserId::parse(format!("@{}:{}", entry.localpart, s.config.server_name))
-            .map_err(|e| Error::internal("directory user id", e))?;
-        if !visibility.may_see(&user_id)? {
-            continue;
-        }
-        if results.len() == limit {
-            limited = true;
-            break;
-        }
-        let mut result = json!({ "user_id": user_id });
+    for entry in entries {
+        let mut result = json!({ "user_id": user_id_of(&entry.localpart)? });
         if let Some(name) = entry.display_name {
             result["display_name"] = json!(name);
         }

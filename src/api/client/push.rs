@@ -1,30 +1,195 @@
-//! Push rules, read side: `GET /pushrules/` and `GET /pushrules/global/`.
+//! Push rules: `GET /pushrules/`, `GET /pushrules/global/`, and per rule
+//! `GET`/`PUT`/`DELETE /pushrules/global/{kind}/{ruleId}` with its
+//! `/enabled` and `/actions`.
 //!
-//! Spec: client-server API "Push Notifications" → "Push Rules" (`push_rules.yaml`).
-//! Every user has the server-default rules of the spec (built by ruma's
-//! `Ruleset::server_default`); clients such as matrix-js-sdk read them before
-//! their first sync. Changing rules, evaluating them and pushers come with the
-//! notifications work.
+//! Spec: client-server API "Push Notifications" → "Push Rules"
+//! (`push_rules.yaml`). A user's rules are the spec's server-default rules
+//! (built by ruma's `Ruleset::server_default`) until they change one; the
+//! changed set is stored as the `m.push_rules` global account data, which is
+//! also how clients such as Element receive it through `/sync`. Rule
+//! placement (`before`/`after`), reserved ids and defaults that may not be
+//! deleted follow ruma's `Ruleset` rules.
 
-use serde_json::json;
+use ruma::push::{
+    Action, AnyPushRuleRef, InsertPushRuleError, NewConditionalPushRule, NewPatternedPushRule, NewPushRule,
+    NewSimplePushRule, PushCondition, RemovePushRuleError, RuleKind, Ruleset,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
 
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     http::{Request, Response},
+    services::Services,
     users::Identity,
 };
 
-fn default_rules(who: &Identity) -> Result<serde_json::Value> {
-    serde_json::to_value(ruma::push::Ruleset::server_default(&who.user_id))
-        .map_err(|e| Error::internal("serialising push rules", e))
+/// The account data type holding a user's push rules.
+pub const PUSH_RULES: &str = "m.push_rules";
+
+/// The user's rules: the stored set, else the server defaults.
+pub fn ruleset_of(s: &Services, who: &Identity) -> Result<Ruleset> {
+    let stored = s.users.account_data(&who.localpart, None, PUSH_RULES)?;
+    Ok(stored
+        .and_then(|content| serde_json::from_value(content.get("global")?.clone()).ok())
+        .unwrap_or_else(|| Ruleset::server_default(&who.user_id)))
+}
+
+async fn store(s: &Services, who: &Identity, ruleset: &Ruleset) -> Result<()> {
+    let global = serde_json::to_value(ruleset).map_err(|e| Error::internal("serialising push rules", e))?;
+    s.users.store_account_data(&who.localpart, None, PUSH_RULES, &json!({ "global": global })).await
+}
+
+fn to_json(value: impl serde::Serialize) -> Result<Value> {
+    serde_json::to_value(value).map_err(|e| Error::internal("serialising push rules", e))
 }
 
 /// `GET /pushrules/`: every scope (only `global` exists).
-pub fn all(_request: &Request, who: &Identity) -> Result<Response> {
-    Ok(Response::json(&json!({ "global": default_rules(who)? })))
+pub fn all(s: &Services, who: &Identity) -> Result<Response> {
+    Ok(Response::json(&json!({ "global": to_json(ruleset_of(s, who)?)? })))
 }
 
 /// `GET /pushrules/global/`.
-pub fn global(_request: &Request, who: &Identity) -> Result<Response> {
-    Ok(Response::json(&default_rules(who)?))
+pub fn global(s: &Services, who: &Identity) -> Result<Response> {
+    Ok(Response::json(&to_json(ruleset_of(s, who)?)?))
+}
+
+/// The `{scope}/{kind}/{ruleId}` path parameters.
+fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
+    if request.param(0) != "global" {
+        return Err(Error::invalid_param("Only the `global` scope exists"));
+    }
+    let kind = match request.param(1) {
+        "override" => RuleKind::Override,
+        "underride" => RuleKind::Underride,
+        "sender" => RuleKind::Sender,
+        "room" => RuleKind::Room,
+        "content" => RuleKind::Content,
+        other => return Err(Error::invalid_param(format!("Unknown push rule kind {other:?}"))),
+    };
+    Ok((kind, request.param(2).to_owned()))
+}
+
+fn not_found() -> Error {
+    Error::not_found("Unknown push rule")
+}
+
+fn rule_json(rule: AnyPushRuleRef<'_>) -> Result<Value> {
+    match rule {
+        AnyPushRuleRef::Override(r) | AnyPushRuleRef::Underride(r) => to_json(r),
+        AnyPushRuleRef::Content(r) => to_json(r),
+        AnyPushRuleRef::Room(r) => to_json(r),
+        AnyPushRuleRef::Sender(r) => to_json(r),
+        _ => Err(Error::invalid_param("Unsupported push rule kind")),
+    }
+}
+
+/// `GET /pushrules/global/{kind}/{ruleId}`.
+pub fn get_rule(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (kind, rule_id) = rule_path(request)?;
+    let ruleset = ruleset_of(s, who)?;
+    let rule = ruleset.get(kind, &rule_id).ok_or_else(not_found)?;
+    Ok(Response::json(&rule_json(rule)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct NewRuleBody {
+    actions: Vec<Action>,
+    #[serde(default)]
+    conditions: Vec<PushCondition>,
+    pattern: Option<String>,
+}
+
+/// `PUT /pushrules/global/{kind}/{ruleId}?before=&after=`.
+pub async fn put_rule(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (kind, rule_id) = rule_path(request)?;
+    let body: NewRuleBody = request.json()?;
+    let rule = match kind {
+        RuleKind::Override => {
+            NewPushRule::Override(NewConditionalPushRule::new(rule_id, body.conditions, body.actions))
+        }
+        RuleKind::Underride => {
+            NewPushRule::Underride(NewConditionalPushRule::new(rule_id, body.conditions, body.actions))
+        }
+        RuleKind::Content => {
+            let pattern = body.pattern.ok_or_else(|| Error::bad_json("A content rule needs a `pattern`"))?;
+            NewPushRule::Content(NewPatternedPushRule::new(rule_id, pattern, body.actions))
+        }
+        RuleKind::Room => {
+            let room_id = rule_id.try_into().map_err(|_| Error::invalid_param("A room rule's id is a room id"))?;
+            NewPushRule::Room(NewSimplePushRule::new(room_id, body.actions))
+        }
+        RuleKind::Sender => {
+            let user_id = rule_id.try_into().map_err(|_| Error::invalid_param("A sender rule's id is a user id"))?;
+            NewPushRule::Sender(NewSimplePushRule::new(user_id, body.actions))
+        }
+        _ => return Err(Error::invalid_param("Unsupported push rule kind")),
+    };
+    let mut ruleset = ruleset_of(s, who)?;
+    ruleset.insert(rule, request.query("after"), request.query("before")).map_err(|error| match error {
+        InsertPushRuleError::UnknownRuleId => Error::not_found("The `before` or `after` rule does not exist"),
+        other => Error::invalid_param(other.to_string()),
+    })?;
+    store(s, who, &ruleset).await?;
+    Ok(Response::empty_object())
+}
+
+/// `DELETE /pushrules/global/{kind}/{ruleId}`.
+pub async fn delete_rule(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (kind, rule_id) = rule_path(request)?;
+    let mut ruleset = ruleset_of(s, who)?;
+    ruleset.remove(kind, &rule_id).map_err(|error| match error {
+        RemovePushRuleError::ServerDefault => Error::invalid_param("Server-default rules cannot be deleted"),
+        _ => not_found(),
+    })?;
+    store(s, who, &ruleset).await?;
+    Ok(Response::empty_object())
+}
+
+enum Attribute {
+    Enabled,
+    Actions,
+}
+
+/// The last path segment: `enabled` or `actions`.
+fn attribute(request: &Request) -> Result<Attribute> {
+    match request.param(3) {
+        "enabled" => Ok(Attribute::Enabled),
+        "actions" => Ok(Attribute::Actions),
+        _ => Err(Error::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")),
+    }
+}
+
+/// `GET /pushrules/global/{kind}/{ruleId}/enabled` and `/actions`.
+pub fn get_attribute(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (kind, rule_id) = rule_path(request)?;
+    let ruleset = ruleset_of(s, who)?;
+    let rule = ruleset.get(kind, &rule_id).ok_or_else(not_found)?;
+    Ok(Response::json(&match attribute(request)? {
+        Attribute::Enabled => json!({ "enabled": rule.enabled() }),
+        Attribute::Actions => json!({ "actions": to_json(rule.actions())? }),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct EnabledBody {
+    enabled: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionsBody {
+    actions: Vec<Action>,
+}
+
+/// `PUT /pushrules/global/{kind}/{ruleId}/enabled` and `/actions`.
+pub async fn put_attribute(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let (kind, rule_id) = rule_path(request)?;
+    let mut ruleset = ruleset_of(s, who)?;
+    let changed = match attribute(request)? {
+        Attribute::Enabled => ruleset.set_enabled(kind, &rule_id, request.json::<EnabledBody>()?.enabled),
+        Attribute::Actions => ruleset.set_actions(kind, &rule_id, request.json::<ActionsBody>()?.actions),
+    };
+    changed.map_err(|_| not_found())?;
+    store(s, who, &ruleset).await?;
+    Ok(Response::empty_object())
 }
