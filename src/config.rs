@@ -88,6 +88,8 @@ pub struct Config {
     pub well_known: WellKnownConfig,
     #[serde(default)]
     pub user_directory: UserDirectoryConfig,
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -163,6 +165,42 @@ pub struct WellKnownConfig {
     pub client: Option<String>,
     /// `host:port` served as `m.server` at `/.well-known/matrix/server`.
     pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where uploaded files are kept; default: `media` inside `database_path`.
+    pub path: Option<PathBuf>,
+    /// Largest upload in bytes (also bounded by `max_request_size`).
+    #[serde(default = "default_max_upload_size")]
+    pub max_upload_size: u64,
+    /// Serve downloads on the legacy unauthenticated `/_matrix/media/v3/download`
+    /// routes too (the spec froze them in v1.11; off by default).
+    #[serde(default)]
+    pub legacy_unauthenticated_downloads: bool,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { path: None, max_upload_size: default_max_upload_size(), legacy_unauthenticated_downloads: false }
+    }
+}
+
+fn default_max_upload_size() -> u64 {
+    50 * 1024 * 1024
+}
+
+impl Config {
+    /// The directory of uploaded files.
+    pub fn media_path(&self) -> PathBuf {
+        self.media.path.clone().unwrap_or_else(|| self.database_path.join("media"))
+    }
+
+    /// The effective upload limit.
+    pub fn max_upload_size(&self) -> u64 {
+        self.media.max_upload_size.min(self.max_request_size)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

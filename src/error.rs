@@ -60,6 +60,10 @@ pub enum ErrorKind {
     /// 403 `M_WRONG_ROOM_KEYS_VERSION`: keys sent to a backup that is not the
     /// current one, which is named.
     WrongRoomKeysVersion { current_version: Option<String> },
+    /// 409 `M_CANNOT_OVERWRITE_MEDIA`: the media already has content.
+    CannotOverwriteMedia,
+    /// 504 `M_NOT_YET_UPLOADED`: the media was created but has no content yet.
+    NotYetUploaded,
     /// 403 `M_USER_DEACTIVATED`.
     UserDeactivated,
     /// 403 `M_GUEST_ACCESS_FORBIDDEN`.
@@ -132,7 +136,8 @@ impl Error {
             Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } => 403,
             NotFound | UnrecognizedEndpoint => 404,
             MethodNotAllowed | ServerControlled => 405,
-            Conflict => 409,
+            Conflict | CannotOverwriteMedia => 409,
+            NotYetUploaded => 504,
             RequestTimeout => 408,
             TooLarge => 413,
             LimitExceeded { .. } => 429,
@@ -164,6 +169,8 @@ impl Error {
             BadAlias => "M_BAD_ALIAS",
             UserDeactivated => "M_USER_DEACTIVATED",
             WrongRoomKeysVersion { .. } => "M_WRONG_ROOM_KEYS_VERSION",
+            CannotOverwriteMedia => "M_CANNOT_OVERWRITE_MEDIA",
+            NotYetUploaded => "M_NOT_YET_UPLOADED",
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",

@@ -209,6 +209,7 @@ pub fn api_request(data: &[u8]) {
         params,
         query: parse_query(query),
         body,
+        content_type: None,
         client_ip: "127.0.0.1".to_owned(),
         access_token,
     };

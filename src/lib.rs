@@ -5,6 +5,7 @@
 //! - [`http`]: listeners, TLS, routing, request/response types (only place that knows hyper);
 //! - [`api`]: one closed endpoint enum and one file per spec area;
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
+//! - [`media`]: the content repository (uploaded files, content-addressed);
 //! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
 //! - [`sync`]: `/sync` and filters;
 //! - [`e2ee`]: device keys, cross-signing, to-device messages (end-to-end encryption support);
@@ -25,6 +26,7 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
+pub mod media;
 pub mod rooms;
 pub mod services;
 pub mod storage;

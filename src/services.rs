@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
     e2ee::E2ee,
+    media::Media,
     rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
     users::{presence::Presence, Users},
@@ -20,6 +21,7 @@ pub struct Services {
     pub typing: Typing,
     pub presence: Presence,
     pub e2ee: E2ee,
+    pub media: Media,
     pub server_key: Arc<ServerKey>,
 }
 
@@ -37,7 +39,8 @@ impl Services {
         let typing = Typing::new(Arc::clone(&storage));
         let presence = Presence::new(Arc::clone(&storage), config.presence);
         let e2ee = E2ee::new(Arc::clone(&storage), config.server_name.clone());
-        let services = Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, server_key });
+        let media = Media::new(Arc::clone(&storage), config.media_path(), config.max_upload_size());
+        let services = Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, media, server_key });
         services.start_maintenance();
         Ok(services)
     }

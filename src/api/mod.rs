@@ -124,6 +124,12 @@ pub enum Endpoint {
     SearchPublicRooms,
     GetRoomVisibility,
     SetRoomVisibility,
+    MediaUpload,
+    MediaCreate,
+    MediaUploadTo,
+    MediaDownload,
+    MediaLegacyDownload,
+    MediaConfig,
 }
 
 impl Endpoint {
@@ -147,6 +153,7 @@ impl Endpoint {
                 | GetProfileField
                 | GetPublicRooms
                 | GetRoomVisibility
+                | MediaLegacyDownload
         )
     }
 }
@@ -310,6 +317,15 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Post, "/_matrix/client/{r0|v3}/publicRooms", E::SearchPublicRooms),
     route(Get, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::GetRoomVisibility),
     route(Put, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::SetRoomVisibility),
+    route(Post, "/_matrix/media/{r0|v3}/upload", E::MediaUpload),
+    route(Post, "/_matrix/media/v1/create", E::MediaCreate),
+    route(Put, "/_matrix/media/{r0|v3}/upload/:server_name/:media_id", E::MediaUploadTo),
+    route(Get, "/_matrix/client/v1/media/download/:server_name/:media_id", E::MediaDownload),
+    route(Get, "/_matrix/client/v1/media/download/:server_name/:media_id/:file_name", E::MediaDownload),
+    route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id", E::MediaLegacyDownload),
+    route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id/:file_name", E::MediaLegacyDownload),
+    route(Get, "/_matrix/client/v1/media/config", E::MediaConfig),
+    route(Get, "/_matrix/media/{r0|v3}/config", E::MediaConfig),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -327,8 +343,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
-        account, account_data, aliases, backup, devices, directory, discovery, keys, login, membership, messages,
-        profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, sync, upgrade,
+        account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
+        messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, sync,
+        upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -432,6 +449,12 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::SearchPublicRooms => room_directory::search_public_rooms(s, &request),
         E::GetRoomVisibility => room_directory::get_visibility(s, &request),
         E::SetRoomVisibility => room_directory::set_visibility(s, &request, who()?).await,
+        E::MediaUpload => media::upload(s, &request, who()?).await,
+        E::MediaCreate => media::create(s, who()?).await,
+        E::MediaUploadTo => media::upload_to(s, &request, who()?).await,
+        E::MediaDownload => media::download(s, &request),
+        E::MediaLegacyDownload => media::legacy_download(s, &request),
+        E::MediaConfig => Ok(media::config(s)),
     }
 }
 

@@ -54,6 +54,8 @@ pub struct Request {
     pub params: Vec<String>,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
     pub client_ip: String,
     /// From `Authorization: Bearer …`, or the `access_token` query parameter
     /// older clients still send.
@@ -161,6 +163,7 @@ mod tests {
             params: vec![],
             query: vec![],
             body: Bytes::from(body.to_owned()),
+            content_type: None,
             client_ip: "127.0.0.1".into(),
             access_token: None,
         }

@@ -14,7 +14,7 @@ use crate::error::Error;
 pub struct Response {
     pub status: u16,
     pub body: Vec<u8>,
-    pub content_type: &'static str,
+    pub content_type: std::borrow::Cow<'static, str>,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -22,9 +22,14 @@ impl Response {
     /// A 200 response with a JSON body.
     pub fn json(value: &impl Serialize) -> Self {
         match serde_json::to_vec(value) {
-            Ok(body) => Self { status: 200, body, content_type: "application/json", headers: Vec::new() },
+            Ok(body) => Self { status: 200, body, content_type: "application/json".into(), headers: Vec::new() },
             Err(e) => Self::from(Error::internal("serialising a response", e)),
         }
+    }
+
+    /// A 200 response with raw bytes of the given content type.
+    pub fn bytes(body: Vec<u8>, content_type: String) -> Self {
+        Self { status: 200, body, content_type: content_type.into(), headers: Vec::new() }
     }
 
     /// A 200 response with `{}`.
@@ -58,7 +63,7 @@ const CORS_HEADERS: [(&str, &str); 3] = [
 pub fn into_hyper(response: Response) -> http::Response<Full<Bytes>> {
     let mut builder = http::Response::builder()
         .status(response.status)
-        .header("content-type", response.content_type)
+        .header("content-type", response.content_type.as_ref())
         .header("x-content-type-options", "nosniff");
     for (name, value) in CORS_HEADERS {
         builder = builder.header(name, value);
@@ -78,5 +83,5 @@ pub fn into_hyper(response: Response) -> http::Response<Full<Bytes>> {
 
 /// The answer to a CORS preflight: headers only, no endpoint logic.
 pub fn preflight() -> Response {
-    Response { status: 200, body: b"{}".to_vec(), content_type: "application/json", headers: Vec::new() }
+    Response { status: 200, body: b"{}".to_vec(), content_type: "application/json".into(), headers: Vec::new() }
 }

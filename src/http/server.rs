@@ -268,8 +268,11 @@ async fn process(
     let query = request.uri().query().map(parse_query).unwrap_or_default();
     let access_token = bearer_token(request.headers())
         .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
+    let content_type =
+        request.headers().get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let body = read_body(shared, request).await?;
-    let request = Request { method, path, params, query, body, client_ip: peer.ip().to_string(), access_token };
+    let client_ip = peer.ip().to_string();
+    let request = Request { method, path, params, query, body, content_type, client_ip, access_token };
     let services = Arc::clone(&shared.services);
     let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());
     task.await.unwrap_or_else(|join_error| Err(Error::internal("request handler", join_error)))

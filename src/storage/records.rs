@@ -278,3 +278,19 @@ pub struct BackupVersionRecord {
 impl Record for BackupVersionRecord {
     const VERSION: u8 = 1;
 }
+
+/// An uploaded (or created, still empty) media item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaRecord {
+    /// SHA-256 of the content (hex), naming its file; `None` until uploaded.
+    pub sha256: Option<String>,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+    pub size: u64,
+    pub uploader: String,
+    pub created_ts: u64,
+}
+
+impl Record for MediaRecord {
+    const VERSION: u8 = 1;
+}

@@ -5,9 +5,9 @@
 
 use super::{
     records::{
-        AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, ReceiptRecord,
-        RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu,
-        ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, MediaRecord,
+        ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord,
+        StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -85,6 +85,8 @@ pub struct Tables {
     pub dehydrated_devices: Table<String, String>,
     /// room id → when it was published in the public room directory (ms).
     pub published_rooms: Table<String, u64>,
+    /// media id → the media's metadata (its content is a file named by hash).
+    pub media: Table<String, MediaRecord>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -131,6 +133,7 @@ impl Tables {
             backup_keys: Table::open(db, "localpart_version_room_session_backupkey")?,
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
             published_rooms: Table::open(db, "roomid_publishedts")?,
+            media: Table::open(db, "mediaid_media")?,
             room_countable: Table::open(db, "roomshortid_count_countable")?,
         })
     }

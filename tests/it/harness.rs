@@ -157,6 +157,24 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Reply, String> {
+        let (status, headers, bytes) = self.send_raw(method, path, headers, body).await?;
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| format!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))?
+        };
+        Ok(Reply { status, headers, body })
+    }
+
+    /// One request; the response's status, headers and raw body.
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Bytes,
+    ) -> Result<(u16, ::http::HeaderMap, Bytes), String> {
         let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
@@ -173,13 +191,7 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.map_err(|e| format!("body: {e}"))?.to_bytes();
-        let body = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .map_err(|_| format!("response is not JSON: {}", String::from_utf8_lossy(&bytes)))?
-        };
-        Ok(Reply { status, headers, body })
+        Ok((status, headers, bytes))
     }
 
     /// Registers `names` and puts them all in a new public room created by the

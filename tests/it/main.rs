@@ -13,6 +13,7 @@ mod e2ee;
 mod fuzz_corpus;
 mod history;
 mod login;
+mod media;
 mod process;
 mod profile;
 mod push;

@@ -9,6 +9,7 @@ pub mod directory;
 pub mod discovery;
 pub mod keys;
 pub mod login;
+pub mod media;
 pub mod membership;
 pub mod messages;
 pub mod profile;

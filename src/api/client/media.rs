@@ -1,0 +1,84 @@
+//! Content repository endpoints: `POST /_matrix/media/v3/upload`,
+//! `POST /_matrix/media/v1/create`, `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`,
+//! `GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]`,
+//! `GET /_matrix/client/v1/media/config`, and the legacy unauthenticated
+//! `GET /_matrix/media/v3/download/…` when configured.
+//!
+//! Spec: client-server API "Content repository". Downloads carry a
+//! `Content-Disposition` (inline only for safe types) and a sandboxing
+//! `Content-Security-Policy`, so an uploaded HTML or SVG file never runs in
+//! a browser. Media of other servers cannot be fetched yet (no federation).
+
+use serde_json::json;
+
+use crate::{
+    error::{Error, ErrorKind, Result},
+    http::{Request, Response},
+    media::{content_disposition, CONTENT_SECURITY_POLICY},
+    services::Services,
+    users::Identity,
+};
+
+fn mxc(s: &Services, media_id: &str) -> String {
+    format!("mxc://{}/{media_id}", s.config.server_name)
+}
+
+/// The upload's `Content-Type`, if it says something.
+fn content_type(request: &Request) -> Option<String> {
+    request.content_type.clone().filter(|t| !t.trim().is_empty())
+}
+
+pub async fn upload(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let filename = request.query("filename").map(str::to_owned);
+    let media_id = s.media.upload(who.user_id.as_str(), &request.body, content_type(request), filename).await?;
+    Ok(Response::json(&json!({ "content_uri": mxc(s, &media_id) })))
+}
+
+pub async fn create(s: &Services, who: &Identity) -> Result<Response> {
+    let (media_id, expires_at) = s.media.create(who.user_id.as_str()).await?;
+    Ok(Response::json(&json!({ "content_uri": mxc(s, &media_id), "unused_expires_at": expires_at })))
+}
+
+/// The `{serverName}` parameter must be this server.
+fn local_media_id<'r>(s: &Services, request: &'r Request) -> Result<&'r str> {
+    if request.param(0) != s.config.server_name.as_str() {
+        return Err(Error::not_found("Media of other servers cannot be fetched (no federation yet)"));
+    }
+    Ok(request.param(1))
+}
+
+pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let media_id = local_media_id(s, request)?;
+    let filename = request.query("filename").map(str::to_owned);
+    s.media.upload_to(who.user_id.as_str(), media_id, &request.body, content_type(request), filename).await?;
+    Ok(Response::empty_object())
+}
+
+/// Authenticated download (`/_matrix/client/v1/media/download/…`).
+pub fn download(s: &Services, request: &Request) -> Result<Response> {
+    let media_id = local_media_id(s, request)?;
+    let file = s.media.download(media_id)?;
+    let filename = Some(request.param(2)).filter(|name| !name.is_empty()).or(file.filename.as_deref());
+    let disposition = content_disposition(&file.content_type, filename);
+    let mut response = Response::bytes(file.content, file.content_type);
+    response.headers.push(("content-disposition", disposition));
+    response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
+    response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
+    response.headers.push(("cache-control", "private, max-age=31536000, immutable".to_owned()));
+    Ok(response)
+}
+
+/// Legacy unauthenticated download: only when the operator allows it.
+pub fn legacy_download(s: &Services, request: &Request) -> Result<Response> {
+    if !s.config.media.legacy_unauthenticated_downloads {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "Unauthenticated media downloads are disabled; use /_matrix/client/v1/media",
+        ));
+    }
+    download(s, request)
+}
+
+pub fn config(s: &Services) -> Response {
+    Response::json(&json!({ "m.upload.size": s.media.max_upload_size() }))
+}
