@@ -12,7 +12,7 @@
 //! deactivation; which results a searcher may see is decided by the caller.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::RwLock,
 };
 
@@ -127,20 +127,18 @@ impl UserDirectory {
             return Ok((Vec::new(), false));
         }
         let index = self.read();
-        let mut candidates: Vec<&String> = Vec::new();
+        let mut candidates: HashSet<&String> = HashSet::new();
         for (position, word) in wanted.iter().enumerate() {
-            let mut matching: Vec<&String> = index
+            let matching = index
                 .words
                 .range::<String, _>(word.clone()..)
                 .take_while(|(indexed, _)| indexed.starts_with(word.as_str()))
-                .flat_map(|(_, users)| users.iter())
-                .collect();
-            matching.sort_unstable();
-            matching.dedup();
+                .flat_map(|(_, users)| users.iter());
             candidates = if position == 0 {
-                matching
+                matching.collect()
             } else {
-                candidates.into_iter().filter(|user| matching.binary_search(user).is_ok()).collect()
+                let matching: HashSet<&String> = matching.collect();
+                candidates.into_iter().filter(|user| matching.contains(user)).collect()
             };
             if candidates.is_empty() {
                 return Ok((Vec::new(), false));
@@ -161,18 +159,33 @@ impl UserDirectory {
                 (rank, indexed)
             })
             .collect();
-        ranked.sort_unstable_by(|(rank_a, a), (rank_b, b)| {
+        let order = |(rank_a, a): &(u8, &Indexed), (rank_b, b): &(u8, &Indexed)| {
             (rank_a, &a.folded_name, &a.entry.localpart).cmp(&(rank_b, &b.folded_name, &b.entry.localpart))
-        });
+        };
+        // Only the best few need ordering: sort a prefix large enough for the
+        // limit (most candidates are usually visible), the rest only if needed.
         let mut results = Vec::new();
-        for (_, indexed) in ranked {
-            if !visible(&indexed.entry)? {
+        let mut sorted_up_to = 0;
+        let mut position = 0;
+        while position < ranked.len() {
+            if position == sorted_up_to {
+                let rest = &mut ranked[sorted_up_to..];
+                let take = limit.saturating_mul(4).saturating_add(1).min(rest.len());
+                if take < rest.len() {
+                    rest.select_nth_unstable_by(take, order);
+                }
+                rest[..take].sort_unstable_by(order);
+                sorted_up_to += take;
+            }
+            let entry = &ranked[position].1.entry;
+            position += 1;
+            if !visible(entry)? {
                 continue;
             }
             if results.len() == limit {
                 return Ok((results, true));
             }
-            results.push(indexed.entry.clone());
+            results.push(entry.clone());
         }
         Ok((results, false))
     }
