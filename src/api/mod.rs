@@ -130,6 +130,8 @@ pub enum Endpoint {
     MediaDownload,
     MediaLegacyDownload,
     MediaConfig,
+    Hierarchy,
+    RoomSummary,
 }
 
 impl Endpoint {
@@ -326,6 +328,9 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id/:file_name", E::MediaLegacyDownload),
     route(Get, "/_matrix/client/v1/media/config", E::MediaConfig),
     route(Get, "/_matrix/media/{r0|v3}/config", E::MediaConfig),
+    route(Get, "/_matrix/client/v1/rooms/:room_id/hierarchy", E::Hierarchy),
+    route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
+    route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -455,6 +460,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MediaDownload => media::download(s, &request),
         E::MediaLegacyDownload => media::legacy_download(s, &request),
         E::MediaConfig => Ok(media::config(s)),
+        E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
+        E::RoomSummary => room_directory::room_summary(s, &request, who()?),
     }
 }
 

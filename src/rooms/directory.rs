@@ -72,6 +72,12 @@ impl Rooms {
         Ok(rooms)
     }
 
+    /// The summary of a room as directories and space hierarchies show it
+    /// (spec: `RoomSummary` / `PublicRoomsChunk`), from its current state.
+    pub fn room_summary(&self, room_id: &ruma::RoomId) -> Result<Option<Value>> {
+        Ok(self.describe_public_room(room_id)?.map(|room| room.entry))
+    }
+
     fn describe_public_room(&self, room_id: &ruma::RoomId) -> Result<Option<PublicRoom>> {
         let Some(room) = self.room(room_id)? else { return Ok(None) };
         let state = self.current_state(&room)?;
@@ -89,6 +95,7 @@ impl Rooms {
         let world_readable = content("m.room.history_visibility")?["history_visibility"] == "world_readable";
         let guest_can_join = content("m.room.guest_access")?["guest_access"] == "can_join";
         let room_type = content("m.room.create")?["type"].as_str().map(str::to_owned);
+        let encryption = content("m.room.encryption")?["algorithm"].as_str().map(str::to_owned);
         let joined = self.member_summary(&room)?.joined;
         let mut entry = json!({
             "room_id": room_id,
@@ -96,6 +103,7 @@ impl Rooms {
             "world_readable": world_readable,
             "guest_can_join": guest_can_join,
             "join_rule": join_rule,
+            "room_version": room.version,
         });
         for (key, value) in [
             ("name", &name),
@@ -103,6 +111,7 @@ impl Rooms {
             ("canonical_alias", &alias),
             ("avatar_url", &avatar),
             ("room_type", &room_type),
+            ("encryption", &encryption),
         ] {
             if let Some(value) = value {
                 entry[key] = json!(value);

@@ -20,6 +20,7 @@
 pub mod aliases;
 pub mod content;
 pub mod directory;
+pub mod hierarchy;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;

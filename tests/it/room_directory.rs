@@ -69,3 +69,67 @@ async fn published_rooms_are_listed_searched_and_paginated() {
     let listed = client.get("/_matrix/client/v3/publicRooms").await.assert_ok().clone();
     assert_eq!(listed["chunk"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn space_hierarchies_walk_children_the_user_may_see() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let space = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Ministère", "creation_content": { "type": "m.space" } }))
+        .await;
+    let forum = alice.create_room(json!({ "preset": "public_chat", "name": "Forum" })).await;
+    let private = alice.create_room(json!({ "preset": "private_chat", "name": "Direction" })).await;
+    let subspace = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Service", "creation_content": { "type": "m.space" } }))
+        .await;
+    let deep = alice.create_room(json!({ "preset": "public_chat", "name": "Équipe" })).await;
+    let add_child = |parent: &str, child: &str, order: &str, suggested: bool| {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(parent), enc(child));
+        let content = json!({ "via": ["test.local"], "order": order, "suggested": suggested });
+        let alice = alice.clone();
+        async move { alice.client.put(&path, content).await.assert_ok().clone() }
+    };
+    add_child(&space, &private, "a", false).await;
+    add_child(&space, &forum, "b", true).await;
+    add_child(&space, &subspace, "c", false).await;
+    add_child(&subspace, &deep, "a", false).await;
+
+    let path = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space));
+    let body = bob.client.get(&path).await.assert_ok().clone();
+    let ids: Vec<&str> = body["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        vec![space.as_str(), forum.as_str(), subspace.as_str(), deep.as_str()],
+        "private room hidden: {body}"
+    );
+    assert_eq!(body["rooms"][0]["room_type"], "m.space");
+    assert_eq!(body["rooms"][0]["children_state"].as_array().unwrap().len(), 3);
+    assert_eq!(body["rooms"][1]["name"], "Forum");
+
+    // Alice (a member of the private room) sees it; depth and suggestion limits apply.
+    let body = alice.client.get(&format!("{path}?max_depth=1")).await.assert_ok().clone();
+    let ids: Vec<&str> = body["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![space.as_str(), private.as_str(), forum.as_str(), subspace.as_str()]);
+    let body = alice.client.get(&format!("{path}?suggested_only=true")).await.assert_ok().clone();
+    assert_eq!(body["rooms"].as_array().unwrap().len(), 2);
+
+    // Pagination keeps its parameters.
+    let first = bob.client.get(&format!("{path}?limit=2")).await.assert_ok().clone();
+    let next = first["next_batch"].as_str().unwrap().to_owned();
+    let rest = bob.client.get(&format!("{path}?limit=2&from={next}")).await.assert_ok().clone();
+    assert_eq!(rest["rooms"][0]["room_id"], subspace.as_str());
+    bob.client.get(&format!("{path}?from={next}&max_depth=1")).await.assert_error(400, "M_INVALID_PARAM");
+
+    // A room bob may not see: 403 for its hierarchy, 404 for its summary.
+    let hidden = format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&private));
+    bob.client.get(&hidden).await.assert_error(403, "M_FORBIDDEN");
+    let summary = |room: &str| format!("/_matrix/client/v1/room_summary/{}", enc(room));
+    bob.client.get(&summary(&private)).await.assert_error(404, "M_NOT_FOUND");
+    let preview = bob.client.get(&summary(&forum)).await.assert_ok().clone();
+    assert_eq!(preview["name"], "Forum");
+    assert!(preview.get("membership").is_none(), "bob is not a member");
+    let own = alice.client.get(&summary(&private)).await.assert_ok().clone();
+    assert_eq!(own["membership"], "join");
+}

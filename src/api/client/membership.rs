@@ -32,7 +32,7 @@ fn member_content(membership: &str, reason: Option<String>) -> Value {
 }
 
 /// A room id, or a local alias resolved to one; the room must be known here.
-fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
+pub fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
     let room_id = if target.starts_with('#') {
         let alias = ruma::RoomAliasId::parse(target).map_err(|_| Error::invalid_param("Invalid room alias"))?;
         s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?

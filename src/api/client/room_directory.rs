@@ -126,3 +126,60 @@ pub async fn set_visibility(s: &Services, request: &Request, who: &Identity) -> 
     s.rooms.set_published(&room_id, published).await?;
     Ok(Response::empty_object())
 }
+
+const DEFAULT_HIERARCHY_LIMIT: usize = 50;
+
+/// `GET /rooms/{roomId}/hierarchy?limit=&max_depth=&suggested_only=&from=`.
+/// `from` tokens carry the offset and the walk's parameters, which may not
+/// change between pages.
+pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request, 0)?;
+    let number = |name: &str| -> Result<Option<u64>> {
+        request
+            .query(name)
+            .map(|v| v.parse().map_err(|_| Error::invalid_param(format!("`{name}` must be a non-negative integer"))))
+            .transpose()
+    };
+    let limit = number("limit")?.map_or(DEFAULT_HIERARCHY_LIMIT, |l| (l as usize).clamp(1, 1000));
+    let max_depth = number("max_depth")?;
+    let suggested_only = request.query("suggested_only") == Some("true");
+    let walk = format!("{}_{}", max_depth.map_or("-".to_owned(), |d| d.to_string()), suggested_only);
+    let offset = match request.query("from") {
+        None => 0,
+        Some(token) => {
+            let (offset, token_walk) = token
+                .split_once('_')
+                .and_then(|(offset, walk)| Some((offset.parse::<usize>().ok()?, walk)))
+                .ok_or_else(|| Error::invalid_param("Unknown `from` token"))?;
+            if token_walk != walk {
+                return Err(Error::invalid_param("suggested_only and max_depth cannot change on paginated requests"));
+            }
+            offset
+        }
+    };
+    if !s.rooms.may_preview(&room_id, &who.user_id)? {
+        return Err(Error::forbidden("You cannot see this room"));
+    }
+    let rooms = s.rooms.hierarchy(&room_id, &who.user_id, max_depth, suggested_only)?;
+    let total = rooms.len();
+    let page: Vec<Value> = rooms.into_iter().skip(offset).take(limit).map(|room| room.summary).collect();
+    let mut response = json!({ "rooms": page });
+    if offset + limit < total {
+        response["next_batch"] = json!(format!("{}_{walk}", offset + limit));
+    }
+    Ok(Response::json(&response))
+}
+
+/// `GET /room_summary/{roomIdOrAlias}`: a preview for someone allowed to see it.
+pub fn room_summary(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let not_found = || Error::not_found("Unknown room, or not one you may see");
+    let room_id = super::membership::known_room(s, request.param(0)).map_err(|_| not_found())?;
+    if !s.rooms.may_preview(&room_id, &who.user_id)? {
+        return Err(not_found());
+    }
+    let mut summary = s.rooms.room_summary(&room_id)?.ok_or_else(not_found)?;
+    if let Some(membership) = s.rooms.membership(&room_id, &who.user_id)? {
+        summary["membership"] = json!(membership);
+    }
+    Ok(Response::json(&summary))
+}
