@@ -132,6 +132,7 @@ pub enum Endpoint {
     MediaConfig,
     Hierarchy,
     RoomSummary,
+    Notifications,
 }
 
 impl Endpoint {
@@ -331,6 +332,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/v1/rooms/:room_id/hierarchy", E::Hierarchy),
     route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
+    route(Get, "/_matrix/client/{r0|v3}/notifications", E::Notifications),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -462,6 +464,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MediaConfig => Ok(media::config(s)),
         E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
+        E::Notifications => push::notifications(s, &request, who()?),
     }
 }
 

@@ -21,6 +21,7 @@ pub mod aliases;
 pub mod content;
 pub mod directory;
 pub mod hierarchy;
+pub mod notifications;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;
@@ -103,6 +104,8 @@ pub struct Rooms {
     pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
+    /// Parsed push rules by (user, version of their `m.push_rules`).
+    push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
 }
 
 /// Parsed events kept per cache generation (at most twice this many, a few KiB each).
@@ -119,6 +122,7 @@ impl Rooms {
             locks: Mutex::default(),
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
+            push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
         }
     }
 
@@ -169,7 +173,7 @@ impl Rooms {
         Ok(Some((pdu, stored)))
     }
 
-    fn event_id_of_short(&self, short: u64) -> Result<OwnedEventId> {
+    pub(super) fn event_id_of_short(&self, short: u64) -> Result<OwnedEventId> {
         let id = self
             .storage
             .tables
@@ -740,7 +744,11 @@ impl Rooms {
         let chain = self.compute_auth_chain(pdu)?;
         batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
-        self.index_countable(&mut batch, room, pdu, count)?;
+        if let Some(before) = before_snapshot {
+            let (_, version_rules) = Self::rules_of(room)?;
+            let state_before = self.state.full_state(before)?;
+            self.index_notifications(&mut batch, room_id, &version_rules, &state_before, pdu, count).await?;
+        }
         room.current_state = match pdu.state_key() {
             Some(state_key) => {
                 let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;

@@ -3,10 +3,9 @@
 //! Spec: client-server API modules "Receipts" (`m.read`, `m.read.private`,
 //! threaded receipts) and "Read and unread markers". Receipts are stored
 //! durably with a counter value, so `/sync` delivers those changed since its
-//! token; private receipts go to their owner only. Until push rules exist,
-//! the unread count is the number of messages from others after the user's
-//! latest receipt, counted from an index of countable events (messages and
-//! encrypted events, with their thread) so no event is parsed to count.
+//! token; private receipts go to their owner only. Unread counts are the
+//! user's notifications (see [`super::notifications`]) after their latest
+//! receipt, per thread for threaded receipts.
 //!
 //! Receipts are also indexed by the counter value at which they were set, so
 //! an incremental sync reads only the receipts changed since its token.
@@ -16,14 +15,10 @@ use std::collections::BTreeMap;
 use ruma::{RoomId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{
-    relations::{content_of, relation_of},
-    Rooms,
-};
+use super::{notifications::user_room_scope, Rooms};
 use crate::{
     error::Result,
-    events::Pdu,
-    storage::{prefix_of, records::ReceiptRecord, records::RoomRecord, Batch, KeyCodec},
+    storage::{prefix_of, records::ReceiptRecord, Batch, KeyCodec},
     util::now_ms,
 };
 
@@ -36,13 +31,27 @@ const MAX_UNREAD: u64 = 999;
 /// The thread id of main-timeline receipts.
 const MAIN_THREAD: &str = "main";
 
-/// Unread messages of a user in a room: all of them, those of the main
+/// Notifications and highlights counted together.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Count {
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+impl Count {
+    fn add(&mut self, highlight: bool) {
+        self.notifications += 1;
+        self.highlights += u64::from(highlight);
+    }
+}
+
+/// Unread notifications of a user in a room: all of them, those of the main
 /// timeline, and those of each thread (by thread root).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct UnreadCounts {
-    pub total: u64,
-    pub main: u64,
-    pub threads: BTreeMap<String, u64>,
+    pub total: Count,
+    pub main: Count,
+    pub threads: BTreeMap<String, Count>,
 }
 
 fn key(user_id: &UserId, kind: &str, thread: Option<&str>) -> String {
@@ -139,7 +148,7 @@ impl Rooms {
     /// Read positions of a user in a room from their receipts (public or
     /// private): unthreaded ones apply everywhere, `main` to the main
     /// timeline, others to their thread.
-    fn read_positions(&self, room_id: &RoomId, user_id: &UserId) -> Result<(u64, BTreeMap<String, u64>)> {
+    pub(super) fn read_positions(&self, room_id: &RoomId, user_id: &UserId) -> Result<(u64, BTreeMap<String, u64>)> {
         let prefix = (room_id.to_string(), format!("{user_id}\n")).encode();
         let mut everywhere = 0;
         let mut threads: BTreeMap<String, u64> = BTreeMap::new();
@@ -161,60 +170,33 @@ impl Rooms {
         Ok((everywhere, threads))
     }
 
-    /// Indexes a message or encrypted event for unread counts.
-    pub(super) fn index_countable(&self, batch: &mut Batch, room: &RoomRecord, pdu: &Pdu, count: u64) -> Result<()> {
-        let kind = pdu.kind().to_string();
-        if kind != "m.room.message" && kind != "m.room.encrypted" {
-            return Ok(());
-        }
-        let thread = relation_of(&content_of(pdu))
-            .filter(|(rel_type, _)| rel_type == "m.thread")
-            .map(|(_, root)| root)
-            .unwrap_or_default();
-        batch.insert(
-            &self.storage.tables.room_countable,
-            &(room.short_id, count),
-            &(pdu.sender_str().to_owned(), thread),
-        )?;
-        Ok(())
-    }
-
-    /// Messages from others after the user's read receipts (and after they
-    /// joined), up to `upto`.
-    pub fn unread_counts(
-        &self,
-        room: &RoomRecord,
-        room_id: &RoomId,
-        user_id: &UserId,
-        joined_at: u64,
-        upto: u64,
-    ) -> Result<UnreadCounts> {
+    /// Notifications of the user in the room after their read receipts (and
+    /// after they joined), up to `upto`: in total, on the main timeline and
+    /// per thread, each with how many highlight.
+    pub fn unread_counts(&self, room_id: &RoomId, user_id: &UserId, joined_at: u64, upto: u64) -> Result<UnreadCounts> {
         let (everywhere, threads) = self.read_positions(room_id, user_id)?;
         let floor = everywhere.max(joined_at);
         let main_floor = floor.max(threads.get(MAIN_THREAD).copied().unwrap_or_default());
         // Nothing before the lowest read position can be unread.
         let lowest = threads.values().copied().chain([main_floor]).min().unwrap_or(main_floor).max(floor);
-        let start = (room.short_id, lowest + 1);
-        let end = (room.short_id, upto.saturating_add(1));
+        let scope = user_room_scope(user_id.localpart(), room_id.as_str());
+        let start = (scope.clone(), lowest + 1);
+        let end = (scope, upto.saturating_add(1));
         let mut counts = UnreadCounts::default();
-        for ((_, count), (sender, thread)) in
-            self.storage.tables.room_countable.range(&start, &end, false, usize::MAX)?
-        {
-            if sender == user_id.as_str() {
-                continue;
-            }
+        for ((_, count), record) in self.storage.tables.notifications.range(&start, &end, false, usize::MAX)? {
+            let thread = record.thread;
             let read_up_to =
                 if thread.is_empty() { main_floor } else { threads.get(&thread).copied().unwrap_or(0).max(floor) };
             if count <= read_up_to {
                 continue;
             }
-            counts.total += 1;
+            counts.total.add(record.highlight);
             if thread.is_empty() {
-                counts.main += 1;
+                counts.main.add(record.highlight);
             } else {
-                *counts.threads.entry(thread).or_default() += 1;
+                counts.threads.entry(thread).or_default().add(record.highlight);
             }
-            if counts.total >= MAX_UNREAD {
+            if counts.total.notifications >= MAX_UNREAD {
                 break;
             }
         }

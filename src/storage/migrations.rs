@@ -26,43 +26,14 @@ pub struct Migration {
 /// The real migrations, oldest first. Version 1 is the first released schema.
 pub const MIGRATIONS: &[Migration] = &[Migration {
     to_version: 2,
-    description: "index countable events (unread counts) and receipt positions (incremental sync)",
-    run: index_countable_events_and_receipts,
+    description: "index receipt positions (incremental sync)",
+    run: index_receipt_positions,
 }];
 
-/// Entries read per step of a migration that walks a whole table.
-const PAGE: usize = 1024;
-
-/// Version 2: fills `room_countable` from the timelines and
-/// `receipt_positions` from the receipts. Idempotent (rewrites the same entries).
-fn index_countable_events_and_receipts(storage: &Storage) -> Result<(), StorageError> {
+/// Version 2: fills `receipt_positions` from the receipts. Idempotent
+/// (rewrites the same entries).
+fn index_receipt_positions(storage: &Storage) -> Result<(), StorageError> {
     let tables = &storage.tables;
-    let mut start = (0, 0);
-    loop {
-        let page = tables.room_timeline.range(&start, &(u64::MAX, u64::MAX), false, PAGE)?;
-        let mut batch = Batch::new();
-        for ((room, count), event_id) in &page {
-            let Some(stored) = tables.eventid_pdu.get(event_id)? else { continue };
-            let event: serde_json::Value = serde_json::from_str(&stored.json)
-                .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
-            let kind = event["type"].as_str().unwrap_or_default();
-            if kind != "m.room.message" && kind != "m.room.encrypted" {
-                continue;
-            }
-            let relates_to = &event["content"]["m.relates_to"];
-            let thread = match relates_to["rel_type"].as_str() {
-                Some("m.thread") => relates_to["event_id"].as_str().unwrap_or_default(),
-                _ => "",
-            };
-            let sender = event["sender"].as_str().unwrap_or_default().to_owned();
-            batch.insert(&tables.room_countable, &(*room, *count), &(sender, thread.to_owned()))?;
-        }
-        storage.apply(batch)?;
-        match page.last() {
-            Some(((room, count), _)) if page.len() == PAGE => start = (*room, count + 1),
-            _ => break,
-        }
-    }
     let mut batch = Batch::new();
     for ((room_id, receipt_key), receipt) in tables.receipts.all()? {
         batch.insert(&tables.receipt_positions, &(room_id, receipt.count), &receipt_key)?;
@@ -184,47 +155,21 @@ mod tests {
     }
 
     #[test]
-    fn version_2_indexes_countable_events_and_receipt_positions() {
-        use crate::storage::records::{ReceiptRecord, StoredPdu};
+    fn version_2_indexes_receipt_positions() {
+        use crate::storage::records::ReceiptRecord;
         let dir = tempfile::tempdir().unwrap();
         {
             let storage = Storage::open(dir.path(), CACHE).unwrap();
-            let tables = &storage.tables;
             let mut batch = Batch::new();
-            let events = [
-                (7, r#"{"type":"m.room.message","sender":"@a:x","content":{"body":"hi"}}"#),
-                (8, r#"{"type":"m.room.topic","sender":"@a:x","state_key":"","content":{}}"#),
-                (
-                    9,
-                    r#"{"type":"m.room.encrypted","sender":"@b:x","content":{"m.relates_to":{"rel_type":"m.thread","event_id":"$root"}}}"#,
-                ),
-            ];
-            for (count, json) in events {
-                let id = format!("$event{count}");
-                let stored = StoredPdu {
-                    json: json.to_owned(),
-                    room_id: "!r:x".to_owned(),
-                    room_version: "12".to_owned(),
-                    count,
-                    state_before: 0,
-                    redacted: false,
-                };
-                batch.insert(&tables.eventid_pdu, &id, &stored).unwrap();
-                batch.insert(&tables.room_timeline, &(3, count), &id).unwrap();
-            }
             let receipt = ReceiptRecord { event_id: "$event7".to_owned(), ts: 1, count: 10, thread_id: None };
-            batch.insert(&tables.receipts, &("!r:x".to_owned(), "@b:x\nm.read\n".to_owned()), &receipt).unwrap();
+            let key = ("!r:x".to_owned(), "@b:x\nm.read\n".to_owned());
+            batch.insert(&storage.tables.receipts, &key, &receipt).unwrap();
             storage.apply(batch).unwrap();
             storage.set_schema_version(1).unwrap();
             storage.flush_blocking().unwrap();
         }
         let storage = Storage::open(dir.path(), CACHE).unwrap();
         assert_eq!(storage.schema_version().unwrap(), Some(2));
-        let countable = storage.tables.room_countable.all().unwrap();
-        assert_eq!(
-            countable,
-            vec![((3, 7), ("@a:x".to_owned(), String::new())), ((3, 9), ("@b:x".to_owned(), "$root".to_owned())),]
-        );
         let positions = storage.tables.receipt_positions.all().unwrap();
         assert_eq!(positions, vec![(("!r:x".to_owned(), 10), "@b:x\nm.read\n".to_owned())]);
     }

@@ -294,3 +294,17 @@ pub struct MediaRecord {
 impl Record for MediaRecord {
     const VERSION: u8 = 1;
 }
+
+/// A notification of a user about an event (push rules said `notify`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    pub highlight: bool,
+    /// The thread root, or empty for the main timeline.
+    pub thread: String,
+    /// The push rule actions, as JSON text.
+    pub actions: String,
+}
+
+impl Record for NotificationRecord {
+    const VERSION: u8 = 1;
+}

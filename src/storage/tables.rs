@@ -6,8 +6,8 @@
 use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, MediaRecord,
-        ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord, StateSnapshotRecord,
-        StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        NotificationRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
+        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -62,9 +62,12 @@ pub struct Tables {
     /// (room id, count at which it was set) → receipt key (as in `receipts`):
     /// receipts in the order they changed, for incremental sync.
     pub receipt_positions: Table<(String, u64), String>,
-    /// (room short id, count) → (sender, thread root or ""): messages and
-    /// encrypted events, the events unread counts count.
-    pub room_countable: Table<(u64, u64), (String, String)>,
+    /// (localpart + NUL + room id, event count) → a notification of that user
+    /// (for unread counts per room).
+    pub notifications: Table<(String, u64), NotificationRecord>,
+    /// (localpart, event count) → room id: a user's notifications in order
+    /// (for `GET /notifications`).
+    pub user_notifications: Table<(String, u64), String>,
     /// (localpart, device id) → the device's signed keys (JSON).
     pub device_keys: Table<(String, String), String>,
     /// (localpart, device id + NUL + "algorithm:key id") → one-time key (JSON).
@@ -134,7 +137,8 @@ impl Tables {
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
-            room_countable: Table::open(db, "roomshortid_count_countable")?,
+            notifications: Table::open(db, "userroom_count_notification")?,
+            user_notifications: Table::open(db, "localpart_count_notification")?,
         })
     }
 }

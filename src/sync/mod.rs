@@ -35,7 +35,7 @@ use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
     events::Pdu,
-    rooms::{state::StateMap, typing::Typing, Rooms},
+    rooms::{receipts::Count, state::StateMap, typing::Typing, Rooms},
     storage::records::{RoomRecord, StoredPdu},
     users::presence::Presence,
     users::{Identity, Users},
@@ -400,33 +400,30 @@ fn joined_room(
         "account_data": { "events": extras.account_data },
         "summary": summary,
     });
-    with_unread_counts(rooms, request, room, room_id, who, extras.joined_at, snapshot, section).map(Some)
+    with_unread_counts(rooms, request, room_id, who, extras.joined_at, snapshot, section).map(Some)
 }
 
 /// `unread_notifications`, and `unread_thread_notifications` when the
 /// filter asks for per-thread counts (then the first counts the main timeline only).
-#[allow(clippy::too_many_arguments)]
 fn with_unread_counts(
     rooms: &Rooms,
     request: &SyncRequest,
-    room: &RoomRecord,
     room_id: &RoomId,
     who: &Identity,
     joined_at: u64,
     snapshot: u64,
     mut section: Value,
 ) -> Result<Value> {
-    let counts = rooms.unread_counts(room, room_id, &who.user_id, joined_at, snapshot)?;
+    let counts = rooms.unread_counts(room_id, &who.user_id, joined_at, snapshot)?;
+    let as_json =
+        |count: &Count| json!({ "notification_count": count.notifications, "highlight_count": count.highlights });
     if request.filter.room.timeline.unread_thread_notifications {
-        let threads: Map<String, Value> = counts
-            .threads
-            .iter()
-            .map(|(root, count)| (root.clone(), json!({ "notification_count": count, "highlight_count": 0 })))
-            .collect();
-        section["unread_notifications"] = json!({ "notification_count": counts.main, "highlight_count": 0 });
+        let threads: Map<String, Value> =
+            counts.threads.iter().map(|(root, count)| (root.clone(), as_json(count))).collect();
+        section["unread_notifications"] = as_json(&counts.main);
         section["unread_thread_notifications"] = Value::Object(threads);
     } else {
-        section["unread_notifications"] = json!({ "notification_count": counts.total, "highlight_count": 0 });
+        section["unread_notifications"] = as_json(&counts.total);
     }
     Ok(section)
 }

@@ -50,3 +50,78 @@ async fn push_rules_start_from_the_defaults_and_change_per_user() {
     alice.client.delete(keyword, json!({})).await.assert_ok();
     alice.client.get(keyword).await.assert_error(404, "M_NOT_FOUND");
 }
+
+fn counts(body: &serde_json::Value, room: &str) -> (u64, u64) {
+    let unread = &body["rooms"]["join"][room]["unread_notifications"];
+    (unread["notification_count"].as_u64().unwrap(), unread["highlight_count"].as_u64().unwrap())
+}
+
+#[tokio::test]
+async fn default_rules_notify_and_highlight_mentions() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob, carol], room) = client.public_room_with(["alice", "bob", "carol"]).await;
+    bob.send_text(&room, "1", "hello everyone").await;
+    let notice = json!({ "msgtype": "m.notice", "body": "a bot speaks" });
+    bob.send_content(&room, "2", notice).await;
+    let body = sync(&alice, "").await;
+    assert_eq!(counts(&body, &room), (1, 0), "a message notifies, a notice does not");
+
+    let mention = json!({ "msgtype": "m.text", "body": "alice, look", "m.mentions": { "user_ids": [alice.user_id] } });
+    let mentioned = bob.send_content(&room, "3", mention).await;
+    // Bob may not notify the whole room (power below `notifications.room`); alice may.
+    let room_mention = json!({ "msgtype": "m.text", "body": "everyone!", "m.mentions": { "room": true } });
+    bob.send_content(&room, "4", room_mention.clone()).await;
+    alice.send_content(&room, "5", room_mention).await;
+    let body = sync(&alice, "").await;
+    assert_eq!(counts(&body, &room), (3, 1), "bob's @room notifies alice like a message, without highlight");
+    let body = sync(&carol, "").await;
+    assert_eq!(counts(&body, &room), (4, 1), "alice's @room highlights for carol");
+
+    let all = alice.client.get("/_matrix/client/v3/notifications").await.assert_ok().clone();
+    let listed = all["notifications"].as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[1]["event"]["event_id"], mentioned.as_str(), "newest first");
+    assert_eq!(listed[1]["read"], false);
+    assert!(listed[1]["actions"].to_string().contains("highlight"));
+    let highlights = alice.client.get("/_matrix/client/v3/notifications?only=highlight").await.assert_ok().clone();
+    assert_eq!(highlights["notifications"].as_array().unwrap().len(), 1);
+    let page = alice.client.get("/_matrix/client/v3/notifications?limit=2").await.assert_ok().clone();
+    let next = page["next_token"].as_str().unwrap();
+    let rest = alice.client.get(&format!("/_matrix/client/v3/notifications?from={next}")).await.assert_ok().clone();
+    assert_eq!(rest["notifications"].as_array().unwrap().len(), 1);
+
+    // Reading resets the counts.
+    let receipt = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        crate::harness::enc(&room),
+        crate::harness::enc(&mentioned)
+    );
+    alice.client.post(&receipt, json!({})).await.assert_ok();
+    let body = sync(&alice, "").await;
+    assert_eq!(counts(&body, &room), (1, 0), "only bob's later @room is unread");
+
+    // A user's own rules decide: alice silences messages in this room.
+    let rule = format!("/_matrix/client/v3/pushrules/global/room/{}", crate::harness::enc(&room));
+    alice.client.put(&rule, json!({ "actions": [] })).await.assert_ok();
+    bob.send_text(&room, "6", "quiet now").await;
+    let body = sync(&alice, "").await;
+    assert_eq!(counts(&body, &room), (1, 0), "the room rule silenced the new message");
+}
+
+#[tokio::test]
+async fn direct_messages_and_invites_notify() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let dm = alice
+        .create_room(json!({ "preset": "trusted_private_chat", "is_direct": true, "invite": [bob.user_id] }))
+        .await;
+    let invites = bob.client.get("/_matrix/client/v3/notifications").await.assert_ok().clone();
+    assert_eq!(invites["notifications"][0]["event"]["content"]["membership"], "invite", "{invites}");
+    bob.join(&dm).await.assert_ok();
+    alice.send_text(&dm, "1", "just us").await;
+    let body = sync(&bob, "").await;
+    assert_eq!(counts(&body, &dm), (1, 0));
+}

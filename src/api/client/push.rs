@@ -24,15 +24,11 @@ use crate::{
     users::Identity,
 };
 
-/// The account data type holding a user's push rules.
-pub const PUSH_RULES: &str = "m.push_rules";
+use crate::rooms::notifications::PUSH_RULES;
 
 /// The user's rules: the stored set, else the server defaults.
-pub fn ruleset_of(s: &Services, who: &Identity) -> Result<Ruleset> {
-    let stored = s.users.account_data(&who.localpart, None, PUSH_RULES)?;
-    Ok(stored
-        .and_then(|content| serde_json::from_value(content.get("global")?.clone()).ok())
-        .unwrap_or_else(|| Ruleset::server_default(&who.user_id)))
+fn ruleset_of(s: &Services, who: &Identity) -> Result<Ruleset> {
+    Ok(Ruleset::clone(s.rooms.push_rules_of(&who.user_id)?.as_ref()))
 }
 
 async fn store(s: &Services, who: &Identity, ruleset: &Ruleset) -> Result<()> {
@@ -192,4 +188,36 @@ pub async fn put_attribute(s: &Services, request: &Request, who: &Identity) -> R
     changed.map_err(|_| not_found())?;
     store(s, who, &ruleset).await?;
     Ok(Response::empty_object())
+}
+
+/// `GET /notifications?from=&limit=&only=highlight`: the caller's
+/// notifications, newest first, with whether each is read.
+pub fn notifications(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let limit = match request.query("limit") {
+        Some(limit) => limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid `limit`"))?.clamp(1, 100),
+        None => 20,
+    };
+    let before = match request.query("from") {
+        Some(from) => from.parse::<u64>().map_err(|_| Error::invalid_param("Invalid `from` token"))?,
+        None => u64::MAX,
+    };
+    let only_highlight = request.query("only") == Some("highlight");
+    let (entries, next_token) = s.rooms.notifications_of(&who.user_id, before, limit, only_highlight)?;
+    let mut notifications = Vec::new();
+    for entry in entries {
+        let Some((pdu, stored)) = s.rooms.get_pdu(&entry.event_id)? else { continue };
+        let actions: Value = serde_json::from_str(&entry.actions).unwrap_or_else(|_| json!([]));
+        notifications.push(json!({
+            "actions": actions,
+            "event": s.rooms.serve_event(&pdu, &stored, &who.user_id)?,
+            "read": entry.read,
+            "room_id": entry.room_id,
+            "ts": entry.ts,
+        }));
+    }
+    let mut body = json!({ "notifications": notifications });
+    if let Some(next) = next_token {
+        body["next_token"] = json!(next.to_string());
+    }
+    Ok(Response::json(&body))
 }

@@ -1,0 +1,208 @@
+//! Push-rule evaluation: which local members an event notifies, and which
+//! it highlights.
+//!
+//! Spec: client-server API "Push Notifications" → "Push Rules" and
+//! "Receiving notifications". When an event is stored, every local member
+//! joined to the room (the sender excepted) has their push rules evaluated
+//! against it with ruma's evaluator (room context: member count, display
+//! name, power levels for `@room`); an event whose actions notify is
+//! recorded for that user, in the same atomic batch as the event. Those
+//! records drive `unread_notifications` (`notification_count`,
+//! `highlight_count`, per thread) and `GET /notifications`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use ruma::{
+    power_levels::NotificationPowerLevels,
+    push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    room_version_rules::RoomPowerLevelsRules,
+    serde::Raw,
+    state_res::Event,
+    Int, OwnedUserId, RoomId, UInt, UserId,
+};
+use serde_json::Value;
+
+use super::{
+    client_event, content_string,
+    relations::{content_of, relation_of},
+    state::StateMap,
+    Rooms,
+};
+use crate::{
+    error::Result,
+    events::Pdu,
+    storage::{records::NotificationRecord, Batch},
+};
+
+/// The account data type holding a user's push rules.
+pub const PUSH_RULES: &str = "m.push_rules";
+
+/// The key of a user's notifications in one room.
+pub fn user_room_scope(localpart: &str, room_id: &str) -> String {
+    format!("{localpart}\0{room_id}")
+}
+
+impl Rooms {
+    /// A user's push rules: the stored `m.push_rules`, else the server defaults.
+    /// Parsed rule sets are cached by the version of their account data.
+    pub fn push_rules_of(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
+        let key = (user_id.localpart().to_owned(), format!("\n{PUSH_RULES}"));
+        let Some(record) = self.storage.tables.account_data.get(&key)? else {
+            return Ok(Arc::new(Ruleset::server_default(user_id)));
+        };
+        let cache_key = (user_id.to_owned(), record.count);
+        if let Some(rules) = self.push_rules.get(&cache_key) {
+            return Ok(rules);
+        }
+        let parsed = serde_json::from_str::<Value>(&record.content)
+            .ok()
+            .and_then(|content| serde_json::from_value::<Ruleset>(content.get("global")?.clone()).ok())
+            .unwrap_or_else(|| Ruleset::server_default(user_id));
+        let rules = Arc::new(parsed);
+        self.push_rules.insert(cache_key, Arc::clone(&rules));
+        Ok(rules)
+    }
+
+    /// The power-level context of `@room` conditions.
+    fn power_levels_ctx(
+        &self,
+        state: &StateMap,
+        version_rules: &ruma::room_version_rules::RoomVersionRules,
+    ) -> Result<PushConditionPowerLevelsCtx> {
+        let content: Value = self
+            .state_event_in(state, "m.room.power_levels", "")?
+            .and_then(|pdu| serde_json::from_str(pdu.content_json()).ok())
+            .unwrap_or_default();
+        let users: BTreeMap<OwnedUserId, Int> = serde_json::from_value(content["users"].clone()).unwrap_or_default();
+        let users_default = serde_json::from_value(content["users_default"].clone()).unwrap_or_default();
+        let notifications: NotificationPowerLevels =
+            serde_json::from_value(content["notifications"].clone()).unwrap_or_default();
+        let mut creators = Vec::new();
+        if let Some(create) = self.state_event_in(state, "m.room.create", "")? {
+            creators.extend(UserId::parse(create.sender_str()).ok());
+            let create_content: Value = serde_json::from_str(create.content_json()).unwrap_or_default();
+            let additional = create_content["additional_creators"].as_array().cloned().unwrap_or_default();
+            creators.extend(additional.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
+        }
+        let rules = RoomPowerLevelsRules::new(&version_rules.authorization, creators);
+        Ok(PushConditionPowerLevelsCtx::new(users, users_default, notifications, rules))
+    }
+
+    /// Adds to `batch` a notification record for each local member whose
+    /// push rules make `pdu` notify them (and, for an invite, the invited
+    /// local user). `state` is the state before the event.
+    pub(super) async fn index_notifications(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        version_rules: &ruma::room_version_rules::RoomVersionRules,
+        state: &StateMap,
+        pdu: &Pdu,
+        count: u64,
+    ) -> Result<()> {
+        let joined = self.joined_members_in(state)?;
+        let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
+        let mut members: Vec<OwnedUserId> = joined
+            .into_iter()
+            .filter(|member| member.server_name() == self.server_name && member.as_str() != pdu.sender_str())
+            .collect();
+        let invited = (pdu.kind().to_string() == "m.room.member"
+            && super::membership_of(pdu).as_deref() == Some("invite"))
+        .then(|| pdu.state_key_str().and_then(|key| UserId::parse(key).ok()))
+        .flatten()
+        .filter(|user| user.server_name() == self.server_name && !members.contains(user));
+        members.extend(invited);
+        if members.is_empty() {
+            return Ok(());
+        }
+        let event = client_event(pdu, room_id);
+        let raw: Raw<Value> = match serde_json::value::to_raw_value(&event) {
+            Ok(raw) => Raw::from_json(raw),
+            Err(_) => return Ok(()),
+        };
+        let power_levels = self.power_levels_ctx(state, version_rules)?;
+        let thread = relation_of(&content_of(pdu))
+            .filter(|(rel_type, _)| rel_type == "m.thread")
+            .map(|(_, root)| root)
+            .unwrap_or_default();
+        for member in members {
+            let display_name = self
+                .state_event_in(state, "m.room.member", member.as_str())?
+                .and_then(|event| content_string(&event, "displayname"))
+                .unwrap_or_else(|| member.localpart().to_owned());
+            let context = PushConditionRoomCtx::new(room_id.to_owned(), member_count, member.clone(), display_name)
+                .with_power_levels(power_levels.clone());
+            let rules = self.push_rules_of(&member)?;
+            let actions = rules.get_actions(&raw, &context).await;
+            if !actions.iter().any(|action| action.should_notify()) {
+                continue;
+            }
+            let record = NotificationRecord {
+                highlight: actions.iter().any(|action| action.is_highlight()),
+                thread: thread.clone(),
+                actions: serde_json::to_string(actions).unwrap_or_else(|_| "[]".to_owned()),
+            };
+            let scope = user_room_scope(member.localpart(), room_id.as_str());
+            batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
+            batch.insert(
+                &self.storage.tables.user_notifications,
+                &(member.localpart().to_owned(), count),
+                &room_id.to_string(),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One entry of `GET /notifications`.
+pub struct NotificationEntry {
+    pub room_id: String,
+    pub event_id: ruma::OwnedEventId,
+    pub actions: String,
+    pub read: bool,
+    pub ts: u64,
+}
+
+impl Rooms {
+    /// A user's notifications before position `before`, newest first, and
+    /// the token of the next page if there may be one.
+    pub fn notifications_of(
+        &self,
+        user_id: &UserId,
+        before: u64,
+        limit: usize,
+        only_highlight: bool,
+    ) -> Result<(Vec<NotificationEntry>, Option<u64>)> {
+        let tables = &self.storage.tables;
+        let localpart = user_id.localpart().to_owned();
+        let mut entries = Vec::new();
+        let mut position = before;
+        loop {
+            let page =
+                tables.user_notifications.range(&(localpart.clone(), 0), &(localpart.clone(), position), true, 100)?;
+            let last_page = page.len() < 100;
+            for ((_, count), room_id) in page {
+                position = count;
+                let scope = user_room_scope(&localpart, &room_id);
+                let Some(record) = tables.notifications.get(&(scope, count))? else { continue };
+                if only_highlight && !record.highlight {
+                    continue;
+                }
+                let Ok(room) = ruma::OwnedRoomId::try_from(room_id.clone()) else { continue };
+                let event_id = self.event_id_of_short(count)?;
+                let read = self.read_positions(&room, user_id)?.0 >= count;
+                let ts = match self.get_pdu(&event_id)? {
+                    Some((pdu, _)) => pdu.origin_server_ts().get().into(),
+                    None => 0,
+                };
+                entries.push(NotificationEntry { room_id, event_id, actions: record.actions, read, ts });
+                if entries.len() == limit {
+                    return Ok((entries, Some(count)));
+                }
+            }
+            if last_page {
+                return Ok((entries, None));
+            }
+        }
+    }
+}
