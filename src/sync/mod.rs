@@ -15,8 +15,8 @@
 //! correct across gaps), summaries, filters (lazy-loaded members) and
 //! long-polling on any change. Account data (global and per room), typing
 //! and receipts are delivered when they change; `unread_notifications`
-//! counts messages from others after the user's read receipts, per thread
-//! with `unread_thread_notifications` (push rules will refine it). Presence
+//! counts the user's notifications and highlights (push rules) after their
+//! read receipts, per thread with `unread_thread_notifications`. Presence
 //! changes of people one shares a room with are delivered too. An
 //! incremental sync skips rooms with nothing new after two index reads.
 //! End-to-end encryption: `to_device` messages (at most 100 a response; the
