@@ -12,7 +12,7 @@
 //! deactivation; which results a searcher may see is decided by the caller.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::RwLock,
 };
 
@@ -54,11 +54,15 @@ struct Indexed {
     words: BTreeSet<String>,
 }
 
+/// Users are numbered (slots are reused after removals) so that matching
+/// works on small integers rather than strings.
 #[derive(Default)]
 struct Index {
-    entries: HashMap<String, Indexed>,
-    /// Folded word → localparts having it.
-    words: BTreeMap<String, BTreeSet<String>>,
+    entries: Vec<Option<Indexed>>,
+    slot_of: HashMap<String, u32>,
+    free: Vec<u32>,
+    /// Folded word → the slots of the users having it.
+    words: BTreeMap<String, Vec<u32>>,
 }
 
 #[derive(Default)]
@@ -85,10 +89,18 @@ impl UserDirectory {
         };
         let mut index = self.write();
         index.remove(&indexed.entry.localpart);
+        let slot = match index.free.pop() {
+            Some(slot) => slot,
+            None => {
+                index.entries.push(None);
+                (index.entries.len() - 1) as u32
+            }
+        };
         for word in &indexed.words {
-            index.words.entry(word.clone()).or_default().insert(indexed.entry.localpart.clone());
+            index.words.entry(word.clone()).or_default().push(slot);
         }
-        index.entries.insert(indexed.entry.localpart.clone(), indexed);
+        index.slot_of.insert(indexed.entry.localpart.clone(), slot);
+        index.entries[slot as usize] = Some(indexed);
     }
 
     /// Removes a user (deactivated).
@@ -97,7 +109,7 @@ impl UserDirectory {
     }
 
     pub fn len(&self) -> usize {
-        self.read().entries.len()
+        self.read().slot_of.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -127,18 +139,20 @@ impl UserDirectory {
             return Ok((Vec::new(), false));
         }
         let index = self.read();
-        let mut candidates: HashSet<&String> = HashSet::new();
+        let mut candidates: Vec<u32> = Vec::new();
         for (position, word) in wanted.iter().enumerate() {
-            let matching = index
+            let mut matching: Vec<u32> = index
                 .words
                 .range::<String, _>(word.clone()..)
                 .take_while(|(indexed, _)| indexed.starts_with(word.as_str()))
-                .flat_map(|(_, users)| users.iter());
+                .flat_map(|(_, slots)| slots.iter().copied())
+                .collect();
+            matching.sort_unstable();
+            matching.dedup();
             candidates = if position == 0 {
-                matching.collect()
+                matching
             } else {
-                let matching: HashSet<&String> = matching.collect();
-                candidates.into_iter().filter(|user| matching.contains(user)).collect()
+                candidates.into_iter().filter(|slot| matching.binary_search(slot).is_ok()).collect()
             };
             if candidates.is_empty() {
                 return Ok((Vec::new(), false));
@@ -147,7 +161,7 @@ impl UserDirectory {
         let folded_term = fold(term.trim());
         let mut ranked: Vec<(u8, &Indexed)> = candidates
             .into_iter()
-            .filter_map(|localpart| index.entries.get(localpart))
+            .filter_map(|slot| index.entries.get(slot as usize)?.as_ref())
             .map(|indexed| {
                 let rank = if indexed.folded_name == folded_term || indexed.folded_localpart == folded_term {
                     0
@@ -193,15 +207,17 @@ impl UserDirectory {
 
 impl Index {
     fn remove(&mut self, localpart: &str) {
-        let Some(old) = self.entries.remove(localpart) else { return };
+        let Some(slot) = self.slot_of.remove(localpart) else { return };
+        let Some(old) = self.entries.get_mut(slot as usize).and_then(Option::take) else { return };
         for word in &old.words {
-            if let Some(users) = self.words.get_mut(word) {
-                users.remove(localpart);
-                if users.is_empty() {
+            if let Some(slots) = self.words.get_mut(word) {
+                slots.retain(|s| *s != slot);
+                if slots.is_empty() {
                     self.words.remove(word);
                 }
             }
         }
+        self.free.push(slot);
     }
 }
 
