@@ -744,10 +744,11 @@ impl Rooms {
         let chain = self.compute_auth_chain(pdu)?;
         batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
+        let mut derived = Batch::new();
         if let Some(before) = before_snapshot {
             let (_, version_rules) = Self::rules_of(room)?;
             let state_before = self.state.full_state(before)?;
-            self.index_notifications(&mut batch, room_id, &version_rules, &state_before, pdu, count).await?;
+            self.index_notifications(&mut derived, room_id, &version_rules, &state_before, pdu, count).await?;
         }
         room.current_state = match pdu.state_key() {
             Some(state_key) => {
@@ -770,7 +771,7 @@ impl Rooms {
             batch.insert(&tables.txnid_eventid, txn, &event_id)?;
         }
         batch.extend(extra);
-        self.storage.commit(batch).await?;
+        self.storage.commit_with_derived(batch, derived).await?;
         if let Some(redacted) = pdu.redacts() {
             self.pdus.invalidate(redacted);
         }

@@ -6,15 +6,15 @@
 //! joined to the room (the sender excepted) has their push rules evaluated
 //! against it with ruma's evaluator (room context: member count, display
 //! name, power levels for `@room`); an event whose actions notify is
-//! recorded for that user, in the same atomic batch as the event. Those
-//! records drive `unread_notifications` (`notification_count`,
+//! recorded for that user, written with the event (as derived data: one
+//! atomic batch per tree after the event's transaction). Those records drive `unread_notifications` (`notification_count`,
 //! `highlight_count`, per thread) and `GET /notifications`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
     power_levels::NotificationPowerLevels,
-    push::{PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
+    push::{FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomPowerLevelsRules,
     serde::Raw,
     state_res::Event,
@@ -47,13 +47,17 @@ impl Rooms {
     /// Parsed rule sets are cached by the version of their account data.
     pub fn push_rules_of(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
         let key = (user_id.localpart().to_owned(), format!("\n{PUSH_RULES}"));
-        let Some(record) = self.storage.tables.account_data.get(&key)? else {
-            return Ok(Arc::new(Ruleset::server_default(user_id)));
-        };
-        let cache_key = (user_id.to_owned(), record.count);
+        let record = self.storage.tables.account_data.get(&key)?;
+        // Version 0: no stored rules, the defaults (also worth caching: they take a while to build).
+        let cache_key = (user_id.to_owned(), record.as_ref().map_or(0, |r| r.count));
         if let Some(rules) = self.push_rules.get(&cache_key) {
             return Ok(rules);
         }
+        let Some(record) = record else {
+            let rules = Arc::new(Ruleset::server_default(user_id));
+            self.push_rules.insert(cache_key, Arc::clone(&rules));
+            return Ok(rules);
+        };
         let parsed = serde_json::from_str::<Value>(&record.content)
             .ok()
             .and_then(|content| serde_json::from_value::<Ruleset>(content.get("global")?.clone()).ok())
@@ -120,20 +124,31 @@ impl Rooms {
             Ok(raw) => Raw::from_json(raw),
             Err(_) => return Ok(()),
         };
+        // The event is flattened once; the context is built once and its
+        // user fields changed per member.
+        let flattened = FlattenedJson::from_raw(&raw);
         let power_levels = self.power_levels_ctx(state, version_rules)?;
+        let mut context =
+            PushConditionRoomCtx::new(room_id.to_owned(), member_count, pdu.sender().to_owned(), String::new())
+                .with_power_levels(power_levels);
         let thread = relation_of(&content_of(pdu))
             .filter(|(rel_type, _)| rel_type == "m.thread")
             .map(|(_, root)| root)
             .unwrap_or_default();
         for member in members {
-            let display_name = self
+            context.user_display_name = self
                 .state_event_in(state, "m.room.member", member.as_str())?
                 .and_then(|event| content_string(&event, "displayname"))
                 .unwrap_or_else(|| member.localpart().to_owned());
-            let context = PushConditionRoomCtx::new(room_id.to_owned(), member_count, member.clone(), display_name)
-                .with_power_levels(power_levels.clone());
+            context.user_id = member.clone();
             let rules = self.push_rules_of(&member)?;
-            let actions = rules.get_actions(&raw, &context).await;
+            let mut actions: &[ruma::push::Action] = &[];
+            for rule in rules.iter() {
+                if rule.applies(&flattened, &context).await {
+                    actions = rule.actions();
+                    break;
+                }
+            }
             if !actions.iter().any(|action| action.should_notify()) {
                 continue;
             }
@@ -144,11 +159,6 @@ impl Rooms {
             };
             let scope = user_room_scope(member.localpart(), room_id.as_str());
             batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
-            batch.insert(
-                &self.storage.tables.user_notifications,
-                &(member.localpart().to_owned(), count),
-                &room_id.to_string(),
-            )?;
         }
         Ok(())
     }
@@ -165,7 +175,8 @@ pub struct NotificationEntry {
 
 impl Rooms {
     /// A user's notifications before position `before`, newest first, and
-    /// the token of the next page if there may be one.
+    /// the token of the next page if there may be one. The user's rooms are
+    /// merged (each room's records are in position order).
     pub fn notifications_of(
         &self,
         user_id: &UserId,
@@ -174,35 +185,32 @@ impl Rooms {
         only_highlight: bool,
     ) -> Result<(Vec<NotificationEntry>, Option<u64>)> {
         let tables = &self.storage.tables;
-        let localpart = user_id.localpart().to_owned();
-        let mut entries = Vec::new();
-        let mut position = before;
-        loop {
-            let page =
-                tables.user_notifications.range(&(localpart.clone(), 0), &(localpart.clone(), position), true, 100)?;
-            let last_page = page.len() < 100;
-            for ((_, count), room_id) in page {
-                position = count;
-                let scope = user_room_scope(&localpart, &room_id);
-                let Some(record) = tables.notifications.get(&(scope, count))? else { continue };
-                if only_highlight && !record.highlight {
-                    continue;
-                }
-                let Ok(room) = ruma::OwnedRoomId::try_from(room_id.clone()) else { continue };
-                let event_id = self.event_id_of_short(count)?;
-                let read = self.read_positions(&room, user_id)?.0 >= count;
-                let ts = match self.get_pdu(&event_id)? {
-                    Some((pdu, _)) => pdu.origin_server_ts().get().into(),
-                    None => 0,
-                };
-                entries.push(NotificationEntry { room_id, event_id, actions: record.actions, read, ts });
-                if entries.len() == limit {
-                    return Ok((entries, Some(count)));
-                }
-            }
-            if last_page {
-                return Ok((entries, None));
-            }
+        let localpart = user_id.localpart();
+        let mut found: Vec<(u64, String, NotificationRecord)> = Vec::new();
+        for (room_id, _) in self.memberships_of(localpart)? {
+            let scope = user_room_scope(localpart, room_id.as_str());
+            let page = tables.notifications.range(&(scope.clone(), 0), &(scope, before), true, limit + 1)?;
+            found.extend(
+                page.into_iter()
+                    .filter(|(_, record)| !only_highlight || record.highlight)
+                    .map(|((_, count), record)| (count, room_id.to_string(), record)),
+            );
         }
+        found.sort_unstable_by_key(|(count, _, _)| std::cmp::Reverse(*count));
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next = if more { found.last().map(|(count, _, _)| *count) } else { None };
+        let mut entries = Vec::with_capacity(found.len());
+        for (count, room_id, record) in found {
+            let Ok(room) = ruma::OwnedRoomId::try_from(room_id.clone()) else { continue };
+            let event_id = self.event_id_of_short(count)?;
+            let read = self.read_positions(&room, user_id)?.0 >= count;
+            let ts = match self.get_pdu(&event_id)? {
+                Some((pdu, _)) => pdu.origin_server_ts().get().into(),
+                None => 0,
+            };
+            entries.push(NotificationEntry { room_id, event_id, actions: record.actions, read, ts });
+        }
+        Ok((entries, next))
     }
 }

@@ -164,6 +164,39 @@ impl Storage {
         self.wait_durable().await
     }
 
+    /// Commits `batch` atomically, then `derived` (data recomputable from the
+    /// batch's content, such as per-user notification records) with one
+    /// atomic batch per tree rather than a cross-tree transaction, which is
+    /// far cheaper for many keys; both are durable on return. A crash between
+    /// the two loses only derived entries.
+    pub async fn commit_with_derived(&self, batch: Batch, derived: Batch) -> Result<(), StorageError> {
+        self.apply(batch)?;
+        self.apply_per_tree(derived)?;
+        self.wait_durable().await
+    }
+
+    /// Applies `batch` as one atomic sled batch per tree (not across trees).
+    fn apply_per_tree(&self, batch: Batch) -> Result<(), StorageError> {
+        let mut per_tree: Vec<(sled::Tree, sled::Batch)> = Vec::new();
+        for op in batch.ops {
+            let index = match per_tree.iter().position(|(tree, _)| tree.name() == op.tree.name()) {
+                Some(index) => index,
+                None => {
+                    per_tree.push((op.tree.clone(), sled::Batch::default()));
+                    per_tree.len() - 1
+                }
+            };
+            match op.value {
+                Some(value) => per_tree[index].1.insert(op.key, value),
+                None => per_tree[index].1.remove(op.key),
+            }
+        }
+        for (tree, batch) in per_tree {
+            tree.apply_batch(batch)?;
+        }
+        Ok(())
+    }
+
     /// Applies `batch` atomically without waiting for the disk.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
         if batch.ops.is_empty() {

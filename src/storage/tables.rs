@@ -63,11 +63,8 @@ pub struct Tables {
     /// receipts in the order they changed, for incremental sync.
     pub receipt_positions: Table<(String, u64), String>,
     /// (localpart + NUL + room id, event count) → a notification of that user
-    /// (for unread counts per room).
+    /// (unread counts per room; `GET /notifications` merges a user's rooms).
     pub notifications: Table<(String, u64), NotificationRecord>,
-    /// (localpart, event count) → room id: a user's notifications in order
-    /// (for `GET /notifications`).
-    pub user_notifications: Table<(String, u64), String>,
     /// (localpart, device id) → the device's signed keys (JSON).
     pub device_keys: Table<(String, String), String>,
     /// (localpart, device id + NUL + "algorithm:key id") → one-time key (JSON).
@@ -138,7 +135,6 @@ impl Tables {
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
             notifications: Table::open(db, "userroom_count_notification")?,
-            user_notifications: Table::open(db, "localpart_count_notification")?,
         })
     }
 }
