@@ -36,6 +36,11 @@ impl Services {
         let server_key = Arc::new(ServerKey::load_or_generate(&storage)?);
         let users = Users::new(Arc::clone(&storage), &config);
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
+        match rooms.backfill_search_index() {
+            Ok(0) => {}
+            Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),
+            Err(error) => tracing::warn!(%error, "could not index earlier events for message search"),
+        }
         let typing = Typing::new(Arc::clone(&storage));
         let presence = Presence::new(Arc::clone(&storage), config.presence);
         let e2ee = E2ee::new(Arc::clone(&storage), config.server_name.clone());

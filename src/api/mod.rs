@@ -133,6 +133,7 @@ pub enum Endpoint {
     Hierarchy,
     RoomSummary,
     Notifications,
+    Search,
 }
 
 impl Endpoint {
@@ -333,6 +334,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/client/{r0|v3}/notifications", E::Notifications),
+    route(Post, "/_matrix/client/{r0|v3}/search", E::Search),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -351,8 +353,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     use client::{
         account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
-        messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, sync,
-        upgrade,
+        messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, search,
+        sync, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -465,6 +467,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
         E::Notifications => push::notifications(s, &request, who()?),
+        E::Search => search::search(s, &request, who()?),
     }
 }
 

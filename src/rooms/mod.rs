@@ -25,6 +25,7 @@ pub mod notifications;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;
+pub mod search;
 pub mod state;
 pub mod summary;
 pub mod typing;
@@ -171,6 +172,12 @@ impl Rooms {
             .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
         self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), stored.clone()), epoch);
         Ok(Some((pdu, stored)))
+    }
+
+    /// The event at a timeline position, if any.
+    pub fn event_id_at(&self, count: u64) -> Result<Option<OwnedEventId>> {
+        let id = self.storage.tables.shortid_eventid.get(&count)?;
+        Ok(id.and_then(|id| OwnedEventId::try_from(id).ok()))
     }
 
     pub(super) fn event_id_of_short(&self, short: u64) -> Result<OwnedEventId> {
@@ -605,6 +612,7 @@ impl Rooms {
         }
         let mut batch = Batch::new();
         self.unindex_relation(&mut batch, &target, &stored);
+        self.unindex_search_words(&mut batch, &target, stored.count);
         stored.json = target.redacted(rules)?.to_canonical_json();
         stored.redacted = true;
         batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
@@ -745,6 +753,7 @@ impl Rooms {
         batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
         let mut derived = Batch::new();
+        self.index_search_words(&mut derived, room_id.as_str(), pdu, count)?;
         if let Some(before) = before_snapshot {
             let (_, version_rules) = Self::rules_of(room)?;
             let state_before = self.state.full_state(before)?;

@@ -87,6 +87,8 @@ pub struct Tables {
     pub published_rooms: Table<String, u64>,
     /// media id → the media's metadata (its content is a file named by hash).
     pub media: Table<String, MediaRecord>,
+    /// (folded word, event count) → room id + "\n" + field: the message search index.
+    pub search_index: Table<(String, u64), String>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -134,6 +136,7 @@ impl Tables {
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
+            search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
         })
     }

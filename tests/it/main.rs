@@ -21,6 +21,7 @@ mod registration;
 mod relations;
 mod room_directory;
 mod rooms;
+mod search;
 mod server_keys;
 mod state_resolution;
 mod sync;

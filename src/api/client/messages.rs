@@ -21,6 +21,7 @@ use crate::{
     http::{request::from_json_value, Request, Response},
     rooms::{client_event, membership_of},
     services::Services,
+    storage::records::{RoomRecord, StoredPdu},
     sync::filter::RoomEventFilter,
     users::Identity,
 };
@@ -194,31 +195,10 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     };
     let before_limit = limit / 2;
     let after_limit = limit - before_limit;
-    let collect =
-        |from: u64, backwards: bool, wanted: usize| -> Result<(Vec<(Pdu, crate::storage::records::StoredPdu)>, u64)> {
-            let mut found = Vec::new();
-            let mut position = from;
-            while found.len() < wanted {
-                let page = s.rooms.timeline_page(&room, position, backwards, wanted * 2 + 1)?;
-                let last_page = page.len() < wanted * 2 + 1;
-                for (count, id) in page {
-                    position = if backwards { count } else { count + 1 };
-                    let Some((event, stored)) = s.rooms.get_pdu(&id)? else { continue };
-                    if filter.accepts(&event) && s.rooms.can_see_event(&who.user_id, &event, &stored)? {
-                        found.push((event, stored));
-                        if found.len() == wanted {
-                            break;
-                        }
-                    }
-                }
-                if last_page {
-                    break;
-                }
-            }
-            Ok((found, position))
-        };
-    let (before, start) = collect(stored.count, true, before_limit)?;
-    let (after, end) = collect(stored.count + 1, false, after_limit)?;
+    let neighbours =
+        |from: u64, backwards: bool, wanted: usize| visible_neighbours(s, &room, who, &filter, from, backwards, wanted);
+    let (before, start) = neighbours(stored.count, true, before_limit)?;
+    let (after, end) = neighbours(stored.count + 1, false, after_limit)?;
     let (last, last_stored) =
         after.last().map(|(p, st)| (p.clone(), st.clone())).unwrap_or((pdu.clone(), stored.clone()));
     let state_map = s.rooms.state_after(&last, &last_stored)?;
@@ -230,7 +210,7 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             event.kind().to_string() == "m.room.member" && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
-    let to_json = |events: &[(Pdu, crate::storage::records::StoredPdu)]| -> Result<Vec<Value>> {
+    let to_json = |events: &[(Pdu, StoredPdu)]| -> Result<Vec<Value>> {
         events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id)).collect()
     };
     Ok(Response::json(&json!({
@@ -241,6 +221,40 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         "end": end.to_string(),
         "state": state.iter().map(|event| client_event(event, &room_id)).collect::<Vec<_>>(),
     })))
+}
+
+/// Up to `wanted` events of a room around a position that pass `filter` and
+/// that the caller may see, walking backwards (from before `from`) or
+/// forwards (from `from`); with the position where the walk stopped.
+pub fn visible_neighbours(
+    s: &Services,
+    room: &RoomRecord,
+    who: &Identity,
+    filter: &RoomEventFilter,
+    from: u64,
+    backwards: bool,
+    wanted: usize,
+) -> Result<(Vec<(Pdu, StoredPdu)>, u64)> {
+    let mut found = Vec::new();
+    let mut position = from;
+    while found.len() < wanted {
+        let page = s.rooms.timeline_page(room, position, backwards, wanted * 2 + 1)?;
+        let last_page = page.len() < wanted * 2 + 1;
+        for (count, id) in page {
+            position = if backwards { count } else { count + 1 };
+            let Some((event, stored)) = s.rooms.get_pdu(&id)? else { continue };
+            if filter.accepts(&event) && s.rooms.can_see_event(&who.user_id, &event, &stored)? {
+                found.push((event, stored));
+                if found.len() == wanted {
+                    break;
+                }
+            }
+        }
+        if last_page {
+            break;
+        }
+    }
+    Ok((found, position))
 }
 
 /// Member events of a room the caller is in: now, or at the position `at`.

@@ -21,5 +21,6 @@ pub mod reports;
 pub mod room_directory;
 pub mod room_events;
 pub mod rooms;
+pub mod search;
 pub mod sync;
 pub mod upgrade;

@@ -1,0 +1,158 @@
+//! Full-text message search: the word index kept as events are stored, and
+//! the query behind `POST /search` (`room_events`).
+//!
+//! Spec: client-server API "Server Side Search" (`search.yaml`). Indexed:
+//! `content.body` of messages, `content.name` and `content.topic` of room
+//! names and topics, unencrypted by nature. Words are folded like the user
+//! directory's (no case, no accents); each query word must start a word of
+//! the event (word-prefix). The index is derived data written with the event;
+//! a redaction removes the redacted event's words.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::Rooms;
+use crate::{
+    error::Result,
+    events::Pdu,
+    storage::{Batch, StorageError},
+    users::directory::words,
+};
+
+/// The searchable fields of an event: (key, text).
+pub fn searchable_fields(pdu: &Pdu) -> Vec<(&'static str, String)> {
+    let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
+    let field = |key: &'static str, name: &str| content[name].as_str().map(|text| (key, text.to_owned()));
+    match pdu.kind().to_string().as_str() {
+        "m.room.message" => field("content.body", "body").into_iter().collect(),
+        "m.room.name" => field("content.name", "name").into_iter().collect(),
+        "m.room.topic" => field("content.topic", "topic").into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// (word, key) pairs of an event, each once.
+fn indexed_words(pdu: &Pdu) -> BTreeSet<(String, &'static str)> {
+    searchable_fields(pdu).into_iter().flat_map(|(key, text)| words(&text).into_iter().map(move |w| (w, key))).collect()
+}
+
+/// What the index stores per (word, event): the room and the field.
+fn entry(room_id: &str, key: &str) -> String {
+    format!("{room_id}\n{key}")
+}
+
+/// One hit of a search: an event position and how well it matched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub count: u64,
+    pub room_id: String,
+    /// Share of the query words matching a whole word (not only a prefix).
+    pub rank: f64,
+}
+
+impl Rooms {
+    /// Adds an event's words to the index (in `batch`).
+    pub(super) fn index_search_words(&self, batch: &mut Batch, room_id: &str, pdu: &Pdu, count: u64) -> Result<()> {
+        for (word, key) in indexed_words(pdu) {
+            batch.insert(&self.storage.tables.search_index, &(word, count), &entry(room_id, key))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a redacted event's words from the index (in `batch`).
+    pub(super) fn unindex_search_words(&self, batch: &mut Batch, pdu: &Pdu, count: u64) {
+        for (word, _) in indexed_words(pdu) {
+            batch.remove(&self.storage.tables.search_index, &(word, count));
+        }
+    }
+
+    /// Events of `rooms` whose indexed fields (of `keys`, all when empty)
+    /// contain a word starting with each word of `term`.
+    pub fn search_index(&self, term: &str, keys: &[String], rooms: &BTreeSet<String>) -> Result<Vec<Hit>> {
+        let wanted = words(term);
+        if wanted.is_empty() || rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Per event: the room, and how many query words matched whole.
+        let mut candidates: Option<BTreeMap<u64, (String, usize)>> = None;
+        for query_word in &wanted {
+            let mut matches: BTreeMap<u64, (String, bool)> = BTreeMap::new();
+            for ((word, count), value) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
+                let (room_id, key) =
+                    value.split_once('\n').ok_or_else(|| StorageError::corrupt("search index entry without a key"))?;
+                if !rooms.contains(room_id) || (!keys.is_empty() && !keys.iter().any(|k| k == key)) {
+                    continue;
+                }
+                let whole = word == *query_word;
+                let slot = matches.entry(count).or_insert_with(|| (room_id.to_owned(), false));
+                slot.1 |= whole;
+            }
+            candidates = Some(match candidates {
+                None => matches.into_iter().map(|(count, (room, whole))| (count, (room, usize::from(whole)))).collect(),
+                Some(previous) => previous
+                    .into_iter()
+                    .filter_map(|(count, (room, wholes))| {
+                        matches.get(&count).map(|(_, whole)| (count, (room, wholes + usize::from(*whole))))
+                    })
+                    .collect(),
+            });
+        }
+        Ok(candidates
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(count, (room_id, wholes))| Hit {
+                count,
+                room_id,
+                rank: (1 + wholes) as f64 / (1 + wanted.len()) as f64,
+            })
+            .collect())
+    }
+}
+
+/// Marks, in the `meta` tree, that events stored before the search index
+/// existed have been indexed.
+const BACKFILLED: &str = "search_index_backfilled";
+
+/// Timeline entries indexed per step of the backfill.
+const BACKFILL_PAGE: usize = 1024;
+
+impl Rooms {
+    /// Indexes, once per database, the events stored before the index
+    /// existed (redacted ones excepted). Returns how many events were read.
+    pub fn backfill_search_index(&self) -> Result<usize> {
+        if self.storage.meta_get::<u64>(BACKFILLED)?.is_some() {
+            return Ok(0);
+        }
+        let read = self.reindex_search_words()?;
+        self.storage.meta_insert_if_absent(BACKFILLED, &crate::util::now_ms())?;
+        Ok(read)
+    }
+
+    /// Indexes every stored, unredacted event (idempotent); returns how many
+    /// timeline entries were read.
+    pub fn reindex_search_words(&self) -> Result<usize> {
+        let tables = &self.storage.tables;
+        let mut start = (0, 0);
+        let mut read = 0;
+        loop {
+            let page = tables.room_timeline.range(&start, &(u64::MAX, u64::MAX), false, BACKFILL_PAGE)?;
+            let mut batch = Batch::new();
+            for ((_, count), event_id) in &page {
+                read += 1;
+                let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else { continue };
+                let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
+                if !stored.redacted {
+                    self.index_search_words(&mut batch, &stored.room_id, &pdu, *count)?;
+                }
+            }
+            self.storage.apply(batch)?;
+            match page.last() {
+                Some(((room, count), _)) if page.len() == BACKFILL_PAGE => start = (*room, count + 1),
+                _ => break,
+            }
+        }
+        self.storage.flush_blocking()?;
+        Ok(read)
+    }
+}

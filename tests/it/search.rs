@@ -1,0 +1,100 @@
+//! Message search: word prefixes without accents, visibility, ordering,
+//! context, groupings, pagination, redaction.
+
+use serde_json::{json, Value};
+
+use crate::harness::{enc, Session, TestServer};
+
+async fn search(session: &Session, criteria: Value) -> Value {
+    let body = json!({ "search_categories": { "room_events": criteria } });
+    session.client.post("/_matrix/client/v3/search", body).await.assert_ok()["search_categories"]["room_events"].clone()
+}
+
+fn bodies(results: &Value) -> Vec<String> {
+    results["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"]["content"]["body"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn messages_are_found_by_word_prefix_in_rooms_the_user_may_read() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    let eve = client.register("eve").await;
+    bob.send_text(&room, "1", "Réunion budgétaire jeudi").await;
+    bob.send_text(&room, "2", "Le budget est validé").await;
+    let redacted = alice.send_text(&room, "3", "budget secret draft").await;
+    alice.send_text(&room, "4", "déjeuner à midi").await;
+    let private = eve.create_room(json!({ "preset": "private_chat" })).await;
+    eve.send_text(&private, "5", "budget of eve").await;
+
+    let found = search(&alice, json!({ "search_term": "BUDGET", "order_by": "recent" })).await;
+    assert_eq!(bodies(&found), vec!["budget secret draft", "Le budget est validé", "Réunion budgétaire jeudi"]);
+    assert_eq!(found["count"], 3, "eve's private room is not searched");
+
+    // Rank: a whole-word match before a prefix match.
+    let ranked = search(&alice, json!({ "search_term": "budget" })).await;
+    assert_eq!(bodies(&ranked).last().unwrap(), "Réunion budgétaire jeudi");
+    assert!(search(&alice, json!({ "search_term": "dejeuner midi" })).await["count"] == 1, "accents and several words");
+
+    // Redacted events leave the index.
+    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&redacted));
+    alice.client.put(&path, json!({})).await.assert_ok();
+    assert_eq!(search(&alice, json!({ "search_term": "secret" })).await["count"], 0);
+
+    // Context with profiles, state, groupings, filter, pagination.
+    let found = search(
+        &alice,
+        json!({
+            "search_term": "budget",
+            "order_by": "recent",
+            "event_context": { "before_limit": 1, "after_limit": 1, "include_profile": true },
+            "include_state": true,
+            "groupings": { "group_by": [{ "key": "room_id" }] },
+            "filter": { "senders": [bob.user_id] },
+        }),
+    )
+    .await;
+    assert_eq!(found["count"], 2);
+    let context = &found["results"][0]["context"];
+    assert_eq!(context["events_before"].as_array().unwrap().len(), 1);
+    assert!(context["profile_info"][&bob.user_id].is_object());
+    assert!(found["state"][&room].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+    assert_eq!(found["groups"]["room_id"][&room]["results"].as_array().unwrap().len(), 2);
+
+    for i in 0..12 {
+        bob.send_text(&room, &format!("p{i}"), &format!("pagination message {i}")).await;
+    }
+    let first = search(&alice, json!({ "search_term": "pagination" })).await;
+    assert_eq!(first["results"].as_array().unwrap().len(), 10);
+    let next = first["next_batch"].as_str().unwrap().to_owned();
+    let body = json!({ "search_categories": { "room_events": { "search_term": "pagination" } } });
+    let rest =
+        alice.client.post(&format!("/_matrix/client/v3/search?next_batch={next}"), body).await.assert_ok().clone();
+    assert_eq!(rest["search_categories"]["room_events"]["results"].as_array().unwrap().len(), 2);
+
+    let bad = json!({ "search_categories": { "room_events": { "search_term": "x", "order_by": "best" } } });
+    alice.client.post("/_matrix/client/v3/search", bad).await.assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn events_stored_before_the_index_are_indexed_again() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    bob.send_text(&room, "1", "archived minutes").await;
+    let services = server.services();
+    let index = &services.storage.tables.search_index;
+    let mut wipe = conduit::storage::Batch::new();
+    for (key, _) in index.all().unwrap() {
+        wipe.remove(index, &key);
+    }
+    services.storage.apply(wipe).unwrap();
+    assert_eq!(search(&alice, json!({ "search_term": "minutes" })).await["count"], 0);
+    assert!(services.rooms.reindex_search_words().unwrap() > 0);
+    assert_eq!(search(&alice, json!({ "search_term": "minutes" })).await["count"], 1);
+}
