@@ -130,6 +130,8 @@ pub enum Endpoint {
     MediaDownload,
     MediaLegacyDownload,
     MediaConfig,
+    MediaThumbnail,
+    MediaLegacyThumbnail,
     Hierarchy,
     RoomSummary,
     Notifications,
@@ -158,6 +160,7 @@ impl Endpoint {
                 | GetPublicRooms
                 | GetRoomVisibility
                 | MediaLegacyDownload
+                | MediaLegacyThumbnail
         )
     }
 }
@@ -329,6 +332,8 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id", E::MediaLegacyDownload),
     route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id/:file_name", E::MediaLegacyDownload),
     route(Get, "/_matrix/client/v1/media/config", E::MediaConfig),
+    route(Get, "/_matrix/client/v1/media/thumbnail/:server_name/:media_id", E::MediaThumbnail),
+    route(Get, "/_matrix/media/{r0|v3}/thumbnail/:server_name/:media_id", E::MediaLegacyThumbnail),
     route(Get, "/_matrix/media/{r0|v3}/config", E::MediaConfig),
     route(Get, "/_matrix/client/v1/rooms/:room_id/hierarchy", E::Hierarchy),
     route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
@@ -464,6 +469,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MediaDownload => media::download(s, &request),
         E::MediaLegacyDownload => media::legacy_download(s, &request),
         E::MediaConfig => Ok(media::config(s)),
+        E::MediaThumbnail => media::thumbnail(s, &request).await,
+        E::MediaLegacyThumbnail => media::legacy_thumbnail(s, &request).await,
         E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
         E::Notifications => push::notifications(s, &request, who()?),

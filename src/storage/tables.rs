@@ -87,6 +87,8 @@ pub struct Tables {
     pub published_rooms: Table<String, u64>,
     /// media id → the media's metadata (its content is a file named by hash).
     pub media: Table<String, MediaRecord>,
+    /// (media id, "WxH-method") → sha256 + "\n" + content type of a cached thumbnail.
+    pub thumbnails: Table<(String, String), String>,
     /// (folded word, event count) → room id + "\n" + field: the message search index.
     pub search_index: Table<(String, u64), String>,
     /// (localpart, filter id) → the filter's JSON.
@@ -136,6 +138,7 @@ impl Tables {
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
+            thumbnails: Table::open(db, "mediaid_size_thumbnail")?,
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
         })

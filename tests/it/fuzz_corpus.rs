@@ -52,3 +52,8 @@ fn pdu_corpus() {
 fn auth_check_corpus() {
     replay("auth_check", fuzz_targets::auth_check);
 }
+
+#[test]
+fn thumbnail_corpus() {
+    replay("thumbnail", fuzz_targets::thumbnail);
+}

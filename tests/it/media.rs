@@ -110,3 +110,42 @@ async fn uploads_over_the_limit_are_refused_and_legacy_downloads_can_be_enabled(
     let (status, _, body) = client.send_raw("GET", &legacy, &[], Bytes::new()).await.unwrap();
     assert_eq!((status, &body[..]), (200, &b"small"[..]));
 }
+
+#[tokio::test]
+async fn thumbnails_are_made_once_for_images_only() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let png = Bytes::from(conduit::media::thumbnail::blank_png(400, 200));
+    let reply =
+        alice.client.try_send("POST", "/_matrix/media/v3/upload", &[("content-type", "image/png")], png).await.unwrap();
+    let uri = reply.assert_ok()["content_uri"].as_str().unwrap().to_owned();
+    let thumb = |query: &str| format!("{}?{query}", uri.replace("mxc://", "/_matrix/client/v1/media/thumbnail/"));
+
+    let (status, headers, body) =
+        alice.client.send_raw("GET", &thumb("width=96&height=96&method=crop"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "image/png");
+    let image = image::load_from_memory(&body).unwrap();
+    assert_eq!((image.width(), image.height()), (96, 96));
+    let (_, _, again) =
+        alice.client.send_raw("GET", &thumb("width=96&height=96&method=crop"), &[], Bytes::new()).await.unwrap();
+    assert_eq!(again, body, "served from the cached thumbnail");
+    let (_, _, scaled) =
+        alice.client.send_raw("GET", &thumb("width=100&height=100&method=scale"), &[], Bytes::new()).await.unwrap();
+    let image = image::load_from_memory(&scaled).unwrap();
+    assert_eq!((image.width(), image.height()), (100, 50), "aspect ratio kept");
+
+    alice.client.get(&thumb("height=10")).await.assert_error(400, "M_MISSING_PARAM");
+    alice.client.get(&thumb("width=10&height=10&method=zoom")).await.assert_error(400, "M_INVALID_PARAM");
+    client.get(&thumb("width=10&height=10")).await.assert_error(401, "M_MISSING_TOKEN");
+    let text = Bytes::from_static(b"just text");
+    let reply = alice
+        .client
+        .try_send("POST", "/_matrix/media/v3/upload", &[("content-type", "text/plain")], text)
+        .await
+        .unwrap();
+    let text_uri =
+        reply.assert_ok()["content_uri"].as_str().unwrap().replace("mxc://", "/_matrix/client/v1/media/thumbnail/");
+    alice.client.get(&format!("{text_uri}?width=32&height=32")).await.assert_error(400, "M_UNKNOWN");
+}

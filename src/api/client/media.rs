@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
-    media::{content_disposition, CONTENT_SECURITY_POLICY},
+    media::{content_disposition, thumbnail::Method, CONTENT_SECURITY_POLICY},
     services::Services,
     users::Identity,
 };
@@ -77,6 +77,45 @@ pub fn legacy_download(s: &Services, request: &Request) -> Result<Response> {
         ));
     }
     download(s, request)
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width=&height=&method=&animated=`.
+pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
+    let media_id = local_media_id(s, request)?;
+    let dimension = |name: &str| -> Result<u32> {
+        let value =
+            request.query(name).ok_or_else(|| Error::new(ErrorKind::MissingParam, format!("`{name}` is required")))?;
+        value
+            .parse::<u32>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| Error::invalid_param(format!("`{name}` must be a positive integer")))
+    };
+    let (width, height) = (dimension("width")?, dimension("height")?);
+    let method = match request.query("method") {
+        None | Some("scale") => Method::Scale,
+        Some("crop") => Method::Crop,
+        Some(other) => return Err(Error::invalid_param(format!("Unknown thumbnail method {other:?}"))),
+    };
+    let animated = request.query("animated") == Some("true");
+    let file = s.media.thumbnail(media_id, width, height, method, animated).await?;
+    let disposition = content_disposition(&file.content_type, None);
+    let mut response = Response::bytes(file.content, file.content_type);
+    response.headers.push(("content-disposition", disposition));
+    response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
+    response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
+    Ok(response)
+}
+
+/// Legacy unauthenticated thumbnails: only when the operator allows it.
+pub async fn legacy_thumbnail(s: &Services, request: &Request) -> Result<Response> {
+    if !s.config.media.legacy_unauthenticated_downloads {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            "Unauthenticated media downloads are disabled; use /_matrix/client/v1/media",
+        ));
+    }
+    thumbnail(s, request).await
 }
 
 pub fn config(s: &Services) -> Response {

@@ -6,7 +6,10 @@
 //! fan-out), written to a temporary file, fsynced and renamed into place, so
 //! a file is either whole or absent; identical uploads share one file. The
 //! metadata (type, name, size, uploader) is a storage record per media id,
-//! written durably after the file. Thumbnails are not generated yet.
+//! written durably after the file. Thumbnails ([`thumbnail`]) are made on
+//! first request and cached the same way.
+
+pub mod thumbnail;
 
 use std::{
     io::Write,
@@ -182,6 +185,54 @@ impl Media {
             content_type: record.content_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
             filename: record.filename,
         })
+    }
+}
+
+impl Media {
+    /// A thumbnail of a local image, made once and then served from its file.
+    /// With `scale` and an image that already fits, the original is served.
+    pub async fn thumbnail(
+        &self,
+        media_id: &str,
+        width: u32,
+        height: u32,
+        method: thumbnail::Method,
+        animated: bool,
+    ) -> Result<Download> {
+        let original = self.download(media_id)?;
+        let animated_source = matches!(original.content_type.as_str(), "image/gif" | "image/webp");
+        if animated && animated_source {
+            return Ok(original); // the original keeps its animation
+        }
+        let label = format!("{width}x{height}-{method:?}");
+        let key = (media_id.to_owned(), label);
+        if let Some(cached) = self.storage.tables.thumbnails.get(&key)? {
+            if let Some((sha256, content_type)) = cached.split_once('\n') {
+                if let Ok(content) = std::fs::read(self.file_of(sha256)) {
+                    return Ok(Download { content, content_type: content_type.to_owned(), filename: None });
+                }
+            }
+        }
+        let content_type = original.content_type.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            thumbnail::make(&original.content, &content_type, width, height, method).map(|t| (t, original))
+        })
+        .await
+        .map_err(|e| Error::internal("thumbnail task", e))?;
+        let (made, original) = made.map_err(|error| match error {
+            thumbnail::ThumbnailError::Unsupported => {
+                Error::new(ErrorKind::BadRequest, "Thumbnails are made of JPEG, PNG, GIF and WebP images only")
+            }
+            thumbnail::ThumbnailError::Refused(reason) => {
+                Error::new(ErrorKind::BadRequest, format!("The image cannot be thumbnailed: {reason}"))
+            }
+        })?;
+        let Some(made) = made else { return Ok(original) };
+        let sha256 = self.write_file(&made.content)?;
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.thumbnails, &key, &format!("{sha256}\n{}", made.content_type))?;
+        self.storage.commit(batch).await?;
+        Ok(Download { content: made.content, content_type: made.content_type.to_owned(), filename: None })
     }
 }
 
