@@ -99,24 +99,15 @@ async function seesDevice(observer, userId, deviceId) {
   return devices.get(userId)?.has(deviceId) ?? false;
 }
 
-async function waitForJoin(client, roomId) {
-  const joined = new Promise((resolve) => {
-    const test = () => client.getRoom(roomId)?.getMyMembership() === "join";
+/** Resolves when the client's own membership in the room is `membership`. */
+async function waitForMembership(client, roomId, membership) {
+  const reached = new Promise((resolve) => {
+    const test = () => client.getRoom(roomId)?.getMyMembership() === membership;
     if (test()) return resolve();
     client.on(ClientEvent.Room, () => test() && resolve());
     client.on(RoomEvent.MyMembership, () => test() && resolve());
   });
-  return withTimeout(joined, 20000, `join of ${client.getUserId()}`);
-}
-
-async function waitForInvite(client, roomId) {
-  const invited = new Promise((resolve) => {
-    const test = () => client.getRoom(roomId)?.getMyMembership() === "invite";
-    if (test()) return resolve();
-    client.on(ClientEvent.Room, () => test() && resolve());
-    client.on(RoomEvent.MyMembership, () => test() && resolve());
-  });
-  return withTimeout(invited, 20000, `invite of ${client.getUserId()}`);
+  return withTimeout(reached, 20000, `${membership} of ${client.getUserId()}`);
 }
 
 const aliceCredentials = await register(`alice${suffix}`);
@@ -139,10 +130,10 @@ await check("an encrypted room: each sends, the other decrypts, the server store
     initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
   });
   roomId = response.room_id;
-  await waitForJoin(alice, roomId);
-  await waitForInvite(bob, roomId);
+  await waitForMembership(alice, roomId, "join");
+  await waitForMembership(bob, roomId, "invite");
   await bob.joinRoom(roomId);
-  await waitForJoin(bob, roomId);
+  await waitForMembership(bob, roomId, "join");
   // Alice's client must see bob joined before it shares the room key with him.
   await withTimeout(
     new Promise((resolve) => {
