@@ -136,6 +136,8 @@ pub enum Endpoint {
     RoomSummary,
     Notifications,
     Search,
+    GetPushers,
+    SetPusher,
 }
 
 impl Endpoint {
@@ -340,6 +342,8 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/client/{r0|v3}/notifications", E::Notifications),
     route(Post, "/_matrix/client/{r0|v3}/search", E::Search),
+    route(Get, "/_matrix/client/{r0|v3}/pushers", E::GetPushers),
+    route(Post, "/_matrix/client/{r0|v3}/pushers/set", E::SetPusher),
     route(Get, "/_matrix/key/v2/server", E::ServerKeys),
     route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
 ];
@@ -475,6 +479,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
         E::Notifications => push::notifications(s, &request, who()?),
         E::Search => search::search(s, &request, who()?),
+        E::GetPushers => push::pushers(s, who()?),
+        E::SetPusher => push::set_pusher(s, &request, who()?).await,
     }
 }
 

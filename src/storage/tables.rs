@@ -89,6 +89,8 @@ pub struct Tables {
     pub media: Table<String, MediaRecord>,
     /// (media id, "WxH-method") → sha256 + "\n" + content type of a cached thumbnail.
     pub thumbnails: Table<(String, String), String>,
+    /// (localpart, app id + NUL + pushkey) → a pusher (JSON, as the client set it).
+    pub pushers: Table<(String, String), String>,
     /// (folded word, event count) → room id + "\n" + field: the message search index.
     pub search_index: Table<(String, u64), String>,
     /// (localpart, filter id) → the filter's JSON.
@@ -139,6 +141,7 @@ impl Tables {
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
             thumbnails: Table::open(db, "mediaid_size_thumbnail")?,
+            pushers: Table::open(db, "localpart_app_pushkey_pusher")?,
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
         })

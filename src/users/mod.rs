@@ -8,6 +8,7 @@ pub mod account_data;
 pub mod directory;
 pub mod password;
 pub mod presence;
+pub mod pushers;
 pub mod rate_limit;
 pub mod sessions;
 pub mod uiaa;

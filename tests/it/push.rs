@@ -125,3 +125,49 @@ async fn direct_messages_and_invites_notify() {
     let body = sync(&bob, "").await;
     assert_eq!(counts(&body, &dm), (1, 0));
 }
+
+#[tokio::test]
+async fn pushers_are_set_replaced_moved_and_deleted() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let pusher = |append: bool| {
+        json!({
+            "pushkey": "device-token-1",
+            "kind": "http",
+            "app_id": "fr.gouv.tchap",
+            "app_display_name": "Tchap",
+            "device_display_name": "Phone",
+            "lang": "fr",
+            "data": { "url": "https://push.example.org/_matrix/push/v1/notify", "format": "event_id_only" },
+            "append": append,
+        })
+    };
+    let set = "/_matrix/client/v3/pushers/set";
+    alice.client.post(set, pusher(false)).await.assert_ok();
+    let listed = alice.client.get("/_matrix/client/v3/pushers").await.assert_ok().clone();
+    assert_eq!(listed["pushers"][0]["app_id"], "fr.gouv.tchap");
+    assert_eq!(listed["pushers"][0]["data"]["format"], "event_id_only");
+    assert!(listed["pushers"][0].get("append").is_none());
+
+    // The same pushkey set by bob without `append` moves it to bob.
+    bob.client.post(set, pusher(false)).await.assert_ok();
+    assert_eq!(alice.client.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"], json!([]));
+    alice.client.post(set, pusher(true)).await.assert_ok();
+    assert_eq!(bob.client.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"].as_array().unwrap().len(), 1);
+
+    // Bad input; deletion with `kind: null`.
+    let mut bad = pusher(false);
+    bad["data"]["url"] = json!("https://push.example.org/elsewhere");
+    alice.client.post(set, bad).await.assert_error(400, "M_INVALID_PARAM");
+    let mut missing = pusher(false);
+    missing.as_object_mut().unwrap().remove("app_id");
+    alice.client.post(set, missing).await.assert_error(400, "M_MISSING_PARAM");
+    alice
+        .client
+        .post(set, json!({ "pushkey": "device-token-1", "app_id": "fr.gouv.tchap", "kind": null }))
+        .await
+        .assert_ok();
+    assert_eq!(alice.client.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"], json!([]));
+}

@@ -221,3 +221,15 @@ pub fn notifications(s: &Services, request: &Request, who: &Identity) -> Result<
     }
     Ok(Response::json(&body))
 }
+
+/// `GET /pushers`.
+pub fn pushers(s: &Services, who: &Identity) -> Result<Response> {
+    Ok(Response::json(&json!({ "pushers": s.users.pushers(&who.localpart)? })))
+}
+
+/// `POST /pushers/set`.
+pub async fn set_pusher(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let body: serde_json::Map<String, Value> = request.json()?;
+    s.users.set_pusher(&who.localpart, body).await?;
+    Ok(Response::empty_object())
+}

@@ -1,0 +1,79 @@
+//! Pushers: where a user's devices want push notifications sent.
+//!
+//! Spec: client-server API "Push Notifications" → "Pushers"
+//! (`GET /pushers`, `POST /pushers/set`). A pusher is identified by its app
+//! id and pushkey; setting one replaces the same pair of the same user and,
+//! unless `append`, removes that pair from other users (a device changed
+//! hands); `kind: null` deletes it. HTTP pushers need a `data.url` ending in
+//! `/_matrix/push/v1/notify`. Sending to push gateways is not done yet.
+
+use serde_json::{Map, Value};
+
+use super::Users;
+use crate::{
+    error::{Error, Result},
+    storage::{prefix_of, Batch},
+};
+
+fn pusher_key(app_id: &str, pushkey: &str) -> String {
+    format!("{app_id}\0{pushkey}")
+}
+
+impl Users {
+    /// A user's pushers, as set.
+    pub fn pushers(&self, localpart: &str) -> Result<Vec<Value>> {
+        let stored = self.storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
+        Ok(stored.into_iter().filter_map(|(_, text)| serde_json::from_str(&text).ok()).collect())
+    }
+
+    /// `POST /pushers/set`.
+    pub async fn set_pusher(&self, localpart: &str, body: Map<String, Value>) -> Result<()> {
+        let text = |name: &str| -> Result<String> {
+            body.get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+                .ok_or_else(|| Error::new(crate::error::ErrorKind::MissingParam, format!("`{name}` is required")))
+        };
+        let (app_id, pushkey) = (text("app_id")?, text("pushkey")?);
+        if app_id.len() > 64 || pushkey.len() > 512 {
+            return Err(Error::invalid_param("app_id is at most 64 bytes and pushkey 512"));
+        }
+        let tables = &self.storage.tables;
+        let key = (localpart.to_owned(), pusher_key(&app_id, &pushkey));
+        let mut batch = Batch::new();
+        match body.get("kind") {
+            None | Some(Value::Null) => {
+                batch.remove(&tables.pushers, &key);
+                return Ok(self.storage.commit(batch).await?);
+            }
+            Some(Value::String(kind)) if kind == "http" => {
+                let url = body.get("data").and_then(|d| d.get("url")).and_then(Value::as_str).unwrap_or_default();
+                let valid = (url.starts_with("https://") || url.starts_with("http://"))
+                    && url.ends_with("/_matrix/push/v1/notify");
+                if !valid {
+                    return Err(Error::invalid_param(
+                        "An http pusher needs data.url ending in /_matrix/push/v1/notify",
+                    ));
+                }
+            }
+            Some(Value::String(kind)) if kind == "email" => {}
+            Some(other) => return Err(Error::invalid_param(format!("Unknown pusher kind {other}"))),
+        }
+        for field in ["app_display_name", "device_display_name", "lang"] {
+            text(field)?;
+        }
+        let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
+        if !append {
+            for ((owner, scoped), _) in tables.pushers.all()? {
+                if owner != localpart && scoped == key.1 {
+                    batch.remove(&tables.pushers, &(owner, scoped));
+                }
+            }
+        }
+        let mut pusher = body;
+        pusher.remove("append");
+        batch.insert(&tables.pushers, &key, &Value::Object(pusher).to_string())?;
+        Ok(self.storage.commit(batch).await?)
+    }
+}
