@@ -181,11 +181,8 @@ async fn a_waiting_sync_wakes_on_a_to_device_message() {
 async fn device_list_changes_reach_exactly_the_users_who_share_a_room() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
     let bob_token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
     let carol_token = sync(&carol, "").await["next_batch"].as_str().unwrap().to_owned();
 

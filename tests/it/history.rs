@@ -132,12 +132,7 @@ async fn redaction_needs_power_for_others_events_and_erases_content() {
 async fn kick_ban_and_unban_follow_power_levels() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
-    carol.join(&room).await.assert_ok();
+    let ([alice, bob, carol], room) = client.public_room_with(["alice", "bob", "carol"]).await;
     let action = |what: &str| format!("/_matrix/client/v3/rooms/{}/{what}", enc(&room));
 
     bob.client.post(&action("kick"), json!({ "user_id": carol.user_id })).await.assert_error(403, "M_FORBIDDEN");

@@ -54,12 +54,7 @@ async fn edits_are_bundled_not_applied() {
 async fn threads_aggregate_and_list() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
-    carol.join(&room).await.assert_ok();
+    let ([alice, bob, carol], room) = client.public_room_with(["alice", "bob", "carol"]).await;
     let root = alice.send_content(&room, "root", text("thread root")).await;
     let other_root = carol.send_content(&room, "root2", text("carol's root")).await;
     bob.send_content(&room, "t1", reply_in_thread(&root, "first")).await;

@@ -112,12 +112,7 @@ async fn gappy_sync_is_limited_and_carries_the_state_changed_in_the_gap() {
 async fn lazy_loading_returns_only_the_senders_members() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
-    carol.join(&room).await.assert_ok();
+    let ([alice, bob, carol], room) = client.public_room_with(["alice", "bob", "carol"]).await;
     for i in 0..3 {
         bob.send_text(&room, &format!("b{i}"), "from bob").await;
     }
