@@ -17,6 +17,8 @@ use std::{
     sync::Arc,
 };
 
+use bytes::Bytes;
+
 use crate::{
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},
@@ -61,26 +63,21 @@ impl Media {
     }
 
     fn file_of(&self, sha256: &str) -> PathBuf {
-        self.dir.join(&sha256[..2]).join(sha256)
+        file_in(&self.dir, sha256)
     }
 
-    /// Writes the content under its hash, atomically and durably.
-    fn write_file(&self, content: &[u8]) -> Result<String> {
-        let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref());
-        let target = self.file_of(&sha256);
-        if target.exists() {
-            return Ok(sha256);
-        }
-        let io = |e: std::io::Error| Error::internal("writing media", e);
-        let parent = target.parent().ok_or_else(|| Error::internal("media path", "no parent"))?;
-        std::fs::create_dir_all(parent).map_err(io)?;
-        let temporary = parent.join(format!(".{sha256}.{}", random_alphanumeric(8)));
-        let mut file = std::fs::File::create(&temporary).map_err(io)?;
-        file.write_all(content).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&temporary, &target).map_err(io)?;
-        sync_dir(parent);
-        Ok(sha256)
+    /// Writes the content under its hash, atomically and durably, off the
+    /// async workers (hashing and fsync take a while for big files).
+    async fn write_file(&self, content: Bytes) -> Result<String> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || write_file_in(&dir, &content))
+            .await
+            .map_err(|e| Error::internal("media write task", e))?
+    }
+
+    /// The content of a stored file.
+    async fn read_file(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
+        tokio::fs::read(self.file_of(sha256)).await
     }
 
     fn check_size(&self, content: &[u8]) -> Result<()> {
@@ -103,18 +100,19 @@ impl Media {
     pub async fn upload(
         &self,
         uploader: &str,
-        content: &[u8],
+        content: Bytes,
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<String> {
-        self.check_size(content)?;
-        let sha256 = self.write_file(content)?;
+        self.check_size(&content)?;
+        let size = content.len() as u64;
+        let sha256 = self.write_file(content).await?;
         let media_id = random_alphanumeric(24);
         let record = MediaRecord {
             sha256: Some(sha256),
             content_type,
             filename,
-            size: content.len() as u64,
+            size,
             uploader: uploader.to_owned(),
             created_ts: now_ms(),
         };
@@ -143,7 +141,7 @@ impl Media {
         &self,
         uploader: &str,
         media_id: &str,
-        content: &[u8],
+        content: Bytes,
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<()> {
@@ -161,16 +159,16 @@ impl Media {
         if now_ms() > record.created_ts + UNUSED_EXPIRY_MS {
             return Err(not_found());
         }
-        self.check_size(content)?;
-        record.sha256 = Some(self.write_file(content)?);
+        self.check_size(&content)?;
+        record.size = content.len() as u64;
+        record.sha256 = Some(self.write_file(content).await?);
         record.content_type = content_type;
         record.filename = filename;
-        record.size = content.len() as u64;
         self.put_record(media_id, &record).await
     }
 
     /// The content of a local media id.
-    pub fn download(&self, media_id: &str) -> Result<Download> {
+    pub async fn download(&self, media_id: &str) -> Result<Download> {
         let not_found = || Error::not_found("Unknown media");
         if !valid_media_id(media_id) {
             return Err(not_found());
@@ -179,7 +177,7 @@ impl Media {
         let sha256 = record
             .sha256
             .ok_or_else(|| Error::new(ErrorKind::NotYetUploaded, "The media has not been uploaded yet"))?;
-        let content = std::fs::read(self.file_of(&sha256)).map_err(|e| Error::internal("reading media", e))?;
+        let content = self.read_file(&sha256).await.map_err(|e| Error::internal("reading media", e))?;
         Ok(Download {
             content,
             content_type: record.content_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
@@ -199,7 +197,7 @@ impl Media {
         method: thumbnail::Method,
         animated: bool,
     ) -> Result<Download> {
-        let original = self.download(media_id)?;
+        let original = self.download(media_id).await?;
         let animated_source = matches!(original.content_type.as_str(), "image/gif" | "image/webp");
         if animated && animated_source {
             return Ok(original); // the original keeps its animation
@@ -208,7 +206,7 @@ impl Media {
         let key = (media_id.to_owned(), label);
         if let Some(cached) = self.storage.tables.thumbnails.get(&key)? {
             if let Some((sha256, content_type)) = cached.split_once('\n') {
-                if let Ok(content) = std::fs::read(self.file_of(sha256)) {
+                if let Ok(content) = self.read_file(sha256).await {
                     return Ok(Download { content, content_type: content_type.to_owned(), filename: None });
                 }
             }
@@ -228,12 +226,37 @@ impl Media {
             }
         })?;
         let Some(made) = made else { return Ok(original) };
-        let sha256 = self.write_file(&made.content)?;
+        let content = Bytes::from(made.content);
+        let sha256 = self.write_file(content.clone()).await?;
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.thumbnails, &key, &format!("{sha256}\n{}", made.content_type))?;
         self.storage.commit(batch).await?;
-        Ok(Download { content: made.content, content_type: made.content_type.to_owned(), filename: None })
+        Ok(Download { content: content.to_vec(), content_type: made.content_type.to_owned(), filename: None })
     }
+}
+
+/// The file of a content hash (two-level fan-out; a malformed stored hash
+/// names a file that does not exist rather than panicking).
+fn file_in(dir: &Path, sha256: &str) -> PathBuf {
+    dir.join(sha256.get(..2).unwrap_or("--")).join(sha256)
+}
+
+fn write_file_in(dir: &Path, content: &[u8]) -> Result<String> {
+    let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref());
+    let target = file_in(dir, &sha256);
+    if target.exists() {
+        return Ok(sha256);
+    }
+    let io = |e: std::io::Error| Error::internal("writing media", e);
+    let parent = target.parent().ok_or_else(|| Error::internal("media path", "no parent"))?;
+    std::fs::create_dir_all(parent).map_err(io)?;
+    let temporary = parent.join(format!(".{sha256}.{}", random_alphanumeric(8)));
+    let mut file = std::fs::File::create(&temporary).map_err(io)?;
+    file.write_all(content).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&temporary, &target).map_err(io)?;
+    sync_dir(parent);
+    Ok(sha256)
 }
 
 /// Makes a rename durable (best effort: not every platform can fsync a directory).

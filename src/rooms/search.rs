@@ -22,14 +22,15 @@ use crate::{
 
 /// The searchable fields of an event: (key, text).
 pub fn searchable_fields(pdu: &Pdu) -> Vec<(&'static str, String)> {
+    // Most events have nothing to index: their content is not parsed.
+    let (key, name) = match pdu.kind().to_string().as_str() {
+        "m.room.message" => ("content.body", "body"),
+        "m.room.name" => ("content.name", "name"),
+        "m.room.topic" => ("content.topic", "topic"),
+        _ => return Vec::new(),
+    };
     let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
-    let field = |key: &'static str, name: &str| content[name].as_str().map(|text| (key, text.to_owned()));
-    match pdu.kind().to_string().as_str() {
-        "m.room.message" => field("content.body", "body").into_iter().collect(),
-        "m.room.name" => field("content.name", "name").into_iter().collect(),
-        "m.room.topic" => field("content.topic", "topic").into_iter().collect(),
-        _ => Vec::new(),
-    }
+    content[name].as_str().map(|text| (key, text.to_owned())).into_iter().collect()
 }
 
 /// (word, key) pairs of an event, each once.

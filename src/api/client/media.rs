@@ -14,7 +14,7 @@ use serde_json::json;
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
-    media::{content_disposition, thumbnail::Method, CONTENT_SECURITY_POLICY},
+    media::{content_disposition, thumbnail::Method, Download, CONTENT_SECURITY_POLICY},
     services::Services,
     users::Identity,
 };
@@ -30,7 +30,7 @@ fn content_type(request: &Request) -> Option<String> {
 
 pub async fn upload(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let filename = request.query("filename").map(str::to_owned);
-    let media_id = s.media.upload(who.user_id.as_str(), &request.body, content_type(request), filename).await?;
+    let media_id = s.media.upload(who.user_id.as_str(), request.body.clone(), content_type(request), filename).await?;
     Ok(Response::json(&json!({ "content_uri": mxc(s, &media_id) })))
 }
 
@@ -50,33 +50,46 @@ fn local_media_id<'r>(s: &Services, request: &'r Request) -> Result<&'r str> {
 pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let media_id = local_media_id(s, request)?;
     let filename = request.query("filename").map(str::to_owned);
-    s.media.upload_to(who.user_id.as_str(), media_id, &request.body, content_type(request), filename).await?;
+    s.media.upload_to(who.user_id.as_str(), media_id, request.body.clone(), content_type(request), filename).await?;
     Ok(Response::empty_object())
 }
 
-/// Authenticated download (`/_matrix/client/v1/media/download/…`).
-pub fn download(s: &Services, request: &Request) -> Result<Response> {
-    let media_id = local_media_id(s, request)?;
-    let file = s.media.download(media_id)?;
-    let filename = Some(request.param(2)).filter(|name| !name.is_empty()).or(file.filename.as_deref());
+/// A stored file as a response, with headers that keep browsers from
+/// running it.
+fn file_response(file: Download, filename: Option<&str>) -> Response {
     let disposition = content_disposition(&file.content_type, filename);
     let mut response = Response::bytes(file.content, file.content_type);
     response.headers.push(("content-disposition", disposition));
     response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
     response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
     response.headers.push(("cache-control", "private, max-age=31536000, immutable".to_owned()));
-    Ok(response)
+    response
+}
+
+/// Authenticated download (`/_matrix/client/v1/media/download/…`).
+pub async fn download(s: &Services, request: &Request) -> Result<Response> {
+    let media_id = local_media_id(s, request)?;
+    let file = s.media.download(media_id).await?;
+    let filename = Some(request.param(2)).filter(|name| !name.is_empty()).map(str::to_owned).or(file.filename.clone());
+    Ok(file_response(file, filename.as_deref()))
+}
+
+/// The legacy unauthenticated routes answer only when the operator allows it.
+fn legacy_routes_enabled(s: &Services) -> Result<()> {
+    if s.config.media.legacy_unauthenticated_downloads {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::NotFound,
+            "Unauthenticated media downloads are disabled; use /_matrix/client/v1/media",
+        ))
+    }
 }
 
 /// Legacy unauthenticated download: only when the operator allows it.
-pub fn legacy_download(s: &Services, request: &Request) -> Result<Response> {
-    if !s.config.media.legacy_unauthenticated_downloads {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            "Unauthenticated media downloads are disabled; use /_matrix/client/v1/media",
-        ));
-    }
-    download(s, request)
+pub async fn legacy_download(s: &Services, request: &Request) -> Result<Response> {
+    legacy_routes_enabled(s)?;
+    download(s, request).await
 }
 
 /// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width=&height=&method=&animated=`.
@@ -99,22 +112,12 @@ pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
     };
     let animated = request.query("animated") == Some("true");
     let file = s.media.thumbnail(media_id, width, height, method, animated).await?;
-    let disposition = content_disposition(&file.content_type, None);
-    let mut response = Response::bytes(file.content, file.content_type);
-    response.headers.push(("content-disposition", disposition));
-    response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
-    response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
-    Ok(response)
+    Ok(file_response(file, None))
 }
 
 /// Legacy unauthenticated thumbnails: only when the operator allows it.
 pub async fn legacy_thumbnail(s: &Services, request: &Request) -> Result<Response> {
-    if !s.config.media.legacy_unauthenticated_downloads {
-        return Err(Error::new(
-            ErrorKind::NotFound,
-            "Unauthenticated media downloads are disabled; use /_matrix/client/v1/media",
-        ));
-    }
+    legacy_routes_enabled(s)?;
     thumbnail(s, request).await
 }
 
