@@ -105,9 +105,14 @@ pub struct Rooms {
     pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
+    /// Push-rule audiences (joined count, local members) by state snapshot id.
+    push_audiences: BoundedCache<u64, Arc<notifications::PushAudience>>,
     /// Parsed push rules by (user, version of their `m.push_rules`).
     push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
 }
+
+/// Per-snapshot member lists kept per cache generation (a big room's list is large).
+const SUMMARY_CACHE_ENTRIES: usize = 256;
 
 /// Parsed events kept per cache generation (at most twice this many, a few KiB each).
 const PDU_CACHE_ENTRIES: usize = 4096;
@@ -124,6 +129,7 @@ impl Rooms {
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
+            push_audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
         }
     }
 
@@ -757,7 +763,7 @@ impl Rooms {
         if let Some(before) = before_snapshot {
             let (_, version_rules) = Self::rules_of(room)?;
             let state_before = self.state.full_state(before)?;
-            self.index_notifications(&mut derived, room_id, &version_rules, &state_before, pdu, count).await?;
+            self.index_notifications(&mut derived, room_id, &version_rules, before, &state_before, pdu, count).await?;
         }
         room.current_state = match pdu.state_key() {
             Some(state_key) => {

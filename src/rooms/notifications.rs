@@ -94,28 +94,31 @@ impl Rooms {
 
     /// Adds to `batch` a notification record for each local member whose
     /// push rules make `pdu` notify them (and, for an invite, the invited
-    /// local user). `state` is the state before the event.
+    /// local user). `state` is the state before the event, snapshot `snapshot`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn index_notifications(
         &self,
         batch: &mut Batch,
         room_id: &RoomId,
         version_rules: &ruma::room_version_rules::RoomVersionRules,
+        snapshot: u64,
         state: &StateMap,
         pdu: &Pdu,
         count: u64,
     ) -> Result<()> {
-        let joined = self.joined_members_in(state)?;
-        let member_count = UInt::try_from(joined.len() as u64).unwrap_or_default();
-        let mut members: Vec<OwnedUserId> = joined
-            .into_iter()
-            .filter(|member| member.server_name() == self.server_name && member.as_str() != pdu.sender_str())
-            .collect();
+        let audience = self.push_audience(snapshot, state)?;
+        let member_count = UInt::try_from(audience.joined).unwrap_or_default();
+        let mut members: Vec<(OwnedUserId, String)> =
+            audience.local_members.iter().filter(|(member, _)| member.as_str() != pdu.sender_str()).cloned().collect();
         let invited = (pdu.kind().to_string() == "m.room.member"
             && super::membership_of(pdu).as_deref() == Some("invite"))
         .then(|| pdu.state_key_str().and_then(|key| UserId::parse(key).ok()))
         .flatten()
-        .filter(|user| user.server_name() == self.server_name && !members.contains(user));
-        members.extend(invited);
+        .filter(|user| user.server_name() == self.server_name && !members.iter().any(|(member, _)| member == user));
+        members.extend(invited.map(|user| {
+            let name = user.localpart().to_owned();
+            (user, name)
+        }));
         if members.is_empty() {
             return Ok(());
         }
@@ -135,11 +138,8 @@ impl Rooms {
             .filter(|(rel_type, _)| rel_type == "m.thread")
             .map(|(_, root)| root)
             .unwrap_or_default();
-        for member in members {
-            context.user_display_name = self
-                .state_event_in(state, "m.room.member", member.as_str())?
-                .and_then(|event| content_string(&event, "displayname"))
-                .unwrap_or_else(|| member.localpart().to_owned());
+        for (member, display_name) in members {
+            context.user_display_name = display_name;
             context.user_id = member.clone();
             let rules = self.push_rules_of(&member)?;
             let mut actions: &[ruma::push::Action] = &[];
@@ -161,6 +161,34 @@ impl Rooms {
             batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
         }
         Ok(())
+    }
+}
+
+/// Who push rules are evaluated for, per state snapshot: the joined member
+/// count and the local joined members with their display names. Computed
+/// once per snapshot rather than for every event (a snapshot never changes).
+pub struct PushAudience {
+    pub joined: u64,
+    pub local_members: Vec<(OwnedUserId, String)>,
+}
+
+impl Rooms {
+    fn push_audience(&self, snapshot: u64, state: &StateMap) -> Result<Arc<PushAudience>> {
+        if let Some(audience) = self.push_audiences.get(&snapshot) {
+            return Ok(audience);
+        }
+        let joined = self.joined_members_in(state)?;
+        let mut local_members = Vec::new();
+        for member in joined.iter().filter(|member| member.server_name() == self.server_name) {
+            let display_name = self
+                .state_event_in(state, "m.room.member", member.as_str())?
+                .and_then(|event| content_string(&event, "displayname"))
+                .unwrap_or_else(|| member.localpart().to_owned());
+            local_members.push((member.clone(), display_name));
+        }
+        let audience = Arc::new(PushAudience { joined: joined.len() as u64, local_members });
+        self.push_audiences.insert(snapshot, Arc::clone(&audience));
+        Ok(audience)
     }
 }
 
