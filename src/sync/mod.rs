@@ -26,9 +26,13 @@
 
 pub mod filter;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
-use ruma::RoomId;
+use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Map, Value};
 
 use crate::{
@@ -113,7 +117,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let mut knock = Map::new();
     let mut leave = Map::new();
     let mut newly_shared = BTreeSet::new();
-    for (room_id, membership) in rooms.memberships_of(&who.localpart)? {
+    let memberships = rooms.memberships_of(&who.localpart)?;
+    // The caller's joined rooms, for "shares a room with" checks below.
+    let mine: HashSet<OwnedRoomId> =
+        memberships.iter().filter(|(_, membership)| membership == "join").map(|(room, _)| room.clone()).collect();
+    for (room_id, membership) in memberships {
         if !room_filter.accepts_room(room_id.as_str()) {
             continue;
         }
@@ -171,9 +179,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             _ => {}
         }
     }
-    let presence = visible_presence(sources, who, request.since, snapshot)?;
+    let presence = visible_presence(sources, who, &mine, request.since, snapshot)?;
     let (changed, left) = match request.since {
-        Some(since) => device_list_changes(sources, who, since, snapshot, &join, &leave, newly_shared)?,
+        Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &join, &leave, newly_shared)?,
         None => (Vec::new(), Vec::new()),
     };
     let has_changes = !(join.is_empty()
@@ -204,19 +212,19 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
 /// the members of rooms the caller joined (their devices are new to the
 /// caller); `left`: members who left those rooms and share no other room with
 /// the caller any more.
+#[allow(clippy::too_many_arguments)]
 fn device_list_changes(
     sources: &Sources<'_>,
     who: &Identity,
+    mine: &HashSet<OwnedRoomId>,
     since: u64,
     upto: u64,
     join: &Map<String, Value>,
     leave: &Map<String, Value>,
     newly_shared: BTreeSet<String>,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let mine: std::collections::HashSet<ruma::OwnedRoomId> =
-        sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
     let shares_a_room =
-        |user: &ruma::UserId| -> Result<bool> { Ok(user == who.user_id || sources.rooms.joined_to_any(user, &mine)?) };
+        |user: &ruma::UserId| -> Result<bool> { Ok(user == who.user_id || sources.rooms.joined_to_any(user, mine)?) };
     let mut changed = newly_shared;
     changed.remove(who.user_id.as_str());
     for user in sources.e2ee.users_with_key_changes(since, upto)? {
@@ -248,16 +256,20 @@ fn device_list_changes(
 }
 
 /// Presence changes of the caller and of the local users they share a joined room with.
-fn visible_presence(sources: &Sources<'_>, who: &Identity, since: Option<u64>, upto: u64) -> Result<Vec<Value>> {
+fn visible_presence(
+    sources: &Sources<'_>,
+    who: &Identity,
+    mine: &HashSet<OwnedRoomId>,
+    since: Option<u64>,
+    upto: u64,
+) -> Result<Vec<Value>> {
     let changed = sources.presence.changed_since(since, upto);
     if changed.is_empty() {
         return Ok(Vec::new());
     }
-    let mine: std::collections::HashSet<ruma::OwnedRoomId> =
-        sources.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
     let mut events = Vec::new();
     for (user, content) in changed {
-        if user == who.user_id || sources.rooms.joined_to_any(&user, &mine)? {
+        if user == who.user_id || sources.rooms.joined_to_any(&user, mine)? {
             events.push(json!({ "type": "m.presence", "sender": user, "content": content }));
         }
     }
