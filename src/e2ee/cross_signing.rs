@@ -198,8 +198,9 @@ impl E2ee {
 
 /// `{"signatures": {signer: {key_id: signature}}}` taken from `signed`.
 fn only_signature(signed: &Map<String, Value>, signer: &str, key_id: &str) -> Map<String, Value> {
-    let signature = signed["signatures"][signer][key_id].clone();
+    // `Map` indexing would panic on a missing key; `get` cannot.
+    let signature = signed.get("signatures").and_then(|s| s.get(signer)).and_then(|s| s.get(key_id)).cloned();
     let mut result = Map::new();
-    result.insert("signatures".into(), json!({ signer: { key_id: signature } }));
+    result.insert("signatures".into(), json!({ signer: { key_id: signature.unwrap_or(Value::Null) } }));
     result
 }
