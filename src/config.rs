@@ -90,6 +90,8 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     #[serde(default)]
     pub media: MediaConfig,
+    #[serde(default)]
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -201,6 +203,19 @@ impl Config {
     pub fn max_upload_size(&self) -> u64 {
         self.media.max_upload_size.min(self.max_request_size)
     }
+}
+
+/// Sending notifications to push gateways.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PushConfig {
+    /// Allow pusher URLs that resolve to loopback or private addresses (a
+    /// gateway inside an air-gapped network). Off: users cannot make the
+    /// server call hosts of its own network.
+    #[serde(default)]
+    pub allow_private_gateways: bool,
+    /// PEM certificates trusted for https gateways besides the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

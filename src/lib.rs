@@ -6,6 +6,7 @@
 //! - [`api`]: one closed endpoint enum and one file per spec area;
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
 //! - [`media`]: the content repository (uploaded files, content-addressed);
+//! - [`push`]: the durable queue of pushes to push gateways;
 //! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
 //! - [`sync`]: `/sync` and filters;
 //! - [`e2ee`]: device keys, cross-signing, to-device messages (end-to-end encryption support);
@@ -27,6 +28,7 @@ pub mod events;
 pub mod fuzz_targets;
 pub mod http;
 pub mod media;
+pub mod push;
 pub mod rooms;
 pub mod services;
 pub mod storage;

@@ -3,8 +3,10 @@
 //! Spec: client-server API "API Standards" and "Web Browser Clients".
 //! [`server`] runs listeners and connections, [`tls`] terminates TLS,
 //! [`router`] maps paths to [`crate::api::Endpoint`]s, [`request`] and
-//! [`response`] are what handlers see instead of hyper types.
+//! [`response`] are what handlers see instead of hyper types; [`client`]
+//! makes outgoing requests.
 
+pub mod client;
 pub mod request;
 pub mod response;
 pub mod router;

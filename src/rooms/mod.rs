@@ -109,6 +109,8 @@ pub struct Rooms {
     push_audiences: BoundedCache<u64, Arc<notifications::PushAudience>>,
     /// Parsed push rules by (user, version of their `m.push_rules`).
     push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
+    /// Woken when pushes were queued for gateways (the push sender waits on it).
+    push_wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -130,7 +132,13 @@ impl Rooms {
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
+            push_wakeup: Arc::default(),
         }
+    }
+
+    /// Notified each time pushes are queued for gateways.
+    pub fn push_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.push_wakeup)
     }
 
     /// Replaces the policy hook.
@@ -759,11 +767,14 @@ impl Rooms {
         batch.insert(&tables.shortid_authchain, &count, &chain)?;
         self.index_relation(&mut batch, room_id, pdu, count)?;
         let mut derived = Batch::new();
+        let mut pushes_queued = false;
         self.index_search_words(&mut derived, room_id.as_str(), pdu, count)?;
         if let Some(before) = before_snapshot {
             let (_, version_rules) = Self::rules_of(room)?;
             let state_before = self.state.full_state(before)?;
-            self.index_notifications(&mut derived, room_id, &version_rules, before, &state_before, pdu, count).await?;
+            pushes_queued = self
+                .index_notifications(&mut derived, room_id, &version_rules, before, &state_before, pdu, count)
+                .await?;
         }
         room.current_state = match pdu.state_key() {
             Some(state_key) => {
@@ -791,6 +802,9 @@ impl Rooms {
             self.pdus.invalidate(redacted);
         }
         reservation.announce();
+        if pushes_queued {
+            self.push_wakeup.notify_one();
+        }
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
         Ok(())
     }

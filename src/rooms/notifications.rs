@@ -31,7 +31,10 @@ use super::{
 use crate::{
     error::Result,
     events::Pdu,
-    storage::{records::NotificationRecord, Batch},
+    storage::{
+        records::{NotificationRecord, PushJobRecord},
+        Batch,
+    },
 };
 
 /// The account data type holding a user's push rules.
@@ -94,7 +97,8 @@ impl Rooms {
 
     /// Adds to `batch` a notification record for each local member whose
     /// push rules make `pdu` notify them (and, for an invite, the invited
-    /// local user). `state` is the state before the event, snapshot `snapshot`.
+    /// local user), and a push job for each of their http pushers. `state` is
+    /// the state before the event, snapshot `snapshot`. True when pushes were queued.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn index_notifications(
         &self,
@@ -105,7 +109,7 @@ impl Rooms {
         state: &StateMap,
         pdu: &Pdu,
         count: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let audience = self.push_audience(snapshot, state)?;
         let member_count = UInt::try_from(audience.joined).unwrap_or_default();
         let mut members: Vec<(OwnedUserId, String)> =
@@ -120,13 +124,14 @@ impl Rooms {
             (user, name)
         }));
         if members.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let event = client_event(pdu, room_id);
         let raw: Raw<Value> = match serde_json::value::to_raw_value(&event) {
             Ok(raw) => Raw::from_json(raw),
-            Err(_) => return Ok(()),
+            Err(_) => return Ok(false),
         };
+        let mut pushes_queued = false;
         // The event is flattened once; the context is built once and its
         // user fields changed per member.
         let flattened = FlattenedJson::from_raw(&raw);
@@ -159,8 +164,30 @@ impl Rooms {
             };
             let scope = user_room_scope(member.localpart(), room_id.as_str());
             batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
+            for pusher in self.http_pushers_of(member.localpart())? {
+                let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0 };
+                batch.insert(
+                    &self.storage.tables.push_queue,
+                    &(count, format!("{}\0{pusher}", member.localpart())),
+                    &job,
+                )?;
+                pushes_queued = true;
+            }
         }
-        Ok(())
+        Ok(pushes_queued)
+    }
+
+    /// The `app_id NUL pushkey` of a user's http pushers (email pushers are
+    /// not sent by this server).
+    fn http_pushers_of(&self, localpart: &str) -> Result<Vec<String>> {
+        let stored = self.storage.tables.pushers.scan_prefix(&crate::storage::prefix_of(localpart))?;
+        Ok(stored
+            .into_iter()
+            .filter(|(_, json)| {
+                serde_json::from_str::<Value>(json).is_ok_and(|pusher| pusher["kind"].as_str() == Some("http"))
+            })
+            .map(|((_, scoped), _)| scoped)
+            .collect())
     }
 }
 
@@ -240,5 +267,52 @@ impl Rooms {
             entries.push(NotificationEntry { room_id, event_id, actions: record.actions, read, ts });
         }
         Ok((entries, next))
+    }
+}
+
+/// What a push about one notification says, read when it is sent.
+pub struct PushContext {
+    /// The event in the client format.
+    pub event: Value,
+    pub room_name: Option<String>,
+    pub room_alias: Option<String>,
+    pub sender_display_name: Option<String>,
+    /// The push rule actions that made it notify (JSON array text).
+    pub actions: String,
+    pub highlight: bool,
+    /// The user's read receipt is at or past the event.
+    pub already_read: bool,
+    /// Unread notifications across the user's joined rooms.
+    pub unread: u64,
+}
+
+impl Rooms {
+    /// The context of `user_id`'s notification about the event at `count` in
+    /// `room_id`, or `None` when there is no such notification (any more).
+    pub fn push_context(&self, user_id: &UserId, room_id: &RoomId, count: u64) -> Result<Option<PushContext>> {
+        let scope = user_room_scope(user_id.localpart(), room_id.as_str());
+        let Some(record) = self.storage.tables.notifications.get(&(scope, count))? else { return Ok(None) };
+        let Some(event_id) = self.event_id_at(count)? else { return Ok(None) };
+        let Some((pdu, _)) = self.get_pdu(&event_id)? else { return Ok(None) };
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let state = self.current_state(&room)?;
+        let state_text = |kind: &str, state_key: &str, field: &str| -> Result<Option<String>> {
+            Ok(self.state_event_in(&state, kind, state_key)?.and_then(|event| content_string(&event, field)))
+        };
+        let already_read = self.read_positions(room_id, user_id)?.0 >= count;
+        let mut unread = 0;
+        for joined in self.joined_rooms(user_id.localpart())? {
+            unread += self.unread_counts(&joined, user_id, 0, u64::MAX)?.total.notifications;
+        }
+        Ok(Some(PushContext {
+            event: client_event(&pdu, room_id),
+            room_name: state_text("m.room.name", "", "name")?.filter(|name| !name.is_empty()),
+            room_alias: state_text("m.room.canonical_alias", "", "alias")?,
+            sender_display_name: state_text("m.room.member", pdu.sender_str(), "displayname")?,
+            actions: record.actions,
+            highlight: record.highlight,
+            already_read,
+            unread,
+        }))
     }
 }

@@ -83,6 +83,21 @@ impl KeyCodec for (u64, u64) {
     }
 }
 
+impl KeyCodec for (u64, String) {
+    fn encode(&self) -> Vec<u8> {
+        let mut key = self.0.to_be_bytes().to_vec();
+        key.extend_from_slice(self.1.as_bytes());
+        key
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StorageError> {
+        if bytes.len() < 8 {
+            return Err(StorageError::corrupt("(u64, string) key too short"));
+        }
+        Ok((u64::decode(&bytes[..8])?, String::decode(&bytes[8..])?))
+    }
+}
+
 impl KeyCodec for (String, u64) {
     fn encode(&self) -> Vec<u8> {
         let mut key = prefix_of(&self.0);

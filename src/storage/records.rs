@@ -308,3 +308,15 @@ pub struct NotificationRecord {
 impl Record for NotificationRecord {
     const VERSION: u8 = 1;
 }
+
+/// A push waiting for its gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushJobRecord {
+    pub room_id: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+impl Record for PushJobRecord {
+    const VERSION: u8 = 1;
+}

@@ -6,8 +6,9 @@
 use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, MediaRecord,
-        NotificationRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord, RoomRecord,
-        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        NotificationRecord, PushJobRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord,
+        RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord,
+        UserRecord,
     },
     StorageError, Table,
 };
@@ -91,6 +92,9 @@ pub struct Tables {
     pub thumbnails: Table<(String, String), String>,
     /// (localpart, app id + NUL + pushkey) → a pusher (JSON, as the client set it).
     pub pushers: Table<(String, String), String>,
+    /// (event count, localpart + NUL + app id + NUL + pushkey) → a push waiting
+    /// to be sent to that pusher's gateway, in event order.
+    pub push_queue: Table<(u64, String), PushJobRecord>,
     /// (folded word, event count) → room id + "\n" + field: the message search index.
     pub search_index: Table<(String, u64), String>,
     /// (localpart, filter id) → the filter's JSON.
@@ -142,6 +146,7 @@ impl Tables {
             media: Table::open(db, "mediaid_media")?,
             thumbnails: Table::open(db, "mediaid_size_thumbnail")?,
             pushers: Table::open(db, "localpart_app_pushkey_pusher")?,
+            push_queue: Table::open(db, "count_pusher_pushjob")?,
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
         })

@@ -5,7 +5,7 @@
 //! id and pushkey; setting one replaces the same pair of the same user and,
 //! unless `append`, removes that pair from other users (a device changed
 //! hands); `kind: null` deletes it. HTTP pushers need a `data.url` ending in
-//! `/_matrix/push/v1/notify`. Sending to push gateways is not done yet.
+//! `/_matrix/push/v1/notify`. Sending to the gateways is [`crate::push`]'s.
 
 use serde_json::{Map, Value};
 
@@ -26,6 +26,19 @@ impl Users {
         Ok(stored.into_iter().filter_map(|(_, text)| serde_json::from_str(&text).ok()).collect())
     }
 
+    /// One pusher of a user, as set.
+    pub fn pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<Option<Value>> {
+        let key = (localpart.to_owned(), pusher_key(app_id, pushkey));
+        Ok(self.storage.tables.pushers.get(&key)?.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Removes a pusher (its gateway rejected the pushkey).
+    pub async fn remove_pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.remove(&self.storage.tables.pushers, &(localpart.to_owned(), pusher_key(app_id, pushkey)));
+        Ok(self.storage.commit(batch).await?)
+    }
+
     /// `POST /pushers/set`.
     pub async fn set_pusher(&self, localpart: &str, body: Map<String, Value>) -> Result<()> {
         let text = |name: &str| -> Result<String> {
@@ -38,6 +51,9 @@ impl Users {
         let (app_id, pushkey) = (text("app_id")?, text("pushkey")?);
         if app_id.len() > 64 || pushkey.len() > 512 {
             return Err(Error::invalid_param("app_id is at most 64 bytes and pushkey 512"));
+        }
+        if app_id.contains('\0') || pushkey.contains('\0') {
+            return Err(Error::invalid_param("app_id and pushkey cannot contain NUL characters"));
         }
         let tables = &self.storage.tables;
         let key = (localpart.to_owned(), pusher_key(&app_id, &pushkey));

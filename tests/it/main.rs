@@ -17,6 +17,7 @@ mod media;
 mod process;
 mod profile;
 mod push;
+mod push_gateway;
 mod registration;
 mod relations;
 mod room_directory;

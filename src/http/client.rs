@@ -1,0 +1,364 @@
+//! Outgoing HTTP: the one place the server calls other services (push
+//! gateways now; federation peers later).
+//!
+//! HTTP/1.1 over TCP, or over TLS (rustls, ring provider) checked against the
+//! system's trusted roots plus an optional extra CA bundle — the usual case of
+//! a ministry's own certificate authority. Idle connections are kept per
+//! origin and reused. Every request has an overall deadline and a bounded
+//! response body.
+//!
+//! Addresses: unless private destinations are allowed, a host that resolves
+//! only to loopback, private, link-local, shared (CGNAT), multicast or
+//! unspecified addresses is refused, so that a user-supplied URL (a pusher's)
+//! cannot make the server probe its own network. The check is made on the
+//! resolved address actually connected to, so a name cannot change between
+//! check and use.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
+use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// The longest a whole request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+/// The longest a TCP connection attempt to one address may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Response bodies larger than this are refused (gateways answer a few bytes).
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Idle connections kept per origin.
+const MAX_IDLE_PER_ORIGIN: usize = 8;
+
+/// Why an outgoing request did not get a response.
+#[derive(Debug)]
+pub enum ClientError {
+    InvalidUrl(String),
+    /// The destination resolves only to addresses this server may not call.
+    DeniedAddress(String),
+    Connect(String),
+    Tls(String),
+    Http(String),
+    Timeout,
+    ResponseTooLarge,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidUrl(reason) => write!(f, "invalid URL: {reason}"),
+            Self::DeniedAddress(host) => write!(f, "{host} resolves only to private or local addresses"),
+            Self::Connect(reason) => write!(f, "could not connect: {reason}"),
+            Self::Tls(reason) => write!(f, "TLS: {reason}"),
+            Self::Http(reason) => write!(f, "HTTP: {reason}"),
+            Self::Timeout => f.write_str("no response in time"),
+            Self::ResponseTooLarge => write!(f, "response larger than {MAX_RESPONSE_BYTES} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// A response: status and whole body.
+#[derive(Debug)]
+pub struct ClientResponse {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Where and how the client may connect.
+#[derive(Debug, Clone, Default)]
+pub struct ClientPolicy {
+    /// Allow loopback and private destinations (an air-gapped network's gateway).
+    pub allow_private_addresses: bool,
+    /// PEM certificates trusted in addition to the system's roots.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// The destination of a URL.
+struct Target {
+    https: bool,
+    host: String,
+    port: u16,
+    /// `host[:port]`, for the `Host` header.
+    authority: String,
+    path_and_query: String,
+}
+
+impl Target {
+    fn parse(url: &str) -> Result<Self, ClientError> {
+        let uri: http::Uri = url.parse().map_err(|e| ClientError::InvalidUrl(format!("{e}")))?;
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(ClientError::InvalidUrl("the scheme must be http or https".to_owned())),
+        };
+        let authority = uri.authority().ok_or_else(|| ClientError::InvalidUrl("no host".to_owned()))?;
+        if authority.as_str().contains('@') {
+            return Err(ClientError::InvalidUrl("credentials in URLs are not supported".to_owned()));
+        }
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        Ok(Self { https, host, port, authority: authority.as_str().to_owned(), path_and_query })
+    }
+
+    fn origin(&self) -> String {
+        format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+    }
+}
+
+/// True for addresses that are not on the public internet.
+pub fn is_private_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [first, second, ..] = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || first == 0
+                || (first == 100 && (64..128).contains(&second))
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private_address(IpAddr::V4(v4)))
+        }
+    }
+}
+
+pub struct HttpClient {
+    policy: ClientPolicy,
+    /// Built on the first https request (reading the system roots takes a while).
+    tls: OnceLock<Result<TlsConnector, String>>,
+    idle: Mutex<HashMap<String, Vec<SendRequest<Full<Bytes>>>>>,
+}
+
+impl HttpClient {
+    pub fn new(policy: ClientPolicy) -> Self {
+        Self { policy, tls: OnceLock::new(), idle: Mutex::new(HashMap::new()) }
+    }
+
+    /// `POST url` with a JSON body.
+    pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<ClientResponse, ClientError> {
+        let target = Target::parse(url)?;
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, Bytes::from(body)))
+            .await
+            .map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn send(&self, target: &Target, body: Bytes) -> Result<ClientResponse, ClientError> {
+        let origin = target.origin();
+        let mut sender = match self.idle_connection(&origin) {
+            Some(sender) => sender,
+            None => self.connect(target).await?,
+        };
+        let request = http::Request::post(target.path_and_query.as_str())
+            .header(http::header::HOST, target.authority.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::USER_AGENT, concat!("conduit/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body))
+            .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
+        sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES).collect().await.map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ClientError::ResponseTooLarge
+            } else {
+                ClientError::Http(error.to_string())
+            }
+        })?;
+        self.keep_idle(origin, sender);
+        Ok(ClientResponse { status, body: body.to_bytes() })
+    }
+
+    fn idle_connection(&self, origin: &str) -> Option<SendRequest<Full<Bytes>>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let senders = idle.get_mut(origin)?;
+        while let Some(sender) = senders.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn keep_idle(&self, origin: String, sender: SendRequest<Full<Bytes>>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let senders = idle.entry(origin).or_default();
+        if senders.len() < MAX_IDLE_PER_ORIGIN {
+            senders.push(sender);
+        }
+    }
+
+    /// Resolves, checks the addresses, connects (TLS if https) and starts an
+    /// HTTP/1.1 connection.
+    async fn connect(&self, target: &Target) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+        let stream = self.tcp_connect(target).await?;
+        if target.https {
+            let connector = self.tls_connector()?;
+            let name = ServerName::try_from(target.host.clone())
+                .map_err(|e| ClientError::InvalidUrl(format!("host {}: {e}", target.host)))?;
+            let tls = connector.connect(name, stream).await.map_err(|e| ClientError::Tls(e.to_string()))?;
+            handshake(TokioIo::new(tls)).await
+        } else {
+            handshake(TokioIo::new(stream)).await
+        }
+    }
+
+    async fn tcp_connect(&self, target: &Target) -> Result<TcpStream, ClientError> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| ClientError::Connect(format!("resolving {}: {e}", target.host)))?
+            .collect();
+        let allowed: Vec<SocketAddr> = resolved
+            .iter()
+            .copied()
+            .filter(|address| self.policy.allow_private_addresses || !is_private_address(address.ip()))
+            .collect();
+        if allowed.is_empty() {
+            return Err(if resolved.is_empty() {
+                ClientError::Connect(format!("{} has no address", target.host))
+            } else {
+                ClientError::DeniedAddress(target.host.clone())
+            });
+        }
+        let mut last_error = String::new();
+        for address in allowed {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(error)) => last_error = format!("{address}: {error}"),
+                Err(_) => last_error = format!("{address}: timed out"),
+            }
+        }
+        Err(ClientError::Connect(last_error))
+    }
+
+    fn tls_connector(&self) -> Result<TlsConnector, ClientError> {
+        self.tls.get_or_init(|| build_tls(&self.policy)).clone().map_err(ClientError::Tls)
+    }
+}
+
+async fn handshake<Io>(io: TokioIo<Io>) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| ClientError::Http(e.to_string()))?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "outgoing connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// The TLS client configuration: system roots plus the extra CA file.
+fn build_tls(policy: &ClientPolicy) -> Result<TlsConnector, String> {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::debug!(%error, "could not read some system certificates");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if let Some(path) = &policy.extra_ca_file {
+        let extra: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(Iterator::collect)
+            .map_err(|e| format!("reading the CA file {}: {e}", path.display()))?;
+        let (valid, invalid) = roots.add_parsable_certificates(extra);
+        if valid == 0 || invalid > 0 {
+            return Err(format!(
+                "the CA file {} holds {valid} usable and {invalid} unusable certificates",
+                path.display()
+            ));
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trusted certificate authority (no system roots and no CA file)".to_owned());
+    }
+    tracing::debug!(system_roots = added, "outgoing TLS configured");
+    let mut config = ClientConfig::builder_with_provider(Arc::new(default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "192.168.0.1",
+            "172.16.5.4",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private_address(private.parse().unwrap()), "{private}");
+        }
+        for public in ["1.1.1.1", "193.51.24.1", "100.128.0.1", "2001:4860::8888", "::ffff:8.8.8.8"] {
+            assert!(!is_private_address(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_and_checked() {
+        let target = Target::parse("https://push.example.gouv.fr/_matrix/push/v1/notify").unwrap();
+        assert!(target.https);
+        assert_eq!((target.host.as_str(), target.port), ("push.example.gouv.fr", 443));
+        assert_eq!(target.path_and_query, "/_matrix/push/v1/notify");
+        let v6 = Target::parse("http://[::1]:8080/x?y=1").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port, v6.path_and_query.as_str()), ("::1", 8080, "/x?y=1"));
+        assert!(Target::parse("ftp://example.org/").is_err());
+        assert!(Target::parse("http://user:pw@example.org/").is_err());
+        assert!(Target::parse("/relative").is_err());
+    }
+
+    #[tokio::test]
+    async fn loopback_is_refused_unless_allowed() {
+        let client = HttpClient::new(ClientPolicy::default());
+        let refused = client.post_json("http://127.0.0.1:9/_matrix/push/v1/notify", b"{}".to_vec()).await;
+        assert!(matches!(refused, Err(ClientError::DeniedAddress(_))), "{refused:?}");
+        let allowed = HttpClient::new(ClientPolicy { allow_private_addresses: true, extra_ca_file: None });
+        // Port 9 (discard) is closed here: the connection is attempted and fails.
+        let attempted = allowed.post_json("http://127.0.0.1:9/_matrix/push/v1/notify", b"{}".to_vec()).await;
+        assert!(matches!(attempted, Err(ClientError::Connect(_))), "{attempted:?}");
+    }
+}

@@ -1,0 +1,308 @@
+//! Sending notifications to push gateways.
+//!
+//! Spec: push gateway API (`content/push-gateway-api.md`,
+//! `POST /_matrix/push/v1/notify`) and client-server "Push Notifications"
+//! (pushers, `format: event_id_only`).
+//!
+//! When an event notifies a user ([`crate::rooms::notifications`]), a job per
+//! http pusher of that user is written to the `push_queue` table with the
+//! event, so a push is never lost to a restart. The sender here takes the
+//! jobs in event order, one task per pusher at a time (a pusher's pushes stay
+//! in order; a slow gateway holds up only its own pushers), builds the
+//! notification when it is sent (current unread counts; skipped if the user
+//! has read the event meanwhile), and posts it:
+//! - 2xx: done; pushkeys listed in `rejected` have their pusher removed.
+//! - network errors, timeouts, 429 and 5xx: retried with exponential backoff
+//!   per pusher (1 s doubling up to 10 min), given up after [`MAX_ATTEMPTS`].
+//! - other answers (4xx, a URL the server may not call): dropped and logged.
+
+mod notification;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
+};
+
+use ruma::{OwnedRoomId, UserId};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::{
+    config::PushConfig,
+    error::Result,
+    http::client::{ClientError, ClientPolicy, HttpClient},
+    services::Services,
+    storage::{records::PushJobRecord, Batch},
+};
+
+/// Attempts of one push before it is given up (about an hour of retries).
+pub const MAX_ATTEMPTS: u32 = 16;
+/// Delay after a pusher's first failure; doubled after each further one.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// Pushers delivered to at the same time.
+const MAX_CONCURRENT_PUSHERS: usize = 32;
+/// Jobs read from the queue per pass.
+const SCAN_LIMIT: usize = 10_000;
+/// Passes happen at least this often (a safety net; wake-ups do the work).
+const IDLE_PASS: Duration = Duration::from_secs(60);
+
+/// A job's key: (event count, localpart NUL app id NUL pushkey).
+type JobKey = (u64, String);
+
+/// One pusher of one user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PusherId {
+    localpart: String,
+    app_id: String,
+    pushkey: String,
+}
+
+impl PusherId {
+    fn parse(scoped: &str) -> Option<Self> {
+        let mut parts = scoped.splitn(3, '\0');
+        let (localpart, app_id, pushkey) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self { localpart: localpart.to_owned(), app_id: app_id.to_owned(), pushkey: pushkey.to_owned() })
+    }
+}
+
+struct Backoff {
+    failures: u32,
+    retry_at: Instant,
+}
+
+#[derive(Default)]
+struct DeliveryState {
+    in_flight: HashSet<PusherId>,
+    backoff: HashMap<PusherId, Backoff>,
+}
+
+/// The push sender: the gateway client and what is being delivered.
+pub struct PushSender {
+    client: HttpClient,
+    wakeup: Arc<Notify>,
+    state: Mutex<DeliveryState>,
+}
+
+/// What became of one push.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Delivered, or nothing to deliver any more: the job is done.
+    Done,
+    /// The gateway rejected the pushkey: the pusher is removed.
+    Rejected,
+    /// Worth trying again later.
+    Retry,
+}
+
+impl PushSender {
+    pub fn new(config: &PushConfig, wakeup: Arc<Notify>) -> Self {
+        let policy = ClientPolicy {
+            allow_private_addresses: config.allow_private_gateways,
+            extra_ca_file: config.ca_file.clone(),
+        };
+        Self { client: HttpClient::new(policy), wakeup, state: Mutex::default() }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Starts the sender's loop on the current tokio runtime, if any. It holds
+/// only a weak reference to the services between passes.
+pub fn start(services: &Arc<Services>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let wakeup = Arc::clone(&services.push.wakeup);
+    let weak = Arc::downgrade(services);
+    runtime.spawn(async move {
+        loop {
+            let notified = wakeup.notified();
+            let next_pass = match weak.upgrade() {
+                Some(services) => pass(&services, &weak),
+                None => return,
+            };
+            let _ = tokio::time::timeout(next_pass, notified).await;
+        }
+    });
+}
+
+/// Starts a delivery task for each pusher with due jobs; returns how long
+/// until a backed-off pusher is due.
+fn pass(services: &Arc<Services>, weak: &Weak<Services>) -> Duration {
+    let queue = &services.storage.tables.push_queue;
+    let jobs = match queue.range(&(0, String::new()), &(u64::MAX, String::new()), false, SCAN_LIMIT) {
+        Ok(jobs) => jobs,
+        Err(error) => {
+            tracing::error!(%error, "could not read the push queue");
+            return IDLE_PASS;
+        }
+    };
+    let mut per_pusher: Vec<(PusherId, Vec<(JobKey, PushJobRecord)>)> = Vec::new();
+    let mut index: HashMap<PusherId, usize> = HashMap::new();
+    for (key, job) in jobs {
+        let Some(pusher) = PusherId::parse(&key.1) else {
+            tracing::warn!(key = %key.1, "malformed push job dropped");
+            let mut batch = Batch::new();
+            batch.remove(queue, &key);
+            let _ = services.storage.apply(batch);
+            continue;
+        };
+        let at = *index.entry(pusher.clone()).or_insert_with(|| {
+            per_pusher.push((pusher, Vec::new()));
+            per_pusher.len() - 1
+        });
+        per_pusher[at].1.push((key, job));
+    }
+    let now = Instant::now();
+    let mut next_pass = IDLE_PASS;
+    let mut state = services.push.state();
+    for (pusher, jobs) in per_pusher {
+        if state.in_flight.len() >= MAX_CONCURRENT_PUSHERS || state.in_flight.contains(&pusher) {
+            continue;
+        }
+        if let Some(backoff) = state.backoff.get(&pusher) {
+            if backoff.retry_at > now {
+                next_pass = next_pass.min(backoff.retry_at - now);
+                continue;
+            }
+        }
+        state.in_flight.insert(pusher.clone());
+        let weak = weak.clone();
+        tokio::spawn(async move {
+            if let Some(services) = weak.upgrade() {
+                deliver_in_order(&services, &pusher, jobs).await;
+                services.push.state().in_flight.remove(&pusher);
+                // Jobs queued behind this pusher's may be waiting.
+                services.push.wakeup.notify_one();
+            }
+        });
+    }
+    next_pass
+}
+
+/// Sends a pusher's jobs in order, stopping at the first that must wait.
+async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(JobKey, PushJobRecord)>) {
+    let queue = &services.storage.tables.push_queue;
+    for (key, mut job) in jobs {
+        let outcome = match deliver(services, pusher, key.0, &job).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::warn!(%error, user = %pusher.localpart, "push could not be prepared; dropped");
+                Outcome::Done
+            }
+        };
+        let mut batch = Batch::new();
+        match outcome {
+            Outcome::Done => {
+                services.push.state().backoff.remove(pusher);
+                batch.remove(queue, &key);
+            }
+            Outcome::Rejected => {
+                tracing::info!(user = %pusher.localpart, app_id = %pusher.app_id, "gateway rejected the pushkey; pusher removed");
+                if let Err(error) =
+                    services.users.remove_pusher(&pusher.localpart, &pusher.app_id, &pusher.pushkey).await
+                {
+                    tracing::error!(%error, "could not remove a rejected pusher");
+                }
+                batch.remove(queue, &key);
+            }
+            Outcome::Retry => {
+                job.attempts += 1;
+                let gave_up = job.attempts >= MAX_ATTEMPTS;
+                if gave_up {
+                    tracing::warn!(user = %pusher.localpart, app_id = %pusher.app_id, attempts = job.attempts, "push given up");
+                    batch.remove(queue, &key);
+                } else if let Err(error) = batch.insert(queue, &key, &job) {
+                    tracing::error!(%error, "could not record a push attempt");
+                }
+                note_failure(services, pusher);
+                // Durability of the attempt count is not needed: at worst a push is tried again.
+                if let Err(error) = services.storage.apply(batch) {
+                    tracing::error!(%error, "could not update the push queue");
+                }
+                return;
+            }
+        }
+        // A push sent twice after a crash is harmless; waiting for the disk here is not needed.
+        if let Err(error) = services.storage.apply(batch) {
+            tracing::error!(%error, "could not update the push queue");
+            return;
+        }
+    }
+}
+
+fn note_failure(services: &Services, pusher: &PusherId) {
+    let mut state = services.push.state();
+    let failures = state.backoff.get(pusher).map_or(0, |backoff| backoff.failures) + 1;
+    let delay = FIRST_BACKOFF.saturating_mul(1 << (failures - 1).min(16)).min(MAX_BACKOFF);
+    state.backoff.insert(pusher.clone(), Backoff { failures, retry_at: Instant::now() + delay });
+}
+
+/// Builds and posts one push.
+async fn deliver(services: &Services, pusher: &PusherId, count: u64, job: &PushJobRecord) -> Result<Outcome> {
+    let Some(settings) = services.users.pusher(&pusher.localpart, &pusher.app_id, &pusher.pushkey)? else {
+        return Ok(Outcome::Done); // the pusher was deleted meanwhile
+    };
+    let user_id = services.users.user_id(&pusher.localpart)?;
+    let Ok(room_id) = OwnedRoomId::try_from(job.room_id.as_str()) else { return Ok(Outcome::Done) };
+    let Some(context) = services.rooms.push_context(&user_id, &room_id, count)? else {
+        return Ok(Outcome::Done);
+    };
+    if context.already_read {
+        return Ok(Outcome::Done);
+    }
+    let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
+    let body = notification::build(&user_id, pusher, &settings, &context);
+    Ok(post(&services.push.client, &url, pusher, &user_id, body).await)
+}
+
+async fn post(client: &HttpClient, url: &str, pusher: &PusherId, user_id: &UserId, body: Value) -> Outcome {
+    let response = match client.post_json(url, body.to_string().into_bytes()).await {
+        Ok(response) => response,
+        Err(error @ (ClientError::InvalidUrl(_) | ClientError::DeniedAddress(_))) => {
+            tracing::warn!(%error, user = %user_id, url, "push gateway cannot be called; push dropped");
+            return Outcome::Done;
+        }
+        Err(error) => {
+            tracing::debug!(%error, user = %user_id, url, "push gateway unreachable; will retry");
+            return Outcome::Retry;
+        }
+    };
+    match response.status {
+        200..=299 => {
+            let answer: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+            let rejected = answer["rejected"]
+                .as_array()
+                .is_some_and(|keys| keys.iter().any(|key| key.as_str() == Some(pusher.pushkey.as_str())));
+            if rejected {
+                Outcome::Rejected
+            } else {
+                Outcome::Done
+            }
+        }
+        429 | 500..=599 => {
+            tracing::debug!(status = response.status, user = %user_id, url, "push gateway failed; will retry");
+            Outcome::Retry
+        }
+        status => {
+            tracing::warn!(status, user = %user_id, url, "push gateway refused the notification; dropped");
+            Outcome::Done
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pusher_ids_come_from_job_keys() {
+        let id = PusherId::parse("alice\0im.vector.app.android\0key\0with nul").unwrap();
+        assert_eq!(id.localpart, "alice");
+        assert_eq!(id.app_id, "im.vector.app.android");
+        assert_eq!(id.pushkey, "key\0with nul");
+        assert!(PusherId::parse("alice\0only-app").is_none());
+    }
+}
