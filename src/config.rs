@@ -174,7 +174,8 @@ pub struct WellKnownConfig {
 pub struct MediaConfig {
     /// Where uploaded files are kept; default: `media` inside `database_path`.
     pub path: Option<PathBuf>,
-    /// Largest upload in bytes (also bounded by `max_request_size`).
+    /// Largest upload in bytes (uploads are streamed to disk, so this may
+    /// be far above `max_request_size`).
     #[serde(default = "default_max_upload_size")]
     pub max_upload_size: u64,
     /// Serve downloads on the legacy unauthenticated `/_matrix/media/v3/download`
@@ -199,9 +200,9 @@ impl Config {
         self.media.path.clone().unwrap_or_else(|| self.database_path.join("media"))
     }
 
-    /// The effective upload limit.
+    /// The upload limit.
     pub fn max_upload_size(&self) -> u64 {
-        self.media.max_upload_size.min(self.max_request_size)
+        self.media.max_upload_size
     }
 }
 

@@ -11,7 +11,7 @@ use crate::{
     config::Config,
     crypto::signing_key::canonical_json,
     http::{
-        request::{parse_query, percent_decode, Method},
+        request::{parse_query, percent_decode, BodyStream, Method},
         router, Request,
     },
     services::Services,
@@ -203,12 +203,14 @@ pub fn api_request(data: &[u8]) {
     let access_token = words.next().map(str::to_owned);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let router::Match::Found { endpoint, params } = router::find(api::ROUTES, method, path) else { return };
+    let body_stream = endpoint.streams_body().then(|| BodyStream::from_bytes(body.clone()));
     let request = Request {
         method,
         path: path.to_owned(),
         params,
         query: parse_query(query),
         body,
+        body_stream,
         content_type: None,
         client_ip: "127.0.0.1".to_owned(),
         access_token,

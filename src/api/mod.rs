@@ -141,6 +141,13 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Whether the handler reads the body as it arrives (media uploads,
+    /// bounded by `media.max_upload_size`) instead of whole beforehand
+    /// (bounded by `max_request_size`).
+    pub fn streams_body(self) -> bool {
+        matches!(self, Endpoint::MediaUpload | Endpoint::MediaUploadTo)
+    }
+
     /// Whether the request must carry a valid access token.
     pub fn needs_auth(self) -> bool {
         use Endpoint::*;

@@ -45,6 +45,47 @@ impl Method {
     }
 }
 
+/// One step of a streamed request body.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The body ended as declared.
+    End,
+    Failed(Error),
+}
+
+/// A request body read as it arrives (media uploads), within the size limit
+/// and the idle timeout the HTTP layer enforces. A body that stops without
+/// its end (a broken connection) reads as an error, never as a short file.
+#[derive(Debug, Clone)]
+pub struct BodyStream {
+    chunks: std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Chunk>>>,
+}
+
+impl BodyStream {
+    pub fn new(chunks: tokio::sync::mpsc::Receiver<Chunk>) -> Self {
+        Self { chunks: std::sync::Arc::new(tokio::sync::Mutex::new(chunks)) }
+    }
+
+    /// A stream over bytes already in memory (tests, fuzzing).
+    pub fn from_bytes(body: Bytes) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let _ = sender.try_send(Chunk::Data(body));
+        let _ = sender.try_send(Chunk::End);
+        Self::new(receiver)
+    }
+
+    /// The next piece of the body; `None` at its end.
+    pub async fn next_chunk(&self) -> Result<Option<Bytes>> {
+        match self.chunks.lock().await.recv().await {
+            Some(Chunk::Data(bytes)) => Ok(Some(bytes)),
+            Some(Chunk::End) => Ok(None),
+            Some(Chunk::Failed(error)) => Err(error),
+            None => Err(Error::bad_json("The request body ended early")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Request {
     pub method: Method,
@@ -54,6 +95,9 @@ pub struct Request {
     pub params: Vec<String>,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
+    /// For endpoints that stream their body ([`crate::api::Endpoint::streams_body`]):
+    /// the body as it arrives (`body` is then empty).
+    pub body_stream: Option<BodyStream>,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
     pub client_ip: String,
@@ -71,6 +115,11 @@ impl Request {
     /// The first value of a query parameter.
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    /// The streamed body of an endpoint that streams its body.
+    pub fn body_stream(&self) -> Result<BodyStream> {
+        self.body_stream.clone().ok_or_else(|| Error::internal("request body", "this endpoint does not stream"))
     }
 
     /// The body as a JSON object (an empty body counts as `{}`).
@@ -163,6 +212,7 @@ mod tests {
             params: vec![],
             query: vec![],
             body: Bytes::from(body.to_owned()),
+            body_stream: None,
             content_type: None,
             client_ip: "127.0.0.1".into(),
             access_token: None,

@@ -16,7 +16,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration, time::Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::{body::Incoming, service::service_fn};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -31,8 +31,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{field::Empty, Instrument};
 
 use super::{
-    request::{parse_query, Method, Request},
-    response::{into_hyper, preflight, Response},
+    request::{parse_query, BodyStream, Chunk, Method, Request},
+    response::{into_hyper, preflight, HyperBody, Response},
     router::{self, Match},
     tls::{ReloadableCertificate, TlsError},
 };
@@ -79,6 +79,8 @@ struct Shared {
     connections: Arc<Semaphore>,
     request_timeout: Duration,
     max_body: usize,
+    /// Limit of streamed bodies (media uploads).
+    max_streamed_body: u64,
 }
 
 /// Binds every listener and starts serving.
@@ -113,6 +115,7 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         connections: Arc::new(Semaphore::new(config.max_connections)),
         request_timeout,
         max_body: usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
+        max_streamed_body: config.max_upload_size(),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -227,7 +230,7 @@ async fn handle(
     shared: Arc<Shared>,
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
-) -> Result<http::Response<Full<Bytes>>, Infallible> {
+) -> Result<http::Response<HyperBody>, Infallible> {
     let started = Instant::now();
     let method = Method::parse(request.method().as_str());
     let path = request.uri().path().to_owned();
@@ -270,9 +273,13 @@ async fn process(
         .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
     let content_type =
         request.headers().get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let body = read_body(shared, request).await?;
+    let (body, body_stream) = if endpoint.streams_body() {
+        (Bytes::new(), Some(stream_body(shared, request)?))
+    } else {
+        (read_body(shared, request).await?, None)
+    };
     let client_ip = peer.ip().to_string();
-    let request = Request { method, path, params, query, body, content_type, client_ip, access_token };
+    let request = Request { method, path, params, query, body, body_stream, content_type, client_ip, access_token };
     let services = Arc::clone(&shared.services);
     let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());
     task.await.unwrap_or_else(|join_error| Err(Error::internal("request handler", join_error)))
@@ -284,16 +291,63 @@ fn bearer_token(headers: &http::HeaderMap) -> Option<String> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
-async fn read_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<Bytes> {
-    let too_large = || Error::new(ErrorKind::TooLarge, format!("The request body exceeds {} bytes", shared.max_body));
+fn too_large(limit: u64) -> Error {
+    Error::new(ErrorKind::TooLarge, format!("The request body exceeds {limit} bytes"))
+}
+
+/// Refuses at once a body whose declared length is over `limit`.
+fn check_declared_length(request: &hyper::Request<Incoming>, limit: u64) -> Result<()> {
     let declared = request
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > shared.max_body as u64) {
-        return Err(too_large());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
     }
+    Ok(())
+}
+
+/// Hands the body to the handler as it arrives: a task reads it (so that
+/// the client's `Expect: 100-continue` is answered only once the handler
+/// reads), passing chunks through a small channel (backpressure), with the
+/// size limit and an idle timeout between chunks rather than for the whole
+/// body (large files on slow links).
+fn stream_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<BodyStream> {
+    let limit = shared.max_streamed_body;
+    check_declared_length(&request, limit)?;
+    let idle_timeout = shared.request_timeout;
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    let mut body = request.into_body();
+    tokio::spawn(async move {
+        let mut total: u64 = 0;
+        let last = loop {
+            let frame = match tokio::time::timeout(idle_timeout, body.frame()).await {
+                Err(_) => break Chunk::Failed(Error::new(ErrorKind::RequestTimeout, "The request body stalled")),
+                Ok(None) => break Chunk::End,
+                Ok(Some(Err(error))) => {
+                    break Chunk::Failed(Error::bad_json(format!("Could not read the request body: {error}")))
+                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else { continue };
+            total += data.len() as u64;
+            if total > limit {
+                break Chunk::Failed(too_large(limit));
+            }
+            if sender.send(Chunk::Data(data)).await.is_err() {
+                return; // the handler stopped reading
+            }
+        };
+        let _ = sender.send(last).await;
+    });
+    Ok(BodyStream::new(receiver))
+}
+
+async fn read_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<Bytes> {
+    let limit = shared.max_body as u64;
+    check_declared_length(&request, limit)?;
+    let too_large = || too_large(limit);
     let limited = Limited::new(request.into_body(), shared.max_body);
     match tokio::time::timeout(shared.request_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),

@@ -3,21 +3,23 @@
 //! Spec: client-server API "Content repository" (`modules/content_repo.md`,
 //! `authenticated_content_repo.yaml`, `content-repo.yaml`). Files are
 //! content-addressed (named by their SHA-256 under `media.path`, two-level
-//! fan-out), written to a temporary file, fsynced and renamed into place, so
-//! a file is either whole or absent; identical uploads share one file. The
+//! fan-out), written as they arrive to a temporary file ([`spool`]: never
+//! whole in memory), fsynced and renamed into place, so a file is either
+//! whole or absent; identical uploads share one file. Downloads are opened
+//! files the HTTP layer reads as it sends. The
 //! metadata (type, name, size, uploader) is a storage record per media id,
 //! written durably after the file. Thumbnails ([`thumbnail`]) are made on
 //! first request and cached the same way.
 
+pub mod spool;
 pub mod thumbnail;
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use bytes::Bytes;
+pub use spool::{Spool, StoredContent};
 
 use crate::{
     crypto::tokens::random_alphanumeric,
@@ -29,15 +31,19 @@ use crate::{
 /// How long a created-but-empty media id waits for its content.
 pub const UNUSED_EXPIRY_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Originals larger than this are not thumbnailed (they are read whole to decode).
+const MAX_THUMBNAIL_SOURCE: u64 = 64 * 1024 * 1024;
+
 pub struct Media {
     storage: Arc<Storage>,
     dir: PathBuf,
     max_size: u64,
 }
 
-/// A stored file ready to be served.
+/// A stored file ready to be served: open, read as it is sent.
 pub struct Download {
-    pub content: Vec<u8>,
+    pub file: tokio::fs::File,
+    pub len: u64,
     pub content_type: String,
     pub filename: Option<String>,
 }
@@ -49,12 +55,9 @@ fn valid_media_id(media_id: &str) -> bool {
         && media_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl Media {
     pub fn new(storage: Arc<Storage>, dir: PathBuf, max_size: u64) -> Self {
+        spool::remove_leftovers(&dir);
         Self { storage, dir, max_size }
     }
 
@@ -62,32 +65,17 @@ impl Media {
         self.max_size
     }
 
-    fn file_of(&self, sha256: &str) -> PathBuf {
-        file_in(&self.dir, sha256)
+    /// A new upload, written as it arrives.
+    pub async fn spool(&self) -> Result<Spool> {
+        Spool::create(&self.dir, self.max_size).await
     }
 
-    /// Writes the content under its hash, atomically and durably, off the
-    /// async workers (hashing and fsync take a while for big files).
-    async fn write_file(&self, content: Bytes) -> Result<String> {
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_file_in(&dir, &content))
-            .await
-            .map_err(|e| Error::internal("media write task", e))?
-    }
-
-    /// The content of a stored file.
-    async fn read_file(&self, sha256: &str) -> std::io::Result<Vec<u8>> {
-        tokio::fs::read(self.file_of(sha256)).await
-    }
-
-    fn check_size(&self, content: &[u8]) -> Result<()> {
-        if content.len() as u64 > self.max_size {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!("The file is larger than the {} bytes this server accepts", self.max_size),
-            ));
-        }
-        Ok(())
+    /// Opens a stored file.
+    async fn open_file(&self, sha256: &str) -> Result<(tokio::fs::File, u64)> {
+        let io = |e: std::io::Error| Error::internal("reading media", e);
+        let file = tokio::fs::File::open(file_in(&self.dir, sha256)).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
+        Ok((file, len))
     }
 
     async fn put_record(&self, media_id: &str, record: &MediaRecord) -> Result<()> {
@@ -96,23 +84,20 @@ impl Media {
         Ok(self.storage.commit(batch).await?)
     }
 
-    /// `POST /upload`: stores the content; returns the new media id.
+    /// `POST /upload`: records stored content under a new media id.
     pub async fn upload(
         &self,
         uploader: &str,
-        content: Bytes,
+        content: StoredContent,
         content_type: Option<String>,
         filename: Option<String>,
     ) -> Result<String> {
-        self.check_size(&content)?;
-        let size = content.len() as u64;
-        let sha256 = self.write_file(content).await?;
         let media_id = random_alphanumeric(24);
         let record = MediaRecord {
-            sha256: Some(sha256),
+            sha256: Some(content.sha256),
             content_type,
             filename,
-            size,
+            size: content.size,
             uploader: uploader.to_owned(),
             created_ts: now_ms(),
         };
@@ -136,20 +121,14 @@ impl Media {
         Ok((media_id, now + UNUSED_EXPIRY_MS))
     }
 
-    /// `PUT /upload/{serverName}/{mediaId}`: the content of a created id, once.
-    pub async fn upload_to(
-        &self,
-        uploader: &str,
-        media_id: &str,
-        content: Bytes,
-        content_type: Option<String>,
-        filename: Option<String>,
-    ) -> Result<()> {
+    /// Whether `uploader` may still give content to the created `media_id`
+    /// (checked before the upload is read, and again when it is recorded).
+    pub fn check_upload_to(&self, uploader: &str, media_id: &str) -> Result<MediaRecord> {
         let not_found = || Error::not_found("Unknown media id");
         if !valid_media_id(media_id) {
             return Err(not_found());
         }
-        let mut record = self.storage.tables.media.get(&media_id.to_owned())?.ok_or_else(not_found)?;
+        let record = self.storage.tables.media.get(&media_id.to_owned())?.ok_or_else(not_found)?;
         if record.uploader != uploader {
             return Err(Error::forbidden("This media id was created by someone else"));
         }
@@ -159,16 +138,28 @@ impl Media {
         if now_ms() > record.created_ts + UNUSED_EXPIRY_MS {
             return Err(not_found());
         }
-        self.check_size(&content)?;
-        record.size = content.len() as u64;
-        record.sha256 = Some(self.write_file(content).await?);
+        Ok(record)
+    }
+
+    /// `PUT /upload/{serverName}/{mediaId}`: the content of a created id, once.
+    pub async fn upload_to(
+        &self,
+        uploader: &str,
+        media_id: &str,
+        content: StoredContent,
+        content_type: Option<String>,
+        filename: Option<String>,
+    ) -> Result<()> {
+        let mut record = self.check_upload_to(uploader, media_id)?;
+        record.size = content.size;
+        record.sha256 = Some(content.sha256);
         record.content_type = content_type;
         record.filename = filename;
         self.put_record(media_id, &record).await
     }
 
-    /// The content of a local media id.
-    pub async fn download(&self, media_id: &str) -> Result<Download> {
+    /// The record of an uploaded local media id, and its content address.
+    fn uploaded(&self, media_id: &str) -> Result<(MediaRecord, String)> {
         let not_found = || Error::not_found("Unknown media");
         if !valid_media_id(media_id) {
             return Err(not_found());
@@ -176,10 +167,18 @@ impl Media {
         let record = self.storage.tables.media.get(&media_id.to_owned())?.ok_or_else(not_found)?;
         let sha256 = record
             .sha256
+            .clone()
             .ok_or_else(|| Error::new(ErrorKind::NotYetUploaded, "The media has not been uploaded yet"))?;
-        let content = self.read_file(&sha256).await.map_err(|e| Error::internal("reading media", e))?;
+        Ok((record, sha256))
+    }
+
+    /// The content of a local media id.
+    pub async fn download(&self, media_id: &str) -> Result<Download> {
+        let (record, sha256) = self.uploaded(media_id)?;
+        let (file, len) = self.open_file(&sha256).await?;
         Ok(Download {
-            content,
+            file,
+            len,
             content_type: record.content_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
             filename: record.filename,
         })
@@ -197,27 +196,31 @@ impl Media {
         method: thumbnail::Method,
         animated: bool,
     ) -> Result<Download> {
-        let original = self.download(media_id).await?;
-        let animated_source = matches!(original.content_type.as_str(), "image/gif" | "image/webp");
+        let (record, sha256) = self.uploaded(media_id)?;
+        let content_type = record.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
+        let animated_source = matches!(content_type.as_str(), "image/gif" | "image/webp");
         if animated && animated_source {
-            return Ok(original); // the original keeps its animation
+            return self.download(media_id).await; // the original keeps its animation
         }
         let label = format!("{width}x{height}-{method:?}");
         let key = (media_id.to_owned(), label);
         if let Some(cached) = self.storage.tables.thumbnails.get(&key)? {
             if let Some((sha256, content_type)) = cached.split_once('\n') {
-                if let Ok(content) = self.read_file(sha256).await {
-                    return Ok(Download { content, content_type: content_type.to_owned(), filename: None });
+                if let Ok((file, len)) = self.open_file(sha256).await {
+                    return Ok(Download { file, len, content_type: content_type.to_owned(), filename: None });
                 }
             }
         }
-        let content_type = original.content_type.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            thumbnail::make(&original.content, &content_type, width, height, method).map(|t| (t, original))
-        })
-        .await
-        .map_err(|e| Error::internal("thumbnail task", e))?;
-        let (made, original) = made.map_err(|error| match error {
+        if record.size > MAX_THUMBNAIL_SOURCE {
+            return Err(Error::new(ErrorKind::BadRequest, "The image is too large to be thumbnailed"));
+        }
+        let original =
+            tokio::fs::read(file_in(&self.dir, &sha256)).await.map_err(|e| Error::internal("reading media", e))?;
+        let source_type = content_type.clone();
+        let made = tokio::task::spawn_blocking(move || thumbnail::make(&original, &source_type, width, height, method))
+            .await
+            .map_err(|e| Error::internal("thumbnail task", e))?;
+        let made = made.map_err(|error| match error {
             thumbnail::ThumbnailError::Unsupported => {
                 Error::new(ErrorKind::BadRequest, "Thumbnails are made of JPEG, PNG, GIF and WebP images only")
             }
@@ -225,13 +228,15 @@ impl Media {
                 Error::new(ErrorKind::BadRequest, format!("The image cannot be thumbnailed: {reason}"))
             }
         })?;
-        let Some(made) = made else { return Ok(original) };
-        let content = Bytes::from(made.content);
-        let sha256 = self.write_file(content.clone()).await?;
+        let Some(made) = made else { return self.download(media_id).await };
+        let mut spool = Spool::create(&self.dir, u64::MAX).await?;
+        spool.write(&made.content).await?;
+        let stored = spool.finish().await?;
         let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.thumbnails, &key, &format!("{sha256}\n{}", made.content_type))?;
+        batch.insert(&self.storage.tables.thumbnails, &key, &format!("{}\n{}", stored.sha256, made.content_type))?;
         self.storage.commit(batch).await?;
-        Ok(Download { content: content.to_vec(), content_type: made.content_type.to_owned(), filename: None })
+        let (file, len) = self.open_file(&stored.sha256).await?;
+        Ok(Download { file, len, content_type: made.content_type.to_owned(), filename: None })
     }
 }
 
@@ -239,24 +244,6 @@ impl Media {
 /// names a file that does not exist rather than panicking).
 fn file_in(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(sha256.get(..2).unwrap_or("--")).join(sha256)
-}
-
-fn write_file_in(dir: &Path, content: &[u8]) -> Result<String> {
-    let sha256 = hex(ring::digest::digest(&ring::digest::SHA256, content).as_ref());
-    let target = file_in(dir, &sha256);
-    if target.exists() {
-        return Ok(sha256);
-    }
-    let io = |e: std::io::Error| Error::internal("writing media", e);
-    let parent = target.parent().ok_or_else(|| Error::internal("media path", "no parent"))?;
-    std::fs::create_dir_all(parent).map_err(io)?;
-    let temporary = parent.join(format!(".{sha256}.{}", random_alphanumeric(8)));
-    let mut file = std::fs::File::create(&temporary).map_err(io)?;
-    file.write_all(content).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    std::fs::rename(&temporary, &target).map_err(io)?;
-    sync_dir(parent);
-    Ok(sha256)
 }
 
 /// Makes a rename durable (best effort: not every platform can fsync a directory).

@@ -149,3 +149,142 @@ async fn thumbnails_are_made_once_for_images_only() {
         reply.assert_ok()["content_uri"].as_str().unwrap().replace("mxc://", "/_matrix/client/v1/media/thumbnail/");
     alice.client.get(&format!("{text_uri}?width=32&height=32")).await.assert_error(400, "M_UNKNOWN");
 }
+
+/// Starts `POST /_matrix/media/v3/upload` over a raw connection with a
+/// chunked body (no declared length).
+async fn start_chunked_upload(server: &TestServer, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let head = format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nhost: test.local\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/octet-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Sends one chunk; false once the server has stopped reading.
+async fn send_chunk(stream: &mut tokio::net::TcpStream, chunk: &[u8]) -> bool {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).await.is_ok()
+        && stream.write_all(chunk).await.is_ok()
+        && stream.write_all(b"\r\n").await.is_ok()
+}
+
+/// A whole chunked upload of `chunks`: the raw response.
+async fn chunked_upload(server: &TestServer, token: &str, chunks: &[Vec<u8>]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = start_chunked_upload(server, token).await;
+    for chunk in chunks {
+        // The server may answer (and close) before the whole body is sent.
+        if !send_chunk(&mut stream, chunk).await {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// Stored content files (in the two-level fan-out).
+fn content_files(server: &TestServer) -> usize {
+    let media = server.dir.path().join("db").join("media");
+    let Ok(entries) = std::fs::read_dir(media) else { return 0 };
+    entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|dir| std::fs::read_dir(dir.path()).map(|files| files.count()).unwrap_or(0))
+        .sum()
+}
+
+async fn wait_for_leftovers(server: &TestServer, expected: usize) {
+    for _ in 0..500 {
+        if spool_leftovers(server) == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("expected {expected} temporary upload files, found {}", spool_leftovers(server));
+}
+
+fn spool_leftovers(server: &TestServer) -> usize {
+    let media = server.dir.path().join("db").join("media");
+    std::fs::read_dir(media)
+        .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".spool-")).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn large_uploads_are_streamed_past_the_request_size_limit_and_back() {
+    // JSON bodies are capped at 64 KiB; files stream to disk up to 8 MiB.
+    let server = TestServer::start_with("max_request_size = 65536\n[media]\nmax_upload_size = 8388608\n").await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let content: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+
+    // With a declared length, in one request.
+    let reply = alice
+        .client
+        .try_send(
+            "POST",
+            "/_matrix/media/v3/upload",
+            &[("content-type", "application/pdf")],
+            Bytes::from(content.clone()),
+        )
+        .await
+        .unwrap();
+    let uri = reply.assert_ok()["content_uri"].as_str().unwrap().to_owned();
+    let (status, headers, body) = alice.client.send_raw("GET", &media_path(&uri), &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-length"], content.len().to_string().as_str());
+    assert!(body[..] == content[..], "the download is the upload, byte for byte");
+
+    // Chunked (no declared length), in many pieces.
+    let chunks: Vec<Vec<u8>> = content.chunks(100_000).map(<[u8]>::to_vec).collect();
+    let response = chunked_upload(&server, &alice.token, &chunks).await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("mxc://test.local/"), "{response}");
+
+    // JSON endpoints keep the request size limit.
+    let big_json = serde_json::json!({ "displayname": "x".repeat(70_000) });
+    let reply = alice.client.put("/_matrix/client/v3/profile/@alice:test.local/displayname", big_json).await;
+    reply.assert_error(413, "M_TOO_LARGE");
+    assert_eq!(spool_leftovers(&server), 0);
+}
+
+#[tokio::test]
+async fn streamed_uploads_over_the_limit_or_cut_short_leave_nothing_behind() {
+    let server = TestServer::start_with("[media]\nmax_upload_size = 1048576\n").await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+
+    // No declared length: refused once the limit is passed, mid-stream.
+    let chunks: Vec<Vec<u8>> = (0..40).map(|_| vec![7u8; 64 * 1024]).collect();
+    let response = chunked_upload(&server, &alice.token, &chunks).await;
+    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+    assert!(response.contains("M_TOO_LARGE"), "{response}");
+
+    // A declared length over the limit is refused before any byte is read.
+    let declared =
+        alice.client.try_send("POST", "/_matrix/media/v3/upload", &[], Bytes::from(vec![0u8; 1048577])).await.unwrap();
+    declared.assert_error(413, "M_TOO_LARGE");
+
+    // An upload in progress is on disk, not in memory; cut in the middle, it
+    // stores nothing.
+    let before = (server.services().storage.tables.media.len(), content_files(&server));
+    let mut upload = start_chunked_upload(&server, &alice.token).await;
+    for chunk in &chunks[..4] {
+        assert!(send_chunk(&mut upload, chunk).await);
+    }
+    wait_for_leftovers(&server, 1).await;
+    drop(upload);
+    wait_for_leftovers(&server, 0).await;
+    assert_eq!(content_files(&server), before.1, "no content file is kept");
+    assert_eq!(server.services().storage.tables.media.len(), before.0, "no media is recorded");
+
+    // Unauthenticated uploads are refused before their body is read.
+    let anonymous =
+        client.try_send("POST", "/_matrix/media/v3/upload", &[], Bytes::from_static(b"hello")).await.unwrap();
+    anonymous.assert_error(401, "M_MISSING_TOKEN");
+}

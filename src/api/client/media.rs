@@ -13,8 +13,8 @@ use serde_json::json;
 
 use crate::{
     error::{Error, ErrorKind, Result},
-    http::{Request, Response},
-    media::{content_disposition, thumbnail::Method, Download, CONTENT_SECURITY_POLICY},
+    http::{response::FileBody, Request, Response},
+    media::{content_disposition, thumbnail::Method, Download, StoredContent, CONTENT_SECURITY_POLICY},
     services::Services,
     users::Identity,
 };
@@ -28,9 +28,20 @@ fn content_type(request: &Request) -> Option<String> {
     request.content_type.clone().filter(|t| !t.trim().is_empty())
 }
 
+/// Reads the streamed request body into a new stored file.
+async fn receive_file(s: &Services, request: &Request) -> Result<StoredContent> {
+    let body = request.body_stream()?;
+    let mut spool = s.media.spool().await?;
+    while let Some(chunk) = body.next_chunk().await? {
+        spool.write(&chunk).await?;
+    }
+    spool.finish().await
+}
+
 pub async fn upload(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let filename = request.query("filename").map(str::to_owned);
-    let media_id = s.media.upload(who.user_id.as_str(), request.body.clone(), content_type(request), filename).await?;
+    let content = receive_file(s, request).await?;
+    let media_id = s.media.upload(who.user_id.as_str(), content, content_type(request), filename).await?;
     Ok(Response::json(&json!({ "content_uri": mxc(s, &media_id) })))
 }
 
@@ -50,7 +61,10 @@ fn local_media_id<'r>(s: &Services, request: &'r Request) -> Result<&'r str> {
 pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let media_id = local_media_id(s, request)?;
     let filename = request.query("filename").map(str::to_owned);
-    s.media.upload_to(who.user_id.as_str(), media_id, request.body.clone(), content_type(request), filename).await?;
+    // Refused ids are refused before their body is read.
+    s.media.check_upload_to(who.user_id.as_str(), media_id)?;
+    let content = receive_file(s, request).await?;
+    s.media.upload_to(who.user_id.as_str(), media_id, content, content_type(request), filename).await?;
     Ok(Response::empty_object())
 }
 
@@ -58,7 +72,7 @@ pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Resul
 /// running it.
 fn file_response(file: Download, filename: Option<&str>) -> Response {
     let disposition = content_disposition(&file.content_type, filename);
-    let mut response = Response::bytes(file.content, file.content_type);
+    let mut response = Response::file(FileBody { file: file.file, len: file.len }, file.content_type);
     response.headers.push(("content-disposition", disposition));
     response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
     response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
