@@ -37,7 +37,8 @@ impl Services {
     pub fn with_storage(config: Config, storage: Arc<Storage>) -> Result<Arc<Self>, StorageError> {
         let server_key = Arc::new(ServerKey::load_or_generate(&storage)?);
         let users = Users::new(Arc::clone(&storage), &config);
-        let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key));
+        let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key))
+            .with_pushers(Arc::clone(&users.pushers));
         match rooms.backfill_search_index() {
             Ok(0) => {}
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),

@@ -111,6 +111,8 @@ pub struct Rooms {
     push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
     /// Woken when pushes were queued for gateways (the push sender waits on it).
     push_wakeup: Arc<tokio::sync::Notify>,
+    /// Who has http pushers (kept by the users service).
+    pushers: Arc<crate::users::pushers::PusherIndex>,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -133,7 +135,14 @@ impl Rooms {
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
             push_wakeup: Arc::default(),
+            pushers: Arc::default(),
         }
+    }
+
+    /// Queues pushes for the http pushers of this index (the users service's).
+    pub fn with_pushers(mut self, pushers: Arc<crate::users::pushers::PusherIndex>) -> Self {
+        self.pushers = pushers;
+        self
     }
 
     /// Notified each time pushes are queued for gateways.

@@ -164,7 +164,7 @@ impl Rooms {
             };
             let scope = user_room_scope(member.localpart(), room_id.as_str());
             batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
-            for pusher in self.http_pushers_of(member.localpart())? {
+            for pusher in self.pushers.http_pushers_of(member.localpart()) {
                 let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0 };
                 batch.insert(
                     &self.storage.tables.push_queue,
@@ -175,19 +175,6 @@ impl Rooms {
             }
         }
         Ok(pushes_queued)
-    }
-
-    /// The `app_id NUL pushkey` of a user's http pushers (email pushers are
-    /// not sent by this server).
-    fn http_pushers_of(&self, localpart: &str) -> Result<Vec<String>> {
-        let stored = self.storage.tables.pushers.scan_prefix(&crate::storage::prefix_of(localpart))?;
-        Ok(stored
-            .into_iter()
-            .filter(|(_, json)| {
-                serde_json::from_str::<Value>(json).is_ok_and(|pusher| pusher["kind"].as_str() == Some("http"))
-            })
-            .map(|((_, scoped), _)| scoped)
-            .collect())
     }
 }
 

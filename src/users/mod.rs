@@ -57,6 +57,8 @@ pub struct Users {
     last_seen: Mutex<HashMap<(String, String), sessions::LastSeen>>,
     /// Local users by name, for the user directory.
     pub directory: directory::UserDirectory,
+    /// Who has http pushers (shared with the rooms, which queue pushes).
+    pub pushers: Arc<pushers::PusherIndex>,
 }
 
 impl Users {
@@ -73,6 +75,10 @@ impl Users {
             ),
             last_seen: Mutex::default(),
             directory: Self::load_directory(&storage_for_directory),
+            pushers: Arc::new(pushers::PusherIndex::load(&storage_for_directory).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not load the pushers; pushes start with the next change");
+                pushers::PusherIndex::default()
+            })),
         }
     }
 
@@ -271,6 +277,7 @@ impl Users {
             batch.remove(&self.storage.tables.pushers, &key);
         }
         self.commit_device_removal(batch, localpart).await?;
+        self.pushers.refresh(&self.storage, localpart)?;
         self.directory.remove(localpart);
         tracing::info!(user = localpart, "account deactivated");
         Ok(())

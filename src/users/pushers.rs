@@ -7,13 +7,63 @@
 //! hands); `kind: null` deletes it. HTTP pushers need a `data.url` ending in
 //! `/_matrix/push/v1/notify`. Sending to the gateways is [`crate::push`]'s.
 
+use std::{collections::HashMap, sync::RwLock};
+
 use serde_json::{Map, Value};
 
 use super::Users;
 use crate::{
     error::{Error, Result},
-    storage::{prefix_of, Batch},
+    storage::{prefix_of, Batch, Storage},
 };
+
+/// The http pushers of every user, in memory: each stored event consults it
+/// for every member it notifies, which must not cost a storage scan each.
+/// Rebuilt per user from storage after each change of their pushers.
+#[derive(Default)]
+pub struct PusherIndex {
+    /// localpart → `app_id NUL pushkey` of each http pusher.
+    http: RwLock<HashMap<String, Vec<String>>>,
+}
+
+impl PusherIndex {
+    /// The index of every stored pusher.
+    pub fn load(storage: &Storage) -> Result<Self> {
+        let mut http: HashMap<String, Vec<String>> = HashMap::new();
+        for ((localpart, scoped), json) in storage.tables.pushers.all()? {
+            if is_http(&json) {
+                http.entry(localpart).or_default().push(scoped);
+            }
+        }
+        Ok(Self { http: RwLock::new(http) })
+    }
+
+    /// The `app_id NUL pushkey` of a user's http pushers (email pushers are
+    /// not sent by this server).
+    pub fn http_pushers_of(&self, localpart: &str) -> Vec<String> {
+        let http = self.http.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        http.get(localpart).cloned().unwrap_or_default()
+    }
+
+    /// Re-reads a user's pushers after they changed (under the write lock,
+    /// so that concurrent refreshes end with the latest stored state).
+    pub(super) fn refresh(&self, storage: &Storage, localpart: &str) -> Result<()> {
+        let mut http = self.http.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let stored = storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
+        let pushers: Vec<String> =
+            stored.into_iter().filter(|(_, json)| is_http(json)).map(|((_, scoped), _)| scoped).collect();
+        if pushers.is_empty() {
+            http.remove(localpart);
+        } else {
+            http.insert(localpart.to_owned(), pushers);
+        }
+        Ok(())
+    }
+}
+
+fn is_http(json: &str) -> bool {
+    serde_json::from_str::<Value>(json).is_ok_and(|pusher| pusher["kind"].as_str() == Some("http"))
+}
 
 fn pusher_key(app_id: &str, pushkey: &str) -> String {
     format!("{app_id}\0{pushkey}")
@@ -36,7 +86,16 @@ impl Users {
     pub async fn remove_pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<()> {
         let mut batch = Batch::new();
         batch.remove(&self.storage.tables.pushers, &(localpart.to_owned(), pusher_key(app_id, pushkey)));
-        Ok(self.storage.commit(batch).await?)
+        self.commit_pusher_changes(batch, &[localpart.to_owned()]).await
+    }
+
+    /// Commits pusher changes, then brings the index up to date for `owners`.
+    pub(super) async fn commit_pusher_changes(&self, batch: Batch, owners: &[String]) -> Result<()> {
+        self.storage.commit(batch).await?;
+        for owner in owners {
+            self.pushers.refresh(&self.storage, owner)?;
+        }
+        Ok(())
     }
 
     /// `POST /pushers/set`.
@@ -61,7 +120,7 @@ impl Users {
         match body.get("kind") {
             None | Some(Value::Null) => {
                 batch.remove(&tables.pushers, &key);
-                return Ok(self.storage.commit(batch).await?);
+                return self.commit_pusher_changes(batch, &[localpart.to_owned()]).await;
             }
             Some(Value::String(kind)) if kind == "http" => {
                 let url = body.get("data").and_then(|d| d.get("url")).and_then(Value::as_str).unwrap_or_default();
@@ -80,16 +139,18 @@ impl Users {
             text(field)?;
         }
         let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
+        let mut owners = vec![localpart.to_owned()];
         if !append {
             for ((owner, scoped), _) in tables.pushers.all()? {
                 if owner != localpart && scoped == key.1 {
-                    batch.remove(&tables.pushers, &(owner, scoped));
+                    batch.remove(&tables.pushers, &(owner.clone(), scoped));
+                    owners.push(owner);
                 }
             }
         }
         let mut pusher = body;
         pusher.remove("append");
         batch.insert(&tables.pushers, &key, &Value::Object(pusher).to_string())?;
-        Ok(self.storage.commit(batch).await?)
+        self.commit_pusher_changes(batch, &owners).await
     }
 }
