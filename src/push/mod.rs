@@ -10,7 +10,11 @@
 //! jobs in event order, one task per pusher at a time (a pusher's pushes stay
 //! in order; a slow gateway holds up only its own pushers), builds the
 //! notification when it is sent (current unread counts; skipped if the user
-//! has read the event meanwhile), and posts it:
+//! has read the event meanwhile), and posts it. Reading a room with unread
+//! notifications queues a badge update (counts only, as Synapse sends) so
+//! that phones clear their badge.
+//!
+//! Answers:
 //! - 2xx: done; pushkeys listed in `rejected` have their pusher removed.
 //! - network errors, timeouts, 429 and 5xx: retried with exponential backoff
 //!   per pusher (1 s doubling up to 10 min), given up after [`MAX_ATTEMPTS`].
@@ -246,6 +250,12 @@ async fn deliver(services: &Services, pusher: &PusherId, count: u64, job: &PushJ
         return Ok(Outcome::Done); // the pusher was deleted meanwhile
     };
     let user_id = services.users.user_id(&pusher.localpart)?;
+    let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
+    if job.badge_only {
+        let unread = services.rooms.unread_total(&user_id)?;
+        let body = notification::build_badge(pusher, &settings, unread);
+        return Ok(post(&services.push.client, &url, pusher, &user_id, body).await);
+    }
     let Ok(room_id) = OwnedRoomId::try_from(job.room_id.as_str()) else { return Ok(Outcome::Done) };
     let Some(context) = services.rooms.push_context(&user_id, &room_id, count)? else {
         return Ok(Outcome::Done);
@@ -253,7 +263,6 @@ async fn deliver(services: &Services, pusher: &PusherId, count: u64, job: &PushJ
     if context.already_read {
         return Ok(Outcome::Done);
     }
-    let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
     let body = notification::build(&user_id, pusher, &settings, &context);
     Ok(post(&services.push.client, &url, pusher, &user_id, body).await)
 }

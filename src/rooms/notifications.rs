@@ -165,7 +165,7 @@ impl Rooms {
             let scope = user_room_scope(member.localpart(), room_id.as_str());
             batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
             for pusher in self.pushers.http_pushers_of(member.localpart()) {
-                let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0 };
+                let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0, badge_only: false };
                 batch.insert(
                     &self.storage.tables.push_queue,
                     &(count, format!("{}\0{pusher}", member.localpart())),
@@ -274,6 +274,43 @@ pub struct PushContext {
 }
 
 impl Rooms {
+    /// Unread notifications across the user's joined rooms (the badge of a phone).
+    pub fn unread_total(&self, user_id: &UserId) -> Result<u64> {
+        let mut unread = 0;
+        for joined in self.joined_rooms(user_id.localpart())? {
+            unread += self.unread_counts(&joined, user_id, 0, u64::MAX)?.total.notifications;
+        }
+        Ok(unread)
+    }
+
+    /// Adds to `batch`, for a local user who has just read a room where
+    /// notifications were unread, a badge update for each of their http
+    /// pushers (position `count`, the receipt's). True when some were queued.
+    pub(super) fn queue_badge_updates(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        user_id: &UserId,
+        count: u64,
+    ) -> Result<bool> {
+        if user_id.server_name() != self.server_name {
+            return Ok(false);
+        }
+        let pushers = self.pushers.http_pushers_of(user_id.localpart());
+        if pushers.is_empty() || self.unread_counts(room_id, user_id, 0, u64::MAX)?.total.notifications == 0 {
+            return Ok(false);
+        }
+        for pusher in pushers {
+            let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0, badge_only: true };
+            batch.insert(
+                &self.storage.tables.push_queue,
+                &(count, format!("{}\0{pusher}", user_id.localpart())),
+                &job,
+            )?;
+        }
+        Ok(true)
+    }
+
     /// The context of `user_id`'s notification about the event at `count` in
     /// `room_id`, or `None` when there is no such notification (any more).
     pub fn push_context(&self, user_id: &UserId, room_id: &RoomId, count: u64) -> Result<Option<PushContext>> {
@@ -287,10 +324,7 @@ impl Rooms {
             Ok(self.state_event_in(&state, kind, state_key)?.and_then(|event| content_string(&event, field)))
         };
         let already_read = self.read_positions(room_id, user_id)?.0 >= count;
-        let mut unread = 0;
-        for joined in self.joined_rooms(user_id.localpart())? {
-            unread += self.unread_counts(&joined, user_id, 0, u64::MAX)?.total.notifications;
-        }
+        let unread = self.unread_total(user_id)?;
         Ok(Some(PushContext {
             event: client_event(&pdu, room_id),
             room_name: state_text("m.room.name", "", "name")?.filter(|name| !name.is_empty()),

@@ -81,8 +81,13 @@ impl Rooms {
         }
         batch.insert(&tables.receipt_positions, &(room_id.to_string(), count), &receipt_key.1)?;
         batch.insert(&tables.receipts, &receipt_key, &record)?;
+        let badge_changes =
+            (kind == READ || kind == READ_PRIVATE) && self.queue_badge_updates(&mut batch, room_id, user_id, count)?;
         self.storage.commit(batch).await?;
         reservation.announce();
+        if badge_changes {
+            self.push_wakeup.notify_one();
+        }
         Ok(())
     }
 

@@ -315,6 +315,9 @@ pub struct PushJobRecord {
     pub room_id: String,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// Only the unread count changed (the user read a room): no event.
+    #[serde(default)]
+    pub badge_only: bool,
 }
 
 impl Record for PushJobRecord {
