@@ -47,7 +47,13 @@ pub fn stored_records(data: &[u8]) {
     let _ = codec::decode_record::<records::UiaaSessionRecord>(data);
     let _ = codec::decode_record::<records::RegistrationTokenUsage>(data);
     let _ = codec::decode_record::<records::SigningKeyRecord>(data);
+    let _ = codec::decode_record::<records::PusherRecord>(data);
+    let _ = codec::decode_record::<records::PushJobRecord>(data);
+    let _ = codec::decode_record::<records::MediaRecord>(data);
     let _ = <(String, String)>::decode(data);
+    if let Ok(key) = <(u64, String)>::decode(data) {
+        assert_eq!(<(u64, String)>::decode(&key.encode()).ok(), Some(key));
+    }
     let _ = u64::decode(data);
     let _ = String::decode(data);
     if let Ok(pair) = <(String, String)>::decode(data) {

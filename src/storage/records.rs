@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::Record;
+use super::{codec::Record, StorageError};
 
 /// SHA-256 of an access or refresh token.
 pub type TokenHash = [u8; 32];
@@ -309,6 +309,29 @@ impl Record for NotificationRecord {
     const VERSION: u8 = 1;
 }
 
+/// A pusher as its device set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PusherRecord {
+    /// The pusher's JSON, as the client set it (what `GET /pushers` shows).
+    pub pusher: String,
+    /// The device that set it (empty for pushers stored before this was
+    /// kept): logging that device out removes the pusher.
+    pub device_id: String,
+}
+
+impl Record for PusherRecord {
+    const VERSION: u8 = 2;
+
+    /// Version 1 was the pusher's JSON alone.
+    fn upgrade(version: u8, bytes: &[u8]) -> Result<Self, StorageError> {
+        if version != 1 {
+            return Err(StorageError::corrupt(format!("no upgrade of a pusher from record version {version}")));
+        }
+        let pusher: String = rmp_serde::from_slice(bytes).map_err(|e| StorageError::corrupt(format!("decode: {e}")))?;
+        Ok(Self { pusher, device_id: String::new() })
+    }
+}
+
 /// A push waiting for its gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushJobRecord {
@@ -322,4 +345,20 @@ pub struct PushJobRecord {
 
 impl Record for PushJobRecord {
     const VERSION: u8 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::codec::{decode_record, encode_record};
+
+    #[test]
+    fn pushers_stored_as_bare_json_are_read_without_a_device() {
+        let json = r#"{"kind":"http","app_id":"a","pushkey":"k"}"#.to_owned();
+        let version_1 = encode_record(&json).unwrap();
+        let record: PusherRecord = decode_record(&version_1).unwrap();
+        assert_eq!(record, PusherRecord { pusher: json, device_id: String::new() });
+        let current = PusherRecord { pusher: "{}".to_owned(), device_id: "PHONE".to_owned() };
+        assert_eq!(decode_record::<PusherRecord>(&encode_record(&current).unwrap()).unwrap(), current);
+    }
 }

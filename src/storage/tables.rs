@@ -6,9 +6,9 @@
 use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, MediaRecord,
-        NotificationRecord, PushJobRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, ReportRecord,
-        RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord,
-        UserRecord,
+        NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
+        ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
+        UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -90,8 +90,8 @@ pub struct Tables {
     pub media: Table<String, MediaRecord>,
     /// (media id, "WxH-method") → sha256 + "\n" + content type of a cached thumbnail.
     pub thumbnails: Table<(String, String), String>,
-    /// (localpart, app id + NUL + pushkey) → a pusher (JSON, as the client set it).
-    pub pushers: Table<(String, String), String>,
+    /// (localpart, app id + NUL + pushkey) → a pusher and the device that set it.
+    pub pushers: Table<(String, String), PusherRecord>,
     /// (event count, localpart + NUL + app id + NUL + pushkey) → a push waiting
     /// to be sent to that pusher's gateway, in event order.
     pub push_queue: Table<(u64, String), PushJobRecord>,

@@ -273,11 +273,7 @@ impl Users {
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;
-        for (key, _) in self.storage.tables.pushers.scan_prefix(&crate::storage::prefix_of(localpart))? {
-            batch.remove(&self.storage.tables.pushers, &key);
-        }
         self.commit_device_removal(batch, localpart).await?;
-        self.pushers.refresh(&self.storage, localpart)?;
         self.directory.remove(localpart);
         tracing::info!(user = localpart, "account deactivated");
         Ok(())

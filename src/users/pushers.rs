@@ -5,7 +5,10 @@
 //! id and pushkey; setting one replaces the same pair of the same user and,
 //! unless `append`, removes that pair from other users (a device changed
 //! hands); `kind: null` deletes it. HTTP pushers need a `data.url` ending in
-//! `/_matrix/push/v1/notify`. Sending to the gateways is [`crate::push`]'s.
+//! `/_matrix/push/v1/notify`. Each pusher remembers the device that set it:
+//! logging that device out (or deleting it) removes the pusher, as Synapse
+//! does, so a phone that left a user's hands stops receiving their messages.
+//! Sending to the gateways is [`crate::push`]'s.
 
 use std::{collections::HashMap, sync::RwLock};
 
@@ -14,7 +17,7 @@ use serde_json::{Map, Value};
 use super::Users;
 use crate::{
     error::{Error, Result},
-    storage::{prefix_of, Batch, Storage},
+    storage::{prefix_of, records::PusherRecord, Batch, Storage},
 };
 
 /// The http pushers of every user, in memory: each stored event consults it
@@ -30,8 +33,8 @@ impl PusherIndex {
     /// The index of every stored pusher.
     pub fn load(storage: &Storage) -> Result<Self> {
         let mut http: HashMap<String, Vec<String>> = HashMap::new();
-        for ((localpart, scoped), json) in storage.tables.pushers.all()? {
-            if is_http(&json) {
+        for ((localpart, scoped), record) in storage.tables.pushers.all()? {
+            if is_http(&record.pusher) {
                 http.entry(localpart).or_default().push(scoped);
             }
         }
@@ -51,7 +54,7 @@ impl PusherIndex {
         let mut http = self.http.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let stored = storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
         let pushers: Vec<String> =
-            stored.into_iter().filter(|(_, json)| is_http(json)).map(|((_, scoped), _)| scoped).collect();
+            stored.into_iter().filter(|(_, record)| is_http(&record.pusher)).map(|((_, scoped), _)| scoped).collect();
         if pushers.is_empty() {
             http.remove(localpart);
         } else {
@@ -73,13 +76,13 @@ impl Users {
     /// A user's pushers, as set.
     pub fn pushers(&self, localpart: &str) -> Result<Vec<Value>> {
         let stored = self.storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
-        Ok(stored.into_iter().filter_map(|(_, text)| serde_json::from_str(&text).ok()).collect())
+        Ok(stored.into_iter().filter_map(|(_, record)| serde_json::from_str(&record.pusher).ok()).collect())
     }
 
     /// One pusher of a user, as set.
     pub fn pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<Option<Value>> {
         let key = (localpart.to_owned(), pusher_key(app_id, pushkey));
-        Ok(self.storage.tables.pushers.get(&key)?.and_then(|text| serde_json::from_str(&text).ok()))
+        Ok(self.storage.tables.pushers.get(&key)?.and_then(|record| serde_json::from_str(&record.pusher).ok()))
     }
 
     /// Removes a pusher (its gateway rejected the pushkey).
@@ -93,13 +96,36 @@ impl Users {
     pub(super) async fn commit_pusher_changes(&self, batch: Batch, owners: &[String]) -> Result<()> {
         self.storage.commit(batch).await?;
         for owner in owners {
-            self.pushers.refresh(&self.storage, owner)?;
+            self.refresh_pushers(owner)?;
         }
         Ok(())
     }
 
-    /// `POST /pushers/set`.
-    pub async fn set_pusher(&self, localpart: &str, body: Map<String, Value>) -> Result<()> {
+    /// Adds to `batch` the removal of the pushers set by `device_ids` (all of
+    /// the user's with `None`); the owners whose index must be refreshed
+    /// after the commit are the caller's business ([`Users::commit_device_removal`]).
+    pub(super) fn remove_pushers_of_devices(
+        &self,
+        batch: &mut Batch,
+        localpart: &str,
+        device_ids: Option<&[String]>,
+    ) -> Result<()> {
+        let tables = &self.storage.tables;
+        for (key, record) in tables.pushers.scan_prefix(&prefix_of(localpart))? {
+            if device_ids.is_none_or(|ids| ids.contains(&record.device_id)) {
+                batch.remove(&tables.pushers, &key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Brings the pusher index up to date for a user after a commit.
+    pub(super) fn refresh_pushers(&self, localpart: &str) -> Result<()> {
+        self.pushers.refresh(&self.storage, localpart)
+    }
+
+    /// `POST /pushers/set`, by the device `device_id`.
+    pub async fn set_pusher(&self, localpart: &str, device_id: &str, body: Map<String, Value>) -> Result<()> {
         let text = |name: &str| -> Result<String> {
             body.get(name)
                 .and_then(Value::as_str)
@@ -150,7 +176,8 @@ impl Users {
         }
         let mut pusher = body;
         pusher.remove("append");
-        batch.insert(&tables.pushers, &key, &Value::Object(pusher).to_string())?;
+        let record = PusherRecord { pusher: Value::Object(pusher).to_string(), device_id: device_id.to_owned() };
+        batch.insert(&tables.pushers, &key, &record)?;
         self.commit_pusher_changes(batch, &owners).await
     }
 }

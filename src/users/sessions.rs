@@ -225,7 +225,7 @@ impl Users {
         let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &user_id)?;
         self.storage.commit(batch).await?;
         reservation.announce();
-        Ok(())
+        self.refresh_pushers(localpart)
     }
 
     /// Removes every device of `localpart` except `keep`, with their tokens.
@@ -242,7 +242,7 @@ impl Users {
             crate::e2ee::forget_device(tables, batch, localpart, &key.1)?;
             batch.remove(&tables.devices, &key);
         }
-        Ok(())
+        self.remove_pushers_of_devices(batch, localpart, None)
     }
 
     /// Removes the named devices of a user (unknown ids are ignored, as the spec says).
@@ -257,6 +257,7 @@ impl Users {
                 batch.remove(&tables.devices, &key);
             }
         }
+        self.remove_pushers_of_devices(&mut batch, localpart, Some(device_ids))?;
         self.commit_device_removal(batch, localpart).await
     }
 

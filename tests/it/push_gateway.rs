@@ -346,3 +346,28 @@ async fn https_gateways_are_trusted_through_the_configured_ca_file() {
     assert_eq!(received[0]["notification"]["event_id"], event.as_str());
     assert_eq!(received[0]["notification"]["content"]["body"], "par TLS");
 }
+
+#[tokio::test]
+async fn logging_a_device_out_removes_the_pushers_it_set() {
+    let gateway = Gateway::start().await;
+    let server = TestServer::start_with(ALLOW_LOCAL_GATEWAYS).await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    let phone = Session::from_reply(&client, client.login("bob", crate::harness::PASSWORD).await.assert_ok());
+    set_pusher(&phone, "phone-key", json!({ "url": gateway.url() })).await;
+    set_pusher(&bob, "laptop-key", json!({ "url": gateway.url() })).await;
+    assert_eq!(pushers_of(&bob).await.len(), 2);
+
+    // The phone is handed back: once it is logged out, it gets nothing more.
+    phone.client.post("/_matrix/client/v3/logout", json!({})).await.assert_ok();
+    let remaining = pushers_of(&bob).await;
+    assert_eq!(remaining.len(), 1);
+    assert_eq!(remaining[0]["pushkey"], "laptop-key");
+    let event = alice.send_text(&room, "t1", "confidentiel").await;
+    let received = gateway.wait_for(1).await;
+    eventually("the queue is empty", async || server.services().storage.tables.push_queue.is_empty()).await;
+    let received_now = gateway.received();
+    assert_eq!(received_now.len(), 1, "{received_now:?}");
+    assert_eq!(received[0]["notification"]["event_id"], event.as_str());
+    assert_eq!(received[0]["notification"]["devices"][0]["pushkey"], "laptop-key");
+}

@@ -230,6 +230,6 @@ pub fn pushers(s: &Services, who: &Identity) -> Result<Response> {
 /// `POST /pushers/set`.
 pub async fn set_pusher(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: serde_json::Map<String, Value> = request.json()?;
-    s.users.set_pusher(&who.localpart, body).await?;
+    s.users.set_pusher(&who.localpart, &who.device_id, body).await?;
     Ok(Response::empty_object())
 }
