@@ -76,6 +76,7 @@ impl Services {
         let services = Arc::downgrade(self);
         runtime.spawn(async move {
             let mut every = tokio::time::interval(MAINTENANCE_INTERVAL);
+            let mut compacted_up_to = 0;
             loop {
                 every.tick().await;
                 let Some(services) = services.upgrade() else { return };
@@ -84,8 +85,29 @@ impl Services {
                     Ok(removed) => tracing::debug!(removed, "purged expired authentication sessions"),
                     Err(error) => tracing::warn!(%error, "could not purge authentication sessions"),
                 }
+                let compaction = tokio::task::spawn_blocking(move || services.compact_notifications(compacted_up_to));
+                match compaction.await {
+                    Ok(Ok(cutoff)) => compacted_up_to = cutoff,
+                    Ok(Err(error)) => tracing::warn!(%error, "could not compact notification records"),
+                    Err(error) => tracing::warn!(%error, "notification compaction task failed"),
+                }
             }
         });
+    }
+
+    /// Checkpoints the position and, when the retention cut-off moved past
+    /// `done_up_to`, removes notification records that no longer count.
+    /// Returns the cut-off now compacted up to.
+    fn compact_notifications(&self, done_up_to: u64) -> crate::error::Result<u64> {
+        let now = crate::util::now_ms();
+        self.rooms.checkpoint_position(now)?;
+        let Some(cutoff) = self.rooms.retention_cutoff(now)? else { return Ok(done_up_to) };
+        if cutoff <= done_up_to {
+            return Ok(done_up_to);
+        }
+        let removed = self.rooms.compact_notifications(cutoff)?;
+        tracing::info!(removed, cutoff, "old notification records compacted");
+        Ok(cutoff)
     }
 }
 

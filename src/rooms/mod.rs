@@ -25,6 +25,7 @@ pub mod notifications;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;
+pub mod retention;
 pub mod search;
 pub mod state;
 pub mod summary;

@@ -29,7 +29,7 @@ pub const READ_PRIVATE: &str = "m.read.private";
 const MAX_UNREAD: u64 = 999;
 
 /// The thread id of main-timeline receipts.
-const MAIN_THREAD: &str = "main";
+pub(super) const MAIN_THREAD: &str = "main";
 
 /// Notifications and highlights counted together.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -92,6 +92,9 @@ pub struct Tables {
     pub thumbnails: Table<(String, String), String>,
     /// (localpart, app id + NUL + pushkey) → a pusher and the device that set it.
     pub pushers: Table<(String, String), PusherRecord>,
+    /// time (ms) → the position then: hourly checkpoints that date positions
+    /// (notification retention).
+    pub position_checkpoints: Table<u64, u64>,
     /// (event count, localpart + NUL + app id + NUL + pushkey) → a push waiting
     /// to be sent to that pusher's gateway, in event order.
     pub push_queue: Table<(u64, String), PushJobRecord>,
@@ -147,6 +150,7 @@ impl Tables {
             thumbnails: Table::open(db, "mediaid_size_thumbnail")?,
             pushers: Table::open(db, "localpart_app_pushkey_pusher")?,
             push_queue: Table::open(db, "count_pusher_pushjob")?,
+            position_checkpoints: Table::open(db, "time_count")?,
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
         })

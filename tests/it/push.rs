@@ -171,3 +171,46 @@ async fn pushers_are_set_replaced_moved_and_deleted() {
         .assert_ok();
     assert_eq!(alice.client.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"], json!([]));
 }
+
+#[tokio::test]
+async fn read_notifications_past_the_retention_are_compacted_and_unread_ones_kept() {
+    let started = conduit::util::now_ms();
+    let server = TestServer::start().await;
+    let ([alice, bob], room) = server.client().public_room_with(["alice", "bob"]).await;
+    let first = alice.send_text(&room, "t1", "un").await;
+    alice.send_text(&room, "t2", "deux").await;
+    let receipt = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        crate::harness::enc(&room),
+        crate::harness::enc(&first)
+    );
+    bob.client.post(&receipt, json!({})).await.assert_ok();
+    alice.send_text(&room, "t3", "trois").await;
+    assert_eq!(counts(&sync(&bob, "").await, &room), (2, 0));
+
+    // Everything so far is past the cut-off: only the read record goes.
+    let services = server.services();
+    let cutoff = services.rooms.current_position().unwrap();
+    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 1);
+    assert_eq!(counts(&sync(&bob, "").await, &room), (2, 0), "unread counts are unchanged");
+    let listed = bob.client.get("/_matrix/client/v3/notifications").await.assert_ok().clone();
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 2);
+    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 0, "nothing more to remove");
+
+    // Once bob leaves, his old records no longer count and go too.
+    bob.client
+        .post(&format!("/_matrix/client/v3/rooms/{}/leave", crate::harness::enc(&room)), json!({}))
+        .await
+        .assert_ok();
+    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 2);
+
+    // The cut-off comes from hourly (time, position) checkpoints.
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    let later = started + 10 * DAY;
+    services.rooms.checkpoint_position(later).unwrap();
+    let position_then = services.rooms.current_position().unwrap();
+    alice.send_text(&room, "t4", "quatre").await;
+    services.rooms.checkpoint_position(later + 10 * 60 * 1000).unwrap(); // within the hour: no new checkpoint
+    assert_eq!(services.rooms.retention_cutoff(later + 31 * DAY).unwrap(), Some(position_then));
+    assert_eq!(services.rooms.retention_cutoff(started - DAY + 30 * DAY).unwrap(), None, "no checkpoint is that old");
+}
