@@ -213,7 +213,10 @@ impl E2ee {
                 if usage == "user_signing" && user_id != &who.user_id {
                     continue; // a user-signing key is shown only to its owner
                 }
-                if let Some(key) = self.cross_signing_key(localpart, usage)? {
+                if let Some(mut key) = self.cross_signing_key(localpart, usage)? {
+                    if usage == "master" {
+                        keep_signatures_visible_to(&mut key, user_id.as_str(), who.user_id.as_str());
+                    }
                     cross_signing.entry(usage).or_default().insert(user_id.to_string(), key);
                 }
             }
@@ -280,5 +283,30 @@ impl E2ee {
         let changes =
             self.storage.tables.key_changes.range(&(since + 1), &upto.saturating_add(1), false, usize::MAX)?;
         Ok(changes.into_iter().filter_map(|(_, user)| UserId::parse(user).ok()).collect())
+    }
+}
+
+/// Signatures on `owner`'s master key that `viewer` may see: the owner's own
+/// (their devices') and the viewer's (made with the viewer's user-signing
+/// key). Other users' user-signing signatures show whom they verified and are
+/// "only visible to the user who created them" (spec, "Cross-signing").
+fn keep_signatures_visible_to(key: &mut Value, owner: &str, viewer: &str) {
+    if let Some(signatures) = key.get_mut("signatures").and_then(Value::as_object_mut) {
+        signatures.retain(|signer, _| signer == owner || signer == viewer);
+    }
+}
+
+#[cfg(test)]
+mod visibility_tests {
+    use super::*;
+
+    #[test]
+    fn third_party_signatures_on_a_master_key_are_hidden() {
+        let mut key = json!({
+            "user_id": "@bob:x", "usage": ["master"], "keys": {"ed25519:B": "B"},
+            "signatures": {"@bob:x": {"ed25519:DEV": "s1"}, "@alice:x": {"ed25519:A": "s2"}, "@carol:x": {"ed25519:C": "s3"}}
+        });
+        keep_signatures_visible_to(&mut key, "@bob:x", "@alice:x");
+        assert_eq!(key["signatures"], json!({"@bob:x": {"ed25519:DEV": "s1"}, "@alice:x": {"ed25519:A": "s2"}}));
     }
 }

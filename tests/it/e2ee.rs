@@ -284,6 +284,30 @@ async fn cross_signing_keys_and_signatures_are_verified() {
     assert_eq!(body["master_keys"][&alice.user_id]["keys"][&master_id], public(&master));
     assert!(body["self_signing_keys"][&alice.user_id].is_object());
     assert!(body["user_signing_keys"].get(&alice.user_id).is_none(), "only its owner sees a user-signing key");
+
+    // Bob verifies Alice: his user-signing key signs her master key. Only Bob
+    // sees that signature; Carol does not learn whom Bob verified.
+    let (bob_master, bob_usk) = (new_key(), new_key());
+    let bob_master_id = format!("ed25519:{}", public(&bob_master));
+    let mut bob_usk_json = cross_signing_key(&bob, "user_signing", &bob_usk);
+    sign(&mut bob_usk_json, &bob.user_id, &bob_master_id, &bob_master);
+    let bob_keys =
+        json!({ "master_key": cross_signing_key(&bob, "master", &bob_master), "user_signing_key": bob_usk_json });
+    bob.client.post(upload, bob_keys).await.assert_ok();
+    let mut verified = master_json.clone();
+    verified.as_object_mut().unwrap().remove("signatures");
+    let bob_usk_id = format!("ed25519:{}", public(&bob_usk));
+    sign(&mut verified, &bob.user_id, &bob_usk_id, &bob_usk);
+    let reply = bob.client.post(signatures, json!({ alice.user_id.clone(): { public(&master): verified } })).await;
+    assert_eq!(reply.assert_ok()["failures"], json!({}));
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    let seen_by_bob = bob.client.post("/_matrix/client/v3/keys/query", query.clone()).await.assert_ok().clone();
+    assert!(seen_by_bob["master_keys"][&alice.user_id]["signatures"][&bob.user_id][&bob_usk_id].is_string());
+    let carol = client.register("carol").await;
+    let seen_by_carol = carol.client.post("/_matrix/client/v3/keys/query", query).await.assert_ok().clone();
+    let carol_view = &seen_by_carol["master_keys"][&alice.user_id];
+    assert_eq!(carol_view["keys"][&master_id], public(&master));
+    assert!(carol_view["signatures"].get(&bob.user_id).is_none(), "{carol_view}");
 }
 
 fn backup_key(verified: bool, first_message_index: u64, marker: &str) -> Value {
