@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench load -- [--base-url http://127.0.0.1:6167] [--users 20] [--rooms 100]
-//!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN]
+//!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN] [--pushes]
 //! ```
 //!
 //! Without `--base-url` it starts this server in-process on 127.0.0.1 (fresh
@@ -22,6 +22,12 @@
 //!    with `timeout=0` by another user: p50/p99 latency;
 //! 5. **delivery**: `probes` times, a user waits in a long-polling `/sync`, another
 //!    sends; the delay from the start of the send until the waiting sync returns it.
+//! 6. with `--pushes`: every user sets an http pusher to a push gateway the tool
+//!    runs on 127.0.0.1 (the server must allow private gateways; the in-process
+//!    server does). **Push latency**: `probes` times one message, then the time
+//!    until the gateway has the push for every other member; **push throughput**:
+//!    every user sends `messages` messages at once, then the time until the
+//!    gateway has all their pushes.
 //!
 //! Latencies are observed by the client (loopback HTTP included).
 
@@ -48,6 +54,7 @@ struct Options {
     probes: usize,
     password: String,
     registration_token: Option<String>,
+    pushes: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -58,6 +65,7 @@ fn parse_options() -> Result<Options> {
         messages: 20,
         probes: 200,
         password: "load-tool-password".to_owned(),
+        pushes: false,
         registration_token: None,
     };
     let mut args = std::env::args().skip(1);
@@ -72,6 +80,7 @@ fn parse_options() -> Result<Options> {
             "--probes" => options.probes = number(value()?)?.max(1),
             "--password" => options.password = value()?,
             "--registration-token" => options.registration_token = Some(value()?),
+            "--pushes" => options.pushes = true,
             // `cargo bench` passes `--bench`; filters and other harness flags are ignored.
             _ => {}
         }
@@ -370,6 +379,140 @@ async fn run(target: Target, options: Options) -> Result<()> {
     }
     report("send start → waiting sync returns", delivery);
     report("send acknowledged → sync returns", delivery_after_ack);
+    if options.pushes {
+        push_phase(&target, &accounts, &rooms, &options, &suffix).await?;
+    }
+    Ok(())
+}
+
+/// A push gateway on 127.0.0.1: the arrival time of every push, by event id.
+#[derive(Clone, Default)]
+struct Gateway {
+    arrivals: Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<Instant>>>>,
+}
+
+impl Gateway {
+    async fn start(&self) -> Result<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let gateway = self.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let gateway = gateway.clone();
+                        async move {
+                            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let push: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            if let Some(event_id) = push["notification"]["event_id"].as_str() {
+                                let mut arrivals = gateway.arrivals.lock().unwrap_or_else(|p| p.into_inner());
+                                arrivals.entry(event_id.to_owned()).or_default().push(Instant::now());
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                                br#"{"rejected":[]}"#,
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(addr)
+    }
+
+    fn count(&self, event_id: &str) -> usize {
+        self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(event_id).map_or(0, Vec::len)
+    }
+
+    fn last_arrival(&self, event_id: &str) -> Option<Instant> {
+        self.arrivals.lock().unwrap_or_else(|p| p.into_inner()).get(event_id).and_then(|a| a.iter().max().copied())
+    }
+
+    /// Waits until `event_id` has `expected` pushes (30 s at most).
+    async fn wait_for(&self, event_id: &str, expected: usize) -> Result<Instant> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.count(event_id) < expected {
+            if Instant::now() > deadline {
+                return Err(format!("{event_id}: {} of {expected} pushes arrived", self.count(event_id)));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        self.last_arrival(event_id).ok_or_else(|| "no arrival".to_owned())
+    }
+}
+
+async fn send_event(connection: &mut Connection, room: &str, txn: &str, body: &str) -> Result<String> {
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
+    let reply = connection.ok("PUT", &path, Some(&json!({ "msgtype": "m.text", "body": body }))).await?;
+    Ok(reply["event_id"].as_str().ok_or("no event_id")?.to_owned())
+}
+
+/// Phase 6: push latency and throughput through a local gateway.
+async fn push_phase(
+    target: &Target,
+    accounts: &[Account],
+    rooms: &Arc<Vec<String>>,
+    options: &Options,
+    suffix: &str,
+) -> Result<()> {
+    let gateway = Gateway::default();
+    let addr = gateway.start().await?;
+    for (i, account) in accounts.iter().enumerate() {
+        let mut connection = target.connect(Some(account)).await?;
+        let pusher = json!({
+            "kind": "http", "app_id": "load.tool", "pushkey": format!("key-{suffix}-{i}"),
+            "app_display_name": "load", "device_display_name": "load", "lang": "en",
+            "data": { "url": format!("http://{addr}/_matrix/push/v1/notify") },
+        });
+        connection.ok("POST", "/_matrix/client/v3/pushers/set", Some(&pusher)).await?;
+    }
+    let others = accounts.len() - 1;
+    let mut writer = target.connect(Some(&accounts[0])).await?;
+    let mut latencies = Vec::new();
+    for probe in 0..options.probes {
+        let room = &rooms[probe % rooms.len()];
+        let sent = Instant::now();
+        let event_id = send_event(&mut writer, room, &format!("push-{suffix}-{probe}"), "push probe").await?;
+        let last = gateway.wait_for(&event_id, others).await?;
+        latencies.push(last.saturating_duration_since(sent));
+    }
+    report(&format!("send start → last of {others} pushes at the gateway"), latencies);
+
+    let started = Instant::now();
+    let mut senders = Vec::new();
+    for (u, account) in accounts.iter().enumerate() {
+        let mut connection = target.connect(Some(account)).await?;
+        let rooms = Arc::clone(rooms);
+        let (messages, suffix) = (options.messages, suffix.to_owned());
+        senders.push(tokio::spawn(async move {
+            let mut events = Vec::with_capacity(messages);
+            for m in 0..messages {
+                let room = &rooms[(u * 11 + m) % rooms.len()];
+                events.push(send_event(&mut connection, room, &format!("pushburst-{suffix}-{u}-{m}"), "burst").await?);
+            }
+            Ok::<_, String>(events)
+        }));
+    }
+    let mut events = Vec::new();
+    for sender in senders {
+        events.extend(sender.await.map_err(|e| e.to_string())??);
+    }
+    let sent = started.elapsed();
+    for event_id in &events {
+        gateway.wait_for(event_id, others).await?;
+    }
+    let elapsed = started.elapsed();
+    let pushes = events.len() * others;
+    println!(
+        "push burst: {} messages sent in {:.2} s; all {pushes} pushes at the gateway after {:.2} s: {:.0} pushes/s",
+        events.len(),
+        sent.as_secs_f64(),
+        elapsed.as_secs_f64(),
+        pushes as f64 / elapsed.as_secs_f64()
+    );
     Ok(())
 }
 
@@ -401,7 +544,7 @@ fn main() {
             None => {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
                 let text = format!(
-                    "server_name = \"load.local\"\ndatabase_path = {:?}\nregistration = \"open\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+                    "server_name = \"load.local\"\ndatabase_path = {:?}\nregistration = \"open\"\n[push]\nallow_private_gateways = true\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n",
                     dir.path().join("db").display().to_string()
                 );
                 let config = conduit::config::Config::from_toml_with_env(&text, Vec::new()).map_err(|e| e.to_string())?;

@@ -189,8 +189,11 @@ fn pass(services: &Arc<Services>, weak: &Weak<Services>) -> Duration {
 /// Sends a pusher's jobs in order, stopping at the first that must wait.
 async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(JobKey, PushJobRecord)>) {
     let queue = &services.storage.tables.push_queue;
+    // The unread count is the user's current one, read once for the jobs
+    // sent together (it is a sum over all their rooms).
+    let mut unread = None;
     for (key, mut job) in jobs {
-        let outcome = match deliver(services, pusher, key.0, &job).await {
+        let outcome = match deliver(services, pusher, key.0, &job, &mut unread).await {
             Ok(outcome) => outcome,
             Err(error) => {
                 tracing::warn!(%error, user = %pusher.localpart, "push could not be prepared; dropped");
@@ -244,16 +247,23 @@ fn note_failure(services: &Services, pusher: &PusherId) {
     state.backoff.insert(pusher.clone(), Backoff { failures, retry_at: Instant::now() + delay });
 }
 
-/// Builds and posts one push.
-async fn deliver(services: &Services, pusher: &PusherId, count: u64, job: &PushJobRecord) -> Result<Outcome> {
+/// Builds and posts one push; `unread` caches the user's unread count.
+async fn deliver(
+    services: &Services,
+    pusher: &PusherId,
+    count: u64,
+    job: &PushJobRecord,
+    unread: &mut Option<u64>,
+) -> Result<Outcome> {
     let Some(settings) = services.users.pusher(&pusher.localpart, &pusher.app_id, &pusher.pushkey)? else {
         return Ok(Outcome::Done); // the pusher was deleted meanwhile
     };
     let user_id = services.users.user_id(&pusher.localpart)?;
     let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
     if job.badge_only {
-        let unread = services.rooms.unread_total(&user_id)?;
-        let body = notification::build_badge(pusher, &settings, unread);
+        // Read now: the badge must reflect the read that queued it.
+        let fresh = *unread.insert(services.rooms.unread_total(&user_id)?);
+        let body = notification::build_badge(pusher, &settings, fresh);
         return Ok(post(&services.push.client, &url, pusher, &user_id, body).await);
     }
     let Ok(room_id) = OwnedRoomId::try_from(job.room_id.as_str()) else { return Ok(Outcome::Done) };
@@ -263,7 +273,11 @@ async fn deliver(services: &Services, pusher: &PusherId, count: u64, job: &PushJ
     if context.already_read {
         return Ok(Outcome::Done);
     }
-    let body = notification::build(&user_id, pusher, &settings, &context);
+    let unread = match *unread {
+        Some(unread) => unread,
+        None => *unread.insert(services.rooms.unread_total(&user_id)?),
+    };
+    let body = notification::build(&user_id, pusher, &settings, &context, unread);
     Ok(post(&services.push.client, &url, pusher, &user_id, body).await)
 }
 

@@ -30,7 +30,7 @@ pub fn build_badge(pusher: &PusherId, settings: &Value, unread: u64) -> Value {
 }
 
 /// `{"notification": {...}}` for `pusher` (`settings` as the client set it).
-pub fn build(user_id: &UserId, pusher: &PusherId, settings: &Value, context: &PushContext) -> Value {
+pub fn build(user_id: &UserId, pusher: &PusherId, settings: &Value, context: &PushContext, unread: u64) -> Value {
     let actions: Vec<Value> = serde_json::from_str(&context.actions).unwrap_or_default();
     let tweaks = tweaks_of(&actions);
     let event = &context.event;
@@ -41,8 +41,8 @@ pub fn build(user_id: &UserId, pusher: &PusherId, settings: &Value, context: &Pu
         device["tweaks"] = Value::Object(tweaks.clone());
     }
     let mut counts = Map::new();
-    if context.unread > 0 {
-        counts.insert("unread".to_owned(), json!(context.unread));
+    if unread > 0 {
+        counts.insert("unread".to_owned(), json!(unread));
     }
     let mut notification = json!({
         "event_id": event["event_id"],
@@ -111,7 +111,6 @@ mod tests {
             actions: actions.to_owned(),
             highlight: false,
             already_read: false,
-            unread: 3,
         }
     }
 
@@ -127,7 +126,7 @@ mod tests {
         let settings =
             json!({"kind": "http", "data": {"url": "https://push.example/_matrix/push/v1/notify", "extra": 1}});
         let actions = r#"["notify",{"set_tweak":"sound","value":"default"}]"#;
-        let body = build(user, &pusher(), &settings, &context(event, actions));
+        let body = build(user, &pusher(), &settings, &context(event, actions), 3);
         let notification = &body["notification"];
         assert_eq!(notification["event_id"], "$e");
         assert_eq!(notification["content"]["body"], "bonjour");
@@ -149,9 +148,8 @@ mod tests {
         let event = json!({"event_id": "$e", "room_id": "!r:example.org", "type": "m.room.message",
             "sender": "@helene:example.org", "content": {"body": "secret"}});
         let settings = json!({"data": {"url": "https://p/_matrix/push/v1/notify", "format": "event_id_only"}});
-        let mut context = context(event, r#"["notify"]"#);
-        context.unread = 0;
-        let body = build(user, &pusher(), &settings, &context);
+        let context = context(event, r#"["notify"]"#);
+        let body = build(user, &pusher(), &settings, &context, 0);
         let notification = body["notification"].as_object().unwrap();
         let mut names: Vec<&str> = notification.keys().map(String::as_str).collect();
         names.sort_unstable();
@@ -166,7 +164,7 @@ mod tests {
         let user = ruma::user_id!("@bob:example.org");
         let event = json!({"event_id": "$i", "room_id": "!r:example.org", "type": "m.room.member",
             "sender": "@helene:example.org", "state_key": "@bob:example.org", "content": {"membership": "invite"}});
-        let body = build(user, &pusher(), &json!({"data": {}}), &context(event, r#"["notify"]"#));
+        let body = build(user, &pusher(), &json!({"data": {}}), &context(event, r#"["notify"]"#), 1);
         assert_eq!(body["notification"]["user_is_target"], true);
         assert_eq!(body["notification"]["prio"], "high");
     }

@@ -269,8 +269,6 @@ pub struct PushContext {
     pub highlight: bool,
     /// The user's read receipt is at or past the event.
     pub already_read: bool,
-    /// Unread notifications across the user's joined rooms.
-    pub unread: u64,
 }
 
 impl Rooms {
@@ -324,7 +322,6 @@ impl Rooms {
             Ok(self.state_event_in(&state, kind, state_key)?.and_then(|event| content_string(&event, field)))
         };
         let already_read = self.read_positions(room_id, user_id)?.0 >= count;
-        let unread = self.unread_total(user_id)?;
         Ok(Some(PushContext {
             event: client_event(&pdu, room_id),
             room_name: state_text("m.room.name", "", "name")?.filter(|name| !name.is_empty()),
@@ -333,7 +330,6 @@ impl Rooms {
             actions: record.actions,
             highlight: record.highlight,
             already_read,
-            unread,
         }))
     }
 }
