@@ -176,14 +176,27 @@ fn pass(services: &Arc<Services>, weak: &Weak<Services>) -> Duration {
         let weak = weak.clone();
         tokio::spawn(async move {
             if let Some(services) = weak.upgrade() {
-                deliver_in_order(&services, &pusher, jobs).await;
-                services.push.state().in_flight.remove(&pusher);
-                // Jobs queued behind this pusher's may be waiting.
-                services.push.wakeup.notify_one();
+                let in_flight = InFlight { services: &services, pusher: &pusher };
+                deliver_in_order(in_flight.services, in_flight.pusher, jobs).await;
             }
         });
     }
     next_pass
+}
+
+/// Marks a pusher as being delivered to; ends the mark however the delivery
+/// ends (even by a panic), then wakes the sender: jobs queued behind this
+/// pusher's may be waiting.
+struct InFlight<'a> {
+    services: &'a Services,
+    pusher: &'a PusherId,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.services.push.state().in_flight.remove(self.pusher);
+        self.services.push.wakeup.notify_one();
+    }
 }
 
 /// Sends a pusher's jobs in order, stopping at the first that must wait.
