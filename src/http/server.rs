@@ -7,7 +7,9 @@
 //! - A semaphore caps open connections across listeners; at the cap, new
 //!   connections wait in the kernel's backlog.
 //! - Slow clients are bounded: the TLS handshake and request headers must
-//!   arrive within `request_timeout_secs`, and the body within the same again.
+//!   arrive within `request_timeout_secs`, and the body within the same again
+//!   (media uploads, streamed to their handler: no more than that between two
+//!   pieces of the body, however long the whole upload takes).
 //! - Each request runs in its own task, so a handler panic becomes a 500 and a
 //!   client hanging up does not cancel a write half-way.
 //! - Shutdown stops accepting, lets in-flight requests finish (bounded), then
