@@ -129,6 +129,36 @@ async fn acknowledged_writes_survive_sigkill() {
     server.child.wait().unwrap();
 }
 
+/// A push queued with an acknowledged message survives SIGKILL and goes out
+/// once the server is back.
+#[tokio::test]
+async fn a_queued_push_survives_sigkill() {
+    use crate::push_gateway::{set_pusher, Gateway, ALLOW_LOCAL_GATEWAYS};
+    let gateway = Gateway::start().await;
+    gateway.set_failing(true);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, ALLOW_LOCAL_GATEWAYS);
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    set_pusher(&bob, "phone-key", json!({ "url": gateway.url() })).await;
+    let event = alice.send_text(&room, "t1", "avant la panne").await;
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    gateway.set_failing(false);
+    let mut server = spawn_server(&config, port).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The gateway failed every attempt before the kill: a delivery comes from the restarted server.
+    while !gateway.delivered().iter().any(|r| r["notification"]["event_id"] == event.as_str()) {
+        assert!(Instant::now() < deadline, "the push never arrived after the restart: {:?}", gateway.received());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();

@@ -27,15 +27,17 @@ const NOTIFY_PATH: &str = "/_matrix/push/v1/notify";
 /// answers 500 while `failing`, else with the queued replies, else with 200
 /// `{"rejected": []}`.
 #[derive(Clone)]
-struct Gateway {
+pub struct Gateway {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Value>>>,
     replies: Arc<Mutex<VecDeque<(u16, Value)>>>,
     failing: Arc<AtomicBool>,
+    /// The pushes answered with success.
+    delivered: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Gateway {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         Self::start_serving(None).await
     }
 
@@ -61,6 +63,7 @@ impl Gateway {
             received: Arc::default(),
             replies: Arc::default(),
             failing: Arc::default(),
+            delivered: Arc::default(),
         };
         let state = gateway.clone();
         tokio::spawn(async move {
@@ -86,12 +89,17 @@ impl Gateway {
         let path_ok = request.uri().path() == NOTIFY_PATH && request.method() == hyper::Method::POST;
         let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         let (status, reply) = if path_ok {
-            self.received.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
-            if self.failing.load(Ordering::SeqCst) {
+            let push: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            self.received.lock().unwrap().push(push.clone());
+            let reply = if self.failing.load(Ordering::SeqCst) {
                 (500, json!({ "errcode": "M_UNKNOWN" }))
             } else {
                 self.replies.lock().unwrap().pop_front().unwrap_or((200, json!({ "rejected": [] })))
+            };
+            if reply.0 == 200 {
+                self.delivered.lock().unwrap().push(push);
             }
+            reply
         } else {
             (404, json!({}))
         };
@@ -100,7 +108,7 @@ impl Gateway {
         Ok(response)
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}{NOTIFY_PATH}", self.addr)
     }
 
@@ -108,16 +116,20 @@ impl Gateway {
         self.replies.lock().unwrap().push_back((status, body));
     }
 
-    fn set_failing(&self, failing: bool) {
+    pub fn set_failing(&self, failing: bool) {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
-    fn received(&self) -> Vec<Value> {
+    pub fn delivered(&self) -> Vec<Value> {
+        self.delivered.lock().unwrap().clone()
+    }
+
+    pub fn received(&self) -> Vec<Value> {
         self.received.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` notifications arrived (or fails after 20 s).
-    async fn wait_for(&self, n: usize) -> Vec<Value> {
+    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
         for _ in 0..400 {
             let received = self.received();
             if received.len() >= n {
@@ -140,9 +152,9 @@ async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
     panic!("never happened: {what}");
 }
 
-const ALLOW_LOCAL_GATEWAYS: &str = "[push]\nallow_private_gateways = true\n";
+pub const ALLOW_LOCAL_GATEWAYS: &str = "[push]\nallow_private_gateways = true\n";
 
-async fn set_pusher(session: &Session, pushkey: &str, data: Value) {
+pub async fn set_pusher(session: &Session, pushkey: &str, data: Value) {
     let pusher = json!({
         "pushkey": pushkey,
         "kind": "http",
