@@ -159,6 +159,35 @@ async fn a_queued_push_survives_sigkill() {
     server.child.wait().unwrap();
 }
 
+/// An acknowledged upload is whole after SIGKILL: the file and its record.
+#[tokio::test]
+async fn an_acknowledged_upload_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let mut server = spawn_server(&config, port).await;
+    let client = Client { addr: server.addr, token: None };
+    let alice = client.register("alice").await;
+    let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let reply = alice
+        .client
+        .try_send("POST", "/_matrix/media/v3/upload", &[("content-type", "video/mp4")], Bytes::from(content.clone()))
+        .await
+        .unwrap();
+    let uri = reply.assert_ok()["content_uri"].as_str().unwrap().to_owned();
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    let mut server = spawn_server(&config, port).await;
+    let path = uri.replace("mxc://", "/_matrix/client/v1/media/download/");
+    let (status, headers, body) = alice.client.send_raw("GET", &path, &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "video/mp4");
+    assert!(body[..] == content[..], "the file is whole after the crash");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let dir = tempfile::tempdir().unwrap();
