@@ -2,7 +2,7 @@
 //
 // Usage: node rooms.mjs BASE_URL
 // Creates rooms, sends and reads events and state, invites, joins, edits,
-// redacts, paginates; prints "N passed, N failed" and exits non-zero on failure.
+// redacts, paginates, uploads and downloads media, sets pushers; prints "N passed, N failed" and exits non-zero on failure.
 
 import { createClient, Direction } from "matrix-js-sdk";
 
@@ -88,6 +88,44 @@ await check("private room: invite needed, then join and leave", async () => {
   await bob.leave(privateRoom);
   const { joined_rooms: joined } = await bob.getJoinedRooms();
   assert(!joined.includes(privateRoom), JSON.stringify(joined));
+});
+
+await check("uploadContent, then authenticated download and thumbnail", async () => {
+  // A 2×1 PNG (red, blue).
+  const png = Buffer.from(
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAABCAIAAAB7QOjdAAAADUlEQVR4nGP4zwAE/wEHAAH/4iOeWQAAAABJRU5ErkJggg==",
+    "base64",
+  );
+  const { content_uri: mxc } = await alice.uploadContent(new Blob([png], { type: "image/png" }), { name: "pixel.png" });
+  assert(mxc.startsWith("mxc://"), mxc);
+  const download = bob.mxcUrlToHttp(mxc, undefined, undefined, undefined, false, true, true);
+  assert(download.includes("/_matrix/client/v1/media/download/"), download);
+  const anonymous = await fetch(download);
+  assert(anonymous.status === 401, `unauthenticated download: ${anonymous.status}`);
+  const response = await fetch(download, { headers: { Authorization: `Bearer ${bob.getAccessToken()}` } });
+  assert(response.status === 200, `download: ${response.status}`);
+  assert(response.headers.get("content-type") === "image/png", response.headers.get("content-type"));
+  const bytes = Buffer.from(await response.arrayBuffer());
+  assert(bytes.equals(png), "the download is the upload");
+  const thumbnail = bob.mxcUrlToHttp(mxc, 1, 1, "crop", false, true, true);
+  const thumb = await fetch(thumbnail, { headers: { Authorization: `Bearer ${bob.getAccessToken()}` } });
+  assert(thumb.status === 200 && thumb.headers.get("content-type").startsWith("image/"), `thumbnail: ${thumb.status}`);
+});
+
+await check("setPusher and getPushers", async () => {
+  await bob.setPusher({
+    kind: "http",
+    app_id: "fr.gouv.js",
+    pushkey: `js-${suffix}`,
+    app_display_name: "JS",
+    device_display_name: "node",
+    lang: "fr",
+    data: { url: "https://push.example.org/_matrix/push/v1/notify", format: "event_id_only" },
+  });
+  const { pushers } = await bob.getPushers();
+  assert(pushers.length === 1 && pushers[0].pushkey === `js-${suffix}`, JSON.stringify(pushers));
+  await bob.setPusher({ kind: null, app_id: "fr.gouv.js", pushkey: `js-${suffix}` });
+  assert((await bob.getPushers()).pushers.length === 0, "deleted");
 });
 
 finish();
