@@ -348,6 +348,9 @@ impl Config {
                 check_readable_file(&format!("listeners[{i}].tls.key"), &tls.key)?;
             }
         }
+        if let Some(ca_file) = &self.push.ca_file {
+            check_readable_file("push.ca_file", ca_file)?;
+        }
         if self.max_request_size < 1024 {
             return Err(invalid("max_request_size", "must be at least 1024 bytes"));
         }
@@ -533,6 +536,8 @@ mod tests {
                     tls = { certificate = \"/nonexistent/cert.pem\", key = \"/nonexistent/key.pem\" }";
         let error = load(text).unwrap_err();
         assert!(error.0.contains("listeners[0].tls.certificate"), "{error}");
+        let error = load("server_name = \"a.b\"\n[push]\nca_file = \"/nonexistent/ca.pem\"").unwrap_err();
+        assert!(error.0.contains("push.ca_file"), "{error}");
     }
 
     #[test]
