@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo bench --bench load -- [--base-url http://127.0.0.1:6167] [--users 20] [--rooms 100]
-//!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN] [--pushes]
+//!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN] [--pushes] [--search]
 //! ```
 //!
 //! Without `--base-url` it starts this server in-process on 127.0.0.1 (fresh
@@ -28,6 +28,8 @@
 //!    until the gateway has the push for every other member; **push throughput**:
 //!    every user sends `messages` messages at once, then the time until the
 //!    gateway has all their pushes.
+//! 7. with `--search`: `POST /search` by a member of every room, for a word in
+//!    every message sent so far and for a word in none: p50/p99 latency.
 //!
 //! Latencies are observed by the client (loopback HTTP included).
 
@@ -55,6 +57,7 @@ struct Options {
     password: String,
     registration_token: Option<String>,
     pushes: bool,
+    search: bool,
 }
 
 fn parse_options() -> Result<Options> {
@@ -66,6 +69,7 @@ fn parse_options() -> Result<Options> {
         probes: 200,
         password: "load-tool-password".to_owned(),
         pushes: false,
+        search: false,
         registration_token: None,
     };
     let mut args = std::env::args().skip(1);
@@ -81,6 +85,7 @@ fn parse_options() -> Result<Options> {
             "--password" => options.password = value()?,
             "--registration-token" => options.registration_token = Some(value()?),
             "--pushes" => options.pushes = true,
+            "--search" => options.search = true,
             // `cargo bench` passes `--bench`; filters and other harness flags are ignored.
             _ => {}
         }
@@ -381,6 +386,27 @@ async fn run(target: Target, options: Options) -> Result<()> {
     report("send acknowledged → sync returns", delivery_after_ack);
     if options.pushes {
         push_phase(&target, &accounts, &rooms, &options, &suffix).await?;
+    }
+    if options.search {
+        search_phase(&target, &accounts[1], &options).await?;
+    }
+    Ok(())
+}
+
+/// Phase 7: message search latency, for a word every message has and one none has.
+async fn search_phase(target: &Target, reader: &Account, options: &Options) -> Result<()> {
+    let mut connection = target.connect(Some(reader)).await?;
+    for (label, term) in [("common word", "message"), ("absent word", "zyzzyva")] {
+        let body = json!({ "search_categories": { "room_events": { "search_term": term } } });
+        let mut latencies = Vec::new();
+        let mut count = 0;
+        for _ in 0..options.probes.min(50) {
+            let sent = Instant::now();
+            let reply = connection.ok("POST", "/_matrix/client/v3/search", Some(&body)).await?;
+            latencies.push(sent.elapsed());
+            count = reply["search_categories"]["room_events"]["count"].as_u64().unwrap_or(0);
+        }
+        report(&format!("search, {label} ({count} matches)"), latencies);
     }
     Ok(())
 }

@@ -98,3 +98,28 @@ async fn events_stored_before_the_index_are_indexed_again() {
     assert!(services.rooms.reindex_search_words().unwrap() > 0);
     assert_eq!(search(&alice, json!({ "search_term": "minutes" })).await["count"], 1);
 }
+
+#[tokio::test]
+async fn history_from_before_joining_is_not_found_where_visibility_is_joined() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice
+        .create_room(json!({
+            "preset": "public_chat",
+            "initial_state": [{ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } }],
+        }))
+        .await;
+    alice.send_text(&room, "1", "plan confidentiel avant").await;
+    alice.send_text(&room, "2", "plan encore avant").await;
+    bob.join(&room).await.assert_ok();
+    alice.send_text(&room, "3", "plan après l'arrivée de Bob").await;
+    alice.send_text(&room, "4", "plan suivant").await;
+
+    let found = search(&bob, json!({ "search_term": "plan", "order_by": "recent" })).await;
+    assert_eq!(bodies(&found), ["plan suivant", "plan après l'arrivée de Bob"]);
+    assert_eq!(found["count"], 2);
+    let everything = search(&alice, json!({ "search_term": "plan" })).await;
+    assert_eq!(everything["count"], 4);
+}

@@ -7,7 +7,7 @@
 //! `include_state`; `groupings` by `room_id` or `sender`; `next_batch` is an
 //! offset into the ordered results. The index is [`crate::rooms::search`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -103,12 +103,28 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.count.cmp(&a.count)));
     }
     // Visibility and the event filter, in order, until the page is full.
+    // Visibility depends only on the state before the event (searchable
+    // events are never the searcher's own membership), so it is decided once
+    // per state snapshot.
     let mut visible = Vec::new();
     let mut total = 0;
+    let mut verdicts: HashMap<u64, bool> = HashMap::new();
     for hit in hits {
         let Some(event_id) = s.rooms.event_id_at(hit.count)? else { continue };
         let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-        if !criteria.filter.accepts(&pdu) || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        if !criteria.filter.accepts(&pdu) {
+            continue;
+        }
+        let can_see = if pdu.kind().to_string() == "m.room.member" {
+            s.rooms.can_see_event(&who.user_id, &pdu, &stored)?
+        } else if let Some(verdict) = verdicts.get(&stored.state_before) {
+            *verdict
+        } else {
+            let verdict = s.rooms.can_see_event(&who.user_id, &pdu, &stored)?;
+            verdicts.insert(stored.state_before, verdict);
+            verdict
+        };
+        if !can_see {
             continue;
         }
         total += 1;
