@@ -218,6 +218,7 @@ pub fn api_request(data: &[u8]) {
         body,
         body_stream,
         content_type: None,
+        range: None,
         client_ip: "127.0.0.1".to_owned(),
         access_token,
     };

@@ -100,6 +100,8 @@ pub struct Request {
     pub body_stream: Option<BodyStream>,
     /// The `Content-Type` header, if any.
     pub content_type: Option<String>,
+    /// The `Range` header, if any (media downloads).
+    pub range: Option<String>,
     pub client_ip: String,
     /// From `Authorization: Bearer …`, or the `access_token` query parameter
     /// older clients still send.
@@ -214,6 +216,7 @@ mod tests {
             body: Bytes::from(body.to_owned()),
             body_stream: None,
             content_type: None,
+            range: None,
             client_ip: "127.0.0.1".into(),
             access_token: None,
         }

@@ -275,13 +275,15 @@ async fn process(
         .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
     let content_type =
         request.headers().get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let range = request.headers().get(http::header::RANGE).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let (body, body_stream) = if endpoint.streams_body() {
         (Bytes::new(), Some(stream_body(shared, request)?))
     } else {
         (read_body(shared, request).await?, None)
     };
     let client_ip = peer.ip().to_string();
-    let request = Request { method, path, params, query, body, body_stream, content_type, client_ip, access_token };
+    let request =
+        Request { method, path, params, query, body, body_stream, content_type, range, client_ip, access_token };
     let services = Arc::clone(&shared.services);
     let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());
     task.await.unwrap_or_else(|join_error| Err(Error::internal("request handler", join_error)))

@@ -240,6 +240,29 @@ impl Media {
     }
 }
 
+/// The single byte range a `Range` header asks of a file of `len` bytes, as
+/// inclusive (first, last) offsets (RFC 9110 §14.1.2: `bytes=a-b`, `bytes=a-`,
+/// `bytes=-n`). `None` for anything else — several ranges, other units, a
+/// range past the end — in which case the whole file is served, as a server
+/// may (videos still play, seeking simply downloads more).
+pub fn byte_range(header: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?.trim();
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (first, last) = (first.trim(), last.trim());
+    let (start, end) = if first.is_empty() {
+        let suffix: u64 = last.parse().ok().filter(|n| *n > 0)?;
+        (len.saturating_sub(suffix), len - 1)
+    } else {
+        let start: u64 = first.parse().ok()?;
+        let end = if last.is_empty() { len - 1 } else { last.parse::<u64>().ok()?.min(len - 1) };
+        (start, end)
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
 /// The file of a content hash (two-level fan-out; a malformed stored hash
 /// names a file that does not exist rather than panicking).
 fn file_in(dir: &Path, sha256: &str) -> PathBuf {
@@ -308,6 +331,19 @@ pub const CONTENT_SECURITY_POLICY: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn single_byte_ranges_are_understood_and_others_ignored() {
+        assert_eq!(byte_range("bytes=10-19", 1000), Some((10, 19)));
+        assert_eq!(byte_range("bytes=990-", 1000), Some((990, 999)));
+        assert_eq!(byte_range("bytes=-5", 1000), Some((995, 999)));
+        assert_eq!(byte_range("bytes=-5000", 1000), Some((0, 999)));
+        assert_eq!(byte_range("bytes=500-5000", 1000), Some((500, 999)));
+        for ignored in ["bytes=1000-", "bytes=20-10", "bytes=0-1,5-6", "items=0-1", "bytes=-0", "bytes=x-", "bytes=-"] {
+            assert_eq!(byte_range(ignored, 1000), None, "{ignored}");
+        }
+        assert_eq!(byte_range("bytes=0-", 0), None);
+    }
 
     #[test]
     fn only_safe_types_are_inline_and_names_are_escaped() {

@@ -288,3 +288,34 @@ async fn streamed_uploads_over_the_limit_or_cut_short_leave_nothing_behind() {
         client.try_send("POST", "/_matrix/media/v3/upload", &[], Bytes::from_static(b"hello")).await.unwrap();
     anonymous.assert_error(401, "M_MISSING_TOKEN");
 }
+
+#[tokio::test]
+async fn single_byte_ranges_are_served_partially_for_seeking() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let content: Vec<u8> = (0..1000u32).map(|i| (i % 256) as u8).collect();
+    let reply = alice
+        .client
+        .try_send("POST", "/_matrix/media/v3/upload", &[("content-type", "video/mp4")], Bytes::from(content.clone()))
+        .await
+        .unwrap();
+    let path = media_path(reply.assert_ok()["content_uri"].as_str().unwrap());
+    let get = |range: &'static str| {
+        let (alice, path) = (alice.clone(), path.clone());
+        async move { alice.client.send_raw("GET", &path, &[("range", range)], Bytes::new()).await.unwrap() }
+    };
+    for (range, first, last) in [("bytes=10-19", 10, 19), ("bytes=990-", 990, 999), ("bytes=-5", 995, 999)] {
+        let (status, headers, body) = get(range).await;
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(headers["content-range"], format!("bytes {first}-{last}/1000").as_str());
+        assert_eq!(headers["content-length"], (last - first + 1).to_string().as_str());
+        assert_eq!(&body[..], &content[first..=last], "{range}");
+    }
+    // Several ranges or a range past the end: the whole file, as a server may.
+    for range in ["bytes=0-1,5-6", "bytes=5000-"] {
+        let (status, headers, body) = get(range).await;
+        assert_eq!(status, 200, "{range}");
+        assert_eq!(headers["accept-ranges"], "bytes");
+        assert_eq!(body.len(), 1000);
+    }
+}

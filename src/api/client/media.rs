@@ -10,11 +10,12 @@
 //! a browser. Media of other servers cannot be fetched yet (no federation).
 
 use serde_json::json;
+use tokio::io::AsyncSeekExt;
 
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{response::FileBody, Request, Response},
-    media::{content_disposition, thumbnail::Method, Download, StoredContent, CONTENT_SECURITY_POLICY},
+    media::{byte_range, content_disposition, thumbnail::Method, Download, StoredContent, CONTENT_SECURITY_POLICY},
     services::Services,
     users::Identity,
 };
@@ -69,15 +70,27 @@ pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Resul
 }
 
 /// A stored file as a response, with headers that keep browsers from
-/// running it.
-fn file_response(file: Download, filename: Option<&str>) -> Response {
+/// running it; a single byte range when the request asks for one (206).
+async fn file_response(mut file: Download, filename: Option<&str>, range: Option<&str>) -> Result<Response> {
     let disposition = content_disposition(&file.content_type, filename);
-    let mut response = Response::file(FileBody { file: file.file, len: file.len }, file.content_type);
+    let total = file.len;
+    let wanted = range.and_then(|header| byte_range(header, total));
+    let mut len = total;
+    if let Some((first, last)) = wanted {
+        file.file.seek(std::io::SeekFrom::Start(first)).await.map_err(|e| Error::internal("seeking media", e))?;
+        len = last - first + 1;
+    }
+    let mut response = Response::file(FileBody { file: file.file, len }, file.content_type);
+    if let Some((first, last)) = wanted {
+        response.status = 206;
+        response.headers.push(("content-range", format!("bytes {first}-{last}/{total}")));
+    }
+    response.headers.push(("accept-ranges", "bytes".to_owned()));
     response.headers.push(("content-disposition", disposition));
     response.headers.push(("content-security-policy", CONTENT_SECURITY_POLICY.to_owned()));
     response.headers.push(("cross-origin-resource-policy", "cross-origin".to_owned()));
     response.headers.push(("cache-control", "private, max-age=31536000, immutable".to_owned()));
-    response
+    Ok(response)
 }
 
 /// Authenticated download (`/_matrix/client/v1/media/download/…`).
@@ -85,7 +98,7 @@ pub async fn download(s: &Services, request: &Request) -> Result<Response> {
     let media_id = local_media_id(s, request)?;
     let file = s.media.download(media_id).await?;
     let filename = Some(request.param(2)).filter(|name| !name.is_empty()).map(str::to_owned).or(file.filename.clone());
-    Ok(file_response(file, filename.as_deref()))
+    file_response(file, filename.as_deref(), request.range.as_deref()).await
 }
 
 /// The legacy unauthenticated routes answer only when the operator allows it.
@@ -126,7 +139,7 @@ pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
     };
     let animated = request.query("animated") == Some("true");
     let file = s.media.thumbnail(media_id, width, height, method, animated).await?;
-    Ok(file_response(file, None))
+    file_response(file, None, request.range.as_deref()).await
 }
 
 /// Legacy unauthenticated thumbnails: only when the operator allows it.
