@@ -7,7 +7,9 @@
 //! Spec: client-server API "Content repository". Downloads carry a
 //! `Content-Disposition` (inline only for safe types) and a sandboxing
 //! `Content-Security-Policy`, so an uploaded HTML or SVG file never runs in
-//! a browser. Media of other servers cannot be fetched yet (no federation).
+//! a browser. A single byte `Range` is answered with 206 (RFC 9110; video
+//! players seek with it). Media of other servers cannot be fetched yet (no
+//! federation).
 
 use serde_json::json;
 use tokio::io::AsyncSeekExt;
