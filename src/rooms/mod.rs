@@ -437,7 +437,24 @@ impl Rooms {
     /// Whether `user_id` may see an event, by the room's history visibility
     /// at the event (spec: "History visibility").
     pub fn can_see_event(&self, user_id: &UserId, pdu: &Pdu, stored: &StoredPdu) -> Result<bool> {
-        let state = self.state.full_state(stored.state_before)?;
+        // A user's own membership event counts as the membership at that event.
+        let own_membership = (pdu.event_type() == &TimelineEventType::RoomMember
+            && pdu.state_key() == Some(user_id.as_str()))
+        .then(|| membership_of(pdu));
+        self.can_see_in_snapshot(user_id, &stored.room_id, stored.state_before, own_membership)
+    }
+
+    /// Whether `user_id` may see an event of `room_id` whose state before it
+    /// is `snapshot` (any event but the user's own membership events, whose
+    /// membership is passed as `own_membership`).
+    pub fn can_see_in_snapshot(
+        &self,
+        user_id: &UserId,
+        room_id: &str,
+        snapshot: u64,
+        own_membership: Option<Option<String>>,
+    ) -> Result<bool> {
+        let state = self.state.full_state(snapshot)?;
         let visibility = self
             .state_event_in(&state, "m.room.history_visibility", "")?
             .and_then(|event| content_string(&event, "history_visibility"))
@@ -445,19 +462,16 @@ impl Rooms {
         if visibility == "world_readable" {
             return Ok(true);
         }
-        // A user's own membership event counts as the membership at that event.
-        let at_event =
-            if pdu.event_type() == &TimelineEventType::RoomMember && pdu.state_key() == Some(user_id.as_str()) {
-                membership_of(pdu)
-            } else {
-                self.membership_in(&state, user_id)?
-            };
+        let at_event = match own_membership {
+            Some(membership) => membership,
+            None => self.membership_in(&state, user_id)?,
+        };
         let at_event = at_event.as_deref();
         Ok(match (visibility.as_str(), at_event) {
             (_, Some("join")) => true,
             ("invited", Some("invite")) => true,
             ("shared", _) => {
-                let room_id = RoomId::parse(&stored.room_id).map_err(|_| StorageError::corrupt("stored room id"))?;
+                let room_id = RoomId::parse(room_id).map_err(|_| StorageError::corrupt("stored room id"))?;
                 self.membership(&room_id, user_id)?.as_deref() == Some("join")
             }
             _ => false,
@@ -778,7 +792,7 @@ impl Rooms {
         self.index_relation(&mut batch, room_id, pdu, count)?;
         let mut derived = Batch::new();
         let mut pushes_queued = false;
-        self.index_search_words(&mut derived, room_id.as_str(), pdu, count)?;
+        self.index_search_words(&mut derived, room_id.as_str(), pdu, count, state_before_id)?;
         if let Some(before) = before_snapshot {
             let (_, version_rules) = Self::rules_of(room)?;
             let state_before = self.state.full_state(before)?;

@@ -38,10 +38,23 @@ fn indexed_words(pdu: &Pdu) -> BTreeSet<(String, &'static str)> {
     searchable_fields(pdu).into_iter().flat_map(|(key, text)| words(&text).into_iter().map(move |w| (w, key))).collect()
 }
 
-/// What the index stores per (word, event): the room and the field.
-fn entry(room_id: &str, key: &str) -> String {
-    format!("{room_id}\n{key}")
+/// What the index stores per (word, event): the room, the field and the
+/// state snapshot before the event (which decides who may see it).
+fn entry(room_id: &str, key: &str, state_before: u64) -> String {
+    format!("{room_id}\n{key}\n{state_before}")
 }
+
+/// (room, field, snapshot) of an index entry; entries written before the
+/// snapshot was kept have none.
+fn parse_entry(value: &str) -> Option<(&str, &str, Option<u64>)> {
+    let mut parts = value.splitn(3, '\n');
+    let (room_id, key) = (parts.next()?, parts.next()?);
+    Some((room_id, key, parts.next().and_then(|snapshot| snapshot.parse().ok())))
+}
+
+/// A matching event while words are intersected: its room, its snapshot and
+/// how many query words matched whole.
+type Candidate = (String, Option<u64>, usize);
 
 /// One hit of a search: an event position and how well it matched.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,13 +63,22 @@ pub struct Hit {
     pub room_id: String,
     /// Share of the query words matching a whole word (not only a prefix).
     pub rank: f64,
+    /// The state snapshot before the event, when the index has it.
+    pub state_before: Option<u64>,
 }
 
 impl Rooms {
     /// Adds an event's words to the index (in `batch`).
-    pub(super) fn index_search_words(&self, batch: &mut Batch, room_id: &str, pdu: &Pdu, count: u64) -> Result<()> {
+    pub(super) fn index_search_words(
+        &self,
+        batch: &mut Batch,
+        room_id: &str,
+        pdu: &Pdu,
+        count: u64,
+        state_before: u64,
+    ) -> Result<()> {
         for (word, key) in indexed_words(pdu) {
-            batch.insert(&self.storage.tables.search_index, &(word, count), &entry(room_id, key))?;
+            batch.insert(&self.storage.tables.search_index, &(word, count), &entry(room_id, key, state_before))?;
         }
         Ok(())
     }
@@ -75,26 +97,31 @@ impl Rooms {
         if wanted.is_empty() || rooms.is_empty() {
             return Ok(Vec::new());
         }
-        // Per event: the room, and how many query words matched whole.
-        let mut candidates: Option<BTreeMap<u64, (String, usize)>> = None;
+        // Per event: the room, its snapshot, and how many query words matched whole.
+        let mut candidates: Option<BTreeMap<u64, Candidate>> = None;
         for query_word in &wanted {
-            let mut matches: BTreeMap<u64, (String, bool)> = BTreeMap::new();
+            let mut matches: BTreeMap<u64, (String, Option<u64>, bool)> = BTreeMap::new();
             for ((word, count), value) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
-                let (room_id, key) =
-                    value.split_once('\n').ok_or_else(|| StorageError::corrupt("search index entry without a key"))?;
+                let (room_id, key, state_before) =
+                    parse_entry(&value).ok_or_else(|| StorageError::corrupt("search index entry without a key"))?;
                 if !rooms.contains(room_id) || (!keys.is_empty() && !keys.iter().any(|k| k == key)) {
                     continue;
                 }
                 let whole = word == *query_word;
-                let slot = matches.entry(count).or_insert_with(|| (room_id.to_owned(), false));
-                slot.1 |= whole;
+                let slot = matches.entry(count).or_insert_with(|| (room_id.to_owned(), state_before, false));
+                slot.2 |= whole;
             }
             candidates = Some(match candidates {
-                None => matches.into_iter().map(|(count, (room, whole))| (count, (room, usize::from(whole)))).collect(),
+                None => matches
+                    .into_iter()
+                    .map(|(count, (room, state_before, whole))| (count, (room, state_before, usize::from(whole))))
+                    .collect(),
                 Some(previous) => previous
                     .into_iter()
-                    .filter_map(|(count, (room, wholes))| {
-                        matches.get(&count).map(|(_, whole)| (count, (room, wholes + usize::from(*whole))))
+                    .filter_map(|(count, (room, state_before, wholes))| {
+                        matches
+                            .get(&count)
+                            .map(|(_, _, whole)| (count, (room, state_before, wholes + usize::from(*whole))))
                     })
                     .collect(),
             });
@@ -102,10 +129,11 @@ impl Rooms {
         Ok(candidates
             .unwrap_or_default()
             .into_iter()
-            .map(|(count, (room_id, wholes))| Hit {
+            .map(|(count, (room_id, state_before, wholes))| Hit {
                 count,
                 room_id,
                 rank: (1 + wholes) as f64 / (1 + wanted.len()) as f64,
+                state_before,
             })
             .collect())
     }
@@ -144,7 +172,7 @@ impl Rooms {
                 let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else { continue };
                 let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
                 if !stored.redacted {
-                    self.index_search_words(&mut batch, &stored.room_id, &pdu, *count)?;
+                    self.index_search_words(&mut batch, &stored.room_id, &pdu, *count, stored.state_before)?;
                 }
             }
             self.storage.apply(batch)?;
@@ -155,5 +183,17 @@ impl Rooms {
         }
         self.storage.flush_blocking()?;
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_entries_with_and_without_a_snapshot_are_read() {
+        assert_eq!(parse_entry(&entry("!r:x", "content.body", 42)), Some(("!r:x", "content.body", Some(42))));
+        assert_eq!(parse_entry("!r:x\ncontent.body"), Some(("!r:x", "content.body", None)));
+        assert_eq!(parse_entry("no key"), None);
     }
 }

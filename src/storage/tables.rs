@@ -98,7 +98,8 @@ pub struct Tables {
     /// (event count, localpart + NUL + app id + NUL + pushkey) → a push waiting
     /// to be sent to that pusher's gateway, in event order.
     pub push_queue: Table<(u64, String), PushJobRecord>,
-    /// (folded word, event count) → room id + "\n" + field: the message search index.
+    /// (folded word, event count) → room id + "\n" + field + "\n" + state snapshot before the
+    /// event (absent in entries written before it was kept): the message search index.
     pub search_index: Table<(String, u64), String>,
     /// (localpart, filter id) → the filter's JSON.
     pub filters: Table<(String, String), String>,

@@ -55,6 +55,16 @@ impl RoomEventFilter {
         true
     }
 
+    /// Whether [`Self::accepts`] looks at events at all (type, sender or URL
+    /// conditions); when not, every event passes it.
+    pub fn judges_events(&self) -> bool {
+        self.types.is_some()
+            || !self.not_types.is_empty()
+            || self.senders.is_some()
+            || !self.not_senders.is_empty()
+            || self.contains_url.is_some()
+    }
+
     /// Whether events of `room_id` pass the room conditions.
     pub fn accepts_room(&self, room_id: &str) -> bool {
         self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room_id))

@@ -122,4 +122,23 @@ async fn history_from_before_joining_is_not_found_where_visibility_is_joined() {
     assert_eq!(found["count"], 2);
     let everything = search(&alice, json!({ "search_term": "plan" })).await;
     assert_eq!(everything["count"], 4);
+
+    // Beyond the first page, matches are counted without being read: the
+    // count still leaves out what Bob may not see.
+    for i in 0..12 {
+        alice.send_text(&room, &format!("more-{i}"), &format!("plan numéro {i}")).await;
+    }
+    let first_page = search(&bob, json!({ "search_term": "plan", "order_by": "recent" })).await;
+    assert_eq!(first_page["count"], 14, "12 new and 2 earlier after Bob joined");
+    assert_eq!(first_page["results"].as_array().unwrap().len(), 10);
+    let next = first_page["next_batch"].as_str().unwrap().to_owned();
+    let body = json!({ "search_categories": { "room_events": { "search_term": "plan", "order_by": "recent" } } });
+    let rest = bob.client.post(&format!("/_matrix/client/v3/search?next_batch={next}"), body).await.assert_ok().clone();
+    let rest = &rest["search_categories"]["room_events"];
+    assert_eq!(bodies(rest), ["plan numéro 1", "plan numéro 0", "plan suivant", "plan après l'arrivée de Bob"]);
+    assert_eq!(alice_count(&alice).await, 16);
+}
+
+async fn alice_count(alice: &Session) -> u64 {
+    search(alice, json!({ "search_term": "plan" })).await["count"].as_u64().unwrap()
 }

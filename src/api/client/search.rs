@@ -102,29 +102,33 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     } else {
         hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.count.cmp(&a.count)));
     }
-    // Visibility and the event filter, in order, until the page is full.
-    // Visibility depends only on the state before the event (searchable
-    // events are never the searcher's own membership), so it is decided once
-    // per state snapshot.
+    // Visibility and the event filter of every hit, for an exact count; the
+    // events themselves are read only for the page. Visibility depends only
+    // on the state before an event (searchable events are never membership
+    // events), so it is decided once per state snapshot; the index gives the
+    // snapshot, so without type, sender or URL conditions a hit outside the
+    // page is never read.
     let mut visible = Vec::new();
     let mut total = 0;
     let mut verdicts: HashMap<u64, bool> = HashMap::new();
+    let mut can_see = |room_id: &str, snapshot: u64| -> Result<bool> {
+        if let Some(verdict) = verdicts.get(&snapshot) {
+            return Ok(*verdict);
+        }
+        let verdict = s.rooms.can_see_in_snapshot(&who.user_id, room_id, snapshot, None)?;
+        verdicts.insert(snapshot, verdict);
+        Ok(verdict)
+    };
+    let judges_events = criteria.filter.judges_events();
     for hit in hits {
-        let Some(event_id) = s.rooms.event_id_at(hit.count)? else { continue };
-        let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-        if !criteria.filter.accepts(&pdu) {
+        let on_page = total >= offset && visible.len() < PAGE;
+        if let (Some(snapshot), false, false) = (hit.state_before, judges_events, on_page) {
+            total += usize::from(can_see(&hit.room_id, snapshot)?);
             continue;
         }
-        let can_see = if pdu.kind().to_string() == "m.room.member" {
-            s.rooms.can_see_event(&who.user_id, &pdu, &stored)?
-        } else if let Some(verdict) = verdicts.get(&stored.state_before) {
-            *verdict
-        } else {
-            let verdict = s.rooms.can_see_event(&who.user_id, &pdu, &stored)?;
-            verdicts.insert(stored.state_before, verdict);
-            verdict
-        };
-        if !can_see {
+        let Some(event_id) = s.rooms.event_id_at(hit.count)? else { continue };
+        let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
+        if !criteria.filter.accepts(&pdu) || !can_see(&stored.room_id, stored.state_before)? {
             continue;
         }
         total += 1;
