@@ -209,10 +209,10 @@ impl Rooms {
 /// One entry of `GET /notifications`.
 pub struct NotificationEntry {
     pub room_id: String,
-    pub event_id: ruma::OwnedEventId,
+    pub pdu: Pdu,
+    pub stored: crate::storage::records::StoredPdu,
     pub actions: String,
     pub read: bool,
-    pub ts: u64,
 }
 
 impl Rooms {
@@ -243,15 +243,17 @@ impl Rooms {
         found.truncate(limit);
         let next = if more { found.last().map(|(count, _, _)| *count) } else { None };
         let mut entries = Vec::with_capacity(found.len());
+        // The read position of each room, read once for all its entries.
+        let mut read_up_to: BTreeMap<String, u64> = BTreeMap::new();
         for (count, room_id, record) in found {
             let Ok(room) = ruma::OwnedRoomId::try_from(room_id.clone()) else { continue };
-            let event_id = self.event_id_of_short(count)?;
-            let read = self.read_positions(&room, user_id)?.0 >= count;
-            let ts = match self.get_pdu(&event_id)? {
-                Some((pdu, _)) => pdu.origin_server_ts().get().into(),
-                None => 0,
+            let Some((pdu, stored)) = self.get_pdu(&self.event_id_of_short(count)?)? else { continue };
+            let read_position = match read_up_to.get(&room_id) {
+                Some(position) => *position,
+                None => *read_up_to.entry(room_id.clone()).or_insert(self.read_positions(&room, user_id)?.0),
             };
-            entries.push(NotificationEntry { room_id, event_id, actions: record.actions, read, ts });
+            let read = read_position >= count;
+            entries.push(NotificationEntry { room_id, pdu, stored, actions: record.actions, read });
         }
         Ok((entries, next))
     }

@@ -205,14 +205,14 @@ pub fn notifications(s: &Services, request: &Request, who: &Identity) -> Result<
     let (entries, next_token) = s.rooms.notifications_of(&who.user_id, before, limit, only_highlight)?;
     let mut notifications = Vec::new();
     for entry in entries {
-        let Some((pdu, stored)) = s.rooms.get_pdu(&entry.event_id)? else { continue };
         let actions: Value = serde_json::from_str(&entry.actions).unwrap_or_else(|_| json!([]));
+        let ts = u64::from(ruma::state_res::Event::origin_server_ts(&entry.pdu).get());
         notifications.push(json!({
             "actions": actions,
-            "event": s.rooms.serve_event(&pdu, &stored, &who.user_id)?,
+            "event": s.rooms.serve_event(&entry.pdu, &entry.stored, &who.user_id)?,
             "read": entry.read,
             "room_id": entry.room_id,
-            "ts": entry.ts,
+            "ts": ts,
         }));
     }
     let mut body = json!({ "notifications": notifications });
