@@ -108,7 +108,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let mut account_data = sources.users.account_data_since(&who.localpart, request.since, snapshot)?;
     if request.since.is_none() && !account_data.global.iter().any(|event| event["type"] == "m.push_rules") {
         // Until the user changes one, their push rules are the server defaults.
-        let defaults = serde_json::to_value(ruma::push::Ruleset::server_default(&who.user_id))
+        let defaults = serde_json::to_value(rooms.push_rules_of(&who.user_id)?.as_ref())
             .map_err(|e| Error::internal("serialising push rules", e))?;
         account_data.global.push(json!({ "type": "m.push_rules", "content": { "global": defaults } }));
     }
