@@ -67,7 +67,8 @@ impl Rooms {
             if old.is_empty() {
                 continue;
             }
-            let (Ok(room), Ok(user)) = (OwnedRoomId::try_from(room_id), self.users_id(&localpart)) else { continue };
+            let user = UserId::parse_with_server_name(localpart.as_str(), &self.server_name);
+            let (Ok(room), Ok(user)) = (OwnedRoomId::try_from(room_id), user) else { continue };
             let joined = membership == "join";
             let (everywhere, threads) = if joined { self.read_positions(&room, &user)? } else { Default::default() };
             let mut batch = Batch::new();
@@ -85,9 +86,5 @@ impl Rooms {
             self.storage.apply(batch)?;
         }
         Ok(removed)
-    }
-
-    fn users_id(&self, localpart: &str) -> std::result::Result<ruma::OwnedUserId, ruma::IdParseError> {
-        UserId::parse(format!("@{localpart}:{}", self.server_name))
     }
 }

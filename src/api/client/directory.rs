@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    error::{Error, Result},
+    error::Result,
     http::{Request, Response},
     services::Services,
     users::Identity,
@@ -74,10 +74,7 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         searcher_rooms: s.rooms.joined_rooms(&who.localpart)?.into_iter().collect(),
         public_rooms: HashMap::new(),
     };
-    let user_id_of = |localpart: &str| {
-        UserId::parse(format!("@{localpart}:{}", s.config.server_name))
-            .map_err(|e| Error::internal("directory user id", e))
-    };
+    let user_id_of = |localpart: &str| s.users.user_id(localpart);
     let (entries, limited) = s
         .users
         .directory
