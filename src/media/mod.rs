@@ -175,7 +175,12 @@ impl Media {
     /// The content of a local media id.
     pub async fn download(&self, media_id: &str) -> Result<Download> {
         let (record, sha256) = self.uploaded(media_id)?;
-        let (file, len) = self.open_file(&sha256).await?;
+        self.open_original(record, &sha256).await
+    }
+
+    /// The uploaded file of `record` (stored under `sha256`), opened.
+    async fn open_original(&self, record: MediaRecord, sha256: &str) -> Result<Download> {
+        let (file, len) = self.open_file(sha256).await?;
         Ok(Download {
             file,
             len,
@@ -200,7 +205,7 @@ impl Media {
         let content_type = record.content_type.clone().unwrap_or_else(|| "application/octet-stream".to_owned());
         let animated_source = matches!(content_type.as_str(), "image/gif" | "image/webp");
         if animated && animated_source {
-            return self.download(media_id).await; // the original keeps its animation
+            return self.open_original(record, &sha256).await; // the original keeps its animation
         }
         let label = format!("{width}x{height}-{method:?}");
         let key = (media_id.to_owned(), label);
@@ -228,7 +233,7 @@ impl Media {
                 Error::new(ErrorKind::BadRequest, format!("The image cannot be thumbnailed: {reason}"))
             }
         })?;
-        let Some(made) = made else { return self.download(media_id).await };
+        let Some(made) = made else { return self.open_original(record, &sha256).await };
         let mut spool = Spool::create(&self.dir, u64::MAX).await?;
         spool.write(&made.content).await?;
         let stored = spool.finish().await?;
