@@ -202,16 +202,28 @@ impl Drop for InFlight<'_> {
 /// Sends a pusher's jobs in order, stopping at the first that must wait.
 async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(JobKey, PushJobRecord)>) {
     let queue = &services.storage.tables.push_queue;
+    // The pusher's settings, read once for the jobs sent together; without
+    // them (deleted meanwhile, or rejected below) the jobs are dropped.
+    let mut recipient = match Recipient::read(services, pusher) {
+        Ok(recipient) => recipient,
+        Err(error) => {
+            tracing::warn!(%error, user = %pusher.localpart, "pusher could not be read; its pushes wait");
+            return;
+        }
+    };
     // The unread count is the user's current one, read once for the jobs
     // sent together (it is a sum over all their rooms).
     let mut unread = None;
     for (key, mut job) in jobs {
-        let outcome = match deliver(services, pusher, key.0, &job, &mut unread).await {
-            Ok(outcome) => outcome,
-            Err(error) => {
-                tracing::warn!(%error, user = %pusher.localpart, "push could not be prepared; dropped");
-                Outcome::Done
-            }
+        let outcome = match &recipient {
+            None => Outcome::Done,
+            Some(recipient) => match deliver(services, pusher, recipient, key.0, &job, &mut unread).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::warn!(%error, user = %pusher.localpart, "push could not be prepared; dropped");
+                    Outcome::Done
+                }
+            },
         };
         let mut batch = Batch::new();
         match outcome {
@@ -226,6 +238,7 @@ async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(Job
                 {
                     tracing::error!(%error, "could not remove a rejected pusher");
                 }
+                recipient = None;
                 batch.remove(queue, &key);
             }
             Outcome::Retry => {
@@ -260,27 +273,42 @@ fn note_failure(services: &Services, pusher: &PusherId) {
     state.backoff.insert(pusher.clone(), Backoff { failures, retry_at: Instant::now() + delay });
 }
 
+/// Where a pusher's pushes go: its settings as the client set them.
+struct Recipient {
+    user_id: ruma::OwnedUserId,
+    settings: Value,
+    url: String,
+}
+
+impl Recipient {
+    /// `None` when the pusher no longer exists.
+    fn read(services: &Services, pusher: &PusherId) -> Result<Option<Self>> {
+        let Some(settings) = services.users.pusher(&pusher.localpart, &pusher.app_id, &pusher.pushkey)? else {
+            return Ok(None);
+        };
+        let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
+        Ok(Some(Self { user_id: services.users.user_id(&pusher.localpart)?, settings, url }))
+    }
+}
+
 /// Builds and posts one push; `unread` caches the user's unread count.
 async fn deliver(
     services: &Services,
     pusher: &PusherId,
+    recipient: &Recipient,
     count: u64,
     job: &PushJobRecord,
     unread: &mut Option<u64>,
 ) -> Result<Outcome> {
-    let Some(settings) = services.users.pusher(&pusher.localpart, &pusher.app_id, &pusher.pushkey)? else {
-        return Ok(Outcome::Done); // the pusher was deleted meanwhile
-    };
-    let user_id = services.users.user_id(&pusher.localpart)?;
-    let url = settings["data"]["url"].as_str().unwrap_or_default().to_owned();
+    let Recipient { user_id, settings, url } = recipient;
     if job.badge_only {
         // Read now: the badge must reflect the read that queued it.
-        let fresh = *unread.insert(services.rooms.unread_total(&user_id)?);
-        let body = notification::build_badge(pusher, &settings, fresh);
-        return Ok(post(&services.push.client, &url, pusher, &user_id, body).await);
+        let fresh = *unread.insert(services.rooms.unread_total(user_id)?);
+        let body = notification::build_badge(pusher, settings, fresh);
+        return Ok(post(&services.push.client, url, pusher, user_id, body).await);
     }
     let Ok(room_id) = OwnedRoomId::try_from(job.room_id.as_str()) else { return Ok(Outcome::Done) };
-    let Some(context) = services.rooms.push_context(&user_id, &room_id, count)? else {
+    let Some(context) = services.rooms.push_context(user_id, &room_id, count)? else {
         return Ok(Outcome::Done);
     };
     if context.already_read {
@@ -288,10 +316,10 @@ async fn deliver(
     }
     let unread = match *unread {
         Some(unread) => unread,
-        None => *unread.insert(services.rooms.unread_total(&user_id)?),
+        None => *unread.insert(services.rooms.unread_total(user_id)?),
     };
-    let body = notification::build(&user_id, pusher, &settings, &context, unread);
-    Ok(post(&services.push.client, &url, pusher, &user_id, body).await)
+    let body = notification::build(user_id, pusher, settings, &context, unread);
+    Ok(post(&services.push.client, url, pusher, user_id, body).await)
 }
 
 async fn post(client: &HttpClient, url: &str, pusher: &PusherId, user_id: &UserId, body: Value) -> Outcome {
