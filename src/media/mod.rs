@@ -207,6 +207,8 @@ impl Media {
         if animated && animated_source {
             return self.open_original(record, &sha256).await; // the original keeps its animation
         }
+        // Sizes past the bound make the same thumbnail: one cache entry for them.
+        let (width, height) = thumbnail::bounded_size(width, height);
         let label = format!("{width}x{height}-{method:?}");
         let key = (media_id.to_owned(), label);
         if let Some(cached) = self.storage.tables.thumbnails.get(&key)? {

@@ -50,6 +50,11 @@ pub fn format_of(content_type: &str) -> Option<ImageFormat> {
     }
 }
 
+/// The size actually made for a requested one (each side within 1..=1600).
+pub fn bounded_size(width: u32, height: u32) -> (u32, u32) {
+    (width.clamp(1, MAX_THUMBNAIL_SIDE), height.clamp(1, MAX_THUMBNAIL_SIDE))
+}
+
 /// Makes a `width`×`height` thumbnail of `content` (of type `content_type`).
 /// `Ok(None)`: with `scale`, the image already fits (serve the original).
 pub fn make(
@@ -60,7 +65,7 @@ pub fn make(
     method: Method,
 ) -> Result<Option<Thumbnail>, ThumbnailError> {
     let format = format_of(content_type).ok_or(ThumbnailError::Unsupported)?;
-    let (width, height) = (width.clamp(1, MAX_THUMBNAIL_SIDE), height.clamp(1, MAX_THUMBNAIL_SIDE));
+    let (width, height) = bounded_size(width, height);
     let mut reader = ImageReader::with_format(Cursor::new(content), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_DIMENSION);

@@ -136,6 +136,15 @@ async fn thumbnails_are_made_once_for_images_only() {
     let image = image::load_from_memory(&scaled).unwrap();
     assert_eq!((image.width(), image.height()), (100, 50), "aspect ratio kept");
 
+    // Sizes past the largest thumbnail make the same one: no cache entry each.
+    let cached = server.services().storage.tables.thumbnails.len();
+    for size in ["3000", "4294967295"] {
+        let query = format!("width={size}&height={size}&method=crop");
+        let (status, _, _) = alice.client.send_raw("GET", &thumb(&query), &[], Bytes::new()).await.unwrap();
+        assert_eq!(status, 200);
+    }
+    assert_eq!(server.services().storage.tables.thumbnails.len(), cached + 1);
+
     alice.client.get(&thumb("height=10")).await.assert_error(400, "M_MISSING_PARAM");
     alice.client.get(&thumb("width=10&height=10&method=zoom")).await.assert_error(400, "M_INVALID_PARAM");
     client.get(&thumb("width=10&height=10")).await.assert_error(401, "M_MISSING_TOKEN");
