@@ -33,7 +33,10 @@ pub mod typing;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use ruma::{
@@ -114,6 +117,8 @@ pub struct Rooms {
     push_wakeup: Arc<tokio::sync::Notify>,
     /// Who has http pushers (kept by the users service).
     pushers: Arc<crate::users::pushers::PusherIndex>,
+    /// The latest create-event timestamp handed out (see `unique_create_ts`).
+    last_create_ts: AtomicU64,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -137,6 +142,7 @@ impl Rooms {
             push_audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
             push_wakeup: Arc::default(),
             pushers: Arc::default(),
+            last_create_ts: AtomicU64::new(0),
         }
     }
 
@@ -512,16 +518,25 @@ impl Rooms {
             prev_events: vec![],
             auth_events: vec![],
             depth: 1,
-            origin_server_ts: now_ms(),
+            origin_server_ts: 0,
             redacts: None,
         };
-        let create = build_and_sign(new, &rules, &self.key, &self.server_name)?;
-        let room_id = create.room_id_or_derived();
-        let lock = self.lock_for(&room_id);
-        let _guard = lock.lock().await;
-        if self.room(&room_id)?.is_some() {
-            return Err(Error::internal("creating a room", "room id collision"));
-        }
+        // In room version 12 the room id is the create event's hash: two
+        // creations by one user with the same content in the same millisecond
+        // would name one room. Each creation takes a timestamp no other
+        // creation of this process had, and a room that exists all the same
+        // (a clock set back since a restart) makes it try the next one.
+        let (create, room_id, _guard) = loop {
+            let mut attempt = new.clone();
+            attempt.origin_server_ts = self.unique_create_ts();
+            let create = build_and_sign(attempt, &rules, &self.key, &self.server_name)?;
+            let room_id = create.room_id_or_derived();
+            let guard = self.lock_for(&room_id).lock_owned().await;
+            if self.room(&room_id)?.is_none() {
+                break (create, room_id, guard);
+            }
+            tracing::debug!(room = %room_id, "room id taken; creating again with a later timestamp");
+        };
         state_res::check_state_independent_auth_rules::<Pdu>(&rules.authorization, &create, |_| None)
             .map_err(|reason| Error::bad_json(format!("Invalid create event: {reason}")))?;
         self.policy().check(&create, &StateMap::new())?;
@@ -540,6 +555,16 @@ impl Rooms {
             self.append_locked(&room_id, sender, request, None).await?;
         }
         Ok(room_id)
+    }
+
+    /// A creation timestamp (ms) later than every one handed out before.
+    fn unique_create_ts(&self) -> u64 {
+        let now = now_ms();
+        let previous = self
+            .last_create_ts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
+            .unwrap_or(now);
+        now.max(previous + 1)
     }
 
     /// Sends an event into a room through the pipeline. With a transaction

@@ -11,6 +11,7 @@ mod devices;
 mod directory;
 mod e2ee;
 mod fuzz_corpus;
+mod hardening;
 mod history;
 mod login;
 mod media;
