@@ -41,12 +41,11 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
 
-type Result<T> = std::result::Result<T, String>;
+mod support;
+use support::{enc, random_suffix, report, Account, Connection, Result, Target};
 
 struct Options {
     base_url: Option<String>,
@@ -93,131 +92,6 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-/// One keep-alive HTTP/1.1 connection, authenticated or not.
-struct Connection {
-    sender: SendRequest<Full<Bytes>>,
-    host: String,
-    token: Option<String>,
-}
-
-impl Connection {
-    async fn open(addr: SocketAddr, host: &str, token: Option<String>) -> Result<Self> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
-        stream.set_nodelay(true).map_err(|e| e.to_string())?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(connection);
-        Ok(Self { sender, host: host.to_owned(), token })
-    }
-
-    async fn call(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let mut request = hyper::Request::builder().method(method).uri(path).header("host", &self.host);
-        if let Some(token) = &self.token {
-            request = request.header("authorization", format!("Bearer {token}"));
-        }
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        let request = request.body(Full::new(bytes)).map_err(|e| e.to_string())?;
-        self.sender.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let response = self.sender.send_request(request).await.map_err(|e| format!("{method} {path}: {e}"))?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, value))
-    }
-
-    async fn ok(&mut self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
-        let (status, value) = self.call(method, path, body).await?;
-        if status != 200 {
-            return Err(format!("{method} {path}: {status} {value}"));
-        }
-        Ok(value)
-    }
-}
-
-#[derive(Clone)]
-struct Account {
-    token: String,
-}
-
-struct Target {
-    addr: SocketAddr,
-    host: String,
-}
-
-impl Target {
-    async fn connect(&self, account: Option<&Account>) -> Result<Connection> {
-        Connection::open(self.addr, &self.host, account.map(|a| a.token.clone())).await
-    }
-}
-
-fn enc(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// Registers through user-interactive auth: first the flows, then a dummy
-/// (or registration token) stage with the session.
-async fn register(target: &Target, username: &str, options: &Options) -> Result<Account> {
-    let mut connection = target.connect(None).await?;
-    let path = "/_matrix/client/v3/register";
-    let mut body = json!({ "username": username, "password": options.password, "inhibit_login": false });
-    let (status, reply) = connection.call("POST", path, Some(&body)).await?;
-    let reply = if status == 401 {
-        let session = reply["session"].clone();
-        if let Some(token) = &options.registration_token {
-            body["auth"] = json!({ "type": "m.login.registration_token", "token": token, "session": session });
-            let (status, reply) = connection.call("POST", path, Some(&body)).await?;
-            if status == 200 {
-                reply
-            } else {
-                body["auth"] = json!({ "type": "m.login.dummy", "session": session });
-                connection.ok("POST", path, Some(&body)).await?
-            }
-        } else {
-            body["auth"] = json!({ "type": "m.login.dummy", "session": session });
-            connection.ok("POST", path, Some(&body)).await?
-        }
-    } else if status == 200 {
-        reply
-    } else {
-        return Err(format!("register {username}: {status} {reply}"));
-    };
-    let token = reply["access_token"].as_str().ok_or("no access_token")?.to_owned();
-    Ok(Account { token })
-}
-
-fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn report(name: &str, mut samples: Vec<Duration>) {
-    samples.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{name:<34} n={:<6} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
-        samples.len(),
-        ms(percentile(&samples, 0.5)),
-        ms(percentile(&samples, 0.99)),
-        ms(samples.last().copied().unwrap_or_default()),
-    );
-}
-
-fn random_suffix() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-    format!("{:x}", nanos % 0xffff_ffff)
-}
-
 async fn send_message(connection: &mut Connection, room: &str, txn: &str, body: &str) -> Result<()> {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
     connection.ok("PUT", &path, Some(&json!({ "msgtype": "m.text", "body": body }))).await.map(drop)
@@ -247,7 +121,9 @@ async fn run(target: Target, options: Options) -> Result<()> {
         let name = format!("load{suffix}u{i}");
         let target = Target { addr: target.addr, host: target.host.clone() };
         let options = Arc::clone(&options);
-        registrations.push(tokio::spawn(async move { register(&target, &name, &options).await }));
+        registrations.push(tokio::spawn(async move {
+            support::register(&target, &name, &options.password, options.registration_token.as_deref()).await
+        }));
     }
     let mut accounts = Vec::new();
     for registration in registrations {
@@ -542,16 +418,6 @@ async fn push_phase(
     Ok(())
 }
 
-fn target_of(base_url: &str) -> Result<Target> {
-    let rest = base_url.strip_prefix("http://").ok_or("only http:// base URLs are supported")?;
-    let authority = rest.trim_end_matches('/');
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .map_err(|e| format!("resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("no address for {authority}"))?;
-    Ok(Target { addr, host: authority.to_owned() })
-}
-
 fn main() {
     let options = match parse_options() {
         Ok(options) => options,
@@ -565,7 +431,7 @@ fn main() {
         match options.base_url.clone() {
             Some(base_url) => {
                 println!("load against {base_url}");
-                run(target_of(&base_url)?, options).await
+                run(Target::from_base_url(&base_url)?, options).await
             }
             None => {
                 let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

@@ -87,12 +87,13 @@ fn record_codec(c: &mut Criterion) {
 
 fn password_hash(c: &mut Criterion) {
     let rt = runtime();
+    let passwords = conduit::users::password::Passwords::default();
     let mut group = c.benchmark_group("password_hash");
     group.sample_size(10);
     group.bench_function("argon2id", |b| {
         b.iter_batched(
             || (),
-            |()| rt.block_on(conduit::users::password::hash("benchmark password")).unwrap(),
+            |()| rt.block_on(passwords.hash("benchmark password")).unwrap(),
             BatchSize::SmallInput,
         )
     });

@@ -59,6 +59,8 @@ pub struct Users {
     pub directory: directory::UserDirectory,
     /// Who has http pushers (shared with the rooms, which queue pushes).
     pub pushers: Arc<pushers::PusherIndex>,
+    /// The bounded queue every password hash and check goes through.
+    passwords: password::Passwords,
 }
 
 impl Users {
@@ -79,6 +81,7 @@ impl Users {
                 tracing::error!(%error, "could not load the pushers; pushes start with the next change");
                 pushers::PusherIndex::default()
             })),
+            passwords: password::Passwords::default(),
         }
     }
 
@@ -159,7 +162,7 @@ impl Users {
         make_admin: bool,
     ) -> Result<UserRecord> {
         let password_hash = match password {
-            Some(password) => Some(password::hash(password).await?),
+            Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
         let users = &self.storage.tables.users;
@@ -190,11 +193,11 @@ impl Users {
         self.login_failures.check(&keys)?;
         let user = self.get(localpart)?;
         let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
-            Some(hash) => password::verify(password, hash).await?,
+            Some(hash) => self.passwords.verify(password, hash).await?,
             None => {
                 // Same work as a real check, so response times do not tell
                 // which accounts exist.
-                password::verify_against_dummy(password).await?;
+                self.passwords.verify_against_dummy(password).await?;
                 false
             }
         };
@@ -214,7 +217,7 @@ impl Users {
     }
 
     pub async fn set_password(&self, localpart: &str, new_password: &str) -> Result<()> {
-        let hash = password::hash(new_password).await?;
+        let hash = self.passwords.hash(new_password).await?;
         let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
             user.map(|user| UserRecord { password_hash: Some(hash.clone()), ..user })
         })?;
