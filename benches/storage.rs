@@ -91,11 +91,7 @@ fn password_hash(c: &mut Criterion) {
     let mut group = c.benchmark_group("password_hash");
     group.sample_size(10);
     group.bench_function("argon2id", |b| {
-        b.iter_batched(
-            || (),
-            |()| rt.block_on(passwords.hash("benchmark password")).unwrap(),
-            BatchSize::SmallInput,
-        )
+        b.iter_batched(|| (), |()| rt.block_on(passwords.hash("benchmark password")).unwrap(), BatchSize::SmallInput)
     });
     group.finish();
 }

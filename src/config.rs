@@ -182,11 +182,26 @@ pub struct MediaConfig {
     /// routes too (the spec froze them in v1.11; off by default).
     #[serde(default)]
     pub legacy_unauthenticated_downloads: bool,
+    /// Fetch the pages users link to for their previews (`/preview_url`).
+    /// Off by default (as Synapse): the server then contacts any site its
+    /// users paste.
+    #[serde(default)]
+    pub url_previews: bool,
+    /// Allow previews of pages on loopback and private addresses (an
+    /// intranet). Off: users cannot make the server read its own network.
+    #[serde(default)]
+    pub url_preview_allow_private: bool,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { path: None, max_upload_size: default_max_upload_size(), legacy_unauthenticated_downloads: false }
+        Self {
+            path: None,
+            max_upload_size: default_max_upload_size(),
+            legacy_unauthenticated_downloads: false,
+            url_previews: false,
+            url_preview_allow_private: false,
+        }
     }
 }
 

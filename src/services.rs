@@ -7,7 +7,7 @@ use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
     e2ee::E2ee,
-    media::Media,
+    media::{preview::Previewer, Media},
     push::PushSender,
     rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
@@ -23,6 +23,7 @@ pub struct Services {
     pub presence: Presence,
     pub e2ee: E2ee,
     pub media: Media,
+    pub previews: Previewer,
     pub push: PushSender,
     pub server_key: Arc<ServerKey>,
 }
@@ -48,9 +49,10 @@ impl Services {
         let presence = Presence::new(Arc::clone(&storage), config.presence);
         let e2ee = E2ee::new(Arc::clone(&storage), config.server_name.clone());
         let media = Media::new(Arc::clone(&storage), config.media_path(), config.max_upload_size());
+        let previews = Previewer::new(config.media.url_preview_allow_private);
         let push = PushSender::new(&config.push, rooms.push_wakeup());
         let services =
-            Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, media, push, server_key });
+            Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, media, previews, push, server_key });
         services.start_maintenance();
         crate::push::start(&services);
         Ok(services)

@@ -71,6 +71,7 @@ pub enum Endpoint {
     Context,
     ReportEvent,
     ReportRoom,
+    ReportUser,
     Upgrade,
     Relations,
     Threads,
@@ -132,6 +133,7 @@ pub enum Endpoint {
     MediaConfig,
     MediaThumbnail,
     MediaLegacyThumbnail,
+    PreviewUrl,
     Hierarchy,
     RoomSummary,
     Notifications,
@@ -201,6 +203,8 @@ impl Endpoint {
                 | Sync
                 | CreateFilter
                 | GetFilter
+                | MediaDownload
+                | MediaThumbnail
         )
     }
 }
@@ -266,6 +270,7 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/context/:event_id", E::Context),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id", E::ReportEvent),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report", E::ReportRoom),
+    route(Post, "/_matrix/client/v3/users/:user_id/report", E::ReportUser),
     route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/upgrade", E::Upgrade),
     route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id", E::Relations),
     route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type", E::Relations),
@@ -344,6 +349,8 @@ pub const ROUTES: &[Route<Endpoint>] = &[
     route(Get, "/_matrix/client/v1/media/thumbnail/:server_name/:media_id", E::MediaThumbnail),
     route(Get, "/_matrix/media/{r0|v3}/thumbnail/:server_name/:media_id", E::MediaLegacyThumbnail),
     route(Get, "/_matrix/media/{r0|v3}/config", E::MediaConfig),
+    route(Get, "/_matrix/client/v1/media/preview_url", E::PreviewUrl),
+    route(Get, "/_matrix/media/{r0|v3}/preview_url", E::PreviewUrl),
     route(Get, "/_matrix/client/v1/rooms/:room_id/hierarchy", E::Hierarchy),
     route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
     route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
@@ -421,6 +428,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Context => messages::context(s, &request, who()?),
         E::ReportEvent => reports::report_event(s, &request, who()?).await,
         E::ReportRoom => reports::report_room(s, &request, who()?).await,
+        E::ReportUser => reports::report_user(s, &request, who()?).await,
         E::Upgrade => upgrade::upgrade(s, &request, who()?).await,
         E::Relations => relations::relations(s, &request, who()?),
         E::Threads => relations::threads(s, &request, who()?),
@@ -482,6 +490,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MediaConfig => Ok(media::config(s)),
         E::MediaThumbnail => media::thumbnail(s, &request).await,
         E::MediaLegacyThumbnail => media::legacy_thumbnail(s, &request).await,
+        E::PreviewUrl => media::preview_url(s, &request, who()?).await,
         E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
         E::Notifications => push::notifications(s, &request, who()?),

@@ -1,5 +1,5 @@
 //! Outgoing HTTP: the one place the server calls other services (push
-//! gateways now; federation peers later).
+//! gateways, pages previewed for clients; federation peers later).
 //!
 //! HTTP/1.1 over TCP, or over TLS (rustls, ring provider) checked against the
 //! system's trusted roots plus an optional extra CA bundle — the usual case of
@@ -51,7 +51,15 @@ pub enum ClientError {
     Tls(String),
     Http(String),
     Timeout,
-    ResponseTooLarge,
+    /// The response body was larger than this many bytes.
+    ResponseTooLarge(usize),
+}
+
+/// What to send.
+struct Outgoing {
+    method: http::Method,
+    body: Option<Bytes>,
+    max_response: usize,
 }
 
 impl fmt::Display for ClientError {
@@ -63,17 +71,20 @@ impl fmt::Display for ClientError {
             Self::Tls(reason) => write!(f, "TLS: {reason}"),
             Self::Http(reason) => write!(f, "HTTP: {reason}"),
             Self::Timeout => f.write_str("no response in time"),
-            Self::ResponseTooLarge => write!(f, "response larger than {MAX_RESPONSE_BYTES} bytes"),
+            Self::ResponseTooLarge(limit) => write!(f, "response larger than {limit} bytes"),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
 
-/// A response: status and whole body.
+/// A response: status, the headers callers use, and the whole body.
 #[derive(Debug)]
 pub struct ClientResponse {
     pub status: u16,
+    pub content_type: Option<String>,
+    /// `Location` of a redirection.
+    pub location: Option<String>,
     pub body: Bytes,
 }
 
@@ -161,35 +172,53 @@ impl HttpClient {
     /// `POST url` with a JSON body.
     pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<ClientResponse, ClientError> {
         let target = Target::parse(url)?;
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, Bytes::from(body)))
-            .await
-            .map_err(|_| ClientError::Timeout)?
+        let request =
+            Outgoing { method: http::Method::POST, body: Some(Bytes::from(body)), max_response: MAX_RESPONSE_BYTES };
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, request)).await.map_err(|_| ClientError::Timeout)?
     }
 
-    async fn send(&self, target: &Target, body: Bytes) -> Result<ClientResponse, ClientError> {
+    /// `GET url` (redirections are returned, not followed), with a response
+    /// body of at most `max_response` bytes.
+    pub async fn get(&self, url: &str, max_response: usize) -> Result<ClientResponse, ClientError> {
+        let target = Target::parse(url)?;
+        let request = Outgoing { method: http::Method::GET, body: None, max_response };
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, request)).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    async fn send(&self, target: &Target, outgoing: Outgoing) -> Result<ClientResponse, ClientError> {
         let origin = target.origin();
         let mut sender = match self.idle_connection(&origin) {
             Some(sender) => sender,
             None => self.connect(target).await?,
         };
-        let request = http::Request::post(target.path_and_query.as_str())
+        let mut request = http::Request::builder()
+            .method(outgoing.method)
+            .uri(target.path_and_query.as_str())
             .header(http::header::HOST, target.authority.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(http::header::USER_AGENT, concat!("conduit/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body))
+            .header(http::header::USER_AGENT, concat!("conduit/", env!("CARGO_PKG_VERSION")));
+        if outgoing.body.is_some() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(outgoing.body.unwrap_or_default()))
             .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
         sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
         let status = response.status().as_u16();
-        let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES).collect().await.map_err(|error| {
+        let header = |name: http::header::HeaderName| {
+            response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+        };
+        let (content_type, location) = (header(http::header::CONTENT_TYPE), header(http::header::LOCATION));
+        let max_response = outgoing.max_response;
+        let body = Limited::new(response.into_body(), max_response).collect().await.map_err(|error| {
             if error.is::<http_body_util::LengthLimitError>() {
-                ClientError::ResponseTooLarge
+                ClientError::ResponseTooLarge(max_response)
             } else {
                 ClientError::Http(error.to_string())
             }
         })?;
         self.keep_idle(origin, sender);
-        Ok(ClientResponse { status, body: body.to_bytes() })
+        Ok(ClientResponse { status, content_type, location, body: body.to_bytes() })
     }
 
     fn idle_connection(&self, origin: &str) -> Option<SendRequest<Full<Bytes>>> {

@@ -11,6 +11,7 @@
 //! written durably after the file. Thumbnails ([`thumbnail`]) are made on
 //! first request and cached the same way.
 
+pub mod preview;
 pub mod spool;
 pub mod thumbnail;
 

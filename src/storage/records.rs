@@ -182,8 +182,13 @@ impl Record for AliasRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReportRecord {
     pub reporter: String,
-    pub room_id: String,
+    /// The room reported, or the event's room (absent for a user report;
+    /// records written before user reports always have one).
+    pub room_id: Option<String>,
     pub event_id: Option<String>,
+    /// The user reported.
+    #[serde(default)]
+    pub user_id: Option<String>,
     pub reason: Option<String>,
     pub ts: u64,
 }

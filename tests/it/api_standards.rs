@@ -113,7 +113,9 @@ async fn versions_well_known_and_capabilities() {
     let versions = client.get("/_matrix/client/versions").await;
     let list = versions.assert_ok()["versions"].as_array().unwrap().clone();
     assert!(list.contains(&json!("v1.3")), "refresh tokens (v1.3) are implemented");
-    assert!(!list.contains(&json!("v1.11")), "authenticated media (v1.11) is not implemented yet");
+    assert!(list.contains(&json!("v1.11")), "authenticated media (v1.11) is implemented");
+    let unstable = &versions.body["unstable_features"];
+    assert_eq!(unstable["org.matrix.msc3916.stable"], true, "clients of before v1.11 look for this flag");
 
     client.get("/.well-known/matrix/client").await.assert_error(404, "M_NOT_FOUND");
     client.get("/.well-known/matrix/server").await.assert_error(404, "M_NOT_FOUND");

@@ -267,11 +267,24 @@ async fn reports_need_membership_for_events_but_not_for_rooms() {
     eve.client.post("/_matrix/client/v3/rooms/%21nope%3Atest.local/report", json!({ "reason": "x" })).await.assert_ok();
     let long = json!({ "reason": "x".repeat(2000) });
     alice.client.post(&report, long).await.assert_error(400, "M_INVALID_PARAM");
+    // Users (v1.14): no shared room needed; unknown users answer 200 too but are not kept.
+    let user_report = format!("/_matrix/client/v3/users/{}/report", enc(&alice.user_id));
+    eve.client.post(&user_report, json!({ "reason": "harassment" })).await.assert_ok();
+    eve.client
+        .post("/_matrix/client/v3/users/%40nobody%3Atest.local/report", json!({ "reason": "x" }))
+        .await
+        .assert_ok();
+    eve.client
+        .post("/_matrix/client/v3/users/not-a-user/report", json!({ "reason": "x" }))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     // Alice registered first, so she is the server admin who reads reports.
     let reports = alice.client.get("/_conduit/admin/v1/reports").await;
     let reports = reports.assert_ok()["reports"].as_array().unwrap().clone();
-    assert_eq!(reports.len(), 2, "the event report and the report of an existing room");
-    assert_eq!(reports[0]["reporter"], eve.user_id.as_str(), "newest first");
-    assert_eq!(reports[1]["event_id"], event.as_str());
+    assert_eq!(reports.len(), 3, "the event report, the report of an existing room and of an existing user");
+    assert_eq!(reports[0]["user_id"], alice.user_id.as_str(), "newest first");
+    assert_eq!(reports[0]["reason"], "harassment");
+    assert_eq!(reports[1]["reporter"], eve.user_id.as_str());
+    assert_eq!(reports[2]["event_id"], event.as_str());
     eve.client.get("/_conduit/admin/v1/reports").await.assert_error(403, "M_FORBIDDEN");
 }

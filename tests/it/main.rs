@@ -25,6 +25,8 @@ mod room_directory;
 mod rooms;
 mod search;
 mod server_keys;
+mod spec_versions;
 mod state_resolution;
 mod sync;
 mod tls;
+mod url_preview;

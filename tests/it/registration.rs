@@ -141,6 +141,12 @@ async fn guests_are_refused_unless_enabled() {
     let whoami = guest.get("/_matrix/client/v3/account/whoami").await;
     assert_eq!(whoami.assert_ok()["is_guest"], true);
     guest.get("/_matrix/client/v3/devices").await.assert_ok();
+    // Guests read media through the authenticated routes (v1.12): an unknown id is 404, not 403.
+    guest.get("/_matrix/client/v1/media/download/test.local/nothing").await.assert_error(404, "M_NOT_FOUND");
+    guest
+        .get("/_matrix/client/v1/media/thumbnail/test.local/nothing?width=8&height=8")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     // Account maintenance beyond the spec's guest list is refused.
     let reply = guest.post("/_matrix/client/v3/account/password", json!({ "new_password": "x" })).await;
     reply.assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");

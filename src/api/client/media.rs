@@ -41,6 +41,17 @@ async fn receive_file(s: &Services, request: &Request) -> Result<StoredContent> 
     spool.finish().await
 }
 
+/// `GET /preview_url?url=…`: the page's OpenGraph data (see [`crate::media::preview`]).
+pub async fn preview_url(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    if !s.config.media.url_previews {
+        return Err(Error::forbidden("URL previews are turned off on this server"));
+    }
+    let url =
+        request.query("url").ok_or_else(|| Error::new(ErrorKind::MissingParam, "The url parameter is required"))?;
+    let preview = s.previews.preview(&s.media, s.config.server_name.as_str(), who.user_id.as_str(), url).await?;
+    Ok(Response::json(preview.as_ref()))
+}
+
 pub async fn upload(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let filename = request.query("filename").map(str::to_owned);
     let content = receive_file(s, request).await?;

@@ -2,12 +2,13 @@
 //!
 //! Spec: client-server API "Reporting content":
 //! `POST /rooms/{roomId}/report/{eventId}` (the reporter must be in the room
-//! and able to see the event) and `POST /rooms/{roomId}/report`. Reports are
+//! and able to see the event), `POST /rooms/{roomId}/report` and
+//! `POST /users/{userId}/report` (v1.14). Reports are
 //! stored for admins, who read them at `GET /_conduit/admin/v1/reports`
-//! (server admins only); a room report answers 200 whether or not the room
-//! exists, as the spec allows, so reports cannot probe for rooms.
+//! (server admins only); room and user reports answer 200 whether or not the
+//! room or user exists, as the spec allows, so reports cannot probe for them.
 
-use ruma::EventId;
+use ruma::{EventId, UserId};
 use serde::Deserialize;
 
 use crate::{
@@ -51,8 +52,9 @@ pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Re
     }
     let record = ReportRecord {
         reporter: who.user_id.to_string(),
-        room_id: room_id.to_string(),
+        room_id: Some(room_id.to_string()),
         event_id: Some(event_id.to_string()),
+        user_id: None,
         reason,
         ts: now_ms(),
     };
@@ -67,13 +69,34 @@ pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Res
     if s.rooms.room(&room_id)?.is_some() {
         let record = ReportRecord {
             reporter: who.user_id.to_string(),
-            room_id: room_id.to_string(),
+            room_id: Some(room_id.to_string()),
             event_id: None,
+            user_id: None,
             reason,
             ts: now_ms(),
         };
         s.rooms.report(record).await?;
         tracing::warn!(room = %room_id, reporter = %who.user_id, "room reported");
+    }
+    Ok(Response::empty_object())
+}
+
+pub async fn report_user(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let user_id = UserId::parse(request.param(0)).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    let reason = reason(request)?;
+    // Users of other servers cannot be checked yet (no federation): kept for the admins.
+    let known = user_id.server_name() != s.config.server_name || s.users.get(user_id.localpart())?.is_some();
+    if known {
+        let record = ReportRecord {
+            reporter: who.user_id.to_string(),
+            room_id: None,
+            event_id: None,
+            user_id: Some(user_id.to_string()),
+            reason,
+            ts: now_ms(),
+        };
+        s.rooms.report(record).await?;
+        tracing::warn!(reported = %user_id, reporter = %who.user_id, "user reported");
     }
     Ok(Response::empty_object())
 }
@@ -93,6 +116,7 @@ pub fn list_for_admins(s: &Services, who: &Identity) -> Result<Response> {
                 "reporter": report.reporter,
                 "room_id": report.room_id,
                 "event_id": report.event_id,
+                "user_id": report.user_id,
                 "reason": report.reason,
                 "received_ts": report.ts,
             })
