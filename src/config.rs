@@ -147,17 +147,37 @@ impl fmt::Debug for RegistrationTokenConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRateLimit {
-    /// Failed password attempts allowed per account (and per address) in a window.
+    /// Failed password attempts allowed per (account, client address) in a window.
     #[serde(default = "default_failed_attempts")]
     pub failed_attempts: u32,
     #[serde(default = "default_failed_window_secs")]
     pub window_secs: u64,
+    /// Failed attempts allowed per client address across accounts in a window.
+    #[serde(default = "default_failed_attempts_per_address")]
+    pub failed_attempts_per_address: u32,
+    /// Failures of one account in a window (from any addresses) after which
+    /// each address gets one attempt on it per window.
+    #[serde(default = "default_account_attack_threshold")]
+    pub account_attack_threshold: u32,
 }
 
 impl Default for LoginRateLimit {
     fn default() -> Self {
-        Self { failed_attempts: default_failed_attempts(), window_secs: default_failed_window_secs() }
+        Self {
+            failed_attempts: default_failed_attempts(),
+            window_secs: default_failed_window_secs(),
+            failed_attempts_per_address: default_failed_attempts_per_address(),
+            account_attack_threshold: default_account_attack_threshold(),
+        }
     }
+}
+
+fn default_failed_attempts_per_address() -> u32 {
+    30
+}
+
+fn default_account_attack_threshold() -> u32 {
+    20
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

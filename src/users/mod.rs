@@ -23,7 +23,7 @@ use crate::{
     storage::{records::UserRecord, Batch, Storage},
     util::now_ms,
 };
-use rate_limit::FailureLimiter;
+use rate_limit::LoginLimiter;
 
 /// The profile fields a user can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct Users {
     server_name: OwnedServerName,
     refreshable_lifetime: Duration,
     registration_tokens: Vec<RegistrationTokenConfig>,
-    pub login_failures: FailureLimiter,
+    pub login_failures: LoginLimiter,
     last_seen: Mutex<HashMap<(String, String), sessions::LastSeen>>,
     /// Local users by name, for the user directory.
     pub directory: directory::UserDirectory,
@@ -71,10 +71,7 @@ impl Users {
             server_name: config.server_name.clone(),
             refreshable_lifetime: Duration::from_secs(config.refreshable_access_token_lifetime_secs),
             registration_tokens: config.registration_tokens.clone(),
-            login_failures: FailureLimiter::new(
-                config.login_rate_limit.failed_attempts,
-                Duration::from_secs(config.login_rate_limit.window_secs),
-            ),
+            login_failures: LoginLimiter::new(&config.login_rate_limit),
             last_seen: Mutex::default(),
             directory: Self::load_directory(&storage_for_directory),
             pushers: Arc::new(pushers::PusherIndex::load(&storage_for_directory).unwrap_or_else(|error| {
@@ -187,10 +184,9 @@ impl Users {
         Ok(record)
     }
 
-    /// Checks a password, with rate limiting of failures per account and per client.
+    /// Checks a password, with rate limiting of failures (see [`rate_limit`]).
     pub async fn check_password(&self, localpart: &str, password: &str, client: &str) -> Result<UserRecord> {
-        let keys = [format!("user:{localpart}"), format!("ip:{client}")];
-        self.login_failures.check(&keys)?;
+        self.login_failures.check(localpart, client)?;
         let user = self.get(localpart)?;
         let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
             Some(hash) => self.passwords.verify(password, hash).await?,
@@ -206,11 +202,11 @@ impl Users {
                 if user.deactivated {
                     return Err(Error::new(ErrorKind::UserDeactivated, "This account has been deactivated"));
                 }
-                self.login_failures.clear(&keys[0]);
+                self.login_failures.record_success(localpart, client);
                 Ok(user)
             }
             _ => {
-                self.login_failures.record_failure(&keys);
+                self.login_failures.record_failure(localpart, client);
                 Err(Error::forbidden("Invalid username or password"))
             }
         }

@@ -79,7 +79,7 @@ impl TestServer {
     }
 
     pub fn client(&self) -> Client {
-        Client { addr: self.addr, token: None }
+        Client { addr: self.addr, token: None, source: None }
     }
 }
 
@@ -121,11 +121,23 @@ impl Reply {
 pub struct Client {
     pub addr: SocketAddr,
     pub token: Option<String>,
+    /// The local address connections come from (another loopback address
+    /// stands for another client machine); any when unset.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client { addr, token: None, source: None }
+    }
+
     pub fn with_token(&self, token: &str) -> Client {
-        Client { addr: self.addr, token: Some(token.to_owned()) }
+        Client { addr: self.addr, token: Some(token.to_owned()), source: self.source }
+    }
+
+    /// The same client connecting from `source` (such as `127.0.0.2`).
+    pub fn from_address(&self, source: &str) -> Client {
+        Client { source: Some(source.parse().expect("an IP address")), ..self.clone() }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -175,7 +187,15 @@ impl Client {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<(u16, ::http::HeaderMap, Bytes), String> {
-        let stream = TcpStream::connect(self.addr).await.map_err(|e| format!("connect: {e}"))?;
+        let stream = match self.source {
+            None => TcpStream::connect(self.addr).await,
+            Some(source) => {
+                let socket = tokio::net::TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+                socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind {source}: {e}"))?;
+                socket.connect(self.addr).await
+            }
+        }
+        .map_err(|e| format!("connect: {e}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         tokio::spawn(connection);

@@ -63,6 +63,30 @@ async fn repeated_failures_are_rate_limited() {
 }
 
 #[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
+    let server = TestServer::start_with("[login_rate_limit]\nfailed_attempts = 5\naccount_attack_threshold = 6").await;
+    let attacker = server.client().from_address("127.0.0.66");
+    let user = server.client().from_address("127.0.0.2");
+    user.register("carol").await;
+    for _ in 0..5 {
+        attacker.login("carol", "guess").await.assert_error(403, "M_FORBIDDEN");
+    }
+    attacker.login("carol", "guess").await.assert_error(429, "M_LIMIT_EXCEEDED");
+    // Even the right password from the attacker's address waits…
+    attacker.login("carol", PASSWORD).await.assert_error(429, "M_LIMIT_EXCEEDED");
+    // …but the real user, elsewhere, logs in.
+    user.login("carol", PASSWORD).await.assert_ok();
+
+    // Under attack from many addresses, each gets a single guess; a clean address still gets in.
+    for bot in 3..6 {
+        let bot = server.client().from_address(&format!("127.0.1.{bot}"));
+        bot.login("carol", "guess").await.assert_error(403, "M_FORBIDDEN");
+        bot.login("carol", "guess").await.assert_error(429, "M_LIMIT_EXCEEDED");
+    }
+    server.client().from_address("127.0.2.1").login("carol", PASSWORD).await.assert_ok();
+}
+
+#[tokio::test]
 async fn device_ids_are_reused_and_their_old_tokens_revoked() {
     let server = TestServer::start().await;
     let client = server.client();

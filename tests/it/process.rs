@@ -56,7 +56,7 @@ async fn spawn_server(config: &Path, port: u16) -> Process {
     let process = Process { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let client = Client { addr: process.addr, token: None };
+        let client = Client::new(process.addr);
         if let Ok(reply) = client.try_send("GET", "/_matrix/client/versions", &[], Bytes::new()).await {
             if reply.status == 200 {
                 return process;
@@ -80,7 +80,7 @@ async fn acknowledged_writes_survive_sigkill() {
 
     for round in 0..3 {
         let mut server = spawn_server(&config, port).await;
-        let client = Client { addr: server.addr, token: None };
+        let client = Client::new(server.addr);
         // Writers keep registering accounts while the process is killed under them.
         let mut writers = Vec::new();
         for writer in 0..4 {
@@ -114,7 +114,7 @@ async fn acknowledged_writes_survive_sigkill() {
     }
 
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     let names = acknowledged.lock().unwrap().clone();
     assert!(names.len() >= 36);
     for name in &names {
@@ -140,7 +140,7 @@ async fn a_queued_push_survives_sigkill() {
     let port = free_port();
     let config = write_config(dir.path(), port, ALLOW_LOCAL_GATEWAYS);
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     set_pusher(&bob, "phone-key", json!({ "url": gateway.url() })).await;
     let event = alice.send_text(&room, "t1", "avant la panne").await;
@@ -166,7 +166,7 @@ async fn an_acknowledged_upload_survives_sigkill() {
     let port = free_port();
     let config = write_config(dir.path(), port, "");
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     let alice = client.register("alice").await;
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
     let reply = alice
@@ -194,7 +194,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let port = free_port();
     let config = write_config(dir.path(), port, "");
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     client.register("graceful").await;
     let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
     assert!(status.success());
@@ -202,7 +202,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
 
     let mut server = spawn_server(&config, port).await;
-    Client { addr: server.addr, token: None }.login("graceful", PASSWORD).await.assert_ok();
+    Client::new(server.addr).login("graceful", PASSWORD).await.assert_ok();
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
@@ -267,7 +267,7 @@ async fn operator_commands_work_on_a_stopped_server_only() {
     assert!(!duplicate.status.success());
 
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     client.login("operator", "op-pass").await.assert_ok();
     client.login("second", &generated_password).await.assert_ok();
 
@@ -287,7 +287,7 @@ async fn operator_commands_work_on_a_stopped_server_only() {
     assert!(!missing.status.success());
 
     let mut server = spawn_server(&config, port).await;
-    let client = Client { addr: server.addr, token: None };
+    let client = Client::new(server.addr);
     client.login("operator", "op-pass").await.assert_error(403, "M_FORBIDDEN");
     client.login("operator", "new-pass").await.assert_ok();
     server.child.kill().unwrap();
@@ -316,7 +316,7 @@ async fn starts_with_no_configuration_on_the_development_default() {
         assert!(Instant::now() < deadline, "the default server did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let alice = Client { addr, token: None }.register("alice").await;
+    let alice = Client::new(addr).register("alice").await;
     assert_eq!(alice.user_id, "@alice:localhost");
     assert!(dir.path().join("conduit-data").is_dir(), "data goes to ./conduit-data");
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
