@@ -136,7 +136,7 @@ impl Client {
     }
 
     /// The same client connecting from `source` (such as `127.0.0.2`).
-    pub fn from_address(&self, source: &str) -> Client {
+    pub fn connecting_from(&self, source: &str) -> Client {
         Client { source: Some(source.parse().expect("an IP address")), ..self.clone() }
     }
 

@@ -65,8 +65,8 @@ async fn repeated_failures_are_rate_limited() {
 #[tokio::test]
 async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
     let server = TestServer::start_with("[login_rate_limit]\nfailed_attempts = 5\naccount_attack_threshold = 6").await;
-    let attacker = server.client().from_address("127.0.0.66");
-    let user = server.client().from_address("127.0.0.2");
+    let attacker = server.client().connecting_from("127.0.0.66");
+    let user = server.client().connecting_from("127.0.0.2");
     user.register("carol").await;
     for _ in 0..5 {
         attacker.login("carol", "guess").await.assert_error(403, "M_FORBIDDEN");
@@ -79,11 +79,11 @@ async fn failures_from_one_address_do_not_lock_the_user_out_elsewhere() {
 
     // Under attack from many addresses, each gets a single guess; a clean address still gets in.
     for bot in 3..6 {
-        let bot = server.client().from_address(&format!("127.0.1.{bot}"));
+        let bot = server.client().connecting_from(&format!("127.0.1.{bot}"));
         bot.login("carol", "guess").await.assert_error(403, "M_FORBIDDEN");
         bot.login("carol", "guess").await.assert_error(429, "M_LIMIT_EXCEEDED");
     }
-    server.client().from_address("127.0.2.1").login("carol", PASSWORD).await.assert_ok();
+    server.client().connecting_from("127.0.2.1").login("carol", PASSWORD).await.assert_ok();
 }
 
 #[tokio::test]
