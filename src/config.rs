@@ -31,6 +31,10 @@ registration = "open"
 
 [[listeners]]
 address = "127.0.0.1:6167"
+
+# A developer's push gateway runs on this machine.
+[push]
+allow_private_gateways = true
 "#;
 
 /// Keys whose value may instead be read from a file named by `<key>_file`.
@@ -524,6 +528,7 @@ mod tests {
         assert_eq!(config.registration, RegistrationMode::Open);
         assert_eq!(config.listeners[0].address.to_string(), "127.0.0.1:6167");
         assert_eq!(config.database_path, PathBuf::from("./conduit-data"));
+        assert!(config.push.allow_private_gateways, "a developer's push gateway runs on loopback");
     }
 
     #[test]

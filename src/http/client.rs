@@ -221,6 +221,22 @@ impl HttpClient {
         Ok(ClientResponse { status, content_type, location, body: body.to_bytes() })
     }
 
+    /// Refuses a URL that this client would never call: invalid, or whose
+    /// host resolves only to addresses it may not connect to. A host that
+    /// does not resolve now passes (it may later).
+    pub async fn check_destination(&self, url: &str) -> Result<(), ClientError> {
+        let target = Target::parse(url)?;
+        if self.policy.allow_private_addresses {
+            return Ok(());
+        }
+        let Ok(resolved) = tokio::net::lookup_host((target.host.as_str(), target.port)).await else { return Ok(()) };
+        let resolved: Vec<SocketAddr> = resolved.collect();
+        if !resolved.is_empty() && resolved.iter().all(|address| is_private_address(address.ip())) {
+            return Err(ClientError::DeniedAddress(target.host));
+        }
+        Ok(())
+    }
+
     fn idle_connection(&self, origin: &str) -> Option<SendRequest<Full<Bytes>>> {
         let mut idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let senders = idle.get_mut(origin)?;

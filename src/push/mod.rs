@@ -109,6 +109,19 @@ impl PushSender {
         Self { client: HttpClient::new(policy), wakeup, state: Mutex::default() }
     }
 
+    /// Refuses a pusher URL the sender would never call (its host resolves
+    /// only to private or loopback addresses while `push.allow_private_gateways`
+    /// is off), so that a client is told instead of its pushes vanishing.
+    pub async fn check_gateway_url(&self, url: &str) -> crate::error::Result<()> {
+        self.client.check_destination(url).await.map_err(|error| match error {
+            ClientError::DeniedAddress(host) => crate::error::Error::invalid_param(format!(
+                "The push gateway {host} is on a private or loopback address, which this server does not call \
+                 (push.allow_private_gateways is off)"
+            )),
+            other => crate::error::Error::invalid_param(format!("Invalid push gateway URL: {other}")),
+        })
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, DeliveryState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }

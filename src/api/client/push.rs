@@ -230,6 +230,11 @@ pub fn pushers(s: &Services, who: &Identity) -> Result<Response> {
 /// `POST /pushers/set`.
 pub async fn set_pusher(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: serde_json::Map<String, Value> = request.json()?;
+    if body.get("kind").and_then(Value::as_str) == Some("http") {
+        if let Some(url) = body.get("data").and_then(|data| data.get("url")).and_then(Value::as_str) {
+            s.push.check_gateway_url(url).await?;
+        }
+    }
     s.users.set_pusher(&who.localpart, &who.device_id, body).await?;
     Ok(Response::empty_object())
 }
