@@ -12,7 +12,7 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use crate::{
-    config::{Config, ConfigSource, CONFIG_ENV},
+    config::{Config, ConfigSource, LogFormat, CONFIG_ENV},
     crypto::tokens::random_alphanumeric,
     http,
     services::Services,
@@ -100,7 +100,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config.log);
+    init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -125,10 +125,13 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(config.log_filter()).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+    };
 }
 
 async fn run_server(config: Config, source: ConfigSource) -> Result<(), String> {

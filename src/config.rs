@@ -20,6 +20,8 @@ use std::{
 };
 
 use ruma::OwnedServerName;
+
+use crate::http::client_address::Network;
 use serde::Deserialize;
 
 /// The configuration a developer gets with no file at all: enough to run the
@@ -54,9 +56,19 @@ pub struct Config {
     /// Page cache of the storage engine, in MiB.
     #[serde(default = "default_database_cache_mb")]
     pub database_cache_mb: u64,
-    /// A `tracing` filter, such as `info` or `conduit=debug,info`.
+    /// A `tracing` filter, such as `info` or `conduit=debug,info`. The
+    /// auth-rule library's per-event chatter is at `warn` unless named.
     #[serde(default = "default_log")]
     pub log: String,
+    /// `text` (one readable line per record) or `json` (one JSON object per
+    /// line, for log collectors).
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Reverse proxies (addresses or networks such as `10.0.0.0/8`) whose
+    /// `X-Forwarded-For` gives the client's address, for logs and rate
+    /// limits. Requests from anyone else are taken at their TCP address.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default = "default_listeners")]
     pub listeners: Vec<ListenerConfig>,
     /// Largest request body accepted, in bytes.
@@ -113,6 +125,14 @@ pub struct TlsConfig {
     pub certificate: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1). Reloaded on SIGHUP.
     pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -234,6 +254,21 @@ fn default_max_upload_size() -> u64 {
 }
 
 impl Config {
+    /// The trusted proxies, parsed (validated at load).
+    pub fn trusted_proxy_networks(&self) -> Vec<Network> {
+        self.trusted_proxies.iter().filter_map(|p| Network::parse(p)).collect()
+    }
+
+    /// The log filter: `log`, with the auth-rule library's per-event lines
+    /// at `warn` unless `log` names it.
+    pub fn log_filter(&self) -> String {
+        if self.log.contains("ruma_state_res") {
+            self.log.clone()
+        } else {
+            format!("{},ruma_state_res=warn", self.log)
+        }
+    }
+
     /// The directory of uploaded files.
     pub fn media_path(&self) -> PathBuf {
         self.media.path.clone().unwrap_or_else(|| self.database_path.join("media"))
@@ -374,6 +409,9 @@ impl Config {
 
     /// Checks values serde cannot: ranges, consistency, files that must exist.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self.trusted_proxies.iter().find(|p| Network::parse(p).is_none()) {
+            return Err(invalid("trusted_proxies", format!("{bad:?} is not an address or a network (10.0.0.0/8)")));
+        }
         if self.listeners.is_empty() {
             return Err(invalid("listeners", "at least one listener is needed"));
         }

@@ -7,6 +7,7 @@
 //! makes outgoing requests.
 
 pub mod client;
+pub mod client_address;
 pub mod request;
 pub mod response;
 pub mod router;

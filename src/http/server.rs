@@ -83,6 +83,8 @@ struct Shared {
     max_body: usize,
     /// Limit of streamed bodies (media uploads).
     max_streamed_body: u64,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<super::client_address::Network>,
 }
 
 /// Binds every listener and starts serving.
@@ -118,6 +120,7 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         request_timeout,
         max_body: usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
         max_streamed_body: config.max_upload_size(),
+        trusted_proxies: config.trusted_proxy_networks(),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -236,12 +239,14 @@ async fn handle(
     let started = Instant::now();
     let method = Method::parse(request.method().as_str());
     let path = request.uri().path().to_owned();
-    let span = tracing::info_span!("request", method = request.method().as_str(), path = %path, user = Empty);
+    let forwarded_for = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    let client = super::client_address::client_address(peer.ip(), forwarded_for, &shared.trusted_proxies);
+    let span = tracing::info_span!("request", method = request.method().as_str(), path = %path, %client, user = Empty);
     let response = async {
         let response = if method == Method::Options {
             preflight()
         } else {
-            process(&shared, request, method, path, peer).await.unwrap_or_else(Response::from)
+            process(&shared, request, method, path, client).await.unwrap_or_else(Response::from)
         };
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         if response.status >= 500 {
@@ -261,7 +266,7 @@ async fn process(
     request: hyper::Request<Incoming>,
     method: Method,
     path: String,
-    peer: SocketAddr,
+    client: std::net::IpAddr,
 ) -> Result<Response> {
     let (endpoint, params) = match router::find(api::ROUTES, method, &path) {
         Match::Found { endpoint, params } => (endpoint, params),
@@ -281,7 +286,7 @@ async fn process(
     } else {
         (read_body(shared, request).await?, None)
     };
-    let client_ip = peer.ip().to_string();
+    let client_ip = client.to_string();
     let request =
         Request { method, path, params, query, body, body_stream, content_type, range, client_ip, access_token };
     let services = Arc::clone(&shared.services);

@@ -45,12 +45,16 @@ fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
 }
 
 async fn spawn_server(config: &Path, port: u16) -> Process {
+    spawn_server_logging_to(config, port, Stdio::inherit()).await
+}
+
+async fn spawn_server_logging_to(config: &Path, port: u16, stderr: Stdio) -> Process {
     let child = Command::new(BINARY)
         .arg("--config")
         .arg(config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn conduit");
     let process = Process { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
@@ -208,6 +212,47 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
 }
 
 #[tokio::test]
+async fn json_logs_name_the_client_and_leave_out_auth_rule_chatter() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("conduit.toml");
+    let text = format!(
+        "server_name = \"proc.test\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = \"info\"\n\
+         log_format = \"json\"\ntrusted_proxies = [\"127.0.0.1\"]\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n",
+        dir.path().join("db").display().to_string()
+    );
+    std::fs::write(&config, text).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut server = spawn_server_logging_to(&config, port, Stdio::from(log_file)).await;
+    let alice = Client::new(server.addr).register("alice").await;
+    let forwarded = [("x-forwarded-for", "198.51.100.1, 203.0.113.9")];
+    let reply = alice.client.send("POST", "/_matrix/client/v3/createRoom", &forwarded, Bytes::from("{}")).await;
+    reply.assert_ok();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let records: Vec<serde_json::Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect();
+    assert!(!records.is_empty());
+    assert!(
+        records.iter().all(|r| !r["target"].as_str().unwrap_or_default().starts_with("ruma_state_res")),
+        "the auth rules' per-event lines are quiet at info: {log}"
+    );
+    let create = records
+        .iter()
+        .find(|r| r["fields"]["message"] == "request" && r["span"]["path"] == "/_matrix/client/v3/createRoom")
+        .unwrap_or_else(|| panic!("a request line for createRoom: {log}"));
+    assert_eq!(create["span"]["client"], "203.0.113.9", "the trusted proxy's client, not the forged first hop");
+    let register = records
+        .iter()
+        .find(|r| r["fields"]["message"] == "request" && r["span"]["path"] == "/_matrix/client/v3/register")
+        .unwrap_or_else(|| panic!("a request line for register: {log}"));
+    assert_eq!(register["span"]["client"], "127.0.0.1");
+}
+
+#[tokio::test]
 async fn invalid_configuration_exits_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -215,6 +260,8 @@ async fn invalid_configuration_exits_before_listening() {
         ("registraton = \"open\"", "registraton"),
         ("max_request_size = \"big\"", "max_request_size"),
         ("registration = \"token\"", "registration"),
+        ("trusted_proxies = [\"10.0.0.0/99\"]", "trusted_proxies"),
+        ("log_format = \"xml\"", "log_format"),
     ];
     for (extra, key) in cases {
         let config = write_config(dir.path(), port, extra);
