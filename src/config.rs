@@ -77,6 +77,9 @@ pub struct Config {
     /// Time a client has to send its request headers, and then its body.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// How long a keep-alive connection may stay unused before it is closed.
+    #[serde(default = "default_keepalive_timeout_secs")]
+    pub keepalive_timeout_secs: u64,
     /// Open connections across all listeners; further ones wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -320,6 +323,9 @@ fn default_max_request_size() -> u64 {
 fn default_request_timeout_secs() -> u64 {
     30
 }
+fn default_keepalive_timeout_secs() -> u64 {
+    75
+}
 fn default_max_connections() -> usize {
     4096
 }
@@ -433,6 +439,9 @@ impl Config {
         }
         if self.request_timeout_secs == 0 {
             return Err(invalid("request_timeout_secs", "must be at least 1"));
+        }
+        if self.keepalive_timeout_secs == 0 {
+            return Err(invalid("keepalive_timeout_secs", "must be at least 1"));
         }
         if self.max_connections == 0 {
             return Err(invalid("max_connections", "must be at least 1"));
@@ -577,6 +586,7 @@ mod tests {
         assert_eq!(config.database_cache_mb, minimal.database_cache_mb);
         assert_eq!(config.max_request_size, minimal.max_request_size);
         assert_eq!(config.request_timeout_secs, minimal.request_timeout_secs);
+        assert_eq!(config.keepalive_timeout_secs, minimal.keepalive_timeout_secs);
         assert_eq!(config.max_connections, minimal.max_connections);
         assert_eq!(config.registration, minimal.registration);
         assert_eq!(config.login_rate_limit, minimal.login_rate_limit);

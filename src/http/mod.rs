@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod client_address;
+pub mod connection;
 pub mod request;
 pub mod response;
 pub mod router;

@@ -9,7 +9,11 @@
 //! - Slow clients are bounded: the TLS handshake and request headers must
 //!   arrive within `request_timeout_secs`, and the body within the same again
 //!   (media uploads, streamed to their handler: no more than that between two
-//!   pieces of the body, however long the whole upload takes).
+//!   pieces of the body, however long the whole upload takes). A connection
+//!   with no request in flight is dropped when it misses its deadline
+//!   ([`super::connection`]): idle, half an HTTP/2 preface, headers sent a
+//!   byte at a time, or a keep-alive connection unused for
+//!   `keepalive_timeout_secs`.
 //! - Each request runs in its own task, so a handler panic becomes a 500 and a
 //!   client hanging up does not cancel a write half-way.
 //! - Shutdown stops accepting, lets in-flight requests finish (bounded), then
@@ -33,6 +37,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{field::Empty, Instrument};
 
 use super::{
+    connection::{Activity, TrackedBody},
     request::{parse_query, BodyStream, Chunk, Method, Request},
     response::{into_hyper, preflight, HyperBody, Response},
     router::{self, Match},
@@ -83,6 +88,8 @@ struct Shared {
     max_body: usize,
     /// Limit of streamed bodies (media uploads).
     max_streamed_body: u64,
+    /// How long an idle keep-alive connection is kept.
+    keepalive_timeout: Duration,
     /// Proxies whose `X-Forwarded-For` names the client.
     trusted_proxies: Vec<super::client_address::Network>,
 }
@@ -121,6 +128,7 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         max_body: usize::try_from(config.max_request_size).unwrap_or(usize::MAX),
         max_streamed_body: config.max_upload_size(),
         trusted_proxies: config.trusted_proxy_networks(),
+        keepalive_timeout: Duration::from_secs(config.keepalive_timeout_secs),
     });
 
     let (stop, stopped) = watch::channel(false);
@@ -208,23 +216,36 @@ async fn accept_loop(
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let service = service_fn(|request| handle(Arc::clone(&shared), request, peer));
-            let result = match acceptor {
-                Some(acceptor) => match tokio::time::timeout(shared.request_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => watcher.watch(shared.builder.serve_connection(TokioIo::new(tls), service)).await,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        Ok(())
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        Ok(())
-                    }
-                },
-                None => watcher.watch(shared.builder.serve_connection(TokioIo::new(stream), service)).await,
+            let activity = Activity::new(shared.request_timeout, shared.keepalive_timeout);
+            let service = service_fn(|request| {
+                let in_flight = activity.begin();
+                let shared = Arc::clone(&shared);
+                async move {
+                    let response = handle(shared, request, peer).await?;
+                    Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+                }
+            });
+            let served = async {
+                match acceptor {
+                    Some(acceptor) => match tokio::time::timeout(shared.request_timeout, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(tls)) => watcher.watch(shared.builder.serve_connection(TokioIo::new(tls), service)).await,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    },
+                    None => watcher.watch(shared.builder.serve_connection(TokioIo::new(stream), service)).await,
+                }
             };
-            if let Err(error) = result {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            match activity.watch(served).await {
+                (Some(Err(error)), _) => tracing::debug!(%peer, %error, "connection ended with an error"),
+                (None, _) => tracing::debug!(%peer, "idle connection closed"),
+                (Some(Ok(())), _) => {}
             }
             drop(permit);
         });

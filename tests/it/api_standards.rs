@@ -161,6 +161,53 @@ async fn slow_clients_are_cut_off() {
     server.client().get("/_matrix/client/versions").await.assert_ok();
 }
 
+/// Whether the server closes `stream` within 10 s (reading whatever it sends first).
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buffer = Vec::new();
+    matches!(tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buffer)).await, Ok(Ok(_)))
+}
+
+#[tokio::test]
+async fn connections_that_do_not_use_their_slot_are_closed() {
+    let server = TestServer::start_with("request_timeout_secs = 1\nkeepalive_timeout_secs = 2").await;
+    // Nothing at all.
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    // Half of the HTTP/2 preface: the protocol is never decided.
+    let mut half_preface = TcpStream::connect(server.addr).await.unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    // Headers trickled a byte at a time, never finished.
+    let mut trickle = TcpStream::connect(server.addr).await.unwrap();
+    let trickling = tokio::spawn(async move {
+        for byte in b"GET /_matrix/client/versions HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if trickle.write_all(&[*byte]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        closed_by_server(&mut trickle).await
+    });
+    assert!(closed_by_server(&mut silent).await, "a silent connection is closed");
+    assert!(closed_by_server(&mut half_preface).await, "half an HTTP/2 preface is closed");
+    assert!(trickling.await.unwrap(), "trickled headers are cut off");
+
+    // A keep-alive connection: served, then closed once unused past its deadline…
+    let mut keepalive = TcpStream::connect(server.addr).await.unwrap();
+    keepalive.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut status = [0u8; 12];
+    keepalive.read_exact(&mut status).await.unwrap();
+    assert_eq!(&status, b"HTTP/1.1 200");
+    assert!(closed_by_server(&mut keepalive).await, "an unused keep-alive connection is closed");
+
+    // …but a request in flight longer than both deadlines (a long poll) is not cut.
+    let alice = server.client().register("alice").await;
+    let started = std::time::Instant::now();
+    let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let since = sync.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+    let poll = alice.client.get(&format!("/_matrix/client/v3/sync?timeout=3500&since={since}")).await;
+    poll.assert_ok();
+    assert!(started.elapsed() >= Duration::from_secs(3), "the long poll ran its course");
+}
+
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_their_turn() {
     let server = TestServer::start_with("max_connections = 2").await;
