@@ -150,6 +150,18 @@ impl Endpoint {
         matches!(self, Endpoint::MediaUpload | Endpoint::MediaUploadTo)
     }
 
+    /// The largest body this endpoint reads whole, given the configured
+    /// `max_request_size`: endpoints anyone may call without an account
+    /// (login, registration, refresh) take small bodies, so an anonymous
+    /// client cannot make the server read and parse megabytes.
+    pub fn max_body(self, configured: u64) -> u64 {
+        if self.needs_auth() {
+            configured
+        } else {
+            configured.min(UNAUTHENTICATED_MAX_BODY)
+        }
+    }
+
     /// Whether the request must carry a valid access token.
     pub fn needs_auth(self) -> bool {
         use Endpoint::*;
@@ -208,6 +220,10 @@ impl Endpoint {
         )
     }
 }
+
+/// Body limit of the endpoints that need no access token (a registration
+/// with every optional field is under 2 KiB).
+pub const UNAUTHENTICATED_MAX_BODY: u64 = 64 * 1024;
 
 const fn route(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
     Route { method, pattern, endpoint }

@@ -138,8 +138,29 @@ impl Request {
     }
 
     /// The body deserialised as `T`, naming the offending field on failure.
+    ///
+    /// Parsed straight into `T`, without a JSON tree in between: content that
+    /// `T` ignores (unknown fields, however many) costs no memory.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
-        from_json_value(self.json_object()?)
+        // Syntax first (allocation-free), so that broken JSON is `M_NOT_JSON`
+        // whatever `T` would have made of its beginning.
+        serde_json::from_slice::<serde::de::IgnoredAny>(&self.body).or_else(|error| {
+            if self.body.iter().all(u8::is_ascii_whitespace) {
+                Ok(serde::de::IgnoredAny)
+            } else {
+                Err(not_json(error))
+            }
+        })?;
+        match self.body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None => return from_json_value(Value::Object(Default::default())),
+            Some(b'{') => {}
+            Some(_) => return Err(Error::bad_json("The request body must be a JSON object")),
+        }
+        let mut deserializer = serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            field_error(&path, e.into_inner())
+        })
     }
 }
 
@@ -148,13 +169,20 @@ impl Request {
 pub fn from_json_value<T: DeserializeOwned>(value: Value) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            Error::bad_json(format!("Invalid request body: {inner}"))
-        } else {
-            Error::bad_json(format!("Invalid field `{path}`: {inner}"))
-        }
+        field_error(&path, e.into_inner())
     })
+}
+
+fn field_error(path: &str, error: impl std::fmt::Display) -> Error {
+    if path == "." {
+        Error::bad_json(format!("Invalid request body: {error}"))
+    } else {
+        Error::bad_json(format!("Invalid field `{path}`: {error}"))
+    }
+}
+
+fn not_json(error: serde_json::Error) -> Error {
+    Error::new(ErrorKind::NotJson, format!("The request body is not valid JSON: {error}"))
 }
 
 /// Decodes `%XX` escapes; `plus_as_space` for query strings. Invalid escapes

@@ -305,7 +305,7 @@ async fn process(
     let (body, body_stream) = if endpoint.streams_body() {
         (Bytes::new(), Some(stream_body(shared, request)?))
     } else {
-        (read_body(shared, request).await?, None)
+        (read_body(shared, request, endpoint.max_body(shared.max_body as u64)).await?, None)
     };
     let client_ip = client.to_string();
     let request =
@@ -374,11 +374,10 @@ fn stream_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<Bod
     Ok(BodyStream::new(receiver))
 }
 
-async fn read_body(shared: &Shared, request: hyper::Request<Incoming>) -> Result<Bytes> {
-    let limit = shared.max_body as u64;
+async fn read_body(shared: &Shared, request: hyper::Request<Incoming>, limit: u64) -> Result<Bytes> {
     check_declared_length(&request, limit)?;
     let too_large = || too_large(limit);
-    let limited = Limited::new(request.into_body(), shared.max_body);
+    let limited = Limited::new(request.into_body(), usize::try_from(limit).unwrap_or(usize::MAX));
     match tokio::time::timeout(shared.request_timeout, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => Err(too_large()),

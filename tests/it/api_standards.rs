@@ -161,6 +161,58 @@ async fn slow_clients_are_cut_off() {
     server.client().get("/_matrix/client/versions").await.assert_ok();
 }
 
+#[tokio::test]
+async fn anonymous_endpoints_take_small_bodies_only() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    // A login padded with 100 KiB of unknown members: refused unread.
+    let padding: String = (0..10_000).map(|i| format!(",\"p{i}\":0")).collect();
+    let login = format!(
+        "{{\"type\":\"m.login.password\",\"user\":\"alice\",\"password\":\"{}\"{padding}}}",
+        crate::harness::PASSWORD
+    );
+    assert!(login.len() > 64 * 1024);
+    let reply = server.client().send("POST", "/_matrix/client/v3/login", &[], Bytes::from(login)).await;
+    reply.assert_error(413, "M_TOO_LARGE");
+    // Under the limit, unknown members are skipped as they are parsed.
+    let padding: String = (0..3_000).map(|i| format!(",\"p{i}\":[{{}}]")).collect();
+    let login = format!(
+        "{{\"type\":\"m.login.password\",\"user\":\"alice\",\"password\":\"{}\"{padding}}}",
+        crate::harness::PASSWORD
+    );
+    server.client().send("POST", "/_matrix/client/v3/login", &[], Bytes::from(login)).await.assert_ok();
+    // Authenticated endpoints keep max_request_size.
+    let big = json!({ "notes": "x".repeat(200 * 1024) });
+    alice
+        .client
+        .put(&format!("/_matrix/client/v3/user/{}/account_data/org.example.notes", alice.user_id), big)
+        .await
+        .assert_ok();
+    // Not an object, not JSON, trailing garbage.
+    let client = server.client();
+    client
+        .send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"\"text\""))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    client
+        .send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"{\"type\":"))
+        .await
+        .assert_error(400, "M_NOT_JSON");
+    client
+        .send("POST", "/_matrix/client/v3/login", &[], Bytes::from_static(b"{} {}"))
+        .await
+        .assert_error(400, "M_NOT_JSON");
+    let deep = format!("{{\"type\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+    client.send("POST", "/_matrix/client/v3/login", &[], Bytes::from(deep)).await.assert_error(413, "M_TOO_LARGE");
+    // Deep nesting where it is ignored costs nothing (skipped without recursion); where it is read, refused.
+    let nested = format!("{{\"x\":{}{}}}", "[".repeat(30_000), "]".repeat(30_000));
+    let reply = client.send("POST", "/_matrix/client/v3/login", &[], Bytes::from(nested.clone())).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    assert!(reply.body["error"].as_str().unwrap().contains("type"), "{}", reply.body);
+    let path = format!("/_matrix/client/v3/user/{}/account_data/org.example.deep", alice.user_id);
+    alice.client.send("PUT", &path, &[], Bytes::from(nested)).await.assert_error(400, "M_NOT_JSON");
+}
+
 /// Whether the server closes `stream` within 10 s (reading whatever it sends first).
 async fn closed_by_server(stream: &mut TcpStream) -> bool {
     let mut buffer = Vec::new();
