@@ -16,6 +16,9 @@ use crate::{
     storage::{records::BackupVersionRecord, Batch},
 };
 
+/// The backup algorithms of the spec (`key_backup.yaml`'s enum).
+const KNOWN_ALGORITHMS: &[&str] = &["m.megolm_backup.v1.curve25519-aes-sha2"];
+
 /// Which keys of a version a request addresses.
 pub enum Scope<'a> {
     All,
@@ -83,7 +86,15 @@ impl E2ee {
     }
 
     /// `POST /room_keys/version`: a new current backup; returns its version.
+    /// Only the spec's algorithms are taken (a backup no client can read
+    /// would only hide the keys).
     pub async fn create_backup(&self, localpart: &str, algorithm: &str, auth_data: &Value) -> Result<String> {
+        if !KNOWN_ALGORITHMS.contains(&algorithm) {
+            return Err(Error::invalid_param(format!(
+                "Unknown backup algorithm {algorithm:?}; supported: {}",
+                KNOWN_ALGORITHMS.join(", ")
+            )));
+        }
         if !auth_data.is_object() {
             return Err(Error::bad_json("auth_data must be an object"));
         }

@@ -59,9 +59,14 @@ pub struct SyncRequest {
     pub filter: Filter,
 }
 
-/// Parses a `next_batch` token.
+/// Parses a `next_batch` token. The largest integer is no position (the
+/// positions after a token are read from `token + 1`).
 pub fn parse_since(token: &str) -> Result<u64> {
-    token.strip_prefix('s').and_then(|n| n.parse().ok()).ok_or_else(|| Error::invalid_param("Invalid `since` token"))
+    token
+        .strip_prefix('s')
+        .and_then(|n| n.parse::<u64>().ok())
+        .filter(|n| *n < u64::MAX)
+        .ok_or_else(|| Error::invalid_param("Invalid `since` token"))
 }
 
 /// Runs a sync, long-polling up to `request.timeout` when nothing changed.

@@ -36,3 +36,47 @@ async fn concurrent_room_creations_all_yield_distinct_rooms() {
     }
     assert_eq!(ids.len(), created, "every creation yields its own room");
 }
+
+#[tokio::test]
+async fn optional_fields_are_absent_not_null_and_unknown_backup_algorithms_refused() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let devices = alice.client.get("/_matrix/client/v3/devices").await;
+    let device = devices.assert_ok()["devices"][0].clone();
+    assert!(device.get("display_name").is_none(), "absent, not null: {device}");
+    let one = alice.client.get(&format!("/_matrix/client/v3/devices/{}", alice.device_id)).await;
+    assert!(one.assert_ok().get("display_name").is_none(), "{}", one.body);
+
+    let backup = json!({ "algorithm": "org.example.homemade", "auth_data": { "public_key": "x" } });
+    alice.client.post("/_matrix/client/v3/room_keys/version", backup).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.get("/_matrix/client/v3/room_keys/version").await.assert_error(404, "M_NOT_FOUND");
+    let backup = json!({ "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": { "public_key": "x" } });
+    alice.client.post("/_matrix/client/v3/room_keys/version", backup).await.assert_ok();
+}
+
+#[tokio::test]
+async fn pagination_tokens_at_the_integer_limits_do_not_overflow() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({ "visibility": "public", "name": "Forum" })).await;
+    let max = u64::MAX;
+    let page = server.client().get(&format!("/_matrix/client/v3/publicRooms?since=p{max}&limit=1")).await;
+    let page = page.assert_ok();
+    assert_eq!(page["chunk"], json!([]));
+    assert!(page.get("next_batch").is_none(), "no page after the end: {page}");
+    let huge_limit = server.client().get(&format!("/_matrix/client/v3/publicRooms?since=p1&limit={max}")).await;
+    assert!(huge_limit.assert_ok().get("next_batch").is_none());
+
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=f&from=s{max}", crate::harness::enc(&room));
+    alice.client.get(&messages).await.assert_error(400, "M_INVALID_PARAM");
+    let sync = format!("/_matrix/client/v3/sync?timeout=0&since=s{max}");
+    alice.client.get(&sync).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .client
+        .get(&format!("/_matrix/client/v3/keys/changes?from=s{max}&to=s1"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    let search = json!({ "search_categories": { "room_events": { "search_term": "forum" } } });
+    let reply = alice.client.post(&format!("/_matrix/client/v3/search?next_batch={}", usize::MAX), search).await;
+    assert!(reply.assert_ok()["search_categories"]["room_events"].get("next_batch").is_none());
+}

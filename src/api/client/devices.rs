@@ -17,13 +17,19 @@ use crate::{
 
 use super::account::require_password;
 
+/// A device as the spec's schema has it: optional fields absent, never `null`.
 fn device_json(device: &Device) -> Value {
-    json!({
-        "device_id": device.device_id,
-        "display_name": device.display_name,
-        "last_seen_ts": device.last_seen_ts,
-        "last_seen_ip": device.last_seen_ip,
-    })
+    let mut json = json!({ "device_id": device.device_id });
+    if let Some(name) = &device.display_name {
+        json["display_name"] = json!(name);
+    }
+    if let Some(ts) = device.last_seen_ts {
+        json["last_seen_ts"] = json!(ts);
+    }
+    if let Some(ip) = &device.last_seen_ip {
+        json["last_seen_ip"] = json!(ip);
+    }
+    json
 }
 
 pub fn list(s: &Services, who: &Identity) -> Result<Response> {

@@ -34,10 +34,10 @@ const MAX_LIMIT: usize = 1000;
 /// A pagination position; a sync token `s<n>` means the gap after event `n`.
 fn parse_position(token: &str) -> Result<u64> {
     match token.strip_prefix('s') {
-        Some(count) => count.parse::<u64>().map(|n| n + 1),
-        None => token.parse(),
+        Some(count) => count.parse::<u64>().ok().and_then(|n| n.checked_add(1)),
+        None => token.parse().ok(),
     }
-    .map_err(|_| Error::invalid_param("Invalid pagination token"))
+    .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
 }
 
 /// Members (now or formerly) may read; others only world-readable rooms.

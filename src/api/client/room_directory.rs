@@ -20,6 +20,8 @@ use crate::{
 use super::room_events::room_id_param;
 
 const DEFAULT_LIMIT: usize = 100;
+/// Rooms per page at most, whatever the client asks.
+const MAX_LIMIT: usize = 500;
 
 #[derive(Debug, Default, Deserialize)]
 struct Filter {
@@ -51,7 +53,7 @@ fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
         return Err(Error::invalid_param("Other servers' directories are not reachable (no federation yet)"));
     }
     let offset = parse_offset(body.since.as_deref())?;
-    let limit = body.limit.map_or(DEFAULT_LIMIT, |l| (l as usize).max(1));
+    let limit = body.limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT));
     let term = body.filter.generic_search_term.as_deref().filter(|t| !t.trim().is_empty());
     let rooms: Vec<Value> = s
         .rooms
@@ -64,8 +66,10 @@ fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
     let total = rooms.len();
     let chunk: Vec<Value> = rooms.into_iter().skip(offset).take(limit).collect();
     let mut response = json!({ "chunk": chunk, "total_room_count_estimate": total });
-    if offset + limit < total {
-        response["next_batch"] = json!(format!("p{}", offset + limit));
+    // Offsets come from clients: no arithmetic on them may overflow.
+    let next = offset.saturating_add(limit);
+    if next < total {
+        response["next_batch"] = json!(format!("p{next}"));
     }
     if offset > 0 {
         response["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));
@@ -164,8 +168,9 @@ pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     let total = rooms.len();
     let page: Vec<Value> = rooms.into_iter().skip(offset).take(limit).map(|room| room.summary).collect();
     let mut response = json!({ "rooms": page });
-    if offset + limit < total {
-        response["next_batch"] = json!(format!("{}_{walk}", offset + limit));
+    let next = offset.saturating_add(limit);
+    if next < total {
+        response["next_batch"] = json!(format!("{next}_{walk}"));
     }
     Ok(Response::json(&response))
 }

@@ -157,8 +157,9 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     }
     let words: Vec<String> = crate::users::directory::words(&criteria.search_term);
     let mut room_events = json!({ "count": total, "highlights": words, "results": results });
-    if offset + visible.len() < total {
-        room_events["next_batch"] = json!((offset + visible.len()).to_string());
+    let next = offset.saturating_add(visible.len());
+    if next < total {
+        room_events["next_batch"] = json!(next.to_string());
     }
     if !groups.is_empty() {
         let grouped: Map<String, Value> = groups
