@@ -248,27 +248,47 @@ impl Media {
     }
 }
 
-/// The single byte range a `Range` header asks of a file of `len` bytes, as
-/// inclusive (first, last) offsets (RFC 9110 §14.1.2: `bytes=a-b`, `bytes=a-`,
-/// `bytes=-n`). `None` for anything else — several ranges, other units, a
-/// range past the end — in which case the whole file is served, as a server
-/// may (videos still play, seeking simply downloads more).
-pub fn byte_range(header: &str, len: u64) -> Option<(u64, u64)> {
-    let spec = header.trim().strip_prefix("bytes=")?.trim();
-    if spec.contains(',') || len == 0 {
-        return None;
+/// What a `Range` header asks of a file (RFC 9110 §14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No usable `Range` (absent, another unit, malformed): the whole file, 200.
+    Whole,
+    /// One range, as inclusive (first, last) offsets: 206.
+    Part(u64, u64),
+    /// Past the end, empty, or several ranges (not served here): 416.
+    Unsatisfiable,
+}
+
+/// The range a `Range` header asks of a file of `len` bytes (`bytes=a-b`,
+/// `bytes=a-`, `bytes=-n`; a last offset past the end is cut to it).
+pub fn byte_range(header: &str, len: u64) -> RangeRequest {
+    let Some(spec) = header.trim().strip_prefix("bytes=").map(str::trim) else { return RangeRequest::Whole };
+    if spec.contains(',') {
+        return RangeRequest::Unsatisfiable;
     }
-    let (first, last) = spec.split_once('-')?;
-    let (first, last) = (first.trim(), last.trim());
-    let (start, end) = if first.is_empty() {
-        let suffix: u64 = last.parse().ok().filter(|n| *n > 0)?;
-        (len.saturating_sub(suffix), len - 1)
-    } else {
-        let start: u64 = first.parse().ok()?;
-        let end = if last.is_empty() { len - 1 } else { last.parse::<u64>().ok()?.min(len - 1) };
-        (start, end)
+    let Some((first, last)) = spec.split_once('-').map(|(f, l)| (f.trim(), l.trim())) else {
+        return RangeRequest::Whole;
     };
-    (start <= end && start < len).then_some((start, end))
+    if first.is_empty() {
+        let Ok(suffix) = last.parse::<u64>() else { return RangeRequest::Whole };
+        return match (suffix, len) {
+            (0, _) | (_, 0) => RangeRequest::Unsatisfiable,
+            _ => RangeRequest::Part(len.saturating_sub(suffix), len - 1),
+        };
+    }
+    let Ok(start) = first.parse::<u64>() else { return RangeRequest::Whole };
+    let end = match last {
+        "" => None,
+        text => match text.parse::<u64>() {
+            Ok(end) if end >= start => Some(end),
+            // `bytes=20-10` is not a valid range: ignored.
+            _ => return RangeRequest::Whole,
+        },
+    };
+    if start >= len {
+        return RangeRequest::Unsatisfiable;
+    }
+    RangeRequest::Part(start, end.map_or(len - 1, |end| end.min(len - 1)))
 }
 
 /// The file of a content hash (two-level fan-out; a malformed stored hash
@@ -341,16 +361,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn single_byte_ranges_are_understood_and_others_ignored() {
-        assert_eq!(byte_range("bytes=10-19", 1000), Some((10, 19)));
-        assert_eq!(byte_range("bytes=990-", 1000), Some((990, 999)));
-        assert_eq!(byte_range("bytes=-5", 1000), Some((995, 999)));
-        assert_eq!(byte_range("bytes=-5000", 1000), Some((0, 999)));
-        assert_eq!(byte_range("bytes=500-5000", 1000), Some((500, 999)));
-        for ignored in ["bytes=1000-", "bytes=20-10", "bytes=0-1,5-6", "items=0-1", "bytes=-0", "bytes=x-", "bytes=-"] {
-            assert_eq!(byte_range(ignored, 1000), None, "{ignored}");
+    fn single_byte_ranges_are_understood_others_ignored_or_refused() {
+        use RangeRequest::*;
+        assert_eq!(byte_range("bytes=10-19", 1000), Part(10, 19));
+        assert_eq!(byte_range("bytes=990-", 1000), Part(990, 999));
+        assert_eq!(byte_range("bytes=-5", 1000), Part(995, 999));
+        assert_eq!(byte_range("bytes=-5000", 1000), Part(0, 999));
+        assert_eq!(byte_range("bytes=500-5000", 1000), Part(500, 999));
+        for ignored in ["bytes=20-10", "items=0-1", "bytes=x-", "bytes=-", "bytes=5"] {
+            assert_eq!(byte_range(ignored, 1000), Whole, "{ignored}");
         }
-        assert_eq!(byte_range("bytes=0-", 0), None);
+        for refused in ["bytes=1000-", "bytes=5000-6000", "bytes=0-1,5-6", "bytes=-0"] {
+            assert_eq!(byte_range(refused, 1000), Unsatisfiable, "{refused}");
+        }
+        assert_eq!(byte_range("bytes=0-", 0), Unsatisfiable);
     }
 
     #[test]

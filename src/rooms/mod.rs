@@ -678,6 +678,7 @@ impl Rooms {
         self.unindex_search_words(&mut batch, &target, stored.count);
         stored.json = target.redacted(rules)?.to_canonical_json();
         stored.redacted = true;
+        stored.redacted_by = Some(pdu.event_id().to_string());
         batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
         Ok(batch)
     }
@@ -809,6 +810,7 @@ impl Rooms {
             count,
             state_before: state_before_id,
             redacted: false,
+            redacted_by: None,
         };
         batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
         batch.insert(&tables.room_timeline, &(room.short_id, count), &event_id)?;

@@ -171,6 +171,10 @@ impl Rooms {
         if let Some(relations) = self.bundled_aggregations(pdu, stored, viewer)? {
             event["unsigned"]["m.relations"] = relations;
         }
+        let redaction = stored.redacted_by.as_deref().and_then(|id| ruma::EventId::parse(id).ok());
+        if let Some((redaction, _)) = redaction.map(|id| self.get_pdu(&id)).transpose()?.flatten() {
+            event["unsigned"]["redacted_because"] = client_event(&redaction, &room_id);
+        }
         Ok(event)
     }
 }

@@ -132,6 +132,10 @@ pub struct StoredPdu {
     /// The event was redacted (its JSON is the redacted form).
     #[serde(default)]
     pub redacted: bool,
+    /// The redaction that did it (served as `unsigned.redacted_because`;
+    /// absent for events redacted before this field existed).
+    #[serde(default)]
+    pub redacted_by: Option<String>,
 }
 
 impl Record for StoredPdu {

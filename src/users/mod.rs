@@ -188,6 +188,11 @@ impl Users {
     pub async fn check_password(&self, localpart: &str, password: &str, client: &str) -> Result<UserRecord> {
         self.login_failures.check(localpart, client)?;
         let user = self.get(localpart)?;
+        // Deactivation removed the password: say so, as Synapse does, rather
+        // than "wrong password" forever.
+        if user.as_ref().is_some_and(|user| user.deactivated) {
+            return Err(Error::new(ErrorKind::UserDeactivated, "This account has been deactivated"));
+        }
         let verified = match user.as_ref().and_then(|u| u.password_hash.as_deref()) {
             Some(hash) => self.passwords.verify(password, hash).await?,
             None => {
@@ -199,9 +204,6 @@ impl Users {
         };
         match user {
             Some(user) if verified => {
-                if user.deactivated {
-                    return Err(Error::new(ErrorKind::UserDeactivated, "This account has been deactivated"));
-                }
                 self.login_failures.record_success(localpart, client);
                 Ok(user)
             }

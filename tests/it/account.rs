@@ -102,7 +102,8 @@ async fn deactivation_ends_the_account_for_good() {
 
     carol.client.get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
     second.client.get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
-    client.login("carol", PASSWORD).await.assert_error(403, "M_FORBIDDEN");
+    client.login("carol", PASSWORD).await.assert_error(403, "M_USER_DEACTIVATED");
+    client.login("carol", "anything").await.assert_error(403, "M_USER_DEACTIVATED");
     let again = client
         .post(
             "/_matrix/client/v3/register",

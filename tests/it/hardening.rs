@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::TestServer;
+use crate::harness::{enc, TestServer};
 
 #[tokio::test]
 async fn concurrent_room_creations_all_yield_distinct_rooms() {
@@ -79,4 +79,74 @@ async fn pagination_tokens_at_the_integer_limits_do_not_overflow() {
     let search = json!({ "search_categories": { "room_events": { "search_term": "forum" } } });
     let reply = alice.client.post(&format!("/_matrix/client/v3/search?next_batch={}", usize::MAX), search).await;
     assert!(reply.assert_ok()["search_categories"]["room_events"].get("next_batch").is_none());
+}
+
+#[tokio::test]
+async fn redacted_events_say_what_redacted_them() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let event = alice.send_text(&room, "1", "oops").await;
+    let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&event));
+    let redaction = alice.client.put(&path, json!({ "reason": "typo" })).await;
+    let redaction = redaction.assert_ok()["event_id"].as_str().unwrap().to_owned();
+    let fetched = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&event))).await;
+    let because = &fetched.assert_ok()["unsigned"]["redacted_because"];
+    assert_eq!(because["event_id"], redaction.as_str(), "{}", fetched.body);
+    assert_eq!(because["content"]["reason"], "typo");
+    let messages = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", enc(&room))).await;
+    let chunk = messages.assert_ok()["chunk"].as_array().unwrap().clone();
+    let served = chunk.iter().find(|e| e["event_id"] == event.as_str()).unwrap();
+    assert_eq!(served["unsigned"]["redacted_because"]["event_id"], redaction.as_str());
+}
+
+#[tokio::test]
+async fn receipt_threads_must_be_main_or_the_events_thread() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let root = alice.send_text(&room, "1", "root").await;
+    let reply = alice
+        .send_content(
+            &room,
+            "2",
+            json!({ "msgtype": "m.text", "body": "in thread",
+            "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+        )
+        .await;
+    let other = alice.send_text(&room, "3", "elsewhere").await;
+    let receipt = |event: &str| format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(event));
+    alice.client.post(&receipt(&reply), json!({ "thread_id": root })).await.assert_ok();
+    alice.client.post(&receipt(&root), json!({ "thread_id": root })).await.assert_ok();
+    alice.client.post(&receipt(&other), json!({ "thread_id": "main" })).await.assert_ok();
+    for bad in [json!(""), json!("not-an-event"), json!(root.clone())] {
+        alice.client.post(&receipt(&other), json!({ "thread_id": bad })).await.assert_error(400, "M_INVALID_PARAM");
+    }
+    alice.client.post(&receipt(&other), json!({ "thread_id": 5 })).await.assert_error(400, "M_BAD_JSON");
+    let fully_read = format!("/_matrix/client/v3/rooms/{}/receipt/m.fully_read/{}", enc(&room), enc(&other));
+    alice.client.post(&fully_read, json!({ "thread_id": "main" })).await.assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn search_pages_follow_the_filter_limit() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    for i in 0..15 {
+        alice.send_text(&room, &format!("t{i}"), &format!("budget line {i}")).await;
+    }
+    let search = |limit: Option<u64>| {
+        let mut criteria = json!({ "search_term": "budget" });
+        if let Some(limit) = limit {
+            criteria["filter"] = json!({ "limit": limit });
+        }
+        json!({ "search_categories": { "room_events": criteria } })
+    };
+    let page = alice.client.post("/_matrix/client/v3/search", search(Some(3))).await;
+    let events = &page.assert_ok()["search_categories"]["room_events"];
+    assert_eq!(events["results"].as_array().unwrap().len(), 3);
+    assert_eq!(events["count"], 15);
+    assert_eq!(events["next_batch"], "3");
+    let default = alice.client.post("/_matrix/client/v3/search", search(None)).await;
+    assert_eq!(default.assert_ok()["search_categories"]["room_events"]["results"].as_array().unwrap().len(), 10);
 }

@@ -320,8 +320,14 @@ async fn single_byte_ranges_are_served_partially_for_seeking() {
         assert_eq!(headers["content-length"], (last - first + 1).to_string().as_str());
         assert_eq!(&body[..], &content[first..=last], "{range}");
     }
-    // Several ranges or a range past the end: the whole file, as a server may.
-    for range in ["bytes=0-1,5-6", "bytes=5000-"] {
+    // Several ranges, or a range past the end: 416 with the size.
+    for range in ["bytes=0-1,5-6", "bytes=5000-", "bytes=-0"] {
+        let (status, headers, _) = get(range).await;
+        assert_eq!(status, 416, "{range}");
+        assert_eq!(headers["content-range"], "bytes */1000", "{range}");
+    }
+    // A malformed or foreign range is ignored: the whole file.
+    for range in ["bytes=20-10", "items=0-1"] {
         let (status, headers, body) = get(range).await;
         assert_eq!(status, 200, "{range}");
         assert_eq!(headers["accept-ranges"], "bytes");

@@ -17,7 +17,10 @@ use tokio::io::AsyncSeekExt;
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{response::FileBody, Request, Response},
-    media::{byte_range, content_disposition, thumbnail::Method, Download, StoredContent, CONTENT_SECURITY_POLICY},
+    media::{
+        byte_range, content_disposition, thumbnail::Method, Download, RangeRequest, StoredContent,
+        CONTENT_SECURITY_POLICY,
+    },
     services::Services,
     users::Identity,
 };
@@ -87,7 +90,16 @@ pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Resul
 async fn file_response(mut file: Download, filename: Option<&str>, range: Option<&str>) -> Result<Response> {
     let disposition = content_disposition(&file.content_type, filename);
     let total = file.len;
-    let wanted = range.and_then(|header| byte_range(header, total));
+    let wanted = match range.map_or(RangeRequest::Whole, |header| byte_range(header, total)) {
+        RangeRequest::Whole => None,
+        RangeRequest::Part(first, last) => Some((first, last)),
+        RangeRequest::Unsatisfiable => {
+            let error = Error::invalid_param(format!("The range cannot be served from {total} bytes (one range only)"));
+            let mut response = Response::from(error).with_status(416);
+            response.headers.push(("content-range", format!("bytes */{total}")));
+            return Ok(response);
+        }
+    };
     let mut len = total;
     if let Some((first, last)) = wanted {
         file.file.seek(std::io::SeekFrom::Start(first)).await.map_err(|e| Error::internal("seeking media", e))?;

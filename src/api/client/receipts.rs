@@ -12,7 +12,10 @@ use serde_json::json;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
-    rooms::receipts::{READ, READ_PRIVATE},
+    rooms::{
+        receipts::{READ, READ_PRIVATE},
+        relations::relation_of,
+    },
     services::Services,
     users::Identity,
 };
@@ -48,6 +51,9 @@ pub async fn receipt(s: &Services, request: &Request, who: &Identity) -> Result<
     let kind = request.param(1);
     let event_id = readable_event(s, &room_id, who, request.param(2))?;
     let body: ReceiptBody = request.json()?;
+    if let Some(thread_id) = &body.thread_id {
+        check_thread_id(s, kind, &event_id, thread_id)?;
+    }
     match kind {
         READ | READ_PRIVATE => {
             s.rooms.set_receipt(&room_id, &who.user_id, kind, &event_id, body.thread_id.as_deref()).await?;
@@ -56,6 +62,28 @@ pub async fn receipt(s: &Services, request: &Request, who: &Identity) -> Result<
         other => return Err(Error::invalid_param(format!("Unknown receipt type {other:?}"))),
     }
     Ok(Response::empty_object())
+}
+
+/// A receipt's `thread_id`: `main` or the root of the event's thread, and
+/// only on read receipts (spec: `receipts.yaml`, 400 `M_INVALID_PARAM`).
+fn check_thread_id(s: &Services, kind: &str, event_id: &EventId, thread_id: &str) -> Result<()> {
+    if kind != READ && kind != READ_PRIVATE {
+        return Err(Error::invalid_param(format!("thread_id cannot be given for {kind} receipts")));
+    }
+    if thread_id == "main" {
+        return Ok(());
+    }
+    let root = EventId::parse(thread_id)
+        .map_err(|_| Error::invalid_param("thread_id must be \"main\" or the event id of a thread root"))?;
+    if root == event_id {
+        return Ok(());
+    }
+    let (pdu, _) = s.rooms.get_pdu(event_id)?.ok_or_else(|| Error::not_found("Event not found"))?;
+    let content: serde_json::Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
+    match relation_of(&content) {
+        Some((rel_type, parent)) if rel_type == "m.thread" && parent == root.as_str() => Ok(()),
+        _ => Err(Error::invalid_param(format!("{event_id} is not in the thread {root}"))),
+    }
 }
 
 #[derive(Debug, Deserialize)]

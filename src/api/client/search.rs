@@ -23,8 +23,10 @@ use crate::{
 
 use super::messages::visible_neighbours;
 
-/// Results per page.
-const PAGE: usize = 10;
+/// Results per page unless the filter's `limit` says otherwise.
+const DEFAULT_PAGE: usize = 10;
+/// Results per page at most.
+const MAX_PAGE: usize = 100;
 const DEFAULT_CONTEXT: usize = 5;
 
 #[derive(Debug, Deserialize)]
@@ -120,8 +122,10 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         Ok(verdict)
     };
     let judges_events = criteria.filter.judges_events();
+    let page =
+        criteria.filter.limit.map_or(DEFAULT_PAGE, |l| usize::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE));
     for hit in hits {
-        let on_page = total >= offset && visible.len() < PAGE;
+        let on_page = total >= offset && visible.len() < page;
         if let (Some(snapshot), false, false) = (hit.state_before, judges_events, on_page) {
             total += usize::from(can_see(&hit.room_id, snapshot)?);
             continue;
@@ -132,7 +136,7 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
             continue;
         }
         total += 1;
-        if total > offset && visible.len() < PAGE {
+        if total > offset && visible.len() < page {
             visible.push((hit, pdu, stored));
         }
     }
