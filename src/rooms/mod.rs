@@ -30,6 +30,7 @@ pub mod search;
 pub mod state;
 pub mod summary;
 pub mod typing;
+pub mod upgrade;
 
 use std::{
     collections::HashMap,
@@ -119,6 +120,8 @@ pub struct Rooms {
     pushers: Arc<crate::users::pushers::PusherIndex>,
     /// The latest create-event timestamp handed out (see `unique_create_ts`).
     last_create_ts: AtomicU64,
+    /// One upgrade per room at a time.
+    upgrades: upgrade::UpgradeLocks,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -143,6 +146,7 @@ impl Rooms {
             push_wakeup: Arc::default(),
             pushers: Arc::default(),
             last_create_ts: AtomicU64::new(0),
+            upgrades: upgrade::UpgradeLocks::default(),
         }
     }
 

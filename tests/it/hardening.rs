@@ -150,3 +150,27 @@ async fn search_pages_follow_the_filter_limit() {
     let default = alice.client.post("/_matrix/client/v3/search", search(None)).await;
     assert_eq!(default.assert_ok()["search_categories"]["room_events"]["results"].as_array().unwrap().len(), 10);
 }
+
+#[tokio::test]
+async fn concurrent_upgrades_of_one_room_make_one_replacement() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({ "room_alias_name": "forum", "name": "Forum" })).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/upgrade", enc(&room));
+    let mut upgrades = Vec::new();
+    for _ in 0..6 {
+        let (client, path) = (alice.client.clone(), path.clone());
+        upgrades.push(tokio::spawn(async move { client.post(&path, json!({ "new_version": "12" })).await }));
+    }
+    let mut replacements = std::collections::HashSet::new();
+    for upgrade in upgrades {
+        let reply = upgrade.await.unwrap();
+        replacements.insert(reply.assert_ok()["replacement_room"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(replacements.len(), 1, "one replacement room, the same answer for all: {replacements:?}");
+    let replacement = replacements.into_iter().next().unwrap();
+    let joined = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"].as_array().unwrap().len(), 2, "the old room and one new one");
+    let alias = alice.client.get("/_matrix/client/v3/directory/room/%23forum%3Atest.local").await;
+    assert_eq!(alias.assert_ok()["room_id"], replacement.as_str(), "the alias moved with the tombstone");
+}
