@@ -54,8 +54,36 @@ impl Services {
         let services =
             Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, media, previews, push, server_key });
         services.start_maintenance();
+        services.start_resumptions();
         crate::push::start(&services);
         Ok(services)
+    }
+
+    /// New member events carrying a local user's profile in every joined
+    /// room, then the durable mark of the change removed (see
+    /// [`crate::rooms::profile`], [`Users::set_profile_field`]).
+    pub async fn propagate_profile(&self, user_id: &ruma::UserId) -> crate::error::Result<()> {
+        let profile = self.users.profile_of(user_id.localpart())?;
+        self.rooms.propagate_profile(user_id, &profile).await?;
+        self.users.profile_propagated(user_id.localpart())
+    }
+
+    /// Finishes the profile changes a crash cut short (their mark is still there).
+    async fn resume_profile_propagations(&self) {
+        let pending = match self.users.unpropagated_profiles() {
+            Ok(pending) => pending,
+            Err(error) => return tracing::error!(%error, "could not read unfinished profile changes"),
+        };
+        for localpart in pending {
+            let outcome = match self.users.user_id(&localpart) {
+                Ok(user_id) => self.propagate_profile(&user_id).await,
+                Err(error) => Err(error),
+            };
+            match outcome {
+                Ok(()) => tracing::info!(user = %localpart, "unfinished profile change carried to the user's rooms"),
+                Err(error) => tracing::warn!(user = %localpart, %error, "could not finish a profile change"),
+            }
+        }
     }
 
     /// Stores a user's filter durably.
@@ -68,6 +96,13 @@ impl Services {
     /// A user's stored filter.
     pub fn storage_get_filter(&self, localpart: &str, filter_id: &str) -> crate::error::Result<Option<String>> {
         Ok(self.storage.tables.filters.get(&(localpart.to_owned(), filter_id.to_owned()))?)
+    }
+
+    /// Work a crash cut short, finished in the background after start-up.
+    fn start_resumptions(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let services = Arc::clone(self);
+        runtime.spawn(async move { services.resume_profile_propagations().await });
     }
 
     /// Periodic housekeeping (expired authentication sessions), when running

@@ -57,9 +57,47 @@ fn valid_media_id(media_id: &str) -> bool {
 }
 
 impl Media {
+    /// Opens the repository, before the server takes requests: unfinished
+    /// uploads of a previous run and files no record names (an upload cut
+    /// off between its file and its record) are removed.
     pub fn new(storage: Arc<Storage>, dir: PathBuf, max_size: u64) -> Self {
         spool::remove_leftovers(&dir);
-        Self { storage, dir, max_size }
+        let media = Self { storage, dir, max_size };
+        match media.remove_unreferenced_files() {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed media files no upload record names"),
+            Err(error) => tracing::warn!(%error, "could not look for unreferenced media files"),
+        }
+        media
+    }
+
+    /// Removes the stored files that no media or thumbnail record names.
+    /// Only safe while no upload is in progress (at start-up): an upload's
+    /// file exists shortly before its record.
+    fn remove_unreferenced_files(&self) -> Result<usize> {
+        let tables = &self.storage.tables;
+        let mut referenced = std::collections::HashSet::new();
+        tables.media.for_each(|_, record| {
+            referenced.extend(record.sha256);
+        })?;
+        tables.thumbnails.for_each(|_, thumbnail| {
+            if let Some((sha256, _)) = thumbnail.split_once('\n') {
+                referenced.insert(sha256.to_owned());
+            }
+        })?;
+        let mut removed = 0;
+        let Ok(fan_out) = std::fs::read_dir(&self.dir) else { return Ok(0) };
+        for directory in fan_out.flatten().filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir())) {
+            let Ok(files) = std::fs::read_dir(directory.path()) else { continue };
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                let is_content = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                if is_content && !referenced.contains(&name) && std::fs::remove_file(file.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     pub fn max_upload_size(&self) -> u64 {

@@ -22,6 +22,7 @@ pub mod content;
 pub mod directory;
 pub mod hierarchy;
 pub mod notifications;
+pub mod profile;
 pub mod receipts;
 pub mod relations;
 pub mod resolution;
@@ -868,6 +869,11 @@ impl Rooms {
 /// `content.membership` of a member event.
 pub fn membership_of(pdu: &Pdu) -> Option<String> {
     content_string(pdu, "membership")
+}
+
+/// An event's content as a JSON object (empty if it is not one).
+pub fn content_of_json(content: &str) -> serde_json::Map<String, Value> {
+    serde_json::from_str(content).unwrap_or_default()
 }
 
 /// A string field of an event's content.

@@ -467,6 +467,16 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
         }
     }
 
+    /// Calls `visit` with every entry in key order, one at a time (for
+    /// tables too large to hold whole).
+    pub fn for_each(&self, mut visit: impl FnMut(K, V)) -> Result<(), StorageError> {
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            visit(K::decode(&key)?, decode_record(&value)?);
+        }
+        Ok(())
+    }
+
     /// Every entry, in key order.
     pub fn all(&self) -> Result<Vec<(K, V)>, StorageError> {
         self.scan_prefix(&[])

@@ -105,6 +105,9 @@ pub struct Tables {
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
     pub shortid_authchain: Table<u64, Vec<u64>>,
+    /// localpart → when (ms) a profile change began whose member events may
+    /// not all be written yet (replayed at start-up).
+    pub profile_propagations: Table<String, u64>,
 }
 
 impl Tables {
@@ -154,6 +157,7 @@ impl Tables {
             position_checkpoints: Table::open(db, "time_count")?,
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
+            profile_propagations: Table::open(db, "localpart_profilepropagation")?,
         })
     }
 }

@@ -237,13 +237,19 @@ impl Users {
         Ok(self.storage.wait_durable().await?)
     }
 
-    /// Changes a profile field (`displayname` or `avatar_url`); `None` clears it.
+    /// Changes a profile field (`displayname` or `avatar_url`); `None` clears
+    /// it. A durable mark that the change must reach the user's rooms is
+    /// written first and stays until [`Users::profile_propagated`]; marks left
+    /// by a crash are listed by [`Users::unpropagated_profiles`].
     pub async fn set_profile_field(
         &self,
         localpart: &str,
         field: ProfileField,
         value: Option<String>,
     ) -> Result<UserRecord> {
+        let mut mark = Batch::new();
+        mark.insert(&self.storage.tables.profile_propagations, &localpart.to_owned(), &now_ms())?;
+        self.storage.commit(mark).await?;
         let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
             user.map(|mut user| {
                 match field {
@@ -259,6 +265,33 @@ impl Users {
             self.directory.upsert(directory_entry(localpart, &user));
         }
         Ok(user)
+    }
+
+    /// The user's rooms all carry their profile now.
+    pub fn profile_propagated(&self, localpart: &str) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.remove(&self.storage.tables.profile_propagations, &localpart.to_owned());
+        // Not waited for: a mark that survives a crash only replays a finished change.
+        Ok(self.storage.apply(batch)?)
+    }
+
+    /// Users whose last profile change may not have reached all their rooms.
+    pub fn unpropagated_profiles(&self) -> Result<Vec<String>> {
+        Ok(self.storage.tables.profile_propagations.all()?.into_iter().map(|(localpart, _)| localpart).collect())
+    }
+
+    /// The profile fields member events carry (`displayname`, `avatar_url`).
+    pub fn profile_of(&self, localpart: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        let mut profile = serde_json::Map::new();
+        if let Some(user) = self.get(localpart)? {
+            if let Some(name) = user.displayname {
+                profile.insert("displayname".into(), name.into());
+            }
+            if let Some(url) = user.avatar_url {
+                profile.insert("avatar_url".into(), url.into());
+            }
+        }
+        Ok(profile)
     }
 
     /// Deactivates an account for good: it can no longer log in, all its devices

@@ -174,3 +174,64 @@ async fn concurrent_upgrades_of_one_room_make_one_replacement() {
     let alias = alice.client.get("/_matrix/client/v3/directory/room/%23forum%3Atest.local").await;
     assert_eq!(alias.assert_ok()["room_id"], replacement.as_str(), "the alias moved with the tombstone");
 }
+
+#[tokio::test]
+async fn a_profile_change_cut_short_reaches_every_room_after_a_restart() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let first = alice.create_room(json!({})).await;
+    let second = alice.create_room(json!({})).await;
+    // The profile is written, then the process dies before any member event.
+    let services = server.services();
+    services
+        .users
+        .set_profile_field("alice", conduit::users::ProfileField::DisplayName, Some("Alice Martin".into()))
+        .await
+        .unwrap();
+    drop(services);
+    let server = server.restart().await;
+    let alice = crate::harness::Session { client: server.client().with_token(&alice.token), ..alice };
+    for room in [&first, &second] {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(room), enc(&alice.user_id));
+        let mut carried = false;
+        for _ in 0..100 {
+            if alice.client.get(&path).await.body["displayname"] == "Alice Martin" {
+                carried = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(carried, "the member event in {room} carries the new name");
+    }
+    let services = server.services();
+    for _ in 0..100 {
+        if services.users.unpropagated_profiles().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(services.users.unpropagated_profiles().unwrap().is_empty(), "the mark is gone once done");
+}
+
+#[tokio::test]
+async fn files_no_upload_record_names_are_removed_at_start_up() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let reply = alice
+        .client
+        .send("POST", "/_matrix/media/v3/upload", &[("content-type", "text/plain")], bytes::Bytes::from("kept"))
+        .await;
+    let uri = reply.assert_ok()["content_uri"].as_str().unwrap().to_owned();
+    // A file stored by an upload killed before its record: nothing names it.
+    let media_dir = server.dir.path().join("db").join("media");
+    let orphan_name = "ab".repeat(32);
+    std::fs::create_dir_all(media_dir.join("ab")).unwrap();
+    std::fs::write(media_dir.join("ab").join(&orphan_name), b"orphan").unwrap();
+    let server = server.restart().await;
+    assert!(!media_dir.join("ab").join(&orphan_name).exists(), "the orphan is gone");
+    let alice = alice.client.with_token(&alice.token);
+    let alice = crate::harness::Client { addr: server.addr, ..alice };
+    let path = format!("/_matrix/client/v1/media/download/{}", uri.trim_start_matches("mxc://"));
+    let (status, _, body) = alice.send_raw("GET", &path, &[], bytes::Bytes::new()).await.unwrap();
+    assert_eq!((status, body.as_ref()), (200, b"kept".as_ref()), "recorded files stay");
+}

@@ -12,7 +12,6 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
-    rooms::EventRequest,
     services::Services,
     storage::records::UserRecord,
     users::{Identity, ProfileField},
@@ -81,29 +80,9 @@ pub async fn set_field(s: &Services, request: &Request, who: &Identity) -> Resul
     if field == ProfileField::AvatarUrl && value.as_ref().is_some_and(|url| !url.starts_with("mxc://")) {
         return Err(Error::invalid_param("avatar_url must be an mxc:// URI"));
     }
-    let user = s.users.set_profile_field(&who.localpart, field, value).await?;
-    propagate(s, who, &user).await;
+    s.users.set_profile_field(&who.localpart, field, value).await?;
+    s.propagate_profile(&who.user_id).await?;
     Ok(Response::empty_object())
-}
-
-/// New member events carrying the profile in every joined room. A room that
-/// refuses (a power level rule, say) keeps the old profile; others go on.
-async fn propagate(s: &Services, who: &Identity, user: &UserRecord) {
-    let rooms = match s.rooms.joined_rooms(&who.localpart) {
-        Ok(rooms) => rooms,
-        Err(error) => {
-            tracing::warn!(%error, "could not list rooms to update a profile");
-            return;
-        }
-    };
-    for room_id in rooms {
-        let mut content = profile_json(user);
-        content.insert("membership".into(), json!("join"));
-        let event = EventRequest::state("m.room.member", who.user_id.as_str(), Value::Object(content));
-        if let Err(error) = s.rooms.append(&room_id, &who.user_id, event, None).await {
-            tracing::warn!(room = %room_id, %error, "profile change not propagated");
-        }
-    }
 }
 
 /// The member content of a join, with the user's profile.
