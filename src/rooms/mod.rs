@@ -1,27 +1,21 @@
-//! Rooms: the one pipeline every local event goes through, and reads of room
-//! state and events.
+//! Rooms: the event pipeline every event goes through ([`pipeline`]:
+//! prepare → authorise → persist), and reads of room state and events.
 //!
-//! Pipeline (`append`): under the room's lock, take the current state; choose
-//! `auth_events` (by the room version's auth types), `prev_events` (the forward
-//! extremities) and `depth`; build and sign the PDU ([`crate::events`]); check
-//! the authorisation rules of the room version against the state before the
-//! event (ruma-state-res); ask the [`EventPolicy`] (the deployment's veto
-//! point); then persist the event, its place in the timeline, the new state
-//! snapshot, the room record and the sender's transaction id in one atomic,
-//! durable batch; then wake waiters. An event refused anywhere stores nothing.
+//! Two numbers locate a stored event: its **short id**, which state
+//! snapshots and auth chains refer to, and its **position** in the timeline
+//! (the global order `/sync` and pagination follow), which only events in
+//! the timeline have. Events stored before the two were separated have one
+//! number for both.
 //!
 //! Spec: client-server API "Rooms", "Room membership", "Sending events";
 //! server-server API "Authorization rules", "PDUs"; the room version pages.
-//!
-//! Not yet here (later slices of the rooms work): federation-received events
-//! and state resolution of forks, `/messages`, aliases, redaction endpoints,
-//! upgrades, relations.
 
 pub mod aliases;
 pub mod content;
 pub mod directory;
 pub mod hierarchy;
 pub mod notifications;
+pub mod pipeline;
 pub mod profile;
 pub mod receipts;
 pub mod relations;
@@ -33,50 +27,26 @@ pub mod summary;
 pub mod typing;
 pub mod upgrade;
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
-};
+use std::sync::{atomic::AtomicU64, Arc};
 
 use ruma::{
-    events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
-    state_res::{self, Event},
-    EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
+    events::TimelineEventType, room_version_rules::RoomVersionRules, state_res::Event, EventId, OwnedEventId,
+    OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
 
 use crate::{
     cache::BoundedCache,
-    crypto::{signing_key::ServerKey, tokens::random_alphanumeric},
+    crypto::signing_key::ServerKey,
     error::{Error, Result},
-    events::{build_and_sign, room_version, NewEvent, Pdu},
+    events::{room_version, Pdu},
     storage::{
         records::{RoomRecord, StoredPdu},
         Batch, Storage, StorageError,
     },
-    util::now_ms,
 };
+pub use pipeline::{EventPolicy, NoPolicy, StateView};
 use state::{StateMap, StateStore};
-
-/// A deployment's policy hook: may veto (or, later, adjust) an event that
-/// passed the auth rules, before it is stored. The public-sector rules
-/// (room access rules, externals) will plug in here.
-pub trait EventPolicy: Send + Sync {
-    fn check(&self, pdu: &Pdu, state_before: &StateMap) -> Result<()>;
-}
-
-/// The default policy: the auth rules alone decide.
-pub struct NoPolicy;
-
-impl EventPolicy for NoPolicy {
-    fn check(&self, _pdu: &Pdu, _state_before: &StateMap) -> Result<()> {
-        Ok(())
-    }
-}
 
 /// What a client (or the server on its behalf) wants to send.
 #[derive(Debug, Clone)]
@@ -106,7 +76,8 @@ pub struct Rooms {
     server_name: OwnedServerName,
     key: Arc<ServerKey>,
     policy: std::sync::RwLock<Arc<dyn EventPolicy>>,
-    locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Appends to one room are serialised.
+    pub locks: pipeline::RoomLocks,
     /// Parsed events recently read (timelines, state, sync), keyed by event id.
     pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
     /// Member summaries by state snapshot id.
@@ -139,7 +110,7 @@ impl Rooms {
             server_name,
             key,
             policy: std::sync::RwLock::new(Arc::new(NoPolicy)),
-            locks: Mutex::default(),
+            locks: pipeline::RoomLocks::default(),
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
@@ -167,18 +138,13 @@ impl Rooms {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
-    fn policy(&self) -> Arc<dyn EventPolicy> {
+    pub(crate) fn policy(&self) -> Arc<dyn EventPolicy> {
         Arc::clone(&self.policy.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Changes whenever an event is stored (its count); sync will wait on it.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.storage.subscribe_changes()
-    }
-
-    fn lock_for(&self, room_id: &RoomId) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(locks.entry(room_id.to_owned()).or_default())
     }
 
     pub fn room(&self, room_id: &RoomId) -> Result<Option<RoomRecord>> {
@@ -209,9 +175,10 @@ impl Rooms {
         Ok(Some((pdu, stored)))
     }
 
-    /// The event at a timeline position, if any.
-    pub fn event_id_at(&self, count: u64) -> Result<Option<OwnedEventId>> {
-        let id = self.storage.tables.shortid_eventid.get(&count)?;
+    /// The event at a timeline position of a room, if any.
+    pub fn event_id_at(&self, room_id: &RoomId, position: u64) -> Result<Option<OwnedEventId>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let id = self.storage.tables.room_timeline.get(&(room.short_id, position))?;
         Ok(id.and_then(|id| OwnedEventId::try_from(id).ok()))
     }
 
@@ -292,15 +259,18 @@ impl Rooms {
     }
 
     /// The state after an event: the state before it, plus the event itself
-    /// if it is a state event.
+    /// if it is an accepted state event.
     pub fn state_after(&self, pdu: &Pdu, stored: &StoredPdu) -> Result<Arc<StateMap>> {
-        let before = self.state.full_state(stored.state_before)?;
+        let before = self.state.full_state(stored.snapshot_before()?)?;
+        if stored.status != crate::storage::records::EventStatus::Accepted {
+            return Ok(before);
+        }
         let Some(state_key) = pdu.state_key() else { return Ok(before) };
         let Some(short_key) = self.state.existing_short_state_key(&pdu.kind().to_string(), state_key)? else {
             return Ok(before);
         };
         let mut after = StateMap::clone(&before);
-        after.insert(short_key, stored.count);
+        after.insert(short_key, stored.short_id());
         Ok(Arc::new(after))
     }
 
@@ -383,18 +353,6 @@ impl Rooms {
         self.state_after(&pdu, &stored).map(Some)
     }
 
-    /// The short ids of an event's auth chain: its auth events and their
-    /// (stored) chains. Computed once when the event is stored.
-    fn compute_auth_chain(&self, pdu: &Pdu) -> Result<Vec<u64>> {
-        let mut chain = std::collections::BTreeSet::new();
-        for auth_event in pdu.auth_events() {
-            let Some(short) = self.storage.tables.eventid_shortid.get(&auth_event.to_string())? else { continue };
-            chain.insert(short);
-            chain.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
-        }
-        Ok(chain.into_iter().collect())
-    }
-
     /// The union of the auth chains of `event_ids`, from the stored cache.
     pub fn auth_chain(&self, event_ids: &[OwnedEventId]) -> Result<std::collections::HashSet<OwnedEventId>> {
         let mut shorts = std::collections::BTreeSet::new();
@@ -452,7 +410,8 @@ impl Rooms {
         let own_membership = (pdu.event_type() == &TimelineEventType::RoomMember
             && pdu.state_key() == Some(user_id.as_str()))
         .then(|| membership_of(pdu));
-        self.can_see_in_snapshot(user_id, &stored.room_id, stored.state_before, own_membership)
+        let Some(before) = stored.state_before else { return Ok(false) };
+        self.can_see_in_snapshot(user_id, &stored.room_id, before, own_membership)
     }
 
     /// Whether `user_id` may see an event of `room_id` whose state before it
@@ -487,205 +446,6 @@ impl Rooms {
             }
             _ => false,
         })
-    }
-
-    /// Creates a room: its create event, then `initial` events in order, each
-    /// through the pipeline as `sender`.
-    pub async fn create_room(
-        &self,
-        sender: &UserId,
-        version: &RoomVersionId,
-        mut create_content: Value,
-        alias: Option<&ruma::RoomAliasId>,
-        initial: Vec<EventRequest>,
-    ) -> Result<OwnedRoomId> {
-        let rules = room_version::rules(version)?;
-        let content =
-            create_content.as_object_mut().ok_or_else(|| Error::bad_json("creation_content must be an object"))?;
-        content.insert("room_version".into(), Value::String(version.to_string()));
-        if !rules.authorization.use_room_create_sender {
-            content.insert("creator".into(), Value::String(sender.to_string()));
-        }
-        let room_id = if rules.event_format.require_room_create_room_id {
-            Some(
-                OwnedRoomId::try_from(format!("!{}:{}", random_alphanumeric(18), self.server_name))
-                    .map_err(|e| Error::internal("room id", e))?,
-            )
-        } else {
-            None
-        };
-        let new = NewEvent {
-            kind: "m.room.create".into(),
-            state_key: Some(String::new()),
-            content: create_content,
-            sender: sender.to_owned(),
-            room_id,
-            prev_events: vec![],
-            auth_events: vec![],
-            depth: 1,
-            origin_server_ts: 0,
-            redacts: None,
-        };
-        // In room version 12 the room id is the create event's hash: two
-        // creations by one user with the same content in the same millisecond
-        // would name one room. Each creation takes a timestamp no other
-        // creation of this process had, and a room that exists all the same
-        // (a clock set back since a restart) makes it try the next one.
-        let (create, room_id, _guard) = loop {
-            let mut attempt = new.clone();
-            attempt.origin_server_ts = self.unique_create_ts();
-            let create = build_and_sign(attempt, &rules, &self.key, &self.server_name)?;
-            let room_id = create.room_id_or_derived();
-            let guard = self.lock_for(&room_id).lock_owned().await;
-            if self.room(&room_id)?.is_none() {
-                break (create, room_id, guard);
-            }
-            tracing::debug!(room = %room_id, "room id taken; creating again with a later timestamp");
-        };
-        state_res::check_state_independent_auth_rules::<Pdu>(&rules.authorization, &create, |_| None)
-            .map_err(|reason| Error::bad_json(format!("Invalid create event: {reason}")))?;
-        self.policy().check(&create, &StateMap::new())?;
-        let mut room = RoomRecord {
-            version: version.to_string(),
-            short_id: self.storage.next_count()?,
-            current_state: 0,
-            forward_extremities: vec![],
-            max_depth: 0,
-        };
-        self.persist(&room_id, &mut room, &create, None, None, Batch::new()).await?;
-        if let Some(alias) = alias {
-            self.create_alias(alias, &room_id, sender).await?;
-        }
-        for request in initial {
-            self.append_locked(&room_id, sender, request, None).await?;
-        }
-        Ok(room_id)
-    }
-
-    /// A creation timestamp (ms) later than every one handed out before.
-    fn unique_create_ts(&self) -> u64 {
-        let now = now_ms();
-        let previous = self
-            .last_create_ts
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
-            .unwrap_or(now);
-        now.max(previous + 1)
-    }
-
-    /// Sends an event into a room through the pipeline. With a transaction
-    /// key, a repeated request returns the first event's id.
-    pub async fn append(
-        &self,
-        room_id: &RoomId,
-        sender: &UserId,
-        request: EventRequest,
-        txn: Option<TxnKey>,
-    ) -> Result<OwnedEventId> {
-        let lock = self.lock_for(room_id);
-        let _guard = lock.lock().await;
-        self.append_locked(room_id, sender, request, txn).await
-    }
-
-    async fn append_locked(
-        &self,
-        room_id: &RoomId,
-        sender: &UserId,
-        request: EventRequest,
-        txn: Option<TxnKey>,
-    ) -> Result<OwnedEventId> {
-        if let Some(txn) = &txn {
-            if let Some(existing) = self.storage.tables.txnid_eventid.get(txn)? {
-                return OwnedEventId::try_from(existing).map_err(|_| StorageError::corrupt("stored txn").into());
-            }
-        }
-        let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
-        self.check_relation(room_id, &request.content)?;
-        if request.state_key.is_some() {
-            content::validate_state_content(&request.kind, &request.content)?;
-            if request.kind == "m.room.canonical_alias" {
-                self.check_canonical_alias(room_id, &request.content)?;
-            }
-        }
-        let (_, rules) = Self::rules_of(&room)?;
-        let state = self.current_state(&room)?;
-        let kind = TimelineEventType::from(request.kind.as_str());
-        let raw_content =
-            serde_json::value::to_raw_value(&request.content).map_err(|e| Error::bad_json(e.to_string()))?;
-        let auth_types = state_res::auth_types_for_event(
-            &kind,
-            sender,
-            request.state_key.as_deref(),
-            &raw_content,
-            &rules.authorization,
-        )
-        .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
-        let mut auth_events = Vec::new();
-        for (auth_kind, auth_state_key) in auth_types {
-            if auth_kind == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
-                continue;
-            }
-            if let Some(event) = self.state_event_in(&state, &auth_kind.to_string(), &auth_state_key)? {
-                auth_events.push(event.event_id().clone());
-            }
-        }
-        let prev_events = room
-            .forward_extremities
-            .iter()
-            .map(|id| OwnedEventId::try_from(id.as_str()).map_err(|_| StorageError::corrupt("stored extremity").into()))
-            .collect::<Result<Vec<_>>>()?;
-        let new = NewEvent {
-            kind: request.kind,
-            state_key: request.state_key,
-            content: request.content,
-            sender: sender.to_owned(),
-            room_id: Some(room_id.to_owned()),
-            prev_events,
-            auth_events,
-            depth: room.max_depth + 1,
-            origin_server_ts: now_ms(),
-            redacts: if rules.redaction.keep_room_redaction_redacts { None } else { request.redacts },
-        };
-        let pdu = build_and_sign(new, &rules, &self.key, &self.server_name)?;
-        self.check_auth_rules(&pdu, &rules, &state)?;
-        let redaction = match pdu.event_type() {
-            TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
-            _ => Batch::new(),
-        };
-        self.policy().check(&pdu, &state)?;
-        let before = room.current_state;
-        self.persist(room_id, &mut room, &pdu, Some(before), txn, redaction).await?;
-        Ok(pdu.event_id().clone())
-    }
-
-    /// A redaction applies only to an event of the same room, and to someone
-    /// else's event only with the `redact` power level (spec: "Redactions").
-    /// Returns the write that replaces the target by its redacted form.
-    fn prepare_redaction(
-        &self,
-        room_id: &RoomId,
-        pdu: &Pdu,
-        rules: &RoomVersionRules,
-        state: &StateMap,
-    ) -> Result<Batch> {
-        let target_id = pdu.redacts().ok_or_else(|| Error::bad_json("A redaction must name the event it redacts"))?;
-        let (target, mut stored) = self
-            .get_pdu(target_id)?
-            .filter(|(_, stored)| stored.room_id == room_id.as_str())
-            .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
-        if target.sender() != pdu.sender() {
-            let needed = self.required_power(state, "redact", 50)?;
-            if self.power_level(state, rules, pdu.sender())? < needed {
-                return Err(Error::forbidden("Redacting other users' events needs a higher power level"));
-            }
-        }
-        let mut batch = Batch::new();
-        self.unindex_relation(&mut batch, &target, &stored);
-        self.unindex_search_words(&mut batch, &target, stored.count);
-        stored.json = target.redacted(rules)?.to_canonical_json();
-        stored.redacted = true;
-        stored.redacted_by = Some(pdu.event_id().to_string());
-        batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
-        Ok(batch)
     }
 
     fn power_levels_content(&self, state: &StateMap) -> Result<Option<serde_json::Map<String, Value>>> {
@@ -770,100 +530,6 @@ impl Rooms {
             })
             .collect()
     }
-
-    /// The authorisation rules of the room version, against `state` (the
-    /// state before the event). A refusal is `M_FORBIDDEN` with the reason.
-    fn check_auth_rules(&self, pdu: &Pdu, rules: &RoomVersionRules, state: &StateMap) -> Result<()> {
-        let fetch_event = |id: &EventId| self.get_pdu(id).ok().flatten().map(|(pdu, _)| pdu);
-        state_res::check_state_independent_auth_rules(&rules.authorization, pdu, fetch_event)
-            .map_err(|reason| Error::forbidden(format!("Event refused by the authorization rules: {reason}")))?;
-        let fetch_state = |kind: &StateEventType, state_key: &str| {
-            self.state_event_in(state, &kind.to_string(), state_key).ok().flatten()
-        };
-        state_res::check_state_dependent_auth_rules(&rules.authorization, pdu, fetch_state)
-            .map_err(|reason| Error::forbidden(format!("Event refused by the authorization rules: {reason}")))
-    }
-
-    /// Stores an authorised event and everything it changes, atomically and durably.
-    async fn persist(
-        &self,
-        room_id: &RoomId,
-        room: &mut RoomRecord,
-        pdu: &Pdu,
-        before_snapshot: Option<u64>,
-        txn: Option<TxnKey>,
-        extra: Batch,
-    ) -> Result<()> {
-        let tables = &self.storage.tables;
-        let mut batch = Batch::new();
-        // Held until the write is done: syncs stay below this position meanwhile.
-        let reservation = self.storage.reserve_count()?;
-        let count = reservation.count;
-        let event_id = pdu.event_id().to_string();
-        // The create event has an empty state before it; its own state starts
-        // a whole snapshot rather than a diff over one not yet written.
-        let (state_before_id, parent) = match before_snapshot {
-            Some(id) => (id, Some(id)),
-            None => (self.state.new_snapshot(&mut batch, None, &[])?, None),
-        };
-        batch.insert(&tables.eventid_shortid, &event_id, &count)?;
-        batch.insert(&tables.shortid_eventid, &count, &event_id)?;
-        let stored = StoredPdu {
-            json: pdu.to_canonical_json(),
-            room_id: room_id.to_string(),
-            room_version: room.version.clone(),
-            count,
-            state_before: state_before_id,
-            redacted: false,
-            redacted_by: None,
-        };
-        batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
-        batch.insert(&tables.room_timeline, &(room.short_id, count), &event_id)?;
-        let chain = self.compute_auth_chain(pdu)?;
-        batch.insert(&tables.shortid_authchain, &count, &chain)?;
-        self.index_relation(&mut batch, room_id, pdu, count)?;
-        let mut derived = Batch::new();
-        let mut pushes_queued = false;
-        self.index_search_words(&mut derived, room_id.as_str(), pdu, count, state_before_id)?;
-        if let Some(before) = before_snapshot {
-            let (_, version_rules) = Self::rules_of(room)?;
-            let state_before = self.state.full_state(before)?;
-            pushes_queued = self
-                .index_notifications(&mut derived, room_id, &version_rules, before, &state_before, pdu, count)
-                .await?;
-        }
-        room.current_state = match pdu.state_key() {
-            Some(state_key) => {
-                let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
-                self.state.new_snapshot(&mut batch, parent, &[(short_key, count)])?
-            }
-            None => state_before_id,
-        };
-        room.forward_extremities = vec![event_id.clone()];
-        room.max_depth = pdu.depth();
-        batch.insert(&tables.roomid_room, &room_id.to_string(), room)?;
-        if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
-            let key = (localpart, room_id.to_string());
-            if membership != "leave" && membership != "ban" {
-                batch.remove(&tables.localpart_roomid_forgotten, &key);
-            }
-            batch.insert(&tables.localpart_roomid_membership, &key, &membership)?;
-        }
-        if let Some(txn) = &txn {
-            batch.insert(&tables.txnid_eventid, txn, &event_id)?;
-        }
-        batch.extend(extra);
-        self.storage.commit_with_derived(batch, derived).await?;
-        if let Some(redacted) = pdu.redacts() {
-            self.pdus.invalidate(redacted);
-        }
-        reservation.announce();
-        if pushes_queued {
-            self.push_wakeup.notify_one();
-        }
-        tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), "event stored");
-        Ok(())
-    }
 }
 
 /// `content.membership` of a member event.
@@ -883,7 +549,7 @@ pub fn content_string(pdu: &Pdu, field: &str) -> Option<String> {
 }
 
 /// For a member event about a local user: (localpart, membership).
-fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) -> Option<(String, String)> {
+pub(crate) fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) -> Option<(String, String)> {
     if pdu.event_type() != &TimelineEventType::RoomMember {
         return None;
     }

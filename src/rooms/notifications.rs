@@ -247,7 +247,8 @@ impl Rooms {
         let mut read_up_to: BTreeMap<String, u64> = BTreeMap::new();
         for (count, room_id, record) in found {
             let Ok(room) = ruma::OwnedRoomId::try_from(room_id.clone()) else { continue };
-            let Some((pdu, stored)) = self.get_pdu(&self.event_id_of_short(count)?)? else { continue };
+            let Some(event_id) = self.event_id_at(&room, count)? else { continue };
+            let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
             let read_position = match read_up_to.get(&room_id) {
                 Some(position) => *position,
                 None => *read_up_to.entry(room_id.clone()).or_insert(self.read_positions(&room, user_id)?.0),
@@ -316,7 +317,7 @@ impl Rooms {
     pub fn push_context(&self, user_id: &UserId, room_id: &RoomId, count: u64) -> Result<Option<PushContext>> {
         let scope = user_room_scope(user_id.localpart(), room_id.as_str());
         let Some(record) = self.storage.tables.notifications.get(&(scope, count))? else { return Ok(None) };
-        let Some(event_id) = self.event_id_at(count)? else { return Ok(None) };
+        let Some(event_id) = self.event_id_at(room_id, count)? else { return Ok(None) };
         let Some((pdu, _)) = self.get_pdu(&event_id)? else { return Ok(None) };
         let Some(room) = self.room(room_id)? else { return Ok(None) };
         let state = self.current_state(&room)?;

@@ -73,8 +73,14 @@ impl Rooms {
         let reservation = self.storage.reserve_count()?;
         let count = reservation.count;
         let receipt_key = (room_id.to_string(), key(user_id, kind, thread));
-        let record =
-            ReceiptRecord { event_id: event_id.to_string(), ts: now_ms(), count, thread_id: thread.map(str::to_owned) };
+        let event_position = self.get_pdu(event_id)?.and_then(|(_, stored)| stored.position());
+        let record = ReceiptRecord {
+            event_id: event_id.to_string(),
+            ts: now_ms(),
+            count,
+            thread_id: thread.map(str::to_owned),
+            event_position,
+        };
         let mut batch = Batch::new();
         if let Some(previous) = tables.receipts.get(&receipt_key)? {
             batch.remove(&tables.receipt_positions, &(room_id.to_string(), previous.count));
@@ -162,8 +168,14 @@ impl Rooms {
             if kind != READ && kind != READ_PRIVATE {
                 continue;
             }
-            let Ok(event_id) = ruma::EventId::parse(&receipt.event_id) else { continue };
-            let Some(position) = self.storage.tables.eventid_shortid.get(&event_id.to_string())? else { continue };
+            let position = match receipt.event_position {
+                Some(position) => position,
+                // Written when an event's short id was its position.
+                None => match self.storage.tables.eventid_shortid.get(&receipt.event_id)? {
+                    Some(position) => position,
+                    None => continue,
+                },
+            };
             match receipt.thread_id.as_deref() {
                 None => everywhere = everywhere.max(position),
                 Some(thread) => {

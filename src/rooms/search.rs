@@ -172,7 +172,9 @@ impl Rooms {
                 let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else { continue };
                 let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
                 if !stored.redacted {
-                    self.index_search_words(&mut batch, &stored.room_id, &pdu, *count, stored.state_before)?;
+                    if let Some(before) = stored.state_before {
+                        self.index_search_words(&mut batch, &stored.room_id, &pdu, *count, before)?;
+                    }
                 }
             }
             self.storage.apply(batch)?;

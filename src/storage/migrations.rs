@@ -161,7 +161,13 @@ mod tests {
         {
             let storage = Storage::open(dir.path(), CACHE).unwrap();
             let mut batch = Batch::new();
-            let receipt = ReceiptRecord { event_id: "$event7".to_owned(), ts: 1, count: 10, thread_id: None };
+            let receipt = ReceiptRecord {
+                event_id: "$event7".to_owned(),
+                ts: 1,
+                count: 10,
+                thread_id: None,
+                event_position: None,
+            };
             let key = ("!r:x".to_owned(), "@b:x\nm.read\n".to_owned());
             batch.insert(&storage.tables.receipts, &key, &receipt).unwrap();
             storage.apply(batch).unwrap();

@@ -170,9 +170,17 @@ impl Storage {
     /// far cheaper for many keys; both are durable on return. A crash between
     /// the two loses only derived entries.
     pub async fn commit_with_derived(&self, batch: Batch, derived: Batch) -> Result<(), StorageError> {
-        self.apply(batch)?;
-        self.apply_per_tree(derived)?;
+        self.apply_with_derived(batch, derived)?;
         self.wait_durable().await
+    }
+
+    /// [`Storage::commit_with_derived`] without waiting: the writes are
+    /// visible to readers at once and durable once a later
+    /// [`Storage::wait_durable`] returns (a writer that must release a lock
+    /// before the flush).
+    pub fn apply_with_derived(&self, batch: Batch, derived: Batch) -> Result<(), StorageError> {
+        self.apply(batch)?;
+        self.apply_per_tree(derived)
     }
 
     /// Applies `batch` as one atomic sled batch per tree (not across trees).

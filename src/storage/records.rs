@@ -125,10 +125,12 @@ pub struct StoredPdu {
     pub room_id: String,
     /// The room's version (needed to parse the JSON back).
     pub room_version: String,
-    /// Position in the global order (also the event's short id).
+    /// Position in the timeline (the global order); 0 for an event outside
+    /// the timeline (an outlier, a rejected event).
     pub count: u64,
-    /// State snapshot before the event.
-    pub state_before: u64,
+    /// State snapshot before the event; none for an outlier (its state is
+    /// not known).
+    pub state_before: Option<u64>,
     /// The event was redacted (its JSON is the redacted form).
     #[serde(default)]
     pub redacted: bool,
@@ -136,6 +138,44 @@ pub struct StoredPdu {
     /// absent for events redacted before this field existed).
     #[serde(default)]
     pub redacted_by: Option<String>,
+    /// The short id state snapshots and auth chains use for the event
+    /// (absent in records written when it was always the position).
+    #[serde(default)]
+    pub short: Option<u64>,
+    /// What the authorisation checks decided.
+    #[serde(default)]
+    pub status: EventStatus,
+}
+
+impl StoredPdu {
+    /// The event's short id (state maps, auth chains).
+    pub fn short_id(&self) -> u64 {
+        self.short.unwrap_or(self.count)
+    }
+
+    /// The snapshot of the state before the event; an outlier has none.
+    pub fn snapshot_before(&self) -> Result<u64, super::StorageError> {
+        self.state_before.ok_or_else(|| super::StorageError::corrupt("an event outside the timeline has no state"))
+    }
+
+    /// The event's position in the timeline, if it has one.
+    pub fn position(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.count)
+    }
+}
+
+/// What the authorisation checks of the server-server API ("Checks performed
+/// on receipt of a PDU") made of an event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventStatus {
+    /// Passed every check: part of the room.
+    #[default]
+    Accepted,
+    /// Allowed by the state before it but not by the current state: kept,
+    /// but neither served to clients nor used as a forward extremity.
+    SoftFailed,
+    /// Refused by the auth rules: kept only so that it is not fetched again.
+    Rejected,
 }
 
 impl Record for StoredPdu {
@@ -236,6 +276,10 @@ pub struct ReceiptRecord {
     /// Counter value of this receipt (for `/sync`).
     pub count: u64,
     pub thread_id: Option<String>,
+    /// Timeline position of the event read (absent in receipts written
+    /// when an event's short id was its position).
+    #[serde(default)]
+    pub event_position: Option<u64>,
 }
 
 impl Record for ReceiptRecord {
@@ -369,5 +413,39 @@ mod tests {
         assert_eq!(record, PusherRecord { pusher: json, device_id: String::new() });
         let current = PusherRecord { pusher: "{}".to_owned(), device_id: "PHONE".to_owned() };
         assert_eq!(decode_record::<PusherRecord>(&encode_record(&current).unwrap()).unwrap(), current);
+    }
+
+    /// Events stored before short ids and positions were separated: one
+    /// number for both, a snapshot always, accepted.
+    #[test]
+    fn events_of_the_single_number_layout_read_as_accepted_timeline_events() {
+        #[derive(Serialize, Deserialize)]
+        struct OldStoredPdu {
+            json: String,
+            room_id: String,
+            room_version: String,
+            count: u64,
+            state_before: u64,
+            redacted: bool,
+        }
+        impl Record for OldStoredPdu {
+            const VERSION: u8 = 1;
+        }
+        let old = OldStoredPdu {
+            json: "{}".into(),
+            room_id: "!r:x".into(),
+            room_version: "10".into(),
+            count: 42,
+            state_before: 7,
+            redacted: false,
+        };
+        let read: StoredPdu = decode_record(&encode_record(&old).unwrap()).unwrap();
+        assert_eq!((read.short_id(), read.position(), read.state_before), (42, Some(42), Some(7)));
+        assert_eq!(read.status, EventStatus::Accepted);
+        assert_eq!(read.snapshot_before().unwrap(), 7);
+        let outlier = StoredPdu { count: 0, state_before: None, short: Some(99), ..read };
+        let outlier: StoredPdu = decode_record(&encode_record(&outlier).unwrap()).unwrap();
+        assert_eq!((outlier.short_id(), outlier.position()), (99, None));
+        assert!(outlier.snapshot_before().is_err());
     }
 }

@@ -359,7 +359,7 @@ fn joined_room(
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
     let start_state = match events.first() {
-        Some((_, stored)) => rooms.state.full_state(stored.state_before)?,
+        Some((_, stored)) => rooms.state.full_state(stored.snapshot_before()?)?,
         None => match rooms.state_at_position(room, snapshot.saturating_add(1))? {
             Some(state) => state,
             None => rooms.current_state(room)?,
@@ -534,7 +534,7 @@ fn left_room(
 ) -> Result<Value> {
     let (events, limited) = timeline(rooms, who, request, room, request.since, leave_stored.count)?;
     let state_map: Arc<StateMap> = match events.first() {
-        Some((_, stored)) => rooms.state.full_state(stored.state_before)?,
+        Some((_, stored)) => rooms.state.full_state(stored.snapshot_before()?)?,
         None => rooms.state_after(leave, leave_stored)?,
     };
     let state: Vec<Value> =

@@ -235,3 +235,38 @@ async fn files_no_upload_record_names_are_removed_at_start_up() {
     let (status, _, body) = alice.send_raw("GET", &path, &[], bytes::Bytes::new()).await.unwrap();
     assert_eq!((status, body.as_ref()), (200, b"kept".as_ref()), "recorded files stay");
 }
+
+#[tokio::test]
+async fn a_refused_room_creation_leaves_no_room_behind() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    // The last initial event is refused (a number beyond canonical JSON's range).
+    let body = json!({
+        "room_alias_name": "refused",
+        "name": "Half-built",
+        "initial_state": [
+            { "type": "m.room.topic", "content": { "topic": "fine" } },
+            { "type": "org.example.big", "content": { "n": 9007199254740993u64 } },
+        ],
+    });
+    let reply = alice.client.post("/_matrix/client/v3/createRoom", body).await;
+    reply.assert_error(400, "M_BAD_JSON");
+    let joined = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([]), "no half-built room");
+    let alias = alice.client.get("/_matrix/client/v3/directory/room/%23refused%3Atest.local").await;
+    alias.assert_error(404, "M_NOT_FOUND");
+    // An initial event the auth rules refuse: the creator gave away the power to send it.
+    let body = json!({
+        "power_level_content_override": { "state_default": 100, "users": { alice.user_id.clone(): 10 } },
+        "initial_state": [{ "type": "m.room.topic", "content": { "topic": "no power" } }],
+        "room_version": "10",
+    });
+    alice.client.post("/_matrix/client/v3/createRoom", body).await.assert_error(403, "M_FORBIDDEN");
+    let joined = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([]));
+    let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert!(sync.assert_ok()["rooms"]["join"].as_object().is_none_or(|rooms| rooms.is_empty()), "{}", sync.body);
+    // And the name still works afterwards.
+    alice.create_room(json!({ "room_alias_name": "refused" })).await;
+    assert_eq!(server.services().rooms.locks.len(), 0, "no lock entry stays behind");
+}

@@ -130,9 +130,11 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
             total += usize::from(can_see(&hit.room_id, snapshot)?);
             continue;
         }
-        let Some(event_id) = s.rooms.event_id_at(hit.count)? else { continue };
+        let Ok(room_id) = ruma::RoomId::parse(&hit.room_id) else { continue };
+        let Some(event_id) = s.rooms.event_id_at(&room_id, hit.count)? else { continue };
         let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-        if !criteria.filter.accepts(&pdu) || !can_see(&stored.room_id, stored.state_before)? {
+        let Some(before) = stored.state_before else { continue };
+        if !criteria.filter.accepts(&pdu) || !can_see(&stored.room_id, before)? {
             continue;
         }
         total += 1;

@@ -1,0 +1,324 @@
+//! The event pipeline: every event a room stores goes through the same
+//! three steps, whoever sent it.
+//!
+//! 1. **prepare** ([`prepare`]): for a local event, the client-facing checks
+//!    (content schemas, relations, canonical aliases), then building and
+//!    signing the PDU on top of the room's forward extremities, with the auth
+//!    events the state names. (A federated event arrives built and signed.)
+//! 2. **authorise** ([`authorise`]): the room version's authorisation rules
+//!    against the auth events, against the state before the event, and
+//!    against the current state, then the deployment's [`EventPolicy`] —
+//!    giving a [`Verdict`]: accepted, soft-failed or rejected
+//!    (server-server API "Checks performed on receipt of a PDU"). States are
+//!    given to it ([`StateView`]), stored or in memory.
+//! 3. **persist** ([`persist`]): the event with the state before it, its
+//!    short id (independent of the timeline), its timeline position if it
+//!    has one, and what the caller says the room becomes (new forward
+//!    extremities, new current state) — in one atomic, durable batch with the
+//!    derived data (relations, search words, notifications, pushes).
+//!
+//! Appends to one room are serialised by the room's lock; the lock entry of
+//! a room is dropped when nobody holds or waits for it.
+//!
+//! A room's creation ([`Rooms::create_room`]) prepares and authorises every
+//! initial event in memory ([`draft`]) before anything is stored, so a
+//! refused event leaves no half-built room.
+
+pub mod authorise;
+pub mod draft;
+pub mod persist;
+pub mod prepare;
+
+use std::sync::{atomic::Ordering, Arc};
+
+use ruma::state_res::Event as _;
+use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomVersionId, UserId};
+use serde_json::Value;
+
+pub use authorise::Verdict;
+use persist::{PersistPlan, RoomUpdate};
+
+use super::{state::StateMap, EventRequest, Rooms, TxnKey};
+use crate::{
+    error::{Error, Result},
+    events::{room_version, Pdu},
+    storage::{
+        records::{EventStatus, RoomRecord},
+        Batch, StorageError,
+    },
+    util::now_ms,
+};
+
+/// A room state to authorise against: stored ([`StoredState`]) or being
+/// built in memory ([`draft::Draft`]).
+pub trait StateView {
+    /// The state event `(kind, state_key)`, if the state has one.
+    fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>>;
+}
+
+/// Events by id (auth events): stored, or in memory.
+pub trait EventView {
+    fn event(&self, event_id: &EventId) -> Result<Option<Pdu>>;
+}
+
+/// A deployment's policy hook: may veto an event that passed the auth rules,
+/// before it is stored, whether it was sent here or came from another
+/// server. The public-sector rules (room access rules, externals) plug in here.
+pub trait EventPolicy: Send + Sync {
+    fn check(&self, pdu: &Pdu, state_before: &dyn StateView) -> Result<()>;
+}
+
+/// The default policy: the auth rules alone decide.
+pub struct NoPolicy;
+
+impl EventPolicy for NoPolicy {
+    fn check(&self, _pdu: &Pdu, _state_before: &dyn StateView) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// A stored state snapshot, read through the rooms' caches.
+pub struct StoredState<'r> {
+    rooms: &'r Rooms,
+    map: Arc<StateMap>,
+}
+
+impl<'r> StoredState<'r> {
+    pub fn new(rooms: &'r Rooms, map: Arc<StateMap>) -> Self {
+        Self { rooms, map }
+    }
+}
+
+impl StateView for StoredState<'_> {
+    fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        self.rooms.state_event_in(&self.map, kind, state_key)
+    }
+}
+
+impl EventView for Rooms {
+    fn event(&self, event_id: &EventId) -> Result<Option<Pdu>> {
+        Ok(self.get_pdu(event_id)?.map(|(pdu, _)| pdu))
+    }
+}
+
+/// Per-room locks, each entry dropped once nobody holds or waits for it.
+#[derive(Default)]
+pub struct RoomLocks(std::sync::Mutex<std::collections::HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>);
+
+/// A held room lock; dropping it releases the room (and its entry if unused).
+pub struct RoomGuard<'l> {
+    locks: &'l RoomLocks,
+    room_id: OwnedRoomId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl RoomLocks {
+    pub async fn lock(&self, room_id: &RoomId) -> RoomGuard<'_> {
+        let lock = Arc::clone(self.entries().entry(room_id.to_owned()).or_default());
+        let guard = lock.lock_owned().await;
+        RoomGuard { locks: self, room_id: room_id.to_owned(), guard: Some(guard) }
+    }
+
+    fn entries(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rooms with a lock entry (held or waited for).
+    pub fn len(&self) -> usize {
+        self.entries().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for RoomGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut entries = self.locks.entries();
+        // Only the map holds the mutex: nobody holds it or waits for it.
+        if entries.get(&self.room_id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+            entries.remove(&self.room_id);
+        }
+    }
+}
+
+impl Rooms {
+    /// Creates a room: its create event, then `initial` events in order, as
+    /// `sender`. Every event is prepared and authorised in memory first; a
+    /// refusal stores nothing (the alias, reserved first so the canonical
+    /// alias event can name it, is released again).
+    pub async fn create_room(
+        &self,
+        sender: &UserId,
+        version: &RoomVersionId,
+        create_content: Value,
+        alias: Option<&RoomAliasId>,
+        initial: Vec<EventRequest>,
+    ) -> Result<OwnedRoomId> {
+        let rules = room_version::rules(version)?;
+        let (create, room_id, guard) = self.build_unique_create(sender, version, &rules, create_content).await?;
+        if let Some(alias) = alias {
+            self.create_alias(alias, &room_id, sender).await?;
+        }
+        let draft = match self.draft_room(sender, &rules, create, initial) {
+            Ok(draft) => draft,
+            Err(error) => {
+                if let Some(alias) = alias {
+                    if let Err(release) = self.delete_alias(alias).await {
+                        tracing::warn!(%alias, error = %release, "could not release the alias of a refused room");
+                    }
+                }
+                return Err(error);
+            }
+        };
+        let mut events = draft.into_events().into_iter();
+        let create = events.next().ok_or_else(|| Error::internal("creating a room", "no create event"))?;
+        let mut room = RoomRecord {
+            version: version.to_string(),
+            short_id: self.storage.next_count()?,
+            current_state: 0,
+            forward_extremities: vec![],
+            max_depth: 0,
+        };
+        // Every event applied, then one flush for all.
+        let mut staged =
+            vec![self.persist(PersistPlan::local(&room_id, &create, None, None, Batch::new()), &mut room).await?];
+        for event in events {
+            let before = room.current_state;
+            staged.push(
+                self.persist(PersistPlan::local(&room_id, &event, Some(before), None, Batch::new()), &mut room).await?,
+            );
+        }
+        drop(guard);
+        for event in staged {
+            event.durable().await?;
+        }
+        Ok(room_id)
+    }
+
+    /// The create event, with a room id no other room has (version 12 room
+    /// ids are the create event's hash: two creations by one user with the
+    /// same content in the same millisecond would name one room). Each
+    /// creation takes a timestamp no other creation of this process had, and
+    /// a room that exists all the same (a clock set back since a restart)
+    /// makes it try the next one. Returned with the new room's lock held.
+    async fn build_unique_create(
+        &self,
+        sender: &UserId,
+        version: &RoomVersionId,
+        rules: &ruma::room_version_rules::RoomVersionRules,
+        content: Value,
+    ) -> Result<(Pdu, OwnedRoomId, RoomGuard<'_>)> {
+        loop {
+            let create = self.build_create(sender, version, rules, content.clone(), self.unique_create_ts())?;
+            let room_id = create.room_id_or_derived();
+            let guard = self.locks.lock(&room_id).await;
+            if self.room(&room_id)?.is_none() {
+                return Ok((create, room_id, guard));
+            }
+            tracing::debug!(room = %room_id, "room id taken; creating again with a later timestamp");
+        }
+    }
+
+    /// A creation timestamp (ms) later than every one handed out before.
+    fn unique_create_ts(&self) -> u64 {
+        let now = now_ms();
+        let previous = self
+            .last_create_ts
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
+            .unwrap_or(now);
+        now.max(previous + 1)
+    }
+
+    /// Sends an event into a room through the pipeline. With a transaction
+    /// key, a repeated request returns the first event's id.
+    pub async fn append(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
+        let guard = self.locks.lock(room_id).await;
+        if let Some(txn) = &txn {
+            if let Some(existing) = self.storage.tables.txnid_eventid.get(txn)? {
+                drop(guard);
+                // The first request may still be waiting for its flush: this
+                // answer waits for one too.
+                self.storage.wait_durable().await?;
+                return OwnedEventId::try_from(existing).map_err(|_| StorageError::corrupt("stored txn").into());
+            }
+        }
+        let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let (_, rules) = Self::rules_of(&room)?;
+        self.check_request(room_id, &request)?;
+        let state = self.current_state(&room)?;
+        let view = StoredState::new(self, Arc::clone(&state));
+        let tip = self.tip_of(&room)?;
+        let pdu = self.build_event(room_id, sender, request, &rules, &view, &tip)?;
+        self.authorise(&pdu, &rules, self, &view, None)?.accepted()?;
+        let redaction = match pdu.event_type() {
+            ruma::events::TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
+            _ => Batch::new(),
+        };
+        let before = room.current_state;
+        let staged = self.persist(PersistPlan::local(room_id, &pdu, Some(before), txn, redaction), &mut room).await?;
+        // The next event of the room is built while this one is flushed.
+        drop(guard);
+        staged.durable().await?;
+        Ok(pdu.event_id().clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn room_lock_entries_go_once_nobody_holds_or_waits() {
+        let locks = Arc::new(RoomLocks::default());
+        let room = RoomId::parse("!a:example.org").unwrap();
+        let held = locks.lock(&room).await;
+        let waiter = tokio::spawn({
+            let (locks, room) = (Arc::clone(&locks), room.clone());
+            async move {
+                let _second = locks.lock(&room).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(locks.len(), 1);
+        drop(held);
+        waiter.await.unwrap();
+        assert!(locks.is_empty(), "the entry went with the last holder");
+    }
+}
+
+impl<'a> PersistPlan<'a> {
+    /// A local event: accepted, in the timeline, the room's only forward
+    /// extremity, its state the room's current state.
+    pub fn local(
+        room_id: &'a RoomId,
+        pdu: &'a Pdu,
+        state_before: Option<u64>,
+        txn: Option<TxnKey>,
+        extra: Batch,
+    ) -> Self {
+        Self {
+            room_id,
+            pdu,
+            state_before,
+            status: EventStatus::Accepted,
+            in_timeline: true,
+            room_update: Some(RoomUpdate {
+                forward_extremities: vec![pdu.event_id().to_string()],
+                current_state_follows: true,
+            }),
+            txn,
+            extra,
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! Step 3 of the pipeline: storing an authorised event and everything it
+//! changes, atomically and durably.
+//!
+//! The caller says what the event is to the room ([`PersistPlan`]): the
+//! state snapshot before it (none for an outlier), whether it takes a place
+//! in the timeline, its verdict, and what the room becomes (new forward
+//! extremities, whether the current state follows the event). Every event
+//! gets a short id of its own, independent of the timeline (state snapshots
+//! and auth chains refer to it), so outliers, soft-failed and rejected
+//! events can be stored too. Derived data (relations, search words,
+//! notifications, pushes) is written for accepted timeline events only.
+
+use ruma::state_res::Event as _;
+use ruma::{events::TimelineEventType, RoomId};
+
+use crate::{
+    error::Result,
+    events::Pdu,
+    rooms::{local_membership_change, Rooms, TxnKey},
+    storage::{
+        records::{EventStatus, RoomRecord, StoredPdu},
+        Batch,
+    },
+};
+
+/// What storing one event does.
+pub struct PersistPlan<'a> {
+    pub room_id: &'a RoomId,
+    pub pdu: &'a Pdu,
+    /// The snapshot of the state before the event: `None` for a create event
+    /// (its state before is empty) or an outlier (see `in_timeline`).
+    pub state_before: Option<u64>,
+    pub status: EventStatus,
+    /// Whether the event takes the next timeline position (false: an outlier).
+    pub in_timeline: bool,
+    /// What the room becomes; `None` leaves the room record as it is.
+    pub room_update: Option<RoomUpdate>,
+    /// The client transaction that sent it.
+    pub txn: Option<TxnKey>,
+    /// Further writes that belong in the same batch (a redaction's target).
+    pub extra: Batch,
+}
+
+/// The room after the event.
+pub struct RoomUpdate {
+    pub forward_extremities: Vec<String>,
+    /// Whether the room's current state becomes the state after this event.
+    pub current_state_follows: bool,
+}
+
+/// An event written but not yet known to be on disk: syncs do not see it
+/// and nobody may be told it is stored until [`Staged::durable`] returns.
+/// Its writer releases the room's lock first, so the next event of the room
+/// is built while this one is being flushed.
+#[must_use = "an event is acknowledged only once durable"]
+pub struct Staged<'s> {
+    rooms: &'s Rooms,
+    reservation: Option<crate::storage::Reservation<'s>>,
+    pushes_queued: bool,
+}
+
+impl Staged<'_> {
+    /// Waits for the flush, then lets syncs (and the push sender) see the event.
+    pub async fn durable(self) -> Result<()> {
+        self.rooms.storage.wait_durable().await?;
+        if let Some(reservation) = self.reservation {
+            reservation.announce();
+        }
+        if self.pushes_queued {
+            self.rooms.push_wakeup.notify_one();
+        }
+        Ok(())
+    }
+}
+
+impl Rooms {
+    /// Stores the event as `plan` says, updating `room` (the stored room
+    /// record, written back in the same batch when the plan changes it).
+    /// The write is applied at once; [`Staged::durable`] waits for the disk.
+    pub(crate) async fn persist(&self, plan: PersistPlan<'_>, room: &mut RoomRecord) -> Result<Staged<'_>> {
+        let PersistPlan { room_id, pdu, state_before, status, in_timeline, room_update, txn, extra } = plan;
+        let tables = &self.storage.tables;
+        let mut batch = Batch::new();
+        let accepted = status == EventStatus::Accepted;
+        // Soft-failed and rejected events are kept outside the timeline and
+        // change nothing in the room: clients never see them.
+        let in_timeline = in_timeline && accepted;
+        let room_update = room_update.filter(|_| accepted);
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = if in_timeline { Some(self.storage.reserve_count()?) } else { None };
+        let position = reservation.as_ref().map_or(0, |r| r.count);
+        let short = self.storage.next_count()?;
+        let event_id = pdu.event_id().to_string();
+        let is_create = pdu.event_type() == &TimelineEventType::RoomCreate;
+        // The create event has an empty state before it; its own state starts
+        // a whole snapshot rather than a diff over one not yet written.
+        let (state_before, parent) = match state_before {
+            Some(id) => (Some(id), Some(id)),
+            None if is_create && in_timeline => (Some(self.state.new_snapshot(&mut batch, None, &[])?), None),
+            None => (None, None),
+        };
+        batch.insert(&tables.eventid_shortid, &event_id, &short)?;
+        batch.insert(&tables.shortid_eventid, &short, &event_id)?;
+        let stored = StoredPdu {
+            json: pdu.to_canonical_json(),
+            room_id: room_id.to_string(),
+            room_version: room.version.clone(),
+            count: position,
+            state_before,
+            redacted: false,
+            redacted_by: None,
+            short: Some(short),
+            status,
+        };
+        batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
+        let chain = self.compute_auth_chain(pdu)?;
+        batch.insert(&tables.shortid_authchain, &short, &chain)?;
+        let mut derived = Batch::new();
+        let mut pushes_queued = false;
+        if in_timeline {
+            batch.insert(&tables.room_timeline, &(room.short_id, position), &event_id)?;
+        }
+        if let (true, true, Some(before)) = (in_timeline, accepted, state_before) {
+            self.index_relation(&mut batch, room_id, pdu, position)?;
+            self.index_search_words(&mut derived, room_id.as_str(), pdu, position, before)?;
+            if parent.is_some() {
+                let (_, version_rules) = Self::rules_of(room)?;
+                let state = self.state.full_state(before)?;
+                pushes_queued = self
+                    .index_notifications(&mut derived, room_id, &version_rules, before, &state, pdu, position)
+                    .await?;
+            }
+        }
+        if let Some(update) = room_update {
+            if update.current_state_follows {
+                if let Some(before) = state_before {
+                    room.current_state = match pdu.state_key_str() {
+                        Some(state_key) => {
+                            let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
+                            self.state.new_snapshot(&mut batch, parent, &[(short_key, short)])?
+                        }
+                        None => before,
+                    };
+                }
+                if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
+                    let key = (localpart, room_id.to_string());
+                    if membership != "leave" && membership != "ban" {
+                        batch.remove(&tables.localpart_roomid_forgotten, &key);
+                    }
+                    batch.insert(&tables.localpart_roomid_membership, &key, &membership)?;
+                }
+            }
+            room.forward_extremities = update.forward_extremities;
+            room.max_depth = room.max_depth.max(pdu.depth());
+            batch.insert(&tables.roomid_room, &room_id.to_string(), room)?;
+        }
+        if let Some(txn) = &txn {
+            batch.insert(&tables.txnid_eventid, txn, &event_id)?;
+        }
+        batch.extend(extra);
+        self.storage.apply_with_derived(batch, derived)?;
+        if let Some(redacted) = pdu.redacts() {
+            self.pdus.invalidate(redacted);
+        }
+        tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), ?status, "event stored");
+        Ok(Staged { rooms: self, reservation, pushes_queued })
+    }
+
+    /// The short ids of an event's auth chain: its auth events and their
+    /// (stored) chains. Computed once when the event is stored.
+    fn compute_auth_chain(&self, pdu: &Pdu) -> Result<Vec<u64>> {
+        let mut chain = std::collections::BTreeSet::new();
+        for auth_event in pdu.auth_events() {
+            let Some(short) = self.storage.tables.eventid_shortid.get(&auth_event.to_string())? else { continue };
+            chain.insert(short);
+            chain.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
+        }
+        Ok(chain.into_iter().collect())
+    }
+}

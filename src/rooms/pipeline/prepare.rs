@@ -1,0 +1,168 @@
+//! Step 1 of the pipeline for local events: the checks a client's request
+//! must pass, then the PDU built and signed (server-server API "PDUs",
+//! "Signing events"; the auth events chosen as the room version's
+//! `auth_types_for_event` says).
+
+use ruma::state_res::Event as _;
+use ruma::{
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res, OwnedEventId, RoomId, RoomVersionId, UserId,
+};
+use serde_json::Value;
+
+use super::StateView;
+use crate::{
+    error::{Error, Result},
+    events::{build_and_sign, NewEvent, Pdu},
+    rooms::{content, state::StateMap, EventRequest, Rooms},
+    storage::{records::RoomRecord, Batch, StorageError},
+};
+
+/// Where a new event goes: after the room's forward extremities, one deeper.
+#[derive(Debug, Clone)]
+pub struct Tip {
+    pub prev_events: Vec<OwnedEventId>,
+    pub depth: u64,
+}
+
+impl Rooms {
+    /// The checks of a client's request that come before any event is built:
+    /// relations the spec forbids, content schemas of well-known state
+    /// events (`M_BAD_JSON`), canonical aliases that must name this room.
+    pub(crate) fn check_request(&self, room_id: &RoomId, request: &EventRequest) -> Result<()> {
+        self.check_relation(room_id, &request.content)?;
+        if request.state_key.is_some() {
+            content::validate_state_content(&request.kind, &request.content)?;
+            if request.kind == "m.room.canonical_alias" {
+                self.check_canonical_alias(room_id, &request.content)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored room's tip: its forward extremities and next depth.
+    pub(crate) fn tip_of(&self, room: &RoomRecord) -> Result<Tip> {
+        let prev_events = room
+            .forward_extremities
+            .iter()
+            .map(|id| OwnedEventId::try_from(id.as_str()).map_err(|_| StorageError::corrupt("stored extremity").into()))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tip { prev_events, depth: room.max_depth + 1 })
+    }
+
+    /// Builds and signs `request` as `sender`'s event on top of `tip`, with
+    /// the auth events `state` names.
+    pub(crate) fn build_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        rules: &RoomVersionRules,
+        state: &dyn StateView,
+        tip: &Tip,
+    ) -> Result<Pdu> {
+        let kind = TimelineEventType::from(request.kind.as_str());
+        let raw_content =
+            serde_json::value::to_raw_value(&request.content).map_err(|e| Error::bad_json(e.to_string()))?;
+        let auth_types = state_res::auth_types_for_event(
+            &kind,
+            sender,
+            request.state_key.as_deref(),
+            &raw_content,
+            &rules.authorization,
+        )
+        .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
+        let mut auth_events = Vec::new();
+        for (auth_kind, auth_state_key) in auth_types {
+            if auth_kind == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
+                continue;
+            }
+            if let Some(event) = state.state_event(&auth_kind.to_string(), &auth_state_key)? {
+                auth_events.push(event.event_id().clone());
+            }
+        }
+        let new = NewEvent {
+            kind: request.kind,
+            state_key: request.state_key,
+            content: request.content,
+            sender: sender.to_owned(),
+            room_id: Some(room_id.to_owned()),
+            prev_events: tip.prev_events.clone(),
+            auth_events,
+            depth: tip.depth,
+            origin_server_ts: crate::util::now_ms(),
+            redacts: if rules.redaction.keep_room_redaction_redacts { None } else { request.redacts },
+        };
+        Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+    }
+
+    /// The create event of a new room (its room id comes from it in version 12).
+    pub(crate) fn build_create(
+        &self,
+        sender: &UserId,
+        version: &RoomVersionId,
+        rules: &RoomVersionRules,
+        mut content: Value,
+        origin_server_ts: u64,
+    ) -> Result<Pdu> {
+        let fields = content.as_object_mut().ok_or_else(|| Error::bad_json("creation_content must be an object"))?;
+        fields.insert("room_version".into(), Value::String(version.to_string()));
+        if !rules.authorization.use_room_create_sender {
+            fields.insert("creator".into(), Value::String(sender.to_string()));
+        }
+        let room_id = if rules.event_format.require_room_create_room_id {
+            let random = crate::crypto::tokens::random_alphanumeric(18);
+            Some(
+                ruma::OwnedRoomId::try_from(format!("!{random}:{}", self.server_name))
+                    .map_err(|e| Error::internal("room id", e))?,
+            )
+        } else {
+            None
+        };
+        let new = NewEvent {
+            kind: "m.room.create".into(),
+            state_key: Some(String::new()),
+            content,
+            sender: sender.to_owned(),
+            room_id,
+            prev_events: vec![],
+            auth_events: vec![],
+            depth: 1,
+            origin_server_ts,
+            redacts: None,
+        };
+        Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+    }
+
+    /// A redaction applies only to an event of the same room, and to someone
+    /// else's event only with the `redact` power level (spec: "Redactions").
+    /// Returns the write that replaces the target by its redacted form.
+    pub(crate) fn prepare_redaction(
+        &self,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+    ) -> Result<Batch> {
+        let target_id = pdu.redacts().ok_or_else(|| Error::bad_json("A redaction must name the event it redacts"))?;
+        let (target, mut stored) = self
+            .get_pdu(target_id)?
+            .filter(|(_, stored)| stored.room_id == room_id.as_str())
+            .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
+        if target.sender() != pdu.sender() {
+            let needed = self.required_power(state, "redact", 50)?;
+            if self.power_level(state, rules, pdu.sender())? < needed {
+                return Err(Error::forbidden("Redacting other users' events needs a higher power level"));
+            }
+        }
+        let mut batch = Batch::new();
+        self.unindex_relation(&mut batch, &target, &stored);
+        self.unindex_search_words(&mut batch, &target, stored.count);
+        stored.json = target.redacted(rules)?.to_canonical_json();
+        stored.redacted = true;
+        stored.redacted_by = Some(pdu.event_id().to_string());
+        batch.insert(&self.storage.tables.eventid_pdu, &target_id.to_string(), &stored)?;
+        Ok(batch)
+    }
+}
