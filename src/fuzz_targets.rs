@@ -23,7 +23,7 @@ pub fn routing(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let (method, target) = text.split_once(' ').unwrap_or(("GET", &text));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let _ = router::find(api::ROUTES, Method::parse(method), path);
+    let _ = router::find(api::routes(), Method::parse(method), path);
     for (key, _value) in parse_query(query) {
         assert!(!key.contains('&') || query.contains("%26"), "a raw & always separates pairs");
     }
@@ -208,7 +208,7 @@ pub fn api_request(data: &[u8]) {
     let target = words.next().unwrap_or("/");
     let access_token = words.next().map(str::to_owned);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let router::Match::Found { endpoint, params } = router::find(api::ROUTES, method, path) else { return };
+    let router::Match::Found { endpoint, params } = router::find(api::routes(), method, path) else { return };
     let body_stream = endpoint.streams_body().then(|| BodyStream::from_bytes(body.clone()));
     let request = Request {
         method,

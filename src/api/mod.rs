@@ -21,7 +21,7 @@ use crate::{
     users::Identity,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Endpoint {
     Versions,
     WellKnownClient,
@@ -142,12 +142,289 @@ pub enum Endpoint {
     SetPusher,
 }
 
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No access token needed.
+    Anyone,
+    /// A user's access token.
+    Users,
+    /// A user's or a guest's access token (spec: "Guest Access"; logout and
+    /// capabilities are allowed too, as other servers do).
+    UsersAndGuests,
+}
+
+/// How an endpoint gets its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// Read whole before the handler runs, within `max_request_size` (or
+    /// [`UNAUTHENTICATED_MAX_BODY`] for endpoints anyone may call).
+    Whole,
+    /// Handed to the handler as it arrives (media uploads, bounded by
+    /// `media.max_upload_size`).
+    Streamed,
+}
+
+/// Everything about one endpoint but its handler: method, paths (with named
+/// parameters `:name`, `:name?` for one that may be empty, and `{a|b}` for
+/// alternative literals), who may call it, how its body is read.
+#[derive(Debug)]
+pub struct EndpointSpec {
+    pub endpoint: Endpoint,
+    pub method: Method,
+    pub paths: &'static [&'static str],
+    pub access: Access,
+    pub body: BodyKind,
+}
+
+const fn spec(endpoint: Endpoint, method: Method, access: Access, paths: &'static [&'static str]) -> EndpointSpec {
+    EndpointSpec { endpoint, method, paths, access, body: BodyKind::Whole }
+}
+const fn get(endpoint: Endpoint, access: Access, paths: &'static [&'static str]) -> EndpointSpec {
+    spec(endpoint, Method::Get, access, paths)
+}
+const fn post(endpoint: Endpoint, access: Access, paths: &'static [&'static str]) -> EndpointSpec {
+    spec(endpoint, Method::Post, access, paths)
+}
+const fn put(endpoint: Endpoint, access: Access, paths: &'static [&'static str]) -> EndpointSpec {
+    spec(endpoint, Method::Put, access, paths)
+}
+const fn delete(endpoint: Endpoint, access: Access, paths: &'static [&'static str]) -> EndpointSpec {
+    spec(endpoint, Method::Delete, access, paths)
+}
+
+impl EndpointSpec {
+    const fn streamed(self) -> Self {
+        Self { body: BodyKind::Streamed, ..self }
+    }
+}
+
+use Access::{Anyone, Users, UsersAndGuests};
+use Endpoint as E;
+
+/// Body limit of the endpoints that need no access token (a registration
+/// with every optional field is under 2 KiB).
+pub const UNAUTHENTICATED_MAX_BODY: u64 = 64 * 1024;
+
+/// Every endpoint, once. Client-server paths answer under both `r0` and `v3`
+/// (older clients and bridges still use `r0`).
+pub static ENDPOINTS: &[EndpointSpec] = &[
+    get(E::Versions, Anyone, &["/_matrix/client/versions"]),
+    get(E::WellKnownClient, Anyone, &["/.well-known/matrix/client"]),
+    get(E::WellKnownServer, Anyone, &["/.well-known/matrix/server"]),
+    get(E::Capabilities, UsersAndGuests, &["/_matrix/client/{r0|v3}/capabilities"]),
+    get(E::RegisterAvailable, Anyone, &["/_matrix/client/{r0|v3}/register/available"]),
+    post(E::Register, Anyone, &["/_matrix/client/{r0|v3}/register"]),
+    get(E::RegistrationTokenValidity, Anyone, &["/_matrix/client/v1/register/m.login.registration_token/validity"]),
+    get(E::LoginFlows, Anyone, &["/_matrix/client/{r0|v3}/login"]),
+    post(E::Login, Anyone, &["/_matrix/client/{r0|v3}/login"]),
+    post(E::Refresh, Anyone, &["/_matrix/client/{v1|v3}/refresh"]),
+    post(E::Logout, UsersAndGuests, &["/_matrix/client/{r0|v3}/logout"]),
+    post(E::LogoutAll, Users, &["/_matrix/client/{r0|v3}/logout/all"]),
+    get(E::Whoami, UsersAndGuests, &["/_matrix/client/{r0|v3}/account/whoami"]),
+    post(E::ChangePassword, Users, &["/_matrix/client/{r0|v3}/account/password"]),
+    post(E::Deactivate, Users, &["/_matrix/client/{r0|v3}/account/deactivate"]),
+    get(E::ThreePids, Users, &["/_matrix/client/{r0|v3}/account/3pid"]),
+    get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
+    get(E::GetDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
+    put(E::UpdateDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
+    delete(E::DeleteDevice, Users, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
+    post(E::DeleteDevices, Users, &["/_matrix/client/{r0|v3}/delete_devices"]),
+    post(E::CreateRoom, Users, &["/_matrix/client/{r0|v3}/createRoom"]),
+    get(E::JoinedRooms, Users, &["/_matrix/client/{r0|v3}/joined_rooms"]),
+    post(
+        E::JoinRoom,
+        UsersAndGuests,
+        &["/_matrix/client/{r0|v3}/join/:room_id_or_alias", "/_matrix/client/{r0|v3}/rooms/:room_id_or_alias/join"],
+    ),
+    post(E::Invite, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/invite"]),
+    post(E::Leave, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/leave"]),
+    put(E::SendEvent, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/send/:event_type/:txn_id"]),
+    put(
+        E::PutState,
+        UsersAndGuests,
+        &[
+            "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type",
+            "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?",
+        ],
+    ),
+    get(E::GetState, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/state"]),
+    get(
+        E::GetStateEvent,
+        UsersAndGuests,
+        &[
+            "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type",
+            "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?",
+        ],
+    ),
+    get(E::GetEvent, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/event/:event_id"]),
+    get(E::Messages, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/messages"]),
+    get(E::Members, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/members"]),
+    get(E::JoinedMembers, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/joined_members"]),
+    put(E::Redact, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/redact/:event_id/:txn_id"]),
+    post(E::Kick, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/kick"]),
+    post(E::Ban, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/ban"]),
+    post(E::Unban, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/unban"]),
+    put(E::CreateAlias, Users, &["/_matrix/client/{r0|v3}/directory/room/:room_alias"]),
+    get(E::ResolveAlias, Anyone, &["/_matrix/client/{r0|v3}/directory/room/:room_alias"]),
+    delete(E::DeleteAlias, Users, &["/_matrix/client/{r0|v3}/directory/room/:room_alias"]),
+    get(E::RoomAliases, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/aliases"]),
+    post(E::Knock, Users, &["/_matrix/client/{r0|v3}/knock/:room_id_or_alias"]),
+    post(E::Forget, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/forget"]),
+    get(E::TimestampToEvent, Users, &["/_matrix/client/v1/rooms/:room_id/timestamp_to_event"]),
+    get(E::Context, UsersAndGuests, &["/_matrix/client/{r0|v3}/rooms/:room_id/context/:event_id"]),
+    post(E::ReportEvent, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id"]),
+    post(E::ReportRoom, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/report"]),
+    post(E::ReportUser, Users, &["/_matrix/client/v3/users/:user_id/report"]),
+    post(E::Upgrade, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/upgrade"]),
+    get(
+        E::Relations,
+        Users,
+        &[
+            "/_matrix/client/v1/rooms/:room_id/relations/:event_id",
+            "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type",
+            "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type/:event_type",
+        ],
+    ),
+    get(E::Threads, Users, &["/_matrix/client/v1/rooms/:room_id/threads"]),
+    get(E::AdminReports, Users, &["/_conduit/admin/v1/reports"]),
+    get(E::Sync, UsersAndGuests, &["/_matrix/client/{r0|v3}/sync"]),
+    post(E::CreateFilter, UsersAndGuests, &["/_matrix/client/{r0|v3}/user/:user_id/filter"]),
+    get(E::GetFilter, UsersAndGuests, &["/_matrix/client/{r0|v3}/user/:user_id/filter/:filter_id"]),
+    put(E::PutAccountData, Users, &["/_matrix/client/{r0|v3}/user/:user_id/account_data/:type"]),
+    get(E::GetAccountData, Users, &["/_matrix/client/{r0|v3}/user/:user_id/account_data/:type"]),
+    put(E::PutRoomAccountData, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type"]),
+    get(E::GetRoomAccountData, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type"]),
+    get(E::GetTags, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags"]),
+    put(E::PutTag, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag"]),
+    delete(E::DeleteTag, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag"]),
+    get(E::GetProfile, Anyone, &["/_matrix/client/{r0|v3}/profile/:user_id"]),
+    get(E::GetProfileField, Anyone, &["/_matrix/client/{r0|v3}/profile/:user_id/:field"]),
+    put(E::SetProfileField, Users, &["/_matrix/client/{r0|v3}/profile/:user_id/:field"]),
+    put(E::Typing, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id"]),
+    post(E::Receipt, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/receipt/:receipt_type/:event_id"]),
+    post(E::ReadMarkers, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/read_markers"]),
+    get(E::GetPresence, Users, &["/_matrix/client/{r0|v3}/presence/:user_id/status"]),
+    put(E::SetPresence, Users, &["/_matrix/client/{r0|v3}/presence/:user_id/status"]),
+    post(
+        E::KeysUpload,
+        Users,
+        &["/_matrix/client/{r0|v3}/keys/upload", "/_matrix/client/{r0|v3}/keys/upload/:device_id"],
+    ),
+    post(E::KeysQuery, Users, &["/_matrix/client/{r0|v3}/keys/query"]),
+    post(E::KeysClaim, Users, &["/_matrix/client/{r0|v3}/keys/claim"]),
+    get(E::KeysChanges, Users, &["/_matrix/client/{r0|v3}/keys/changes"]),
+    post(E::SigningKeysUpload, Users, &["/_matrix/client/{v3|unstable}/keys/device_signing/upload"]),
+    post(E::SignaturesUpload, Users, &["/_matrix/client/{v3|unstable}/keys/signatures/upload"]),
+    put(E::SendToDevice, Users, &["/_matrix/client/{r0|v3}/sendToDevice/:event_type/:txn_id"]),
+    post(E::CreateBackup, Users, &["/_matrix/client/{r0|v3|unstable}/room_keys/version"]),
+    get(
+        E::GetBackup,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3|unstable}/room_keys/version",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version",
+        ],
+    ),
+    put(E::UpdateBackup, Users, &["/_matrix/client/{r0|v3|unstable}/room_keys/version/:version"]),
+    delete(E::DeleteBackup, Users, &["/_matrix/client/{r0|v3|unstable}/room_keys/version/:version"]),
+    put(
+        E::PutBackupKeys,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id",
+        ],
+    ),
+    get(
+        E::GetBackupKeys,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id",
+        ],
+    ),
+    delete(
+        E::DeleteBackupKeys,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id",
+            "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id",
+        ],
+    ),
+    get(E::GetPushRules, Users, &["/_matrix/client/{r0|v3}/pushrules/", "/_matrix/client/{r0|v3}/pushrules"]),
+    get(E::GetGlobalPushRules, Users, &["/_matrix/client/{r0|v3}/pushrules/global/"]),
+    get(E::GetPushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id"]),
+    put(E::PutPushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id"]),
+    delete(E::DeletePushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id"]),
+    get(E::GetPushRuleAttribute, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id/:attribute"]),
+    put(E::PutPushRuleAttribute, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id/:attribute"]),
+    put(E::PutDehydratedDevice, Users, &["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"]),
+    get(E::GetDehydratedDevice, Users, &["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"]),
+    delete(E::DeleteDehydratedDevice, Users, &["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"]),
+    post(
+        E::DehydratedDeviceEvents,
+        Users,
+        &["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/:device_id/events"],
+    ),
+    post(E::UserDirectorySearch, Users, &["/_matrix/client/{r0|v3}/user_directory/search"]),
+    get(E::GetPublicRooms, Anyone, &["/_matrix/client/{r0|v3}/publicRooms"]),
+    post(E::SearchPublicRooms, Users, &["/_matrix/client/{r0|v3}/publicRooms"]),
+    get(E::GetRoomVisibility, Anyone, &["/_matrix/client/{r0|v3}/directory/list/room/:room_id"]),
+    put(E::SetRoomVisibility, Users, &["/_matrix/client/{r0|v3}/directory/list/room/:room_id"]),
+    post(E::MediaUpload, Users, &["/_matrix/media/{r0|v3}/upload"]).streamed(),
+    post(E::MediaCreate, Users, &["/_matrix/media/v1/create"]),
+    put(E::MediaUploadTo, Users, &["/_matrix/media/{r0|v3}/upload/:server_name/:media_id"]).streamed(),
+    get(
+        E::MediaDownload,
+        UsersAndGuests,
+        &[
+            "/_matrix/client/v1/media/download/:server_name/:media_id",
+            "/_matrix/client/v1/media/download/:server_name/:media_id/:file_name",
+        ],
+    ),
+    get(
+        E::MediaLegacyDownload,
+        Anyone,
+        &[
+            "/_matrix/media/{r0|v3}/download/:server_name/:media_id",
+            "/_matrix/media/{r0|v3}/download/:server_name/:media_id/:file_name",
+        ],
+    ),
+    get(E::MediaConfig, Users, &["/_matrix/client/v1/media/config", "/_matrix/media/{r0|v3}/config"]),
+    get(E::MediaThumbnail, UsersAndGuests, &["/_matrix/client/v1/media/thumbnail/:server_name/:media_id"]),
+    get(E::MediaLegacyThumbnail, Anyone, &["/_matrix/media/{r0|v3}/thumbnail/:server_name/:media_id"]),
+    get(E::PreviewUrl, Users, &["/_matrix/client/v1/media/preview_url", "/_matrix/media/{r0|v3}/preview_url"]),
+    get(E::Hierarchy, Users, &["/_matrix/client/v1/rooms/:room_id/hierarchy"]),
+    get(
+        E::RoomSummary,
+        Users,
+        &[
+            "/_matrix/client/v1/room_summary/:room_id_or_alias",
+            "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias",
+        ],
+    ),
+    get(E::Notifications, Users, &["/_matrix/client/{r0|v3}/notifications"]),
+    post(E::Search, Users, &["/_matrix/client/{r0|v3}/search"]),
+    get(E::GetPushers, Users, &["/_matrix/client/{r0|v3}/pushers"]),
+    post(E::SetPusher, Users, &["/_matrix/client/{r0|v3}/pushers/set"]),
+    get(E::ServerKeys, Anyone, &["/_matrix/key/v2/server", "/_matrix/key/v2/server/:key_id"]),
+];
+
 impl Endpoint {
-    /// Whether the handler reads the body as it arrives (media uploads,
-    /// bounded by `media.max_upload_size`) instead of whole beforehand
-    /// (bounded by `max_request_size`).
+    /// This endpoint's description.
+    pub fn spec(self) -> &'static EndpointSpec {
+        static BY_ENDPOINT: std::sync::LazyLock<std::collections::HashMap<Endpoint, &'static EndpointSpec>> =
+            std::sync::LazyLock::new(|| ENDPOINTS.iter().map(|spec| (spec.endpoint, spec)).collect());
+        BY_ENDPOINT.get(&self).copied().unwrap_or(&UNDESCRIBED)
+    }
+
+    /// Whether the handler reads the body as it arrives.
     pub fn streams_body(self) -> bool {
-        matches!(self, Endpoint::MediaUpload | Endpoint::MediaUploadTo)
+        self.spec().body == BodyKind::Streamed
     }
 
     /// The largest body this endpoint reads whole, given the configured
@@ -164,219 +441,37 @@ impl Endpoint {
 
     /// Whether the request must carry a valid access token.
     pub fn needs_auth(self) -> bool {
-        use Endpoint::*;
-        !matches!(
-            self,
-            Versions
-                | WellKnownClient
-                | WellKnownServer
-                | RegisterAvailable
-                | Register
-                | RegistrationTokenValidity
-                | LoginFlows
-                | Login
-                | Refresh
-                | ServerKeys
-                | ResolveAlias
-                | GetProfile
-                | GetProfileField
-                | GetPublicRooms
-                | GetRoomVisibility
-                | MediaLegacyDownload
-                | MediaLegacyThumbnail
-        )
+        self.spec().access != Access::Anyone
     }
-}
 
-impl Endpoint {
-    /// Whether guest accounts may call it (spec: "Guest Access"; logout and
-    /// capabilities are allowed too, as other servers do).
+    /// Whether guest accounts may call it.
     pub fn allows_guests(self) -> bool {
-        use Endpoint::*;
-        matches!(
-            self,
-            Whoami
-                | Devices
-                | GetDevice
-                | UpdateDevice
-                | Logout
-                | Capabilities
-                | JoinRoom
-                | Leave
-                | SendEvent
-                | PutState
-                | GetState
-                | GetStateEvent
-                | GetEvent
-                | Messages
-                | Members
-                | JoinedMembers
-                | Context
-                | Sync
-                | CreateFilter
-                | GetFilter
-                | MediaDownload
-                | MediaThumbnail
-        )
+        self.spec().access == Access::UsersAndGuests
     }
 }
 
-/// Body limit of the endpoints that need no access token (a registration
-/// with every optional field is under 2 KiB).
-pub const UNAUTHENTICATED_MAX_BODY: u64 = 64 * 1024;
+/// What an endpoint missing from [`ENDPOINTS`] would get (a unit test
+/// checks that none is): the most restrictive description.
+static UNDESCRIBED: EndpointSpec = EndpointSpec {
+    endpoint: Endpoint::Versions,
+    method: Method::Get,
+    paths: &[],
+    access: Access::Users,
+    body: BodyKind::Whole,
+};
 
-const fn route(method: Method, pattern: &'static str, endpoint: Endpoint) -> Route<Endpoint> {
-    Route { method, pattern, endpoint }
+/// The route table the router matches, built once from [`ENDPOINTS`].
+pub fn routes() -> &'static [Route<Endpoint>] {
+    static ROUTES: std::sync::LazyLock<Vec<Route<Endpoint>>> = std::sync::LazyLock::new(|| {
+        ENDPOINTS
+            .iter()
+            .flat_map(|spec| {
+                spec.paths.iter().map(|pattern| Route { method: spec.method, pattern, endpoint: spec.endpoint })
+            })
+            .collect()
+    });
+    &ROUTES
 }
-
-use Endpoint as E;
-use Method::{Delete, Get, Post, Put};
-
-/// Every route. Client-server paths answer under both `r0` and `v3` (older
-/// clients and bridges still use `r0`).
-pub const ROUTES: &[Route<Endpoint>] = &[
-    route(Get, "/_matrix/client/versions", E::Versions),
-    route(Get, "/.well-known/matrix/client", E::WellKnownClient),
-    route(Get, "/.well-known/matrix/server", E::WellKnownServer),
-    route(Get, "/_matrix/client/{r0|v3}/capabilities", E::Capabilities),
-    route(Get, "/_matrix/client/{r0|v3}/register/available", E::RegisterAvailable),
-    route(Post, "/_matrix/client/{r0|v3}/register", E::Register),
-    route(Get, "/_matrix/client/v1/register/m.login.registration_token/validity", E::RegistrationTokenValidity),
-    route(Get, "/_matrix/client/{r0|v3}/login", E::LoginFlows),
-    route(Post, "/_matrix/client/{r0|v3}/login", E::Login),
-    route(Post, "/_matrix/client/{v1|v3}/refresh", E::Refresh),
-    route(Post, "/_matrix/client/{r0|v3}/logout", E::Logout),
-    route(Post, "/_matrix/client/{r0|v3}/logout/all", E::LogoutAll),
-    route(Get, "/_matrix/client/{r0|v3}/account/whoami", E::Whoami),
-    route(Post, "/_matrix/client/{r0|v3}/account/password", E::ChangePassword),
-    route(Post, "/_matrix/client/{r0|v3}/account/deactivate", E::Deactivate),
-    route(Get, "/_matrix/client/{r0|v3}/account/3pid", E::ThreePids),
-    route(Get, "/_matrix/client/{r0|v3}/devices", E::Devices),
-    route(Get, "/_matrix/client/{r0|v3}/devices/:device_id", E::GetDevice),
-    route(Put, "/_matrix/client/{r0|v3}/devices/:device_id", E::UpdateDevice),
-    route(Delete, "/_matrix/client/{r0|v3}/devices/:device_id", E::DeleteDevice),
-    route(Post, "/_matrix/client/{r0|v3}/delete_devices", E::DeleteDevices),
-    route(Post, "/_matrix/client/{r0|v3}/createRoom", E::CreateRoom),
-    route(Get, "/_matrix/client/{r0|v3}/joined_rooms", E::JoinedRooms),
-    route(Post, "/_matrix/client/{r0|v3}/join/:room_id_or_alias", E::JoinRoom),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/join", E::JoinRoom),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/invite", E::Invite),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/leave", E::Leave),
-    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/send/:event_type/:txn_id", E::SendEvent),
-    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type", E::PutState),
-    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?", E::PutState),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state", E::GetState),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type", E::GetStateEvent),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/state/:event_type/:state_key?", E::GetStateEvent),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/event/:event_id", E::GetEvent),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/messages", E::Messages),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/members", E::Members),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/joined_members", E::JoinedMembers),
-    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/redact/:event_id/:txn_id", E::Redact),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/kick", E::Kick),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/ban", E::Ban),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/unban", E::Unban),
-    route(Put, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::CreateAlias),
-    route(Get, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::ResolveAlias),
-    route(Delete, "/_matrix/client/{r0|v3}/directory/room/:room_alias", E::DeleteAlias),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/aliases", E::RoomAliases),
-    route(Post, "/_matrix/client/{r0|v3}/knock/:room_id_or_alias", E::Knock),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/forget", E::Forget),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/timestamp_to_event", E::TimestampToEvent),
-    route(Get, "/_matrix/client/{r0|v3}/rooms/:room_id/context/:event_id", E::Context),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report/:event_id", E::ReportEvent),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/report", E::ReportRoom),
-    route(Post, "/_matrix/client/v3/users/:user_id/report", E::ReportUser),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/upgrade", E::Upgrade),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id", E::Relations),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type", E::Relations),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/relations/:event_id/:rel_type/:event_type", E::Relations),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/threads", E::Threads),
-    route(Get, "/_conduit/admin/v1/reports", E::AdminReports),
-    route(Get, "/_matrix/client/{r0|v3}/sync", E::Sync),
-    route(Post, "/_matrix/client/{r0|v3}/user/:user_id/filter", E::CreateFilter),
-    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/filter/:filter_id", E::GetFilter),
-    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/account_data/:type", E::PutAccountData),
-    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/account_data/:type", E::GetAccountData),
-    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type", E::PutRoomAccountData),
-    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/account_data/:type", E::GetRoomAccountData),
-    route(Get, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags", E::GetTags),
-    route(Put, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::PutTag),
-    route(Delete, "/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag", E::DeleteTag),
-    route(Get, "/_matrix/client/{r0|v3}/profile/:user_id", E::GetProfile),
-    route(Get, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::GetProfileField),
-    route(Put, "/_matrix/client/{r0|v3}/profile/:user_id/:field", E::SetProfileField),
-    route(Put, "/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id", E::Typing),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/receipt/:receipt_type/:event_id", E::Receipt),
-    route(Post, "/_matrix/client/{r0|v3}/rooms/:room_id/read_markers", E::ReadMarkers),
-    route(Get, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::GetPresence),
-    route(Put, "/_matrix/client/{r0|v3}/presence/:user_id/status", E::SetPresence),
-    route(Post, "/_matrix/client/{r0|v3}/keys/upload", E::KeysUpload),
-    route(Post, "/_matrix/client/{r0|v3}/keys/upload/:device_id", E::KeysUpload),
-    route(Post, "/_matrix/client/{r0|v3}/keys/query", E::KeysQuery),
-    route(Post, "/_matrix/client/{r0|v3}/keys/claim", E::KeysClaim),
-    route(Get, "/_matrix/client/{r0|v3}/keys/changes", E::KeysChanges),
-    route(Post, "/_matrix/client/{v3|unstable}/keys/device_signing/upload", E::SigningKeysUpload),
-    route(Post, "/_matrix/client/{v3|unstable}/keys/signatures/upload", E::SignaturesUpload),
-    route(Put, "/_matrix/client/{r0|v3}/sendToDevice/:event_type/:txn_id", E::SendToDevice),
-    route(Post, "/_matrix/client/{r0|v3|unstable}/room_keys/version", E::CreateBackup),
-    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/version", E::GetBackup),
-    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::GetBackup),
-    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::UpdateBackup),
-    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/version/:version", E::DeleteBackup),
-    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::PutBackupKeys),
-    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::PutBackupKeys),
-    route(Put, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::PutBackupKeys),
-    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::GetBackupKeys),
-    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::GetBackupKeys),
-    route(Get, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::GetBackupKeys),
-    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys", E::DeleteBackupKeys),
-    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id", E::DeleteBackupKeys),
-    route(Delete, "/_matrix/client/{r0|v3|unstable}/room_keys/keys/:room_id/:session_id", E::DeleteBackupKeys),
-    route(Get, "/_matrix/client/{r0|v3}/pushrules/", E::GetPushRules),
-    route(Get, "/_matrix/client/{r0|v3}/pushrules", E::GetPushRules),
-    route(Get, "/_matrix/client/{r0|v3}/pushrules/global/", E::GetGlobalPushRules),
-    route(Get, "/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id", E::GetPushRule),
-    route(Put, "/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id", E::PutPushRule),
-    route(Delete, "/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id", E::DeletePushRule),
-    route(Get, "/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id/:attribute", E::GetPushRuleAttribute),
-    route(Put, "/_matrix/client/{r0|v3}/pushrules/:scope/:kind/:rule_id/:attribute", E::PutPushRuleAttribute),
-    route(Put, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::PutDehydratedDevice),
-    route(Get, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::GetDehydratedDevice),
-    route(Delete, "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", E::DeleteDehydratedDevice),
-    route(
-        Post,
-        "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device/:device_id/events",
-        E::DehydratedDeviceEvents,
-    ),
-    route(Post, "/_matrix/client/{r0|v3}/user_directory/search", E::UserDirectorySearch),
-    route(Get, "/_matrix/client/{r0|v3}/publicRooms", E::GetPublicRooms),
-    route(Post, "/_matrix/client/{r0|v3}/publicRooms", E::SearchPublicRooms),
-    route(Get, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::GetRoomVisibility),
-    route(Put, "/_matrix/client/{r0|v3}/directory/list/room/:room_id", E::SetRoomVisibility),
-    route(Post, "/_matrix/media/{r0|v3}/upload", E::MediaUpload),
-    route(Post, "/_matrix/media/v1/create", E::MediaCreate),
-    route(Put, "/_matrix/media/{r0|v3}/upload/:server_name/:media_id", E::MediaUploadTo),
-    route(Get, "/_matrix/client/v1/media/download/:server_name/:media_id", E::MediaDownload),
-    route(Get, "/_matrix/client/v1/media/download/:server_name/:media_id/:file_name", E::MediaDownload),
-    route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id", E::MediaLegacyDownload),
-    route(Get, "/_matrix/media/{r0|v3}/download/:server_name/:media_id/:file_name", E::MediaLegacyDownload),
-    route(Get, "/_matrix/client/v1/media/config", E::MediaConfig),
-    route(Get, "/_matrix/client/v1/media/thumbnail/:server_name/:media_id", E::MediaThumbnail),
-    route(Get, "/_matrix/media/{r0|v3}/thumbnail/:server_name/:media_id", E::MediaLegacyThumbnail),
-    route(Get, "/_matrix/media/{r0|v3}/config", E::MediaConfig),
-    route(Get, "/_matrix/client/v1/media/preview_url", E::PreviewUrl),
-    route(Get, "/_matrix/media/{r0|v3}/preview_url", E::PreviewUrl),
-    route(Get, "/_matrix/client/v1/rooms/:room_id/hierarchy", E::Hierarchy),
-    route(Get, "/_matrix/client/v1/room_summary/:room_id_or_alias", E::RoomSummary),
-    route(Get, "/_matrix/client/unstable/im.nheko.summary/summary/:room_id_or_alias", E::RoomSummary),
-    route(Get, "/_matrix/client/{r0|v3}/notifications", E::Notifications),
-    route(Post, "/_matrix/client/{r0|v3}/search", E::Search),
-    route(Get, "/_matrix/client/{r0|v3}/pushers", E::GetPushers),
-    route(Post, "/_matrix/client/{r0|v3}/pushers/set", E::SetPusher),
-    route(Get, "/_matrix/key/v2/server", E::ServerKeys),
-    route(Get, "/_matrix/key/v2/server/:key_id", E::ServerKeys),
-];
 
 /// Authenticates if the endpoint needs it, then runs its handler.
 pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Request) -> Result<Response> {
@@ -520,4 +615,40 @@ async fn authenticate(services: &Services, request: &Request) -> Result<Identity
     let token =
         request.access_token.as_deref().ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
     services.users.authenticate(token).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_endpoint_is_described_once_with_consistent_parameter_names() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in ENDPOINTS {
+            assert!(seen.insert(spec.endpoint), "{:?} is described twice", spec.endpoint);
+            assert!(!spec.paths.is_empty(), "{:?} has no path", spec.endpoint);
+            assert!(std::ptr::eq(spec.endpoint.spec(), spec));
+            // Every path names its parameters as the longest one does, in order.
+            let names = |path: &str| -> Vec<String> {
+                path.split('/')
+                    .filter(|part| part.starts_with(':'))
+                    .map(|part| part.trim_matches(&[':', '?'][..]).to_owned())
+                    .collect()
+            };
+            let longest = spec.paths.iter().map(|p| names(p)).max_by_key(Vec::len).unwrap_or_default();
+            for path in spec.paths {
+                let these = names(path);
+                assert_eq!(these[..], longest[..these.len()], "{:?}: {path}", spec.endpoint);
+            }
+        }
+    }
+
+    #[test]
+    fn access_and_bodies_follow_the_descriptions() {
+        assert!(!Endpoint::Login.needs_auth() && Endpoint::Login.max_body(1 << 20) == UNAUTHENTICATED_MAX_BODY);
+        assert!(Endpoint::Sync.needs_auth() && Endpoint::Sync.allows_guests());
+        assert!(Endpoint::CreateRoom.needs_auth() && !Endpoint::CreateRoom.allows_guests());
+        assert!(Endpoint::MediaUpload.streams_body() && !Endpoint::Login.streams_body());
+        assert_eq!(Endpoint::SendEvent.max_body(1 << 20), 1 << 20);
+    }
 }

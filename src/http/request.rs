@@ -91,8 +91,8 @@ pub struct Request {
     pub method: Method,
     /// The path, without the query string.
     pub path: String,
-    /// Percent-decoded path parameters, in order.
-    pub params: Vec<String>,
+    /// Path parameters by name (see [`super::router`]).
+    pub params: super::router::Params,
     pub query: Vec<(String, String)>,
     pub body: Bytes,
     /// For endpoints that stream their body ([`crate::api::Endpoint::streams_body`]):
@@ -109,9 +109,17 @@ pub struct Request {
 }
 
 impl Request {
-    /// The `index`-th path parameter.
-    pub fn param(&self, index: usize) -> &str {
-        self.params.get(index).map_or("", String::as_str)
+    /// The path parameter `name` (`:name` in the endpoint's paths). Its
+    /// absence is an error: the endpoint's paths do not name it.
+    pub fn param(&self, name: &str) -> Result<&str> {
+        self.optional_param(name)
+            .ok_or_else(|| Error::internal("path parameters", format!("this endpoint has no parameter {name:?}")))
+    }
+
+    /// A path parameter only some of the endpoint's paths have (a trailing
+    /// file name, a backup version).
+    pub fn optional_param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(key, _)| *key == name).map(|(_, value)| value.as_str())
     }
 
     /// The first value of a query parameter.

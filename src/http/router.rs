@@ -14,8 +14,11 @@ pub struct Route<E> {
     pub endpoint: E,
 }
 
+/// A path parameter: its name in the pattern and its decoded value.
+pub type Params = Vec<(&'static str, String)>;
+
 pub enum Match<E> {
-    Found { endpoint: E, params: Vec<String> },
+    Found { endpoint: E, params: Params },
     MethodNotAllowed,
     NotFound,
 }
@@ -39,7 +42,7 @@ pub fn find<E: Copy>(routes: &[Route<E>], method: Method, path: &str) -> Match<E
     }
 }
 
-fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Vec<String>> {
+fn match_pattern(pattern: &'static str, segments: &[&str]) -> Option<Params> {
     let parts: Vec<&str> = pattern.trim_start_matches('/').split('/').collect();
     if parts.len() != segments.len() {
         return None;
@@ -51,7 +54,8 @@ fn match_pattern(pattern: &str, segments: &[&str]) -> Option<Vec<String>> {
             if segment.is_empty() && !part.ends_with('?') {
                 return None;
             }
-            params.push(percent_decode(segment, false));
+            let name = part.trim_start_matches(':').trim_end_matches('?');
+            params.push((name, percent_decode(segment, false)));
         } else if let Some(choices) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
             if !choices.split('|').any(|choice| choice == *segment) {
                 return None;
@@ -74,7 +78,7 @@ mod tests {
         Route { method: Method::Put, pattern: "/state/:kind/:key?", endpoint: 4 },
     ];
 
-    fn found(method: Method, path: &str) -> Option<(u8, Vec<String>)> {
+    fn found(method: Method, path: &str) -> Option<(u8, Vec<(&'static str, String)>)> {
         match find(ROUTES, method, path) {
             Match::Found { endpoint, params } => Some((endpoint, params)),
             _ => None,
@@ -82,14 +86,17 @@ mod tests {
     }
 
     #[test]
-    fn matches_methods_versions_and_decoded_params() {
-        assert_eq!(found(Method::Get, "/_matrix/client/v3/devices/AB%2FC"), Some((1, vec!["AB/C".into()])));
-        assert_eq!(found(Method::Put, "/_matrix/client/r0/devices/X"), Some((2, vec!["X".into()])));
+    fn matches_methods_versions_and_named_decoded_params() {
+        assert_eq!(found(Method::Get, "/_matrix/client/v3/devices/AB%2FC"), Some((1, vec![("id", "AB/C".into())])));
+        assert_eq!(found(Method::Put, "/_matrix/client/r0/devices/X"), Some((2, vec![("id", "X".into())])));
         assert_eq!(found(Method::Get, "/_matrix/client/versions"), Some((3, vec![])));
-        assert_eq!(found(Method::Put, "/state/m.room.name/"), Some((4, vec!["m.room.name".into(), "".into()])));
+        assert_eq!(
+            found(Method::Put, "/state/m.room.name/"),
+            Some((4, vec![("kind", "m.room.name".into()), ("key", "".into())]))
+        );
         assert_eq!(
             found(Method::Put, "/state/m.room.member/%40a%3Ab"),
-            Some((4, vec!["m.room.member".into(), "@a:b".into()]))
+            Some((4, vec![("kind", "m.room.member".into()), ("key", "@a:b".into())]))
         );
         assert_eq!(found(Method::Put, "/state//x"), None, "only `?` parameters may be empty");
     }

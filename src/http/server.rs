@@ -289,7 +289,7 @@ async fn process(
     path: String,
     client: std::net::IpAddr,
 ) -> Result<Response> {
-    let (endpoint, params) = match router::find(api::ROUTES, method, &path) {
+    let (endpoint, params) = match router::find(api::routes(), method, &path) {
         Match::Found { endpoint, params } => (endpoint, params),
         Match::MethodNotAllowed => {
             return Err(Error::new(ErrorKind::MethodNotAllowed, "This endpoint does not support this method"))

@@ -328,3 +328,59 @@ async fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
     assert!(response.starts_with("HTTP/1.1 403"), "the request completed: {response}");
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").unwrap();
 }
+
+/// Every endpoint, called with well-formed parameters and an empty object:
+/// a refusal is fine, an internal error (a handler reading a parameter its
+/// paths do not name, say) is not.
+#[tokio::test]
+async fn no_endpoint_fails_internally_on_well_formed_parameters() {
+    let server = TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let value = |name: &str| -> String {
+        let raw = match name {
+            "room_id" | "room_id_or_alias" => room.clone(),
+            "user_id" => alice.user_id.clone(),
+            "event_id" => "$nope".to_owned(),
+            "room_alias" => "#nope:test.local".to_owned(),
+            "server_name" => "test.local".to_owned(),
+            "scope" => "global".to_owned(),
+            "kind" => "override".to_owned(),
+            "rule_id" => "org.example.rule".to_owned(),
+            "attribute" => "enabled".to_owned(),
+            "field" => "displayname".to_owned(),
+            "receipt_type" => "m.read".to_owned(),
+            "device_id" => alice.device_id.clone(),
+            "version" => "1".to_owned(),
+            _ => "x".to_owned(),
+        };
+        crate::harness::enc(&raw)
+    };
+    // Those that end the session go last.
+    use conduit::api::Endpoint as E;
+    let ends_session =
+        |e: E| matches!(e, E::Logout | E::LogoutAll | E::DeleteDevice | E::DeleteDevices | E::Deactivate);
+    let specs = conduit::api::ENDPOINTS.iter().filter(|s| !ends_session(s.endpoint));
+    for spec in specs.chain(conduit::api::ENDPOINTS.iter().filter(|s| ends_session(s.endpoint))) {
+        for pattern in spec.paths {
+            let path: Vec<String> = pattern
+                .split('/')
+                .map(|part| match part {
+                    p if p.starts_with(':') => value(p.trim_matches(&[':', '?'][..])),
+                    p if p.starts_with('{') => {
+                        p.trim_matches(&['{', '}'][..]).split('|').last().unwrap_or("v3").to_owned()
+                    }
+                    p => p.to_owned(),
+                })
+                .collect();
+            let path = path.join("/");
+            let method = format!("{:?}", spec.method).to_uppercase();
+            let reply = alice.client.try_send(&method, &path, &[], Bytes::from_static(b"{}")).await;
+            let reply = reply.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            assert_ne!(reply.status, 500, "{method} {path}: {}", reply.body);
+            if !ends_session(spec.endpoint) {
+                assert_ne!(reply.errcode(), "M_UNKNOWN_TOKEN", "{method} {path}: the session is still valid");
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use crate::{
 use super::room_events::room_id_param;
 
 fn check_owner(request: &Request, who: &Identity) -> Result<()> {
-    if request.param(0) != who.user_id.as_str() {
+    if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("Cannot access account data of other users"));
     }
     Ok(())
@@ -27,27 +27,29 @@ fn check_owner(request: &Request, who: &Identity) -> Result<()> {
 
 pub async fn put_global(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    s.users.set_account_data(&who.localpart, None, request.param(1), request.json_object()?).await?;
+    s.users.set_account_data(&who.localpart, None, request.param("type")?, request.json_object()?).await?;
     Ok(Response::empty_object())
 }
 
 pub fn get_global(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let content = s.users.account_data(&who.localpart, None, request.param(1))?;
+    let content = s.users.account_data(&who.localpart, None, request.param("type")?)?;
     Ok(Response::json(&content.ok_or_else(|| Error::not_found("No account data of that type"))?))
 }
 
 pub async fn put_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let room_id = room_id_param(request, 1)?;
-    s.users.set_account_data(&who.localpart, Some(room_id.as_str()), request.param(2), request.json_object()?).await?;
+    let room_id = room_id_param(request)?;
+    s.users
+        .set_account_data(&who.localpart, Some(room_id.as_str()), request.param("type")?, request.json_object()?)
+        .await?;
     Ok(Response::empty_object())
 }
 
 pub fn get_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let room_id = room_id_param(request, 1)?;
-    let content = s.users.account_data(&who.localpart, Some(room_id.as_str()), request.param(2))?;
+    let room_id = room_id_param(request)?;
+    let content = s.users.account_data(&who.localpart, Some(room_id.as_str()), request.param("type")?)?;
     Ok(Response::json(&content.ok_or_else(|| Error::not_found("No account data of that type"))?))
 }
 
@@ -62,7 +64,7 @@ async fn store_tags(s: &Services, who: &Identity, room_id: &str, tags: Map<Strin
 
 pub fn get_tags(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let room_id = room_id_param(request, 1)?;
+    let room_id = room_id_param(request)?;
     Ok(Response::json(&json!({ "tags": tags_of(s, who, room_id.as_str())? })))
 }
 
@@ -73,8 +75,8 @@ struct TagBody {
 
 pub async fn put_tag(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let room_id = room_id_param(request, 1)?;
-    let tag = request.param(2);
+    let room_id = room_id_param(request)?;
+    let tag = request.param("tag")?;
     if tag.len() > 255 {
         return Err(Error::invalid_param("Tags are at most 255 bytes"));
     }
@@ -91,9 +93,9 @@ pub async fn put_tag(s: &Services, request: &Request, who: &Identity) -> Result<
 
 pub async fn delete_tag(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
-    let room_id = room_id_param(request, 1)?;
+    let room_id = room_id_param(request)?;
     let mut tags = tags_of(s, who, room_id.as_str())?;
-    if tags.remove(request.param(2)).is_some() {
+    if tags.remove(request.param("tag")?).is_some() {
         store_tags(s, who, room_id.as_str(), tags).await?;
     }
     Ok(Response::empty_object())

@@ -18,7 +18,8 @@ use crate::{
 use super::room_events::room_id_param;
 
 fn local_alias(s: &Services, request: &Request) -> Result<OwnedRoomAliasId> {
-    let alias = RoomAliasId::parse(request.param(0)).map_err(|_| Error::invalid_param("Room alias invalid"))?;
+    let alias =
+        RoomAliasId::parse(request.param("room_alias")?).map_err(|_| Error::invalid_param("Room alias invalid"))?;
     if alias.server_name() != s.config.server_name {
         return Err(Error::invalid_param("Only aliases of this server can be managed here"));
     }
@@ -42,7 +43,8 @@ pub async fn create(s: &Services, request: &Request, who: &Identity) -> Result<R
 }
 
 pub fn resolve(s: &Services, request: &Request) -> Result<Response> {
-    let alias = RoomAliasId::parse(request.param(0)).map_err(|_| Error::invalid_param("Room alias invalid"))?;
+    let alias =
+        RoomAliasId::parse(request.param("room_alias")?).map_err(|_| Error::invalid_param("Room alias invalid"))?;
     let room_id =
         s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(Response::json(&json!({ "room_id": room_id, "servers": [s.config.server_name] })))
@@ -73,7 +75,7 @@ fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity)
 }
 
 pub fn list(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
         return Err(Error::forbidden("You are not a member of the room"));
     }

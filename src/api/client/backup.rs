@@ -28,18 +28,18 @@ pub async fn create_version(s: &Services, request: &Request, who: &Identity) -> 
 }
 
 pub fn get_version(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let version = (!request.param(0).is_empty()).then(|| request.param(0));
+    let version = request.optional_param("version");
     Ok(Response::json(&s.e2ee.backup_info(&who.localpart, version)?))
 }
 
 pub async fn update_version(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: Map<String, Value> = request.json()?;
-    s.e2ee.update_backup(&who.localpart, request.param(0), &body).await?;
+    s.e2ee.update_backup(&who.localpart, request.param("version")?, &body).await?;
     Ok(Response::empty_object())
 }
 
 pub async fn delete_version(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    s.e2ee.delete_backup(&who.localpart, request.param(0)).await?;
+    s.e2ee.delete_backup(&who.localpart, request.param("version")?).await?;
     Ok(Response::empty_object())
 }
 
@@ -50,10 +50,10 @@ fn version_param(request: &Request) -> Result<&str> {
 
 /// The scope addressed by the path parameters (room, then session).
 fn scope(request: &Request) -> Scope<'_> {
-    match (request.param(0), request.param(1)) {
-        ("", _) => Scope::All,
-        (room, "") => Scope::Room(room),
-        (room, session) => Scope::Session(room, session),
+    match (request.optional_param("room_id"), request.optional_param("session_id")) {
+        (None, _) => Scope::All,
+        (Some(room), None) => Scope::Room(room),
+        (Some(room), Some(session)) => Scope::Session(room, session),
     }
 }
 

@@ -38,7 +38,10 @@ pub fn list(s: &Services, who: &Identity) -> Result<Response> {
 }
 
 pub fn get(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let device = s.users.device(&who.localpart, request.param(0))?.ok_or_else(|| Error::not_found("No such device"))?;
+    let device = s
+        .users
+        .device(&who.localpart, request.param("device_id")?)?
+        .ok_or_else(|| Error::not_found("No such device"))?;
     Ok(Response::json(&device_json(&device)))
 }
 
@@ -52,7 +55,7 @@ pub async fn update(s: &Services, request: &Request, who: &Identity) -> Result<R
     if body.display_name.as_ref().is_some_and(|name| name.len() > 1024) {
         return Err(Error::invalid_param("display_name is longer than 1024 bytes"));
     }
-    s.users.set_device_display_name(&who.localpart, request.param(0), body.display_name).await?;
+    s.users.set_device_display_name(&who.localpart, request.param("device_id")?, body.display_name).await?;
     Ok(Response::empty_object())
 }
 
@@ -63,7 +66,7 @@ struct DeleteBody {
 
 pub async fn delete(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: DeleteBody = request.json()?;
-    let device_id = request.param(0).to_owned();
+    let device_id = request.param("device_id")?.to_owned();
     require_password(s, request, who, &format!("DELETE /devices/{device_id}"), body.auth.as_ref()).await?;
     s.users.delete_devices(&who.localpart, &[device_id]).await?;
     Ok(Response::empty_object())

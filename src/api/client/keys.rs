@@ -167,7 +167,7 @@ struct ToDeviceBody {
 /// `PUT /sendToDevice/{eventType}/{txnId}`, idempotent per device and transaction.
 pub async fn send_to_device(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: ToDeviceBody = request.json()?;
-    let (event_type, txn_id) = (request.param(0), request.param(1));
+    let (event_type, txn_id) = (request.param("event_type")?, request.param("txn_id")?);
     let txn = (who.localpart.clone(), format!("{}\nsendToDevice\n{event_type}\n{txn_id}", who.device_id));
     s.e2ee.send_to_device(&who.user_id, event_type, &body.messages, txn).await?;
     Ok(Response::empty_object())
@@ -218,6 +218,6 @@ struct DehydratedEventsBody {
 
 pub fn dehydrated_device_events(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: DehydratedEventsBody = request.json()?;
-    let events = s.e2ee.dehydrated_device_events(who, request.param(0), body.next_batch.as_deref())?;
+    let events = s.e2ee.dehydrated_device_events(who, request.param("device_id")?, body.next_batch.as_deref())?;
     Ok(Response::json(&events))
 }

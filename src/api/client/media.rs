@@ -69,10 +69,10 @@ pub async fn create(s: &Services, who: &Identity) -> Result<Response> {
 
 /// The `{serverName}` parameter must be this server.
 fn local_media_id<'r>(s: &Services, request: &'r Request) -> Result<&'r str> {
-    if request.param(0) != s.config.server_name.as_str() {
+    if request.param("server_name")? != s.config.server_name.as_str() {
         return Err(Error::not_found("Media of other servers cannot be fetched (no federation yet)"));
     }
-    Ok(request.param(1))
+    request.param("media_id")
 }
 
 pub async fn upload_to(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
@@ -122,7 +122,11 @@ async fn file_response(mut file: Download, filename: Option<&str>, range: Option
 pub async fn download(s: &Services, request: &Request) -> Result<Response> {
     let media_id = local_media_id(s, request)?;
     let file = s.media.download(media_id).await?;
-    let filename = Some(request.param(2)).filter(|name| !name.is_empty()).map(str::to_owned).or(file.filename.clone());
+    let filename = request
+        .optional_param("file_name")
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .or(file.filename.clone());
     file_response(file, filename.as_deref(), request.range.as_deref()).await
 }
 

@@ -46,7 +46,7 @@ pub fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
 }
 
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = known_room(s, request.param(0))?;
+    let room_id = known_room(s, request.param("room_id_or_alias")?)?;
     let body: ReasonBody = request.json()?;
     let mut content = super::profile::join_content(s, who)?;
     if let Some(reason) = body.reason {
@@ -62,7 +62,7 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
 
 /// `POST /knock/{roomIdOrAlias}` (room versions 7 and later, `knock` join rules).
 pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = known_room(s, request.param(0))?;
+    let room_id = known_room(s, request.param("room_id_or_alias")?)?;
     let body: ReasonBody = request.json()?;
     let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("knock", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
@@ -71,7 +71,7 @@ pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Re
 
 /// `POST /rooms/{roomId}/forget`: only once the user has left (or was banned).
 pub async fn forget(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = super::room_events::room_id_param(request, 0)?;
+    let room_id = super::room_events::room_id_param(request)?;
     match s.rooms.membership(&room_id, &who.user_id)?.as_deref() {
         Some("leave" | "ban") => {}
         Some(_) => return Err(Error::new(ErrorKind::BadState, "Leave the room before forgetting it")),
@@ -88,7 +88,7 @@ struct InviteBody {
 }
 
 pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = super::room_events::room_id_param(request, 0)?;
+    let room_id = super::room_events::room_id_param(request)?;
     let body: InviteBody = request.json()?;
     let invitee = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if invitee.server_name() != s.config.server_name {
@@ -103,7 +103,7 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
 }
 
 pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = super::room_events::room_id_param(request, 0)?;
+    let room_id = super::room_events::room_id_param(request)?;
     let body: ReasonBody = request.json()?;
     let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("leave", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
@@ -118,7 +118,7 @@ struct TargetBody {
 
 /// Kick, ban and unban: a member event about another user.
 async fn moderate(s: &Services, request: &Request, who: &Identity, membership: &str) -> Result<Response> {
-    let room_id = super::room_events::room_id_param(request, 0)?;
+    let room_id = super::room_events::room_id_param(request)?;
     let body: TargetBody = request.json()?;
     let target = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let current = s.rooms.membership(&room_id, &target)?;

@@ -65,7 +65,7 @@ fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crat
 }
 
 pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let backwards = match request.query("dir") {
         Some("b") => true,
         Some("f") => false,
@@ -142,7 +142,7 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
 /// `GET /rooms/{roomId}/timestamp_to_event?ts=&dir=`: the visible event
 /// nearest to a time, on or after it (`f`) or on or before it (`b`).
 pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let ts: u64 = request
         .query("ts")
         .and_then(|t| t.parse().ok())
@@ -175,9 +175,9 @@ pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Re
 /// `GET /rooms/{roomId}/context/{eventId}`: an event with those around it and
 /// the state after the last one returned.
 pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let not_found = || Error::not_found("Event not found");
-    let event_id = ruma::EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let event_id = ruma::EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
     let room = check_may_read(s, &room_id, who)?;
     let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
@@ -259,7 +259,7 @@ pub fn visible_neighbours(
 
 /// Member events of a room the caller is in: now, or at the position `at`.
 fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let not_member = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(&room_id)?.ok_or_else(not_member)?;
     if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {

@@ -21,7 +21,7 @@ use crate::{
 const MAX_FIELD_BYTES: usize = 1024;
 
 fn local_user(s: &Services, request: &Request) -> Result<(String, UserRecord)> {
-    let user_id = UserId::parse(request.param(0)).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let not_found = || Error::not_found("Profile not found");
     if user_id.server_name() != s.config.server_name {
         return Err(not_found());
@@ -48,7 +48,7 @@ pub fn get_profile(s: &Services, request: &Request) -> Result<Response> {
 }
 
 fn field_of(request: &Request) -> Result<(ProfileField, &'static str)> {
-    match request.param(1) {
+    match request.param("field")? {
         "displayname" => Ok((ProfileField::DisplayName, "displayname")),
         "avatar_url" => Ok((ProfileField::AvatarUrl, "avatar_url")),
         _ => Err(Error::not_found("Unknown profile field")),
@@ -65,7 +65,7 @@ pub fn get_field(s: &Services, request: &Request) -> Result<Response> {
 
 pub async fn set_field(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (field, key) = field_of(request)?;
-    if request.param(0) != who.user_id.as_str() {
+    if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only change your own profile"));
     }
     let body = request.json_object()?;

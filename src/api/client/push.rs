@@ -52,10 +52,10 @@ pub fn global(s: &Services, who: &Identity) -> Result<Response> {
 
 /// The `{scope}/{kind}/{ruleId}` path parameters.
 fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
-    if request.param(0) != "global" {
+    if request.param("scope")? != "global" {
         return Err(Error::invalid_param("Only the `global` scope exists"));
     }
-    let kind = match request.param(1) {
+    let kind = match request.param("kind")? {
         "override" => RuleKind::Override,
         "underride" => RuleKind::Underride,
         "sender" => RuleKind::Sender,
@@ -63,7 +63,7 @@ fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
         "content" => RuleKind::Content,
         other => return Err(Error::invalid_param(format!("Unknown push rule kind {other:?}"))),
     };
-    Ok((kind, request.param(2).to_owned()))
+    Ok((kind, request.param("rule_id")?.to_owned()))
 }
 
 fn not_found() -> Error {
@@ -149,7 +149,7 @@ enum Attribute {
 
 /// The last path segment: `enabled` or `actions`.
 fn attribute(request: &Request) -> Result<Attribute> {
-    match request.param(3) {
+    match request.param("attribute")? {
         "enabled" => Ok(Attribute::Enabled),
         "actions" => Ok(Attribute::Actions),
         _ => Err(Error::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")),

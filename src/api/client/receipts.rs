@@ -47,9 +47,9 @@ struct ReceiptBody {
 }
 
 pub async fn receipt(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
-    let kind = request.param(1);
-    let event_id = readable_event(s, &room_id, who, request.param(2))?;
+    let room_id = room_id_param(request)?;
+    let kind = request.param("receipt_type")?;
+    let event_id = readable_event(s, &room_id, who, request.param("event_id")?)?;
     let body: ReceiptBody = request.json()?;
     if let Some(thread_id) = &body.thread_id {
         check_thread_id(s, kind, &event_id, thread_id)?;
@@ -97,7 +97,7 @@ struct MarkersBody {
 }
 
 pub async fn read_markers(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let body: MarkersBody = request.json()?;
     if let Some(event) = &body.fully_read {
         let event_id = readable_event(s, &room_id, who, event)?;

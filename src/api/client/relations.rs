@@ -39,11 +39,11 @@ fn position(request: &Request, name: &str) -> Result<Option<u64>> {
 }
 
 pub fn relations(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let not_found = || Error::not_found("Event not found");
-    let parent_id = EventId::parse(request.param(1)).map_err(|_| not_found())?;
-    let rel_type = request.params.get(2).map(String::as_str);
-    let event_type = request.params.get(3).map(String::as_str);
+    let parent_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
+    let rel_type = request.optional_param("rel_type");
+    let event_type = request.optional_param("event_type");
     let (parent, stored) = s.rooms.get_pdu(&parent_id)?.ok_or_else(not_found)?;
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &parent, &stored)? {
         return Err(not_found());
@@ -113,7 +113,7 @@ pub fn relations(s: &Services, request: &Request, who: &Identity) -> Result<Resp
 
 /// `GET /rooms/{roomId}/threads`: thread roots, most recently active first.
 pub fn threads(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let forbidden = || Error::forbidden("You are not a member of this room");
     if s.rooms.room(&room_id)?.is_none() || s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
         return Err(forbidden());

@@ -39,9 +39,9 @@ fn reason(request: &Request) -> Result<Option<String>> {
 }
 
 pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let not_found = || Error::not_found("The event was not found or you are not joined to the room");
-    let event_id = EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
     let reason = reason(request)?;
     if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
         return Err(not_found());
@@ -64,7 +64,7 @@ pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Re
 }
 
 pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let reason = reason(request)?;
     if s.rooms.room(&room_id)?.is_some() {
         let record = ReportRecord {
@@ -82,7 +82,7 @@ pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Res
 }
 
 pub async fn report_user(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let user_id = UserId::parse(request.param(0)).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let reason = reason(request)?;
     // Users of other servers cannot be checked yet (no federation): kept for the admins.
     let known = user_id.server_name() != s.config.server_name || s.users.get(user_id.localpart())?.is_some();

@@ -101,7 +101,7 @@ pub fn search_public_rooms(s: &Services, request: &Request) -> Result<Response> 
 
 /// `GET /directory/list/room/{roomId}`.
 pub fn get_visibility(s: &Services, request: &Request) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     if s.rooms.room(&room_id)?.is_none() {
         return Err(Error::not_found("Unknown room"));
     }
@@ -116,7 +116,7 @@ struct VisibilityBody {
 
 /// `PUT /directory/list/room/{roomId}`.
 pub async fn set_visibility(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let body: VisibilityBody = request.json()?;
     let published = match body.visibility.as_str() {
         "public" => true,
@@ -137,7 +137,7 @@ const DEFAULT_HIERARCHY_LIMIT: usize = 50;
 /// `from` tokens carry the offset and the walk's parameters, which may not
 /// change between pages.
 pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let number = |name: &str| -> Result<Option<u64>> {
         request
             .query(name)
@@ -178,7 +178,7 @@ pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Resp
 /// `GET /room_summary/{roomIdOrAlias}`: a preview for someone allowed to see it.
 pub fn room_summary(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let not_found = || Error::not_found("Unknown room, or not one you may see");
-    let room_id = super::membership::known_room(s, request.param(0)).map_err(|_| not_found())?;
+    let room_id = super::membership::known_room(s, request.param("room_id_or_alias")?).map_err(|_| not_found())?;
     if !s.rooms.may_preview(&room_id, &who.user_id)? {
         return Err(not_found());
     }

@@ -22,8 +22,9 @@ use crate::{
 };
 
 /// The room id path parameter.
-pub fn room_id_param(request: &Request, index: usize) -> Result<OwnedRoomId> {
-    RoomId::parse(request.param(index)).map_err(|_| Error::invalid_param("Invalid room id"))
+/// The `room_id` path parameter, parsed.
+pub fn room_id_param(request: &Request) -> Result<OwnedRoomId> {
+    RoomId::parse(request.param("room_id")?).map_err(|_| Error::invalid_param("Invalid room id"))
 }
 
 /// The body as an event content object.
@@ -32,9 +33,9 @@ fn content(request: &Request) -> Result<Value> {
 }
 
 pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
-    let kind = request.param(1).to_owned();
-    let txn_id = request.param(2);
+    let room_id = room_id_param(request)?;
+    let kind = request.param("event_type")?.to_owned();
+    let txn_id = request.param("txn_id")?;
     // A transaction is scoped to the device and the request path (room and type).
     let txn = (who.localpart.clone(), format!("{}\nsend\n{room_id}\n{kind}\n{txn_id}", who.device_id));
     let event = EventRequest::message(&kind, content(request)?);
@@ -43,8 +44,9 @@ pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Res
 }
 
 pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
-    let event = EventRequest::state(request.param(1), request.param(2), content(request)?);
+    let room_id = room_id_param(request)?;
+    let state_key = request.optional_param("state_key").unwrap_or_default();
+    let event = EventRequest::state(request.param("event_type")?, state_key, content(request)?);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "event_id": event_id })))
 }
@@ -64,18 +66,18 @@ fn joined_state(
 }
 
 pub fn get_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let state = joined_state(s, &room_id, who)?;
     let events: Vec<Value> = s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, &room_id)).collect();
     Ok(Response::json(&events))
 }
 
 pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let state = joined_state(s, &room_id, who)?;
     let pdu = s
         .rooms
-        .state_event_in(&state, request.param(1), request.param(2))?
+        .state_event_in(&state, request.param("event_type")?, request.optional_param("state_key").unwrap_or_default())?
         .ok_or_else(|| Error::not_found("No such state event"))?;
     let event = client_event(&pdu, &room_id);
     if request.query("format") == Some("event") {
@@ -86,9 +88,9 @@ pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Resul
 }
 
 pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
+    let room_id = room_id_param(request)?;
     let not_found = || Error::new(ErrorKind::NotFound, "Event not found");
-    let event_id = EventId::parse(request.param(1)).map_err(|_| not_found())?;
+    let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
     let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
@@ -103,9 +105,10 @@ struct RedactBody {
 
 /// `PUT /rooms/{roomId}/redact/{eventId}/{txnId}`.
 pub async fn redact(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = room_id_param(request, 0)?;
-    let target = EventId::parse(request.param(1)).map_err(|_| Error::not_found("Event not found"))?;
-    let txn = (who.localpart.clone(), format!("{}\nredact\n{room_id}\n{target}\n{}", who.device_id, request.param(2)));
+    let room_id = room_id_param(request)?;
+    let target = EventId::parse(request.param("event_id")?).map_err(|_| Error::not_found("Event not found"))?;
+    let txn_id = request.param("txn_id")?;
+    let txn = (who.localpart.clone(), format!("{}\nredact\n{room_id}\n{target}\n{txn_id}", who.device_id));
     let body: RedactBody = request.json()?;
     let mut content = json!({ "redacts": target });
     if let Some(reason) = body.reason {

@@ -17,7 +17,7 @@ use crate::{
 };
 
 fn check_own_user(request: &Request, who: &Identity) -> Result<()> {
-    if request.param(0) != who.user_id.as_str() {
+    if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only manage your own filters"));
     }
     Ok(())
@@ -40,8 +40,9 @@ pub async fn create_filter(s: &Services, request: &Request, who: &Identity) -> R
 
 pub fn get_filter(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_own_user(request, who)?;
-    let stored =
-        s.storage_get_filter(&who.localpart, request.param(1))?.ok_or_else(|| Error::not_found("Unknown filter"))?;
+    let stored = s
+        .storage_get_filter(&who.localpart, request.param("filter_id")?)?
+        .ok_or_else(|| Error::not_found("Unknown filter"))?;
     let value: Value = serde_json::from_str(&stored).map_err(|e| Error::internal("stored filter", e))?;
     Ok(Response::json(&value))
 }
@@ -94,8 +95,8 @@ struct TypingBody {
 
 /// `PUT /rooms/{roomId}/typing/{userId}`: only for oneself, in a joined room.
 pub fn typing(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = super::room_events::room_id_param(request, 0)?;
-    if request.param(1) != who.user_id.as_str() {
+    let room_id = super::room_events::room_id_param(request)?;
+    if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only set your own typing state"));
     }
     if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
@@ -115,7 +116,7 @@ struct PresenceBody {
 
 /// `PUT /presence/{userId}/status`: one's own only.
 pub fn set_presence(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    if request.param(0) != who.user_id.as_str() {
+    if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only set your own presence"));
     }
     if !s.presence.enabled() {
@@ -131,7 +132,8 @@ pub fn set_presence(s: &Services, request: &Request, who: &Identity) -> Result<R
 
 /// `GET /presence/{userId}/status`: oneself, or someone sharing a joined room.
 pub fn get_presence(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let user_id = ruma::UserId::parse(request.param(0)).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    let user_id =
+        ruma::UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if user_id != who.user_id {
         let visible = user_id.server_name() == s.config.server_name && {
             let theirs: std::collections::HashSet<_> = s.rooms.joined_rooms(user_id.localpart())?.into_iter().collect();

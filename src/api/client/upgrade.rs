@@ -25,7 +25,7 @@ struct UpgradeBody {
 }
 
 pub async fn upgrade(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let old_room = room_id_param(request, 0)?;
+    let old_room = room_id_param(request)?;
     let body: UpgradeBody = request.json()?;
     let version = room_version::parse_creatable(&body.new_version)?;
     let additional: Vec<OwnedUserId> = body

@@ -274,29 +274,6 @@ impl Rooms {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn room_lock_entries_go_once_nobody_holds_or_waits() {
-        let locks = Arc::new(RoomLocks::default());
-        let room = RoomId::parse("!a:example.org").unwrap();
-        let held = locks.lock(&room).await;
-        let waiter = tokio::spawn({
-            let (locks, room) = (Arc::clone(&locks), room.clone());
-            async move {
-                let _second = locks.lock(&room).await;
-            }
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(locks.len(), 1);
-        drop(held);
-        waiter.await.unwrap();
-        assert!(locks.is_empty(), "the entry went with the last holder");
-    }
-}
-
 impl<'a> PersistPlan<'a> {
     /// A local event: accepted, in the timeline, the room's only forward
     /// extremity, its state the room's current state.
@@ -320,5 +297,28 @@ impl<'a> PersistPlan<'a> {
             txn,
             extra,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn room_lock_entries_go_once_nobody_holds_or_waits() {
+        let locks = Arc::new(RoomLocks::default());
+        let room = RoomId::parse("!a:example.org").unwrap();
+        let held = locks.lock(&room).await;
+        let waiter = tokio::spawn({
+            let (locks, room) = (Arc::clone(&locks), room.clone());
+            async move {
+                let _second = locks.lock(&room).await;
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(locks.len(), 1);
+        drop(held);
+        waiter.await.unwrap();
+        assert!(locks.is_empty(), "the entry went with the last holder");
     }
 }
