@@ -368,7 +368,7 @@ async fn no_endpoint_fails_internally_on_well_formed_parameters() {
                 .map(|part| match part {
                     p if p.starts_with(':') => value(p.trim_matches(&[':', '?'][..])),
                     p if p.starts_with('{') => {
-                        p.trim_matches(&['{', '}'][..]).split('|').last().unwrap_or("v3").to_owned()
+                        p.trim_matches(&['{', '}'][..]).split('|').next_back().unwrap_or("v3").to_owned()
                     }
                     p => p.to_owned(),
                 })
