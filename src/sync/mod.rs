@@ -90,8 +90,13 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
     loop {
         updates.borrow_and_update();
         let snapshot = rooms.current_position()?;
-        let (body, has_changes) = compute(sources, who, request, snapshot)?;
         let initial = request.since.is_none() || request.full_state;
+        // An initial sync reads every room: off the async workers.
+        let (body, has_changes) = if initial {
+            crate::util::off_async_workers(|| compute(sources, who, request, snapshot))?
+        } else {
+            compute(sources, who, request, snapshot)?
+        };
         let no_wait = request.timeout.is_zero();
         if has_changes || initial || no_wait || request.since.is_some_and(|since| since > snapshot) {
             return Ok(body);

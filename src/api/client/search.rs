@@ -72,7 +72,13 @@ struct Group {
     key: String,
 }
 
+/// `POST /search`: reads a word's whole posting list, so it runs off the
+/// async workers.
 pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    crate::util::off_async_workers(|| search_now(s, request, who))
+}
+
+fn search_now(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: SearchBody = request.json()?;
     let Some(criteria) = body.search_categories.room_events else {
         return Ok(Response::json(&json!({ "search_categories": {} })));
