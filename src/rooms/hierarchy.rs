@@ -9,6 +9,7 @@
 //! child event's timestamp, then room id; unknown (remote) rooms are skipped
 //! until federation exists.
 
+use super::Membership;
 use std::collections::HashSet;
 
 use ruma::{state_res::Event, OwnedRoomId, RoomId, UserId};
@@ -27,9 +28,9 @@ impl Rooms {
     pub fn may_preview(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
         let Some(room) = self.room(room_id)? else { return Ok(false) };
         let state = self.current_state(&room)?;
-        match self.membership_in(&state, user_id)?.as_deref() {
-            Some("join" | "invite") => return Ok(true),
-            Some("ban") => return Ok(false),
+        match self.membership_in(&state, user_id)? {
+            Some(Membership::Join | Membership::Invite) => return Ok(true),
+            Some(Membership::Ban) => return Ok(false),
             _ => {}
         }
         let history = self.state_event_in(&state, "m.room.history_visibility", "")?;
@@ -43,7 +44,7 @@ impl Rooms {
             Some("restricted") => {
                 let allowed = content["allow"].as_array().into_iter().flatten().filter_map(|a| a["room_id"].as_str());
                 for allowed_room in allowed.filter_map(|id| RoomId::parse(id).ok()) {
-                    if self.membership(&allowed_room, user_id)?.as_deref() == Some("join") {
+                    if self.membership(&allowed_room, user_id)? == Some(Membership::Join) {
                         return Ok(true);
                     }
                 }

@@ -14,6 +14,7 @@ pub mod aliases;
 pub mod content;
 pub mod directory;
 pub mod hierarchy;
+pub mod membership;
 pub mod notifications;
 pub mod pipeline;
 pub mod profile;
@@ -45,6 +46,7 @@ use crate::{
         Batch, Storage, StorageError,
     },
 };
+pub use membership::Membership;
 pub use pipeline::{EventPolicy, NoPolicy, StateView};
 use state::{StateMap, StateStore};
 
@@ -221,14 +223,14 @@ impl Rooms {
         self.state.full_state(room.current_state)
     }
 
-    /// The current membership of `user_id` in a room (`join`, `invite`, `leave`, `ban`, `knock`).
-    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<String>> {
+    /// The current membership of `user_id` in a room.
+    pub fn membership(&self, room_id: &RoomId, user_id: &UserId) -> Result<Option<Membership>> {
         let Some(room) = self.room(room_id)? else { return Ok(None) };
         let state = self.current_state(&room)?;
         self.membership_in(&state, user_id)
     }
 
-    fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<String>> {
+    fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<Membership>> {
         Ok(self.state_event_in(state, "m.room.member", user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
     }
 
@@ -284,7 +286,7 @@ impl Rooms {
             }
             let event_id = self.event_id_of_short(*short_event)?;
             let Some((pdu, _)) = self.get_pdu(&event_id)? else { continue };
-            if membership_of(&pdu).as_deref() == Some("join") {
+            if membership_of(&pdu) == Some(Membership::Join) {
                 if let Ok(user) = ruma::OwnedUserId::try_from(state_key) {
                     members.push(user);
                 }
@@ -311,7 +313,7 @@ impl Rooms {
         if rule != "restricted" && !knock_restricted {
             return Ok(None);
         }
-        if matches!(self.membership_in(&state, user_id)?.as_deref(), Some("invite" | "join")) {
+        if matches!(self.membership_in(&state, user_id)?, Some(Membership::Invite | Membership::Join)) {
             return Ok(None);
         }
         let allowed_rooms = content["allow"]
@@ -323,7 +325,7 @@ impl Rooms {
             .filter_map(|id| RoomId::parse(id).ok());
         let mut qualifies = false;
         for allowed in allowed_rooms {
-            if self.membership(&allowed, user_id)?.as_deref() == Some("join") {
+            if self.membership(&allowed, user_id)? == Some(Membership::Join) {
                 qualifies = true;
                 break;
             }
@@ -374,12 +376,14 @@ impl Rooms {
     }
 
     /// Every room a local user has a membership in, with that membership.
-    pub fn memberships_of(&self, localpart: &str) -> Result<Vec<(OwnedRoomId, String)>> {
+    pub fn memberships_of(&self, localpart: &str) -> Result<Vec<(OwnedRoomId, Membership)>> {
         let entries =
             self.storage.tables.localpart_roomid_membership.scan_prefix(&crate::storage::prefix_of(localpart))?;
         Ok(entries
             .into_iter()
-            .filter_map(|((_, room_id), membership)| OwnedRoomId::try_from(room_id).ok().map(|id| (id, membership)))
+            .filter_map(|((_, room_id), membership)| {
+                Some((OwnedRoomId::try_from(room_id).ok()?, Membership::parse(&membership)?))
+            })
             .collect())
     }
 
@@ -398,7 +402,7 @@ impl Rooms {
             self.storage.tables.localpart_roomid_membership.scan_prefix(&crate::storage::prefix_of(localpart))?;
         Ok(entries
             .into_iter()
-            .filter(|(_, membership)| membership == "join")
+            .filter(|(_, membership)| Membership::parse(membership) == Some(Membership::Join))
             .filter_map(|((_, room_id), _)| OwnedRoomId::try_from(room_id).ok())
             .collect())
     }
@@ -422,7 +426,7 @@ impl Rooms {
         user_id: &UserId,
         room_id: &str,
         snapshot: u64,
-        own_membership: Option<Option<String>>,
+        own_membership: Option<Option<Membership>>,
     ) -> Result<bool> {
         let state = self.state.full_state(snapshot)?;
         let visibility = self
@@ -436,13 +440,12 @@ impl Rooms {
             Some(membership) => membership,
             None => self.membership_in(&state, user_id)?,
         };
-        let at_event = at_event.as_deref();
         Ok(match (visibility.as_str(), at_event) {
-            (_, Some("join")) => true,
-            ("invited", Some("invite")) => true,
+            (_, Some(Membership::Join)) => true,
+            ("invited", Some(Membership::Invite)) => true,
             ("shared", _) => {
                 let room_id = RoomId::parse(room_id).map_err(|_| StorageError::corrupt("stored room id"))?;
-                self.membership(&room_id, user_id)?.as_deref() == Some("join")
+                self.membership(&room_id, user_id)? == Some(Membership::Join)
             }
             _ => false,
         })
@@ -472,7 +475,7 @@ impl Rooms {
     /// Whether a joined member may send a state event of `kind` now.
     pub fn may_send_state(&self, room: &RoomRecord, user_id: &UserId, kind: &str) -> Result<bool> {
         let state = self.current_state(room)?;
-        if self.membership_in(&state, user_id)?.as_deref() != Some("join") {
+        if self.membership_in(&state, user_id)? != Some(Membership::Join) {
             return Ok(false);
         }
         let (_, rules) = Self::rules_of(room)?;
@@ -533,8 +536,8 @@ impl Rooms {
 }
 
 /// `content.membership` of a member event.
-pub fn membership_of(pdu: &Pdu) -> Option<String> {
-    content_string(pdu, "membership")
+pub fn membership_of(pdu: &Pdu) -> Option<Membership> {
+    content_string(pdu, "membership").as_deref().and_then(Membership::parse)
 }
 
 /// An event's content as a JSON object (empty if it is not one).
@@ -549,13 +552,13 @@ pub fn content_string(pdu: &Pdu, field: &str) -> Option<String> {
 }
 
 /// For a member event about a local user: (localpart, membership).
-pub(crate) fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) -> Option<(String, String)> {
+pub(crate) fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) -> Option<(String, Membership)> {
     if pdu.event_type() != &TimelineEventType::RoomMember {
         return None;
     }
     let user_id = UserId::parse(pdu.state_key()?).ok()?;
-    (user_id.server_name() == server_name)
-        .then(|| (user_id.localpart().to_owned(), membership_of(pdu).unwrap_or_default()))
+    let membership = membership_of(pdu)?;
+    (user_id.server_name() == server_name).then(|| (user_id.localpart().to_owned(), membership))
 }
 
 /// An event in the client-server format ("Room Event Format").

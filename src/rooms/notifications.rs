@@ -10,6 +10,7 @@
 //! atomic batch per tree after the event's transaction). Those records drive `unread_notifications` (`notification_count`,
 //! `highlight_count`, per thread) and `GET /notifications`.
 
+use super::Membership;
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
@@ -115,7 +116,7 @@ impl Rooms {
         let mut members: Vec<(OwnedUserId, String)> =
             audience.local_members.iter().filter(|(member, _)| member.as_str() != pdu.sender_str()).cloned().collect();
         let invited = (pdu.kind().to_string() == "m.room.member"
-            && super::membership_of(pdu).as_deref() == Some("invite"))
+            && super::membership_of(pdu) == Some(Membership::Invite))
         .then(|| pdu.state_key_str().and_then(|key| UserId::parse(key).ok()))
         .flatten()
         .filter(|user| user.server_name() == self.server_name && !members.iter().any(|(member, _)| member == user));

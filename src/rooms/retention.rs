@@ -69,7 +69,7 @@ impl Rooms {
             }
             let user = UserId::parse_with_server_name(localpart.as_str(), &self.server_name);
             let (Ok(room), Ok(user)) = (OwnedRoomId::try_from(room_id), user) else { continue };
-            let joined = membership == "join";
+            let joined = super::Membership::parse(&membership) == Some(super::Membership::Join);
             let (everywhere, threads) = if joined { self.read_positions(&room, &user)? } else { Default::default() };
             let mut batch = Batch::new();
             for (key, record) in old {

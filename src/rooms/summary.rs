@@ -5,6 +5,7 @@
 //! display name for a room". Summaries are computed from a state snapshot
 //! and cached by snapshot id: a snapshot never changes.
 
+use super::Membership;
 use std::sync::Arc;
 
 use ruma::UserId;
@@ -44,9 +45,9 @@ impl Rooms {
             if pdu.kind().to_string() != "m.room.member" {
                 continue;
             }
-            match membership_of(&pdu).as_deref() {
-                Some("join") => joined += 1,
-                Some("invite") => invited += 1,
+            match membership_of(&pdu) {
+                Some(Membership::Join) => joined += 1,
+                Some(Membership::Invite) => invited += 1,
                 _ => continue,
             }
             candidates.extend(pdu.state_key_str().map(str::to_owned));

@@ -17,6 +17,7 @@
 //! One upgrade of a room runs at a time; a request that waited for another
 //! finds the tombstone and gets the same replacement room.
 
+use super::Membership;
 use std::{collections::HashMap, sync::Arc};
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
@@ -171,7 +172,7 @@ impl Rooms {
         let not_member = || Error::forbidden("You are not in this room");
         let room = self.room(old_room)?.ok_or_else(not_member)?;
         let state = self.current_state(&room)?;
-        if self.membership_in(&state, upgrader)?.as_deref() != Some("join") {
+        if self.membership_in(&state, upgrader)? != Some(Membership::Join) {
             return Err(not_member());
         }
         let (_, old_rules) = Self::rules_of(&room)?;

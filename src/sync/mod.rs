@@ -35,6 +35,7 @@ use std::{
 use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Map, Value};
 
+use crate::rooms::Membership;
 use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
@@ -129,8 +130,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let mut newly_shared = BTreeSet::new();
     let memberships = rooms.memberships_of(&who.localpart)?;
     // The caller's joined rooms, for "shares a room with" checks below.
-    let mine: HashSet<OwnedRoomId> =
-        memberships.iter().filter(|(_, membership)| membership == "join").map(|(room, _)| room.clone()).collect();
+    let mine: HashSet<OwnedRoomId> = memberships
+        .iter()
+        .filter(|(_, membership)| *membership == Membership::Join)
+        .map(|(room, _)| room.clone())
+        .collect();
     for (room_id, membership) in memberships {
         if !room_filter.accepts_room(room_id.as_str()) {
             continue;
@@ -151,8 +155,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             rooms.state_record_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?;
         let changed_at = member_event.as_ref().map_or(0, |(_, stored)| stored.count);
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
-        match membership.as_str() {
-            "join" => {
+        match membership {
+            Membership::Join => {
                 if request.since.is_some() && new_since_token {
                     // Newly sharing this room: its members' devices are news to the caller.
                     let state = rooms.current_state(&room)?;
@@ -169,15 +173,15 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                     join.insert(room_id.to_string(), section);
                 }
             }
-            "invite" | "knock" if new_since_token && changed_at <= snapshot => {
+            Membership::Invite | Membership::Knock if new_since_token && changed_at <= snapshot => {
                 let state = stripped_state(rooms, &room, member_event.as_ref().map(|(pdu, _)| pdu))?;
-                if membership == "invite" {
+                if membership == Membership::Invite {
                     invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
                 } else {
                     knock.insert(room_id.to_string(), json!({ "knock_state": { "events": state } }));
                 }
             }
-            "leave" | "ban" => {
+            Membership::Leave | Membership::Ban => {
                 let wanted = if request.since.is_some() { new_since_token } else { room_filter.include_leave };
                 if wanted && changed_at <= snapshot {
                     if let Some((pdu, stored)) = &member_event {

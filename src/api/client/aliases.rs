@@ -8,6 +8,7 @@ use ruma::{OwnedRoomAliasId, RoomAliasId};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -35,7 +36,7 @@ pub async fn create(s: &Services, request: &Request, who: &Identity) -> Result<R
     let alias = local_alias(s, request)?;
     let body: CreateAliasBody = request.json()?;
     let room_id = ruma::RoomId::parse(&body.room_id).map_err(|_| Error::invalid_param("Invalid room id"))?;
-    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(Error::forbidden("You must be in the room to give it an alias"));
     }
     s.rooms.create_alias(&alias, &room_id, &who.user_id).await?;
@@ -70,13 +71,13 @@ fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity)
         &ruma::RoomVersionId::try_from(room.version.as_str()).map_err(|e| Error::internal("room version", e))?,
     )?;
     let needed = s.rooms.required_event_power(&state, "m.room.canonical_alias")?;
-    Ok(s.rooms.membership(room_id, &who.user_id)?.as_deref() == Some("join")
+    Ok(s.rooms.membership(room_id, &who.user_id)? == Some(Membership::Join)
         && s.rooms.power_level(&state, &rules, &who.user_id)? >= needed)
 }
 
 pub fn list(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(Error::forbidden("You are not a member of the room"));
     }
     Ok(Response::json(&json!({ "aliases": s.rooms.local_aliases(&room_id)? })))

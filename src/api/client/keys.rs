@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::rooms::Membership;
 use crate::{
     e2ee::{cross_signing::SigningKeys, dehydrated::NewDehydratedDevice},
     error::{Error, ErrorKind, Result},
@@ -109,8 +110,7 @@ fn departures(s: &Services, who: &Identity, from: u64, upto: u64) -> Result<BTre
                     continue;
                 }
                 let Some(user) = pdu.state_key_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
-                let membership = crate::rooms::membership_of(&pdu).unwrap_or_default();
-                if membership != "leave" && membership != "ban" {
+                if !crate::rooms::membership_of(&pdu).is_some_and(Membership::is_out) {
                     continue;
                 }
                 if user == who.user_id {

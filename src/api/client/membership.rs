@@ -10,6 +10,7 @@ use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
@@ -72,8 +73,8 @@ pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Re
 /// `POST /rooms/{roomId}/forget`: only once the user has left (or was banned).
 pub async fn forget(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = super::room_events::room_id_param(request)?;
-    match s.rooms.membership(&room_id, &who.user_id)?.as_deref() {
-        Some("leave" | "ban") => {}
+    match s.rooms.membership(&room_id, &who.user_id)? {
+        Some(Membership::Leave | Membership::Ban) => {}
         Some(_) => return Err(Error::new(ErrorKind::BadState, "Leave the room before forgetting it")),
         None => return Err(Error::not_found("You were never in this room")),
     }
@@ -122,10 +123,10 @@ async fn moderate(s: &Services, request: &Request, who: &Identity, membership: &
     let body: TargetBody = request.json()?;
     let target = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let current = s.rooms.membership(&room_id, &target)?;
-    match (membership, current.as_deref()) {
-        ("unban", Some("ban")) => {}
+    match (membership, current) {
+        ("unban", Some(Membership::Ban)) => {}
         ("unban", _) => return Err(Error::new(ErrorKind::BadState, "The user is not banned")),
-        ("kick", Some("join" | "invite" | "knock")) => {}
+        ("kick", Some(Membership::Join | Membership::Invite | Membership::Knock)) => {}
         ("kick", _) => return Err(Error::forbidden("The user is not in the room")),
         _ => {}
     }

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     events::Pdu,
@@ -46,9 +47,7 @@ fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crat
     let room = s.rooms.room(room_id)?.ok_or_else(forbidden)?;
     let membership = s.rooms.membership(room_id, &who.user_id)?;
     let forgotten = s.rooms.is_forgotten(&who.localpart, room_id)?;
-    if matches!(membership.as_deref(), Some("join"))
-        || (matches!(membership.as_deref(), Some("leave" | "ban")) && !forgotten)
-    {
+    if membership == Some(Membership::Join) || (membership.is_some_and(Membership::is_out) && !forgotten) {
         return Ok(room);
     }
     let state = s.rooms.current_state(&room)?;
@@ -262,7 +261,7 @@ fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(r
     let room_id = room_id_param(request)?;
     let not_member = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(&room_id)?.ok_or_else(not_member)?;
-    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(not_member());
     }
     let state = match request.query("at") {
@@ -284,7 +283,7 @@ pub fn members(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     let chunk: Vec<Value> = members
         .iter()
         .filter(|pdu| {
-            let membership = membership_of(pdu).unwrap_or_default();
+            let membership = membership_of(pdu).map_or("", Membership::as_str);
             wanted.is_none_or(|w| w == membership) && unwanted.is_none_or(|u| u != membership)
         })
         .map(|pdu| client_event(pdu, &room_id))
@@ -295,7 +294,7 @@ pub fn members(s: &Services, request: &Request, who: &Identity) -> Result<Respon
 pub fn joined_members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (_, members) = current_members(s, request, who)?;
     let mut joined = Map::new();
-    for pdu in members.iter().filter(|pdu| membership_of(pdu).as_deref() == Some("join")) {
+    for pdu in members.iter().filter(|pdu| membership_of(pdu) == Some(Membership::Join)) {
         let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
         let profile = json!({
             "display_name": content.get("displayname").cloned().unwrap_or(Value::Null),

@@ -9,6 +9,7 @@ use ruma::EventId;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -24,7 +25,7 @@ use super::room_events::room_id_param;
 
 /// The event must be in the room and visible to the joined caller.
 fn readable_event(s: &Services, room_id: &ruma::RoomId, who: &Identity, event_id: &str) -> Result<ruma::OwnedEventId> {
-    if s.rooms.membership(room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(Error::forbidden("You are not in this room"));
     }
     let not_found = || Error::not_found("Event not found");

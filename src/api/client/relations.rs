@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use ruma::EventId;
 use serde_json::{json, Value};
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -115,7 +116,7 @@ pub fn relations(s: &Services, request: &Request, who: &Identity) -> Result<Resp
 pub fn threads(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let forbidden = || Error::forbidden("You are not a member of this room");
-    if s.rooms.room(&room_id)?.is_none() || s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.room(&room_id)?.is_none() || s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(forbidden());
     }
     let participated_only = match request.query("include") {

@@ -11,6 +11,7 @@
 use ruma::{EventId, UserId};
 use serde::Deserialize;
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -43,7 +44,7 @@ pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Re
     let not_found = || Error::not_found("The event was not found or you are not joined to the room");
     let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
     let reason = reason(request)?;
-    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(not_found());
     }
     let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;

@@ -184,7 +184,7 @@ pub fn room_summary(s: &Services, request: &Request, who: &Identity) -> Result<R
     }
     let mut summary = s.rooms.room_summary(&room_id)?.ok_or_else(not_found)?;
     if let Some(membership) = s.rooms.membership(&room_id, &who.user_id)? {
-        summary["membership"] = json!(membership);
+        summary["membership"] = json!(membership.as_str());
     }
     Ok(Response::json(&summary))
 }

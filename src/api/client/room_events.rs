@@ -13,6 +13,7 @@
 use ruma::{EventId, OwnedRoomId, RoomId};
 use serde_json::{json, Value};
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
@@ -59,7 +60,7 @@ fn joined_state(
 ) -> Result<std::sync::Arc<crate::rooms::state::StateMap>> {
     let not_member = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(room_id)?.ok_or_else(not_member)?;
-    if s.rooms.membership(room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(not_member());
     }
     s.rooms.current_state(&room)

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{request::from_json_value, Request, Response},
@@ -99,7 +100,7 @@ pub fn typing(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only set your own typing state"));
     }
-    if s.rooms.membership(&room_id, &who.user_id)?.as_deref() != Some("join") {
+    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
         return Err(Error::forbidden("You are not in this room"));
     }
     let body: TypingBody = request.json()?;

@@ -144,10 +144,10 @@ impl Rooms {
                 }
                 if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
                     let key = (localpart, room_id.to_string());
-                    if membership != "leave" && membership != "ban" {
+                    if !membership.is_out() {
                         batch.remove(&tables.localpart_roomid_forgotten, &key);
                     }
-                    batch.insert(&tables.localpart_roomid_membership, &key, &membership)?;
+                    batch.insert(&tables.localpart_roomid_membership, &key, &membership.as_str().to_owned())?;
                 }
             }
             room.forward_extremities = update.forward_extremities;
