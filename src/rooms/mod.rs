@@ -17,6 +17,7 @@ pub mod hierarchy;
 pub mod membership;
 pub mod notifications;
 pub mod pipeline;
+pub mod power_levels;
 pub mod profile;
 pub mod receipts;
 pub mod relations;
@@ -333,13 +334,14 @@ impl Rooms {
         if !qualifies {
             return Err(Error::forbidden("You are not in any of the rooms this room allows"));
         }
-        let needed = self.required_power(&state, "invite", 0)?;
+        let levels = self.power_levels(&state, &rules)?;
+        let needed = levels.action(power_levels::Action::Invite);
         let mut best: Option<(i64, ruma::OwnedUserId)> = None;
         for member in self.joined_members_in(&state)? {
             if member.server_name() != self.server_name {
                 continue;
             }
-            let level = self.power_level(&state, &rules, &member)?;
+            let level = levels.user(&member);
             if level >= needed && best.as_ref().is_none_or(|(b, _)| level > *b) {
                 best = Some((level, member));
             }
@@ -451,27 +453,6 @@ impl Rooms {
         })
     }
 
-    fn power_levels_content(&self, state: &StateMap) -> Result<Option<serde_json::Map<String, Value>>> {
-        Ok(self
-            .state_event_in(state, "m.room.power_levels", "")?
-            .and_then(|event| serde_json::from_str(event.content().get()).ok()))
-    }
-
-    /// The level an action (`redact`, `kick`, `ban`, `invite`) needs.
-    pub fn required_power(&self, state: &StateMap, action: &str, default: i64) -> Result<i64> {
-        Ok(self.power_levels_content(state)?.and_then(|content| content.get(action)?.as_i64()).unwrap_or(default))
-    }
-
-    /// The level needed to send a state event of `kind`.
-    pub fn required_event_power(&self, state: &StateMap, kind: &str) -> Result<i64> {
-        let content = self.power_levels_content(state)?;
-        Ok(content
-            .as_ref()
-            .and_then(|c| c.get("events")?.get(kind)?.as_i64())
-            .or_else(|| content.as_ref().and_then(|c| c.get("state_default")?.as_i64()))
-            .unwrap_or(if content.is_some() { 50 } else { 0 }))
-    }
-
     /// Whether a joined member may send a state event of `kind` now.
     pub fn may_send_state(&self, room: &RoomRecord, user_id: &UserId, kind: &str) -> Result<bool> {
         let state = self.current_state(room)?;
@@ -479,33 +460,7 @@ impl Rooms {
             return Ok(false);
         }
         let (_, rules) = Self::rules_of(room)?;
-        Ok(self.power_level(&state, &rules, user_id)? >= self.required_event_power(&state, kind)?)
-    }
-
-    /// A user's power level, with room version 12's unlimited creators.
-    pub fn power_level(&self, state: &StateMap, rules: &RoomVersionRules, user_id: &UserId) -> Result<i64> {
-        let create = self.state_event_in(state, "m.room.create", "")?;
-        let is_creator = create.as_ref().is_some_and(|create| {
-            create.sender() == user_id
-                || serde_json::from_str::<Value>(create.content().get()).ok().is_some_and(|content| {
-                    content["additional_creators"]
-                        .as_array()
-                        .is_some_and(|list| list.iter().any(|u| u == user_id.as_str()))
-                })
-        });
-        if is_creator && rules.authorization.explicitly_privilege_room_creators {
-            return Ok(i64::MAX);
-        }
-        Ok(match self.power_levels_content(state)? {
-            Some(content) => content
-                .get("users")
-                .and_then(|users| users.get(user_id.as_str()))
-                .and_then(Value::as_i64)
-                .or_else(|| content.get("users_default").and_then(Value::as_i64))
-                .unwrap_or(0),
-            None if is_creator => 100,
-            None => 0,
-        })
+        Ok(self.power_levels(&state, &rules)?.may_send_state(user_id, kind))
     }
 
     /// Up to `limit` timeline positions and event ids of a room, nearest

@@ -14,12 +14,10 @@ use super::Membership;
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
-    power_levels::NotificationPowerLevels,
-    push::{FlattenedJson, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset},
-    room_version_rules::RoomPowerLevelsRules,
+    push::{FlattenedJson, PushConditionRoomCtx, Ruleset},
     serde::Raw,
     state_res::Event,
-    Int, OwnedUserId, RoomId, UInt, UserId,
+    OwnedUserId, RoomId, UInt, UserId,
 };
 use serde_json::Value;
 
@@ -71,31 +69,6 @@ impl Rooms {
         Ok(rules)
     }
 
-    /// The power-level context of `@room` conditions.
-    fn power_levels_ctx(
-        &self,
-        state: &StateMap,
-        version_rules: &ruma::room_version_rules::RoomVersionRules,
-    ) -> Result<PushConditionPowerLevelsCtx> {
-        let content: Value = self
-            .state_event_in(state, "m.room.power_levels", "")?
-            .and_then(|pdu| serde_json::from_str(pdu.content_json()).ok())
-            .unwrap_or_default();
-        let users: BTreeMap<OwnedUserId, Int> = serde_json::from_value(content["users"].clone()).unwrap_or_default();
-        let users_default = serde_json::from_value(content["users_default"].clone()).unwrap_or_default();
-        let notifications: NotificationPowerLevels =
-            serde_json::from_value(content["notifications"].clone()).unwrap_or_default();
-        let mut creators = Vec::new();
-        if let Some(create) = self.state_event_in(state, "m.room.create", "")? {
-            creators.extend(UserId::parse(create.sender_str()).ok());
-            let create_content: Value = serde_json::from_str(create.content_json()).unwrap_or_default();
-            let additional = create_content["additional_creators"].as_array().cloned().unwrap_or_default();
-            creators.extend(additional.iter().filter_map(|u| u.as_str()).filter_map(|u| UserId::parse(u).ok()));
-        }
-        let rules = RoomPowerLevelsRules::new(&version_rules.authorization, creators);
-        Ok(PushConditionPowerLevelsCtx::new(users, users_default, notifications, rules))
-    }
-
     /// Adds to `batch` a notification record for each local member whose
     /// push rules make `pdu` notify them (and, for an invite, the invited
     /// local user), and a push job for each of their http pushers. `state` is
@@ -136,7 +109,7 @@ impl Rooms {
         // The event is flattened once; the context is built once and its
         // user fields changed per member.
         let flattened = FlattenedJson::from_raw(&raw);
-        let power_levels = self.power_levels_ctx(state, version_rules)?;
+        let power_levels = self.power_levels(state, version_rules)?.push_context(version_rules);
         let mut context =
             PushConditionRoomCtx::new(room_id.to_owned(), member_count, pdu.sender().to_owned(), String::new())
                 .with_power_levels(power_levels);

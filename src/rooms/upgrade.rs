@@ -176,7 +176,7 @@ impl Rooms {
             return Err(not_member());
         }
         let (_, old_rules) = Self::rules_of(&room)?;
-        if self.power_level(&state, &old_rules, upgrader)? < self.required_event_power(&state, "m.room.tombstone")? {
+        if !self.power_levels(&state, &old_rules)?.may_send_state(upgrader, "m.room.tombstone") {
             return Err(Error::forbidden("Upgrading this room needs the power to send m.room.tombstone"));
         }
         // Upgraded already (by a request this one waited behind): the same answer.

@@ -70,9 +70,9 @@ fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity)
     let rules = crate::events::room_version::rules(
         &ruma::RoomVersionId::try_from(room.version.as_str()).map_err(|e| Error::internal("room version", e))?,
     )?;
-    let needed = s.rooms.required_event_power(&state, "m.room.canonical_alias")?;
+    let levels = s.rooms.power_levels(&state, &rules)?;
     Ok(s.rooms.membership(room_id, &who.user_id)? == Some(Membership::Join)
-        && s.rooms.power_level(&state, &rules, &who.user_id)? >= needed)
+        && levels.may_send_state(&who.user_id, "m.room.canonical_alias"))
 }
 
 pub fn list(s: &Services, request: &Request, who: &Identity) -> Result<Response> {

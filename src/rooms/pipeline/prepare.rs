@@ -151,8 +151,8 @@ impl Rooms {
             .filter(|(_, stored)| stored.room_id == room_id.as_str())
             .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
         if target.sender() != pdu.sender() {
-            let needed = self.required_power(state, "redact", 50)?;
-            if self.power_level(state, rules, pdu.sender())? < needed {
+            let levels = self.power_levels(state, rules)?;
+            if levels.user(pdu.sender()) < levels.action(crate::rooms::power_levels::Action::Redact) {
                 return Err(Error::forbidden("Redacting other users' events needs a higher power level"));
             }
         }
