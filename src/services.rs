@@ -86,18 +86,6 @@ impl Services {
         }
     }
 
-    /// Stores a user's filter durably.
-    pub async fn storage_put_filter(&self, localpart: &str, filter_id: &str, json: &str) -> crate::error::Result<()> {
-        let mut batch = crate::storage::Batch::new();
-        batch.insert(&self.storage.tables.filters, &(localpart.to_owned(), filter_id.to_owned()), &json.to_owned())?;
-        Ok(self.storage.commit(batch).await?)
-    }
-
-    /// A user's stored filter.
-    pub fn storage_get_filter(&self, localpart: &str, filter_id: &str) -> crate::error::Result<Option<String>> {
-        Ok(self.storage.tables.filters.get(&(localpart.to_owned(), filter_id.to_owned()))?)
-    }
-
     /// Work a crash cut short, finished in the background after start-up.
     fn start_resumptions(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };

@@ -10,10 +10,10 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{E2ee, ToPrefix};
+use super::E2ee;
 use crate::{
     error::{Error, ErrorKind, Result},
-    storage::{records::BackupVersionRecord, Batch},
+    storage::{keys::BackupKeyKey, records::BackupVersionRecord, Batch},
 };
 
 /// The backup algorithms of the spec (`key_backup.yaml`'s enum).
@@ -26,11 +26,12 @@ pub enum Scope<'a> {
     Session(&'a str, &'a str),
 }
 
-fn key_prefix(version: u64, scope: &Scope<'_>) -> String {
-    match scope {
-        Scope::All => format!("{version:020}\0"),
-        Scope::Room(room) => format!("{version:020}\0{room}\0"),
-        Scope::Session(room, session) => format!("{version:020}\0{room}\0{session}"),
+fn backup_key(localpart: &str, version: u64, room_id: &str, session_id: &str) -> BackupKeyKey {
+    BackupKeyKey {
+        localpart: localpart.to_owned(),
+        version,
+        room_id: room_id.to_owned(),
+        session_id: session_id.to_owned(),
     }
 }
 
@@ -72,6 +73,19 @@ impl E2ee {
     fn backup_versions(&self, localpart: &str) -> Result<Vec<(u64, BackupVersionRecord)>> {
         let prefix = crate::storage::prefix_of(localpart);
         Ok(self.storage.tables.backup_versions.scan_prefix(&prefix)?.into_iter().map(|((_, v), r)| (v, r)).collect())
+    }
+
+    /// The stored keys of a backup version that `scope` addresses, with their data (JSON).
+    fn backup_keys_in(&self, localpart: &str, version: u64, scope: &Scope<'_>) -> Result<Vec<(BackupKeyKey, String)>> {
+        let table = &self.storage.tables.backup_keys;
+        Ok(match scope {
+            Scope::All => table.scan_prefix(&BackupKeyKey::version_prefix(localpart, version))?,
+            Scope::Room(room) => table.scan_prefix(&BackupKeyKey::room_prefix(localpart, version, room))?,
+            Scope::Session(room, session) => {
+                let key = backup_key(localpart, version, room, session);
+                table.get(&key)?.map(|data| (key, data)).into_iter().collect()
+            }
+        })
     }
 
     /// The current backup: the latest version not deleted.
@@ -155,8 +169,7 @@ impl E2ee {
         let (number, mut record) = self.backup(localpart, version)?;
         let tables = &self.storage.tables;
         let mut batch = Batch::new();
-        let prefix = (localpart.to_owned(), key_prefix(number, &Scope::All)).to_prefix();
-        for (key, _) in tables.backup_keys.scan_prefix(&prefix)? {
+        for (key, _) in self.backup_keys_in(localpart, number, &Scope::All)? {
             batch.remove(&tables.backup_keys, &key);
         }
         record.deleted = true;
@@ -188,7 +201,7 @@ impl E2ee {
         let mut changed = false;
         for (room, session, data) in keys {
             check_key_data(&data)?;
-            let key = (localpart.to_owned(), key_prefix(number, &Scope::Session(&room, &session)));
+            let key = backup_key(localpart, number, &room, &session);
             let existing = tables.backup_keys.get(&key)?.and_then(|t| serde_json::from_str::<Value>(&t).ok());
             match &existing {
                 Some(existing) if !better(&data, existing) => continue,
@@ -210,19 +223,11 @@ impl E2ee {
     /// for all, `{sessions: …}` for a room, the data itself for a session.
     pub fn get_backup_keys(&self, localpart: &str, version: &str, scope: &Scope<'_>) -> Result<Value> {
         let (number, _) = self.backup(localpart, version)?;
-        let prefix = (localpart.to_owned(), key_prefix(number, scope)).to_prefix();
         let mut rooms: Map<String, Value> = Map::new();
-        for ((_, key), data) in self.storage.tables.backup_keys.scan_prefix(&prefix)? {
-            let mut parts = key.splitn(3, '\0').skip(1);
-            let (Some(room), Some(session)) = (parts.next(), parts.next()) else { continue };
-            if let Scope::Session(_, wanted) = scope {
-                if session != *wanted {
-                    continue; // a longer session id sharing the prefix
-                }
-            }
+        for (key, data) in self.backup_keys_in(localpart, number, scope)? {
             let data: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-            let room = rooms.entry(room.to_owned()).or_insert_with(|| json!({ "sessions": {} }));
-            room["sessions"][session] = data;
+            let room = rooms.entry(key.room_id).or_insert_with(|| json!({ "sessions": {} }));
+            room["sessions"][key.session_id] = data;
         }
         Ok(match scope {
             Scope::All => json!({ "rooms": rooms }),
@@ -240,17 +245,10 @@ impl E2ee {
         let _one_at_a_time = self.serial.lock().await;
         let (number, mut record) = self.backup(localpart, version)?;
         let tables = &self.storage.tables;
-        let prefix = (localpart.to_owned(), key_prefix(number, scope)).to_prefix();
         let mut batch = Batch::new();
-        for ((owner, key), _) in tables.backup_keys.scan_prefix(&prefix)? {
-            let exact = match scope {
-                Scope::Session(_, session) => key.rsplit('\0').next() == Some(*session),
-                _ => true,
-            };
-            if exact {
-                batch.remove(&tables.backup_keys, &(owner, key));
-                record.count = record.count.saturating_sub(1);
-            }
+        for (key, _) in self.backup_keys_in(localpart, number, scope)? {
+            batch.remove(&tables.backup_keys, &key);
+            record.count = record.count.saturating_sub(1);
         }
         if !batch.is_empty() {
             record.etag += 1;

@@ -15,9 +15,8 @@ use serde_json::{json, Value};
 use super::E2ee;
 use crate::{
     error::{Error, Result},
-    storage::{records::DeviceRecord, Batch},
-    users::Identity,
-    util::now_ms,
+    storage::Batch,
+    users::{sessions, Identity},
 };
 
 /// What a `PUT /dehydrated_device` carries.
@@ -46,17 +45,15 @@ impl E2ee {
         let Some(device_id) = self.dehydrated_device_id(localpart)? else { return Ok(None) };
         let tables = &self.storage.tables;
         super::forget_device(tables, batch, localpart, &device_id)?;
-        batch.remove(&tables.devices, &(localpart.to_owned(), device_id.clone()));
+        sessions::remove_device(&self.storage, batch, localpart, &device_id)?;
         batch.remove(&tables.dehydrated_devices, &localpart.to_owned());
         Ok(Some(device_id))
     }
 
     pub async fn put_dehydrated_device(&self, who: &Identity, new: NewDehydratedDevice) -> Result<String> {
         let device_id = crate::users::sessions::validate_device_id(new.device_id)?;
-        let tables = &self.storage.tables;
-        let device_key = (who.localpart.clone(), device_id.clone());
         let replaces_own = self.dehydrated_device_id(&who.localpart)?.as_deref() == Some(device_id.as_str());
-        if tables.devices.get(&device_key)?.is_some() && !replaces_own {
+        if sessions::device_exists(&self.storage, &who.localpart, &device_id)? && !replaces_own {
             return Err(Error::invalid_param("A device with this id exists already"));
         }
         // The keys are the dehydrated device's own, checked as any device's,
@@ -67,16 +64,9 @@ impl E2ee {
         self.check_upload(&as_device, device_keys, one_time_keys, fallback_keys)?;
         let mut batch = Batch::new();
         self.remove_dehydrated(&mut batch, &who.localpart)?;
-        let device = DeviceRecord {
-            display_name: new.display_name,
-            created_ts: now_ms(),
-            last_seen_ts: None,
-            last_seen_ip: None,
-            token_hashes: Vec::new(),
-        };
-        batch.insert(&tables.devices, &device_key, &device)?;
+        sessions::add_device_without_tokens(&self.storage, &mut batch, &who.localpart, &device_id, new.display_name)?;
         let record = json!({ "device_id": device_id, "device_data": new.device_data });
-        batch.insert(&tables.dehydrated_devices, &who.localpart, &record.to_string())?;
+        batch.insert(&self.storage.tables.dehydrated_devices, &who.localpart, &record.to_string())?;
         self.storage.commit(batch).await?;
         let uploaded = self.upload_keys(&as_device, device_keys, one_time_keys, fallback_keys).await;
         if let Err(error) = uploaded {

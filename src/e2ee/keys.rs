@@ -9,11 +9,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use ruma::{OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{signatures, E2ee, ToPrefix};
+use super::{signatures, E2ee};
 use crate::{
     error::{Error, Result},
-    storage::{records::FallbackKeyRecord, Batch},
-    users::Identity,
+    storage::{
+        keys::{FallbackKeyKey, OneTimeKeyKey},
+        records::FallbackKeyRecord,
+        Batch,
+    },
+    users::{sessions, Identity},
 };
 
 /// One-time keys a device may hold at most (more are refused).
@@ -110,17 +114,21 @@ impl E2ee {
                 changed = true;
             }
         }
-        let scope = format!("{}\0", who.device_id);
         if let Some(one_time_keys) = one_time_keys {
             let keys = object(one_time_keys, "one_time_keys")?;
-            let held = tables.one_time_keys.scan_prefix(&(who.localpart.clone(), scope.clone()).to_prefix())?.len();
+            let own = OneTimeKeyKey::device_prefix(&who.localpart, &who.device_id);
+            let held = tables.one_time_keys.scan_prefix(&own)?.len();
             if held + keys.len() > MAX_ONE_TIME_KEYS {
                 return Err(Error::invalid_param(format!("A device holds at most {MAX_ONE_TIME_KEYS} one-time keys")));
             }
             for (key_id, key) in &keys {
                 check_key_id(key_id)?;
                 check_key(key_id, key)?;
-                let stored_key = (who.localpart.clone(), format!("{scope}{key_id}"));
+                let stored_key = OneTimeKeyKey {
+                    localpart: who.localpart.clone(),
+                    device_id: who.device_id.clone(),
+                    key_id: key_id.clone(),
+                };
                 match tables.one_time_keys.get(&stored_key)? {
                     Some(existing) if serde_json::from_str::<Value>(&existing).ok().as_ref() != Some(key) => {
                         return Err(Error::invalid_param(format!("One-time key {key_id} already exists")));
@@ -136,7 +144,11 @@ impl E2ee {
             for (key_id, key) in object(fallback_keys, "fallback_keys")? {
                 let algorithm = check_key_id(&key_id)?;
                 check_key(&key_id, &key)?;
-                let stored_key = (who.localpart.clone(), format!("{scope}{algorithm}"));
+                let stored_key = FallbackKeyKey {
+                    localpart: who.localpart.clone(),
+                    device_id: who.device_id.clone(),
+                    algorithm: algorithm.to_owned(),
+                };
                 let existing = tables.fallback_keys.get(&stored_key)?;
                 let text = key.to_string();
                 if existing.as_ref().is_some_and(|e| e.key_id == key_id && e.key == text) {
@@ -157,19 +169,17 @@ impl E2ee {
 
     /// Unclaimed one-time keys of a device, per algorithm (`signed_curve25519` always present).
     pub fn one_time_key_counts(&self, localpart: &str, device_id: &str) -> Result<BTreeMap<String, u64>> {
-        let prefix = (localpart.to_owned(), format!("{device_id}\0")).to_prefix();
+        let prefix = OneTimeKeyKey::device_prefix(localpart, device_id);
         let mut counts = BTreeMap::from([("signed_curve25519".to_owned(), 0)]);
-        for ((_, scoped), _) in self.storage.tables.one_time_keys.scan_prefix(&prefix)? {
-            let key_id = scoped.split_once('\0').map_or("", |(_, id)| id);
-            let algorithm = key_id.split_once(':').map_or(key_id, |(algorithm, _)| algorithm);
-            *counts.entry(algorithm.to_owned()).or_default() += 1;
+        for (key, _) in self.storage.tables.one_time_keys.scan_prefix(&prefix)? {
+            *counts.entry(key.algorithm().to_owned()).or_default() += 1;
         }
         Ok(counts)
     }
 
     /// Algorithms whose fallback key has not been handed out.
     pub fn unused_fallback_key_types(&self, localpart: &str, device_id: &str) -> Result<Vec<String>> {
-        let prefix = (localpart.to_owned(), format!("{device_id}\0")).to_prefix();
+        let prefix = FallbackKeyKey::device_prefix(localpart, device_id);
         Ok(self
             .storage
             .tables
@@ -177,7 +187,7 @@ impl E2ee {
             .scan_prefix(&prefix)?
             .into_iter()
             .filter(|(_, record)| !record.used)
-            .filter_map(|((_, scoped), _)| scoped.split_once('\0').map(|(_, algorithm)| algorithm.to_owned()))
+            .map(|(key, _)| key.algorithm)
             .collect())
     }
 
@@ -203,7 +213,7 @@ impl E2ee {
                 if !wanted.is_empty() && !wanted.contains(device_id.as_str()) {
                     continue;
                 }
-                let Some(device) = tables.devices.get(&(localpart.to_owned(), device_id.clone()))? else { continue };
+                let Some(device) = sessions::stored_device(&self.storage, localpart, &device_id)? else { continue };
                 let Ok(Value::Object(mut keys)) = serde_json::from_str::<Value>(&text) else { continue };
                 keys.insert("unsigned".into(), json!({ "device_display_name": device.display_name }));
                 devices.insert(device_id, Value::Object(keys));
@@ -251,13 +261,17 @@ impl E2ee {
             let localpart = user_id.localpart().to_owned();
             let mut user_keys = Map::new();
             for (device_id, algorithm) in devices {
-                let prefix = (localpart.clone(), format!("{device_id}\0{algorithm}:")).to_prefix();
+                let prefix = OneTimeKeyKey::algorithm_prefix(&localpart, device_id, algorithm);
                 let one_time = tables.one_time_keys.scan_prefix(&prefix)?.into_iter().next();
-                let (key_id, key) = if let Some(((_, scoped), key)) = one_time {
-                    batch.remove(&tables.one_time_keys, &(localpart.clone(), scoped.clone()));
-                    (scoped.split_once('\0').map_or(String::new(), |(_, id)| id.to_owned()), key)
+                let (key_id, key) = if let Some((stored_key, key)) = one_time {
+                    batch.remove(&tables.one_time_keys, &stored_key);
+                    (stored_key.key_id, key)
                 } else {
-                    let fallback_key = (localpart.clone(), format!("{device_id}\0{algorithm}"));
+                    let fallback_key = FallbackKeyKey {
+                        localpart: localpart.clone(),
+                        device_id: device_id.clone(),
+                        algorithm: algorithm.clone(),
+                    };
                     let Some(mut fallback) = tables.fallback_keys.get(&fallback_key)? else { continue };
                     if !fallback.used {
                         fallback.used = true;

@@ -18,6 +18,12 @@
 //! Keys are stored as the JSON the client signed; every change of a user's
 //! keys or devices is logged with a counter value so `/sync` and
 //! `/keys/changes` can tell who changed since a token.
+//!
+//! Owns the key tables (`device_keys`, `one_time_keys`, `fallback_keys`,
+//! `cross_signing_keys`, `key_changes`, `backup_versions`, `backup_keys`,
+//! `dehydrated_devices`) and the to-device tables (`to_device`,
+//! `to_device_txns`). Devices themselves are [`crate::users::sessions`]'s:
+//! they are read and written through its functions.
 
 pub mod backup;
 pub mod cross_signing;
@@ -32,7 +38,11 @@ use ruma::{OwnedServerName, UserId};
 
 use crate::{
     error::Result,
-    storage::{tables::Tables, Batch, Storage},
+    storage::{
+        keys::{FallbackKeyKey, OneTimeKeyKey, ToDeviceKey},
+        tables::Tables,
+        Batch, Storage,
+    },
 };
 
 pub struct E2ee {
@@ -41,12 +51,6 @@ pub struct E2ee {
     /// Serialises read-modify-write operations: one-time key claims (so a
     /// key is handed out once) and backup updates (counts and etags).
     serial: tokio::sync::Mutex<()>,
-}
-
-/// The key of a device in tables whose first key part names one device.
-pub fn device_scope(localpart: &str, device_id: &str) -> String {
-    // Device ids are printable (checked at login), so NUL separates unambiguously.
-    format!("{localpart}\0{device_id}")
 }
 
 impl E2ee {
@@ -89,30 +93,21 @@ pub fn log_key_change<'a>(
 }
 
 /// Adds to `batch` the removal of everything a deleted device had: its keys,
-/// one-time and fallback keys, and waiting to-device messages.
+/// one-time and fallback keys, waiting to-device messages and the to-device
+/// transactions it sent (a device later given the same id starts afresh).
 pub fn forget_device(tables: &Tables, batch: &mut Batch, localpart: &str, device_id: &str) -> Result<()> {
     batch.remove(&tables.device_keys, &(localpart.to_owned(), device_id.to_owned()));
-    let own = (localpart.to_owned(), format!("{device_id}\0")).to_prefix();
-    for (key, _) in tables.one_time_keys.scan_prefix(&own)? {
+    for (key, _) in tables.one_time_keys.scan_prefix(&OneTimeKeyKey::device_prefix(localpart, device_id))? {
         batch.remove(&tables.one_time_keys, &key);
     }
-    for (key, _) in tables.fallback_keys.scan_prefix(&own)? {
+    for (key, _) in tables.fallback_keys.scan_prefix(&FallbackKeyKey::device_prefix(localpart, device_id))? {
         batch.remove(&tables.fallback_keys, &key);
     }
-    let scope = crate::storage::prefix_of(&device_scope(localpart, device_id));
-    for (key, _) in tables.to_device.scan_prefix(&scope)? {
+    for (key, _) in tables.to_device.scan_prefix(&ToDeviceKey::device_prefix(localpart, device_id))? {
         batch.remove(&tables.to_device, &key);
     }
-    Ok(())
-}
-
-/// A composite key as a scan prefix (its encoding, unterminated).
-trait ToPrefix {
-    fn to_prefix(&self) -> Vec<u8>;
-}
-
-impl ToPrefix for (String, String) {
-    fn to_prefix(&self) -> Vec<u8> {
-        crate::storage::KeyCodec::encode(self)
+    for (key, _) in tables.to_device_txns.scan_leading((localpart, device_id))? {
+        batch.remove(&tables.to_device_txns, &key);
     }
+    Ok(())
 }

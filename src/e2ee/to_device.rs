@@ -3,16 +3,25 @@
 //! token at or past them (the client's acknowledgement).
 //!
 //! Spec: client-server API "Send-to-Device messaging" (`to_device.yaml`).
+//!
+//! Owns `to_device` (the queues) and `to_device_txns` (the transactions
+//! already handled, so that a retried `PUT /sendToDevice` is not queued
+//! twice). Earlier versions recorded those transactions in the rooms'
+//! `txnid_eventid`; they are not read any more, so a transaction sent before
+//! the upgrade and retried after it is delivered twice (accepted rather than
+//! a migration: only a retry spanning the upgrade is affected).
 
 use std::collections::BTreeMap;
 
-use ruma::{OwnedUserId, UserId};
+use ruma::OwnedUserId;
 use serde_json::{json, Map, Value};
 
-use super::{device_scope, E2ee};
+use super::E2ee;
 use crate::{
     error::{Error, Result},
-    storage::{prefix_of, records::ToDeviceRecord, Batch},
+    storage::{keys::ToDeviceKey, records::ToDeviceRecord, Batch},
+    users::{sessions, Identity},
+    util::now_ms,
 };
 
 /// Messages delivered in one sync at most; the rest wait for the next.
@@ -21,15 +30,17 @@ pub const MAX_PER_SYNC: usize = 100;
 impl E2ee {
     /// Queues `content` for each addressed device (`*`: every device of the
     /// user). Unknown users and devices are skipped, as the spec allows.
+    /// Idempotent per device of the sender, event type and `txn_id`.
     pub async fn send_to_device(
         &self,
-        sender: &UserId,
+        sender: &Identity,
         event_type: &str,
+        txn_id: &str,
         messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
-        txn: (String, String),
     ) -> Result<()> {
         let tables = &self.storage.tables;
-        if tables.txnid_eventid.get(&txn)?.is_some() {
+        let txn = (sender.localpart.clone(), sender.device_id.clone(), event_type.to_owned(), txn_id.to_owned());
+        if tables.to_device_txns.contains(&txn)? {
             return Ok(()); // a retried transaction
         }
         let mut batch = Batch::new();
@@ -44,8 +55,8 @@ impl E2ee {
                     return Err(Error::bad_json("Each to-device message must be an object"));
                 }
                 let targets: Vec<String> = if device == "*" {
-                    tables.devices.scan_prefix(&prefix_of(localpart))?.into_iter().map(|((_, d), _)| d).collect()
-                } else if tables.devices.get(&(localpart.to_owned(), device.clone()))?.is_some() {
+                    sessions::device_ids(&self.storage, localpart)?
+                } else if sessions::device_exists(&self.storage, localpart, device)? {
                     vec![device.clone()]
                 } else {
                     Vec::new()
@@ -53,16 +64,20 @@ impl E2ee {
                 for target in targets {
                     let reservation = self.storage.reserve_count()?;
                     let record = ToDeviceRecord {
-                        sender: sender.to_string(),
+                        sender: sender.user_id.to_string(),
                         event_type: event_type.to_owned(),
                         content: content.to_string(),
                     };
-                    batch.insert(&tables.to_device, &(device_scope(localpart, &target), reservation.count), &record)?;
+                    batch.insert(
+                        &tables.to_device,
+                        &ToDeviceKey::new(localpart, &target, reservation.count),
+                        &record,
+                    )?;
                     reservations.push(reservation);
                 }
             }
         }
-        batch.insert(&tables.txnid_eventid, &txn, &String::new())?;
+        batch.insert(&tables.to_device_txns, &txn, &now_ms())?;
         self.storage.commit(batch).await?;
         // All reservations end before the wake-up (the last one announces).
         reservations.sort_by_key(|r| r.count);
@@ -76,14 +91,13 @@ impl E2ee {
     /// Messages for a device up to `upto`, oldest first (at most
     /// [`MAX_PER_SYNC`]), with the position of the last one returned.
     pub fn to_device_messages(&self, localpart: &str, device_id: &str, upto: u64) -> Result<(Vec<Value>, u64)> {
-        let scope = device_scope(localpart, device_id);
         let waiting = self.storage.tables.to_device.range(
-            &(scope.clone(), 0),
-            &(scope, upto.saturating_add(1)),
+            &ToDeviceKey::new(localpart, device_id, 0),
+            &ToDeviceKey::new(localpart, device_id, upto.saturating_add(1)),
             false,
             MAX_PER_SYNC,
         )?;
-        let last = waiting.last().map_or(0, |((_, count), _)| *count);
+        let last = waiting.last().map_or(0, |(key, _)| key.count);
         let events = waiting
             .into_iter()
             .map(|(_, record)| {
@@ -96,10 +110,13 @@ impl E2ee {
 
     /// Deletes a device's messages up to `position`: the client has them.
     pub fn acknowledge_to_device(&self, localpart: &str, device_id: &str, position: u64) -> Result<()> {
-        let scope = device_scope(localpart, device_id);
         let tables = &self.storage.tables;
-        let delivered =
-            tables.to_device.range(&(scope.clone(), 0), &(scope, position.saturating_add(1)), false, usize::MAX)?;
+        let delivered = tables.to_device.range(
+            &ToDeviceKey::new(localpart, device_id, 0),
+            &ToDeviceKey::new(localpart, device_id, position.saturating_add(1)),
+            false,
+            usize::MAX,
+        )?;
         if delivered.is_empty() {
             return Ok(());
         }

@@ -9,7 +9,8 @@
 //! files the HTTP layer reads as it sends. The
 //! metadata (type, name, size, uploader) is a storage record per media id,
 //! written durably after the file. Thumbnails ([`thumbnail`]) are made on
-//! first request and cached the same way.
+//! first request and cached the same way. Owns the `media` and `thumbnails`
+//! tables.
 
 pub mod preview;
 pub mod spool;
@@ -25,7 +26,10 @@ pub use spool::{Spool, StoredContent};
 use crate::{
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},
-    storage::{records::MediaRecord, Batch, Storage},
+    storage::{
+        records::{CachedThumbnail, MediaRecord},
+        Batch, Storage,
+    },
     util::now_ms,
 };
 
@@ -81,9 +85,7 @@ impl Media {
             referenced.extend(record.sha256);
         })?;
         tables.thumbnails.for_each(|_, thumbnail| {
-            if let Some((sha256, _)) = thumbnail.split_once('\n') {
-                referenced.insert(sha256.to_owned());
-            }
+            referenced.insert(thumbnail.sha256);
         })?;
         let mut removed = 0;
         let Ok(fan_out) = std::fs::read_dir(&self.dir) else { return Ok(0) };
@@ -251,10 +253,8 @@ impl Media {
         let label = format!("{width}x{height}-{method:?}");
         let key = (media_id.to_owned(), label);
         if let Some(cached) = self.storage.tables.thumbnails.get(&key)? {
-            if let Some((sha256, content_type)) = cached.split_once('\n') {
-                if let Ok((file, len)) = self.open_file(sha256).await {
-                    return Ok(Download { file, len, content_type: content_type.to_owned(), filename: None });
-                }
+            if let Ok((file, len)) = self.open_file(&cached.sha256).await {
+                return Ok(Download { file, len, content_type: cached.content_type, filename: None });
             }
         }
         if record.size > MAX_THUMBNAIL_SOURCE {
@@ -279,7 +279,8 @@ impl Media {
         spool.write(&made.content).await?;
         let stored = spool.finish().await?;
         let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.thumbnails, &key, &format!("{}\n{}", stored.sha256, made.content_type))?;
+        let cached = CachedThumbnail { sha256: stored.sha256.clone(), content_type: made.content_type.to_owned() };
+        batch.insert(&self.storage.tables.thumbnails, &key, &cached)?;
         self.storage.commit(batch).await?;
         let (file, len) = self.open_file(&stored.sha256).await?;
         Ok(Download { file, len, content_type: made.content_type.to_owned(), filename: None })

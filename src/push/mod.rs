@@ -6,7 +6,8 @@
 //!
 //! When an event notifies a user ([`crate::rooms::notifications`]), a job per
 //! http pusher of that user is written to the `push_queue` table with the
-//! event, so a push is never lost to a restart. The sender here takes the
+//! event ([`queue`], which owns the table), so a push is never lost to a
+//! restart. The sender here takes the
 //! jobs in event order, one task per pusher at a time (a pusher's pushes stay
 //! in order; a slow gateway holds up only its own pushers), builds the
 //! notification when it is sent (current unread counts; skipped if the user
@@ -21,6 +22,7 @@
 //! - other answers (4xx, a URL the server may not call): dropped and logged.
 
 mod notification;
+pub mod queue;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -37,7 +39,10 @@ use crate::{
     error::Result,
     http::client::{ClientError, ClientPolicy, HttpClient},
     services::Services,
-    storage::{records::PushJobRecord, Batch},
+    storage::{
+        keys::{PushJobKey, PusherId},
+        records::PushJobRecord,
+    },
 };
 
 /// Attempts of one push before it is given up (about an hour of retries).
@@ -51,25 +56,6 @@ const MAX_CONCURRENT_PUSHERS: usize = 32;
 const SCAN_LIMIT: usize = 10_000;
 /// Passes happen at least this often (a safety net; wake-ups do the work).
 const IDLE_PASS: Duration = Duration::from_secs(60);
-
-/// A job's key: (event count, localpart NUL app id NUL pushkey).
-type JobKey = (u64, String);
-
-/// One pusher of one user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PusherId {
-    localpart: String,
-    app_id: String,
-    pushkey: String,
-}
-
-impl PusherId {
-    fn parse(scoped: &str) -> Option<Self> {
-        let mut parts = scoped.splitn(3, '\0');
-        let (localpart, app_id, pushkey) = (parts.next()?, parts.next()?, parts.next()?);
-        Some(Self { localpart: localpart.to_owned(), app_id: app_id.to_owned(), pushkey: pushkey.to_owned() })
-    }
-}
 
 struct Backoff {
     failures: u32,
@@ -148,26 +134,18 @@ pub fn start(services: &Arc<Services>) {
 /// Starts a delivery task for each pusher with due jobs; returns how long
 /// until a backed-off pusher is due.
 fn pass(services: &Arc<Services>, weak: &Weak<Services>) -> Duration {
-    let queue = &services.storage.tables.push_queue;
-    let jobs = match queue.range(&(0, String::new()), &(u64::MAX, String::new()), false, SCAN_LIMIT) {
+    let jobs = match queue::first_jobs(&services.storage, SCAN_LIMIT) {
         Ok(jobs) => jobs,
         Err(error) => {
             tracing::error!(%error, "could not read the push queue");
             return IDLE_PASS;
         }
     };
-    let mut per_pusher: Vec<(PusherId, Vec<(JobKey, PushJobRecord)>)> = Vec::new();
+    let mut per_pusher: Vec<(PusherId, Vec<(PushJobKey, PushJobRecord)>)> = Vec::new();
     let mut index: HashMap<PusherId, usize> = HashMap::new();
     for (key, job) in jobs {
-        let Some(pusher) = PusherId::parse(&key.1) else {
-            tracing::warn!(key = %key.1, "malformed push job dropped");
-            let mut batch = Batch::new();
-            batch.remove(queue, &key);
-            let _ = services.storage.apply(batch);
-            continue;
-        };
-        let at = *index.entry(pusher.clone()).or_insert_with(|| {
-            per_pusher.push((pusher, Vec::new()));
+        let at = *index.entry(key.pusher.clone()).or_insert_with(|| {
+            per_pusher.push((key.pusher.clone(), Vec::new()));
             per_pusher.len() - 1
         });
         per_pusher[at].1.push((key, job));
@@ -213,8 +191,7 @@ impl Drop for InFlight<'_> {
 }
 
 /// Sends a pusher's jobs in order, stopping at the first that must wait.
-async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(JobKey, PushJobRecord)>) {
-    let queue = &services.storage.tables.push_queue;
+async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(PushJobKey, PushJobRecord)>) {
     // The pusher's settings, read once for the jobs sent together; without
     // them (deleted meanwhile, or rejected below) the jobs are dropped.
     let mut recipient = match Recipient::read(services, pusher) {
@@ -230,7 +207,7 @@ async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(Job
     for (key, mut job) in jobs {
         let outcome = match &recipient {
             None => Outcome::Done,
-            Some(recipient) => match deliver(services, pusher, recipient, key.0, &job, &mut unread).await {
+            Some(recipient) => match deliver(services, pusher, recipient, key.count, &job, &mut unread).await {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     tracing::warn!(%error, user = %pusher.localpart, "push could not be prepared; dropped");
@@ -238,11 +215,10 @@ async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(Job
                 }
             },
         };
-        let mut batch = Batch::new();
-        match outcome {
+        let written = match outcome {
             Outcome::Done => {
                 services.push.state().backoff.remove(pusher);
-                batch.remove(queue, &key);
+                queue::remove(&services.storage, &key)
             }
             Outcome::Rejected => {
                 tracing::info!(user = %pusher.localpart, app_id = %pusher.app_id, "gateway rejected the pushkey; pusher removed");
@@ -252,27 +228,24 @@ async fn deliver_in_order(services: &Services, pusher: &PusherId, jobs: Vec<(Job
                     tracing::error!(%error, "could not remove a rejected pusher");
                 }
                 recipient = None;
-                batch.remove(queue, &key);
+                queue::remove(&services.storage, &key)
             }
             Outcome::Retry => {
                 job.attempts += 1;
-                let gave_up = job.attempts >= MAX_ATTEMPTS;
-                if gave_up {
+                let written = if job.attempts >= MAX_ATTEMPTS {
                     tracing::warn!(user = %pusher.localpart, app_id = %pusher.app_id, attempts = job.attempts, "push given up");
-                    batch.remove(queue, &key);
-                } else if let Err(error) = batch.insert(queue, &key, &job) {
-                    tracing::error!(%error, "could not record a push attempt");
-                }
+                    queue::remove(&services.storage, &key)
+                } else {
+                    queue::record_attempt(&services.storage, &key, &job)
+                };
                 note_failure(services, pusher);
-                // Durability of the attempt count is not needed: at worst a push is tried again.
-                if let Err(error) = services.storage.apply(batch) {
+                if let Err(error) = written {
                     tracing::error!(%error, "could not update the push queue");
                 }
                 return;
             }
-        }
-        // A push sent twice after a crash is harmless; waiting for the disk here is not needed.
-        if let Err(error) = services.storage.apply(batch) {
+        };
+        if let Err(error) = written {
             tracing::error!(%error, "could not update the push queue");
             return;
         }
@@ -367,19 +340,5 @@ async fn post(client: &HttpClient, url: &str, pusher: &PusherId, user_id: &UserI
             tracing::warn!(status, user = %user_id, url, "push gateway refused the notification; dropped");
             Outcome::Done
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pusher_ids_come_from_job_keys() {
-        let id = PusherId::parse("alice\0im.vector.app.android\0key\0with nul").unwrap();
-        assert_eq!(id.localpart, "alice");
-        assert_eq!(id.app_id, "im.vector.app.android");
-        assert_eq!(id.pushkey, "key\0with nul");
-        assert!(PusherId::parse("alice\0only-app").is_none());
     }
 }

@@ -70,8 +70,9 @@ impl EventRequest {
     }
 }
 
-/// Identifies a client transaction: (localpart, device id + "\n" + txn id).
-pub type TxnKey = (String, String);
+/// Identifies a client transaction (device, request, transaction id): the
+/// key of `txnid_eventid`, which the rooms own.
+pub use crate::storage::keys::{TxnKey, TxnRequest};
 
 pub struct Rooms {
     storage: Arc<Storage>,
@@ -93,6 +94,8 @@ pub struct Rooms {
     push_wakeup: Arc<tokio::sync::Notify>,
     /// Who has http pushers (kept by the users service).
     pushers: Arc<crate::users::pushers::PusherIndex>,
+    /// The users' account data (push rules), owned by the users service.
+    account_data: crate::users::account_data::AccountDataStore,
     /// The latest create-event timestamp handed out (see `unique_create_ts`).
     last_create_ts: AtomicU64,
     /// One upgrade per room at a time.
@@ -109,6 +112,7 @@ impl Rooms {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName, key: Arc<ServerKey>) -> Self {
         Self {
             state: StateStore::new(Arc::clone(&storage)),
+            account_data: crate::users::account_data::AccountDataStore::new(Arc::clone(&storage)),
             storage,
             server_name,
             key,

@@ -9,6 +9,11 @@
 //! recorded for that user, written with the event (as derived data: one
 //! atomic batch per tree after the event's transaction). Those records drive `unread_notifications` (`notification_count`,
 //! `highlight_count`, per thread) and `GET /notifications`.
+//!
+//! Owns the `notifications` table (with [`super::retention`], which removes
+//! old records). Push rules are read through the users' account data
+//! ([`crate::users::account_data::AccountDataStore`]); pushes are queued
+//! through [`crate::push::queue`].
 
 use super::Membership;
 use std::{collections::BTreeMap, sync::Arc};
@@ -30,39 +35,32 @@ use super::{
 use crate::{
     error::Result,
     events::Pdu,
-    storage::{
-        records::{NotificationRecord, PushJobRecord},
-        Batch,
-    },
+    push::queue::{self, Push},
+    storage::{keys::NotificationKey, records::NotificationRecord, Batch},
 };
 
 /// The account data type holding a user's push rules.
 pub const PUSH_RULES: &str = "m.push_rules";
 
-/// The key of a user's notifications in one room.
-pub fn user_room_scope(localpart: &str, room_id: &str) -> String {
-    format!("{localpart}\0{room_id}")
-}
-
 impl Rooms {
     /// A user's push rules: the stored `m.push_rules`, else the server defaults.
     /// Parsed rule sets are cached by the version of their account data.
     pub fn push_rules_of(&self, user_id: &UserId) -> Result<Arc<Ruleset>> {
-        let key = (user_id.localpart().to_owned(), format!("\n{PUSH_RULES}"));
-        let record = self.storage.tables.account_data.get(&key)?;
+        let stored = self.account_data.get(user_id.localpart(), None, PUSH_RULES)?;
         // Version 0: no stored rules, the defaults (also worth caching: they take a while to build).
-        let cache_key = (user_id.to_owned(), record.as_ref().map_or(0, |r| r.count));
+        let cache_key = (user_id.to_owned(), stored.as_ref().map_or(0, |data| data.version));
         if let Some(rules) = self.push_rules.get(&cache_key) {
             return Ok(rules);
         }
-        let Some(record) = record else {
+        let Some(stored) = stored else {
             let rules = Arc::new(Ruleset::server_default(user_id));
             self.push_rules.insert(cache_key, Arc::clone(&rules));
             return Ok(rules);
         };
-        let parsed = serde_json::from_str::<Value>(&record.content)
-            .ok()
-            .and_then(|content| serde_json::from_value::<Ruleset>(content.get("global")?.clone()).ok())
+        let parsed = stored
+            .content
+            .get("global")
+            .and_then(|global| serde_json::from_value::<Ruleset>(global.clone()).ok())
             .unwrap_or_else(|| Ruleset::server_default(user_id));
         let rules = Arc::new(parsed);
         self.push_rules.insert(cache_key, Arc::clone(&rules));
@@ -136,15 +134,10 @@ impl Rooms {
                 thread: thread.clone(),
                 actions: serde_json::to_string(actions).unwrap_or_else(|_| "[]".to_owned()),
             };
-            let scope = user_room_scope(member.localpart(), room_id.as_str());
-            batch.insert(&self.storage.tables.notifications, &(scope, count), &record)?;
+            let key = NotificationKey::new(member.localpart(), room_id.as_str(), count);
+            batch.insert(&self.storage.tables.notifications, &key, &record)?;
             for pusher in self.pushers.http_pushers_of(member.localpart()) {
-                let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0, badge_only: false };
-                batch.insert(
-                    &self.storage.tables.push_queue,
-                    &(count, format!("{}\0{pusher}", member.localpart())),
-                    &job,
-                )?;
+                queue::add(&self.storage, batch, count, &pusher, Push::Notification { room_id: room_id.as_str() })?;
                 pushes_queued = true;
             }
         }
@@ -204,12 +197,15 @@ impl Rooms {
         let localpart = user_id.localpart();
         let mut found: Vec<(u64, String, NotificationRecord)> = Vec::new();
         for (room_id, _) in self.memberships_of(localpart)? {
-            let scope = user_room_scope(localpart, room_id.as_str());
-            let page = tables.notifications.range(&(scope.clone(), 0), &(scope, before), true, limit + 1)?;
+            let (start, end) = (
+                NotificationKey::new(localpart, room_id.as_str(), 0),
+                NotificationKey::new(localpart, room_id.as_str(), before),
+            );
+            let page = tables.notifications.range(&start, &end, true, limit + 1)?;
             found.extend(
                 page.into_iter()
                     .filter(|(_, record)| !only_highlight || record.highlight)
-                    .map(|((_, count), record)| (count, room_id.to_string(), record)),
+                    .map(|(key, record)| (key.count, room_id.to_string(), record)),
             );
         }
         found.sort_unstable_by_key(|(count, _, _)| std::cmp::Reverse(*count));
@@ -276,12 +272,7 @@ impl Rooms {
             return Ok(false);
         }
         for pusher in pushers {
-            let job = PushJobRecord { room_id: room_id.to_string(), attempts: 0, badge_only: true };
-            batch.insert(
-                &self.storage.tables.push_queue,
-                &(count, format!("{}\0{pusher}", user_id.localpart())),
-                &job,
-            )?;
+            queue::add(&self.storage, batch, count, &pusher, Push::Badge { room_id: room_id.as_str() })?;
         }
         Ok(true)
     }
@@ -289,8 +280,8 @@ impl Rooms {
     /// The context of `user_id`'s notification about the event at `count` in
     /// `room_id`, or `None` when there is no such notification (any more).
     pub fn push_context(&self, user_id: &UserId, room_id: &RoomId, count: u64) -> Result<Option<PushContext>> {
-        let scope = user_room_scope(user_id.localpart(), room_id.as_str());
-        let Some(record) = self.storage.tables.notifications.get(&(scope, count))? else { return Ok(None) };
+        let key = NotificationKey::new(user_id.localpart(), room_id.as_str(), count);
+        let Some(record) = self.storage.tables.notifications.get(&key)? else { return Ok(None) };
         let Some(event_id) = self.event_id_at(room_id, count)? else { return Ok(None) };
         let Some((pdu, _)) = self.get_pdu(&event_id)? else { return Ok(None) };
         let Some(room) = self.room(room_id)? else { return Ok(None) };

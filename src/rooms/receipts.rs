@@ -9,16 +9,21 @@
 //!
 //! Receipts are also indexed by the counter value at which they were set, so
 //! an incremental sync reads only the receipts changed since its token.
+//! Owns the `receipts` and `receipt_positions` tables.
 
 use std::collections::BTreeMap;
 
 use ruma::{RoomId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{notifications::user_room_scope, Rooms};
+use super::Rooms;
 use crate::{
     error::Result,
-    storage::{prefix_of, records::ReceiptRecord, Batch, KeyCodec},
+    storage::{
+        keys::{NotificationKey, ReceiptId, ReceiptKey},
+        records::ReceiptRecord,
+        Batch,
+    },
     util::now_ms,
 };
 
@@ -54,10 +59,6 @@ pub struct UnreadCounts {
     pub threads: BTreeMap<String, Count>,
 }
 
-fn key(user_id: &UserId, kind: &str, thread: Option<&str>) -> String {
-    format!("{user_id}\n{kind}\n{}", thread.unwrap_or_default())
-}
-
 impl Rooms {
     /// Stores a receipt and wakes syncs.
     pub async fn set_receipt(
@@ -72,7 +73,12 @@ impl Rooms {
         // Held until the write is done: syncs stay below this position meanwhile.
         let reservation = self.storage.reserve_count()?;
         let count = reservation.count;
-        let receipt_key = (room_id.to_string(), key(user_id, kind, thread));
+        let receipt = ReceiptId {
+            user_id: user_id.to_string(),
+            receipt_type: kind.to_owned(),
+            thread_id: thread.filter(|thread| !thread.is_empty()).map(str::to_owned),
+        };
+        let receipt_key = ReceiptKey { room_id: room_id.to_string(), receipt };
         let event_position = self.get_pdu(event_id)?.and_then(|(_, stored)| stored.position());
         let record = ReceiptRecord {
             event_id: event_id.to_string(),
@@ -85,7 +91,7 @@ impl Rooms {
         if let Some(previous) = tables.receipts.get(&receipt_key)? {
             batch.remove(&tables.receipt_positions, &(room_id.to_string(), previous.count));
         }
-        batch.insert(&tables.receipt_positions, &(room_id.to_string(), count), &receipt_key.1)?;
+        batch.insert(&tables.receipt_positions, &(room_id.to_string(), count), &receipt_key.receipt)?;
         batch.insert(&tables.receipts, &receipt_key, &record)?;
         let badge_changes =
             (kind == READ || kind == READ_PRIVATE) && self.queue_badge_updates(&mut batch, room_id, user_id, count)?;
@@ -107,20 +113,21 @@ impl Rooms {
         upto: u64,
     ) -> Result<Option<Value>> {
         let tables = &self.storage.tables;
-        let changed: Vec<(String, ReceiptRecord)> = match since {
+        let changed: Vec<(ReceiptId, ReceiptRecord)> = match since {
             None => tables
                 .receipts
-                .scan_prefix(&prefix_of(room_id.as_str()))?
+                .scan_prefix(&ReceiptKey::room_prefix(room_id.as_str()))?
                 .into_iter()
-                .map(|((_, k), r)| (k, r))
+                .map(|(key, record)| (key.receipt, record))
                 .collect(),
             Some(since) => {
                 let (start, end) = ((room_id.to_string(), since + 1), (room_id.to_string(), upto.saturating_add(1)));
                 let mut changed = Vec::new();
-                for ((room, count), receipt_key) in tables.receipt_positions.range(&start, &end, false, usize::MAX)? {
+                for ((room_id, count), receipt) in tables.receipt_positions.range(&start, &end, false, usize::MAX)? {
                     // A concurrent update of the same receipt may leave a stale position behind.
-                    match tables.receipts.get(&(room, receipt_key.clone()))? {
-                        Some(record) if record.count == count => changed.push((receipt_key, record)),
+                    let key = ReceiptKey { room_id, receipt };
+                    match tables.receipts.get(&key)? {
+                        Some(record) if record.count == count => changed.push((key.receipt, record)),
                         _ => {}
                     }
                 }
@@ -128,12 +135,11 @@ impl Rooms {
             }
         };
         let mut content: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
-        for (receipt_key, record) in changed {
+        for (receipt, record) in changed {
             if since.is_some_and(|since| record.count <= since) || record.count > upto {
                 continue;
             }
-            let mut parts = receipt_key.splitn(3, '\n');
-            let (Some(user), Some(kind)) = (parts.next(), parts.next()) else { continue };
+            let (user, kind) = (receipt.user_id.as_str(), receipt.receipt_type.as_str());
             if kind == READ_PRIVATE && user != viewer.as_str() {
                 continue;
             }
@@ -160,11 +166,11 @@ impl Rooms {
     /// private): unthreaded ones apply everywhere, `main` to the main
     /// timeline, others to their thread.
     pub(super) fn read_positions(&self, room_id: &RoomId, user_id: &UserId) -> Result<(u64, BTreeMap<String, u64>)> {
-        let prefix = (room_id.to_string(), format!("{user_id}\n")).encode();
+        let prefix = ReceiptKey::user_prefix(room_id.as_str(), user_id.as_str());
         let mut everywhere = 0;
         let mut threads: BTreeMap<String, u64> = BTreeMap::new();
-        for ((_, receipt_key), receipt) in self.storage.tables.receipts.scan_prefix(&prefix)? {
-            let kind = receipt_key.split('\n').nth(1).unwrap_or_default();
+        for (key, receipt) in self.storage.tables.receipts.scan_prefix(&prefix)? {
+            let kind = key.receipt.receipt_type.as_str();
             if kind != READ && kind != READ_PRIVATE {
                 continue;
             }
@@ -196,11 +202,12 @@ impl Rooms {
         let main_floor = floor.max(threads.get(MAIN_THREAD).copied().unwrap_or_default());
         // Nothing before the lowest read position can be unread.
         let lowest = threads.values().copied().chain([main_floor]).min().unwrap_or(main_floor).max(floor);
-        let scope = user_room_scope(user_id.localpart(), room_id.as_str());
-        let start = (scope.clone(), lowest + 1);
-        let end = (scope, upto.saturating_add(1));
+        let (localpart, room) = (user_id.localpart(), room_id.as_str());
+        let start = NotificationKey::new(localpart, room, lowest + 1);
+        let end = NotificationKey::new(localpart, room, upto.saturating_add(1));
         let mut counts = UnreadCounts::default();
-        for ((_, count), record) in self.storage.tables.notifications.range(&start, &end, false, usize::MAX)? {
+        for (key, record) in self.storage.tables.notifications.range(&start, &end, false, usize::MAX)? {
+            let count = key.count;
             let thread = record.thread;
             let read_up_to =
                 if thread.is_empty() { main_floor } else { threads.get(&thread).copied().unwrap_or(0).max(floor) };

@@ -15,8 +15,11 @@
 
 use ruma::{OwnedRoomId, UserId};
 
-use super::{notifications::user_room_scope, Rooms};
-use crate::{error::Result, storage::Batch};
+use super::Rooms;
+use crate::{
+    error::Result,
+    storage::{keys::NotificationKey, Batch},
+};
 
 /// How long notification records are kept once read.
 pub const NOTIFICATION_RETENTION_MS: u64 = 30 * 24 * 60 * 60 * 1000;
@@ -57,10 +60,9 @@ impl Rooms {
         let tables = &self.storage.tables;
         let mut removed = 0;
         for ((localpart, room_id), membership) in tables.localpart_roomid_membership.all()? {
-            let scope = user_room_scope(&localpart, &room_id);
             let old = tables.notifications.range(
-                &(scope.clone(), 0),
-                &(scope, cutoff.saturating_add(1)),
+                &NotificationKey::new(&localpart, &room_id, 0),
+                &NotificationKey::new(&localpart, &room_id, cutoff.saturating_add(1)),
                 false,
                 usize::MAX,
             )?;
@@ -73,7 +75,7 @@ impl Rooms {
             let (everywhere, threads) = if joined { self.read_positions(&room, &user)? } else { Default::default() };
             let mut batch = Batch::new();
             for (key, record) in old {
-                let count = key.1;
+                let count = key.count;
                 let thread =
                     if record.thread.is_empty() { super::receipts::MAIN_THREAD } else { record.thread.as_str() };
                 let read = count <= everywhere || threads.get(thread).is_some_and(|position| count <= *position);

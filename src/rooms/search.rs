@@ -6,7 +6,8 @@
 //! names and topics, unencrypted by nature. Words are folded like the user
 //! directory's (no case, no accents); each query word must start a word of
 //! the event (word-prefix). The index is derived data written with the event;
-//! a redaction removes the redacted event's words.
+//! a redaction removes the redacted event's words. Owns the `search_index`
+//! table (its entries are [`crate::storage::records::SearchEntry`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,7 +17,7 @@ use super::Rooms;
 use crate::{
     error::Result,
     events::Pdu,
-    storage::{Batch, StorageError},
+    storage::{records::SearchEntry, Batch},
     users::directory::words,
 };
 
@@ -36,20 +37,6 @@ pub fn searchable_fields(pdu: &Pdu) -> Vec<(&'static str, String)> {
 /// (word, key) pairs of an event, each once.
 fn indexed_words(pdu: &Pdu) -> BTreeSet<(String, &'static str)> {
     searchable_fields(pdu).into_iter().flat_map(|(key, text)| words(&text).into_iter().map(move |w| (w, key))).collect()
-}
-
-/// What the index stores per (word, event): the room, the field and the
-/// state snapshot before the event (which decides who may see it).
-fn entry(room_id: &str, key: &str, state_before: u64) -> String {
-    format!("{room_id}\n{key}\n{state_before}")
-}
-
-/// (room, field, snapshot) of an index entry; entries written before the
-/// snapshot was kept have none.
-fn parse_entry(value: &str) -> Option<(&str, &str, Option<u64>)> {
-    let mut parts = value.splitn(3, '\n');
-    let (room_id, key) = (parts.next()?, parts.next()?);
-    Some((room_id, key, parts.next().and_then(|snapshot| snapshot.parse().ok())))
 }
 
 /// A matching event while words are intersected: its room, its snapshot and
@@ -78,7 +65,10 @@ impl Rooms {
         state_before: u64,
     ) -> Result<()> {
         for (word, key) in indexed_words(pdu) {
-            batch.insert(&self.storage.tables.search_index, &(word, count), &entry(room_id, key, state_before))?;
+            // The state snapshot before the event decides who may see it.
+            let entry =
+                SearchEntry { room_id: room_id.to_owned(), field: key.to_owned(), state_before: Some(state_before) };
+            batch.insert(&self.storage.tables.search_index, &(word, count), &entry)?;
         }
         Ok(())
     }
@@ -101,14 +91,13 @@ impl Rooms {
         let mut candidates: Option<BTreeMap<u64, Candidate>> = None;
         for query_word in &wanted {
             let mut matches: BTreeMap<u64, (String, Option<u64>, bool)> = BTreeMap::new();
-            for ((word, count), value) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
-                let (room_id, key, state_before) =
-                    parse_entry(&value).ok_or_else(|| StorageError::corrupt("search index entry without a key"))?;
-                if !rooms.contains(room_id) || (!keys.is_empty() && !keys.iter().any(|k| k == key)) {
+            for ((word, count), entry) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
+                let SearchEntry { room_id, field, state_before } = entry;
+                if !rooms.contains(&room_id) || (!keys.is_empty() && !keys.contains(&field)) {
                     continue;
                 }
                 let whole = word == *query_word;
-                let slot = matches.entry(count).or_insert_with(|| (room_id.to_owned(), state_before, false));
+                let slot = matches.entry(count).or_insert_with(|| (room_id, state_before, false));
                 slot.2 |= whole;
             }
             candidates = Some(match candidates {
@@ -185,17 +174,5 @@ impl Rooms {
         }
         self.storage.flush_blocking()?;
         Ok(read)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_entries_with_and_without_a_snapshot_are_read() {
-        assert_eq!(parse_entry(&entry("!r:x", "content.body", 42)), Some(("!r:x", "content.body", Some(42))));
-        assert_eq!(parse_entry("!r:x\ncontent.body"), Some(("!r:x", "content.body", None)));
-        assert_eq!(parse_entry("no key"), None);
     }
 }

@@ -35,8 +35,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 fn index_receipt_positions(storage: &Storage) -> Result<(), StorageError> {
     let tables = &storage.tables;
     let mut batch = Batch::new();
-    for ((room_id, receipt_key), receipt) in tables.receipts.all()? {
-        batch.insert(&tables.receipt_positions, &(room_id, receipt.count), &receipt_key)?;
+    for (key, receipt) in tables.receipts.all()? {
+        batch.insert(&tables.receipt_positions, &(key.room_id, receipt.count), &key.receipt)?;
     }
     storage.apply(batch)?;
     storage.flush_blocking()
@@ -156,7 +156,10 @@ mod tests {
 
     #[test]
     fn version_2_indexes_receipt_positions() {
-        use crate::storage::records::ReceiptRecord;
+        use crate::storage::{
+            keys::{ReceiptId, ReceiptKey},
+            records::ReceiptRecord,
+        };
         let dir = tempfile::tempdir().unwrap();
         {
             let storage = Storage::open(dir.path(), CACHE).unwrap();
@@ -168,7 +171,9 @@ mod tests {
                 thread_id: None,
                 event_position: None,
             };
-            let key = ("!r:x".to_owned(), "@b:x\nm.read\n".to_owned());
+            let receipt_id =
+                ReceiptId { user_id: "@b:x".to_owned(), receipt_type: "m.read".to_owned(), thread_id: None };
+            let key = ReceiptKey { room_id: "!r:x".to_owned(), receipt: receipt_id };
             batch.insert(&storage.tables.receipts, &key, &receipt).unwrap();
             storage.apply(batch).unwrap();
             storage.set_schema_version(1).unwrap();
@@ -177,6 +182,7 @@ mod tests {
         let storage = Storage::open(dir.path(), CACHE).unwrap();
         assert_eq!(storage.schema_version().unwrap(), Some(2));
         let positions = storage.tables.receipt_positions.all().unwrap();
-        assert_eq!(positions, vec![(("!r:x".to_owned(), 10), "@b:x\nm.read\n".to_owned())]);
+        let receipt_id = ReceiptId { user_id: "@b:x".to_owned(), receipt_type: "m.read".to_owned(), thread_id: None };
+        assert_eq!(positions, vec![(("!r:x".to_owned(), 10), receipt_id)]);
     }
 }

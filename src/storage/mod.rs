@@ -2,8 +2,10 @@
 //!
 //! What it offers the rest of the server:
 //! - [`Table`]: a typed tree, with a key codec and a versioned record type
-//!   ([`codec`]); the tables themselves are declared in [`tables`] and their
-//!   records in [`records`], so the whole on-disk schema is read in one place;
+//!   ([`codec`]); the tables themselves are declared in [`tables`], their
+//!   records in [`records`] and the keys that are not plain tuples in
+//!   [`keys`], so the whole on-disk schema is read in one place (no other
+//!   module builds or splits key bytes);
 //! - [`Batch`]: writes to several tables applied atomically;
 //! - [`Storage::commit`] / [`Storage::wait_durable`]: a write acknowledged to a
 //!   client is on disk first, with concurrent writers sharing flushes
@@ -16,6 +18,7 @@
 
 pub mod codec;
 mod group_commit;
+pub mod keys;
 pub mod migrations;
 pub mod records;
 pub mod tables;
@@ -30,7 +33,7 @@ use std::{
 };
 
 use codec::{decode_record, encode_record};
-pub use codec::{prefix_of, KeyCodec, Record};
+pub use codec::{prefix_of, KeyCodec, PrefixOf, Record};
 use group_commit::GroupCommit;
 use migrations::Migration;
 pub use tables::Tables;
@@ -453,6 +456,24 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
     pub fn scan_prefix(&self, prefix: &[u8]) -> Result<Vec<(K, V)>, StorageError> {
         self.tree
             .scan_prefix(prefix)
+            .map(|entry| {
+                let (key, value) = entry?;
+                Ok((K::decode(&key)?, decode_record(&value)?))
+            })
+            .collect()
+    }
+
+    /// Every entry whose leading key parts are `parts` (a tuple of references
+    /// to the first parts of a tuple key), in key order.
+    pub fn scan_leading<P: PrefixOf<K>>(&self, parts: P) -> Result<Vec<(K, V)>, StorageError> {
+        self.scan_prefix(&parts.prefix())
+    }
+
+    /// The first `limit` entries, in key order.
+    pub fn first(&self, limit: usize) -> Result<Vec<(K, V)>, StorageError> {
+        self.tree
+            .iter()
+            .take(limit)
             .map(|entry| {
                 let (key, value) = entry?;
                 Ok((K::decode(&key)?, decode_record(&value)?))

@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{codec::Record, StorageError};
+use super::{
+    codec::{text_record, Record, TextRecord},
+    StorageError,
+};
 
 /// SHA-256 of an access or refresh token.
 pub type TokenHash = [u8; 32];
@@ -400,10 +403,84 @@ impl Record for PushJobRecord {
     const VERSION: u8 = 1;
 }
 
+/// What the message search index keeps per (word, event position): the
+/// room, the field the word is in and the state snapshot before the event
+/// (absent in entries written before it was kept). Stored as the text
+/// `room id \n field \n snapshot` of earlier versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchEntry {
+    pub room_id: String,
+    pub field: String,
+    pub state_before: Option<u64>,
+}
+
+impl TextRecord for SearchEntry {
+    fn to_text(&self) -> String {
+        match self.state_before {
+            Some(snapshot) => format!("{}\n{}\n{snapshot}", self.room_id, self.field),
+            None => format!("{}\n{}", self.room_id, self.field),
+        }
+    }
+
+    fn from_text(text: &str) -> Result<Self, StorageError> {
+        let mut parts = text.splitn(3, '\n');
+        let (Some(room_id), Some(field)) = (parts.next(), parts.next()) else {
+            return Err(StorageError::corrupt("search index entry without a field"));
+        };
+        let state_before = parts.next().and_then(|snapshot| snapshot.parse().ok());
+        Ok(Self { room_id: room_id.to_owned(), field: field.to_owned(), state_before })
+    }
+}
+
+text_record!(SearchEntry);
+
+/// A cached thumbnail: the file holding it (named by its SHA-256, hex) and
+/// its content type. Stored as the text `sha256 \n content type` of earlier
+/// versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedThumbnail {
+    pub sha256: String,
+    pub content_type: String,
+}
+
+impl TextRecord for CachedThumbnail {
+    fn to_text(&self) -> String {
+        format!("{}\n{}", self.sha256, self.content_type)
+    }
+
+    fn from_text(text: &str) -> Result<Self, StorageError> {
+        let (sha256, content_type) =
+            text.split_once('\n').ok_or_else(|| StorageError::corrupt("cached thumbnail without a content type"))?;
+        Ok(Self { sha256: sha256.to_owned(), content_type: content_type.to_owned() })
+    }
+}
+
+text_record!(CachedThumbnail);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::storage::codec::{decode_record, encode_record};
+
+    /// Values kept as text keep the bytes earlier versions wrote.
+    #[test]
+    fn text_values_keep_the_bytes_of_earlier_versions() {
+        let entry = SearchEntry { room_id: "!r:x".into(), field: "content.body".into(), state_before: Some(42) };
+        let legacy = encode_record(&"!r:x\ncontent.body\n42".to_owned()).unwrap();
+        assert_eq!(encode_record(&entry).unwrap(), legacy);
+        assert_eq!(decode_record::<SearchEntry>(&legacy).unwrap(), entry);
+        let older = encode_record(&"!r:x\ncontent.body".to_owned()).unwrap();
+        let without_snapshot = SearchEntry { state_before: None, ..entry };
+        assert_eq!(decode_record::<SearchEntry>(&older).unwrap(), without_snapshot);
+        assert_eq!(encode_record(&without_snapshot).unwrap(), older);
+        assert!(decode_record::<SearchEntry>(&encode_record(&"no field".to_owned()).unwrap()).is_err());
+
+        let thumbnail = CachedThumbnail { sha256: "ab12".into(), content_type: "image/png".into() };
+        let legacy = encode_record(&"ab12\nimage/png".to_owned()).unwrap();
+        assert_eq!(encode_record(&thumbnail).unwrap(), legacy);
+        assert_eq!(decode_record::<CachedThumbnail>(&legacy).unwrap(), thumbnail);
+        assert!(decode_record::<CachedThumbnail>(&encode_record(&"ab12".to_owned()).unwrap()).is_err());
+    }
 
     #[test]
     fn pushers_stored_as_bare_json_are_read_without_a_device() {

@@ -1,32 +1,41 @@
 //! Every table of the database: its tree name, key type and record type.
 //!
 //! Tree names follow `key_value`. Changing a name, a key layout or a record in
-//! a way that is not a defaulted new field needs a migration.
+//! a way that is not a defaulted new field needs a migration. Keys are tuples
+//! ([`super::codec`]) or the named key types of [`super::keys`]; each table
+//! names the one module that owns it: other modules go through that module.
 
 use super::{
+    keys::{
+        AccountDataKey, BackupKeyKey, FallbackKeyKey, NotificationKey, OneTimeKeyKey, PushJobKey, PusherId, ReceiptId,
+        ReceiptKey, ToDeviceKey, TxnKey,
+    },
     records::{
-        AccountDataRecord, AliasRecord, BackupVersionRecord, DeviceRecord, FallbackKeyRecord, MediaRecord,
-        NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
-        ReportRecord, RoomRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
-        UiaaSessionRecord, UserRecord,
+        AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
+        MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
+        RelationRecord, ReportRecord, RoomRecord, SearchEntry, StateSnapshotRecord, StoredPdu, ToDeviceRecord,
+        TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
 
 pub struct Tables {
-    /// localpart → account.
+    /// localpart → account. Owner: `users`.
     pub users: Table<String, UserRecord>,
-    /// (localpart, device id) → device.
+    /// (localpart, device id) → device. Owner: `users::sessions`.
     pub devices: Table<(String, String), DeviceRecord>,
-    /// SHA-256(access token) → owner.
+    /// SHA-256(access token) → owner. Owner: `users::sessions`.
     pub access_tokens: Table<TokenHash, TokenRecord>,
-    /// SHA-256(refresh token) → owner.
+    /// SHA-256(refresh token) → owner. Owner: `users::sessions`.
     pub refresh_tokens: Table<TokenHash, TokenRecord>,
-    /// session id → user-interactive auth progress.
+    /// session id → user-interactive auth progress. Owner: `users::uiaa`.
     pub uiaa_sessions: Table<String, UiaaSessionRecord>,
-    /// registration token → completed registrations.
+    /// registration token → completed registrations. Owner: `users::uiaa`.
     pub registration_token_uses: Table<String, RegistrationTokenUsage>,
-    /// event id → short id, and back.
+    /// event id → short id, and back. Owner: `rooms` (as are all the room
+    /// tables below, up to `thread_roots`, and `notifications`, `receipts`,
+    /// `receipt_positions`, `published_rooms`, `position_checkpoints`,
+    /// `search_index`, `shortid_authchain`).
     pub eventid_shortid: Table<String, u64>,
     pub shortid_eventid: Table<u64, String>,
     /// (event type, state key) → short id, and back.
@@ -40,8 +49,8 @@ pub struct Tables {
     pub room_timeline: Table<(u64, u64), String>,
     /// snapshot id → state snapshot (full or diff).
     pub snapshot_state: Table<u64, StateSnapshotRecord>,
-    /// (localpart, device id + "\n" + endpoint + path parameters + transaction id) → event id.
-    pub txnid_eventid: Table<(String, String), String>,
+    /// client transaction of a room endpoint → event id. Owner: `rooms`.
+    pub txnid_eventid: Table<TxnKey, String>,
     /// (localpart, room id) → membership of a local user (join, invite, leave, ban, knock).
     pub localpart_roomid_membership: Table<(String, String), String>,
     /// local room alias → room.
@@ -56,57 +65,62 @@ pub struct Tables {
     pub relations: Table<(String, u64), RelationRecord>,
     /// (room id, thread root event id) → count of the thread's latest event.
     pub thread_roots: Table<(String, String), u64>,
-    /// (localpart, room id (empty when global) + "\n" + type) → account data.
-    pub account_data: Table<(String, String), AccountDataRecord>,
-    /// (room id, user id + "\n" + receipt type + "\n" + thread id) → receipt.
-    pub receipts: Table<(String, String), ReceiptRecord>,
-    /// (room id, count at which it was set) → receipt key (as in `receipts`):
+    /// account data entry → its content. Owner: `users::account_data`.
+    pub account_data: Table<AccountDataKey, AccountDataRecord>,
+    /// receipt of a user in a room → receipt.
+    pub receipts: Table<ReceiptKey, ReceiptRecord>,
+    /// (room id, count at which it was set) → which receipt (as in `receipts`):
     /// receipts in the order they changed, for incremental sync.
-    pub receipt_positions: Table<(String, u64), String>,
-    /// (localpart + NUL + room id, event count) → a notification of that user
-    /// (unread counts per room; `GET /notifications` merges a user's rooms).
-    pub notifications: Table<(String, u64), NotificationRecord>,
-    /// (localpart, device id) → the device's signed keys (JSON).
+    pub receipt_positions: Table<(String, u64), ReceiptId>,
+    /// (user, room, event count) → a notification of that user (unread counts
+    /// per room; `GET /notifications` merges a user's rooms).
+    pub notifications: Table<NotificationKey, NotificationRecord>,
+    /// (localpart, device id) → the device's signed keys (JSON). Owner: `e2ee`
+    /// (as are all the key tables below, up to `dehydrated_devices`).
     pub device_keys: Table<(String, String), String>,
-    /// (localpart, device id + NUL + "algorithm:key id") → one-time key (JSON).
-    pub one_time_keys: Table<(String, String), String>,
-    /// (localpart, device id + NUL + algorithm) → the device's fallback key.
-    pub fallback_keys: Table<(String, String), FallbackKeyRecord>,
+    /// one-time key of a device → the key (JSON).
+    pub one_time_keys: Table<OneTimeKeyKey, String>,
+    /// (device, algorithm) → the device's fallback key.
+    pub fallback_keys: Table<FallbackKeyKey, FallbackKeyRecord>,
     /// (localpart, "master" | "self_signing" | "user_signing") → cross-signing key (JSON).
     pub cross_signing_keys: Table<(String, String), String>,
     /// count → user id whose device list or keys changed then.
     pub key_changes: Table<u64, String>,
-    /// (localpart + NUL + device id, count) → a to-device message waiting for the device.
-    pub to_device: Table<(String, u64), ToDeviceRecord>,
+    /// (device, count) → a to-device message waiting for the device.
+    pub to_device: Table<ToDeviceKey, ToDeviceRecord>,
+    /// (localpart, device id, event type, transaction id) → when (ms) that
+    /// `sendToDevice` transaction was handled: retries are not queued again.
+    /// Owner: `e2ee::to_device`.
+    pub to_device_txns: Table<(String, String, String, String), u64>,
     /// (localpart, backup version) → the backup's description and counters.
     pub backup_versions: Table<(String, u64), BackupVersionRecord>,
-    /// (localpart, version (20 digits) + NUL + room id + NUL + session id) → backed-up key (JSON).
-    pub backup_keys: Table<(String, String), String>,
+    /// (user, backup version, room, session) → backed-up key (JSON).
+    pub backup_keys: Table<BackupKeyKey, String>,
     /// localpart → the user's dehydrated device: `{"device_id", "device_data"}` (JSON).
     pub dehydrated_devices: Table<String, String>,
     /// room id → when it was published in the public room directory (ms).
     pub published_rooms: Table<String, u64>,
     /// media id → the media's metadata (its content is a file named by hash).
+    /// Owner: `media` (also of `thumbnails`).
     pub media: Table<String, MediaRecord>,
-    /// (media id, "WxH-method") → sha256 + "\n" + content type of a cached thumbnail.
-    pub thumbnails: Table<(String, String), String>,
-    /// (localpart, app id + NUL + pushkey) → a pusher and the device that set it.
-    pub pushers: Table<(String, String), PusherRecord>,
+    /// (media id, "WxH-method") → the file and content type of a cached thumbnail.
+    pub thumbnails: Table<(String, String), CachedThumbnail>,
+    /// pusher → the pusher and the device that set it. Owner: `users::pushers`.
+    pub pushers: Table<PusherId, PusherRecord>,
     /// time (ms) → the position then: hourly checkpoints that date positions
     /// (notification retention).
     pub position_checkpoints: Table<u64, u64>,
-    /// (event count, localpart + NUL + app id + NUL + pushkey) → a push waiting
-    /// to be sent to that pusher's gateway, in event order.
-    pub push_queue: Table<(u64, String), PushJobRecord>,
-    /// (folded word, event count) → room id + "\n" + field + "\n" + state snapshot before the
-    /// event (absent in entries written before it was kept): the message search index.
-    pub search_index: Table<(String, u64), String>,
-    /// (localpart, filter id) → the filter's JSON.
+    /// (event count, pusher) → a push waiting to be sent to that pusher's
+    /// gateway, in event order. Owner: `push::queue`.
+    pub push_queue: Table<PushJobKey, PushJobRecord>,
+    /// (folded word, event count) → where the word is: the message search index.
+    pub search_index: Table<(String, u64), SearchEntry>,
+    /// (localpart, filter id) → the filter's JSON. Owner: `users::filters`.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
     pub shortid_authchain: Table<u64, Vec<u64>>,
     /// localpart → when (ms) a profile change began whose member events may
-    /// not all be written yet (replayed at start-up).
+    /// not all be written yet (replayed at start-up). Owner: `users`.
     pub profile_propagations: Table<String, u64>,
 }
 
@@ -146,6 +160,7 @@ impl Tables {
             cross_signing_keys: Table::open(db, "localpart_usage_crosssigningkey")?,
             key_changes: Table::open(db, "count_keychange")?,
             to_device: Table::open(db, "device_count_todevice")?,
+            to_device_txns: Table::open(db, "localpart_device_type_txn_handledts")?,
             backup_versions: Table::open(db, "localpart_version_backup")?,
             backup_keys: Table::open(db, "localpart_version_room_session_backupkey")?,
             dehydrated_devices: Table::open(db, "localpart_dehydrateddevice")?,

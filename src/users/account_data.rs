@@ -3,22 +3,86 @@
 //!
 //! Spec: client-server API module "Client Config" (account data) and "Room
 //! Tagging".
+//!
+//! Owns the `account_data` table: every read and write goes through
+//! [`AccountDataStore`], of which [`Users`] holds one and the rooms another
+//! (they evaluate push rules, stored as `m.push_rules` account data).
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use serde_json::{Map, Value};
 
 use super::Users;
 use crate::{
     error::{Error, ErrorKind, Result},
-    storage::{prefix_of, records::AccountDataRecord, Batch},
+    storage::{keys::AccountDataKey, records::AccountDataRecord, Batch, Storage},
 };
 
 /// Types only the server may set through account data endpoints.
 const SERVER_CONTROLLED: &[&str] = &["m.fully_read", "m.push_rules"];
 
-fn scope(room_id: Option<&str>, kind: &str) -> String {
-    format!("{}\n{kind}", room_id.unwrap_or_default())
+/// One piece of account data and its version: the position of its last
+/// change (a cache of something derived from it is current while the
+/// version is).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionedAccountData {
+    pub content: Value,
+    pub version: u64,
+}
+
+/// The account data table, shared by the users and the rooms.
+#[derive(Clone)]
+pub struct AccountDataStore {
+    storage: Arc<Storage>,
+}
+
+impl AccountDataStore {
+    pub fn new(storage: Arc<Storage>) -> Self {
+        Self { storage }
+    }
+
+    /// The account data of a type, global (`room_id` `None`) or of a room,
+    /// with its version.
+    pub fn get(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<VersionedAccountData>> {
+        let record = self.storage.tables.account_data.get(&AccountDataKey::new(localpart, room_id, kind))?;
+        record
+            .map(|record| {
+                let content =
+                    serde_json::from_str(&record.content).map_err(|e| Error::internal("stored account data", e))?;
+                Ok(VersionedAccountData { content, version: record.count })
+            })
+            .transpose()
+    }
+
+    /// Stores account data and wakes syncs.
+    async fn put(&self, localpart: &str, room_id: Option<&str>, kind: &str, content: &Value) -> Result<()> {
+        // Held until the write is done: syncs stay below this position meanwhile.
+        let reservation = self.storage.reserve_count()?;
+        let record = AccountDataRecord { content: content.to_string(), count: reservation.count };
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.account_data, &AccountDataKey::new(localpart, room_id, kind), &record)?;
+        self.storage.commit(batch).await?;
+        reservation.announce();
+        Ok(())
+    }
+
+    /// Account data changed after `since` (all of it without a token), as events.
+    fn changes(&self, localpart: &str, since: Option<u64>, upto: u64) -> Result<AccountDataChanges> {
+        let mut changes = AccountDataChanges::default();
+        let stored = self.storage.tables.account_data.scan_prefix(&AccountDataKey::user_prefix(localpart))?;
+        for (key, record) in stored {
+            if since.is_some_and(|since| record.count <= since) || record.count > upto {
+                continue;
+            }
+            let content: Value = serde_json::from_str(&record.content).unwrap_or_else(|_| Value::Object(Map::new()));
+            let event = serde_json::json!({ "type": key.kind, "content": content });
+            match key.room_id {
+                None => changes.global.push(event),
+                Some(room) => changes.rooms.entry(room).or_default().push(event),
+            }
+        }
+        Ok(changes)
+    }
 }
 
 /// Changes since a sync token: global ones, and per room.
@@ -54,40 +118,15 @@ impl Users {
         kind: &str,
         content: &Value,
     ) -> Result<()> {
-        // Held until the write is done: syncs stay below this position meanwhile.
-        let reservation = self.storage.reserve_count()?;
-        let count = reservation.count;
-        let record = AccountDataRecord { content: content.to_string(), count };
-        let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.account_data, &(localpart.to_owned(), scope(room_id, kind)), &record)?;
-        self.storage.commit(batch).await?;
-        reservation.announce();
-        Ok(())
+        self.account_data_store.put(localpart, room_id, kind, content).await
     }
 
     pub fn account_data(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Value>> {
-        let record = self.storage.tables.account_data.get(&(localpart.to_owned(), scope(room_id, kind)))?;
-        record
-            .map(|r| serde_json::from_str(&r.content).map_err(|e| Error::internal("stored account data", e)))
-            .transpose()
+        Ok(self.account_data_store.get(localpart, room_id, kind)?.map(|data| data.content))
     }
 
     /// Account data changed after `since` (all of it without a token), as events.
     pub fn account_data_since(&self, localpart: &str, since: Option<u64>, upto: u64) -> Result<AccountDataChanges> {
-        let mut changes = AccountDataChanges::default();
-        for ((_, scope), record) in self.storage.tables.account_data.scan_prefix(&prefix_of(localpart))? {
-            if since.is_some_and(|since| record.count <= since) || record.count > upto {
-                continue;
-            }
-            let Some((room, kind)) = scope.split_once('\n') else { continue };
-            let content: Value = serde_json::from_str(&record.content).unwrap_or_else(|_| Value::Object(Map::new()));
-            let event = serde_json::json!({ "type": kind, "content": content });
-            if room.is_empty() {
-                changes.global.push(event);
-            } else {
-                changes.rooms.entry(room.to_owned()).or_default().push(event);
-            }
-        }
-        Ok(changes)
+        self.account_data_store.changes(localpart, since, upto)
     }
 }

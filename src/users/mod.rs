@@ -6,6 +6,7 @@
 
 pub mod account_data;
 pub mod directory;
+pub mod filters;
 pub mod password;
 pub mod presence;
 pub mod pushers;
@@ -59,6 +60,8 @@ pub struct Users {
     pub directory: directory::UserDirectory,
     /// Who has http pushers (shared with the rooms, which queue pushes).
     pub pushers: Arc<pushers::PusherIndex>,
+    /// The account data table (the rooms hold another handle, for push rules).
+    account_data_store: account_data::AccountDataStore,
     /// The bounded queue every password hash and check goes through.
     passwords: password::Passwords,
 }
@@ -79,6 +82,7 @@ impl Users {
                 pushers::PusherIndex::default()
             })),
             passwords: password::Passwords::default(),
+            account_data_store: account_data::AccountDataStore::new(Arc::clone(&storage_for_directory)),
         }
     }
 

@@ -8,7 +8,7 @@
 //! `/_matrix/push/v1/notify`. Each pusher remembers the device that set it:
 //! logging that device out (or deleting it) removes the pusher, as Synapse
 //! does, so a phone that left a user's hands stops receiving their messages.
-//! Sending to the gateways is [`crate::push`]'s.
+//! Sending to the gateways is [`crate::push`]'s. Owns the `pushers` table.
 
 use std::{collections::HashMap, sync::RwLock};
 
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::Users;
 use crate::{
     error::{Error, Result},
-    storage::{prefix_of, records::PusherRecord, Batch, Storage},
+    storage::{keys::PusherId, records::PusherRecord, Batch, Storage},
 };
 
 /// The http pushers of every user, in memory: each stored event consults it
@@ -25,25 +25,24 @@ use crate::{
 /// Rebuilt per user from storage after each change of their pushers.
 #[derive(Default)]
 pub struct PusherIndex {
-    /// localpart → `app_id NUL pushkey` of each http pusher.
-    http: RwLock<HashMap<String, Vec<String>>>,
+    /// localpart → each of their http pushers.
+    http: RwLock<HashMap<String, Vec<PusherId>>>,
 }
 
 impl PusherIndex {
     /// The index of every stored pusher.
     pub fn load(storage: &Storage) -> Result<Self> {
-        let mut http: HashMap<String, Vec<String>> = HashMap::new();
-        for ((localpart, scoped), record) in storage.tables.pushers.all()? {
+        let mut http: HashMap<String, Vec<PusherId>> = HashMap::new();
+        for (pusher, record) in storage.tables.pushers.all()? {
             if is_http(&record.pusher) {
-                http.entry(localpart).or_default().push(scoped);
+                http.entry(pusher.localpart.clone()).or_default().push(pusher);
             }
         }
         Ok(Self { http: RwLock::new(http) })
     }
 
-    /// The `app_id NUL pushkey` of a user's http pushers (email pushers are
-    /// not sent by this server).
-    pub fn http_pushers_of(&self, localpart: &str) -> Vec<String> {
+    /// A user's http pushers (email pushers are not sent by this server).
+    pub fn http_pushers_of(&self, localpart: &str) -> Vec<PusherId> {
         let http = self.http.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         http.get(localpart).cloned().unwrap_or_default()
     }
@@ -52,9 +51,9 @@ impl PusherIndex {
     /// so that concurrent refreshes end with the latest stored state).
     pub(super) fn refresh(&self, storage: &Storage, localpart: &str) -> Result<()> {
         let mut http = self.http.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stored = storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
-        let pushers: Vec<String> =
-            stored.into_iter().filter(|(_, record)| is_http(&record.pusher)).map(|((_, scoped), _)| scoped).collect();
+        let stored = storage.tables.pushers.scan_prefix(&PusherId::user_prefix(localpart))?;
+        let pushers: Vec<PusherId> =
+            stored.into_iter().filter(|(_, record)| is_http(&record.pusher)).map(|(pusher, _)| pusher).collect();
         if pushers.is_empty() {
             http.remove(localpart);
         } else {
@@ -68,27 +67,23 @@ fn is_http(json: &str) -> bool {
     serde_json::from_str::<Value>(json).is_ok_and(|pusher| pusher["kind"].as_str() == Some("http"))
 }
 
-fn pusher_key(app_id: &str, pushkey: &str) -> String {
-    format!("{app_id}\0{pushkey}")
-}
-
 impl Users {
     /// A user's pushers, as set.
     pub fn pushers(&self, localpart: &str) -> Result<Vec<Value>> {
-        let stored = self.storage.tables.pushers.scan_prefix(&prefix_of(localpart))?;
+        let stored = self.storage.tables.pushers.scan_prefix(&PusherId::user_prefix(localpart))?;
         Ok(stored.into_iter().filter_map(|(_, record)| serde_json::from_str(&record.pusher).ok()).collect())
     }
 
     /// One pusher of a user, as set.
     pub fn pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<Option<Value>> {
-        let key = (localpart.to_owned(), pusher_key(app_id, pushkey));
+        let key = PusherId::new(localpart, app_id, pushkey);
         Ok(self.storage.tables.pushers.get(&key)?.and_then(|record| serde_json::from_str(&record.pusher).ok()))
     }
 
     /// Removes a pusher (its gateway rejected the pushkey).
     pub async fn remove_pusher(&self, localpart: &str, app_id: &str, pushkey: &str) -> Result<()> {
         let mut batch = Batch::new();
-        batch.remove(&self.storage.tables.pushers, &(localpart.to_owned(), pusher_key(app_id, pushkey)));
+        batch.remove(&self.storage.tables.pushers, &PusherId::new(localpart, app_id, pushkey));
         self.commit_pusher_changes(batch, &[localpart.to_owned()]).await
     }
 
@@ -111,7 +106,7 @@ impl Users {
         device_ids: Option<&[String]>,
     ) -> Result<()> {
         let tables = &self.storage.tables;
-        for (key, record) in tables.pushers.scan_prefix(&prefix_of(localpart))? {
+        for (key, record) in tables.pushers.scan_prefix(&PusherId::user_prefix(localpart))? {
             if device_ids.is_none_or(|ids| ids.contains(&record.device_id)) {
                 batch.remove(&tables.pushers, &key);
             }
@@ -137,11 +132,11 @@ impl Users {
         if app_id.len() > 64 || pushkey.len() > 512 {
             return Err(Error::invalid_param("app_id is at most 64 bytes and pushkey 512"));
         }
-        if app_id.contains('\0') || pushkey.contains('\0') {
+        if !PusherId::can_hold(&app_id, &pushkey) {
             return Err(Error::invalid_param("app_id and pushkey cannot contain NUL characters"));
         }
         let tables = &self.storage.tables;
-        let key = (localpart.to_owned(), pusher_key(&app_id, &pushkey));
+        let key = PusherId::new(localpart, &app_id, &pushkey);
         let mut batch = Batch::new();
         match body.get("kind") {
             None | Some(Value::Null) => {
@@ -167,10 +162,10 @@ impl Users {
         let append = body.get("append").and_then(Value::as_bool).unwrap_or(false);
         let mut owners = vec![localpart.to_owned()];
         if !append {
-            for ((owner, scoped), _) in tables.pushers.all()? {
-                if owner != localpart && scoped == key.1 {
-                    batch.remove(&tables.pushers, &(owner.clone(), scoped));
-                    owners.push(owner);
+            for (other, _) in tables.pushers.all()? {
+                if other.localpart != localpart && other.same_pusher(&key) {
+                    owners.push(other.localpart.clone());
+                    batch.remove(&tables.pushers, &other);
                 }
             }
         }

@@ -4,6 +4,11 @@
 //! Spec: client-server API "Relationship between access tokens and devices",
 //! "Refreshing access tokens", "Soft logout", "Device management".
 //!
+//! Owns the `devices`, `access_tokens` and `refresh_tokens` tables: other
+//! modules (end-to-end encryption: to-device messages, key queries,
+//! dehydrated devices) read and write devices through the free functions at
+//! the end of this file.
+//!
 //! Invariants:
 //! - every live token is listed in its device's `token_hashes`, so removing a
 //!   device (or reusing its id at login) revokes every token it had;
@@ -16,7 +21,7 @@ use crate::{
     storage::{
         prefix_of,
         records::{DeviceRecord, TokenHash, TokenRecord},
-        Batch,
+        Batch, Storage, StorageError,
     },
     util::now_ms,
 };
@@ -72,7 +77,7 @@ impl Users {
         let now = now_ms();
         let mut device = match tables.devices.get(&key)? {
             Some(existing) => {
-                revoke_tokens(&mut batch, self, &existing.token_hashes);
+                revoke_tokens(&mut batch, &self.storage, &existing.token_hashes);
                 DeviceRecord {
                     token_hashes: Vec::new(),
                     display_name: display_name.or(existing.display_name),
@@ -189,7 +194,7 @@ impl Users {
         if let Some(old) = tables.refresh_tokens.get(&replaced)? {
             retired.extend(old.paired_token);
         }
-        revoke_tokens(&mut batch, self, &retired);
+        revoke_tokens(&mut batch, &self.storage, &retired);
         let siblings = [Some(*used), token.paired_token];
         for sibling in siblings.into_iter().flatten() {
             for table in [&tables.access_tokens, &tables.refresh_tokens] {
@@ -238,7 +243,7 @@ impl Users {
     pub(super) fn remove_all_devices(&self, batch: &mut Batch, localpart: &str) -> Result<()> {
         let tables = &self.storage.tables;
         for (key, device) in tables.devices.scan_prefix(&prefix_of(localpart))? {
-            revoke_tokens(batch, self, &device.token_hashes);
+            revoke_tokens(batch, &self.storage, &device.token_hashes);
             crate::e2ee::forget_device(tables, batch, localpart, &key.1)?;
             batch.remove(&tables.devices, &key);
         }
@@ -252,7 +257,7 @@ impl Users {
         for device_id in device_ids {
             let key = (localpart.to_owned(), device_id.clone());
             if let Some(device) = tables.devices.get(&key)? {
-                revoke_tokens(&mut batch, self, &device.token_hashes);
+                revoke_tokens(&mut batch, &self.storage, &device.token_hashes);
                 crate::e2ee::forget_device(tables, &mut batch, localpart, device_id)?;
                 batch.remove(&tables.devices, &key);
             }
@@ -330,11 +335,69 @@ impl Users {
 }
 
 /// Removes tokens from both token tables (a digest is in one of them).
-fn revoke_tokens(batch: &mut Batch, users: &Users, hashes: &[TokenHash]) {
+fn revoke_tokens(batch: &mut Batch, storage: &Storage, hashes: &[TokenHash]) {
     for hash in hashes {
-        batch.remove(&users.storage.tables.access_tokens, hash);
-        batch.remove(&users.storage.tables.refresh_tokens, hash);
+        batch.remove(&storage.tables.access_tokens, hash);
+        batch.remove(&storage.tables.refresh_tokens, hash);
     }
+}
+
+/// The ids of a user's devices.
+pub fn device_ids(storage: &Storage, localpart: &str) -> Result<Vec<String>, StorageError> {
+    let devices = storage.tables.devices.scan_prefix(&prefix_of(localpart))?;
+    Ok(devices.into_iter().map(|((_, device_id), _)| device_id).collect())
+}
+
+/// Whether the user has a device with this id.
+pub fn device_exists(storage: &Storage, localpart: &str, device_id: &str) -> Result<bool, StorageError> {
+    storage.tables.devices.contains(&(localpart.to_owned(), device_id.to_owned()))
+}
+
+/// A device as stored (the last-seen time written at most every few minutes).
+pub fn stored_device(storage: &Storage, localpart: &str, device_id: &str) -> Result<Option<Device>, StorageError> {
+    let record = storage.tables.devices.get(&(localpart.to_owned(), device_id.to_owned()))?;
+    Ok(record.map(|record| Device {
+        device_id: device_id.to_owned(),
+        display_name: record.display_name,
+        last_seen_ts: record.last_seen_ts,
+        last_seen_ip: record.last_seen_ip,
+    }))
+}
+
+/// Adds to `batch` a device that has no tokens (a dehydrated device: it
+/// never makes requests).
+pub fn add_device_without_tokens(
+    storage: &Storage,
+    batch: &mut Batch,
+    localpart: &str,
+    device_id: &str,
+    display_name: Option<String>,
+) -> Result<(), StorageError> {
+    let device = DeviceRecord {
+        display_name,
+        created_ts: now_ms(),
+        last_seen_ts: None,
+        last_seen_ip: None,
+        token_hashes: Vec::new(),
+    };
+    batch.insert(&storage.tables.devices, &(localpart.to_owned(), device_id.to_owned()), &device)?;
+    Ok(())
+}
+
+/// Adds to `batch` the removal of a device record and its tokens, if any;
+/// what other modules keep for the device is theirs to remove.
+pub fn remove_device(
+    storage: &Storage,
+    batch: &mut Batch,
+    localpart: &str,
+    device_id: &str,
+) -> Result<(), StorageError> {
+    let key = (localpart.to_owned(), device_id.to_owned());
+    if let Some(device) = storage.tables.devices.get(&key)? {
+        revoke_tokens(batch, storage, &device.token_hashes);
+        batch.remove(&storage.tables.devices, &key);
+    }
+    Ok(())
 }
 
 /// Client-chosen device ids: non-empty, printable, bounded.

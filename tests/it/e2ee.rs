@@ -6,7 +6,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{json, Map, Value};
 
 use crate::{
-    harness::{enc, Session, TestServer},
+    harness::{enc, Session, TestServer, PASSWORD},
     sync::sync,
 };
 
@@ -157,6 +157,30 @@ async fn to_device_messages_are_delivered_once_and_survive_a_restart() {
     assert_eq!(after["to_device"]["events"], json!([]));
     let retry = sync(&bob, &format!("since={token}&timeout=0")).await;
     assert_eq!(retry["to_device"]["events"], json!([]), "acknowledged messages are deleted");
+}
+
+#[tokio::test]
+async fn a_to_device_transaction_is_forgotten_with_its_device() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let path = "/_matrix/client/v3/sendToDevice/m.ping/t1";
+    let body = |n: u64| json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "n": n } } } });
+    alice.client.put(path, body(1)).await.assert_ok();
+    alice.client.post("/_matrix/client/v3/logout", json!({})).await.assert_ok();
+    // A new device under the same id: its transactions are its own.
+    let login = json!({
+        "type": "m.login.password", "user": "alice", "password": PASSWORD, "device_id": alice.device_id.clone()
+    });
+    let again = Session::from_reply(&client, client.post("/_matrix/client/v3/login", login).await.assert_ok());
+    assert_eq!(again.device_id, alice.device_id);
+    again.client.put(path, body(2)).await.assert_ok();
+    again.client.put(path, body(3)).await.assert_ok(); // a retry of the new device's transaction
+    let events = sync(&bob, &format!("since={token}&timeout=0")).await["to_device"]["events"].clone();
+    let numbers: Vec<&Value> = events.as_array().unwrap().iter().map(|event| &event["content"]["n"]).collect();
+    assert_eq!(numbers, [&json!(1), &json!(2)]);
 }
 
 #[tokio::test]

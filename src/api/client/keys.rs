@@ -168,8 +168,7 @@ struct ToDeviceBody {
 pub async fn send_to_device(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: ToDeviceBody = request.json()?;
     let (event_type, txn_id) = (request.param("event_type")?, request.param("txn_id")?);
-    let txn = (who.localpart.clone(), format!("{}\nsendToDevice\n{event_type}\n{txn_id}", who.device_id));
-    s.e2ee.send_to_device(&who.user_id, event_type, &body.messages, txn).await?;
+    s.e2ee.send_to_device(who, event_type, txn_id, &body.messages).await?;
     Ok(Response::empty_object())
 }
 

@@ -13,7 +13,7 @@
 use ruma::{EventId, OwnedRoomId, RoomId};
 use serde_json::{json, Value};
 
-use crate::rooms::Membership;
+use crate::rooms::{Membership, TxnKey, TxnRequest};
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
@@ -28,6 +28,11 @@ pub fn room_id_param(request: &Request) -> Result<OwnedRoomId> {
     RoomId::parse(request.param("room_id")?).map_err(|_| Error::invalid_param("Invalid room id"))
 }
 
+/// The transaction `txn_id` of the caller's device for `request`.
+fn transaction(who: &Identity, request: TxnRequest, txn_id: &str) -> TxnKey {
+    TxnKey { localpart: who.localpart.clone(), device_id: who.device_id.clone(), request, txn_id: txn_id.to_owned() }
+}
+
 /// The body as an event content object.
 fn content(request: &Request) -> Result<Value> {
     request.json_object()
@@ -38,7 +43,7 @@ pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Res
     let kind = request.param("event_type")?.to_owned();
     let txn_id = request.param("txn_id")?;
     // A transaction is scoped to the device and the request path (room and type).
-    let txn = (who.localpart.clone(), format!("{}\nsend\n{room_id}\n{kind}\n{txn_id}", who.device_id));
+    let txn = transaction(who, TxnRequest::Send { room_id: room_id.to_string(), event_type: kind.clone() }, txn_id);
     let event = EventRequest::message(&kind, content(request)?);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, Some(txn)).await?;
     Ok(Response::json(&json!({ "event_id": event_id })))
@@ -109,7 +114,8 @@ pub async fn redact(s: &Services, request: &Request, who: &Identity) -> Result<R
     let room_id = room_id_param(request)?;
     let target = EventId::parse(request.param("event_id")?).map_err(|_| Error::not_found("Event not found"))?;
     let txn_id = request.param("txn_id")?;
-    let txn = (who.localpart.clone(), format!("{}\nredact\n{room_id}\n{target}\n{txn_id}", who.device_id));
+    let txn =
+        transaction(who, TxnRequest::Redact { room_id: room_id.to_string(), event_id: target.to_string() }, txn_id);
     let body: RedactBody = request.json()?;
     let mut content = json!({ "redacts": target });
     if let Some(reason) = body.reason {

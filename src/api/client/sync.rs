@@ -34,15 +34,15 @@ pub async fn create_filter(s: &Services, request: &Request, who: &Identity) -> R
     check_own_user(request, who)?;
     let body = request.json_object()?;
     parse_filter(body.clone())?;
-    let filter_id = s.storage.next_count()?.to_string();
-    s.storage_put_filter(&who.localpart, &filter_id, &body.to_string()).await?;
+    let filter_id = s.users.add_filter(&who.localpart, &body.to_string()).await?;
     Ok(Response::json(&json!({ "filter_id": filter_id })))
 }
 
 pub fn get_filter(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_own_user(request, who)?;
     let stored = s
-        .storage_get_filter(&who.localpart, request.param("filter_id")?)?
+        .users
+        .filter(&who.localpart, request.param("filter_id")?)?
         .ok_or_else(|| Error::not_found("Unknown filter"))?;
     let value: Value = serde_json::from_str(&stored).map_err(|e| Error::internal("stored filter", e))?;
     Ok(Response::json(&value))
@@ -55,7 +55,7 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
             parse_filter(serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?)?
         }
         Some(id) => {
-            let stored = s.storage_get_filter(&who.localpart, id)?.ok_or_else(|| Error::not_found("Unknown filter"))?;
+            let stored = s.users.filter(&who.localpart, id)?.ok_or_else(|| Error::not_found("Unknown filter"))?;
             parse_filter(serde_json::from_str(&stored).map_err(|e| Error::internal("stored filter", e))?)?
         }
     };
