@@ -12,6 +12,7 @@
 
 pub mod aliases;
 pub mod content;
+pub mod creation;
 pub mod directory;
 pub mod hierarchy;
 pub mod membership;
@@ -21,6 +22,7 @@ pub mod power_levels;
 pub mod profile;
 pub mod receipts;
 pub mod relations;
+pub mod reports;
 pub mod resolution;
 pub mod retention;
 pub mod search;
@@ -37,15 +39,18 @@ use ruma::{
 };
 use serde_json::Value;
 
+/// A room's stored description (version, current state, extremities), as
+/// the rooms hand it out.
+pub use crate::storage::records::RoomRecord;
+/// An event's place in its room (room, position, state before, status), as
+/// the rooms hand it out with the event.
+pub use crate::storage::records::StoredPdu as EventPlace;
 use crate::{
     cache::BoundedCache,
     crypto::signing_key::ServerKey,
     error::{Error, Result},
     events::{room_version, Pdu},
-    storage::{
-        records::{RoomRecord, StoredPdu},
-        Batch, Storage, StorageError,
-    },
+    storage::{records::StoredPdu, Batch, Storage, StorageError},
 };
 pub use membership::Membership;
 pub use pipeline::{EventPolicy, NoPolicy, StateView};
@@ -251,18 +256,6 @@ impl Rooms {
     /// Whether the user forgot the room (and has not come back since).
     pub fn is_forgotten(&self, localpart: &str, room_id: &RoomId) -> Result<bool> {
         Ok(self.storage.tables.localpart_roomid_forgotten.contains(&(localpart.to_owned(), room_id.to_string()))?)
-    }
-
-    /// Stores a report for the server's admins.
-    pub async fn report(&self, record: crate::storage::records::ReportRecord) -> Result<()> {
-        let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.reports, &self.storage.next_count()?, &record)?;
-        Ok(self.storage.commit(batch).await?)
-    }
-
-    /// Every stored report, oldest first.
-    pub fn reports(&self) -> Result<Vec<(u64, crate::storage::records::ReportRecord)>> {
-        Ok(self.storage.tables.reports.all()?)
     }
 
     /// The state after an event: the state before it, plus the event itself

@@ -284,18 +284,24 @@ impl Users {
         Ok(self.storage.tables.profile_propagations.all()?.into_iter().map(|(localpart, _)| localpart).collect())
     }
 
-    /// The profile fields member events carry (`displayname`, `avatar_url`).
+    /// The profile fields member events carry (`displayname`, `avatar_url`);
+    /// empty for an unknown user.
     pub fn profile_of(&self, localpart: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+        Ok(self.active_profile(localpart)?.unwrap_or_default())
+    }
+
+    /// The profile of an active account, `None` for an unknown or
+    /// deactivated one (`GET /profile`).
+    pub fn active_profile(&self, localpart: &str) -> Result<Option<serde_json::Map<String, serde_json::Value>>> {
+        let Some(user) = self.get_active(localpart)? else { return Ok(None) };
         let mut profile = serde_json::Map::new();
-        if let Some(user) = self.get(localpart)? {
-            if let Some(name) = user.displayname {
-                profile.insert("displayname".into(), name.into());
-            }
-            if let Some(url) = user.avatar_url {
-                profile.insert("avatar_url".into(), url.into());
-            }
+        if let Some(name) = user.displayname {
+            profile.insert("displayname".into(), name.into());
         }
-        Ok(profile)
+        if let Some(url) = user.avatar_url {
+            profile.insert("avatar_url".into(), url.into());
+        }
+        Ok(Some(profile))
     }
 
     /// Deactivates an account for good: it can no longer log in, all its devices

@@ -6,6 +6,7 @@ mod harness;
 
 mod account;
 mod api_standards;
+mod architecture;
 mod clients;
 mod devices;
 mod directory;

@@ -15,14 +15,13 @@ use std::collections::BTreeSet;
 use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
-use crate::rooms::Membership;
+use crate::rooms::{EventPlace, Membership, RoomRecord};
 use crate::{
     error::{Error, Result},
     events::Pdu,
     http::{request::from_json_value, Request, Response},
     rooms::{client_event, membership_of},
     services::Services,
-    storage::records::{RoomRecord, StoredPdu},
     sync::filter::RoomEventFilter,
     users::Identity,
 };
@@ -42,7 +41,7 @@ fn parse_position(token: &str) -> Result<u64> {
 }
 
 /// Members (now or formerly) may read; others only world-readable rooms.
-fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crate::storage::records::RoomRecord> {
+fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crate::rooms::RoomRecord> {
     let forbidden = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(room_id)?.ok_or_else(forbidden)?;
     let membership = s.rooms.membership(room_id, &who.user_id)?;
@@ -209,7 +208,7 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             event.kind().to_string() == "m.room.member" && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
-    let to_json = |events: &[(Pdu, StoredPdu)]| -> Result<Vec<Value>> {
+    let to_json = |events: &[(Pdu, EventPlace)]| -> Result<Vec<Value>> {
         events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id)).collect()
     };
     Ok(Response::json(&json!({
@@ -233,7 +232,7 @@ pub fn visible_neighbours(
     from: u64,
     backwards: bool,
     wanted: usize,
-) -> Result<(Vec<(Pdu, StoredPdu)>, u64)> {
+) -> Result<(Vec<(Pdu, EventPlace)>, u64)> {
     let mut found = Vec::new();
     let mut position = from;
     while found.len() < wanted {

@@ -13,38 +13,25 @@ use crate::{
     error::{Error, Result},
     http::{Request, Response},
     services::Services,
-    storage::records::UserRecord,
     users::{Identity, ProfileField},
 };
 
 /// Longest display name or avatar URL accepted.
 const MAX_FIELD_BYTES: usize = 1024;
 
-fn local_user(s: &Services, request: &Request) -> Result<(String, UserRecord)> {
+/// The profile of the local user the path names (404 for others and for
+/// unknown or deactivated accounts).
+fn local_profile(s: &Services, request: &Request) -> Result<Map<String, Value>> {
     let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let not_found = || Error::not_found("Profile not found");
     if user_id.server_name() != s.config.server_name {
         return Err(not_found());
     }
-    let localpart = user_id.localpart().to_owned();
-    let user = s.users.get_active(&localpart)?.ok_or_else(not_found)?;
-    Ok((localpart, user))
-}
-
-fn profile_json(user: &UserRecord) -> Map<String, Value> {
-    let mut profile = Map::new();
-    if let Some(name) = &user.displayname {
-        profile.insert("displayname".into(), json!(name));
-    }
-    if let Some(url) = &user.avatar_url {
-        profile.insert("avatar_url".into(), json!(url));
-    }
-    profile
+    s.users.active_profile(user_id.localpart())?.ok_or_else(not_found)
 }
 
 pub fn get_profile(s: &Services, request: &Request) -> Result<Response> {
-    let (_, user) = local_user(s, request)?;
-    Ok(Response::json(&Value::Object(profile_json(&user))))
+    Ok(Response::json(&Value::Object(local_profile(s, request)?)))
 }
 
 fn field_of(request: &Request) -> Result<(ProfileField, &'static str)> {
@@ -57,8 +44,7 @@ fn field_of(request: &Request) -> Result<(ProfileField, &'static str)> {
 
 pub fn get_field(s: &Services, request: &Request) -> Result<Response> {
     let (_, key) = field_of(request)?;
-    let (_, user) = local_user(s, request)?;
-    let profile = profile_json(&user);
+    let profile = local_profile(s, request)?;
     let value = profile.get(key).cloned().ok_or_else(|| Error::not_found("The field is not set"))?;
     Ok(Response::json(&json!({ key: value })))
 }
@@ -87,7 +73,7 @@ pub async fn set_field(s: &Services, request: &Request, who: &Identity) -> Resul
 
 /// The member content of a join, with the user's profile.
 pub fn join_content(s: &Services, who: &Identity) -> Result<Value> {
-    let mut content = s.users.get(&who.localpart)?.map(|user| profile_json(&user)).unwrap_or_default();
+    let mut content = s.users.profile_of(&who.localpart)?;
     content.insert("membership".into(), json!("join"));
     Ok(Value::Object(content))
 }

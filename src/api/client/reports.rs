@@ -15,8 +15,8 @@ use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
+    rooms::reports::Report,
     services::Services,
-    storage::records::ReportRecord,
     users::Identity,
     util::now_ms,
 };
@@ -51,7 +51,7 @@ pub async fn report_event(s: &Services, request: &Request, who: &Identity) -> Re
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    let record = ReportRecord {
+    let record = Report {
         reporter: who.user_id.to_string(),
         room_id: Some(room_id.to_string()),
         event_id: Some(event_id.to_string()),
@@ -68,7 +68,7 @@ pub async fn report_room(s: &Services, request: &Request, who: &Identity) -> Res
     let room_id = room_id_param(request)?;
     let reason = reason(request)?;
     if s.rooms.room(&room_id)?.is_some() {
-        let record = ReportRecord {
+        let record = Report {
             reporter: who.user_id.to_string(),
             room_id: Some(room_id.to_string()),
             event_id: None,
@@ -88,7 +88,7 @@ pub async fn report_user(s: &Services, request: &Request, who: &Identity) -> Res
     // Users of other servers cannot be checked yet (no federation): kept for the admins.
     let known = user_id.server_name() != s.config.server_name || s.users.get(user_id.localpart())?.is_some();
     if known {
-        let record = ReportRecord {
+        let record = Report {
             reporter: who.user_id.to_string(),
             room_id: None,
             event_id: None,

@@ -1,8 +1,8 @@
 //! Room creation and the list of joined rooms.
 //!
-//! Spec: client-server API "Creation" (`POST /createRoom`, with the event
-//! order and presets of `data/api/client-server/create_room.yaml`) and
-//! `GET /joined_rooms`.
+//! Spec: client-server API "Creation" (`POST /createRoom`) and
+//! `GET /joined_rooms`. The request is checked here; what the room starts
+//! with is planned by [`crate::rooms::creation`].
 
 use ruma::{RoomAliasId, RoomVersionId, UserId};
 use serde::Deserialize;
@@ -12,7 +12,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     events::room_version,
     http::{Request, Response},
-    rooms::EventRequest,
+    rooms::creation::{self, NewRoom, Preset},
     services::Services,
     users::Identity,
 };
@@ -44,13 +44,6 @@ struct CreateRoomBody {
     room_version: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Preset {
-    Private,
-    TrustedPrivate,
-    Public,
-}
-
 /// Longest room name accepted (as other servers do).
 const MAX_NAME_BYTES: usize = 255;
 
@@ -76,65 +69,30 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         }
         None => None,
     };
-    let preset = match (body.preset.as_deref(), body.visibility.as_deref()) {
-        (Some("private_chat"), _) => Preset::Private,
-        (Some("trusted_private_chat"), _) => Preset::TrustedPrivate,
-        (Some("public_chat"), _) => Preset::Public,
-        (Some(other), _) => return Err(Error::invalid_param(format!("Unknown preset {other:?}"))),
-        (None, Some("public")) => Preset::Public,
-        (None, None | Some("private")) => Preset::Private,
-        (None, Some(other)) => return Err(Error::invalid_param(format!("Unknown visibility {other:?}"))),
-    };
+    let preset = Preset::choose(body.preset.as_deref(), body.visibility.as_deref())?;
     if body.name.as_ref().is_some_and(|name| name.len() > MAX_NAME_BYTES) {
         return Err(Error::invalid_param(format!("The room name is longer than {MAX_NAME_BYTES} bytes")));
     }
-    let invitees = local_invitees(s, &body.invite)?;
-
-    let mut creation_content = body.creation_content.clone().unwrap_or_default();
-    let trusted = preset == Preset::TrustedPrivate;
-    if trusted && rules.authorization.additional_room_creators && !invitees.is_empty() {
-        add_additional_creators(&mut creation_content, &invitees)?;
-    }
-
-    let mut events =
-        vec![EventRequest::state("m.room.member", who.user_id.as_str(), super::profile::join_content(s, who)?)];
-    let creators_are_implicit = rules.authorization.explicitly_privilege_room_creators;
-    let power_levels = power_levels(
-        &who.user_id,
-        &invitees,
+    let new_room = NewRoom {
+        creator: who.user_id.clone(),
+        creator_member_content: super::profile::join_content(s, who)?,
         preset,
-        creators_are_implicit,
-        body.power_level_content_override.as_ref(),
-    );
-    events.push(EventRequest::state("m.room.power_levels", "", power_levels));
-    if let Some(alias) = &alias {
-        events.push(EventRequest::state("m.room.canonical_alias", "", json!({ "alias": alias })));
-    }
-    let (join_rule, guest_access) = match preset {
-        Preset::Public => ("public", "forbidden"),
-        Preset::Private | Preset::TrustedPrivate => ("invite", "can_join"),
+        invitees: local_invitees(s, &body.invite)?,
+        is_direct: body.is_direct,
+        alias: alias.clone(),
+        name: body.name,
+        topic: body.topic,
+        initial_state: body
+            .initial_state
+            .into_iter()
+            .map(|state| (state.kind, state.state_key, Value::Object(state.content)))
+            .collect(),
+        creation_content: body.creation_content.unwrap_or_default(),
+        power_level_override: body.power_level_content_override,
     };
-    events.push(EventRequest::state("m.room.join_rules", "", json!({ "join_rule": join_rule })));
-    events.push(EventRequest::state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })));
-    events.push(EventRequest::state("m.room.guest_access", "", json!({ "guest_access": guest_access })));
-    for state in body.initial_state {
-        events.push(EventRequest::state(&state.kind, &state.state_key, Value::Object(state.content)));
-    }
-    if let Some(name) = body.name {
-        events.push(EventRequest::state("m.room.name", "", json!({ "name": name })));
-    }
-    if let Some(topic) = body.topic {
-        events.push(EventRequest::state("m.room.topic", "", json!({ "topic": topic })));
-    }
-    for invitee in &invitees {
-        let mut content = json!({ "membership": "invite" });
-        if body.is_direct {
-            content["is_direct"] = json!(true);
-        }
-        events.push(EventRequest::state("m.room.member", invitee.as_str(), content));
-    }
+    let plan = creation::plan(new_room, &rules)?;
     let room_id =
-        s.rooms.create_room(&who.user_id, &version, Value::Object(creation_content), alias.as_deref(), events).await?;
+        s.rooms.create_room(&who.user_id, &version, plan.create_content, alias.as_deref(), plan.events).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
     if body.visibility.as_deref() == Some("public") {
         s.rooms.set_published(&room_id, true).await?;
@@ -155,67 +113,6 @@ fn local_invitees(s: &Services, invite: &[String]) -> Result<Vec<ruma::OwnedUser
             Ok(user_id)
         })
         .collect()
-}
-
-fn add_additional_creators(content: &mut Map<String, Value>, invitees: &[ruma::OwnedUserId]) -> Result<()> {
-    let entry = content.entry("additional_creators").or_insert_with(|| json!([]));
-    let list = entry.as_array_mut().ok_or_else(|| Error::bad_json("additional_creators must be an array"))?;
-    for invitee in invitees {
-        let value = json!(invitee);
-        if !list.contains(&value) {
-            list.push(value);
-        }
-    }
-    Ok(())
-}
-
-/// The default power levels of a new room, with the client's override merged
-/// over the top-level keys.
-fn power_levels(
-    creator: &UserId,
-    invitees: &[ruma::OwnedUserId],
-    preset: Preset,
-    creators_are_implicit: bool,
-    override_content: Option<&Map<String, Value>>,
-) -> Value {
-    let mut users = Map::new();
-    if !creators_are_implicit {
-        users.insert(creator.to_string(), json!(100));
-        if preset == Preset::TrustedPrivate {
-            for invitee in invitees {
-                users.insert(invitee.to_string(), json!(100));
-            }
-        }
-    }
-    // From room version 12 the tombstone must need more than state_default.
-    let tombstone = if creators_are_implicit { 150 } else { 100 };
-    let mut content = json!({
-        "users": users,
-        "users_default": 0,
-        "events": {
-            "m.room.name": 50,
-            "m.room.power_levels": 100,
-            "m.room.history_visibility": 100,
-            "m.room.canonical_alias": 50,
-            "m.room.avatar": 50,
-            "m.room.tombstone": tombstone,
-            "m.room.server_acl": 100,
-            "m.room.encryption": 100,
-        },
-        "events_default": 0,
-        "state_default": 50,
-        "ban": 50,
-        "kick": 50,
-        "redact": 50,
-        "invite": if preset == Preset::Public { 50 } else { 0 },
-        "notifications": { "room": 50 },
-    });
-    if let (Some(overrides), Some(map)) = (override_content, content.as_object_mut()) {
-        for (key, value) in overrides {
-            map.insert(key.clone(), value.clone());
-        }
-    }
-    content
 }
 
 pub fn joined_rooms(s: &Services, who: &Identity) -> Result<Response> {
