@@ -9,15 +9,16 @@
 //! a redaction removes the redacted event's words. Owns the `search_index`
 //! table (its entries are [`crate::storage::records::SearchEntry`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use super::Rooms;
+use super::{EventPlace, Rooms};
 use crate::{
     error::Result,
     events::Pdu,
     storage::{records::SearchEntry, Batch},
+    sync::filter::RoomEventFilter,
     users::directory::words,
 };
 
@@ -54,7 +55,78 @@ pub struct Hit {
     pub state_before: Option<u64>,
 }
 
+/// How results are ordered (`order_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchOrder {
+    /// Best match first (the share of whole-word matches), newest among equals.
+    Rank,
+    /// Newest first.
+    Recent,
+}
+
+/// Orders hits (pure).
+pub fn order_hits(hits: &mut [Hit], order: SearchOrder) {
+    match order {
+        SearchOrder::Recent => hits.sort_by_key(|hit| std::cmp::Reverse(hit.count)),
+        SearchOrder::Rank => hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.count.cmp(&a.count))),
+    }
+}
+
+/// One page of results, and how many results there are in all.
+pub struct SearchPage {
+    pub visible: Vec<(Hit, Pdu, EventPlace)>,
+    pub total: usize,
+}
+
 impl Rooms {
+    /// The page at `offset` of the ordered `hits` that `user_id` may see and
+    /// `filter` accepts, with the exact count of all of them.
+    ///
+    /// Visibility depends only on the state before an event (searchable
+    /// events are never membership events), so it is decided once per state
+    /// snapshot; the index gives the snapshot, so without type, sender or URL
+    /// conditions a hit outside the page is never read.
+    pub fn search_page(
+        &self,
+        user_id: &ruma::UserId,
+        hits: Vec<Hit>,
+        filter: &RoomEventFilter,
+        offset: usize,
+        page: usize,
+    ) -> Result<SearchPage> {
+        let mut visible = Vec::new();
+        let mut total = 0;
+        let mut verdicts: HashMap<u64, bool> = HashMap::new();
+        let mut can_see = |room_id: &str, snapshot: u64| -> Result<bool> {
+            if let Some(verdict) = verdicts.get(&snapshot) {
+                return Ok(*verdict);
+            }
+            let verdict = self.can_see_in_snapshot(user_id, room_id, snapshot, None)?;
+            verdicts.insert(snapshot, verdict);
+            Ok(verdict)
+        };
+        let judges_events = filter.judges_events();
+        for hit in hits {
+            let on_page = total >= offset && visible.len() < page;
+            if let (Some(snapshot), false, false) = (hit.state_before, judges_events, on_page) {
+                total += usize::from(can_see(&hit.room_id, snapshot)?);
+                continue;
+            }
+            let Ok(room_id) = ruma::RoomId::parse(&hit.room_id) else { continue };
+            let Some(event_id) = self.event_id_at(&room_id, hit.count)? else { continue };
+            let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
+            let Some(before) = stored.state_before else { continue };
+            if !filter.accepts(&pdu) || !can_see(&stored.room_id, before)? {
+                continue;
+            }
+            total += 1;
+            if total > offset && visible.len() < page {
+                visible.push((hit, pdu, stored));
+            }
+        }
+        Ok(SearchPage { visible, total })
+    }
+
     /// Adds an event's words to the index (in `batch`).
     pub(super) fn index_search_words(
         &self,
@@ -174,5 +246,23 @@ impl Rooms {
         }
         self.storage.flush_blocking()?;
         Ok(read)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(count: u64, rank: f64) -> Hit {
+        Hit { count, room_id: "!r:x".into(), rank, state_before: None }
+    }
+
+    #[test]
+    fn hits_order_by_rank_then_recency_or_by_recency_alone() {
+        let mut hits = vec![hit(1, 0.5), hit(3, 1.0), hit(2, 1.0), hit(4, 0.0)];
+        order_hits(&mut hits, SearchOrder::Rank);
+        assert_eq!(hits.iter().map(|h| h.count).collect::<Vec<_>>(), [3, 2, 1, 4]);
+        order_hits(&mut hits, SearchOrder::Recent);
+        assert_eq!(hits.iter().map(|h| h.count).collect::<Vec<_>>(), [4, 3, 2, 1]);
     }
 }

@@ -7,7 +7,7 @@
 //! `include_state`; `groupings` by `room_id` or `sender`; `next_batch` is an
 //! offset into the ordered results. The index is [`crate::rooms::search`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -15,7 +15,10 @@ use serde_json::{json, Map, Value};
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
-    rooms::{client_event, content_string},
+    rooms::{
+        client_event, content_string,
+        search::{order_hits, SearchOrder, SearchPage},
+    },
     services::Services,
     sync::filter::RoomEventFilter,
     users::Identity,
@@ -105,49 +108,10 @@ fn search_now(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         .filter(|room| criteria.filter.accepts_room(room))
         .collect();
     let mut hits = s.rooms.search_index(&criteria.search_term, &criteria.keys, &rooms)?;
-    if recent {
-        hits.sort_by_key(|hit| std::cmp::Reverse(hit.count));
-    } else {
-        hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.count.cmp(&a.count)));
-    }
-    // Visibility and the event filter of every hit, for an exact count; the
-    // events themselves are read only for the page. Visibility depends only
-    // on the state before an event (searchable events are never membership
-    // events), so it is decided once per state snapshot; the index gives the
-    // snapshot, so without type, sender or URL conditions a hit outside the
-    // page is never read.
-    let mut visible = Vec::new();
-    let mut total = 0;
-    let mut verdicts: HashMap<u64, bool> = HashMap::new();
-    let mut can_see = |room_id: &str, snapshot: u64| -> Result<bool> {
-        if let Some(verdict) = verdicts.get(&snapshot) {
-            return Ok(*verdict);
-        }
-        let verdict = s.rooms.can_see_in_snapshot(&who.user_id, room_id, snapshot, None)?;
-        verdicts.insert(snapshot, verdict);
-        Ok(verdict)
-    };
-    let judges_events = criteria.filter.judges_events();
+    order_hits(&mut hits, if recent { SearchOrder::Recent } else { SearchOrder::Rank });
     let page =
         criteria.filter.limit.map_or(DEFAULT_PAGE, |l| usize::try_from(l).unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE));
-    for hit in hits {
-        let on_page = total >= offset && visible.len() < page;
-        if let (Some(snapshot), false, false) = (hit.state_before, judges_events, on_page) {
-            total += usize::from(can_see(&hit.room_id, snapshot)?);
-            continue;
-        }
-        let Ok(room_id) = ruma::RoomId::parse(&hit.room_id) else { continue };
-        let Some(event_id) = s.rooms.event_id_at(&room_id, hit.count)? else { continue };
-        let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-        let Some(before) = stored.state_before else { continue };
-        if !criteria.filter.accepts(&pdu) || !can_see(&stored.room_id, before)? {
-            continue;
-        }
-        total += 1;
-        if total > offset && visible.len() < page {
-            visible.push((hit, pdu, stored));
-        }
-    }
+    let SearchPage { visible, total } = s.rooms.search_page(&who.user_id, hits, &criteria.filter, offset, page)?;
     let mut results = Vec::new();
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     let group_keys: Vec<String> =
