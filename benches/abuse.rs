@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! ulimit -n 20000   # the phases open thousands of sockets
-//! cargo bench --bench abuse -- [--phase NAME]... [--connections 4000] [--settle-secs 10]
+//! cargo bench --bench abuse -- [--phase NAME]... [--connections 4000] [--settle-secs 10] [--binary PATH]
 //! ```
 //!
 //! Phases (all by default, in this order):
@@ -55,6 +55,8 @@ const REQUEST_TIMEOUT_SECS: u64 = 10;
 
 struct Options {
     phases: Vec<String>,
+    /// Another build of the server to measure (a baseline).
+    binary: Option<PathBuf>,
     connections: usize,
     settle: Duration,
 }
@@ -74,7 +76,8 @@ const ALL_PHASES: &[&str] = &[
 ];
 
 fn parse_options() -> Result<Options> {
-    let mut options = Options { phases: Vec::new(), connections: 4000, settle: Duration::from_secs(10) };
+    let mut options =
+        Options { phases: Vec::new(), binary: None, connections: 4000, settle: Duration::from_secs(10) };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -88,6 +91,7 @@ fn parse_options() -> Result<Options> {
                 options.phases.push(phase);
             }
             "--connections" => options.connections = number(value()?)? as usize,
+            "--binary" => options.binary = Some(PathBuf::from(value()?)),
             "--settle-secs" => options.settle = Duration::from_secs(number(value()?)?),
             _ => {}
         }
@@ -578,7 +582,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_conduit"));
+    let binary = options.binary.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conduit")));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Err(error) = runtime.block_on(run(binary, options)) {
         eprintln!("abuse: {error}");
