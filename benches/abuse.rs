@@ -76,8 +76,7 @@ const ALL_PHASES: &[&str] = &[
 ];
 
 fn parse_options() -> Result<Options> {
-    let mut options =
-        Options { phases: Vec::new(), binary: None, connections: 4000, settle: Duration::from_secs(10) };
+    let mut options = Options { phases: Vec::new(), binary: None, connections: 4000, settle: Duration::from_secs(10) };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
@@ -237,16 +236,9 @@ impl NormalUser {
 
     async fn finish(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        let (mut samples, failures) = self.task.await.unwrap_or_default();
-        samples.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        format!(
-            "normal user send+sync n={} p50 {:.1} ms p99 {:.1} ms max {:.1} ms failures {failures}",
-            samples.len(),
-            ms(percentile(&samples, 0.5)),
-            ms(percentile(&samples, 0.99)),
-            ms(samples.last().copied().unwrap_or_default()),
-        )
+        let (samples, failures) = self.task.await.unwrap_or_default();
+        let (n, p50, p99, max) = support::summary(samples);
+        format!("normal user send+sync n={n} p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms failures {failures}")
     }
 }
 

@@ -150,16 +150,17 @@ pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-pub fn report(name: &str, mut samples: Vec<Duration>) {
+/// (count, p50, p99, max) of latency samples, in milliseconds.
+pub fn summary(mut samples: Vec<Duration>) -> (usize, f64, f64, f64) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!(
-        "{name:<34} n={:<6} p50 {:>8.2} ms   p99 {:>8.2} ms   max {:>8.2} ms",
-        samples.len(),
-        ms(percentile(&samples, 0.5)),
-        ms(percentile(&samples, 0.99)),
-        ms(samples.last().copied().unwrap_or_default()),
-    );
+    let max = samples.last().copied().unwrap_or_default();
+    (samples.len(), ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)), ms(max))
+}
+
+pub fn report(name: &str, samples: Vec<Duration>) {
+    let (n, p50, p99, max) = summary(samples);
+    println!("{name:<34} n={n:<6} p50 {p50:>8.2} ms   p99 {p99:>8.2} ms   max {max:>8.2} ms");
 }
 
 pub fn random_suffix() -> String {

@@ -104,7 +104,7 @@ pub struct Rooms {
     /// The latest create-event timestamp handed out (see `unique_create_ts`).
     last_create_ts: AtomicU64,
     /// One upgrade per room at a time.
-    upgrades: upgrade::UpgradeLocks,
+    upgrades: pipeline::RoomLocks,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -130,7 +130,7 @@ impl Rooms {
             push_wakeup: Arc::default(),
             pushers: Arc::default(),
             last_create_ts: AtomicU64::new(0),
-            upgrades: upgrade::UpgradeLocks::default(),
+            upgrades: pipeline::RoomLocks::default(),
         }
     }
 

@@ -17,13 +17,10 @@
 //! One upgrade of a room runs at a time; a request that waited for another
 //! finds the tombstone and gets the same replacement room.
 
-use super::Membership;
-use std::{collections::HashMap, sync::Arc};
-
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::{EventRequest, Rooms};
+use super::{EventRequest, Membership, Rooms};
 use crate::{
     error::{Error, Result},
     events::room_version,
@@ -120,30 +117,6 @@ pub fn restricted_power_levels(mut content: Map<String, Value>) -> Map<String, V
     content
 }
 
-/// Serialises upgrades per room.
-#[derive(Default)]
-pub struct UpgradeLocks(std::sync::Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>);
-
-impl UpgradeLocks {
-    async fn lock(&self, room_id: &RoomId) -> (Arc<tokio::sync::Mutex<()>>, tokio::sync::OwnedMutexGuard<()>) {
-        let lock = {
-            let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(locks.entry(room_id.to_owned()).or_default())
-        };
-        let guard = Arc::clone(&lock).lock_owned().await;
-        (lock, guard)
-    }
-
-    /// Drops the entry of a room nobody else waits for.
-    fn release(&self, room_id: &RoomId, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        // Ours and the map's are the only references: nobody waits.
-        if Arc::strong_count(&lock) <= 2 {
-            locks.remove(room_id);
-        }
-    }
-}
-
 impl Rooms {
     /// Upgrades `old_room` to `version` on behalf of `upgrader` (who must be
     /// joined and able to send `m.room.tombstone`); the replacement room.
@@ -154,20 +127,8 @@ impl Rooms {
         version: &RoomVersionId,
         additional: &[OwnedUserId],
     ) -> Result<OwnedRoomId> {
-        let (lock, guard) = self.upgrades.lock(old_room).await;
-        let outcome = self.upgrade_locked(old_room, upgrader, version, additional).await;
-        drop(guard);
-        self.upgrades.release(old_room, lock);
-        outcome
-    }
-
-    async fn upgrade_locked(
-        &self,
-        old_room: &RoomId,
-        upgrader: &UserId,
-        version: &RoomVersionId,
-        additional: &[OwnedUserId],
-    ) -> Result<OwnedRoomId> {
+        // Not the room's append lock: the upgrade appends to the room itself.
+        let _one_upgrade_at_a_time = self.upgrades.lock(old_room).await;
         let new_rules = room_version::rules(version)?;
         let not_member = || Error::forbidden("You are not in this room");
         let room = self.room(old_room)?.ok_or_else(not_member)?;
