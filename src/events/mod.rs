@@ -12,6 +12,7 @@
 //! state storage, client endpoints) builds on it.
 
 pub mod builder;
+pub mod kinds;
 pub mod pdu;
 pub mod room_version;
 

@@ -8,6 +8,7 @@
 //! go out, so the gateway (and the phone platform behind it) never sees the
 //! message. Counts of zero are left out, as the spec asks.
 
+use crate::events::kinds;
 use ruma::UserId;
 use serde_json::{json, Map, Value};
 
@@ -65,7 +66,7 @@ pub fn build(user_id: &UserId, pusher: &PusherId, settings: &Value, context: &Pu
                 fields.insert(name.to_owned(), json!(value));
             }
         }
-        if event["type"] == "m.room.member" {
+        if event["type"] == kinds::MEMBER {
             fields.insert("user_is_target".to_owned(), json!(event["state_key"] == user_id.as_str()));
         }
     }
@@ -85,10 +86,10 @@ fn tweaks_of(actions: &[Value]) -> Map<String, Value> {
 /// High for what a person should see now (a highlight, a sound, an
 /// encrypted message whose content is unknown, an invitation); low otherwise.
 fn priority(event: &Value, highlight: bool, tweaks: &Map<String, Value>) -> &'static str {
-    let invite = event["type"] == "m.room.member" && event["content"]["membership"] == "invite";
+    let invite = event["type"] == kinds::MEMBER && event["content"]["membership"] == "invite";
     let urgent = highlight
         || tweaks.contains_key("sound")
-        || event["type"] == "m.room.encrypted"
+        || event["type"] == kinds::ENCRYPTED
         || invite
         || tweaks.get("highlight").is_some_and(|value| value != &Value::Bool(false));
     if urgent {

@@ -5,6 +5,7 @@
 //! schemas). The shapes come from ruma's event content types; unknown event
 //! types are free-form and pass.
 
+use crate::events::kinds;
 use ruma::events::room::{
     avatar::RoomAvatarEventContent, canonical_alias::RoomCanonicalAliasEventContent,
     encryption::RoomEncryptionEventContent, guest_access::RoomGuestAccessEventContent,
@@ -32,24 +33,24 @@ pub fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
         return Err(Error::bad_json("Event content must be a JSON object"));
     }
     match kind {
-        "m.room.name" => {
+        kinds::NAME => {
             check::<RoomNameEventContent>(kind, content)?;
             if content["name"].as_str().is_some_and(|name| name.len() > MAX_NAME_BYTES) {
                 return Err(Error::bad_json(format!("m.room.name is longer than {MAX_NAME_BYTES} bytes")));
             }
             Ok(())
         }
-        "m.room.topic" => check::<RoomTopicEventContent>(kind, content),
-        "m.room.avatar" => check::<RoomAvatarEventContent>(kind, content),
-        "m.room.join_rules" => check::<RoomJoinRulesEventContent>(kind, content),
-        "m.room.history_visibility" => check::<RoomHistoryVisibilityEventContent>(kind, content),
-        "m.room.guest_access" => check::<RoomGuestAccessEventContent>(kind, content),
-        "m.room.member" => check::<RoomMemberEventContent>(kind, content),
-        "m.room.canonical_alias" => check::<RoomCanonicalAliasEventContent>(kind, content),
-        "m.room.encryption" => check::<RoomEncryptionEventContent>(kind, content),
-        "m.room.tombstone" => check::<RoomTombstoneEventContent>(kind, content),
-        "m.room.server_acl" => check::<RoomServerAclEventContent>(kind, content),
-        "m.room.pinned_events" => check::<RoomPinnedEventsEventContent>(kind, content),
+        kinds::TOPIC => check::<RoomTopicEventContent>(kind, content),
+        kinds::AVATAR => check::<RoomAvatarEventContent>(kind, content),
+        kinds::JOIN_RULES => check::<RoomJoinRulesEventContent>(kind, content),
+        kinds::HISTORY_VISIBILITY => check::<RoomHistoryVisibilityEventContent>(kind, content),
+        kinds::GUEST_ACCESS => check::<RoomGuestAccessEventContent>(kind, content),
+        kinds::MEMBER => check::<RoomMemberEventContent>(kind, content),
+        kinds::CANONICAL_ALIAS => check::<RoomCanonicalAliasEventContent>(kind, content),
+        kinds::ENCRYPTION => check::<RoomEncryptionEventContent>(kind, content),
+        kinds::TOMBSTONE => check::<RoomTombstoneEventContent>(kind, content),
+        kinds::SERVER_ACL => check::<RoomServerAclEventContent>(kind, content),
+        kinds::PINNED_EVENTS => check::<RoomPinnedEventsEventContent>(kind, content),
         _ => Ok(()),
     }
 }

@@ -10,6 +10,7 @@
 //! are not listed in `users` (they outrank everyone), and
 //! `trusted_private_chat` makes the invitees additional creators.
 
+use crate::events::kinds;
 use ruma::{room_version_rules::RoomVersionRules, OwnedRoomAliasId, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
@@ -72,7 +73,7 @@ pub fn plan(room: NewRoom, rules: &RoomVersionRules) -> Result<Plan> {
         add_additional_creators(&mut creation_content, &room.invitees)?;
     }
     let creators_are_implicit = rules.authorization.explicitly_privilege_room_creators;
-    let mut events = vec![EventRequest::state("m.room.member", room.creator.as_str(), room.creator_member_content)];
+    let mut events = vec![EventRequest::state(kinds::MEMBER, room.creator.as_str(), room.creator_member_content)];
     let power = power_levels(
         &room.creator,
         &room.invitees,
@@ -80,32 +81,32 @@ pub fn plan(room: NewRoom, rules: &RoomVersionRules) -> Result<Plan> {
         creators_are_implicit,
         room.power_level_override.as_ref(),
     );
-    events.push(EventRequest::state("m.room.power_levels", "", power));
+    events.push(EventRequest::state(kinds::POWER_LEVELS, "", power));
     if let Some(alias) = &room.alias {
-        events.push(EventRequest::state("m.room.canonical_alias", "", json!({ "alias": alias })));
+        events.push(EventRequest::state(kinds::CANONICAL_ALIAS, "", json!({ "alias": alias })));
     }
     let (join_rule, guest_access) = match room.preset {
         Preset::Public => ("public", "forbidden"),
         Preset::Private | Preset::TrustedPrivate => ("invite", "can_join"),
     };
-    events.push(EventRequest::state("m.room.join_rules", "", json!({ "join_rule": join_rule })));
-    events.push(EventRequest::state("m.room.history_visibility", "", json!({ "history_visibility": "shared" })));
-    events.push(EventRequest::state("m.room.guest_access", "", json!({ "guest_access": guest_access })));
+    events.push(EventRequest::state(kinds::JOIN_RULES, "", json!({ "join_rule": join_rule })));
+    events.push(EventRequest::state(kinds::HISTORY_VISIBILITY, "", json!({ "history_visibility": "shared" })));
+    events.push(EventRequest::state(kinds::GUEST_ACCESS, "", json!({ "guest_access": guest_access })));
     for (kind, state_key, content) in room.initial_state {
         events.push(EventRequest::state(&kind, &state_key, content));
     }
     if let Some(name) = room.name {
-        events.push(EventRequest::state("m.room.name", "", json!({ "name": name })));
+        events.push(EventRequest::state(kinds::NAME, "", json!({ "name": name })));
     }
     if let Some(topic) = room.topic {
-        events.push(EventRequest::state("m.room.topic", "", json!({ "topic": topic })));
+        events.push(EventRequest::state(kinds::TOPIC, "", json!({ "topic": topic })));
     }
     for invitee in &room.invitees {
         let mut content = json!({ "membership": "invite" });
         if room.is_direct {
             content["is_direct"] = json!(true);
         }
-        events.push(EventRequest::state("m.room.member", invitee.as_str(), content));
+        events.push(EventRequest::state(kinds::MEMBER, invitee.as_str(), content));
     }
     Ok(Plan { create_content: Value::Object(creation_content), events })
 }

@@ -9,6 +9,7 @@
 use serde_json::{json, Value};
 
 use super::Rooms;
+use crate::events::kinds;
 use crate::{
     error::Result,
     storage::Batch,
@@ -87,15 +88,15 @@ impl Rooms {
                 .and_then(|pdu| serde_json::from_str(pdu.content_json()).ok())
                 .unwrap_or(Value::Null))
         };
-        let name = content("m.room.name")?["name"].as_str().map(str::to_owned);
-        let topic = content("m.room.topic")?["topic"].as_str().map(str::to_owned);
-        let alias = content("m.room.canonical_alias")?["alias"].as_str().map(str::to_owned);
-        let avatar = content("m.room.avatar")?["url"].as_str().map(str::to_owned);
-        let join_rule = content("m.room.join_rules")?["join_rule"].as_str().unwrap_or("invite").to_owned();
-        let world_readable = content("m.room.history_visibility")?["history_visibility"] == "world_readable";
-        let guest_can_join = content("m.room.guest_access")?["guest_access"] == "can_join";
-        let room_type = content("m.room.create")?["type"].as_str().map(str::to_owned);
-        let encryption = content("m.room.encryption")?["algorithm"].as_str().map(str::to_owned);
+        let name = content(kinds::NAME)?["name"].as_str().map(str::to_owned);
+        let topic = content(kinds::TOPIC)?["topic"].as_str().map(str::to_owned);
+        let alias = content(kinds::CANONICAL_ALIAS)?["alias"].as_str().map(str::to_owned);
+        let avatar = content(kinds::AVATAR)?["url"].as_str().map(str::to_owned);
+        let join_rule = content(kinds::JOIN_RULES)?["join_rule"].as_str().unwrap_or("invite").to_owned();
+        let world_readable = content(kinds::HISTORY_VISIBILITY)?["history_visibility"] == "world_readable";
+        let guest_can_join = content(kinds::GUEST_ACCESS)?["guest_access"] == "can_join";
+        let room_type = content(kinds::CREATE)?["type"].as_str().map(str::to_owned);
+        let encryption = content(kinds::ENCRYPTION)?["algorithm"].as_str().map(str::to_owned);
         let joined = self.member_summary(&room)?.joined;
         let mut entry = json!({
             "room_id": room_id,

@@ -10,6 +10,7 @@
 //! until federation exists.
 
 use super::Membership;
+use crate::events::kinds;
 use std::collections::HashSet;
 
 use ruma::{state_res::Event, OwnedRoomId, RoomId, UserId};
@@ -33,11 +34,11 @@ impl Rooms {
             Some(Membership::Ban) => return Ok(false),
             _ => {}
         }
-        let history = self.state_event_in(&state, "m.room.history_visibility", "")?;
+        let history = self.state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?;
         if history.and_then(|pdu| content_string(&pdu, "history_visibility")).as_deref() == Some("world_readable") {
             return Ok(true);
         }
-        let Some(rules) = self.state_event_in(&state, "m.room.join_rules", "")? else { return Ok(false) };
+        let Some(rules) = self.state_event_in(&state, kinds::JOIN_RULES, "")? else { return Ok(false) };
         let content: Value = serde_json::from_str(rules.content_json()).unwrap_or_default();
         match content["join_rule"].as_str() {
             Some("public" | "knock" | "knock_restricted") => Ok(true),
@@ -61,7 +62,7 @@ impl Rooms {
         let state = self.current_state(&room)?;
         let mut children = Vec::new();
         for pdu in self.state_events_in(&state)? {
-            if pdu.kind().to_string() != "m.space.child" {
+            if pdu.kind().to_string() != kinds::SPACE_CHILD {
                 continue;
             }
             let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
@@ -77,7 +78,7 @@ impl Rooms {
             let suggested = content["suggested"].as_bool().unwrap_or(false);
             let ts: u64 = pdu.origin_server_ts().get().into();
             let stripped = json!({
-                "type": "m.space.child",
+                "type": kinds::SPACE_CHILD,
                 "state_key": child,
                 "sender": pdu.sender_str(),
                 "content": content,

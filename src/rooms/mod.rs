@@ -39,6 +39,7 @@ use ruma::{
 };
 use serde_json::Value;
 
+use crate::events::kinds;
 /// A room's stored description (version, current state, extremities), as
 /// the rooms hand it out.
 pub use crate::storage::records::RoomRecord;
@@ -241,7 +242,7 @@ impl Rooms {
     }
 
     fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<Membership>> {
-        Ok(self.state_event_in(state, "m.room.member", user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
+        Ok(self.state_event_in(state, kinds::MEMBER, user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
     }
 
     /// Forgets a room the user has left: its history is no longer theirs to read.
@@ -279,7 +280,7 @@ impl Rooms {
         let mut members = Vec::new();
         for (short_key, short_event) in state {
             let (kind, state_key) = self.state.state_key_of(*short_key)?;
-            if kind != "m.room.member" {
+            if kind != kinds::MEMBER {
                 continue;
             }
             let event_id = self.event_id_of_short(*short_event)?;
@@ -304,7 +305,7 @@ impl Rooms {
             return Ok(None);
         }
         let state = self.current_state(&room)?;
-        let Some(join_rules) = self.state_event_in(&state, "m.room.join_rules", "")? else { return Ok(None) };
+        let Some(join_rules) = self.state_event_in(&state, kinds::JOIN_RULES, "")? else { return Ok(None) };
         let content: Value = serde_json::from_str(join_rules.content().get()).unwrap_or_default();
         let rule = content["join_rule"].as_str().unwrap_or_default();
         let knock_restricted = rule == "knock_restricted" && rules.authorization.knock_restricted_join_rule;
@@ -429,7 +430,7 @@ impl Rooms {
     ) -> Result<bool> {
         let state = self.state.full_state(snapshot)?;
         let visibility = self
-            .state_event_in(&state, "m.room.history_visibility", "")?
+            .state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?
             .and_then(|event| content_string(&event, "history_visibility"))
             .unwrap_or_else(|| "shared".to_owned());
         if visibility == "world_readable" {

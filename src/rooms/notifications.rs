@@ -32,6 +32,7 @@ use super::{
     state::StateMap,
     Rooms,
 };
+use crate::events::kinds;
 use crate::{
     error::Result,
     events::Pdu,
@@ -86,7 +87,7 @@ impl Rooms {
         let member_count = UInt::try_from(audience.joined).unwrap_or_default();
         let mut members: Vec<(OwnedUserId, String)> =
             audience.local_members.iter().filter(|(member, _)| member.as_str() != pdu.sender_str()).cloned().collect();
-        let invited = (pdu.kind().to_string() == "m.room.member"
+        let invited = (pdu.kind().to_string() == kinds::MEMBER
             && super::membership_of(pdu) == Some(Membership::Invite))
         .then(|| pdu.state_key_str().and_then(|key| UserId::parse(key).ok()))
         .flatten()
@@ -162,7 +163,7 @@ impl Rooms {
         let mut local_members = Vec::new();
         for member in joined.iter().filter(|member| member.server_name() == self.server_name) {
             let display_name = self
-                .state_event_in(state, "m.room.member", member.as_str())?
+                .state_event_in(state, kinds::MEMBER, member.as_str())?
                 .and_then(|event| content_string(&event, "displayname"))
                 .unwrap_or_else(|| member.localpart().to_owned());
             local_members.push((member.clone(), display_name));
@@ -292,9 +293,9 @@ impl Rooms {
         let already_read = self.read_positions(room_id, user_id)?.0 >= count;
         Ok(Some(PushContext {
             event: client_event(&pdu, room_id),
-            room_name: state_text("m.room.name", "", "name")?.filter(|name| !name.is_empty()),
-            room_alias: state_text("m.room.canonical_alias", "", "alias")?,
-            sender_display_name: state_text("m.room.member", pdu.sender_str(), "displayname")?,
+            room_name: state_text(kinds::NAME, "", "name")?.filter(|name| !name.is_empty()),
+            room_alias: state_text(kinds::CANONICAL_ALIAS, "", "alias")?,
+            sender_display_name: state_text(kinds::MEMBER, pdu.sender_str(), "displayname")?,
             actions: record.actions,
             highlight: record.highlight,
             already_read,

@@ -16,6 +16,7 @@ use ruma::{
 use serde_json::{Map, Value};
 
 use super::{state::StateMap, Rooms};
+use crate::events::kinds;
 use crate::{error::Result, events::Pdu};
 
 /// Actions with a level of their own.
@@ -127,8 +128,8 @@ impl PowerLevels {
 impl Rooms {
     /// The power levels of a state.
     pub fn power_levels(&self, state: &StateMap, rules: &RoomVersionRules) -> Result<PowerLevels> {
-        let create = self.state_event_in(state, "m.room.create", "")?;
-        let power = self.state_event_in(state, "m.room.power_levels", "")?;
+        let create = self.state_event_in(state, kinds::CREATE, "")?;
+        let power = self.state_event_in(state, kinds::POWER_LEVELS, "")?;
         Ok(PowerLevels::new(create.as_ref(), power.as_ref(), rules))
     }
 }

@@ -3,6 +3,7 @@
 //! every room the user is in), so a profile change appends a new `join`
 //! event with the new profile to each joined room whose member event differs.
 
+use crate::events::kinds;
 use serde_json::{Map, Value};
 
 use super::{content_of_json, EventRequest, Rooms};
@@ -21,7 +22,7 @@ impl Rooms {
         for room_id in self.joined_rooms(user_id.localpart())? {
             let Some(room) = self.room(&room_id)? else { continue };
             let state = self.current_state(&room)?;
-            let Some(member) = self.state_event_in(&state, "m.room.member", user_id.as_str())? else { continue };
+            let Some(member) = self.state_event_in(&state, kinds::MEMBER, user_id.as_str())? else { continue };
             let mut content = content_of_json(member.content_json());
             let current = PROFILE_FIELDS.map(|field| content.get(field).cloned());
             let wanted = PROFILE_FIELDS.map(|field| profile.get(field).cloned());
@@ -35,7 +36,7 @@ impl Rooms {
                 };
             }
             content.insert("membership".into(), Value::String("join".into()));
-            let event = EventRequest::state("m.room.member", user_id.as_str(), Value::Object(content));
+            let event = EventRequest::state(kinds::MEMBER, user_id.as_str(), Value::Object(content));
             if let Err(error) = self.append(&room_id, user_id, event, None).await {
                 tracing::warn!(room = %room_id, user = %user_id, %error, "profile change not propagated");
             }

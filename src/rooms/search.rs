@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::Value;
 
 use super::{EventPlace, Rooms};
+use crate::events::kinds;
 use crate::{
     error::Result,
     events::Pdu,
@@ -26,9 +27,9 @@ use crate::{
 pub fn searchable_fields(pdu: &Pdu) -> Vec<(&'static str, String)> {
     // Most events have nothing to index: their content is not parsed.
     let (key, name) = match pdu.kind().to_string().as_str() {
-        "m.room.message" => ("content.body", "body"),
-        "m.room.name" => ("content.name", "name"),
-        "m.room.topic" => ("content.topic", "topic"),
+        kinds::MESSAGE => ("content.body", "body"),
+        kinds::NAME => ("content.name", "name"),
+        kinds::TOPIC => ("content.topic", "topic"),
         _ => return Vec::new(),
     };
     let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use ruma::UserId;
 
 use super::{membership_of, Rooms};
+use crate::events::kinds;
 use crate::{error::Result, storage::records::RoomRecord};
 
 /// Members named as heroes at most.
@@ -42,7 +43,7 @@ impl Rooms {
         let (mut joined, mut invited) = (0, 0);
         let mut candidates = Vec::new();
         for pdu in self.state_events_in(&state)? {
-            if pdu.kind().to_string() != "m.room.member" {
+            if pdu.kind().to_string() != kinds::MEMBER {
                 continue;
             }
             match membership_of(&pdu) {

@@ -21,6 +21,7 @@ use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{json, Map, Value};
 
 use super::{EventRequest, Membership, Rooms};
+use crate::events::kinds;
 use crate::{
     error::{Error, Result},
     events::room_version,
@@ -28,14 +29,14 @@ use crate::{
 
 /// State copied to the replacement room (besides power levels, handled apart).
 pub const TRANSFERRED: &[&str] = &[
-    "m.room.server_acl",
-    "m.room.encryption",
-    "m.room.name",
-    "m.room.avatar",
-    "m.room.topic",
-    "m.room.guest_access",
-    "m.room.history_visibility",
-    "m.room.join_rules",
+    kinds::SERVER_ACL,
+    kinds::ENCRYPTION,
+    kinds::NAME,
+    kinds::AVATAR,
+    kinds::TOPIC,
+    kinds::GUEST_ACCESS,
+    kinds::HISTORY_VISIBILITY,
+    kinds::JOIN_RULES,
 ];
 
 /// What the old room's state says, as far as an upgrade reads it.
@@ -79,7 +80,7 @@ pub fn plan(
     if has_additional_creators && !additional.is_empty() {
         create["additional_creators"] = json!(additional);
     }
-    let mut initial = vec![EventRequest::state("m.room.member", upgrader.as_str(), json!({ "membership": "join" }))];
+    let mut initial = vec![EventRequest::state(kinds::MEMBER, upgrader.as_str(), json!({ "membership": "join" }))];
     let mut power = old.power_levels.clone().unwrap_or_default();
     if creators_privileged {
         if let Some(Value::Object(users)) = power.get_mut("users") {
@@ -89,18 +90,17 @@ pub fn plan(
             }
         }
         let state_default = power.get("state_default").and_then(Value::as_i64).unwrap_or(50);
-        let tombstone =
-            power.get("events").and_then(|e| e.get("m.room.tombstone")).and_then(Value::as_i64).unwrap_or(0);
+        let tombstone = power.get("events").and_then(|e| e.get(kinds::TOMBSTONE)).and_then(Value::as_i64).unwrap_or(0);
         if tombstone <= state_default {
             if let Some(events) = power.entry("events").or_insert_with(|| json!({})).as_object_mut() {
-                events.insert("m.room.tombstone".into(), json!(state_default + 50));
+                events.insert(kinds::TOMBSTONE.into(), json!(state_default + 50));
             }
         }
     } else if let Some(users) = power.entry("users").or_insert_with(|| json!({})).as_object_mut() {
         let highest = users.values().filter_map(Value::as_i64).max().unwrap_or(100).max(100);
         users.insert(upgrader.to_string(), json!(highest));
     }
-    initial.push(EventRequest::state("m.room.power_levels", "", Value::Object(power)));
+    initial.push(EventRequest::state(kinds::POWER_LEVELS, "", Value::Object(power)));
     for (kind, content) in &old.transferred {
         initial.push(EventRequest::state(kind, "", content.clone()));
     }
@@ -137,11 +137,11 @@ impl Rooms {
             return Err(not_member());
         }
         let (_, old_rules) = Self::rules_of(&room)?;
-        if !self.power_levels(&state, &old_rules)?.may_send_state(upgrader, "m.room.tombstone") {
+        if !self.power_levels(&state, &old_rules)?.may_send_state(upgrader, kinds::TOMBSTONE) {
             return Err(Error::forbidden("Upgrading this room needs the power to send m.room.tombstone"));
         }
         // Upgraded already (by a request this one waited behind): the same answer.
-        if let Some(tombstone) = self.state_event_in(&state, "m.room.tombstone", "")? {
+        if let Some(tombstone) = self.state_event_in(&state, kinds::TOMBSTONE, "")? {
             let content: Value = serde_json::from_str(tombstone.content_json()).unwrap_or_default();
             if let Some(replacement) = content["replacement_room"].as_str().and_then(|id| RoomId::parse(id).ok()) {
                 return Ok(replacement);
@@ -152,8 +152,8 @@ impl Rooms {
         };
         let mut old = OldRoom {
             room_id: old_room.to_string(),
-            create: content("m.room.create")?.unwrap_or_default(),
-            power_levels: content("m.room.power_levels")?,
+            create: content(kinds::CREATE)?.unwrap_or_default(),
+            power_levels: content(kinds::POWER_LEVELS)?,
             transferred: Vec::new(),
         };
         for kind in TRANSFERRED {
@@ -171,22 +171,22 @@ impl Rooms {
         let new_room = self.create_room(upgrader, version, plan.create_content, None, plan.initial).await?;
 
         let tombstone = json!({ "body": "This room has been replaced", "replacement_room": new_room });
-        self.append(old_room, upgrader, EventRequest::state("m.room.tombstone", "", tombstone), None).await?;
+        self.append(old_room, upgrader, EventRequest::state(kinds::TOMBSTONE, "", tombstone), None).await?;
 
         for alias in self.local_aliases(old_room)? {
             let alias = ruma::RoomAliasId::parse(&alias).map_err(|e| Error::internal("stored alias", e))?;
             self.delete_alias(&alias).await?;
             self.create_alias(&alias, &new_room, upgrader).await?;
         }
-        if let Some(canonical) = content("m.room.canonical_alias")? {
-            let moved = EventRequest::state("m.room.canonical_alias", "", Value::Object(canonical));
+        if let Some(canonical) = content(kinds::CANONICAL_ALIAS)? {
+            let moved = EventRequest::state(kinds::CANONICAL_ALIAS, "", Value::Object(canonical));
             self.append(&new_room, upgrader, moved, None).await?;
-            let cleared = EventRequest::state("m.room.canonical_alias", "", json!({}));
+            let cleared = EventRequest::state(kinds::CANONICAL_ALIAS, "", json!({}));
             self.append(old_room, upgrader, cleared, None).await?;
         }
-        if let Some(power) = content("m.room.power_levels")? {
+        if let Some(power) = content(kinds::POWER_LEVELS)? {
             let restricted =
-                EventRequest::state("m.room.power_levels", "", Value::Object(restricted_power_levels(power)));
+                EventRequest::state(kinds::POWER_LEVELS, "", Value::Object(restricted_power_levels(power)));
             if let Err(error) = self.append(old_room, upgrader, restricted, None).await {
                 tracing::warn!(room = %old_room, %error, "could not restrict the old room after an upgrade");
             }

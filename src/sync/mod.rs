@@ -35,6 +35,7 @@ use std::{
 use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Map, Value};
 
+use crate::events::kinds;
 use crate::rooms::Membership;
 use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
@@ -152,7 +153,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             }
         }
         let member_event =
-            rooms.state_record_in(rooms.current_state(&room)?.as_ref(), "m.room.member", who.user_id.as_str())?;
+            rooms.state_record_in(rooms.current_state(&room)?.as_ref(), kinds::MEMBER, who.user_id.as_str())?;
         let changed_at = member_event.as_ref().map_or(0, |(_, stored)| stored.count);
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership {
@@ -249,7 +250,7 @@ fn device_list_changes(
     let mut left = BTreeSet::new();
     for section in join.values().chain(leave.values()) {
         let events = section["state"]["events"].as_array().into_iter().chain(section["timeline"]["events"].as_array());
-        for event in events.flatten().filter(|e| e["type"] == "m.room.member") {
+        for event in events.flatten().filter(|e| e["type"] == kinds::MEMBER) {
             let Some(user) = event["state_key"].as_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
             if user == who.user_id {
                 continue;
@@ -417,7 +418,7 @@ fn joined_room(
         || state_events
             .iter()
             .chain(events.iter().map(|(pdu, _)| pdu))
-            .any(|pdu| pdu.kind().to_string() == "m.room.member");
+            .any(|pdu| pdu.kind().to_string() == kinds::MEMBER);
     let summary = if members_changed { summary(rooms, room, who)? } else { json!({}) };
     let section = json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
@@ -479,7 +480,7 @@ fn lazy_load(
     }
     let senders: BTreeSet<&str> =
         timeline.iter().map(|(pdu, _)| pdu.sender_str()).chain([who.user_id.as_str()]).collect();
-    let is_member_event = |pdu: &Pdu| pdu.kind().to_string() == "m.room.member";
+    let is_member_event = |pdu: &Pdu| pdu.kind().to_string() == kinds::MEMBER;
     let mut kept: Vec<Pdu> = state
         .into_iter()
         .filter(|pdu| !is_member_event(pdu) || pdu.state_key_str().is_some_and(|k| senders.contains(k)))
@@ -487,7 +488,7 @@ fn lazy_load(
     for sender in senders {
         let present = kept.iter().any(|pdu| is_member_event(pdu) && pdu.state_key_str() == Some(sender));
         if !present {
-            kept.extend(rooms.state_event_in(start_state, "m.room.member", sender)?);
+            kept.extend(rooms.state_event_in(start_state, kinds::MEMBER, sender)?);
         }
     }
     Ok(kept)
@@ -508,13 +509,13 @@ fn stripped_state(rooms: &Rooms, room: &RoomRecord, own_member: Option<&Pdu>) ->
     let state = rooms.current_state(room)?;
     let mut events = Vec::new();
     for kind in [
-        "m.room.create",
-        "m.room.join_rules",
-        "m.room.name",
-        "m.room.avatar",
-        "m.room.canonical_alias",
-        "m.room.encryption",
-        "m.room.topic",
+        kinds::CREATE,
+        kinds::JOIN_RULES,
+        kinds::NAME,
+        kinds::AVATAR,
+        kinds::CANONICAL_ALIAS,
+        kinds::ENCRYPTION,
+        kinds::TOPIC,
     ] {
         if let Some(pdu) = rooms.state_event_in(&state, kind, "")? {
             events.push(stripped(&pdu));

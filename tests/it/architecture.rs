@@ -110,3 +110,18 @@ fn keys_are_built_only_in_storage() {
     let checked = |path: &str| key_owners.iter().any(|owner| path.starts_with(owner));
     assert_none("hand-built keys outside src/storage/", offending_lines(checked, joins));
 }
+
+#[test]
+fn event_types_are_named_by_their_constants() {
+    // `"m.room.…"` as a value (not a JSON object key) outside `events::kinds`.
+    let literal_type = |code: &str| {
+        code.match_indices("\"m.room.").any(|(at, _)| {
+            let rest = &code[at + 1..];
+            let Some(close) = rest.find('"') else { return false };
+            // A whole string that is an event type (not a message mentioning one), not a key.
+            !rest[..close].contains(char::is_whitespace) && !rest[close + 1..].starts_with(':')
+        })
+    };
+    let checked = |path: &str| path != "src/events/kinds.rs" && path != "src/fuzz_targets.rs";
+    assert_none("event types spelled out instead of events::kinds", offending_lines(checked, literal_type));
+}

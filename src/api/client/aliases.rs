@@ -8,6 +8,7 @@ use ruma::{OwnedRoomAliasId, RoomAliasId};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::events::kinds;
 use crate::rooms::Membership;
 use crate::{
     error::{Error, Result},
@@ -72,7 +73,7 @@ fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity)
     )?;
     let levels = s.rooms.power_levels(&state, &rules)?;
     Ok(s.rooms.membership(room_id, &who.user_id)? == Some(Membership::Join)
-        && levels.may_send_state(&who.user_id, "m.room.canonical_alias"))
+        && levels.may_send_state(&who.user_id, kinds::CANONICAL_ALIAS))
 }
 
 pub fn list(s: &Services, request: &Request, who: &Identity) -> Result<Response> {

@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, UserId};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::events::kinds;
 use crate::{
     error::Result,
     http::{Request, Response},
@@ -44,7 +45,7 @@ impl Visibility<'_> {
         let public = match rooms.room(room_id)? {
             Some(room) => {
                 let state = rooms.current_state(&room)?;
-                let rules = rooms.state_event_in(&state, "m.room.join_rules", "")?;
+                let rules = rooms.state_event_in(&state, kinds::JOIN_RULES, "")?;
                 rules.and_then(|pdu| crate::rooms::content_string(&pdu, "join_rule")).as_deref() == Some("public")
             }
             None => false,

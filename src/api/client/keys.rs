@@ -12,6 +12,7 @@ use ruma::{OwnedRoomId, OwnedUserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::events::kinds;
 use crate::rooms::Membership;
 use crate::{
     e2ee::{cross_signing::SigningKeys, dehydrated::NewDehydratedDevice},
@@ -106,7 +107,7 @@ fn departures(s: &Services, who: &Identity, from: u64, upto: u64) -> Result<BTre
                 }
                 position = count + 1;
                 let Some((pdu, _)) = s.rooms.get_pdu(&event_id)? else { continue };
-                if pdu.kind().to_string() != "m.room.member" {
+                if pdu.kind().to_string() != kinds::MEMBER {
                     continue;
                 }
                 let Some(user) = pdu.state_key_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };

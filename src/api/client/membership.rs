@@ -10,6 +10,7 @@ use ruma::{RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::events::kinds;
 use crate::rooms::Membership;
 use crate::{
     error::{Error, ErrorKind, Result},
@@ -56,7 +57,7 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     if let Some(authoriser) = s.rooms.restricted_join_authoriser(&room_id, &who.user_id)? {
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
-    let event = EventRequest::state("m.room.member", who.user_id.as_str(), content);
+    let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), content);
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
@@ -65,7 +66,7 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
 pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = known_room(s, request.param("room_id_or_alias")?)?;
     let body: ReasonBody = request.json()?;
-    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("knock", body.reason));
+    let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), member_content("knock", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
@@ -98,7 +99,7 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
     if s.users.get_active(invitee.localpart())?.is_none() {
         return Err(Error::not_found("No such user"));
     }
-    let event = EventRequest::state("m.room.member", invitee.as_str(), member_content("invite", body.reason));
+    let event = EventRequest::state(kinds::MEMBER, invitee.as_str(), member_content("invite", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())
 }
@@ -106,7 +107,7 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
 pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = super::room_events::room_id_param(request)?;
     let body: ReasonBody = request.json()?;
-    let event = EventRequest::state("m.room.member", who.user_id.as_str(), member_content("leave", body.reason));
+    let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), member_content("leave", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())
 }
@@ -131,7 +132,7 @@ async fn moderate(s: &Services, request: &Request, who: &Identity, membership: &
         _ => {}
     }
     let new_membership = if membership == "ban" { "ban" } else { "leave" };
-    let event = EventRequest::state("m.room.member", target.as_str(), member_content(new_membership, body.reason));
+    let event = EventRequest::state(kinds::MEMBER, target.as_str(), member_content(new_membership, body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())
 }

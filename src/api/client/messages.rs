@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
+use crate::events::kinds;
 use crate::rooms::{EventPlace, Membership, RoomRecord};
 use crate::{
     error::{Error, Result},
@@ -52,7 +53,7 @@ fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crat
     let state = s.rooms.current_state(&room)?;
     let world_readable = s
         .rooms
-        .state_event_in(&state, "m.room.history_visibility", "")?
+        .state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?
         .and_then(|event| crate::rooms::content_string(&event, "history_visibility"))
         .is_some_and(|v| v == "world_readable");
     if world_readable {
@@ -128,7 +129,7 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
         let state = s.rooms.current_state(&room)?;
         let mut members = Vec::new();
         for sender in senders {
-            if let Some(member) = s.rooms.state_event_in(&state, "m.room.member", &sender)? {
+            if let Some(member) = s.rooms.state_event_in(&state, kinds::MEMBER, &sender)? {
                 members.push(client_event(&member, &room_id));
             }
         }
@@ -205,7 +206,7 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         let senders: BTreeSet<&str> =
             before.iter().chain(after.iter()).map(|(p, _)| p.sender_str()).chain([pdu.sender_str()]).collect();
         state.retain(|event| {
-            event.kind().to_string() == "m.room.member" && event.state_key_str().is_some_and(|k| senders.contains(k))
+            event.kind().to_string() == kinds::MEMBER && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
     let to_json = |events: &[(Pdu, EventPlace)]| -> Result<Vec<Value>> {
@@ -271,7 +272,7 @@ fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(r
         None => s.rooms.current_state(&room)?,
     };
     let members =
-        s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == "m.room.member").collect();
+        s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == kinds::MEMBER).collect();
     Ok((room_id, members))
 }
 

@@ -10,6 +10,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::events::kinds;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -124,7 +125,7 @@ pub async fn set_visibility(s: &Services, request: &Request, who: &Identity) -> 
         other => return Err(Error::invalid_param(format!("Unknown visibility {other:?}"))),
     };
     let room = s.rooms.room(&room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-    if !who.is_admin && !s.rooms.may_send_state(&room, &who.user_id, "m.room.canonical_alias")? {
+    if !who.is_admin && !s.rooms.may_send_state(&room, &who.user_id, kinds::CANONICAL_ALIAS)? {
         return Err(Error::forbidden("Publishing this room needs the power to change its canonical alias"));
     }
     s.rooms.set_published(&room_id, published).await?;

@@ -13,6 +13,7 @@
 use ruma::{EventId, OwnedRoomId, RoomId};
 use serde_json::{json, Value};
 
+use crate::events::kinds;
 use crate::rooms::{Membership, TxnKey, TxnRequest};
 use crate::{
     error::{Error, ErrorKind, Result},
@@ -121,7 +122,7 @@ pub async fn redact(s: &Services, request: &Request, who: &Identity) -> Result<R
     if let Some(reason) = body.reason {
         content["reason"] = json!(reason);
     }
-    let event = EventRequest { kind: "m.room.redaction".into(), state_key: None, content, redacts: Some(target) };
+    let event = EventRequest { kind: kinds::REDACTION.into(), state_key: None, content, redacts: Some(target) };
     let event_id = s.rooms.append(&room_id, &who.user_id, event, Some(txn)).await?;
     Ok(Response::json(&json!({ "event_id": event_id })))
 }

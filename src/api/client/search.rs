@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use crate::events::kinds;
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -187,7 +188,7 @@ fn event_context(s: &Services, who: &Identity, room_id: &str, count: u64, wanted
         let mut profiles = Map::new();
         let senders: BTreeSet<&str> = before.iter().chain(after.iter()).map(|(pdu, _)| pdu.sender_str()).collect();
         for sender in senders {
-            let Some(member) = s.rooms.state_event_in(&state, "m.room.member", sender)? else { continue };
+            let Some(member) = s.rooms.state_event_in(&state, kinds::MEMBER, sender)? else { continue };
             let mut profile = Map::new();
             if let Some(name) = content_string(&member, "displayname") {
                 profile.insert("displayname".into(), json!(name));

@@ -12,6 +12,7 @@ use ruma::{
 use serde_json::Value;
 
 use super::StateView;
+use crate::events::kinds;
 use crate::{
     error::{Error, Result},
     events::{build_and_sign, NewEvent, Pdu},
@@ -34,7 +35,7 @@ impl Rooms {
         self.check_relation(room_id, &request.content)?;
         if request.state_key.is_some() {
             content::validate_state_content(&request.kind, &request.content)?;
-            if request.kind == "m.room.canonical_alias" {
+            if request.kind == kinds::CANONICAL_ALIAS {
                 self.check_canonical_alias(room_id, &request.content)?;
             }
         }
@@ -121,7 +122,7 @@ impl Rooms {
             None
         };
         let new = NewEvent {
-            kind: "m.room.create".into(),
+            kind: kinds::CREATE.into(),
             state_key: Some(String::new()),
             content,
             sender: sender.to_owned(),
