@@ -238,3 +238,20 @@ pub fn thumbnail(data: &[u8]) {
     let method = if selector & 4 == 0 { Method::Scale } else { Method::Crop };
     let _ = make(content, content_type, 32, 32, method);
 }
+
+/// A web page a user links to, as URL previews read it: OpenGraph tags and
+/// the image reference resolved against the page's URL, plus the `Range`
+/// header of media downloads. Nothing may panic; a resolved reference is
+/// always an http(s) URL.
+pub fn url_preview(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let tags = crate::media::preview::open_graph(&text);
+    for value in tags.values().filter_map(serde_json::Value::as_str) {
+        for base in ["https://example.gouv.fr/a/b.html?x=1", "http://example.org"] {
+            if let Some(url) = crate::media::preview::resolve(base, value) {
+                assert!(url.starts_with("http://") || url.starts_with("https://"), "{value:?} → {url}");
+            }
+        }
+    }
+    let _ = crate::media::byte_range(&text, data.len() as u64);
+}

@@ -155,7 +155,7 @@ async fn store_image(media: &Media, user: &str, image: &Fetched) -> Result<Strin
 
 /// `reference` resolved against `base` (absolute, scheme-relative,
 /// absolute-path and relative references); `None` for other schemes.
-fn resolve(base: &str, reference: &str) -> Option<String> {
+pub(crate) fn resolve(base: &str, reference: &str) -> Option<String> {
     let reference = reference.trim();
     if reference.starts_with("http://") || reference.starts_with("https://") {
         return Some(reference.to_owned());
@@ -180,7 +180,7 @@ fn resolve(base: &str, reference: &str) -> Option<String> {
 
 /// The OpenGraph properties of a page (`<meta property="og:…" content="…">`),
 /// with the `<title>` and `<meta name="description">` as fallbacks.
-fn open_graph(html: &str) -> Map<String, Value> {
+pub(crate) fn open_graph(html: &str) -> Map<String, Value> {
     let mut properties = Map::new();
     let mut title = None;
     let mut description = None;

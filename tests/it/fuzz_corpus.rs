@@ -57,3 +57,8 @@ fn auth_check_corpus() {
 fn thumbnail_corpus() {
     replay("thumbnail", fuzz_targets::thumbnail);
 }
+
+#[test]
+fn url_preview_corpus() {
+    replay("url_preview", fuzz_targets::url_preview);
+}
