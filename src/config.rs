@@ -111,6 +111,69 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub push: PushConfig,
+    #[serde(default)]
+    pub federation: FederationConfig,
+}
+
+/// Talking to other homeservers (server-server API).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FederationConfig {
+    /// Federation on or off, both directions.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Server name → `"host:port"` to connect to, consulted before any DNS
+    /// (a network without DNS); the certificate is still checked for the
+    /// server name.
+    #[serde(default)]
+    pub destinations: std::collections::BTreeMap<String, String>,
+    /// Certificates (PEM) trusted for peers besides the system's roots: the
+    /// administration's own certificate authority.
+    pub ca_file: Option<PathBuf>,
+    /// Check peers' certificates. Only a test may turn this off.
+    #[serde(default = "default_true")]
+    pub verify_certificates: bool,
+    /// The only servers federated with, both directions (empty: everyone).
+    #[serde(default)]
+    pub allowed_servers: Vec<String>,
+    /// Servers never federated with, both directions.
+    #[serde(default)]
+    pub denied_servers: Vec<String>,
+    /// Reach peers on loopback or private addresses (an air-gapped network).
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// Notaries asked for other servers' keys when those servers cannot be
+    /// reached directly (none by default).
+    #[serde(default)]
+    pub trusted_key_servers: Vec<String>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            destinations: Default::default(),
+            ca_file: None,
+            verify_certificates: true,
+            allowed_servers: Vec::new(),
+            denied_servers: Vec::new(),
+            allow_private_addresses: false,
+            trusted_key_servers: Vec::new(),
+        }
+    }
+}
+
+impl FederationConfig {
+    /// Whether this server federates with `server` (the lists, and `enabled`).
+    pub fn federates_with(&self, server: &str) -> bool {
+        self.enabled
+            && !self.denied_servers.iter().any(|denied| denied == server)
+            && (self.allowed_servers.is_empty() || self.allowed_servers.iter().any(|allowed| allowed == server))
+    }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -257,6 +320,37 @@ fn default_max_upload_size() -> u64 {
 }
 
 impl Config {
+    fn validate_federation(&self) -> Result<(), ConfigError> {
+        let federation = &self.federation;
+        if let Some(ca_file) = &federation.ca_file {
+            check_readable_file("federation.ca_file", ca_file)?;
+        }
+        for (server, address) in &federation.destinations {
+            if ruma::ServerName::parse(server).is_err() {
+                return Err(invalid("federation.destinations", format!("{server:?} is not a server name")));
+            }
+            let valid =
+                address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !valid {
+                return Err(invalid(
+                    &format!("federation.destinations.{server}"),
+                    format!("{address:?} is not \"host:port\""),
+                ));
+            }
+        }
+        let lists = [
+            ("federation.allowed_servers", &federation.allowed_servers),
+            ("federation.denied_servers", &federation.denied_servers),
+            ("federation.trusted_key_servers", &federation.trusted_key_servers),
+        ];
+        for (key, list) in lists {
+            if let Some(bad) = list.iter().find(|server| ruma::ServerName::parse(server.as_str()).is_err()) {
+                return Err(invalid(key, format!("{bad:?} is not a server name")));
+            }
+        }
+        Ok(())
+    }
+
     /// The trusted proxies, parsed (validated at load).
     pub fn trusted_proxy_networks(&self) -> Vec<Network> {
         self.trusted_proxies.iter().filter_map(|p| Network::parse(p)).collect()
@@ -434,6 +528,7 @@ impl Config {
         if let Some(ca_file) = &self.push.ca_file {
             check_readable_file("push.ca_file", ca_file)?;
         }
+        self.validate_federation()?;
         if self.max_request_size < 1024 {
             return Err(invalid("max_request_size", "must be at least 1024 bytes"));
         }
@@ -587,6 +682,7 @@ mod tests {
         assert_eq!(config.max_request_size, minimal.max_request_size);
         assert_eq!(config.request_timeout_secs, minimal.request_timeout_secs);
         assert_eq!(config.keepalive_timeout_secs, minimal.keepalive_timeout_secs);
+        assert_eq!(config.federation, minimal.federation);
         assert_eq!(config.max_connections, minimal.max_connections);
         assert_eq!(config.registration, minimal.registration);
         assert_eq!(config.login_rate_limit, minimal.login_rate_limit);

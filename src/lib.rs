@@ -7,6 +7,7 @@
 //! - [`users`]: accounts, devices, tokens, user-interactive auth;
 //! - [`media`]: the content repository (uploaded files, content-addressed);
 //! - [`push`]: the durable queue of pushes to push gateways;
+//! - [`federation`]: other homeservers: who we federate with, where they are, their keys, signed requests;
 //! - [`rooms`]: the event pipeline (build, auth, persist) and room state;
 //! - [`sync`]: `/sync` and filters;
 //! - [`e2ee`]: device keys, cross-signing, to-device messages (end-to-end encryption support);
@@ -24,6 +25,7 @@ pub mod crypto;
 pub mod e2ee;
 pub mod error;
 pub mod events;
+pub mod federation;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

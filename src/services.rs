@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
     e2ee::E2ee,
+    federation::Federation,
     media::{preview::Previewer, Media},
     push::PushSender,
     rooms::{typing::Typing, Rooms},
@@ -25,6 +26,7 @@ pub struct Services {
     pub media: Media,
     pub previews: Previewer,
     pub push: PushSender,
+    pub federation: Federation,
     pub server_key: Arc<ServerKey>,
 }
 
@@ -51,8 +53,26 @@ impl Services {
         let media = Media::new(Arc::clone(&storage), config.media_path(), config.max_upload_size());
         let previews = Previewer::new(config.media.url_preview_allow_private);
         let push = PushSender::new(&config.push, rooms.push_wakeup());
-        let services =
-            Arc::new(Self { config, storage, users, rooms, typing, presence, e2ee, media, previews, push, server_key });
+        let federation = Federation::new(
+            &config.federation,
+            config.server_name.clone(),
+            Arc::clone(&server_key),
+            Arc::clone(&storage),
+        );
+        let services = Arc::new(Self {
+            config,
+            storage,
+            users,
+            rooms,
+            typing,
+            presence,
+            e2ee,
+            media,
+            previews,
+            push,
+            federation,
+            server_key,
+        });
         services.start_maintenance();
         services.start_resumptions();
         crate::push::start(&services);

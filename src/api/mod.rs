@@ -10,6 +10,7 @@
 //! left to each handler.
 
 pub mod client;
+pub mod federation;
 pub mod server_keys;
 
 use std::sync::Arc;
@@ -95,6 +96,10 @@ pub enum Endpoint {
     GetPresence,
     SetPresence,
     ServerKeys,
+    FederationVersion,
+    QueryKeys,
+    QueryServerKeys,
+    QueryProfile,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -152,6 +157,8 @@ pub enum Access {
     /// A user's or a guest's access token (spec: "Guest Access"; logout and
     /// capabilities are allowed too, as other servers do).
     UsersAndGuests,
+    /// Another server's signed request (`X-Matrix`).
+    Servers,
 }
 
 /// How an endpoint gets its body.
@@ -199,7 +206,7 @@ impl EndpointSpec {
     }
 }
 
-use Access::{Anyone, Users, UsersAndGuests};
+use Access::{Anyone, Servers, Users, UsersAndGuests};
 use Endpoint as E;
 
 /// Body limit of the endpoints that need no access token (a registration
@@ -412,6 +419,14 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::GetPushers, Users, &["/_matrix/client/{r0|v3}/pushers"]),
     post(E::SetPusher, Users, &["/_matrix/client/{r0|v3}/pushers/set"]),
     get(E::ServerKeys, Anyone, &["/_matrix/key/v2/server", "/_matrix/key/v2/server/:key_id"]),
+    get(E::FederationVersion, Anyone, &["/_matrix/federation/v1/version"]),
+    post(E::QueryKeys, Anyone, &["/_matrix/key/v2/query"]),
+    get(
+        E::QueryServerKeys,
+        Anyone,
+        &["/_matrix/key/v2/query/:server_name", "/_matrix/key/v2/query/:server_name/:key_id"],
+    ),
+    get(E::QueryProfile, Servers, &["/_matrix/federation/v1/query/profile"]),
 ];
 
 impl Endpoint {
@@ -432,16 +447,21 @@ impl Endpoint {
     /// (login, registration, refresh) take small bodies, so an anonymous
     /// client cannot make the server read and parse megabytes.
     pub fn max_body(self, configured: u64) -> u64 {
-        if self.needs_auth() {
-            configured
-        } else {
+        if self.spec().access == Access::Anyone {
             configured.min(UNAUTHENTICATED_MAX_BODY)
+        } else {
+            configured
         }
     }
 
     /// Whether the request must carry a valid access token.
     pub fn needs_auth(self) -> bool {
-        self.spec().access != Access::Anyone
+        matches!(self.spec().access, Access::Users | Access::UsersAndGuests)
+    }
+
+    /// Whether the request must be signed by another server.
+    pub fn needs_server_auth(self) -> bool {
+        self.spec().access == Access::Servers
     }
 
     /// Whether guest accounts may call it.
@@ -485,6 +505,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
+    let server = if endpoint.needs_server_auth() { Some(authenticate_server(s, &request).await?) } else { None };
+    let origin = || server.as_deref().ok_or_else(|| Error::internal("dispatch", "origin missing"));
     use client::{
         account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
         messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, search,
@@ -554,8 +576,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetTags => account_data::get_tags(s, &request, who()?),
         E::PutTag => account_data::put_tag(s, &request, who()?).await,
         E::DeleteTag => account_data::delete_tag(s, &request, who()?).await,
-        E::GetProfile => profile::get_profile(s, &request),
-        E::GetProfileField => profile::get_field(s, &request),
+        E::GetProfile => profile::get_profile(s, &request).await,
+        E::GetProfileField => profile::get_field(s, &request).await,
         E::SetProfileField => profile::set_field(s, &request, who()?).await,
         E::Typing => sync::typing(s, &request, who()?),
         E::Receipt => receipts::receipt(s, &request, who()?).await,
@@ -563,6 +585,10 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetPresence => sync::get_presence(s, &request, who()?),
         E::SetPresence => sync::set_presence(s, &request, who()?),
         E::ServerKeys => server_keys::server_keys(s),
+        E::FederationVersion => Ok(federation::version()),
+        E::QueryKeys => federation::query_keys(s, &request).await,
+        E::QueryServerKeys => federation::query_server_keys(s, &request).await,
+        E::QueryProfile => federation::query_profile(s, &request, origin()?),
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?),
         E::KeysClaim => keys::claim(s, &request).await,
@@ -609,6 +635,20 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetPushers => push::pushers(s, who()?),
         E::SetPusher => push::set_pusher(s, &request, who()?).await,
     }
+}
+
+/// Verifies another server's `X-Matrix` signature over the request as sent.
+async fn authenticate_server(services: &Services, request: &Request) -> Result<ruma::OwnedServerName> {
+    let uri = match &request.raw_query {
+        Some(query) => format!("{}?{query}", request.path),
+        None => request.path.clone(),
+    };
+    let content = if request.body.iter().all(u8::is_ascii_whitespace) { None } else { Some(request.json_object()?) };
+    let method = format!("{:?}", request.method).to_uppercase();
+    let origin =
+        services.federation.authenticate(request.authorization.as_deref(), &method, &uri, content.as_ref()).await?;
+    tracing::Span::current().record("user", origin.as_str());
+    Ok(origin)
 }
 
 async fn authenticate(services: &Services, request: &Request) -> Result<Identity> {

@@ -4,5 +4,6 @@
 //! (appendices, "Signing details"). Nothing here does I/O except through the
 //! storage handle passed to [`signing_key::ServerKey::load_or_generate`].
 
+pub mod json_signatures;
 pub mod signing_key;
 pub mod tokens;

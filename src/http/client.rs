@@ -60,6 +60,20 @@ struct Outgoing {
     method: http::Method,
     body: Option<Bytes>,
     max_response: usize,
+    authorization: Option<String>,
+}
+
+/// A request to another server: its URL names the server (the `Host`
+/// header and the name its certificate is checked for); `connect_to`, when
+/// given, is where to connect instead (`host:port`, as server discovery or
+/// a static map says).
+pub struct ServerRequest<'a> {
+    pub method: &'a str,
+    pub url: &'a str,
+    pub connect_to: Option<&'a str>,
+    pub authorization: Option<String>,
+    pub json_body: Option<Vec<u8>>,
+    pub max_response: usize,
 }
 
 impl fmt::Display for ClientError {
@@ -95,13 +109,18 @@ pub struct ClientPolicy {
     pub allow_private_addresses: bool,
     /// PEM certificates trusted in addition to the system's roots.
     pub extra_ca_file: Option<PathBuf>,
+    /// Skip certificate checks (tests only; `federation.verify_certificates`).
+    pub skip_certificate_checks: bool,
 }
 
 /// The destination of a URL.
 struct Target {
     https: bool,
+    /// The host of the URL: the `Host` header, the name the certificate is checked for.
     host: String,
     port: u16,
+    /// Where to connect, when not the URL's host and port.
+    connect_to: Option<(String, u16)>,
     /// `host[:port]`, for the `Host` header.
     authority: String,
     path_and_query: String,
@@ -122,11 +141,31 @@ impl Target {
         let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-        Ok(Self { https, host, port, authority: authority.as_str().to_owned(), path_and_query })
+        Ok(Self { https, host, port, connect_to: None, authority: authority.as_str().to_owned(), path_and_query })
     }
 
+    /// Connect to `host:port` instead of the URL's own.
+    fn connecting_to(mut self, address: &str) -> Result<Self, ClientError> {
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.trim_start_matches('[').trim_end_matches(']'), port.parse().ok()?)))
+            .ok_or_else(|| ClientError::InvalidUrl(format!("{address} is not host:port")))?;
+        self.connect_to = Some((host.to_owned(), port));
+        Ok(self)
+    }
+
+    /// Where TCP goes.
+    fn connect_host_port(&self) -> (&str, u16) {
+        match &self.connect_to {
+            Some((host, port)) => (host.as_str(), *port),
+            None => (self.host.as_str(), self.port),
+        }
+    }
+
+    /// Connections are reused per (scheme, name, address connected to).
     fn origin(&self) -> String {
-        format!("{}://{}:{}", if self.https { "https" } else { "http" }, self.host, self.port)
+        let (host, port) = self.connect_host_port();
+        format!("{}://{}@{host}:{port}", if self.https { "https" } else { "http" }, self.host)
     }
 }
 
@@ -172,8 +211,12 @@ impl HttpClient {
     /// `POST url` with a JSON body.
     pub async fn post_json(&self, url: &str, body: Vec<u8>) -> Result<ClientResponse, ClientError> {
         let target = Target::parse(url)?;
-        let request =
-            Outgoing { method: http::Method::POST, body: Some(Bytes::from(body)), max_response: MAX_RESPONSE_BYTES };
+        let request = Outgoing {
+            method: http::Method::POST,
+            body: Some(Bytes::from(body)),
+            max_response: MAX_RESPONSE_BYTES,
+            authorization: None,
+        };
         tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, request)).await.map_err(|_| ClientError::Timeout)?
     }
 
@@ -181,8 +224,25 @@ impl HttpClient {
     /// body of at most `max_response` bytes.
     pub async fn get(&self, url: &str, max_response: usize) -> Result<ClientResponse, ClientError> {
         let target = Target::parse(url)?;
-        let request = Outgoing { method: http::Method::GET, body: None, max_response };
+        let request = Outgoing { method: http::Method::GET, body: None, max_response, authorization: None };
         tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, request)).await.map_err(|_| ClientError::Timeout)?
+    }
+
+    /// A request to another server (see [`ServerRequest`]).
+    pub async fn server_request(&self, request: ServerRequest<'_>) -> Result<ClientResponse, ClientError> {
+        let mut target = Target::parse(request.url)?;
+        if let Some(address) = request.connect_to {
+            target = target.connecting_to(address)?;
+        }
+        let method = http::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| ClientError::InvalidUrl(format!("method {}", request.method)))?;
+        let outgoing = Outgoing {
+            method,
+            body: request.json_body.map(Bytes::from),
+            max_response: request.max_response,
+            authorization: request.authorization,
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, outgoing)).await.map_err(|_| ClientError::Timeout)?
     }
 
     async fn send(&self, target: &Target, outgoing: Outgoing) -> Result<ClientResponse, ClientError> {
@@ -198,6 +258,9 @@ impl HttpClient {
             .header(http::header::USER_AGENT, concat!("conduit/", env!("CARGO_PKG_VERSION")));
         if outgoing.body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(authorization) = &outgoing.authorization {
+            request = request.header(http::header::AUTHORIZATION, authorization.as_str());
         }
         let request = request
             .body(Full::new(outgoing.body.unwrap_or_default()))
@@ -275,9 +338,10 @@ impl HttpClient {
     }
 
     async fn tcp_connect(&self, target: &Target) -> Result<TcpStream, ClientError> {
-        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        let (host, port) = target.connect_host_port();
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
-            .map_err(|e| ClientError::Connect(format!("resolving {}: {e}", target.host)))?
+            .map_err(|e| ClientError::Connect(format!("resolving {host}: {e}")))?
             .collect();
         let allowed: Vec<SocketAddr> = resolved
             .iter()
@@ -326,6 +390,18 @@ where
 
 /// The TLS client configuration: system roots plus the extra CA file.
 fn build_tls(policy: &ClientPolicy) -> Result<TlsConnector, String> {
+    if policy.skip_certificate_checks {
+        tracing::warn!("outgoing TLS does not check certificates (federation.verify_certificates = false)");
+        let provider = Arc::new(default_provider());
+        let mut config = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        return Ok(TlsConnector::from(Arc::new(config)));
+    }
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for error in &native.errors {
@@ -355,6 +431,46 @@ fn build_tls(policy: &ClientPolicy) -> Result<TlsConnector, String> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Accepts any certificate (the signatures of the handshake are still
+/// checked). Only for `federation.verify_certificates = false` in tests.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 #[cfg(test)]
@@ -401,7 +517,7 @@ mod tests {
         let client = HttpClient::new(ClientPolicy::default());
         let refused = client.post_json("http://127.0.0.1:9/_matrix/push/v1/notify", b"{}".to_vec()).await;
         assert!(matches!(refused, Err(ClientError::DeniedAddress(_))), "{refused:?}");
-        let allowed = HttpClient::new(ClientPolicy { allow_private_addresses: true, extra_ca_file: None });
+        let allowed = HttpClient::new(ClientPolicy { allow_private_addresses: true, ..ClientPolicy::default() });
         // Port 9 (discard) is closed here: the connection is attempted and fails.
         let attempted = allowed.post_json("http://127.0.0.1:9/_matrix/push/v1/notify", b"{}".to_vec()).await;
         assert!(matches!(attempted, Err(ClientError::Connect(_))), "{attempted:?}");

@@ -94,6 +94,10 @@ pub struct Request {
     /// Path parameters by name (see [`super::router`]).
     pub params: super::router::Params,
     pub query: Vec<(String, String)>,
+    /// The query string as sent (signed requests between servers sign it).
+    pub raw_query: Option<String>,
+    /// The `Authorization` header as sent (`X-Matrix` for servers).
+    pub authorization: Option<String>,
     pub body: Bytes,
     /// For endpoints that stream their body ([`crate::api::Endpoint::streams_body`]):
     /// the body as it arrives (`body` is then empty).
@@ -249,6 +253,8 @@ mod tests {
             path: "/".into(),
             params: vec![],
             query: vec![],
+            raw_query: None,
+            authorization: None,
             body: Bytes::from(body.to_owned()),
             body_stream: None,
             content_type: None,

@@ -296,7 +296,10 @@ async fn process(
         }
         Match::NotFound => return Err(Error::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")),
     };
-    let query = request.uri().query().map(parse_query).unwrap_or_default();
+    let raw_query = request.uri().query().map(str::to_owned);
+    let query = raw_query.as_deref().map(parse_query).unwrap_or_default();
+    let authorization =
+        request.headers().get(http::header::AUTHORIZATION).and_then(|value| value.to_str().ok()).map(str::to_owned);
     let access_token = bearer_token(request.headers())
         .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
     let content_type =
@@ -308,8 +311,20 @@ async fn process(
         (read_body(shared, request, endpoint.max_body(shared.max_body as u64)).await?, None)
     };
     let client_ip = client.to_string();
-    let request =
-        Request { method, path, params, query, body, body_stream, content_type, range, client_ip, access_token };
+    let request = Request {
+        method,
+        path,
+        params,
+        query,
+        raw_query,
+        authorization,
+        body,
+        body_stream,
+        content_type,
+        range,
+        client_ip,
+        access_token,
+    };
     let services = Arc::clone(&shared.services);
     let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());
     task.await.unwrap_or_else(|join_error| Err(Error::internal("request handler", join_error)))

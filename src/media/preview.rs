@@ -54,7 +54,7 @@ struct Fetched {
 
 impl Previewer {
     pub fn new(allow_private_addresses: bool) -> Self {
-        let policy = ClientPolicy { allow_private_addresses, extra_ca_file: None };
+        let policy = ClientPolicy { allow_private_addresses, ..ClientPolicy::default() };
         Self { client: HttpClient::new(policy), cache: BoundedCache::new(CACHE_ENTRIES) }
     }
 

@@ -91,6 +91,7 @@ impl PushSender {
         let policy = ClientPolicy {
             allow_private_addresses: config.allow_private_gateways,
             extra_ca_file: config.ca_file.clone(),
+            skip_certificate_checks: false,
         };
         Self { client: HttpClient::new(policy), wakeup, state: Mutex::default() }
     }

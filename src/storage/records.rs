@@ -289,6 +289,19 @@ impl Record for ReceiptRecord {
     const VERSION: u8 = 1;
 }
 
+/// Another server's signing keys, as that server published them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerKeysRecord {
+    /// The verified `/_matrix/key/v2/server` document (JSON, with its signatures).
+    pub document: String,
+    /// When it was fetched (ms).
+    pub fetched_ts: u64,
+}
+
+impl Record for ServerKeysRecord {
+    const VERSION: u8 = 1;
+}
+
 /// A device's fallback key for one algorithm (spec: "One-time and fallback keys").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackKeyRecord {

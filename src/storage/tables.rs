@@ -13,8 +13,8 @@ use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
         MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, ReportRecord, RoomRecord, SearchEntry, StateSnapshotRecord, StoredPdu, ToDeviceRecord,
-        TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        RelationRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu,
+        ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -122,6 +122,9 @@ pub struct Tables {
     /// localpart → when (ms) a profile change began whose member events may
     /// not all be written yet (replayed at start-up). Owner: `users`.
     pub profile_propagations: Table<String, u64>,
+    /// server name → the last verified key document of that server (its
+    /// own, self-signed `/_matrix/key/v2/server` answer). Owner: `federation`.
+    pub server_keys: Table<String, ServerKeysRecord>,
 }
 
 impl Tables {
@@ -173,6 +176,7 @@ impl Tables {
             search_index: Table::open(db, "word_count_roomfield")?,
             notifications: Table::open(db, "userroom_count_notification")?,
             profile_propagations: Table::open(db, "localpart_profilepropagation")?,
+            server_keys: Table::open(db, "servername_serverkeys")?,
         })
     }
 }

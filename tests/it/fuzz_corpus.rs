@@ -62,3 +62,8 @@ fn thumbnail_corpus() {
 fn url_preview_corpus() {
     replay("url_preview", fuzz_targets::url_preview);
 }
+
+#[test]
+fn x_matrix_corpus() {
+    replay("x_matrix", fuzz_targets::x_matrix);
+}

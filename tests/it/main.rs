@@ -11,6 +11,7 @@ mod clients;
 mod devices;
 mod directory;
 mod e2ee;
+mod federation;
 mod fuzz_corpus;
 mod hardening;
 mod history;

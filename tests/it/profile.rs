@@ -13,7 +13,8 @@ async fn profiles_are_read_by_anyone_changed_by_their_owner_and_propagated() {
     let profile = format!("/_matrix/client/v3/profile/{}", enc(&alice.user_id));
     assert_eq!(client.get(&profile).await.assert_ok()["displayname"], "alice", "defaults to the localpart");
     client.get("/_matrix/client/v3/profile/%40ghost%3Atest.local").await.assert_error(404, "M_NOT_FOUND");
-    client.get("/_matrix/client/v3/profile/%40x%3Aother.server").await.assert_error(404, "M_NOT_FOUND");
+    // Users of other servers are asked of their server: this one cannot be reached.
+    client.get("/_matrix/client/v3/profile/%40x%3Aother.invalid").await.assert_error(503, "M_UNKNOWN");
 
     let room = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await;
     let room = room.assert_ok()["room_id"].as_str().unwrap().to_owned();

@@ -19,19 +19,38 @@ use crate::{
 /// Longest display name or avatar URL accepted.
 const MAX_FIELD_BYTES: usize = 1024;
 
-/// The profile of the local user the path names (404 for others and for
-/// unknown or deactivated accounts).
-fn local_profile(s: &Services, request: &Request) -> Result<Map<String, Value>> {
+/// The profile of the user the path names: a local account's (404 for
+/// unknown or deactivated ones), or asked of the user's server over
+/// federation (`/_matrix/federation/v1/query/profile`).
+async fn profile(s: &Services, request: &Request) -> Result<Map<String, Value>> {
     let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let not_found = || Error::not_found("Profile not found");
-    if user_id.server_name() != s.config.server_name {
-        return Err(not_found());
+    if user_id.server_name() == s.config.server_name {
+        return s.users.active_profile(user_id.localpart())?.ok_or_else(not_found);
     }
-    s.users.active_profile(user_id.localpart())?.ok_or_else(not_found)
+    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", query_encode(user_id.as_str()));
+    let answer = s.federation.request(user_id.server_name(), "GET", &path, None).await?;
+    let mut profile = Map::new();
+    for field in ["displayname", "avatar_url"] {
+        if let Some(value) = answer.get(field).and_then(Value::as_str) {
+            profile.insert(field.into(), json!(value));
+        }
+    }
+    Ok(profile)
 }
 
-pub fn get_profile(s: &Services, request: &Request) -> Result<Response> {
-    Ok(Response::json(&Value::Object(local_profile(s, request)?)))
+/// Percent-encodes a query parameter value.
+fn query_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn get_profile(s: &Services, request: &Request) -> Result<Response> {
+    Ok(Response::json(&Value::Object(profile(s, request).await?)))
 }
 
 fn field_of(request: &Request) -> Result<(ProfileField, &'static str)> {
@@ -42,9 +61,9 @@ fn field_of(request: &Request) -> Result<(ProfileField, &'static str)> {
     }
 }
 
-pub fn get_field(s: &Services, request: &Request) -> Result<Response> {
+pub async fn get_field(s: &Services, request: &Request) -> Result<Response> {
     let (_, key) = field_of(request)?;
-    let profile = local_profile(s, request)?;
+    let profile = profile(s, request).await?;
     let value = profile.get(key).cloned().ok_or_else(|| Error::not_found("The field is not set"))?;
     Ok(Response::json(&json!({ key: value })))
 }
