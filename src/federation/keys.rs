@@ -12,6 +12,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use serde_json::{json, Map, Value};
@@ -85,22 +86,57 @@ fn key_map(keys: Option<&Value>) -> Result<BTreeMap<String, String>, String> {
     Ok(map)
 }
 
-/// The keys of other servers in memory, in front of the `server_keys` table.
+/// Servers remembered at most (keys and fetch attempts); beyond, the memory starts over.
+const MAX_CACHED_SERVERS: usize = 10_000;
+
+/// A server's keys are fetched at most once in this time, whatever asks
+/// (a request naming an unknown key id, a notary query, a failing server):
+/// nobody can make this server hammer another one, or wait on a dead one
+/// at every request.
+const MIN_REFETCH: Duration = Duration::from_secs(60);
+
+/// At most this many servers are answered per notary query.
+pub const MAX_NOTARY_SERVERS: usize = 32;
+
+/// The keys of other servers in memory, in front of the `server_keys`
+/// table, and when each was last fetched.
 #[derive(Default)]
-pub struct KeyCache(Mutex<HashMap<String, Arc<KeySet>>>);
+pub struct KeyCache {
+    keys: Mutex<HashMap<String, Arc<KeySet>>>,
+    fetched: Mutex<HashMap<String, Instant>>,
+}
 
 impl KeyCache {
     fn get(&self, server: &str) -> Option<Arc<KeySet>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(server).cloned()
+        lock(&self.keys).get(server).cloned()
     }
 
     fn put(&self, server: &str, keys: Arc<KeySet>) {
-        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= 10_000 {
-            cache.clear();
-        }
-        cache.insert(server.to_owned(), keys);
+        bounded_insert(&mut lock(&self.keys), server, keys);
     }
+
+    /// Records an attempt to fetch `server`'s keys now, unless one was made
+    /// less than [`MIN_REFETCH`] ago (then `false`).
+    fn may_fetch(&self, server: &str) -> bool {
+        let now = Instant::now();
+        let mut fetched = lock(&self.fetched);
+        if fetched.get(server).is_some_and(|last| now.duration_since(*last) < MIN_REFETCH) {
+            return false;
+        }
+        bounded_insert(&mut fetched, server, now);
+        true
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bounded_insert<V>(map: &mut HashMap<String, V>, server: &str, value: V) {
+    if map.len() >= MAX_CACHED_SERVERS {
+        map.clear();
+    }
+    map.insert(server.to_owned(), value);
 }
 
 impl Federation {
@@ -114,7 +150,7 @@ impl Federation {
                 return Ok(key.to_owned());
             }
         }
-        let keys = self.fetch_keys(server).await?;
+        let (_, keys) = self.fetch_keys(server).await?;
         keys.key(key_id, at)
             .map(str::to_owned)
             .ok_or_else(|| FederationError::Keys(format!("{server} has no key {key_id} for that time")))
@@ -125,16 +161,25 @@ impl Federation {
         if let Some(keys) = self.key_cache.get(server) {
             return Ok(Some(keys));
         }
-        let Some(record) = self.storage.tables.server_keys.get(&server.to_owned())? else { return Ok(None) };
-        let document: Value = serde_json::from_str(&record.document).unwrap_or_default();
-        let Ok(keys) = verify_document(server, &document) else { return Ok(None) };
-        let keys = Arc::new(keys);
+        let Some((_, keys)) = self.stored_document(server)? else { return Ok(None) };
         self.key_cache.put(server, Arc::clone(&keys));
         Ok(Some(keys))
     }
 
-    /// Fetches `server`'s keys: from the server, else from each notary.
-    async fn fetch_keys(&self, server: &str) -> Result<Arc<KeySet>, FederationError> {
+    /// The document stored for `server`, checked again.
+    fn stored_document(&self, server: &str) -> Result<Option<(Value, Arc<KeySet>)>, FederationError> {
+        let Some(record) = self.storage.tables.server_keys.get(&server.to_owned())? else { return Ok(None) };
+        let Ok(document) = serde_json::from_str::<Value>(&record.document) else { return Ok(None) };
+        Ok(verify_document(server, &document).ok().map(|keys| (document, Arc::new(keys))))
+    }
+
+    /// Fetches `server`'s keys (from the server, else from each notary),
+    /// stores them, and returns them with their document. At most once per
+    /// [`MIN_REFETCH`] per server.
+    async fn fetch_keys(&self, server: &str) -> Result<(Value, Arc<KeySet>), FederationError> {
+        if !self.key_cache.may_fetch(server) {
+            return Err(FederationError::Keys(format!("the keys of {server} were fetched less than a minute ago")));
+        }
         let direct = self.fetch_direct(server).await;
         let (document, keys) = match direct {
             Ok(found) => found,
@@ -158,7 +203,7 @@ impl Federation {
         self.storage.apply(batch)?;
         let keys = Arc::new(keys);
         self.key_cache.put(server, Arc::clone(&keys));
-        Ok(keys)
+        Ok((document, keys))
     }
 
     async fn fetch_direct(&self, server: &str) -> Result<(Value, KeySet), FederationError> {
@@ -170,6 +215,7 @@ impl Federation {
     async fn fetch_from_notary(&self, notary: &str, server: &str) -> Result<(Value, KeySet), FederationError> {
         let notary_keys = match self.known_keys(notary)? {
             Some(keys) if keys.valid_until_ts >= now_ms() => keys,
+            // Directly (a notary's own keys do not come from a notary).
             _ => Arc::new(self.fetch_direct(notary).await?.1),
         };
         let body = json!({ "server_keys": { server: {} } });
@@ -188,11 +234,12 @@ impl Federation {
         Err(FederationError::Keys(format!("{notary} gave no verified keys of {server}")))
     }
 
-    /// `/_matrix/key/v2/query` as a notary: for each server asked, its key
-    /// document countersigned by us (our own document for us).
+    /// `/_matrix/key/v2/query` as a notary: for each server asked (the first
+    /// [`MAX_NOTARY_SERVERS`]), its key document countersigned by us (our
+    /// own document for us).
     pub async fn notary_answer(&self, servers: &[String]) -> Vec<Value> {
         let mut documents = Vec::new();
-        for server in servers {
+        for server in servers.iter().take(MAX_NOTARY_SERVERS) {
             let document = if server == self.server_name.as_str() {
                 self.own_key_document()
             } else {
@@ -216,15 +263,10 @@ impl Federation {
         if !self.config.federates_with(server) {
             return None;
         }
-        let stored = self.storage.tables.server_keys.get(&server.to_owned()).ok().flatten();
-        let fresh = stored.and_then(|record| {
-            let document: Value = serde_json::from_str(&record.document).ok()?;
-            let keys = verify_document(server, &document).ok()?;
-            (keys.valid_until_ts >= now_ms()).then_some(document)
-        });
-        match fresh {
-            Some(document) => Some(document),
-            None => self.fetch_direct(server).await.ok().map(|(document, _)| document),
+        let stored = self.stored_document(server).ok().flatten();
+        match stored.filter(|(_, keys)| keys.valid_until_ts >= now_ms()) {
+            Some((document, _)) => Some(document),
+            None => self.fetch_keys(server).await.ok().map(|(document, _)| document),
         }
     }
 }
@@ -275,6 +317,14 @@ mod tests {
         assert_eq!(keys.key("ed25519:old", 999), Some("OLDKEY"));
         assert_eq!(keys.key("ed25519:old", 1_000), None);
         assert_eq!(keys.key("ed25519:other", 1), None);
+    }
+
+    #[test]
+    fn a_server_is_fetched_at_most_once_a_minute() {
+        let cache = KeyCache::default();
+        assert!(cache.may_fetch("a.example"));
+        assert!(!cache.may_fetch("a.example"), "again at once: refused");
+        assert!(cache.may_fetch("b.example"), "other servers are not held up");
     }
 
     #[test]
