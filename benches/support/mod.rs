@@ -91,12 +91,7 @@ impl Target {
 }
 
 pub fn enc(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    conduit::http::request::percent_encode(text)
 }
 
 /// Registers through user-interactive auth: first the flows, then a dummy

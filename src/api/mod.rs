@@ -644,9 +644,9 @@ async fn authenticate_server(services: &Services, request: &Request) -> Result<r
         None => request.path.clone(),
     };
     let content = if request.body.iter().all(u8::is_ascii_whitespace) { None } else { Some(request.json_object()?) };
-    let method = format!("{:?}", request.method).to_uppercase();
+    let method = request.method.as_str();
     let origin =
-        services.federation.authenticate(request.authorization.as_deref(), &method, &uri, content.as_ref()).await?;
+        services.federation.authenticate(request.authorization.as_deref(), method, &uri, content.as_ref()).await?;
     tracing::Span::current().record("user", origin.as_str());
     Ok(origin)
 }

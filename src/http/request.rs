@@ -230,6 +230,19 @@ fn hex_value(byte: u8) -> Option<u8> {
     }
 }
 
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a
+/// path segment or a query value of a request this server sends.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(byte as char),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
 /// Splits a query string into decoded pairs.
 pub fn parse_query(query: &str) -> Vec<(String, String)> {
     query
@@ -291,6 +304,13 @@ mod tests {
     #[test]
     fn empty_body_is_an_empty_object() {
         assert!(request("").json_object().unwrap().as_object().unwrap().is_empty());
+    }
+
+    #[test]
+    fn percent_encoding_round_trips() {
+        let id = "@bob:b.example/é ?&";
+        assert_eq!(percent_encode(id), "%40bob%3Ab.example%2F%C3%A9%20%3F%26");
+        assert_eq!(percent_decode(&percent_encode(id), false), id);
     }
 
     #[test]

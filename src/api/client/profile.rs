@@ -28,7 +28,10 @@ async fn profile(s: &Services, request: &Request) -> Result<Map<String, Value>> 
     if user_id.server_name() == s.config.server_name {
         return s.users.active_profile(user_id.localpart())?.ok_or_else(not_found);
     }
-    let path = format!("/_matrix/federation/v1/query/profile?user_id={}", query_encode(user_id.as_str()));
+    let path = format!(
+        "/_matrix/federation/v1/query/profile?user_id={}",
+        crate::http::request::percent_encode(user_id.as_str())
+    );
     let answer = s.federation.request(user_id.server_name(), "GET", &path, None).await?;
     let mut profile = Map::new();
     for field in ["displayname", "avatar_url"] {
@@ -37,16 +40,6 @@ async fn profile(s: &Services, request: &Request) -> Result<Map<String, Value>> 
         }
     }
     Ok(profile)
-}
-
-/// Percent-encodes a query parameter value.
-fn query_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn get_profile(s: &Services, request: &Request) -> Result<Response> {

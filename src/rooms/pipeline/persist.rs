@@ -120,7 +120,8 @@ impl Rooms {
         if in_timeline {
             batch.insert(&tables.room_timeline, &(room.short_id, position), &event_id)?;
         }
-        if let (true, true, Some(before)) = (in_timeline, accepted, state_before) {
+        // (In the timeline means accepted, see above.)
+        if let (true, Some(before)) = (in_timeline, state_before) {
             self.index_relation(&mut batch, room_id, pdu, position)?;
             self.index_search_words(&mut derived, room_id.as_str(), pdu, position, before)?;
             if parent.is_some() {
