@@ -59,7 +59,7 @@ impl Rooms {
             return Ok(rules);
         };
         let parsed = stored
-            .content
+            .content()?
             .get("global")
             .and_then(|global| serde_json::from_value::<Ruleset>(global.clone()).ok())
             .unwrap_or_else(|| Ruleset::server_default(user_id));

@@ -23,11 +23,20 @@ const SERVER_CONTROLLED: &[&str] = &["m.fully_read", "m.push_rules"];
 
 /// One piece of account data and its version: the position of its last
 /// change (a cache of something derived from it is current while the
-/// version is).
+/// version is). The content stays JSON text until asked for, so a reader
+/// whose cache is current (push rules, for every member of every event)
+/// does not parse it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VersionedAccountData {
-    pub content: Value,
+    json: String,
     pub version: u64,
+}
+
+impl VersionedAccountData {
+    /// The content, parsed.
+    pub fn content(&self) -> Result<Value> {
+        serde_json::from_str(&self.json).map_err(|e| Error::internal("stored account data", e))
+    }
 }
 
 /// The account data table, shared by the users and the rooms.
@@ -45,13 +54,7 @@ impl AccountDataStore {
     /// with its version.
     pub fn get(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<VersionedAccountData>> {
         let record = self.storage.tables.account_data.get(&AccountDataKey::new(localpart, room_id, kind))?;
-        record
-            .map(|record| {
-                let content =
-                    serde_json::from_str(&record.content).map_err(|e| Error::internal("stored account data", e))?;
-                Ok(VersionedAccountData { content, version: record.count })
-            })
-            .transpose()
+        Ok(record.map(|record| VersionedAccountData { json: record.content, version: record.count }))
     }
 
     /// Stores account data and wakes syncs.
@@ -122,7 +125,7 @@ impl Users {
     }
 
     pub fn account_data(&self, localpart: &str, room_id: Option<&str>, kind: &str) -> Result<Option<Value>> {
-        Ok(self.account_data_store.get(localpart, room_id, kind)?.map(|data| data.content))
+        self.account_data_store.get(localpart, room_id, kind)?.map(|data| data.content()).transpose()
     }
 
     /// Account data changed after `since` (all of it without a token), as events.
