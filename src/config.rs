@@ -146,6 +146,14 @@ pub struct FederationConfig {
     /// reached directly (none by default).
     #[serde(default)]
     pub trusted_key_servers: Vec<String>,
+    /// The longest wait (seconds) between two attempts to send to a server
+    /// that does not answer (the wait doubles from 1 s up to this).
+    #[serde(default = "default_max_retry_interval_secs")]
+    pub max_retry_interval_secs: u64,
+}
+
+fn default_max_retry_interval_secs() -> u64 {
+    300
 }
 
 impl Default for FederationConfig {
@@ -159,6 +167,7 @@ impl Default for FederationConfig {
             denied_servers: Vec::new(),
             allow_private_addresses: false,
             trusted_key_servers: Vec::new(),
+            max_retry_interval_secs: default_max_retry_interval_secs(),
         }
     }
 }

@@ -57,6 +57,9 @@ pub enum ErrorKind {
     BadState,
     /// 400 `M_UNSUPPORTED_ROOM_VERSION`.
     UnsupportedRoomVersion,
+    /// 400 `M_INCOMPATIBLE_ROOM_VERSION`: a server joining a room of a
+    /// version it did not say it supports; the room's version is named.
+    IncompatibleRoomVersion { room_version: String },
     /// 403 `M_WRONG_ROOM_KEYS_VERSION`: keys sent to a backup that is not the
     /// current one, which is named.
     WrongRoomKeysVersion { current_version: Option<String> },
@@ -128,6 +131,7 @@ impl Error {
             | InvalidParam
             | MissingParam
             | UnsupportedRoomVersion
+            | IncompatibleRoomVersion { .. }
             | BadState
             | RoomInUse
             | BadAlias
@@ -164,6 +168,7 @@ impl Error {
             InvalidParam => "M_INVALID_PARAM",
             MissingParam => "M_MISSING_PARAM",
             UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
+            IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
             BadState => "M_BAD_STATE",
             RoomInUse => "M_ROOM_IN_USE",
             BadAlias => "M_BAD_ALIAS",
@@ -196,6 +201,9 @@ impl Error {
             }
             ErrorKind::UnknownToken { soft_logout } => {
                 body["soft_logout"] = (*soft_logout).into();
+            }
+            ErrorKind::IncompatibleRoomVersion { room_version } => {
+                body["room_version"] = room_version.clone().into();
             }
             _ => {}
         }

@@ -76,6 +76,7 @@ impl Services {
         services.start_maintenance();
         services.start_resumptions();
         crate::push::start(&services);
+        crate::federation::sender::start(&services);
         Ok(services)
     }
 

@@ -50,6 +50,33 @@ pub fn build_and_sign(
     if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
         return Err(PduError::UnsupportedVersion("events cannot be created in room versions 1 and 2".into()));
     }
+    let mut object = unsigned_object(new)?;
+    hash_and_sign_event(server_name.as_str(), key, &mut object, &rules.redaction).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
+        other => PduError::Format(other.to_string()),
+    })?;
+    Pdu::from_object(object, rules)
+}
+
+/// Adds this server's signature to another server's event (an invite to one
+/// of our users, a restricted join we authorise); its hashes, and so its
+/// event id, are unchanged.
+pub fn countersign(
+    pdu: &Pdu,
+    rules: &RoomVersionRules,
+    key: &ServerKey,
+    server_name: &ServerName,
+) -> Result<Pdu, PduError> {
+    let mut object = pdu.as_object().clone();
+    ruma::signatures::sign_event(server_name.as_str(), key, &mut object, &rules.redaction)
+        .map_err(|e| PduError::Format(e.to_string()))?;
+    Pdu::from_object(object, rules)
+}
+
+/// The event's fields as JSON, without hashes and signatures: what a
+/// resident server hands a joining one (`/make_join`) to sign, and what
+/// [`build_and_sign`] hashes and signs.
+pub fn unsigned_object(new: NewEvent) -> Result<CanonicalJsonObject, PduError> {
     let mut object = CanonicalJsonObject::new();
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
     let ids = |ids: &[OwnedEventId]| CanonicalJsonValue::Array(ids.iter().map(|id| string(id.as_str())).collect());
@@ -82,11 +109,7 @@ pub fn build_and_sign(
     if CanonicalJsonValue::Object(object.clone()).to_string().len() > MAX_PDU_BYTES {
         return Err(PduError::TooLarge);
     }
-    hash_and_sign_event(server_name.as_str(), key, &mut object, &rules.redaction).map_err(|e| match e {
-        ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
-        other => PduError::Format(other.to_string()),
-    })?;
-    Pdu::from_object(object, rules)
+    Ok(object)
 }
 
 #[cfg(test)]

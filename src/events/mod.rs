@@ -16,5 +16,5 @@ pub mod kinds;
 pub mod pdu;
 pub mod room_version;
 
-pub use builder::{build_and_sign, NewEvent};
+pub use builder::{build_and_sign, countersign, unsigned_object, NewEvent};
 pub use pdu::{Pdu, PduError};

@@ -15,7 +15,10 @@
 //! `federation.allow_private_addresses`.
 
 pub mod keys;
+pub mod membership;
+pub mod receive;
 pub mod resolve;
+pub mod sender;
 pub mod x_matrix;
 
 use std::sync::Arc;
@@ -95,6 +98,8 @@ pub struct Federation {
     client: HttpClient,
     resolver: resolve::Resolver,
     key_cache: keys::KeyCache,
+    /// The tasks sending queued events to each destination.
+    pub sender: sender::Sender,
 }
 
 impl Federation {
@@ -117,6 +122,7 @@ impl Federation {
             storage,
             client: HttpClient::new(policy),
             key_cache: keys::KeyCache::default(),
+            sender: sender::Sender::default(),
         }
     }
 
@@ -218,7 +224,22 @@ impl Federation {
         })?;
         x_matrix::verify(&header, self.server_name.as_str(), method, uri, content, &key)
             .map_err(|error| Error::new(ErrorKind::Unauthorized, error.to_string()))?;
+        self.sender.contacted(&origin);
         Ok(origin)
+    }
+}
+
+impl Federation {
+    /// `PUT /send/{txnId}` from `origin` (see [`receive::transaction`]).
+    pub async fn receive_transaction(
+        &self,
+        rooms: &crate::rooms::Rooms,
+        origin: &ServerName,
+        txn_id: &str,
+        transaction: receive::transaction::Transaction,
+    ) -> Result<Value, Error> {
+        let receipt = receive::Receipt { rooms, federation: self, origin };
+        receive::transaction::receive(&receipt, &self.storage, txn_id, transaction).await
     }
 }
 

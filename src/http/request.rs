@@ -131,6 +131,11 @@ impl Request {
         self.query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
+    /// Every value of a repeated query parameter, in order.
+    pub fn query_all(&self, name: &str) -> Vec<&str> {
+        self.query.iter().filter(|(key, _)| key == name).map(|(_, value)| value.as_str()).collect()
+    }
+
     /// The streamed body of an endpoint that streams its body.
     pub fn body_stream(&self) -> Result<BodyStream> {
         self.body_stream.clone().ok_or_else(|| Error::internal("request body", "this endpoint does not stream"))

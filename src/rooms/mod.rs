@@ -14,9 +14,11 @@ pub mod aliases;
 pub mod content;
 pub mod creation;
 pub mod directory;
+pub mod federated;
 pub mod hierarchy;
 pub mod membership;
 pub mod notifications;
+pub mod outbox;
 pub mod pipeline;
 pub mod power_levels;
 pub mod profile;
@@ -92,10 +94,12 @@ pub struct Rooms {
     pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
-    /// Push-rule audiences (joined count, local members) by state snapshot id.
-    push_audiences: BoundedCache<u64, Arc<notifications::PushAudience>>,
+    /// Audiences (joined count, local members, servers) by state snapshot id.
+    audiences: BoundedCache<u64, Arc<notifications::Audience>>,
     /// Parsed push rules by (user, version of their `m.push_rules`).
     push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
+    /// Destinations with newly queued events (the federation sender waits on it).
+    outbox_signal: Arc<outbox::OutboxSignal>,
     /// Woken when pushes were queued for gateways (the push sender waits on it).
     push_wakeup: Arc<tokio::sync::Notify>,
     /// Who has http pushers (kept by the users service).
@@ -127,8 +131,9 @@ impl Rooms {
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
-            push_audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
+            audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
             push_wakeup: Arc::default(),
+            outbox_signal: Arc::default(),
             pushers: Arc::default(),
             last_create_ts: AtomicU64::new(0),
             upgrades: pipeline::RoomLocks::default(),
@@ -164,7 +169,7 @@ impl Rooms {
         Ok(self.storage.tables.roomid_room.get(&room_id.to_string())?)
     }
 
-    fn rules_of(room: &RoomRecord) -> Result<(RoomVersionId, RoomVersionRules)> {
+    pub(crate) fn rules_of(room: &RoomRecord) -> Result<(RoomVersionId, RoomVersionRules)> {
         let version = RoomVersionId::try_from(room.version.as_str())
             .map_err(|_| StorageError::corrupt(format!("stored room version {}", room.version)))?;
         let rules = room_version::rules(&version)?;

@@ -83,7 +83,7 @@ impl Rooms {
         pdu: &Pdu,
         count: u64,
     ) -> Result<bool> {
-        let audience = self.push_audience(snapshot, state)?;
+        let audience = self.audience(snapshot, state)?;
         let member_count = UInt::try_from(audience.joined).unwrap_or_default();
         let mut members: Vec<(OwnedUserId, String)> =
             audience.local_members.iter().filter(|(member, _)| member.as_str() != pdu.sender_str()).cloned().collect();
@@ -146,17 +146,19 @@ impl Rooms {
     }
 }
 
-/// Who push rules are evaluated for, per state snapshot: the joined member
-/// count and the local joined members with their display names. Computed
-/// once per snapshot rather than for every event (a snapshot never changes).
-pub struct PushAudience {
+/// Who hears of an event, per state snapshot: the joined member count and
+/// the local joined members with their display names (push rules), the
+/// servers with joined members (federation). Computed once per snapshot
+/// rather than for every event (a snapshot never changes).
+pub struct Audience {
     pub joined: u64,
     pub local_members: Vec<(OwnedUserId, String)>,
+    pub servers: std::collections::BTreeSet<ruma::OwnedServerName>,
 }
 
 impl Rooms {
-    fn push_audience(&self, snapshot: u64, state: &StateMap) -> Result<Arc<PushAudience>> {
-        if let Some(audience) = self.push_audiences.get(&snapshot) {
+    pub(crate) fn audience(&self, snapshot: u64, state: &StateMap) -> Result<Arc<Audience>> {
+        if let Some(audience) = self.audiences.get(&snapshot) {
             return Ok(audience);
         }
         let joined = self.joined_members_in(state)?;
@@ -168,8 +170,9 @@ impl Rooms {
                 .unwrap_or_else(|| member.localpart().to_owned());
             local_members.push((member.clone(), display_name));
         }
-        let audience = Arc::new(PushAudience { joined: joined.len() as u64, local_members });
-        self.push_audiences.insert(snapshot, Arc::clone(&audience));
+        let servers = joined.iter().map(|member| member.server_name().to_owned()).collect();
+        let audience = Arc::new(Audience { joined: joined.len() as u64, local_members, servers });
+        self.audiences.insert(snapshot, Arc::clone(&audience));
         Ok(audience)
     }
 }

@@ -100,14 +100,18 @@ impl StateStore {
     }
 
     /// Adds to `batch` a snapshot equal to `parent` with `changes` applied, and
-    /// returns its id. With no parent the changes are the whole state.
+    /// returns its id. With no parent the changes are the whole state. The
+    /// new snapshot is readable at once (cached), before `batch` is applied.
     pub fn new_snapshot(&self, batch: &mut Batch, parent: Option<u64>, changes: &[(u64, u64)]) -> Result<u64> {
         let id = self.storage.next_count()?;
         let mut entries: Vec<(u64, u64)> = changes.to_vec();
         entries.sort_unstable();
         entries.dedup_by_key(|(key, _)| *key);
         let (record, full) = match parent {
-            None => (StateSnapshotRecord { parent: None, layer: 0, entries }, None),
+            None => {
+                let map = entries.iter().copied().collect();
+                (StateSnapshotRecord { parent: None, layer: 0, entries }, Some(map))
+            }
             Some(parent_id) => {
                 let parent_record = self.snapshot(parent_id)?;
                 let parent_map = self.full_state(parent_id)?;

@@ -125,6 +125,13 @@ pub struct Tables {
     /// server name → the last verified key document of that server (its
     /// own, self-signed `/_matrix/key/v2/server` answer). Owner: `federation`.
     pub server_keys: Table<String, ServerKeysRecord>,
+    /// (destination server, event position) → (room id, event id): a local
+    /// event that server has not acknowledged yet, written in the event's own
+    /// batch. Owner: `rooms::outbox`.
+    pub outbox: Table<(String, u64), (String, String)>,
+    /// (origin server, transaction id) → the answer given (JSON): a
+    /// transaction sent again gets the same answer. Owner: `federation::receive`.
+    pub federation_txns: Table<(String, String), String>,
 }
 
 impl Tables {
@@ -177,6 +184,8 @@ impl Tables {
             notifications: Table::open(db, "userroom_count_notification")?,
             profile_propagations: Table::open(db, "localpart_profilepropagation")?,
             server_keys: Table::open(db, "servername_serverkeys")?,
+            outbox: Table::open(db, "destination_count_roomevent")?,
+            federation_txns: Table::open(db, "origin_txnid_answer")?,
         })
     }
 }

@@ -44,9 +44,13 @@ pub async fn create(s: &Services, request: &Request, who: &Identity) -> Result<R
     Ok(Response::empty_object())
 }
 
-pub fn resolve(s: &Services, request: &Request) -> Result<Response> {
+pub async fn resolve(s: &Services, request: &Request) -> Result<Response> {
     let alias =
         RoomAliasId::parse(request.param("room_alias")?).map_err(|_| Error::invalid_param("Room alias invalid"))?;
+    if alias.server_name() != s.config.server_name {
+        let (room_id, servers) = s.federation.resolve_remote_alias(&alias).await?;
+        return Ok(Response::json(&json!({ "room_id": room_id, "servers": servers })));
+    }
     let room_id =
         s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found(format!("Room alias {alias} not found")))?;
     Ok(Response::json(&json!({ "room_id": room_id, "servers": [s.config.server_name] })))

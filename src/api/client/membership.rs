@@ -4,7 +4,9 @@
 //! `POST /join/{roomIdOrAlias}`, `POST /rooms/{roomId}/invite`,
 //! `POST /rooms/{roomId}/leave`). Each is a member event through the
 //! pipeline, so the room version's rules decide (join rules, bans, power to
-//! invite). Rooms of other servers and aliases are not reachable yet.
+//! invite). A room this server is not in is joined through another server
+//! (`federation::membership`): those named by `server_name`/`via`, the
+//! alias's servers, the room id's server.
 
 use ruma::{RoomId, UserId};
 use serde::Deserialize;
@@ -47,12 +49,40 @@ pub fn known_room(s: &Services, target: &str) -> Result<ruma::OwnedRoomId> {
     Ok(room_id)
 }
 
+/// A room to join: its id, and servers that may know it (a remote alias's).
+async fn join_target(s: &Services, target: &str) -> Result<(ruma::OwnedRoomId, Vec<String>)> {
+    if let Some(alias) = target.strip_prefix('#').map(|_| ruma::RoomAliasId::parse(target)) {
+        let alias = alias.map_err(|_| Error::invalid_param("Invalid room alias"))?;
+        if alias.server_name() != s.config.server_name {
+            return s.federation.resolve_remote_alias(&alias).await;
+        }
+    }
+    if let Ok(room_id) = RoomId::parse(target) {
+        return Ok((room_id, Vec::new()));
+    }
+    Ok((known_room(s, target)?, Vec::new()))
+}
+
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = known_room(s, request.param("room_id_or_alias")?)?;
+    let (room_id, alias_servers) = join_target(s, request.param("room_id_or_alias")?).await?;
     let body: ReasonBody = request.json()?;
     let mut content = super::profile::join_content(s, who)?;
     if let Some(reason) = body.reason {
         content["reason"] = json!(reason);
+    }
+    let mut named: Vec<&str> = request.query_all("server_name");
+    named.extend(request.query_all("via"));
+    named.extend(alias_servers.iter().map(String::as_str));
+    let mut via = crate::federation::membership::candidate_servers(&room_id, &named);
+    via.retain(|server| *server != s.config.server_name);
+    // A room of ours everyone here left is joined here again, unless a server is named.
+    let remote = match s.rooms.room(&room_id)? {
+        Some(room) => !s.rooms.server_in_room(&room, &s.config.server_name)? && !via.is_empty(),
+        None => true,
+    };
+    if remote {
+        s.federation.join_remote(&s.rooms, &room_id, &who.user_id, &via, content).await?;
+        return Ok(Response::json(&json!({ "room_id": room_id })));
     }
     if let Some(authoriser) = s.rooms.restricted_join_authoriser(&room_id, &who.user_id)? {
         content["join_authorised_via_users_server"] = json!(authoriser);

@@ -79,7 +79,7 @@ impl Rooms {
 }
 
 /// Why the room version's auth rules refuse `pdu` against `state`, if they do.
-fn auth_rules_refusal(
+pub(crate) fn auth_rules_refusal(
     pdu: &Pdu,
     rules: &RoomVersionRules,
     events: &dyn EventView,

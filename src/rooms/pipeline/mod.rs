@@ -28,6 +28,7 @@ pub mod authorise;
 pub mod draft;
 pub mod persist;
 pub mod prepare;
+pub mod remote;
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -36,7 +37,7 @@ use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomVersionI
 use serde_json::Value;
 
 pub use authorise::Verdict;
-use persist::{PersistPlan, RoomUpdate};
+use persist::{CurrentState, PersistPlan, RoomUpdate};
 
 use super::{state::StateMap, EventRequest, Rooms, TxnKey};
 use crate::{
@@ -292,7 +293,7 @@ impl<'a> PersistPlan<'a> {
             in_timeline: true,
             room_update: Some(RoomUpdate {
                 forward_extremities: vec![pdu.event_id().to_string()],
-                current_state_follows: true,
+                current_state: CurrentState::FollowsEvent,
             }),
             txn,
             extra,

@@ -44,8 +44,18 @@ pub struct PersistPlan<'a> {
 /// The room after the event.
 pub struct RoomUpdate {
     pub forward_extremities: Vec<String>,
-    /// Whether the room's current state becomes the state after this event.
-    pub current_state_follows: bool,
+    pub current_state: CurrentState,
+}
+
+/// What the room's current state becomes with the event.
+pub enum CurrentState {
+    /// The state after this event (it builds on every forward extremity).
+    FollowsEvent,
+    /// As it was.
+    Unchanged,
+    /// The resolution of the room's branches (state resolution), as
+    /// (short state key, short event id); `None` stands for this event.
+    Resolved(Vec<(u64, Option<u64>)>),
 }
 
 /// An event written but not yet known to be on disk: syncs do not see it
@@ -57,6 +67,8 @@ pub struct Staged<'s> {
     rooms: &'s Rooms,
     reservation: Option<crate::storage::Reservation<'s>>,
     pushes_queued: bool,
+    /// Servers the event was queued for.
+    destinations: Vec<ruma::OwnedServerName>,
 }
 
 impl Staged<'_> {
@@ -68,6 +80,9 @@ impl Staged<'_> {
         }
         if self.pushes_queued {
             self.rooms.push_wakeup.notify_one();
+        }
+        if !self.destinations.is_empty() {
+            self.rooms.outbox_signal.mark(self.destinations);
         }
         Ok(())
     }
@@ -117,6 +132,7 @@ impl Rooms {
         batch.insert(&tables.shortid_authchain, &short, &chain)?;
         let mut derived = Batch::new();
         let mut pushes_queued = false;
+        let mut destinations = Vec::new();
         if in_timeline {
             batch.insert(&tables.room_timeline, &(room.short_id, position), &event_id)?;
         }
@@ -130,26 +146,38 @@ impl Rooms {
                 pushes_queued = self
                     .index_notifications(&mut derived, room_id, &version_rules, before, &state, pdu, position)
                     .await?;
+                destinations = self.queue_for_servers(&mut batch, pdu, before, &state, position)?;
             }
         }
         if let Some(update) = room_update {
-            if update.current_state_follows {
-                if let Some(before) = state_before {
-                    room.current_state = match pdu.state_key_str() {
-                        Some(state_key) => {
-                            let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
-                            self.state.new_snapshot(&mut batch, parent, &[(short_key, short)])?
-                        }
-                        None => before,
-                    };
-                }
-                if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
-                    let key = (localpart, room_id.to_string());
-                    if !membership.is_out() {
-                        batch.remove(&tables.localpart_roomid_forgotten, &key);
+            match update.current_state {
+                CurrentState::FollowsEvent => {
+                    if let Some(before) = state_before {
+                        room.current_state = match pdu.state_key_str() {
+                            Some(state_key) => {
+                                let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
+                                self.state.new_snapshot(&mut batch, parent, &[(short_key, short)])?
+                            }
+                            None => before,
+                        };
                     }
-                    batch.insert(&tables.localpart_roomid_membership, &key, &membership.as_str().to_owned())?;
+                    self.record_local_membership(&mut batch, room_id, pdu)?;
                 }
+                CurrentState::Resolved(resolved) => {
+                    let current = self.state.full_state(room.current_state)?;
+                    let mut changes = Vec::new();
+                    for (short_key, event) in resolved {
+                        let event = event.unwrap_or(short);
+                        if current.get(&short_key) != Some(&event) {
+                            changes.push((short_key, event));
+                            self.record_changed_membership(&mut batch, room_id, pdu, short, event)?;
+                        }
+                    }
+                    if !changes.is_empty() {
+                        room.current_state = self.state.new_snapshot(&mut batch, Some(room.current_state), &changes)?;
+                    }
+                }
+                CurrentState::Unchanged => {}
             }
             room.forward_extremities = update.forward_extremities;
             room.max_depth = room.max_depth.max(pdu.depth());
@@ -164,7 +192,41 @@ impl Rooms {
             self.pdus.invalidate(redacted);
         }
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), ?status, "event stored");
-        Ok(Staged { rooms: self, reservation, pushes_queued })
+        Ok(Staged { rooms: self, reservation, pushes_queued, destinations })
+    }
+
+    /// A local user's membership as a member event makes it (the index of
+    /// each local user's rooms).
+    fn record_local_membership(&self, batch: &mut Batch, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
+        let tables = &self.storage.tables;
+        if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
+            let key = (localpart, room_id.to_string());
+            if !membership.is_out() {
+                batch.remove(&tables.localpart_roomid_forgotten, &key);
+            }
+            batch.insert(&tables.localpart_roomid_membership, &key, &membership.as_str().to_owned())?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::record_local_membership`] for a state entry state resolution
+    /// changed: `event` (a short id; `short` is the event being stored).
+    fn record_changed_membership(
+        &self,
+        batch: &mut Batch,
+        room_id: &RoomId,
+        pdu: &Pdu,
+        short: u64,
+        event: u64,
+    ) -> Result<()> {
+        if event == short {
+            return self.record_local_membership(batch, room_id, pdu);
+        }
+        let event_id = self.event_id_of_short(event)?;
+        if let Some((changed, _)) = self.get_pdu(&event_id)? {
+            self.record_local_membership(batch, room_id, &changed)?;
+        }
+        Ok(())
     }
 
     /// The short ids of an event's auth chain: its auth events and their

@@ -63,6 +63,21 @@ impl Rooms {
         state: &dyn StateView,
         tip: &Tip,
     ) -> Result<Pdu> {
+        let new = self.new_event(room_id, sender, request, rules, state, tip)?;
+        Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+    }
+
+    /// `request` as `sender`'s event on top of `tip`, with the auth events
+    /// `state` names, not yet signed.
+    pub(crate) fn new_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        rules: &RoomVersionRules,
+        state: &dyn StateView,
+        tip: &Tip,
+    ) -> Result<NewEvent> {
         let kind = TimelineEventType::from(request.kind.as_str());
         let raw_content =
             serde_json::value::to_raw_value(&request.content).map_err(|e| Error::bad_json(e.to_string()))?;
@@ -95,7 +110,7 @@ impl Rooms {
             origin_server_ts: crate::util::now_ms(),
             redacts: if rules.redaction.keep_room_redaction_redacts { None } else { request.redacts },
         };
-        Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+        Ok(new)
     }
 
     /// The create event of a new room (its room id comes from it in version 12).

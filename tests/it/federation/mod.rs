@@ -2,6 +2,9 @@
 //! listener with a certificate from a test CA made here, server names mapped
 //! to their ports by `federation.destinations`, requests signed and checked
 //! both ways — and the forged, unsigned, misdirected and denied paths.
+//! Rooms shared across servers are in [`rooms`].
+
+mod rooms;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -58,7 +61,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// A server named `name` on a TLS listener at `port`, knowing where the
+/// A server named `name` on a TLS listener at `port` (its second listener;
+/// the first, plain, serves the harness's clients), knowing where the
 /// others are (`peers`: name → port), trusting the test CA.
 async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], extra: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
@@ -67,6 +71,7 @@ async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], e
         peers.iter().map(|(peer, port)| format!("\"{peer}\" = \"127.0.0.1:{port}\"\n")).collect();
     let text = format!(
         "server_name = \"{name}\"\ndatabase_path = {:?}\nregistration = \"open\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = {{ certificate = {:?}, key = {:?} }}\n\
          [federation]\nca_file = {:?}\nallow_private_addresses = true\n{extra}\n[federation.destinations]\n{destinations}",
         dir.path().join("db").display().to_string(),
@@ -75,6 +80,11 @@ async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], e
         ca.ca_file(),
     );
     TestServer::start_in(dir, &text).await
+}
+
+/// The TLS (federation) listener of a server started by [`start_peer`].
+fn tls_addr(server: &TestServer) -> SocketAddr {
+    server.handle().local_addrs[1]
 }
 
 /// A request over TLS to `addr`, checking the certificate for `name`.
@@ -122,7 +132,7 @@ async fn two_servers(extra_a: &str, extra_b: &str) -> (TestCa, TestServer, TestS
 
 /// A client request over TLS with an access token.
 async fn client_get(ca: &TestCa, server: &TestServer, name: &str, token: &str, path: &str) -> (u16, Value) {
-    tls_request(&ca.pem(), server.addr, name, "GET", path, Some(&format!("Bearer {token}"))).await
+    tls_request(&ca.pem(), tls_addr(server), name, "GET", path, Some(&format!("Bearer {token}"))).await
 }
 
 /// An account on `server` and an access token (the harness client speaks
@@ -163,13 +173,14 @@ async fn profiles_cross_servers_with_signed_requests_over_tls() {
     assert_eq!(status, 404);
 
     // a.test as a notary: b.test's keys, signed by b.test and countersigned by a.test.
-    let (status, answer) = tls_request(&ca.pem(), a.addr, "a.test", "GET", "/_matrix/key/v2/query/b.test", None).await;
+    let (status, answer) =
+        tls_request(&ca.pem(), tls_addr(&a), "a.test", "GET", "/_matrix/key/v2/query/b.test", None).await;
     assert_eq!(status, 200);
     let document = &answer["server_keys"][0];
     assert_eq!(document["server_name"], "b.test");
     assert!(document["signatures"]["b.test"].is_object() && document["signatures"]["a.test"].is_object(), "{document}");
     let (status, version) =
-        tls_request(&ca.pem(), b.addr, "b.test", "GET", "/_matrix/federation/v1/version", None).await;
+        tls_request(&ca.pem(), tls_addr(&b), "b.test", "GET", "/_matrix/federation/v1/version", None).await;
     assert_eq!((status, version["server"]["name"].as_str()), (200, Some("conduit")));
 }
 
@@ -183,7 +194,7 @@ async fn unsigned_forged_and_misdirected_server_requests_are_refused() {
 
     let path = format!("/_matrix/federation/v1/query/profile?user_id={}", enc("@bob:b.test"));
     let call = |authorization: Option<String>| {
-        let (ca_pem, addr, path) = (ca.pem(), b.addr, path.clone());
+        let (ca_pem, addr, path) = (ca.pem(), tls_addr(&b), path.clone());
         async move { tls_request(&ca_pem, addr, "b.test", "GET", &path, authorization.as_deref()).await }
     };
     let (status, body) = call(None).await;
@@ -229,7 +240,7 @@ async fn closed_federations_refuse_other_servers_both_ways() {
     let signed =
         conduit::federation::x_matrix::authorization(&a.services().server_key, "a.test", "b.test", "GET", &path, None)
             .unwrap();
-    let (status, body) = tls_request(&ca.pem(), b.addr, "b.test", "GET", &path, Some(&signed)).await;
+    let (status, body) = tls_request(&ca.pem(), tls_addr(&b), "b.test", "GET", &path, Some(&signed)).await;
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
 }
 
@@ -246,7 +257,7 @@ async fn peers_are_trusted_only_through_the_configured_ca() {
     register(&b, "bob").await;
     let path = format!("/_matrix/client/v3/profile/{}", enc("@bob:b.test"));
     let (status, body) =
-        tls_request(&other_ca.pem(), a.addr, "a.test", "GET", &path, Some(&format!("Bearer {token}"))).await;
+        tls_request(&other_ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&format!("Bearer {token}"))).await;
     assert_eq!(status, 503, "an untrusted certificate is not accepted: {body}");
     assert!(body["error"].as_str().unwrap_or_default().contains("TLS"), "{body}");
 }

@@ -3,9 +3,14 @@
 //! `POST /_matrix/key/v2/query`), and `GET /_matrix/federation/v1/query/profile`
 //! (a request signed by the asking server).
 //!
+//! Events and membership are in [`events`] and [`membership`].
+//!
 //! Spec: server-server API "Get the implementation name and version",
 //! "Querying Keys Through Another Server", "Query information"
 //! (`/query/profile`).
+
+pub mod events;
+pub mod membership;
 
 use ruma::{ServerName, UserId};
 use serde_json::{json, Map, Value};
@@ -52,4 +57,27 @@ pub fn query_profile(s: &Services, request: &Request, origin: &ServerName) -> Re
     }
     tracing::debug!(%origin, user = %user_id, "profile asked for over federation");
     Ok(Response::json(&Value::Object(profile)))
+}
+
+/// `GET /_matrix/federation/v1/query/directory?room_alias=`: a local alias's
+/// room and the servers in it.
+pub fn query_directory(s: &Services, request: &Request) -> Result<Response> {
+    let alias =
+        request.query("room_alias").ok_or_else(|| Error::new(ErrorKind::MissingParam, "room_alias is required"))?;
+    let alias = ruma::RoomAliasId::parse(alias).map_err(|_| Error::invalid_param("Invalid room alias"))?;
+    if alias.server_name() != s.config.server_name {
+        return Err(Error::invalid_param("The alias is not of this server"));
+    }
+    let room_id = s.rooms.resolve_alias(&alias)?.ok_or_else(|| Error::not_found("Room alias not found"))?;
+    let mut servers = vec![s.config.server_name.to_string()];
+    if let Some(room) = s.rooms.room(&room_id)? {
+        let state = s.rooms.current_state(&room)?;
+        let others = s.rooms.joined_members_in(&state)?;
+        for server in others.iter().map(|user| user.server_name().to_string()) {
+            if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+    }
+    Ok(Response::json(&json!({ "room_id": room_id, "servers": servers })))
 }

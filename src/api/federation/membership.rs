@@ -1,0 +1,48 @@
+//! `/make_join`, `/send_join` (v1 and v2), `/make_leave`, `/send_leave`
+//! (v1 and v2): another server's user joining or leaving a room this server
+//! is in (the work is in `federation::membership`).
+//!
+//! Spec: server-server API "Joining Rooms", "Leaving Rooms (Rejecting Invites)".
+
+use ruma::{ServerName, UserId};
+use serde_json::{json, Value};
+
+use crate::{
+    api::client::room_events::room_id_param,
+    error::{Error, Result},
+    http::{Request, Response},
+    rooms::Membership,
+    services::Services,
+};
+
+fn user_param(request: &Request) -> Result<ruma::OwnedUserId> {
+    UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))
+}
+
+/// `GET /make_join/{roomId}/{userId}?ver=…` and `/make_leave/{roomId}/{userId}`.
+pub fn make(s: &Services, request: &Request, origin: &ServerName, membership: Membership) -> Result<Response> {
+    let room_id = room_id_param(request)?;
+    let user_id = user_param(request)?;
+    let mut versions = request.query_all("ver");
+    if versions.is_empty() {
+        versions.push("1");
+    }
+    let answer = s.federation.make_membership(&s.rooms, origin, &room_id, &user_id, membership, &versions)?;
+    Ok(Response::json(&answer))
+}
+
+/// `PUT /send_join/{roomId}/{eventId}` and `/send_leave/…`; version 1
+/// answers `[200, body]`.
+pub async fn send(
+    s: &Services,
+    request: &Request,
+    origin: &ServerName,
+    membership: Membership,
+    v1: bool,
+) -> Result<Response> {
+    let room_id = room_id_param(request)?;
+    let event: Value = request.json_object()?;
+    let answer =
+        s.federation.send_membership(&s.rooms, origin, &room_id, request.param("event_id")?, event, membership).await?;
+    Ok(Response::json(&if v1 { json!([200, answer]) } else { answer }))
+}

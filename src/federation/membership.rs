@@ -1,0 +1,401 @@
+//! Membership across servers (server-server API "Joining Rooms", "Leaving
+//! Rooms (Rejecting Invites)").
+//!
+//! As the resident server: `/make_join` and `/make_leave` hand out an
+//! unsigned template built on the room's tip after checking the room's rules
+//! would allow it (`M_INCOMPATIBLE_ROOM_VERSION` when the joining server does
+//! not support the room's version); `/send_join` and `/send_leave` (v2)
+//! receive the signed event through the same receipt checks as `/send`,
+//! forward it to the room's other servers, and for a join answer the state
+//! before it and its auth chain (countersigning a restricted join this
+//! server authorised).
+//!
+//! As the joining server ([`Federation::join_remote`]): `/make_join` through
+//! each candidate server in turn, the template signed, `/send_join`, then
+//! every event of the answer checked (format, signatures, hashes, the auth
+//! rules against its own auth events, oldest first) and the join checked
+//! against the state before it, before the room is stored here.
+
+use std::collections::HashMap;
+
+use ruma::state_res::Event as _;
+use ruma::{
+    room_version_rules::RoomVersionRules, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+};
+use serde_json::{json, Value};
+
+use super::{
+    receive::{auth_events, checked_with, Receipt},
+    Federation,
+};
+use crate::{
+    error::{Error, ErrorKind, Result},
+    events::{build_and_sign, countersign, kinds, room_version, NewEvent, Pdu},
+    http::request::percent_encode,
+    rooms::{
+        pipeline::{EventView, StateView, Verdict},
+        Membership, RoomRecord, Rooms,
+    },
+    util::now_ms,
+};
+
+impl Federation {
+    /// `/make_join` or `/make_leave`: a template of `user_id`'s member event.
+    pub fn make_membership(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: Membership,
+        supported_versions: &[&str],
+    ) -> Result<Value> {
+        if user_id.server_name() != origin {
+            return Err(Error::forbidden("A server may only ask for its own users' membership"));
+        }
+        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        if !rooms.server_in_room(&room, &self.server_name)? {
+            return Err(Error::not_found("This server is not in the room"));
+        }
+        if membership == Membership::Join && !supported_versions.contains(&room.version.as_str()) {
+            return Err(Error::new(
+                ErrorKind::IncompatibleRoomVersion { room_version: room.version.clone() },
+                format!("The room is of version {}, which your server did not say it supports", room.version),
+            ));
+        }
+        let mut content = json!({ "membership": membership.as_str() });
+        if membership == Membership::Join {
+            if let Some(authoriser) = rooms.restricted_join_authoriser(room_id, user_id)? {
+                content["join_authorised_via_users_server"] = json!(authoriser);
+            }
+        }
+        let (version, template) = rooms.membership_template(room_id, user_id, content)?;
+        Ok(json!({ "room_version": version, "event": template }))
+    }
+
+    /// `/send_join` or `/send_leave` (v2): the signed member event received
+    /// and forwarded; for a join, the state before it and the auth chain.
+    pub async fn send_membership(
+        &self,
+        rooms: &Rooms,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &str,
+        json: Value,
+        membership: Membership,
+    ) -> Result<Value> {
+        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        let (_, rules) = Rooms::rules_of(&room)?;
+        let receipt = Receipt { rooms, federation: self, origin };
+        let mut pdu = super::receive::format::parse_with(&json, &rules).map_err(|d| Error::bad_json(d.0))?;
+        if pdu.event_id().as_str() != event_id {
+            return Err(Error::bad_json("The event id does not match the event"));
+        }
+        check_member_event(&pdu, room_id, origin, membership)?;
+        let authorised_here = membership == Membership::Join
+            && crate::rooms::content_string(&pdu, "join_authorised_via_users_server")
+                .and_then(|user| UserId::parse(user).ok())
+                .is_some_and(|user| user.server_name() == self.server_name);
+        if authorised_here {
+            pdu = countersign(&pdu, &rules, &self.key, &self.server_name)?;
+        }
+        let json = serde_json::from_str::<Value>(&pdu.to_canonical_json()).unwrap_or(Value::Null);
+        let pdu = receipt.checked(&room_id.to_owned(), &json).await.map_err(|d| Error::forbidden(d.0))?;
+        {
+            let _guard = rooms.locks.lock(room_id).await;
+            match receipt.receive(&pdu).await? {
+                Verdict::Accept => {}
+                Verdict::SoftFail(reason)
+                | Verdict::Reject(
+                    crate::rooms::pipeline::authorise::Refusal::AuthRules(reason)
+                    | crate::rooms::pipeline::authorise::Refusal::Policy(reason),
+                ) => return Err(Error::forbidden(reason)),
+            }
+        }
+        rooms.forward_to_servers(pdu.event_id(), origin).await?;
+        tracing::info!(room = %room_id, user = %pdu.sender(), %origin, membership = membership.as_str(), "remote membership received");
+        if membership != Membership::Join {
+            return Ok(json!({}));
+        }
+        let (state, auth_chain) = rooms.join_answer(&pdu)?;
+        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("The room is gone"))?;
+        let servers: Vec<String> = {
+            let current = rooms.current_state(&room)?;
+            rooms.audience(room.current_state, &current)?.servers.iter().map(ToString::to_string).collect()
+        };
+        let mut answer = json!({
+            "origin": self.server_name,
+            "state": state,
+            "auth_chain": auth_chain,
+            "members_omitted": false,
+            "servers_in_room": servers,
+        });
+        if authorised_here {
+            answer["event"] = json;
+        }
+        Ok(answer)
+    }
+
+    /// Joins `user_id` (a local user) to a room this server is not in,
+    /// through the first of `via` that lets it; `content` is the member
+    /// event's content (profile, reason).
+    pub async fn join_remote(
+        &self,
+        rooms: &Rooms,
+        room_id: &RoomId,
+        user_id: &UserId,
+        via: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let mut last_error = Error::not_found("No server to join the room through (give one with server_name or via)");
+        for server in via.iter().filter(|server| **server != self.server_name) {
+            match self.join_through(rooms, server, room_id, user_id, content.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::info!(room = %room_id, %server, %error, "could not join through this server");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    async fn join_through(
+        &self,
+        rooms: &Rooms,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        content: Value,
+    ) -> Result<()> {
+        let versions: String =
+            room_version::KNOWN.iter().skip(2).map(|v| format!("&ver={}", percent_encode(v.as_str()))).collect();
+        let path = format!(
+            "/_matrix/federation/v1/make_join/{}/{}?{}",
+            percent_encode(room_id.as_str()),
+            percent_encode(user_id.as_str()),
+            &versions[1..]
+        );
+        let answer = self.request(server, "GET", &path, None).await?;
+        let version = answer["room_version"].as_str().unwrap_or("1");
+        let version = RoomVersionId::try_from(version).map_err(|_| Error::bad_json("Bad room version"))?;
+        let rules = room_version::rules(&version)?;
+        let join = self.sign_template(&answer["event"], room_id, user_id, content, &rules)?;
+        let path = format!(
+            "/_matrix/federation/v2/send_join/{}/{}",
+            percent_encode(room_id.as_str()),
+            percent_encode(join.event_id().as_str())
+        );
+        let body = serde_json::from_str::<Value>(&join.to_canonical_json()).unwrap_or(Value::Null);
+        let answer = self.request(server, "PUT", &path, Some(&body)).await?;
+        let join = match answer.get("event") {
+            Some(event) => {
+                let signed = checked_with(self, event, &rules).await.map_err(|d| Error::forbidden(d.0))?;
+                if signed.event_id() != join.event_id() {
+                    return Err(Error::forbidden("The resident server answered another join event"));
+                }
+                signed
+            }
+            None => join,
+        };
+        let imported = self.check_join_answer(&answer, &join, room_id, &rules).await?;
+        let room = rooms.room(room_id)?.unwrap_or(RoomRecord {
+            version: version.to_string(),
+            short_id: rooms.next_short_room_id()?,
+            current_state: 0,
+            forward_extremities: vec![],
+            max_depth: 0,
+        });
+        rooms.store_joined_room(room, &imported.outliers, &imported.state, &join).await?;
+        tracing::info!(room = %room_id, user = %user_id, %server, "joined a room of another server");
+        Ok(())
+    }
+
+    /// The join event built from a resident server's template.
+    fn sign_template(
+        &self,
+        template: &Value,
+        room_id: &RoomId,
+        user_id: &UserId,
+        mut content: Value,
+        rules: &RoomVersionRules,
+    ) -> Result<Pdu> {
+        let field = |name: &str| template.get(name).and_then(Value::as_str);
+        if field("type") != Some(kinds::MEMBER)
+            || field("state_key") != Some(user_id.as_str())
+            || field("sender") != Some(user_id.as_str())
+            || template["content"]["membership"] != "join"
+            || field("room_id").is_some_and(|id| id != room_id.as_str())
+        {
+            return Err(Error::bad_json("The resident server's join template is not a join of this user"));
+        }
+        if let Some(authoriser) = template["content"].get("join_authorised_via_users_server") {
+            content["join_authorised_via_users_server"] = authoriser.clone();
+        }
+        content["membership"] = json!("join");
+        let ids = |name: &str| -> Result<Vec<OwnedEventId>> {
+            template[name]
+                .as_array()
+                .ok_or_else(|| Error::bad_json(format!("The template has no {name}")))?
+                .iter()
+                .map(|id| {
+                    id.as_str()
+                        .and_then(|id| OwnedEventId::try_from(id).ok())
+                        .ok_or_else(|| Error::bad_json(format!("Bad id in the template's {name}")))
+                })
+                .collect()
+        };
+        let new = NewEvent {
+            kind: kinds::MEMBER.to_owned(),
+            state_key: Some(user_id.to_string()),
+            content,
+            sender: user_id.to_owned(),
+            room_id: Some(room_id.to_owned()),
+            prev_events: ids("prev_events")?,
+            auth_events: ids("auth_events")?,
+            depth: template["depth"].as_u64().ok_or_else(|| Error::bad_json("The template has no depth"))?,
+            origin_server_ts: now_ms(),
+            redacts: None,
+        };
+        Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+    }
+
+    /// Checks a `/send_join` answer: every event valid and signed, accepted
+    /// by its own auth events (oldest first; others left out), the create
+    /// event of this room among them, and the join allowed by the state.
+    async fn check_join_answer(
+        &self,
+        answer: &Value,
+        join: &Pdu,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+    ) -> Result<ImportedRoom> {
+        let list = |name: &str| answer.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
+        let (state_json, chain_json) = (list("state"), list("auth_chain"));
+        let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
+        let mut state_ids = Vec::new();
+        for (json, in_state) in chain_json.iter().map(|j| (j, false)).chain(state_json.iter().map(|j| (j, true))) {
+            match checked_with(self, json, rules).await {
+                Ok(pdu) if pdu.room_id_or_derived() == room_id => {
+                    if in_state {
+                        state_ids.push(pdu.event_id().clone());
+                    }
+                    events.insert(pdu.event_id().clone(), pdu);
+                }
+                Ok(pdu) => tracing::info!(event = %pdu.event_id(), "an event of another room in a join answer"),
+                Err(dropped) => tracing::info!(%dropped, "an event of a join answer was dropped"),
+            }
+        }
+        let mut ordered: Vec<Pdu> = events.into_values().collect();
+        ordered.sort_by_key(|pdu| (pdu.depth(), pdu.origin_server_ts_millis()));
+        let mut accepted = Accepted::default();
+        for pdu in ordered {
+            match auth_events::refusal_among(&pdu, rules, &accepted)? {
+                None => {
+                    accepted.order.push(pdu.event_id().clone());
+                    accepted.events.insert(pdu.event_id().clone(), pdu);
+                }
+                Some(reason) => {
+                    tracing::info!(event = %pdu.event_id(), %reason, "an event of a join answer is rejected")
+                }
+            }
+        }
+        state_ids.retain(|id| accepted.events.contains_key(id));
+        let create = state_ids
+            .iter()
+            .filter_map(|id| accepted.events.get(id))
+            .find(|pdu| pdu.kind().to_string() == kinds::CREATE)
+            .ok_or_else(|| Error::forbidden("The join answer has no valid create event"))?;
+        if create.room_id_or_derived() != room_id {
+            return Err(Error::forbidden("The join answer's create event is of another room"));
+        }
+        let state = StateOf { events: &accepted, ids: &state_ids };
+        if let Some(reason) = crate::rooms::pipeline::authorise::auth_rules_refusal(join, rules, &accepted, &state)? {
+            return Err(Error::forbidden(format!("The join is not allowed by the room's state: {reason}")));
+        }
+        let outliers = accepted.order.iter().filter_map(|id| accepted.events.get(id).cloned()).collect();
+        Ok(ImportedRoom { outliers, state: state_ids })
+    }
+}
+
+/// What a checked `/send_join` answer gives: events in an order where auth
+/// events come first, and the ids of the state before the join.
+struct ImportedRoom {
+    outliers: Vec<Pdu>,
+    state: Vec<OwnedEventId>,
+}
+
+/// Events of a join answer accepted so far.
+#[derive(Default)]
+struct Accepted {
+    events: HashMap<OwnedEventId, Pdu>,
+    order: Vec<OwnedEventId>,
+}
+
+impl EventView for Accepted {
+    fn event(&self, event_id: &ruma::EventId) -> Result<Option<Pdu>> {
+        Ok(self.events.get(event_id).cloned())
+    }
+}
+
+/// The state a join answer gives, as a view for the auth rules.
+struct StateOf<'a> {
+    events: &'a Accepted,
+    ids: &'a [OwnedEventId],
+}
+
+impl StateView for StateOf<'_> {
+    fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
+        Ok(self
+            .ids
+            .iter()
+            .filter_map(|id| self.events.events.get(id))
+            .find(|pdu| pdu.kind().to_string() == kind && pdu.state_key_str() == Some(state_key))
+            .cloned())
+    }
+}
+
+/// A member event of `origin`'s user, of the membership asked for.
+fn check_member_event(pdu: &Pdu, room_id: &RoomId, origin: &ServerName, membership: Membership) -> Result<()> {
+    if pdu.room_id_or_derived() != room_id || pdu.kind().to_string() != kinds::MEMBER {
+        return Err(Error::bad_json("Not a member event of this room"));
+    }
+    if pdu.state_key_str() != Some(pdu.sender().as_str()) || pdu.sender().server_name() != origin {
+        return Err(Error::forbidden("A server may only send its own users' membership"));
+    }
+    if crate::rooms::membership_of(pdu) != Some(membership) {
+        return Err(Error::bad_json(format!("The event's membership is not {}", membership.as_str())));
+    }
+    Ok(())
+}
+
+impl Federation {
+    /// A remote alias's room and the servers in it (`/query/directory`).
+    pub async fn resolve_remote_alias(&self, alias: &ruma::RoomAliasId) -> Result<(ruma::OwnedRoomId, Vec<String>)> {
+        let path = format!("/_matrix/federation/v1/query/directory?room_alias={}", percent_encode(alias.as_str()));
+        let answer = self.request(alias.server_name(), "GET", &path, None).await?;
+        let room_id = answer["room_id"]
+            .as_str()
+            .and_then(|id| ruma::OwnedRoomId::try_from(id).ok())
+            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "The alias's server gave no valid room id"))?;
+        let servers = answer["servers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|server| server.as_str().map(str::to_owned))
+            .collect();
+        Ok((room_id, servers))
+    }
+}
+
+/// The servers to try for a room: those named, then the room id's (before version 12).
+pub fn candidate_servers(room_id: &RoomId, named: &[&str]) -> Vec<OwnedServerName> {
+    let mut servers: Vec<OwnedServerName> =
+        named.iter().filter_map(|name| OwnedServerName::try_from(*name).ok()).collect();
+    if let Some(server) = room_id.server_name() {
+        if !servers.iter().any(|s| s == server) {
+            servers.push(server.to_owned());
+        }
+    }
+    servers
+}

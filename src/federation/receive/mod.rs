@@ -1,0 +1,138 @@
+//! Receiving events from other servers: server-server API "Checks performed
+//! on receipt of a PDU", one file per check, in the spec's order:
+//!
+//! 1. [`format`] — is a valid event of its room version, else dropped;
+//! 2. [`signatures`] — passes signature checks, else dropped;
+//! 3. [`content_hash`] — passes hash checks, else redacted before going on;
+//! 4. [`auth_events`] — passes the authorization rules against its own auth
+//!    events (fetched from the sender when unknown), else rejected;
+//! 5. [`state_before`] — passes them against the state before it (from its
+//!    prev events: fetched with `/get_missing_events`, or the state at a gap
+//!    with `/state_ids`), else rejected; the deployment's `EventPolicy` here;
+//! 6. [`current_state`] — passes them against the room's current state, else
+//!    soft-failed.
+//!
+//! Steps 4–6 are the event pipeline's authorise step (the same rules and
+//! policy as a local event); the event is then stored by its persist step
+//! (`rooms::pipeline::remote`), so it is indexed, notified and synced as a
+//! local one. [`transaction`] is `PUT /send/{txnId}`: idempotent per
+//! (origin, transaction id), rooms processed concurrently, one room in order.
+
+pub mod auth_events;
+pub mod content_hash;
+pub mod current_state;
+pub mod format;
+pub mod signatures;
+pub mod state_before;
+pub mod transaction;
+
+use ruma::{OwnedRoomId, ServerName};
+use serde_json::Value;
+
+use super::{Federation, FederationError};
+use crate::{
+    error::Result,
+    events::Pdu,
+    http::request::percent_encode,
+    rooms::{pipeline::Verdict, Rooms},
+};
+
+/// Whether a gap before an event may be filled with `/get_missing_events`
+/// (not for events that arrived that way: their own gaps are bridged by
+/// the state at them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapFill {
+    MissingEvents,
+    StateOnly,
+}
+
+/// Why an event was not stored at all (steps 1 and 2).
+#[derive(Debug)]
+pub struct Dropped(pub String);
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Steps 1–3 under given rules (a room being joined has no record yet).
+pub async fn checked_with(
+    federation: &Federation,
+    json: &Value,
+    rules: &ruma::room_version_rules::RoomVersionRules,
+) -> std::result::Result<Pdu, Dropped> {
+    let pdu = format::parse_with(json, rules)?;
+    let verified = signatures::verify(federation, &pdu, rules).await?;
+    content_hash::redact_on_mismatch(pdu, verified, rules)
+}
+
+/// The receipt of events from one server: where missing events are asked for.
+pub struct Receipt<'a> {
+    pub rooms: &'a Rooms,
+    pub federation: &'a Federation,
+    pub origin: &'a ServerName,
+}
+
+impl Receipt<'_> {
+    /// Steps 1–3: a PDU JSON of `room_id` as a checked event (redacted if its
+    /// content hash does not match).
+    pub async fn checked(&self, room_id: &OwnedRoomId, json: &Value) -> std::result::Result<Pdu, Dropped> {
+        let (_, rules) = format::parse(self.rooms, room_id, json)?;
+        checked_with(self.federation, json, &rules).await
+    }
+
+    /// A signed request to the origin, its answer.
+    async fn ask(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, FederationError> {
+        self.federation.request(self.origin, method, path, body).await
+    }
+
+    /// `GET /event/{eventId}` from the origin: the PDU's JSON.
+    async fn fetch_event(&self, event_id: &ruma::EventId) -> Result<Value, FederationError> {
+        let path = format!("/_matrix/federation/v1/event/{}", percent_encode(event_id.as_str()));
+        let mut answer = self.ask("GET", &path, None).await?;
+        match answer.get_mut("pdus").and_then(Value::as_array_mut).and_then(|pdus| pdus.pop()) {
+            Some(pdu) => Ok(pdu),
+            None => Err(FederationError::BadAnswer(format!("no event in the answer for {event_id}"))),
+        }
+    }
+
+    /// Steps 4–6 and storage of a checked timeline event (the room's lock
+    /// held by the caller). Events already stored with their state are not
+    /// processed again.
+    pub async fn receive(&self, pdu: &Pdu) -> Result<Verdict> {
+        self.receive_with(pdu, GapFill::MissingEvents).await
+    }
+
+    async fn receive_with(&self, pdu: &Pdu, gap: GapFill) -> Result<Verdict> {
+        if self.rooms.has_state_after(pdu.event_id())? {
+            return Ok(Verdict::Accept);
+        }
+        let room_id = pdu.room_id_or_derived();
+        let mut room = self
+            .rooms
+            .room(&room_id)?
+            .ok_or_else(|| crate::error::Error::not_found("This server is not in the room"))?;
+        let (_, rules) = Rooms::rules_of(&room)?;
+        if let Some(refusal) = auth_events::check(self, pdu, &rules).await? {
+            return self.store(&mut room, pdu, refusal).await;
+        }
+        let (state_before, verdict) = state_before::check(self, pdu, &rules, gap).await?;
+        let verdict = match verdict {
+            Verdict::Accept => current_state::check(self.rooms, pdu, &rules, &room)?,
+            refused => refused,
+        };
+        let room_update = &mut room;
+        let staged = self.rooms.store_remote(room_update, pdu, state_before, &verdict).await?;
+        staged.durable().await?;
+        tracing::debug!(room = %room_id, event = %pdu.event_id(), origin = %self.origin, ?verdict, "event received");
+        Ok(verdict)
+    }
+
+    /// Stores a rejected event without a state (its auth events refused it).
+    async fn store(&self, room: &mut crate::rooms::RoomRecord, pdu: &Pdu, verdict: Verdict) -> Result<Verdict> {
+        self.rooms.store_outlier(room, pdu, crate::storage::records::EventStatus::Rejected).await?;
+        tracing::info!(event = %pdu.event_id(), origin = %self.origin, ?verdict, "event rejected by its auth events");
+        Ok(verdict)
+    }
+}

@@ -1,0 +1,104 @@
+//! `PUT /_matrix/federation/v1/send/{txnId}`: a transaction of PDUs and EDUs
+//! from another server (server-server API "Transactions").
+//!
+//! At most [`MAX_PDUS`] PDUs and [`MAX_EDUS`] EDUs (more is refused whole).
+//! The answer is stored per (origin, transaction id) in the transaction's
+//! own durable write, so a transaction sent again is answered the same
+//! without being processed twice. Each PDU gets its own result; the rooms of
+//! a transaction are processed concurrently, the PDUs of one room in order
+//! under the room's lock. EDUs are not processed yet.
+
+use std::collections::BTreeMap;
+
+use ruma::{OwnedRoomId, ServerName};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{format, Receipt};
+use crate::{
+    error::{Error, Result},
+    rooms::pipeline::{authorise::Refusal, Verdict},
+    storage::{Batch, Storage},
+};
+
+/// Most PDUs in one transaction (spec: "Transactions").
+pub const MAX_PDUS: usize = 50;
+/// Most EDUs in one transaction.
+pub const MAX_EDUS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct Transaction {
+    pub pdus: Vec<Value>,
+    #[serde(default)]
+    pub edus: Vec<Value>,
+}
+
+/// The answer stored for a transaction already received, if any.
+pub fn answered(storage: &Storage, origin: &ServerName, txn_id: &str) -> Result<Option<Value>> {
+    let key = (origin.to_string(), txn_id.to_owned());
+    Ok(storage.tables.federation_txns.get(&key)?.and_then(|text| serde_json::from_str(&text).ok()))
+}
+
+/// Receives the transaction's PDUs and returns the answer (`pdus`: the
+/// result of each, by event id), stored for a repeat.
+pub async fn receive(
+    receipt: &Receipt<'_>,
+    storage: &Storage,
+    txn_id: &str,
+    transaction: Transaction,
+) -> Result<Value> {
+    if let Some(answer) = answered(storage, receipt.origin, txn_id)? {
+        return Ok(answer);
+    }
+    if transaction.pdus.len() > MAX_PDUS || transaction.edus.len() > MAX_EDUS {
+        return Err(Error::bad_json(format!("A transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
+    }
+    if !transaction.edus.is_empty() {
+        tracing::debug!(origin = %receipt.origin, edus = transaction.edus.len(), "EDUs not processed yet");
+    }
+    let mut by_room: BTreeMap<OwnedRoomId, Vec<Value>> = BTreeMap::new();
+    for pdu in transaction.pdus {
+        match format::room_id_of(&pdu) {
+            Some(room_id) => by_room.entry(room_id).or_default().push(pdu),
+            None => tracing::info!(origin = %receipt.origin, "a PDU without a valid room id was dropped"),
+        }
+    }
+    let rooms = by_room.into_iter().map(|(room_id, pdus)| receive_room(receipt, room_id, pdus));
+    let mut results = Map::new();
+    for room_results in futures_util::future::join_all(rooms).await {
+        results.extend(room_results?);
+    }
+    let answer = json!({ "pdus": results });
+    let mut batch = Batch::new();
+    batch.insert(
+        &storage.tables.federation_txns,
+        &(receipt.origin.to_string(), txn_id.to_owned()),
+        &answer.to_string(),
+    )?;
+    storage.commit(batch).await?;
+    Ok(answer)
+}
+
+/// One room's PDUs, in order, under its lock: each one's result.
+async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Value>) -> Result<Map<String, Value>> {
+    let _guard = receipt.rooms.locks.lock(&room_id).await;
+    let mut results = Map::new();
+    for json in pdus {
+        let pdu = match receipt.checked(&room_id, &json).await {
+            Ok(pdu) => pdu,
+            Err(dropped) => {
+                tracing::info!(room = %room_id, origin = %receipt.origin, %dropped, "PDU dropped");
+                if let Some(event_id) = json.get("event_id").and_then(Value::as_str) {
+                    results.insert(event_id.to_owned(), json!({ "error": dropped.to_string() }));
+                }
+                continue;
+            }
+        };
+        let result = match receipt.receive(&pdu).await? {
+            Verdict::Accept | Verdict::SoftFail(_) => json!({}),
+            Verdict::Reject(Refusal::AuthRules(reason) | Refusal::Policy(reason)) => json!({ "error": reason }),
+        };
+        results.insert(pdu.event_id().to_string(), result);
+    }
+    Ok(results)
+}

@@ -1,0 +1,204 @@
+//! Sending local events to the other servers of their rooms (server-server
+//! API "Transactions").
+//!
+//! The rooms queue each local event durably for every destination in the
+//! event's own write (`rooms::outbox`). Here, one task per destination with
+//! queued events sends them in order, in transactions of at most
+//! [`MAX_PDUS`] PDUs, one transaction in flight per destination, and removes
+//! them once the destination answered 200. A failure waits before the next
+//! attempt: 1 s, doubling up to `federation.max_retry_interval_secs`, cut
+//! short when that server sends us a request ([`Sender::contacted`]). After
+//! a long outage (more than [`CATCH_UP_THRESHOLD`] waiting), only the latest
+//! event of each room is sent: the peer fetches the gap. A slow or dead
+//! server has its own task and delays no other. A task with nothing to send
+//! for [`IDLE_EXIT`] ends; a new event starts it again.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Weak},
+    time::Duration,
+};
+
+use ruma::{OwnedServerName, ServerName};
+use serde_json::{json, Value};
+
+use crate::{
+    error::Result, http::request::percent_encode, rooms::outbox::OutboxEntry, services::Services, util::now_ms,
+};
+
+/// Most PDUs in one transaction.
+pub const MAX_PDUS: usize = 50;
+/// Events waiting for one server beyond which only each room's latest is sent.
+pub const CATCH_UP_THRESHOLD: usize = 500;
+/// How long a destination's task waits for new events before ending.
+const IDLE_EXIT: Duration = Duration::from_secs(300);
+
+/// The destinations' tasks, each with the signal that wakes it.
+#[derive(Default)]
+pub struct Sender {
+    workers: std::sync::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Notify>>>,
+}
+
+impl Sender {
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedServerName, Arc<tokio::sync::Notify>>> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `server` just sent us a request: it is up, so a pending retry to it
+    /// happens now.
+    pub fn contacted(&self, server: &ServerName) {
+        if let Some(wake) = self.workers().get(server) {
+            wake.notify_one();
+        }
+    }
+
+    /// Destinations with a task.
+    pub fn active(&self) -> usize {
+        self.workers().len()
+    }
+}
+
+/// Starts sending: the destinations queued before a restart, then each new
+/// event's as the rooms signal them.
+pub fn start(services: &Arc<Services>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let weak = Arc::downgrade(services);
+    runtime.spawn(async move {
+        match weak.upgrade().map(|s| s.rooms.outbox_destinations()) {
+            Some(Ok(destinations)) => {
+                for destination in destinations {
+                    ensure_worker(&weak, destination);
+                }
+            }
+            Some(Err(error)) => tracing::error!(%error, "could not read the federation queue"),
+            None => return,
+        }
+        let Some(signal) = weak.upgrade().map(|s| s.rooms.outbox_signal()) else { return };
+        loop {
+            // Registered before the set is read: no signal is lost in between.
+            let notified = signal.wakeup.notified();
+            let marked = signal.take();
+            if weak.strong_count() == 0 {
+                return;
+            }
+            for destination in marked {
+                ensure_worker(&weak, destination);
+            }
+            notified.await;
+        }
+    });
+}
+
+/// Wakes `destination`'s task, starting one if it has none.
+fn ensure_worker(services: &Weak<Services>, destination: OwnedServerName) {
+    let Some(strong) = services.upgrade() else { return };
+    let mut workers = strong.federation.sender.workers();
+    if let Some(wake) = workers.get(&destination) {
+        wake.notify_one();
+        return;
+    }
+    let wake = Arc::new(tokio::sync::Notify::new());
+    workers.insert(destination.clone(), Arc::clone(&wake));
+    tokio::spawn(run_destination(services.clone(), destination, wake));
+}
+
+/// One destination's task: send what is queued, in order, until idle.
+async fn run_destination(services: Weak<Services>, destination: OwnedServerName, wake: Arc<tokio::sync::Notify>) {
+    let mut failures = 0u32;
+    loop {
+        let Some(s) = services.upgrade() else { return };
+        let page = match next_page(&s, &destination).await {
+            Ok(page) => page,
+            Err(error) => {
+                tracing::error!(%destination, %error, "could not read the federation queue");
+                Vec::new()
+            }
+        };
+        if page.is_empty() {
+            drop(s);
+            if tokio::time::timeout(IDLE_EXIT, wake.notified()).await.is_ok() {
+                continue;
+            }
+            if let Some(s) = services.upgrade() {
+                let mut workers = s.federation.sender.workers();
+                // Checked again under the lock: an event queued meanwhile keeps the task.
+                if s.rooms.outbox_page(&destination, 1).map(|p| p.is_empty()).unwrap_or(true) {
+                    workers.remove(&destination);
+                    return;
+                }
+            }
+            continue;
+        }
+        match send_transaction(&s, &destination, &page).await {
+            Ok(()) => {
+                failures = 0;
+                let positions: Vec<u64> = page.iter().map(|entry| entry.position).collect();
+                if let Err(error) = s.rooms.outbox_remove(&destination, &positions).await {
+                    tracing::error!(%destination, %error, "could not remove sent events from the queue");
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let wait = retry_wait(failures, s.config.federation.max_retry_interval_secs);
+                tracing::info!(%destination, %error, retry_in_secs = wait.as_secs(), "transaction not delivered");
+                drop(s);
+                let _ = tokio::time::timeout(wait, wake.notified()).await;
+            }
+        }
+    }
+}
+
+/// The wait after `failures` failed attempts in a row: 1 s doubling, capped.
+pub fn retry_wait(failures: u32, max_secs: u64) -> Duration {
+    let secs = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
+    Duration::from_secs(secs.min(max_secs.max(1)))
+}
+
+async fn next_page(s: &Services, destination: &ServerName) -> Result<Vec<OutboxEntry>> {
+    let dropped = s.rooms.outbox_catch_up(destination, CATCH_UP_THRESHOLD).await?;
+    if dropped > 0 {
+        tracing::info!(%destination, dropped, "long backlog: only each room's latest event is sent, the server fetches the rest");
+    }
+    s.rooms.outbox_page(destination, MAX_PDUS)
+}
+
+/// One transaction with `page`'s events; Ok once the destination answered 200.
+async fn send_transaction(s: &Services, destination: &ServerName, page: &[OutboxEntry]) -> Result<()> {
+    let mut pdus = Vec::with_capacity(page.len());
+    for entry in page {
+        match s.rooms.get_pdu(&entry.event_id)? {
+            Some((_, stored)) => pdus.push(serde_json::from_str::<Value>(&stored.json).unwrap_or(Value::Null)),
+            None => tracing::warn!(event = %entry.event_id, "a queued event is not stored; skipped"),
+        }
+    }
+    let (first, last) = (page.first().map_or(0, |e| e.position), page.last().map_or(0, |e| e.position));
+    let txn_id = format!("{first}-{last}");
+    let body = json!({
+        "origin": s.config.server_name,
+        "origin_server_ts": now_ms(),
+        "pdus": pdus,
+        "edus": [],
+    });
+    let path = format!("/_matrix/federation/v1/send/{}", percent_encode(&txn_id));
+    let answer = s.federation.request(destination, "PUT", &path, Some(&body)).await?;
+    for (event_id, result) in answer.get("pdus").and_then(Value::as_object).into_iter().flatten() {
+        if let Some(error) = result.get("error") {
+            tracing::info!(%destination, event = %event_id, %error, "the server refused an event");
+        }
+    }
+    tracing::debug!(%destination, txn = %txn_id, events = page.len(), "transaction delivered");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_the_configured_maximum() {
+        let waits: Vec<u64> = (1..=12).map(|n| retry_wait(n, 300).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(retry_wait(u32::MAX, 300).as_secs(), 300);
+        assert_eq!(retry_wait(3, 0).as_secs(), 1, "never a busy loop");
+    }
+}

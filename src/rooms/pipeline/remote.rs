@@ -1,0 +1,272 @@
+//! A federated event's place in the room, for the persist step: the state
+//! before it (from the states after its `prev_events`, resolved when there
+//! are several), the forward extremities and current state after it (the
+//! current state follows the event when it builds on every extremity, and
+//! is resolved with it otherwise), and outliers (auth and state events
+//! fetched from a peer, stored outside the timeline).
+//!
+//! Spec: server-server API "Checks performed on receipt of a PDU" (the
+//! state before an event), "Room State Resolution"; room versions' state
+//! resolution algorithms (`super::super::resolution`).
+
+use std::{collections::HashSet, sync::Arc};
+
+use ruma::state_res::Event as _;
+use ruma::{events::StateEventType, room_version_rules::RoomVersionRules, EventId, OwnedEventId};
+
+use super::{
+    persist::{CurrentState, PersistPlan, RoomUpdate, Staged},
+    Verdict,
+};
+use crate::{
+    error::{Error, Result},
+    events::Pdu,
+    rooms::{resolution, state::StateMap, Rooms},
+    storage::{
+        records::{EventStatus, RoomRecord},
+        Batch,
+    },
+};
+
+/// A state in event ids, as state resolution takes it.
+type IdState = ruma::state_res::StateMap<OwnedEventId>;
+
+/// The state before an event, ready for the persist step.
+pub struct StateBefore {
+    pub map: Arc<StateMap>,
+    /// A stored snapshot the map is equal to, or builds on.
+    base: Option<u64>,
+}
+
+impl Rooms {
+    /// Whether the event is stored with a place in the room's history (not
+    /// an outlier): the state after it is known.
+    pub fn has_state_after(&self, event_id: &EventId) -> Result<bool> {
+        Ok(self.get_pdu(event_id)?.is_some_and(|(_, stored)| stored.state_before.is_some()))
+    }
+
+    /// The state before `pdu` from the states after its prev events: stored
+    /// ([`Self::has_state_after`]) or, for prev events this server lacks,
+    /// given in `fetched` (the state after each, as a peer told it).
+    pub(crate) fn state_before_with(
+        &self,
+        pdu: &Pdu,
+        rules: &RoomVersionRules,
+        mut fetched: std::collections::HashMap<OwnedEventId, StateMap>,
+    ) -> Result<StateBefore> {
+        let mut states = Vec::new();
+        let mut base = None;
+        for prev in pdu.prev_events() {
+            if let Some(state) = fetched.remove(prev) {
+                states.push(Arc::new(state));
+                continue;
+            }
+            let (prev_pdu, stored) =
+                self.get_pdu(prev)?.ok_or_else(|| Error::internal("state before", "prev event missing"))?;
+            base.get_or_insert(stored.snapshot_before()?);
+            states.push(self.state_after(&prev_pdu, &stored)?);
+        }
+        let map = match states.len() {
+            0 => return Err(Error::bad_json("An event other than the create event has prev events")),
+            1 => states.pop().unwrap_or_default(),
+            _ => Arc::new(self.resolve_short_states(rules, &states, None)?.into_iter().collect()),
+        };
+        Ok(StateBefore { map, base })
+    }
+
+    /// A state given as events (a peer's answer about the state at some
+    /// event, every event stored): its map of short ids.
+    pub(crate) fn state_of_events(&self, events: &[OwnedEventId]) -> Result<StateMap> {
+        let mut map = StateMap::new();
+        for event_id in events {
+            let Some((pdu, stored)) = self.get_pdu(event_id)? else {
+                return Err(Error::internal("state of events", format!("{event_id} is not stored")));
+            };
+            let Some(state_key) = pdu.state_key_str() else { continue };
+            map.insert(self.state.short_state_key(&pdu.kind().to_string(), state_key)?, stored.short_id());
+        }
+        Ok(map)
+    }
+
+    /// Stores an event from another server that passed the checks, as
+    /// `verdict` says, with the room's lock held by the caller. An accepted
+    /// event joins the timeline and the forward extremities; the current
+    /// state follows it or is resolved with it.
+    pub(crate) async fn store_remote(
+        &self,
+        room: &mut RoomRecord,
+        pdu: &Pdu,
+        state_before: StateBefore,
+        verdict: &Verdict,
+    ) -> Result<Staged<'_>> {
+        let (_, rules) = Self::rules_of(room)?;
+        let status = match verdict {
+            Verdict::Accept => EventStatus::Accepted,
+            Verdict::SoftFail(_) => EventStatus::SoftFailed,
+            Verdict::Reject(_) => EventStatus::Rejected,
+        };
+        let snapshot = self.snapshot_of(&state_before)?;
+        let prev: HashSet<String> = pdu.prev_events().map(ToString::to_string).collect();
+        let extends_every_tip = room.forward_extremities.iter().all(|tip| prev.contains(tip));
+        let mut forward_extremities: Vec<String> =
+            room.forward_extremities.iter().filter(|tip| !prev.contains(*tip)).cloned().collect();
+        forward_extremities.push(pdu.event_id().to_string());
+        let current_state = if extends_every_tip {
+            CurrentState::FollowsEvent
+        } else {
+            let current = self.state.full_state(room.current_state)?;
+            let mut after = StateMap::clone(&state_before.map);
+            let new_entry = match pdu.state_key_str() {
+                Some(state_key) => {
+                    let short_key = self.state.short_state_key(&pdu.kind().to_string(), state_key)?;
+                    after.insert(short_key, u64::MAX);
+                    true
+                }
+                None => false,
+            };
+            let resolved = self.resolve_short_states(&rules, &[current, Arc::new(after)], new_entry.then_some(pdu))?;
+            CurrentState::Resolved(resolved.into_iter().map(|(k, v)| (k, (v != u64::MAX).then_some(v))).collect())
+        };
+        let plan = PersistPlan {
+            room_id: &pdu.room_id_or_derived(),
+            pdu,
+            state_before: Some(snapshot),
+            status,
+            in_timeline: true,
+            room_update: Some(RoomUpdate { forward_extremities, current_state }),
+            txn: None,
+            extra: Batch::new(),
+        };
+        self.persist(plan, room).await
+    }
+
+    /// Stores an event outside the timeline (an auth or state event fetched
+    /// from a peer), unless it is stored already.
+    pub(crate) async fn store_outlier(&self, room: &mut RoomRecord, pdu: &Pdu, status: EventStatus) -> Result<()> {
+        if self.get_pdu(pdu.event_id())?.is_some() {
+            return Ok(());
+        }
+        let room_id = pdu.room_id_or_derived();
+        let plan = PersistPlan {
+            room_id: &room_id,
+            pdu,
+            state_before: None,
+            status,
+            in_timeline: false,
+            room_update: None,
+            txn: None,
+            extra: Batch::new(),
+        };
+        self.persist(plan, room).await?.durable().await
+    }
+
+    /// Stores a room this server joins through another: the auth chain and
+    /// the state before the join (checked by the caller, in an order where
+    /// auth events come first) as outliers, then the room record and the
+    /// join event on top of that state.
+    pub(crate) async fn store_joined_room(
+        &self,
+        mut room: RoomRecord,
+        outliers: &[Pdu],
+        state: &[OwnedEventId],
+        join: &Pdu,
+    ) -> Result<()> {
+        let room_id = join.room_id_or_derived();
+        let _guard = self.locks.lock(&room_id).await;
+        for pdu in outliers {
+            self.store_outlier(&mut room, pdu, EventStatus::Accepted).await?;
+        }
+        let map = self.state_of_events(state)?;
+        let snapshot = self.snapshot_of(&StateBefore { map: Arc::new(map), base: None })?;
+        room.current_state = snapshot;
+        let plan = PersistPlan {
+            room_id: &room_id,
+            pdu: join,
+            state_before: Some(snapshot),
+            status: EventStatus::Accepted,
+            in_timeline: true,
+            room_update: Some(RoomUpdate {
+                forward_extremities: vec![join.event_id().to_string()],
+                current_state: CurrentState::FollowsEvent,
+            }),
+            txn: None,
+            extra: Batch::new(),
+        };
+        self.persist(plan, &mut room).await?.durable().await
+    }
+
+    /// The snapshot id of a state before: its base when equal, else a new
+    /// snapshot over the base, written at once (the event's write builds on
+    /// it; a snapshot no event names is harmless).
+    fn snapshot_of(&self, state: &StateBefore) -> Result<u64> {
+        let mut batch = Batch::new();
+        let id = self.new_snapshot_of(&mut batch, state)?;
+        self.storage.apply(batch)?;
+        Ok(id)
+    }
+
+    fn new_snapshot_of(&self, batch: &mut Batch, state: &StateBefore) -> Result<u64> {
+        let whole = |batch: &mut Batch| {
+            let entries: Vec<(u64, u64)> = state.map.iter().map(|(k, v)| (*k, *v)).collect();
+            self.state.new_snapshot(batch, None, &entries)
+        };
+        let Some(base_id) = state.base else { return whole(batch) };
+        let base = self.state.full_state(base_id)?;
+        if *base == *state.map {
+            return Ok(base_id);
+        }
+        if base.keys().any(|key| !state.map.contains_key(key)) {
+            // Not a superset of the base: a whole snapshot.
+            return whole(batch);
+        }
+        let changes: Vec<(u64, u64)> =
+            state.map.iter().filter(|(k, v)| base.get(k) != Some(v)).map(|(k, v)| (*k, *v)).collect();
+        self.state.new_snapshot(batch, Some(base_id), &changes)
+    }
+
+    /// State resolution over states of short ids. `pending` is an event not
+    /// stored yet, standing in the states as `u64::MAX`.
+    fn resolve_short_states(
+        &self,
+        rules: &RoomVersionRules,
+        states: &[Arc<StateMap>],
+        pending: Option<&Pdu>,
+    ) -> Result<Vec<(u64, u64)>> {
+        let mut id_states = Vec::with_capacity(states.len());
+        for state in states {
+            let mut ids = IdState::new();
+            for (short_key, short_event) in state.iter() {
+                let (kind, state_key) = self.state.state_key_of(*short_key)?;
+                let event_id = match (*short_event, pending) {
+                    (u64::MAX, Some(pending)) => pending.event_id().clone(),
+                    (short, _) => self.event_id_of_short(short)?,
+                };
+                ids.insert((StateEventType::from(kind), state_key), event_id);
+            }
+            id_states.push(ids);
+        }
+        let fetch = |id: &EventId| match pending {
+            Some(pending) if pending.event_id() == id => Some(pending.clone()),
+            _ => self.get_pdu(id).ok().flatten().map(|(pdu, _)| pdu),
+        };
+        let resolved = resolution::resolve(rules, &id_states, fetch)?;
+        let mut shorts = Vec::with_capacity(resolved.len());
+        for ((kind, state_key), event_id) in resolved {
+            let short_key = self.state.short_state_key(&kind.to_string(), &state_key)?;
+            let short_event = match pending {
+                Some(pending) if pending.event_id() == &event_id => u64::MAX,
+                _ => self.short_id_of(&event_id)?,
+            };
+            shorts.push((short_key, short_event));
+        }
+        Ok(shorts)
+    }
+
+    fn short_id_of(&self, event_id: &EventId) -> Result<u64> {
+        self.storage
+            .tables
+            .eventid_shortid
+            .get(&event_id.to_string())?
+            .ok_or_else(|| Error::internal("state resolution", format!("{event_id} has no short id")))
+    }
+}
