@@ -114,6 +114,7 @@ pub enum Endpoint {
     MakeLeave,
     SendLeaveV1,
     SendLeave,
+    InviteV2,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -456,6 +457,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::MakeLeave, Servers, &["/_matrix/federation/v1/make_leave/:room_id/:user_id"]),
     put(E::SendLeaveV1, Servers, &["/_matrix/federation/v1/send_leave/:room_id/:event_id"]),
     put(E::SendLeave, Servers, &["/_matrix/federation/v2/send_leave/:room_id/:event_id"]),
+    put(E::InviteV2, Servers, &["/_matrix/federation/v2/invite/:room_id/:event_id"]),
 ];
 
 impl Endpoint {
@@ -632,6 +634,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MakeLeave => federation::membership::make(s, &request, origin()?, Membership::Leave),
         E::SendLeaveV1 => federation::membership::send(s, &request, origin()?, Membership::Leave, true).await,
         E::SendLeave => federation::membership::send(s, &request, origin()?, Membership::Leave, false).await,
+        E::InviteV2 => federation::membership::invite(s, &request, origin()?).await,
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?),
         E::KeysClaim => keys::claim(s, &request).await,

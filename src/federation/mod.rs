@@ -14,6 +14,7 @@
 //! connect; private and loopback addresses refused unless
 //! `federation.allow_private_addresses`.
 
+pub mod invite;
 pub mod keys;
 pub mod membership;
 pub mod receive;
@@ -83,6 +84,18 @@ impl From<FederationError> for Error {
                 Error::forbidden(format!("This server does not federate with {server}"))
             }
             FederationError::Refused { status: 404, .. } => Error::not_found("The other server has no such thing"),
+            FederationError::Refused { status: 403, body } => Error::forbidden(format!(
+                "The other server refused: {}",
+                body["error"].as_str().unwrap_or("no reason given")
+            )),
+            FederationError::Refused { status: 400, body } if body["errcode"] == "M_INCOMPATIBLE_ROOM_VERSION" => {
+                Error::new(
+                    ErrorKind::IncompatibleRoomVersion {
+                        room_version: body["room_version"].as_str().unwrap_or_default().to_owned(),
+                    },
+                    "This server does not support the room's version",
+                )
+            }
             FederationError::Storage(error) => error.into(),
             other => Error::new(ErrorKind::Unavailable, format!("The other server could not be reached: {other}")),
         }

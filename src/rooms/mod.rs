@@ -16,6 +16,7 @@ pub mod creation;
 pub mod directory;
 pub mod federated;
 pub mod hierarchy;
+pub mod invites;
 pub mod membership;
 pub mod notifications;
 pub mod outbox;
@@ -420,6 +421,11 @@ impl Rooms {
             && pdu.state_key() == Some(user_id.as_str()))
         .then(|| membership_of(pdu));
         let Some(before) = stored.state_before else { return Ok(false) };
+        // Users always see their own membership changes (their leave, kick or
+        // ban included), as Synapse does: the spec's algorithm leaves it open.
+        if own_membership.is_some() {
+            return Ok(true);
+        }
         self.can_see_in_snapshot(user_id, &stored.room_id, before, own_membership)
     }
 

@@ -302,6 +302,25 @@ impl Record for ServerKeysRecord {
     const VERSION: u8 = 1;
 }
 
+/// An invite of a local user to a room of another server this server is
+/// not in (or a rejection of one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteInviteRecord {
+    /// The invite event as signed by both servers (JSON).
+    pub event: String,
+    /// The room's stripped state the inviting server sent (a JSON array).
+    pub stripped_state: String,
+    /// The position the invite (or its rejection) took: syncs after it see it.
+    pub position: u64,
+    /// The rejection (`leave`) event, once the user declined (JSON).
+    #[serde(default)]
+    pub rejection: Option<String>,
+}
+
+impl Record for RemoteInviteRecord {
+    const VERSION: u8 = 1;
+}
+
 /// A device's fallback key for one algorithm (spec: "One-time and fallback keys").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FallbackKeyRecord {

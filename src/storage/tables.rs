@@ -13,8 +13,8 @@ use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
         MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu,
-        ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        RelationRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
+        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -132,6 +132,9 @@ pub struct Tables {
     /// (origin server, transaction id) → the answer given (JSON): a
     /// transaction sent again gets the same answer. Owner: `federation::receive`.
     pub federation_txns: Table<(String, String), String>,
+    /// (localpart, room id) → an invite to a room of another server this
+    /// server is not in. Owner: `rooms::invites`.
+    pub remote_invites: Table<(String, String), RemoteInviteRecord>,
 }
 
 impl Tables {
@@ -186,6 +189,7 @@ impl Tables {
             server_keys: Table::open(db, "servername_serverkeys")?,
             outbox: Table::open(db, "destination_count_roomevent")?,
             federation_txns: Table::open(db, "origin_txnid_answer")?,
+            remote_invites: Table::open(db, "localpart_roomid_remoteinvite")?,
         })
     }
 }

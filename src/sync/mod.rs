@@ -140,6 +140,15 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         if !room_filter.accepts_room(room_id.as_str()) {
             continue;
         }
+        if let Some(record) = rooms.remote_invite(&who.localpart, &room_id)? {
+            let news = request.since.is_none_or(|since| record.position > since) && record.position <= snapshot;
+            if news {
+                let (section, body) = remote_invite_section(&record);
+                let map = if section == Membership::Invite { &mut invite } else { &mut leave };
+                map.insert(room_id.to_string(), body);
+            }
+            continue;
+        }
         let Some(room) = rooms.room(&room_id)? else { continue };
         let typing = sources.typing.changed_since(&room_id, request.since, snapshot);
         let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
@@ -175,7 +184,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                 }
             }
             Membership::Invite | Membership::Knock if new_since_token && changed_at <= snapshot => {
-                let state = stripped_state(rooms, &room, member_event.as_ref().map(|(pdu, _)| pdu))?;
+                let state = rooms.stripped_state(&room, member_event.as_ref().map(|(pdu, _)| pdu))?;
                 if membership == Membership::Invite {
                     invite.insert(room_id.to_string(), json!({ "invite_state": { "events": state } }));
                 } else {
@@ -504,32 +513,22 @@ fn summary(rooms: &Rooms, room: &RoomRecord, who: &Identity) -> Result<Value> {
     }))
 }
 
-/// Stripped state for invites and knocks (spec: "Stripped state").
-fn stripped_state(rooms: &Rooms, room: &RoomRecord, own_member: Option<&Pdu>) -> Result<Vec<Value>> {
-    let state = rooms.current_state(room)?;
-    let mut events = Vec::new();
-    for kind in [
-        kinds::CREATE,
-        kinds::JOIN_RULES,
-        kinds::NAME,
-        kinds::AVATAR,
-        kinds::CANONICAL_ALIAS,
-        kinds::ENCRYPTION,
-        kinds::TOPIC,
-    ] {
-        if let Some(pdu) = rooms.state_event_in(&state, kind, "")? {
-            events.push(stripped(&pdu));
+/// An invite to a room of another server this server is not in: the
+/// stripped state it came with, or once declined, the rejection.
+fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -> (Membership, Value) {
+    match &record.rejection {
+        Some(leave) => {
+            let leave: Value = serde_json::from_str(leave).unwrap_or_default();
+            (
+                Membership::Leave,
+                json!({ "timeline": { "events": [leave], "limited": false }, "state": { "events": [] } }),
+            )
+        }
+        None => {
+            let state: Value = serde_json::from_str(&record.stripped_state).unwrap_or_else(|_| json!([]));
+            (Membership::Invite, json!({ "invite_state": { "events": state } }))
         }
     }
-    if let Some(member) = own_member {
-        events.push(stripped(member));
-    }
-    Ok(events)
-}
-
-fn stripped(pdu: &Pdu) -> Value {
-    let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or_default();
-    json!({ "type": pdu.kind().to_string(), "state_key": pdu.state_key_str().unwrap_or_default(), "sender": pdu.sender_str(), "content": content })
 }
 
 /// A room the user left: its timeline up to the leave, and its state then.

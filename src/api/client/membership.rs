@@ -63,6 +63,17 @@ async fn join_target(s: &Services, target: &str) -> Result<(ruma::OwnedRoomId, V
     Ok((known_room(s, target)?, Vec::new()))
 }
 
+/// The server of whoever invited the user to a room of another server, if
+/// an invite is pending: the server to join or decline through.
+fn remote_inviter_server(s: &Services, who: &Identity, room_id: &RoomId) -> Result<Option<String>> {
+    let Some(invite) = s.rooms.remote_invite(&who.localpart, room_id)? else { return Ok(None) };
+    let event: Value = serde_json::from_str(&invite.event).unwrap_or_default();
+    Ok(event["sender"]
+        .as_str()
+        .and_then(|sender| UserId::parse(sender).ok())
+        .map(|user| user.server_name().to_string()))
+}
+
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (room_id, alias_servers) = join_target(s, request.param("room_id_or_alias")?).await?;
     let body: ReasonBody = request.json()?;
@@ -73,6 +84,8 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     let mut named: Vec<&str> = request.query_all("server_name");
     named.extend(request.query_all("via"));
     named.extend(alias_servers.iter().map(String::as_str));
+    let inviter = remote_inviter_server(s, who, &room_id)?;
+    named.extend(inviter.as_deref());
     let mut via = crate::federation::membership::candidate_servers(&room_id, &named);
     via.retain(|server| *server != s.config.server_name);
     // A room of ours everyone here left is joined here again, unless a server is named.
@@ -124,7 +137,14 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
     let body: InviteBody = request.json()?;
     let invitee = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if invitee.server_name() != s.config.server_name {
-        return Err(Error::invalid_param("Inviting users of other servers is not possible yet"));
+        let event = EventRequest::state(kinds::MEMBER, invitee.as_str(), member_content("invite", body.reason));
+        let federation = &s.federation;
+        s.rooms
+            .append_countersigned(&room_id, &who.user_id, event, |pdu, version, stripped| async move {
+                federation.send_invite(&pdu, &version, stripped).await
+            })
+            .await?;
+        return Ok(Response::empty_object());
     }
     if s.users.get_active(invitee.localpart())?.is_none() {
         return Err(Error::not_found("No such user"));
@@ -137,6 +157,17 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
 pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = super::room_events::room_id_param(request)?;
     let body: ReasonBody = request.json()?;
+    if let Some(invite) = s.rooms.remote_invite(&who.localpart, &room_id)? {
+        // An invite to a room this server is not in: declined through the inviter's server.
+        if invite.rejection.is_some() {
+            return Ok(Response::empty_object());
+        }
+        let inviter = remote_inviter_server(s, who, &room_id)?;
+        let named: Vec<&str> = inviter.iter().map(String::as_str).collect();
+        let via = crate::federation::membership::candidate_servers(&room_id, &named);
+        s.federation.reject_remote_invite(&s.rooms, &room_id, &who.user_id, &via, body.reason).await?;
+        return Ok(Response::empty_object());
+    }
     let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), member_content("leave", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())

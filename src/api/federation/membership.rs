@@ -46,3 +46,18 @@ pub async fn send(
         s.federation.send_membership(&s.rooms, origin, &room_id, request.param("event_id")?, event, membership).await?;
     Ok(Response::json(&if v1 { json!([200, answer]) } else { answer }))
 }
+
+/// `PUT /_matrix/federation/v2/invite/{roomId}/{eventId}`: another server's
+/// user invites one of ours.
+pub async fn invite(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
+    let room_id = room_id_param(request)?;
+    let body: crate::federation::invite::InviteRequest = request.json()?;
+    let invitee = body.event["state_key"].as_str().and_then(|key| UserId::parse(key).ok());
+    let local = invitee.filter(|user| user.server_name() == s.config.server_name);
+    match local {
+        Some(user) if s.users.get_active(user.localpart())?.is_some() => {}
+        _ => return Err(Error::not_found("The invitee is not a user of this server")),
+    }
+    let answer = s.federation.receive_invite(&s.rooms, origin, &room_id, request.param("event_id")?, body).await?;
+    Ok(Response::json(&answer))
+}

@@ -275,6 +275,45 @@ impl Rooms {
     }
 }
 
+impl Rooms {
+    /// Like [`Rooms::append`], for an event another server must sign before
+    /// it is stored (the invite of one of its users): `countersign` gets the
+    /// built, authorised event with the room's version and stripped state,
+    /// and returns it signed (same event id), under the room's lock.
+    pub async fn append_countersigned<F, Fut>(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        countersign: F,
+    ) -> Result<OwnedEventId>
+    where
+        F: FnOnce(Pdu, RoomVersionId, Vec<Value>) -> Fut,
+        Fut: std::future::Future<Output = Result<Pdu>>,
+    {
+        let guard = self.locks.lock(room_id).await;
+        let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let (version, rules) = Self::rules_of(&room)?;
+        self.check_request(room_id, &request)?;
+        let state = self.current_state(&room)?;
+        let view = StoredState::new(self, Arc::clone(&state));
+        let tip = self.tip_of(&room)?;
+        let pdu = self.build_event(room_id, sender, request, &rules, &view, &tip)?;
+        self.authorise(&pdu, &rules, self, &view, None)?.accepted()?;
+        let stripped = self.stripped_state(&room, Some(&pdu))?;
+        let signed = countersign(pdu.clone(), version, stripped).await?;
+        if signed.event_id() != pdu.event_id() {
+            return Err(Error::forbidden("The other server changed the event"));
+        }
+        let before = room.current_state;
+        let staged =
+            self.persist(PersistPlan::local(room_id, &signed, Some(before), None, Batch::new()), &mut room).await?;
+        drop(guard);
+        staged.durable().await?;
+        Ok(signed.event_id().clone())
+    }
+}
+
 impl<'a> PersistPlan<'a> {
     /// A local event: accepted, in the timeline, the room's only forward
     /// extremity, its state the room's current state.

@@ -200,6 +200,7 @@ impl Rooms {
     fn record_local_membership(&self, batch: &mut Batch, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let tables = &self.storage.tables;
         if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
+            self.drop_remote_invite(batch, &localpart, room_id);
             let key = (localpart, room_id.to_string());
             if !membership.is_out() {
                 batch.remove(&tables.localpart_roomid_forgotten, &key);

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::two_servers;
-use crate::harness::{enc, message_bodies, Session};
+use crate::harness::{enc, enc_json, message_bodies, Session};
 
 /// Syncs as `session` until the room's timeline has a message `body`; the
 /// events seen. Fails after 20 s.
@@ -65,4 +65,95 @@ async fn a_user_of_another_server_joins_a_public_room_and_both_talk() {
     let seen = wait_for_message(&alice, &room, "hello from b").await;
     let from_bob = seen.iter().find(|e| e["content"]["body"] == "hello from b").unwrap();
     assert_eq!(from_bob["sender"], "@bob:b.test");
+}
+
+/// The sync sections (`invite`, `join`, `leave`) holding `room`, after syncing from scratch.
+async fn sections_with(session: &Session, room: &str) -> Vec<&'static str> {
+    let sync = session.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let sync = sync.assert_ok();
+    ["invite", "join", "leave"].into_iter().filter(|section| sync["rooms"][section][room].is_object()).collect()
+}
+
+/// Waits until `check` holds for what `session` gets from `path` (20 s at most).
+async fn wait_until(session: &Session, path: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = session.client.get(path).await;
+        if reply.status == 200 && check(&reply.body) {
+            return reply.body;
+        }
+        assert!(Instant::now() < deadline, "{path} never satisfied the check: {}", reply.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn invites_cross_servers_and_are_accepted_or_declined() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let carol = b.client().register("carol").await;
+    let room = alice.create_room(json!({ "preset": "private_chat", "name": "Équipe" })).await;
+
+    // An unknown user of b.test cannot be invited; bob and carol can.
+    let path = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    alice.client.post(&path, json!({ "user_id": "@nobody:b.test" })).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.post(&path, json!({ "user_id": "@bob:b.test" })).await.assert_ok();
+    alice.client.post(&path, json!({ "user_id": "@carol:b.test" })).await.assert_ok();
+
+    // The invite shows in bob's sync with the room's stripped state.
+    let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let state = &sync.assert_ok()["rooms"]["invite"][&room]["invite_state"]["events"];
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Équipe"));
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.member" && e["state_key"] == "@bob:b.test"));
+
+    // A private room: bob joins through the inviter's server without naming it.
+    bob.join(&room).await.assert_ok();
+    assert_eq!(sections_with(&bob, &room).await, ["join"]);
+    bob.send_text(&room, "t1", "merci").await;
+    wait_for_message(&alice, &room, "merci").await;
+
+    // carol declines: a.test records her leave, her sync shows the room as left.
+    let leave = format!("/_matrix/client/v3/rooms/{}/leave", enc(&room));
+    carol.client.post(&leave, json!({})).await.assert_ok();
+    assert_eq!(sections_with(&carol, &room).await, ["leave"]);
+    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
+    wait_until(&alice, &members, |body| {
+        body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == "@carol:b.test" && e["content"]["membership"] == "leave")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn leaving_and_banning_reach_the_other_server() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+
+    // bob leaves: alice's server hears of it.
+    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    let members = format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room));
+    wait_until(&alice, &members, |body| body["joined"].as_object().unwrap().len() == 1).await;
+
+    // bob comes back, and is banned: his server hears of it and he can no longer talk.
+    bob.client.post(&join, json!({})).await.assert_ok();
+    wait_until(&alice, &members, |body| body["joined"].as_object().unwrap().len() == 2).await;
+    let ban = format!("/_matrix/client/v3/rooms/{}/ban", enc(&room));
+    alice.client.post(&ban, json!({ "user_id": "@bob:b.test", "reason": "spam" })).await.assert_ok();
+    let with_left =
+        format!("/_matrix/client/v3/sync?timeout=0&filter={}", enc_json(&json!({ "room": { "include_leave": true } })));
+    let sync = wait_until(&bob, &with_left, |sync| sync["rooms"]["leave"][&room].is_object()).await;
+    let events = &sync["rooms"]["leave"][&room]["timeline"]["events"];
+    let ban = events.as_array().unwrap().iter().rev().find(|e| e["type"] == "m.room.member").unwrap();
+    assert_eq!((ban["content"]["membership"].as_str(), ban["content"]["reason"].as_str()), (Some("ban"), Some("spam")));
+    let refused = bob.send_message(&room, "t9", json!({ "msgtype": "m.text", "body": "still here?" })).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    bob.client.post(&join, json!({})).await.assert_error(403, "M_FORBIDDEN");
 }
