@@ -4,6 +4,7 @@
 //! both ways — and the forged, unsigned, misdirected and denied paths.
 //! Rooms shared across servers are in [`rooms`].
 
+mod bad_peers;
 mod rooms;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -96,6 +97,19 @@ async fn tls_request(
     path: &str,
     authorization: Option<&str>,
 ) -> (u16, Value) {
+    tls_request_with_body(ca_pem, addr, name, method, path, authorization, None).await
+}
+
+/// [`tls_request`] with a JSON body.
+async fn tls_request_with_body(
+    ca_pem: &str,
+    addr: SocketAddr,
+    name: &str,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
     let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -114,7 +128,8 @@ async fn tls_request(
     if let Some(authorization) = authorization {
         request = request.header("authorization", authorization);
     }
-    let response = sender.send_request(request.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
+    let bytes = body.map_or_else(Bytes::new, |body| Bytes::from(body.to_string()));
+    let response = sender.send_request(request.body(Full::new(bytes)).unwrap()).await.unwrap();
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))

@@ -1,0 +1,172 @@
+//! A peer that misbehaves: events with forged signatures, a wrong content
+//! hash, failing the auth rules, speaking for another server's users,
+//! transactions over the limits. Each is handled as the spec's receipt
+//! checks say, nothing is stored that should not be, and nothing panics.
+
+use conduit::{
+    crypto::signing_key::ServerKey,
+    events::{build_and_sign, room_version, NewEvent, Pdu},
+    federation::x_matrix,
+};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
+use serde_json::{json, Value};
+
+use super::{tls_addr, tls_request_with_body, two_servers, TestCa};
+use crate::harness::{enc, Session, TestServer};
+
+/// A room on a.test that bob of b.test joined: what a forged event needs.
+struct SharedRoom {
+    room_id: OwnedRoomId,
+    /// The latest event (bob's join).
+    tip: OwnedEventId,
+    power_levels: OwnedEventId,
+    alice_member: OwnedEventId,
+    depth: u64,
+}
+
+async fn shared_room(alice: &Session, bob: &Session) -> SharedRoom {
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await;
+    let event_id = |kind: &str, key: &str| -> OwnedEventId {
+        let events = state.body.as_array().unwrap();
+        let event = events.iter().find(|e| e["type"] == kind && e["state_key"] == key).unwrap();
+        OwnedEventId::try_from(event["event_id"].as_str().unwrap()).unwrap()
+    };
+    SharedRoom {
+        room_id: OwnedRoomId::try_from(room.as_str()).unwrap(),
+        tip: event_id("m.room.member", "@bob:b.test"),
+        power_levels: event_id("m.room.power_levels", ""),
+        alice_member: event_id("m.room.member", "@alice:a.test"),
+        depth: 100,
+    }
+}
+
+/// A message in the room from `sender`, signed by `key` as `server`.
+fn message(room: &SharedRoom, sender: &str, auth: Vec<OwnedEventId>, body: &str, key: &ServerKey, server: &str) -> Pdu {
+    let new = NewEvent {
+        kind: "m.room.message".into(),
+        state_key: None,
+        content: json!({ "msgtype": "m.text", "body": body }),
+        sender: OwnedUserId::try_from(sender).unwrap(),
+        room_id: Some(room.room_id.clone()),
+        prev_events: vec![room.tip.clone()],
+        auth_events: auth,
+        depth: room.depth,
+        origin_server_ts: 1_800_000_000_000,
+        redacts: None,
+    };
+    let rules = room_version::rules(&RoomVersionId::V12).unwrap();
+    build_and_sign(new, &rules, key, <&ruma::ServerName>::try_from(server).unwrap()).unwrap()
+}
+
+fn json_of(pdu: &Pdu) -> Value {
+    serde_json::from_str(&pdu.to_canonical_json()).unwrap()
+}
+
+/// `PUT /send/{txn}` to b.test, signed by a.test's real key.
+async fn send_as_a(ca: &TestCa, a: &TestServer, b: &TestServer, txn: &str, pdus: Vec<Value>) -> (u16, Value) {
+    let path = format!("/_matrix/federation/v1/send/{txn}");
+    let body = json!({ "origin": "a.test", "origin_server_ts": 1_800_000_000_000u64, "pdus": pdus, "edus": [] });
+    let key = &a.services().server_key;
+    let authorization = x_matrix::authorization(key, "a.test", "b.test", "PUT", &path, Some(&body)).unwrap();
+    tls_request_with_body(&ca.pem(), tls_addr(b), "b.test", "PUT", &path, Some(&authorization), Some(&body)).await
+}
+
+#[tokio::test]
+async fn a_misbehaving_peer_gets_each_event_refused_as_the_spec_says() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let a_key = a.services().server_key.clone();
+    let alice_auth = vec![room.power_levels.clone(), room.alice_member.clone()];
+
+    // Signed with a key that is not a.test's (same key id): dropped.
+    let forger = ServerKey::from_seed(a_key.key_id().trim_start_matches("ed25519:"), &[9u8; 32]).unwrap();
+    let forged = message(&room, "@alice:a.test", alice_auth.clone(), "forged", &forger, "a.test");
+    // a.test speaking for a user of c.test: c.test did not sign, dropped.
+    let other_server = message(&room, "@carol:c.test", alice_auth.clone(), "not yours", &a_key, "a.test");
+    // mallory is not in the room: rejected by the auth rules.
+    let intruder = message(&room, "@mallory:a.test", vec![room.power_levels.clone()], "let me in", &a_key, "a.test");
+    // The content changed after signing: kept, but redacted.
+    let honest = message(&room, "@alice:a.test", alice_auth.clone(), "the original", &a_key, "a.test");
+    let mut tampered = json_of(&honest);
+    tampered["content"]["body"] = json!("tampered");
+    // And one good event.
+    let good = message(&room, "@alice:a.test", alice_auth, "all fine", &a_key, "a.test");
+
+    let pdus = vec![json_of(&forged), json_of(&other_server), json_of(&intruder), tampered, json_of(&good)];
+    let (status, answer) = send_as_a(&ca, &a, &b, "txn-1", pdus.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    let results = &answer["pdus"];
+    assert!(results[intruder.event_id().as_str()]["error"].is_string(), "{answer}");
+    assert_eq!(results[good.event_id().as_str()], json!({}), "{answer}");
+    assert_eq!(results[honest.event_id().as_str()], json!({}), "{answer}");
+
+    let stored = |id: &ruma::EventId| b.services().rooms.get_pdu(id).unwrap();
+    assert!(stored(forged.event_id()).is_none(), "a forged event is not stored");
+    assert!(stored(other_server.event_id()).is_none(), "an event another server did not sign is not stored");
+    let (_, rejected) = stored(intruder.event_id()).expect("a rejected event is kept as rejected");
+    assert_eq!(rejected.status, conduit::storage::records::EventStatus::Rejected);
+    let (redacted, _) = stored(honest.event_id()).expect("the tampered event is kept");
+    assert_eq!(redacted.content_json(), "{}", "stored redacted");
+
+    // bob sees the good event, never the intruder's nor the tampered text.
+    let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let timeline = sync.assert_ok()["rooms"]["join"][room.room_id.as_str()]["timeline"]["events"].to_string();
+    assert!(timeline.contains("all fine"), "{timeline}");
+    for hidden in ["let me in", "tampered", "the original", "forged", "not yours"] {
+        assert!(!timeline.contains(hidden), "{hidden} reached the client: {timeline}");
+    }
+
+    // The same transaction again: the same answer, nothing processed twice.
+    let (status, again) = send_as_a(&ca, &a, &b, "txn-1", pdus).await;
+    assert_eq!((status, &again), (200, &answer));
+
+    // Over the limits: refused whole.
+    let too_many: Vec<Value> = (0..51).map(|_| json_of(&good)).collect();
+    let (status, body) = send_as_a(&ca, &a, &b, "txn-2", too_many).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_BAD_JSON")), "{body}");
+    // Not JSON PDUs, a room b.test is not in: results, no panic.
+    let junk = vec![json!("x"), json!({ "room_id": "!unknown:a.test", "type": "m.room.message" }), json!({})];
+    let (status, body) = send_as_a(&ca, &a, &b, "txn-3", junk).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn room_data_is_served_only_to_servers_in_the_room() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let joined_only = json!({ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } });
+    let room = alice.create_room(json!({ "preset": "private_chat", "initial_state": [joined_only] })).await;
+    let event = alice.send_text(&room, "t1", "secret").await;
+    // b.test has nobody in the room: it may not read its events (history
+    // visibility `joined`; Synapse serves `shared` events to any server) nor
+    // its state.
+    let key = &b.services().server_key;
+    for path in [
+        format!("/_matrix/federation/v1/event/{}", enc(&event)),
+        format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(&room), enc(&event)),
+        format!("/_matrix/federation/v1/event_auth/{}/{}", enc(&room), enc(&event)),
+        format!("/_matrix/federation/v1/backfill/{}?v={}&limit=10", enc(&room), enc(&event)),
+    ] {
+        let authorization = x_matrix::authorization(key, "b.test", "a.test", "GET", &path, None).unwrap();
+        let (status, body) =
+            tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&authorization), None).await;
+        assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{path}: {body}");
+    }
+    // Nor join a private room.
+    let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver=12", enc(&room), enc("@bob:b.test"));
+    let authorization = x_matrix::authorization(key, "b.test", "a.test", "GET", &path, None).unwrap();
+    let (status, body) =
+        tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&authorization), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    // Nor ask for another server's user.
+    let path = format!("/_matrix/federation/v1/make_join/{}/{}?ver=12", enc(&room), enc("@eve:c.test"));
+    let authorization = x_matrix::authorization(key, "b.test", "a.test", "GET", &path, None).unwrap();
+    let (status, _) =
+        tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&authorization), None).await;
+    assert_eq!(status, 403);
+}
