@@ -90,9 +90,12 @@ impl GroupCommit {
         }
     }
 
-    /// Waits until every write made before this call is on disk.
+    /// Waits until every write made before this call is on disk. After
+    /// [`GroupCommit::shutdown`] nothing flushes any more: `Closed` at once
+    /// (a task still running then must not wait forever, holding the
+    /// database open).
     pub async fn wait_durable(&self) -> Result<(), StorageError> {
-        let ticket = self.issue_ticket();
+        let ticket = self.issue_ticket().ok_or(StorageError::Closed)?;
         let mut progress = self.progress.subscribe();
         let reached =
             progress.wait_for(|p| p.flushed >= ticket || p.failed >= ticket).await.map_err(|_| StorageError::Closed)?;
@@ -103,11 +106,14 @@ impl GroupCommit {
         }
     }
 
-    fn issue_ticket(&self) -> u64 {
+    fn issue_ticket(&self) -> Option<u64> {
         let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        if requests.shutdown {
+            return None;
+        }
         requests.issued += 1;
         self.wake.notify_one();
-        requests.issued
+        Some(requests.issued)
     }
 
     /// Stops the flusher after it has flushed every ticket issued so far, and

@@ -139,7 +139,8 @@ async fn a_misbehaving_peer_gets_each_event_refused_as_the_spec_says() {
 async fn room_data_is_served_only_to_servers_in_the_room() {
     let (ca, a, b) = two_servers("", "").await;
     let alice = a.client().register("alice").await;
-    let joined_only = json!({ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } });
+    let joined_only =
+        json!({ "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "joined" } });
     let room = alice.create_room(json!({ "preset": "private_chat", "initial_state": [joined_only] })).await;
     let event = alice.send_text(&room, "t1", "secret").await;
     // b.test has nobody in the room: it may not read its events (history

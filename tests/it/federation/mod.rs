@@ -80,7 +80,14 @@ async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], e
         dir.path().join(format!("{name}.key")).display().to_string(),
         ca.ca_file(),
     );
+    std::fs::write(dir.path().join("conduit.toml"), &text).unwrap();
     TestServer::start_in(dir, &text).await
+}
+
+/// Restarts a server started by [`start_peer`] on its database and ports.
+async fn restart_peer(server: TestServer) -> TestServer {
+    let text = std::fs::read_to_string(server.dir.path().join("conduit.toml")).unwrap();
+    server.restart_with(&text).await
 }
 
 /// The TLS (federation) listener of a server started by [`start_peer`].

@@ -157,3 +157,32 @@ async fn leaving_and_banning_reach_the_other_server() {
     assert_eq!(refused.status, 403, "{}", refused.body);
     bob.client.post(&join, json!({})).await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn events_for_a_server_that_is_down_wait_and_survive_restarts() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+
+    // b.test goes down; alice keeps talking; then a.test restarts too.
+    let b_dir = b.stop().await;
+    for n in 0..3 {
+        alice.send_text(&room, &format!("down{n}"), &format!("while b is down {n}")).await;
+    }
+    let a = super::restart_peer(a).await;
+    let text = std::fs::read_to_string(b_dir.path().join("conduit.toml")).unwrap();
+    let b = crate::harness::TestServer::start_in(b_dir, &text).await;
+    let bob = Session { client: b.client().with_token(&bob.token), ..bob };
+    let seen = wait_for_message(&bob, &room, "while b is down 2").await;
+    let bodies = message_bodies(&Value::Array(seen));
+    for n in 0..3 {
+        assert!(bodies.contains(&format!("while b is down {n}")), "{bodies:?}");
+    }
+    // And the conversation goes on both ways.
+    bob.send_text(&room, "back", "back again").await;
+    let alice = Session { client: a.client().with_token(&alice.token), ..alice };
+    wait_for_message(&alice, &room, "back again").await;
+}
