@@ -29,6 +29,7 @@ mod search;
 mod server_keys;
 mod spec_versions;
 mod state_resolution;
+mod synapse;
 mod sync;
 mod tls;
 mod url_preview;

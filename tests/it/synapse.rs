@@ -125,12 +125,11 @@ fn free_port() -> u16 {
 
 /// A Synapse process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct SynapsePeer {
-    /// `localhost:<federation_port>`.
+    /// `localhost:<port of the TLS listener>` (federation and client API,
+    /// certificate for `localhost`).
     pub server_name: String,
     /// The plain HTTP listener (client API only).
     pub client_port: u16,
-    /// The TLS listener (federation and client API), certificate for `localhost`.
-    pub federation_port: u16,
     dir: TempDir,
     child: Child,
 }
@@ -181,17 +180,12 @@ pub async fn start_with(
         .stderr(stderr)
         .spawn()
         .unwrap_or_else(|e| panic!("start Synapse from {}: {e}", venv.display()));
-    let mut peer = SynapsePeer { server_name, client_port, federation_port, dir, child };
+    let mut peer = SynapsePeer { server_name, client_port, dir, child };
     peer.wait_ready(started).await;
     peer
 }
 
 impl SynapsePeer {
-    /// `http://127.0.0.1:<client_port>`.
-    pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
-    }
-
     /// The plain client listener's address.
     pub fn client_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
@@ -304,7 +298,11 @@ fn log_config(file: &str) -> String {
              encoding: utf8\n\
          loggers:\n  \
            synapse.storage.SQL:\n    \
-             level: INFO\n\
+             level: INFO\n  \
+           synapse.handlers.federation_event:\n    \
+             level: DEBUG\n  \
+           synapse.event_auth:\n    \
+             level: DEBUG\n\
          root:\n  \
            level: INFO\n  \
            handlers: [file]\n\

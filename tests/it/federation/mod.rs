@@ -6,6 +6,7 @@
 
 mod bad_peers;
 mod rooms;
+mod synapse;
 
 use std::{net::SocketAddr, path::Path, sync::Arc};
 
@@ -33,6 +34,10 @@ impl TestCa {
     fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A name of its own: with rcgen's default name on both the CA and its
+        // leaves, OpenSSL (Synapse) takes a leaf for self-signed and refuses it.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, "conduit test CA");
         let key = KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -67,7 +72,9 @@ fn free_port() -> u16 {
 /// others are (`peers`: name → port), trusting the test CA.
 async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], extra: &str) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
-    ca.issue(dir.path(), name);
+    // A server name with a port (`localhost:8448`) has a certificate for its host.
+    let host = name.split(':').next().unwrap_or(name);
+    ca.issue(dir.path(), host);
     let destinations: String =
         peers.iter().map(|(peer, port)| format!("\"{peer}\" = \"127.0.0.1:{port}\"\n")).collect();
     let text = format!(
@@ -76,8 +83,8 @@ async fn start_peer(ca: &TestCa, name: &str, port: u16, peers: &[(&str, u16)], e
          [[listeners]]\naddress = \"127.0.0.1:{port}\"\ntls = {{ certificate = {:?}, key = {:?} }}\n\
          [federation]\nca_file = {:?}\nallow_private_addresses = true\n{extra}\n[federation.destinations]\n{destinations}",
         dir.path().join("db").display().to_string(),
-        dir.path().join(format!("{name}.pem")).display().to_string(),
-        dir.path().join(format!("{name}.key")).display().to_string(),
+        dir.path().join(format!("{host}.pem")).display().to_string(),
+        dir.path().join(format!("{host}.key")).display().to_string(),
         ca.ca_file(),
     );
     std::fs::write(dir.path().join("conduit.toml"), &text).unwrap();

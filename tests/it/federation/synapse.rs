@@ -1,0 +1,208 @@
+//! Interoperability with Synapse, the reference homeserver: a pinned
+//! release (`crate::synapse`) started on loopback with certificate checks
+//! on and our test CA, and a conduit server, each named `localhost:PORT`
+//! (Synapse has no static map: a name with a port is connected to directly).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{free_port, start_peer, TestCa};
+use crate::{
+    harness::{enc, message_bodies, Session, TestServer},
+    synapse::SynapsePeer,
+};
+
+/// A conduit server and a Synapse server that trust the same CA.
+async fn conduit_and_synapse() -> (TestCa, TestServer, SynapsePeer, tempfile::TempDir) {
+    let ca = TestCa::new();
+    let port = free_port();
+    let conduit = start_peer(&ca, &format!("localhost:{port}"), port, &[], "").await;
+    let certs = tempfile::tempdir().unwrap();
+    ca.issue(certs.path(), "localhost");
+    let synapse = crate::synapse::start(
+        &certs.path().join("localhost.pem"),
+        &certs.path().join("localhost.key"),
+        std::path::Path::new(&ca.ca_file()),
+    )
+    .await;
+    (ca, conduit, synapse, certs)
+}
+
+/// Syncs as `session` (from the start, then incrementally: Synapse caches
+/// repeated initial syncs) until `check` holds for what the room's joined
+/// section gave so far (timeline and state events gathered); that. Fails
+/// after 30 s, with `peer`'s log.
+async fn wait_in_room(session: &Session, room: &str, peer: &SynapsePeer, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut timeline, mut state) = (Vec::new(), Vec::new());
+    let mut since: Option<String> = None;
+    while Instant::now() < deadline {
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = session.client.get(&path).await;
+        if sync.status != 200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        since = sync.body["next_batch"].as_str().map(str::to_owned);
+        let section = &sync.body["rooms"]["join"][room];
+        timeline.extend(section["timeline"]["events"].as_array().cloned().unwrap_or_default());
+        state.extend(section["state"]["events"].as_array().cloned().unwrap_or_default());
+        let gathered = json!({ "timeline": { "events": timeline }, "state": { "events": state } });
+        if check(&gathered) {
+            return gathered;
+        }
+    }
+    panic!("{} never saw the expected in {room}: {timeline:?}\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
+}
+
+/// Synapse's log without its sync requests (what a failure needs to show).
+fn log_of(peer: &SynapsePeer) -> String {
+    let log = std::fs::read_to_string(peer.dir().join("homeserver.log")).unwrap_or_default();
+    let noise = ["sync", "response_cache", "background_updates", "event_push_actions", "lrucache", "metrics"];
+    let lines: Vec<&str> = log.lines().filter(|line| !noise.iter().any(|n| line.contains(n))).collect();
+    lines[lines.len().saturating_sub(80)..].join("\n")
+}
+
+fn timeline_has(section: &Value, body: &str) -> bool {
+    message_bodies(&section["timeline"]["events"]).iter().any(|b| b == body)
+}
+
+/// Whether the room's state or timeline in a sync section holds a member event of `user` with `membership`.
+fn has_membership(section: &Value, user: &str, membership: &str) -> bool {
+    ["state", "timeline"].iter().any(|part| {
+        section[part]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["type"] == "m.room.member" && e["state_key"] == user && e["content"]["membership"] == membership)
+    })
+}
+
+#[tokio::test]
+async fn a_synapse_user_joins_a_conduit_room_by_alias_and_they_talk() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = synapse.client().register("sam").await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "room_alias_name": "forum", "name": "Forum" })).await;
+    alice.send_text(&room, "t0", "before sam").await;
+    let alias = format!("#forum:{}", alice.user_id.split_once(':').unwrap().1);
+    let joined = sam.client.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    assert_eq!(joined.body["room_id"], room.as_str());
+    // conduit hears of the join.
+    wait_in_room(&alice, &room, &synapse, |s| has_membership(s, &sam.user_id, "join")).await;
+
+    // Messages both ways.
+    alice.send_text(&room, "t1", "bonjour de conduit").await;
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "bonjour de conduit")).await;
+    let sams = sam.send_text(&room, "t2", "bonjour de synapse").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bonjour de synapse")).await;
+
+    // An edit from Synapse, a redaction from conduit, a state change from conduit.
+    let edit = json!({
+        "msgtype": "m.text", "body": "* corrigé",
+        "m.new_content": { "msgtype": "m.text", "body": "corrigé" },
+        "m.relates_to": { "rel_type": "m.replace", "event_id": sams },
+    });
+    sam.send_content(&room, "t3", edit).await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "* corrigé")).await;
+    let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&sams));
+    alice.client.put(&redact, json!({ "reason": "modération" })).await.assert_ok();
+    wait_in_room(&sam, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.redaction")
+    })
+    .await;
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    alice.client.put(&topic, json!({ "topic": "Sujet" })).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = sam.client.get(&topic).await;
+        if seen.status == 200 && seen.body["topic"] == "Sujet" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Synapse never saw the topic: {}", log_of(&synapse));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = synapse.client().register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "name": "Salon Synapse" })).await;
+    sam.send_text(&room, "t0", "avant alice").await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    let joined = alice.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    let name = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room))).await;
+    assert_eq!(name.assert_ok()["name"], "Salon Synapse");
+
+    sam.send_text(&room, "t1", "bienvenue").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
+    alice.send_text(&room, "t2", "merci").await;
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
+}
+
+#[tokio::test]
+async fn invites_and_kicks_cross_between_conduit_and_synapse() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = synapse.client().register("sam").await;
+
+    // conduit invites a Synapse user into a private room, then kicks him.
+    let room = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    let invited = alice.client.post(&invite, json!({ "user_id": sam.user_id })).await;
+    assert_eq!(invited.status, 200, "{}\n{}", invited.body, log_of(&synapse));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sync = sam.client.get("/_matrix/client/v3/sync?timeout=0").await;
+        if sync.body["rooms"]["invite"][&room].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Synapse never showed the invite: {}", log_of(&synapse));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let joined = sam.join(&room).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    wait_in_room(&alice, &room, &synapse, |s| has_membership(s, &sam.user_id, "join")).await;
+    let kick = format!("/_matrix/client/v3/rooms/{}/kick", enc(&room));
+    alice.client.post(&kick, json!({ "user_id": sam.user_id })).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sync = sam.client.get("/_matrix/client/v3/sync?timeout=0").await;
+        if !sync.body["rooms"]["join"][&room].is_object() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Synapse never applied the kick: {}", log_of(&synapse));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Synapse invites a conduit user, who joins; Synapse kicks her.
+    let room = sam.create_room(json!({ "preset": "private_chat" })).await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    let invited = sam.client.post(&invite, json!({ "user_id": alice.user_id })).await;
+    assert_eq!(invited.status, 200, "{}\n{}", invited.body, log_of(&synapse));
+    let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    assert!(sync.assert_ok()["rooms"]["invite"][&room].is_object(), "{}", sync.body);
+    let joined = alice.join(&room).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    sam.send_text(&room, "t1", "entre nous").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "entre nous")).await;
+    let kick = format!("/_matrix/client/v3/rooms/{}/kick", enc(&room));
+    sam.client.post(&kick, json!({ "user_id": alice.user_id })).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rooms = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+        if !rooms.assert_ok()["joined_rooms"].as_array().unwrap().iter().any(|r| r == room.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "conduit never applied Synapse's kick");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
