@@ -58,6 +58,7 @@ impl Federation {
                 format!("This server does not support room version {version}"),
             ));
         }
+        rooms.check_server_acl(room_id, origin)?;
         let rules = room_version::rules(&version)?;
         let pdu = format::parse_with(&request.event, &rules).map_err(|d| Error::bad_json(d.0))?;
         if pdu.event_id().as_str() != event_id || pdu.room_id_or_derived() != room_id {

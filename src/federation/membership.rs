@@ -53,6 +53,7 @@ impl Federation {
         if user_id.server_name() != origin {
             return Err(Error::forbidden("A server may only ask for its own users' membership"));
         }
+        rooms.check_server_acl(room_id, origin)?;
         let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
         if !rooms.server_in_room(&room, &self.server_name)? {
             return Err(Error::not_found("This server is not in the room"));
@@ -84,6 +85,7 @@ impl Federation {
         json: Value,
         membership: Membership,
     ) -> Result<Value> {
+        rooms.check_server_acl(room_id, origin)?;
         let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
         let (_, rules) = Rooms::rules_of(&room)?;
         let receipt = Receipt { rooms, federation: self, origin };

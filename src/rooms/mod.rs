@@ -29,6 +29,7 @@ pub mod reports;
 pub mod resolution;
 pub mod retention;
 pub mod search;
+pub mod server_acl;
 pub mod state;
 pub mod summary;
 pub mod typing;

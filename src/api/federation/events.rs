@@ -28,8 +28,9 @@ pub async fn send_transaction(s: &Services, request: &Request, origin: &ServerNa
     Ok(Response::json(&answer))
 }
 
-/// The room, which `origin` must be in.
+/// The room, which `origin` must be in (and allowed by its server ACL).
 fn room_of_member_server(s: &Services, room_id: &RoomId, origin: &ServerName) -> Result<RoomRecord> {
+    s.rooms.check_server_acl(room_id, origin)?;
     let room = s.rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
     if !s.rooms.server_in_room(&room, origin)? {
         return Err(Error::forbidden("Your server is not in this room"));

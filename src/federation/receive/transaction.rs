@@ -6,7 +6,8 @@
 //! own durable write, so a transaction sent again is answered the same
 //! without being processed twice. Each PDU gets its own result; the rooms of
 //! a transaction are processed concurrently, the PDUs of one room in order
-//! under the room's lock. EDUs are not processed yet.
+//! under the room's lock; PDUs of a room whose server ACL denies the origin
+//! are ignored. EDUs are not processed yet.
 
 use std::collections::BTreeMap;
 
@@ -81,8 +82,16 @@ pub async fn receive(
 
 /// One room's PDUs, in order, under its lock: each one's result.
 async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Value>) -> Result<Map<String, Value>> {
-    let _guard = receipt.rooms.locks.lock(&room_id).await;
     let mut results = Map::new();
+    if let Err(denied) = receipt.rooms.check_server_acl(&room_id, receipt.origin) {
+        for json in &pdus {
+            if let Ok((pdu, _)) = format::parse(receipt.rooms, &room_id, json) {
+                results.insert(pdu.event_id().to_string(), json!({ "error": denied.message }));
+            }
+        }
+        return Ok(results);
+    }
+    let _guard = receipt.rooms.locks.lock(&room_id).await;
     for json in pdus {
         let pdu = match receipt.checked(&room_id, &json).await {
             Ok(pdu) => pdu,

@@ -171,3 +171,44 @@ async fn room_data_is_served_only_to_servers_in_the_room() {
         tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&authorization), None).await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn a_server_denied_by_the_room_acl_is_ignored_and_refused() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let room_id = room.room_id.as_str();
+    let acl = json!({ "allow": ["*"], "deny": ["b.test"], "allow_ip_literals": false });
+    let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", enc(room_id));
+    alice.client.put(&path, acl).await.assert_ok();
+
+    // b.test still hears of the room (it has a member), but what it sends is ignored.
+    let ignored = bob.send_text(room_id, "t1", "after the acl").await;
+    let ignored = ruma::OwnedEventId::try_from(ignored).unwrap();
+    // Once b.test's transaction was answered (its queue for a.test empty), nothing was stored.
+    let a_test = <&ruma::ServerName>::try_from("a.test").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !b.services().rooms.outbox_page(a_test, 1).unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "b.test never delivered its transaction");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(a.services().rooms.get_pdu(&ignored).unwrap().is_none(), "a denied server's event was stored");
+    // Its room requests are refused.
+    let key = &b.services().server_key;
+    let path = format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(room_id), enc(room.tip.as_str()));
+    let authorization = x_matrix::authorization(key, "b.test", "a.test", "GET", &path, None).unwrap();
+    let (status, body) =
+        tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "GET", &path, Some(&authorization), None).await;
+    assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{body}");
+    // A transaction with one of its events gets the ACL's refusal for it.
+    let (_, message) = b.services().rooms.get_pdu(&ignored).unwrap().unwrap();
+    let path = "/_matrix/federation/v1/send/acl-1".to_owned();
+    let body = json!({ "origin": "b.test", "origin_server_ts": 1, "pdus": [serde_json::from_str::<Value>(&message.json).unwrap()] });
+    let authorization = x_matrix::authorization(key, "b.test", "a.test", "PUT", &path, Some(&body)).unwrap();
+    let (status, answer) =
+        tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "PUT", &path, Some(&authorization), Some(&body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let error = answer["pdus"][ignored.as_str()]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("ACL"), "{answer}");
+}
