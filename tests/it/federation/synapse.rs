@@ -95,6 +95,11 @@ async fn a_synapse_user_joins_a_conduit_room_by_alias_and_they_talk() {
     assert_eq!(joined.body["room_id"], room.as_str());
     // conduit hears of the join.
     wait_in_room(&alice, &room, &synapse, |s| has_membership(s, &sam.user_id, "join")).await;
+    // Synapse backfills the history from before the join from conduit.
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let history = sam.client.get(&messages).await;
+    let bodies = message_bodies(&history.assert_ok()["chunk"]);
+    assert!(bodies.iter().any(|b| b == "before sam"), "{bodies:?}\n{}", log_of(&synapse));
 
     // Messages both ways.
     alice.send_text(&room, "t1", "bonjour de conduit").await;
