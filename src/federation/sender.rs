@@ -8,8 +8,9 @@
 //! them once the destination answered 200. A failure waits before the next
 //! attempt: 1 s, doubling up to `federation.max_retry_interval_secs`, cut
 //! short when that server sends us a request ([`Sender::contacted`]). After
-//! a long outage (more than [`CATCH_UP_THRESHOLD`] waiting), only the latest
-//! event of each room is sent: the peer fetches the gap. A slow or dead
+//! an outage (a failed attempt) with more than [`CATCH_UP_THRESHOLD`]
+//! events waiting, only the latest event of each room is sent: the peer
+//! fetches the gap. A backlog under load alone is sent whole. A slow or dead
 //! server has its own task and delays no other. A task with nothing to send
 //! for [`IDLE_EXIT`] ends; a new event starts it again.
 
@@ -107,7 +108,7 @@ async fn run_destination(services: Weak<Services>, destination: OwnedServerName,
     let mut failures = 0u32;
     loop {
         let Some(s) = services.upgrade() else { return };
-        let page = match next_page(&s, &destination).await {
+        let page = match next_page(&s, &destination, failures > 0).await {
             Ok(page) => page,
             Err(error) => {
                 tracing::error!(%destination, %error, "could not read the federation queue");
@@ -154,8 +155,10 @@ pub fn retry_wait(failures: u32, max_secs: u64) -> Duration {
     Duration::from_secs(secs.min(max_secs.max(1)))
 }
 
-async fn next_page(s: &Services, destination: &ServerName) -> Result<Vec<OutboxEntry>> {
-    let dropped = s.rooms.outbox_catch_up(destination, CATCH_UP_THRESHOLD).await?;
+/// The next events to send; after failures (an outage), a long backlog is
+/// first cut to each room's latest event.
+async fn next_page(s: &Services, destination: &ServerName, after_failures: bool) -> Result<Vec<OutboxEntry>> {
+    let dropped = if after_failures { s.rooms.outbox_catch_up(destination, CATCH_UP_THRESHOLD).await? } else { 0 };
     if dropped > 0 {
         tracing::info!(%destination, dropped, "long backlog: only each room's latest event is sent, the server fetches the rest");
     }

@@ -7,6 +7,9 @@
 //! with the `venv` module. Each [`SynapsePeer`] runs in its own temporary
 //! directory with SQLite, a TLS listener for federation (and clients) and a
 //! plain one for clients, trusting the test CA for outbound federation.
+//!
+//! Self-contained (no harness types): `benches/federation.rs` includes this
+//! file too.
 
 use std::{
     fs,
@@ -21,8 +24,6 @@ use std::{
 use base64::{engine::general_purpose::STANDARD_NO_PAD, Engine};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::harness::Client;
 
 /// The Synapse release the tests federate with.
 pub const SYNAPSE_VERSION: &str = "1.163.2";
@@ -189,12 +190,6 @@ impl SynapsePeer {
     /// The plain client listener's address.
     pub fn client_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.client_port))
-    }
-
-    /// The harness's HTTP client, pointed at the plain client listener
-    /// (`register` works: open registration with `m.login.dummy`).
-    pub fn client(&self) -> Client {
-        Client::new(self.client_addr())
     }
 
     /// The server's temporary directory (`homeserver.yaml`, `homeserver.log`, ...).

@@ -86,7 +86,7 @@ fn has_membership(section: &Value, user: &str, membership: &str) -> bool {
 async fn a_synapse_user_joins_a_conduit_room_by_alias_and_they_talk() {
     let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
     let alice = conduit.client().register("alice").await;
-    let sam = synapse.client().register("sam").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
     let room = alice.create_room(json!({ "preset": "public_chat", "room_alias_name": "forum", "name": "Forum" })).await;
     alice.send_text(&room, "t0", "before sam").await;
     let alias = format!("#forum:{}", alice.user_id.split_once(':').unwrap().1);
@@ -138,7 +138,7 @@ async fn a_synapse_user_joins_a_conduit_room_by_alias_and_they_talk() {
 async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
     let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
     let alice = conduit.client().register("alice").await;
-    let sam = synapse.client().register("sam").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
     let room = sam.create_room(json!({ "preset": "public_chat", "name": "Salon Synapse" })).await;
     sam.send_text(&room, "t0", "avant alice").await;
     let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
@@ -157,7 +157,7 @@ async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
 async fn invites_and_kicks_cross_between_conduit_and_synapse() {
     let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
     let alice = conduit.client().register("alice").await;
-    let sam = synapse.client().register("sam").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
 
     // conduit invites a Synapse user into a private room, then kicks him.
     let room = alice.create_room(json!({ "preset": "private_chat" })).await;
