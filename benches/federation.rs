@@ -12,7 +12,6 @@
 //!
 //! `cargo bench --bench federation -- [--rounds 200] [--messages 2000] [--synapse] [--binary PATH]`
 
-#[allow(dead_code)]
 mod support;
 #[allow(dead_code)]
 #[path = "../tests/it/synapse.rs"]

@@ -22,9 +22,9 @@ async fn wait_for_message(session: &Session, room: &str, body: &str) -> Vec<Valu
         let reply = session.client.get(&path).await;
         let sync = reply.assert_ok();
         since = sync["next_batch"].as_str().map(str::to_owned);
-        let events = &sync["rooms"]["join"][room]["timeline"]["events"];
-        seen.extend(events.as_array().cloned().unwrap_or_default());
-        if message_bodies(events).iter().any(|b| b == body) {
+        let events = sync["rooms"]["join"][room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+        seen.extend(events.iter().cloned());
+        if message_bodies(&Value::Array(events)).iter().any(|b| b == body) {
             return seen;
         }
     }
