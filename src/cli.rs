@@ -4,6 +4,7 @@
 //! conduit [--config PATH]                                   run the server
 //! conduit [--config PATH] user create NAME [--admin] [--password PW]
 //! conduit [--config PATH] user reset-password NAME [--password PW]
+//! conduit [--config PATH] server rotate-key
 //! ```
 //! The configuration file may also be named by `CONDUIT_CONFIG`. Operator
 //! commands open the database directly, so they refuse (clearly) while the
@@ -24,6 +25,7 @@ const USAGE: &str = "\
 usage: conduit [--config PATH]                      run the server
        conduit [--config PATH] user create NAME [--admin] [--password PASSWORD]
        conduit [--config PATH] user reset-password NAME [--password PASSWORD]
+       conduit [--config PATH] server rotate-key      new signing key; the old one stays published
        conduit --version
 
 The configuration file may also be given by CONDUIT_CONFIG; without one, the
@@ -35,6 +37,7 @@ enum Command {
     Run,
     CreateUser { name: String, admin: bool, password: Option<String> },
     ResetPassword { name: String, password: Option<String> },
+    RotateKey,
     Help,
     Version,
 }
@@ -66,6 +69,7 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
         [] if !admin && password.is_none() => Command::Run,
         ["user", "create", name] => Command::CreateUser { name: (*name).to_owned(), admin, password },
         ["user", "reset-password", name] if !admin => Command::ResetPassword { name: (*name).to_owned(), password },
+        ["server", "rotate-key"] if !admin && password.is_none() => Command::RotateKey,
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
     };
     Ok(Invocation { config, command })
@@ -113,6 +117,7 @@ pub fn main() -> ExitCode {
             Command::Run => run_server(config, source).await,
             Command::CreateUser { name, admin, password } => create_user(config, &name, admin, password).await,
             Command::ResetPassword { name, password } => reset_password(config, &name, password).await,
+            Command::RotateKey => rotate_key(config),
             Command::Help | Command::Version => Ok(()),
         }
     });
@@ -199,6 +204,17 @@ async fn create_user(config: Config, name: &str, admin: bool, password: Option<S
     Ok(())
 }
 
+/// `server rotate-key`: a new signing key; the old one is kept under
+/// `old_verify_keys` so what it signed still verifies for other servers.
+fn rotate_key(config: Config) -> Result<(), String> {
+    let storage = Storage::open(&config.database_path, config.cache_capacity_bytes()).map_err(|e| e.to_string())?;
+    let (old, new) =
+        crate::crypto::signing_key::ServerKey::rotate(&storage, crate::util::now_ms()).map_err(|e| e.to_string())?;
+    storage.shutdown().map_err(|e| e.to_string())?;
+    println!("rotated the server signing key: {old} -> {new} ({old} stays published under old_verify_keys)");
+    Ok(())
+}
+
 async fn reset_password(config: Config, name: &str, password: Option<String>) -> Result<(), String> {
     let (storage, users) = open_users(&config)?;
     let localpart = users.localpart_from_identifier(name).ok_or("not a user of this server")?;
@@ -239,6 +255,8 @@ mod tests {
             parse(&["user", "reset-password", "bob", "--password", "pw"]).unwrap().command,
             Command::ResetPassword { name: "bob".into(), password: Some("pw".into()) }
         );
+        assert_eq!(parse(&["server", "rotate-key"]).unwrap().command, Command::RotateKey);
+        assert!(parse(&["server", "rotate-key", "--admin"]).is_err());
     }
 
     #[test]

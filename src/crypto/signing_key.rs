@@ -12,7 +12,10 @@ use ring::{
 use ruma::{AnyKeyName, CanonicalJsonValue, OwnedSigningKeyId};
 use serde_json::{json, Value};
 
-use crate::storage::{records::SigningKeyRecord, Storage, StorageError};
+use crate::storage::{
+    records::{OldSigningKey, SigningKeyRecord},
+    Storage, StorageError,
+};
 
 const META_KEY: &str = "signing_key";
 
@@ -21,6 +24,8 @@ pub struct ServerKey {
     /// The same id, typed, for ruma's event signing.
     typed_key_id: OwnedSigningKeyId<AnyKeyName>,
     pair: Ed25519KeyPair,
+    /// Retired keys, published under `old_verify_keys`.
+    old_keys: Vec<OldSigningKey>,
 }
 
 /// Why a JSON object could not be signed.
@@ -57,14 +62,38 @@ impl ServerKey {
     fn from_record(record: &SigningKeyRecord) -> Result<Self, StorageError> {
         let pair = Ed25519KeyPair::from_pkcs8(&record.pkcs8)
             .map_err(|e| StorageError::corrupt(format!("stored signing key: {e}")))?;
-        Self::new(&record.version, pair)
+        let mut key = Self::new(&record.version, pair)?;
+        key.old_keys = record.old_keys.clone();
+        Ok(key)
     }
 
     fn new(version: &str, pair: Ed25519KeyPair) -> Result<Self, StorageError> {
         let key_id = format!("ed25519:{version}");
         let typed_key_id = OwnedSigningKeyId::try_from(key_id.as_str())
             .map_err(|e| StorageError::corrupt(format!("signing key id {key_id}: {e}")))?;
-        Ok(Self { key_id, typed_key_id, pair })
+        Ok(Self { key_id, typed_key_id, pair, old_keys: Vec::new() })
+    }
+
+    /// Replaces the stored key by a new one (`conduit server rotate-key`,
+    /// with the server stopped); the old key's public half stays published
+    /// under `old_verify_keys`, expired now. The (old, new) key ids.
+    pub fn rotate(storage: &Storage, now: u64) -> Result<(String, String), StorageError> {
+        let current = Self::load_or_generate(storage)?;
+        let Some(mut record) = storage.meta_get::<SigningKeyRecord>(META_KEY)? else {
+            return Err(StorageError::corrupt("the signing key vanished"));
+        };
+        let mut new = generate()?;
+        while new.version == record.version || record.old_keys.iter().any(|old| old.version == new.version) {
+            new = generate()?;
+        }
+        record.old_keys.push(OldSigningKey {
+            version: record.version.clone(),
+            public_key: current.public_key_base64(),
+            expired_ts: now,
+        });
+        new.old_keys = std::mem::take(&mut record.old_keys);
+        storage.meta_put(META_KEY, &new)?;
+        Ok((current.key_id, format!("ed25519:{}", new.version)))
     }
 
     /// `ed25519:<version>`.
@@ -112,10 +141,24 @@ impl ServerKey {
             "server_name": server_name,
             "valid_until_ts": valid_until_ts,
             "verify_keys": { self.key_id.clone(): { "key": self.public_key_base64() } },
-            "old_verify_keys": {},
+            "old_verify_keys": self.old_verify_keys(),
         });
         self.sign_json(server_name, &mut document)?;
         Ok(document)
+    }
+}
+
+impl ServerKey {
+    /// `old_verify_keys` of the key document: retired keys and when they expired.
+    fn old_verify_keys(&self) -> Value {
+        let keys = self
+            .old_keys
+            .iter()
+            .map(|old| {
+                (format!("ed25519:{}", old.version), json!({ "key": old.public_key, "expired_ts": old.expired_ts }))
+            })
+            .collect::<serde_json::Map<_, _>>();
+        Value::Object(keys)
     }
 }
 
@@ -140,7 +183,7 @@ fn generate() -> Result<SigningKeyRecord, StorageError> {
     rng.fill(&mut version_bytes).map_err(|_| StorageError::corrupt("no randomness"))?;
     let version =
         version_bytes.iter().map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[*b as usize % 36])).collect();
-    Ok(SigningKeyRecord { version, pkcs8: pkcs8.as_ref().to_vec() })
+    Ok(SigningKeyRecord { version, pkcs8: pkcs8.as_ref().to_vec(), old_keys: Vec::new() })
 }
 
 #[cfg(test)]

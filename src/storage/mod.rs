@@ -335,6 +335,12 @@ impl Storage {
         self.meta.get(key.as_bytes())?.map(|bytes| decode_record(&bytes)).transpose()
     }
 
+    /// Stores (or replaces) a `meta` record, durably.
+    pub fn meta_put<V: Record>(&self, key: &str, value: &V) -> Result<(), StorageError> {
+        self.meta.insert(key.as_bytes(), encode_record(value)?)?;
+        self.flush_blocking()
+    }
+
     /// Stores a `meta` record if none exists; returns the record now stored,
     /// which is the earlier one if there was one.
     pub fn meta_insert_if_absent<V: Record + Clone>(&self, key: &str, value: &V) -> Result<V, StorageError> {

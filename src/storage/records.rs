@@ -114,6 +114,19 @@ pub struct SigningKeyRecord {
     pub version: String,
     /// The key pair as PKCS#8 v2 DER, as ring produces it.
     pub pkcs8: Vec<u8>,
+    /// Keys this server signed with before (`conduit server rotate-key`),
+    /// still published as `old_verify_keys` so their signatures verify.
+    #[serde(default)]
+    pub old_keys: Vec<OldSigningKey>,
+}
+
+/// A retired signing key: its public half and when it stopped being used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OldSigningKey {
+    pub version: String,
+    /// Unpadded base64.
+    pub public_key: String,
+    pub expired_ts: u64,
 }
 
 impl Record for SigningKeyRecord {

@@ -342,6 +342,39 @@ async fn operator_commands_work_on_a_stopped_server_only() {
 }
 
 #[tokio::test]
+async fn rotating_the_signing_key_keeps_the_old_one_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, "");
+    let mut server = spawn_server(&config, port).await;
+    let client = Client::new(server.addr);
+    let before = client.get("/_matrix/key/v2/server").await;
+    let old_id = before.assert_ok()["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
+    let old_key = before.body["verify_keys"][&old_id]["key"].clone();
+    let refused = run_cli(&config, &["server", "rotate-key"]);
+    assert!(!refused.status.success(), "refused while the server runs");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let rotated = run_cli(&config, &["server", "rotate-key"]);
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    assert!(String::from_utf8_lossy(&rotated.stdout).contains(&old_id));
+    let mut server = spawn_server(&config, port).await;
+    let after = Client::new(server.addr).get("/_matrix/key/v2/server").await;
+    let document = after.assert_ok();
+    let new_id = document["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
+    assert_ne!(new_id, old_id);
+    assert_eq!(document["old_verify_keys"][&old_id]["key"], old_key, "{document}");
+    assert!(document["old_verify_keys"][&old_id]["expired_ts"].as_u64().is_some());
+    // The document verifies with the new key.
+    let key = document["verify_keys"][&new_id]["key"].as_str().unwrap();
+    let object = document.as_object().unwrap().clone();
+    conduit::crypto::json_signatures::verify(&object, "proc.test", &new_id, key).unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
 async fn starts_with_no_configuration_on_the_development_default() {
     let dir = tempfile::tempdir().unwrap();
     // The default listens on 127.0.0.1:6167; skip if something else holds it.
