@@ -131,6 +131,11 @@ impl Services {
                     Ok(removed) => tracing::debug!(removed, "purged expired authentication sessions"),
                     Err(error) => tracing::warn!(%error, "could not purge authentication sessions"),
                 }
+                match services.federation.forget_old_transactions() {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "forgot old federation transaction answers"),
+                    Err(error) => tracing::warn!(%error, "could not forget old federation transactions"),
+                }
                 let compaction = tokio::task::spawn_blocking(move || services.compact_notifications(compacted_up_to));
                 match compaction.await {
                     Ok(Ok(cutoff)) => compacted_up_to = cutoff,

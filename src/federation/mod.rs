@@ -243,6 +243,11 @@ impl Federation {
 }
 
 impl Federation {
+    /// Forgets transaction answers older than a day (maintenance); how many.
+    pub fn forget_old_transactions(&self) -> Result<usize, Error> {
+        receive::transaction::forget_old_answers(&self.storage, now_ms())
+    }
+
     /// `PUT /send/{txnId}` from `origin` (see [`receive::transaction`]).
     pub async fn receive_transaction(
         &self,

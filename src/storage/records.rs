@@ -315,6 +315,20 @@ impl Record for ServerKeysRecord {
     const VERSION: u8 = 1;
 }
 
+/// The answer given to another server's transaction (`/send`), kept a day
+/// so that a transaction sent again is answered the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnAnswerRecord {
+    /// The answer (JSON).
+    pub answer: String,
+    /// When the transaction was received (ms).
+    pub received_ts: u64,
+}
+
+impl Record for TxnAnswerRecord {
+    const VERSION: u8 = 1;
+}
+
 /// An invite of a local user to a room of another server this server is
 /// not in (or a rejection of one).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,7 +14,8 @@ use super::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
         MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
         RelationRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
-        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, UiaaSessionRecord, UserRecord,
+        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord,
+        UserRecord,
     },
     StorageError, Table,
 };
@@ -129,9 +130,9 @@ pub struct Tables {
     /// event that server has not acknowledged yet, written in the event's own
     /// batch. Owner: `rooms::outbox`.
     pub outbox: Table<(String, u64), (String, String)>,
-    /// (origin server, transaction id) → the answer given (JSON): a
-    /// transaction sent again gets the same answer. Owner: `federation::receive`.
-    pub federation_txns: Table<(String, String), String>,
+    /// (origin server, transaction id) → the answer given: a transaction
+    /// sent again within a day gets the same answer. Owner: `federation::receive`.
+    pub federation_txns: Table<(String, String), TxnAnswerRecord>,
     /// (localpart, room id) → an invite to a room of another server this
     /// server is not in. Owner: `rooms::invites`.
     pub remote_invites: Table<(String, String), RemoteInviteRecord>,

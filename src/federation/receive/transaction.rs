@@ -3,8 +3,9 @@
 //!
 //! At most [`MAX_PDUS`] PDUs and [`MAX_EDUS`] EDUs (more is refused whole).
 //! The answer is stored per (origin, transaction id) in the transaction's
-//! own durable write, so a transaction sent again is answered the same
-//! without being processed twice. Each PDU gets its own result; the rooms of
+//! own durable write, so a transaction sent again (within a day: older
+//! answers are removed by the maintenance task) is answered the same without
+//! being processed twice. Each PDU gets its own result; the rooms of
 //! a transaction are processed concurrently, the PDUs of one room in order
 //! under the room's lock; PDUs of a room whose server ACL denies the origin
 //! are ignored. EDUs are not processed yet.
@@ -19,7 +20,7 @@ use super::{format, Receipt};
 use crate::{
     error::{Error, Result},
     rooms::pipeline::{authorise::Refusal, Verdict},
-    storage::{Batch, Storage},
+    storage::{records::TxnAnswerRecord, Batch, Storage},
 };
 
 /// Most PDUs in one transaction (spec: "Transactions").
@@ -37,7 +38,28 @@ pub struct Transaction {
 /// The answer stored for a transaction already received, if any.
 pub fn answered(storage: &Storage, origin: &ServerName, txn_id: &str) -> Result<Option<Value>> {
     let key = (origin.to_string(), txn_id.to_owned());
-    Ok(storage.tables.federation_txns.get(&key)?.and_then(|text| serde_json::from_str(&text).ok()))
+    Ok(storage.tables.federation_txns.get(&key)?.and_then(|record| serde_json::from_str(&record.answer).ok()))
+}
+
+/// How long a transaction's answer is kept for a repeat.
+pub const ANSWER_KEPT_MS: u64 = 24 * 3600 * 1000;
+
+/// Removes the answers of transactions received before `now - ANSWER_KEPT_MS`
+/// (the maintenance task); how many.
+pub fn forget_old_answers(storage: &Storage, now: u64) -> Result<usize> {
+    let cutoff = now.saturating_sub(ANSWER_KEPT_MS);
+    let mut old = Vec::new();
+    storage.tables.federation_txns.for_each(|key, record| {
+        if record.received_ts < cutoff {
+            old.push(key);
+        }
+    })?;
+    let mut batch = Batch::new();
+    for key in &old {
+        batch.remove(&storage.tables.federation_txns, key);
+    }
+    storage.apply(batch)?;
+    Ok(old.len())
 }
 
 /// Receives the transaction's PDUs and returns the answer (`pdus`: the
@@ -71,11 +93,8 @@ pub async fn receive(
     }
     let answer = json!({ "pdus": results });
     let mut batch = Batch::new();
-    batch.insert(
-        &storage.tables.federation_txns,
-        &(receipt.origin.to_string(), txn_id.to_owned()),
-        &answer.to_string(),
-    )?;
+    let record = TxnAnswerRecord { answer: answer.to_string(), received_ts: crate::util::now_ms() };
+    batch.insert(&storage.tables.federation_txns, &(receipt.origin.to_string(), txn_id.to_owned()), &record)?;
     storage.commit(batch).await?;
     Ok(answer)
 }
@@ -110,4 +129,26 @@ async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Val
         results.insert(pdu.event_id().to_string(), result);
     }
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_forgotten_after_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), 8 << 20).unwrap();
+        let now = 10 * ANSWER_KEPT_MS;
+        let mut batch = Batch::new();
+        for (txn, age) in [("old", ANSWER_KEPT_MS + 1), ("recent", ANSWER_KEPT_MS - 1)] {
+            let record = TxnAnswerRecord { answer: "{}".into(), received_ts: now - age };
+            batch.insert(&storage.tables.federation_txns, &("a.test".to_owned(), txn.to_owned()), &record).unwrap();
+        }
+        storage.apply(batch).unwrap();
+        assert_eq!(forget_old_answers(&storage, now).unwrap(), 1);
+        let origin = <&ServerName>::try_from("a.test").unwrap();
+        assert!(answered(&storage, origin, "old").unwrap().is_none());
+        assert!(answered(&storage, origin, "recent").unwrap().is_some());
+    }
 }
