@@ -178,22 +178,109 @@ pub fn pdu(data: &[u8]) {
 struct Harness {
     runtime: tokio::runtime::Runtime,
     services: Arc<Services>,
+    /// A public room of a local user, for events from "other servers".
+    room: String,
 }
 
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("conduit-fuzz-{}", std::process::id()));
+        // Federation off: what the receiver would fetch from a peer fails at once.
         let text = format!(
             "server_name = \"fuzz.local\"\ndatabase_path = {:?}\ndatabase_cache_mb = 8\nregistration = \"open\"\n\
-             allow_guest_registration = true\n",
+             allow_guest_registration = true\n[federation]\nenabled = false\n",
             dir.display().to_string()
         );
         let config = Config::from_toml_with_env(&text, Vec::new()).expect("fuzz configuration");
         let services = Services::open(config).expect("fuzz storage");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        Harness { runtime, services }
+        let room = runtime.block_on(fuzz_room(&services)).expect("fuzz room");
+        Harness { runtime, services, room }
     })
+}
+
+/// A public room of `@fuzzer:fuzz.local` (made once per fuzzing process).
+async fn fuzz_room(services: &Services) -> crate::error::Result<String> {
+    use crate::rooms::creation::{plan, NewRoom, Preset};
+    let localpart = format!("fuzzer{}", std::process::id());
+    services.users.create_account(&localpart, None, false, false).await?;
+    let creator = services.users.user_id(&localpart)?;
+    let version = crate::events::room_version::DEFAULT_ROOM_VERSION;
+    let new_room = NewRoom {
+        creator: creator.clone(),
+        creator_member_content: serde_json::json!({ "membership": "join" }),
+        preset: Preset::Public,
+        invitees: Vec::new(),
+        is_direct: false,
+        alias: None,
+        name: None,
+        topic: None,
+        initial_state: Vec::new(),
+        creation_content: Default::default(),
+        power_level_override: None,
+    };
+    let plan = plan(new_room, &crate::events::room_version::rules(&version)?)?;
+    let room = services.rooms.create_room(&creator, &version, plan.create_content, None, plan.events).await?;
+    Ok(room.to_string())
+}
+
+/// A transaction from another server (`PUT /send/{txnId}` after its
+/// signature was checked): PDUs naming the room `"!room"` are aimed at a
+/// room this server is in. Nothing may panic, and no PDU may make the
+/// server fail the whole transaction (an internal error).
+pub fn federation_receive(data: &[u8]) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static TXN: AtomicU64 = AtomicU64::new(0);
+    let harness = harness();
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    if let Some(pdus) = value.get_mut("pdus").and_then(serde_json::Value::as_array_mut) {
+        for pdu in pdus.iter_mut().filter_map(serde_json::Value::as_object_mut) {
+            if pdu.get("room_id").and_then(serde_json::Value::as_str) == Some("!room") {
+                pdu.insert("room_id".into(), harness.room.clone().into());
+            }
+        }
+    }
+    let Ok(transaction) = serde_json::from_value(value) else { return };
+    let origin = <&ruma::ServerName>::try_from("peer.fuzz").expect("a server name");
+    let txn = format!("fuzz-{}", TXN.fetch_add(1, Ordering::Relaxed));
+    let services = &harness.services;
+    let received =
+        harness.runtime.block_on(services.federation.receive_transaction(&services.rooms, origin, &txn, transaction));
+    if let Err(error) = received {
+        assert!(error.status() != 500, "a peer's transaction caused an internal error: {error}");
+    }
+}
+
+/// A PDU from another server past its signature check (which fuzzed input
+/// cannot pass): the format for the room's version, then the auth events,
+/// the state before it and the current state (what the server would fetch
+/// from the peer fails: federation is off), then storage. `"!room"` names a
+/// room this server is in. Nothing may panic or fail internally.
+pub fn federation_pdu(data: &[u8]) {
+    let harness = harness();
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(data) else { return };
+    if let Some(pdu) = value.as_object_mut() {
+        if pdu.get("room_id").and_then(serde_json::Value::as_str) == Some("!room") {
+            pdu.insert("room_id".into(), harness.room.clone().into());
+        }
+    }
+    let services = &harness.services;
+    let Ok(room_id) = ruma::OwnedRoomId::try_from(harness.room.as_str()) else { return };
+    let Ok((pdu, _)) = crate::federation::receive::format::parse(&services.rooms, &room_id, &value) else { return };
+    if pdu.room_id_or_derived() != room_id {
+        return;
+    }
+    let origin = <&ruma::ServerName>::try_from("peer.fuzz").expect("a server name");
+    let receipt =
+        crate::federation::receive::Receipt { rooms: &services.rooms, federation: &services.federation, origin };
+    let received = harness.runtime.block_on(async {
+        let _guard = services.rooms.locks.lock(&room_id).await;
+        receipt.receive(&pdu).await
+    });
+    if let Err(error) = received {
+        assert!(error.status() != 500, "a peer's event caused an internal error: {error}");
+    }
 }
 
 /// A whole client request through routing, authentication and the handler:

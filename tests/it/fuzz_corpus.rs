@@ -67,3 +67,13 @@ fn url_preview_corpus() {
 fn x_matrix_corpus() {
     replay("x_matrix", fuzz_targets::x_matrix);
 }
+
+#[test]
+fn federation_receive_corpus() {
+    replay("federation_receive", fuzz_targets::federation_receive);
+}
+
+#[test]
+fn federation_pdu_corpus() {
+    replay("federation_pdu", fuzz_targets::federation_pdu);
+}

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 
 use super::{format, Receipt};
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     rooms::pipeline::{authorise::Refusal, Verdict},
     storage::{records::TxnAnswerRecord, Batch, Storage},
 };
@@ -122,9 +122,16 @@ async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Val
                 continue;
             }
         };
-        let result = match receipt.receive(&pdu).await? {
-            Verdict::Accept | Verdict::SoftFail(_) => json!({}),
-            Verdict::Reject(Refusal::AuthRules(reason) | Refusal::Policy(reason)) => json!({ "error": reason }),
+        let result = match receipt.receive(&pdu).await {
+            Ok(Verdict::Accept | Verdict::SoftFail(_)) => json!({}),
+            Ok(Verdict::Reject(Refusal::AuthRules(reason) | Refusal::Policy(reason))) => json!({ "error": reason }),
+            // Our own fault (storage): the whole transaction fails, the peer retries it.
+            Err(error) if error.kind == ErrorKind::Internal => return Err(error),
+            // The event could not be placed (a gap no peer filled): not stored, said so.
+            Err(error) => {
+                tracing::info!(event = %pdu.event_id(), origin = %receipt.origin, %error, "PDU not processed");
+                json!({ "error": error.message })
+            }
         };
         results.insert(pdu.event_id().to_string(), result);
     }

@@ -19,7 +19,7 @@ use super::{
     Verdict,
 };
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     events::Pdu,
     rooms::{resolution, state::StateMap, Rooms},
     storage::{
@@ -61,8 +61,9 @@ impl Rooms {
                 states.push(Arc::new(state));
                 continue;
             }
-            let (prev_pdu, stored) =
-                self.get_pdu(prev)?.ok_or_else(|| Error::internal("state before", "prev event missing"))?;
+            let (prev_pdu, stored) = self.get_pdu(prev)?.ok_or_else(|| {
+                Error::new(ErrorKind::BadState, format!("The state after prev event {prev} could not be had"))
+            })?;
             base.get_or_insert(stored.snapshot_before()?);
             states.push(self.state_after(&prev_pdu, &stored)?);
         }
