@@ -115,6 +115,9 @@ pub enum Endpoint {
     SendLeaveV1,
     SendLeave,
     InviteV2,
+    FederationTimestampToEvent,
+    MakeKnock,
+    SendKnock,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -458,6 +461,9 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     put(E::SendLeaveV1, Servers, &["/_matrix/federation/v1/send_leave/:room_id/:event_id"]),
     put(E::SendLeave, Servers, &["/_matrix/federation/v2/send_leave/:room_id/:event_id"]),
     put(E::InviteV2, Servers, &["/_matrix/federation/v2/invite/:room_id/:event_id"]),
+    get(E::FederationTimestampToEvent, Servers, &["/_matrix/federation/v1/timestamp_to_event/:room_id"]),
+    get(E::MakeKnock, Servers, &["/_matrix/federation/v1/make_knock/:room_id/:user_id"]),
+    put(E::SendKnock, Servers, &["/_matrix/federation/v1/send_knock/:room_id/:event_id"]),
 ];
 
 impl Endpoint {
@@ -635,6 +641,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::SendLeaveV1 => federation::membership::send(s, &request, origin()?, Membership::Leave, true).await,
         E::SendLeave => federation::membership::send(s, &request, origin()?, Membership::Leave, false).await,
         E::InviteV2 => federation::membership::invite(s, &request, origin()?).await,
+        E::FederationTimestampToEvent => federation::events::timestamp_to_event(s, &request, origin()?),
+        E::MakeKnock => federation::membership::make(s, &request, origin()?, Membership::Knock),
+        E::SendKnock => federation::membership::send(s, &request, origin()?, Membership::Knock, false).await,
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?),
         E::KeysClaim => keys::claim(s, &request).await,

@@ -24,10 +24,9 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    events::{build_and_sign, countersign, kinds, room_version, NewEvent, Pdu},
+    events::{countersign, kinds, room_version, Pdu},
     http::request::percent_encode,
     rooms::{Membership, Rooms},
-    util::now_ms,
 };
 
 /// The body of `PUT /v2/invite`.
@@ -173,54 +172,11 @@ impl Federation {
         user_id: &UserId,
         reason: Option<String>,
     ) -> Result<Pdu> {
-        let path = format!(
-            "/_matrix/federation/v1/make_leave/{}/{}",
-            percent_encode(room_id.as_str()),
-            percent_encode(user_id.as_str())
-        );
-        let answer = self.request(server, "GET", &path, None).await?;
-        let version = RoomVersionId::try_from(answer["room_version"].as_str().unwrap_or("1"))
-            .map_err(|_| Error::bad_json("Bad room version"))?;
-        let rules = room_version::rules(&version)?;
-        let template = &answer["event"];
-        if template["type"] != kinds::MEMBER
-            || template["state_key"] != user_id.as_str()
-            || template["content"]["membership"] != "leave"
-        {
-            return Err(Error::bad_json("The resident server's leave template is not a leave of this user"));
-        }
         let mut content = json!({ "membership": "leave" });
         if let Some(reason) = reason {
             content["reason"] = json!(reason);
         }
-        let ids = |name: &str| -> Vec<ruma::OwnedEventId> {
-            template[name]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|id| id.as_str().and_then(|id| ruma::OwnedEventId::try_from(id).ok()))
-                .collect()
-        };
-        let new = NewEvent {
-            kind: kinds::MEMBER.to_owned(),
-            state_key: Some(user_id.to_string()),
-            content,
-            sender: user_id.to_owned(),
-            room_id: Some(room_id.to_owned()),
-            prev_events: ids("prev_events"),
-            auth_events: ids("auth_events"),
-            depth: template["depth"].as_u64().ok_or_else(|| Error::bad_json("The template has no depth"))?,
-            origin_server_ts: now_ms(),
-            redacts: None,
-        };
-        let leave = build_and_sign(new, &rules, &self.key, &self.server_name)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_leave/{}/{}",
-            percent_encode(room_id.as_str()),
-            percent_encode(leave.event_id().as_str())
-        );
-        let body = serde_json::from_str::<Value>(&leave.to_canonical_json()).unwrap_or(Value::Null);
-        self.request(server, "PUT", &path, Some(&body)).await?;
+        let (leave, _) = self.membership_handshake(server, room_id, user_id, Membership::Leave, content).await?;
         Ok(leave)
     }
 }

@@ -58,7 +58,7 @@ impl Federation {
         if !rooms.server_in_room(&room, &self.server_name)? {
             return Err(Error::not_found("This server is not in the room"));
         }
-        if membership == Membership::Join && !supported_versions.contains(&room.version.as_str()) {
+        if membership != Membership::Leave && !supported_versions.contains(&room.version.as_str()) {
             return Err(Error::new(
                 ErrorKind::IncompatibleRoomVersion { room_version: room.version.clone() },
                 format!("The room is of version {}, which your server did not say it supports", room.version),
@@ -116,8 +116,13 @@ impl Federation {
         }
         rooms.forward_to_servers(pdu.event_id(), origin).await?;
         tracing::info!(room = %room_id, user = %pdu.sender(), %origin, membership = membership.as_str(), "remote membership received");
-        if membership != Membership::Join {
-            return Ok(json!({}));
+        match membership {
+            Membership::Join => {}
+            Membership::Knock => {
+                let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("The room is gone"))?;
+                return Ok(json!({ "knock_room_state": rooms.stripped_state(&room, None)? }));
+            }
+            _ => return Ok(json!({})),
         }
         let (state, auth_chain) = rooms.join_answer(&pdu)?;
         let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("The room is gone"))?;
@@ -182,7 +187,7 @@ impl Federation {
         let version = answer["room_version"].as_str().unwrap_or("1");
         let version = RoomVersionId::try_from(version).map_err(|_| Error::bad_json("Bad room version"))?;
         let rules = room_version::rules(&version)?;
-        let join = self.sign_template(&answer["event"], room_id, user_id, content, &rules)?;
+        let join = self.sign_template(&answer["event"], room_id, user_id, Membership::Join, content, &rules)?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
             percent_encode(room_id.as_str()),
@@ -213,12 +218,15 @@ impl Federation {
         Ok(())
     }
 
-    /// The join event built from a resident server's template.
-    fn sign_template(
+    /// `user_id`'s member event of `membership` built from a resident
+    /// server's template (`/make_join`, `/make_leave`, `/make_knock`) and
+    /// signed by this server; `content` is ours (profile, reason).
+    pub(crate) fn sign_template(
         &self,
         template: &Value,
         room_id: &RoomId,
         user_id: &UserId,
+        membership: Membership,
         mut content: Value,
         rules: &RoomVersionRules,
     ) -> Result<Pdu> {
@@ -226,15 +234,18 @@ impl Federation {
         if field("type") != Some(kinds::MEMBER)
             || field("state_key") != Some(user_id.as_str())
             || field("sender") != Some(user_id.as_str())
-            || template["content"]["membership"] != "join"
+            || template["content"]["membership"] != membership.as_str()
             || field("room_id").is_some_and(|id| id != room_id.as_str())
         {
-            return Err(Error::bad_json("The resident server's join template is not a join of this user"));
+            return Err(Error::bad_json(format!(
+                "The resident server's template is not a {} of this user",
+                membership.as_str()
+            )));
         }
         if let Some(authoriser) = template["content"].get("join_authorised_via_users_server") {
             content["join_authorised_via_users_server"] = authoriser.clone();
         }
-        content["membership"] = json!("join");
+        content["membership"] = json!(membership.as_str());
         let ids = |name: &str| -> Result<Vec<OwnedEventId>> {
             template[name]
                 .as_array()
@@ -260,6 +271,70 @@ impl Federation {
             redacts: None,
         };
         Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
+    }
+
+    /// The make/send handshake with `server` for `user_id`'s `membership`
+    /// (leave or knock: join has its own, whose answer is checked whole):
+    /// the signed event and the send's answer.
+    pub(crate) async fn membership_handshake(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: Membership,
+        content: Value,
+    ) -> Result<(Pdu, Value)> {
+        let (make, send) = match membership {
+            Membership::Knock => ("v1/make_knock", "v1/send_knock"),
+            _ => ("v1/make_leave", "v2/send_leave"),
+        };
+        let versions: String =
+            room_version::KNOWN.iter().skip(2).map(|v| format!("&ver={}", percent_encode(v.as_str()))).collect();
+        let path = format!(
+            "/_matrix/federation/{make}/{}/{}?{}",
+            percent_encode(room_id.as_str()),
+            percent_encode(user_id.as_str()),
+            &versions[1..]
+        );
+        let answer = self.request(server, "GET", &path, None).await?;
+        let version = RoomVersionId::try_from(answer["room_version"].as_str().unwrap_or("1"))
+            .map_err(|_| Error::bad_json("Bad room version"))?;
+        let rules = room_version::rules(&version)?;
+        let event = self.sign_template(&answer["event"], room_id, user_id, membership, content, &rules)?;
+        let path = format!(
+            "/_matrix/federation/{send}/{}/{}",
+            percent_encode(room_id.as_str()),
+            percent_encode(event.event_id().as_str())
+        );
+        let body = serde_json::from_str::<Value>(&event.to_canonical_json()).unwrap_or(Value::Null);
+        let answer = self.request(server, "PUT", &path, Some(&body)).await?;
+        Ok((event, answer))
+    }
+
+    /// Knocks on a room this server is not in, through the first of `via`
+    /// that lets it; the knock is kept with the room's stripped state.
+    pub async fn knock_remote(
+        &self,
+        rooms: &Rooms,
+        room_id: &RoomId,
+        user_id: &UserId,
+        via: &[OwnedServerName],
+        content: Value,
+    ) -> Result<()> {
+        let mut last_error = Error::not_found("No server to knock through (give one with server_name or via)");
+        for server in via.iter().filter(|server| **server != self.server_name) {
+            match self.membership_handshake(server, room_id, user_id, Membership::Knock, content.clone()).await {
+                Ok((knock, answer)) => {
+                    let state = answer["knock_room_state"].as_array().cloned().unwrap_or_default();
+                    return rooms.store_remote_knock(&knock, &state).await;
+                }
+                Err(error) => {
+                    tracing::info!(room = %room_id, %server, %error, "could not knock through this server");
+                    last_error = error;
+                }
+            }
+        }
+        Err(last_error)
     }
 
     /// Checks a `/send_join` answer: every event valid and signed, accepted

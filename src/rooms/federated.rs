@@ -184,6 +184,35 @@ impl Rooms {
         Ok(found.into_iter().map(|(_, json)| json).collect())
     }
 
+    /// The event nearest `ts` (at or before it going backwards, at or after
+    /// it going forwards) that `visible` lets through: its id and timestamp
+    /// (`/timestamp_to_event`, client and federation).
+    pub fn event_near_timestamp(
+        &self,
+        room: &RoomRecord,
+        ts: u64,
+        backwards: bool,
+        visible: impl Fn(&Pdu, &StoredPdu) -> Result<bool>,
+    ) -> Result<Option<(OwnedEventId, u64)>> {
+        let mut position = if backwards { self.current_position()? + 1 } else { 0 };
+        loop {
+            let page = self.timeline_page(room, position, backwards, 100)?;
+            let last_page = page.len() < 100;
+            for (count, event_id) in page {
+                position = if backwards { count } else { count + 1 };
+                let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
+                let event_ts = pdu.origin_server_ts_millis();
+                let matches = if backwards { event_ts <= ts } else { event_ts >= ts };
+                if matches && visible(&pdu, &stored)? {
+                    return Ok(Some((event_id, event_ts)));
+                }
+            }
+            if last_page {
+                return Ok(None);
+            }
+        }
+    }
+
     /// The auth chain of `pdu` and the state before it, as PDU JSON, for a
     /// joining server (`/send_join`): (state, auth chain).
     pub fn join_answer(&self, pdu: &Pdu) -> Result<(Vec<Value>, Vec<Value>)> {

@@ -57,8 +57,26 @@ impl Rooms {
             stripped_state: Value::Array(state.clone()).to_string(),
             position,
             rejection: None,
+            knock: false,
         };
         self.write_remote_invite(invitee.localpart(), &room_id, Membership::Invite, record).await
+    }
+
+    /// Keeps a local user's knock on a room of another server, with the
+    /// stripped state the resident server answered; the membership becomes `knock`.
+    pub async fn store_remote_knock(&self, knock: &Pdu, stripped_state: &[Value]) -> Result<()> {
+        let Some(user) = knock.state_key_str().and_then(|key| UserId::parse(key).ok()) else { return Ok(()) };
+        let room_id = knock.room_id_or_derived();
+        let mut state = stripped_state.to_vec();
+        state.push(stripped(knock));
+        let record = |position| RemoteInviteRecord {
+            event: knock.to_canonical_json(),
+            stripped_state: Value::Array(state.clone()).to_string(),
+            position,
+            rejection: None,
+            knock: true,
+        };
+        self.write_remote_invite(user.localpart(), &room_id, Membership::Knock, record).await
     }
 
     /// The user declined a remote invite with `leave` (sent through the

@@ -330,7 +330,7 @@ impl Record for TxnAnswerRecord {
 }
 
 /// An invite of a local user to a room of another server this server is
-/// not in (or a rejection of one).
+/// not in (or a rejection of one), or the user's knock on such a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RemoteInviteRecord {
     /// The invite event as signed by both servers (JSON).
@@ -342,6 +342,9 @@ pub struct RemoteInviteRecord {
     /// The rejection (`leave`) event, once the user declined (JSON).
     #[serde(default)]
     pub rejection: Option<String>,
+    /// A knock of the local user (`event` is the knock) rather than an invite.
+    #[serde(default)]
+    pub knock: bool,
 }
 
 impl Record for RemoteInviteRecord {

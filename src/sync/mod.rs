@@ -144,7 +144,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             let news = request.since.is_none_or(|since| record.position > since) && record.position <= snapshot;
             if news {
                 let (section, body) = remote_invite_section(&record);
-                let map = if section == Membership::Invite { &mut invite } else { &mut leave };
+                let map = match section {
+                    Membership::Invite => &mut invite,
+                    Membership::Knock => &mut knock,
+                    _ => &mut leave,
+                };
                 map.insert(room_id.to_string(), body);
             }
             continue;
@@ -513,8 +517,8 @@ fn summary(rooms: &Rooms, room: &RoomRecord, who: &Identity) -> Result<Value> {
     }))
 }
 
-/// An invite to a room of another server this server is not in: the
-/// stripped state it came with, or once declined, the rejection.
+/// An invite to (or a knock on) a room of another server this server is not
+/// in: the stripped state it came with, or once declined, the rejection.
 fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -> (Membership, Value) {
     match &record.rejection {
         Some(leave) => {
@@ -526,7 +530,10 @@ fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -
         }
         None => {
             let state: Value = serde_json::from_str(&record.stripped_state).unwrap_or_else(|_| json!([]));
-            (Membership::Invite, json!({ "invite_state": { "events": state } }))
+            match record.knock {
+                true => (Membership::Knock, json!({ "knock_state": { "events": state } })),
+                false => (Membership::Invite, json!({ "invite_state": { "events": state } })),
+            }
         }
     }
 }

@@ -107,8 +107,22 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
 
 /// `POST /knock/{roomIdOrAlias}` (room versions 7 and later, `knock` join rules).
 pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let room_id = known_room(s, request.param("room_id_or_alias")?)?;
+    let (room_id, alias_servers) = join_target(s, request.param("room_id_or_alias")?).await?;
     let body: ReasonBody = request.json()?;
+    let mut named: Vec<&str> = request.query_all("server_name");
+    named.extend(request.query_all("via"));
+    named.extend(alias_servers.iter().map(String::as_str));
+    let mut via = crate::federation::membership::candidate_servers(&room_id, &named);
+    via.retain(|server| *server != s.config.server_name);
+    let here = match s.rooms.room(&room_id)? {
+        Some(room) => s.rooms.server_in_room(&room, &s.config.server_name)? || via.is_empty(),
+        None => false,
+    };
+    if !here {
+        let content = member_content("knock", body.reason);
+        s.federation.knock_remote(&s.rooms, &room_id, &who.user_id, &via, content).await?;
+        return Ok(Response::json(&json!({ "room_id": room_id })));
+    }
     let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), member_content("knock", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "room_id": room_id })))

@@ -152,22 +152,13 @@ pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Re
         _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
     };
     let room = check_may_read(s, &room_id, who)?;
-    let mut position = if backwards { s.storage.visible_count()? + 1 } else { 0 };
-    loop {
-        let page = s.rooms.timeline_page(&room, position, backwards, 100)?;
-        let last_page = page.len() < 100;
-        for (count, event_id) in page {
-            position = if backwards { count } else { count + 1 };
-            let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-            let event_ts: u64 = pdu.origin_server_ts_millis();
-            let matches = if backwards { event_ts <= ts } else { event_ts >= ts };
-            if matches && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
-                return Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })));
-            }
+    let visible =
+        |pdu: &crate::events::Pdu, stored: &crate::rooms::EventPlace| s.rooms.can_see_event(&who.user_id, pdu, stored);
+    match s.rooms.event_near_timestamp(&room, ts, backwards, visible)? {
+        Some((event_id, event_ts)) => {
+            Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })))
         }
-        if last_page {
-            return Err(Error::not_found("No event found in that direction"));
-        }
+        None => Err(Error::not_found("No event found in that direction")),
     }
 }
 

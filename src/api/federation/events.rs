@@ -1,6 +1,6 @@
 //! Serving a room's events to other servers: `/send/{txnId}` (receiving),
 //! `/event/{eventId}`, `/event_auth`, `/state`, `/state_ids`,
-//! `/get_missing_events`, `/backfill`. Only a server with a joined member
+//! `/get_missing_events`, `/backfill`, `/timestamp_to_event`. Only a server with a joined member
 //! may ask about a room, and it gets only the events one of its users could
 //! see (history visibility for servers, `rooms::federated`).
 //!
@@ -156,4 +156,27 @@ pub fn backfill(s: &Services, request: &Request, origin: &ServerName) -> Result<
         "origin_server_ts": now_ms(),
         "pdus": pdus,
     })))
+}
+
+/// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=`: the
+/// event nearest a time that the asking server may see.
+pub fn timestamp_to_event(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
+    let room_id = room_id_param(request)?;
+    let room = room_of_member_server(s, &room_id, origin)?;
+    let ts: u64 = request
+        .query("ts")
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| Error::invalid_param("`ts` must be a timestamp"))?;
+    let backwards = match request.query("dir") {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
+    };
+    let visible = |_: &crate::events::Pdu, stored: &crate::rooms::EventPlace| s.rooms.server_can_see(origin, stored);
+    match s.rooms.event_near_timestamp(&room, ts, backwards, visible)? {
+        Some((event_id, event_ts)) => {
+            Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })))
+        }
+        None => Err(Error::not_found("No event found in that direction")),
+    }
 }

@@ -1,8 +1,10 @@
 //! `/make_join`, `/send_join` (v1 and v2), `/make_leave`, `/send_leave`
-//! (v1 and v2): another server's user joining or leaving a room this server
-//! is in (the work is in `federation::membership`).
+//! (v1 and v2), `/make_knock`, `/send_knock`, `/invite` (v2): another
+//! server's user joining, leaving, knocking on or invited to a room (the work
+//! is in `federation::membership` and `federation::invite`).
 //!
-//! Spec: server-server API "Joining Rooms", "Leaving Rooms (Rejecting Invites)".
+//! Spec: server-server API "Joining Rooms", "Leaving Rooms (Rejecting
+//! Invites)", "Knocking upon a room", "Inviting to a room".
 
 use ruma::{ServerName, UserId};
 use serde_json::{json, Value};
@@ -19,7 +21,7 @@ fn user_param(request: &Request) -> Result<ruma::OwnedUserId> {
     UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))
 }
 
-/// `GET /make_join/{roomId}/{userId}?ver=…` and `/make_leave/{roomId}/{userId}`.
+/// `GET /make_join/{roomId}/{userId}?ver=…`, `/make_leave/…`, `/make_knock/…?ver=…`.
 pub fn make(s: &Services, request: &Request, origin: &ServerName, membership: Membership) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let user_id = user_param(request)?;
@@ -31,8 +33,8 @@ pub fn make(s: &Services, request: &Request, origin: &ServerName, membership: Me
     Ok(Response::json(&answer))
 }
 
-/// `PUT /send_join/{roomId}/{eventId}` and `/send_leave/…`; version 1
-/// answers `[200, body]`.
+/// `PUT /send_join/{roomId}/{eventId}`, `/send_leave/…`, `/send_knock/…`;
+/// version 1 of join and leave answers `[200, body]`.
 pub async fn send(
     s: &Services,
     request: &Request,

@@ -186,3 +186,48 @@ async fn events_for_a_server_that_is_down_wait_and_survive_restarts() {
     let alice = Session { client: a.client().with_token(&alice.token), ..alice };
     wait_for_message(&alice, &room, "back again").await;
 }
+
+#[tokio::test]
+async fn knocks_and_restricted_joins_cross_servers() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+
+    // bob knocks on a knockable room of a.test; alice sees it and invites him in.
+    let knock_rules = json!({ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } });
+    let room = alice
+        .create_room(json!({ "preset": "private_chat", "name": "Sur demande", "initial_state": [knock_rules] }))
+        .await;
+    let knock = format!("/_matrix/client/v3/knock/{}?server_name=a.test", enc(&room));
+    bob.client.post(&knock, json!({ "reason": "bonjour" })).await.assert_ok();
+    let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let state = &sync.assert_ok()["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.name"), "{state}");
+    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
+    wait_until(&alice, &members, |body| {
+        body["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["state_key"] == "@bob:b.test" && e["content"]["membership"] == "knock")
+    })
+    .await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
+    alice.client.post(&invite, json!({ "user_id": "@bob:b.test" })).await.assert_ok();
+    bob.join(&room).await.assert_ok();
+    assert_eq!(sections_with(&bob, &room).await, ["join"]);
+
+    // A restricted room open to the members of `room`: a.test vouches for bob's join.
+    let restricted = json!({ "type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": room }] } });
+    let inner = alice.create_room(json!({ "preset": "private_chat", "initial_state": [restricted] })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&inner));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    let own = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&inner), enc("@bob:b.test"));
+    let member = bob.client.get(&own).await;
+    assert_eq!(member.assert_ok()["join_authorised_via_users_server"], "@alice:a.test");
+    // Someone in no allowed room cannot.
+    let carol = b.client().register("carol").await;
+    let refused = carol.client.post(&join, json!({})).await;
+    assert_eq!(refused.status, 403, "{}", refused.body);
+}
