@@ -581,7 +581,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetState => room_events::get_state(s, &request, who()?),
         E::GetStateEvent => room_events::get_state_event(s, &request, who()?),
         E::GetEvent => room_events::get_event(s, &request, who()?),
-        E::Messages => messages::messages(s, &request, who()?),
+        E::Messages => messages::messages(s, &request, who()?).await,
         E::Members => messages::members(s, &request, who()?),
         E::JoinedMembers => messages::joined_members(s, &request, who()?),
         E::Redact => room_events::redact(s, &request, who()?).await,

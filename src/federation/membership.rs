@@ -212,6 +212,7 @@ impl Federation {
             current_state: 0,
             forward_extremities: vec![],
             max_depth: 0,
+            backfill_floor: 0,
         });
         rooms.store_joined_room(room, &imported.outliers, &imported.state, &join).await?;
         tracing::info!(room = %room_id, user = %user_id, %server, "joined a room of another server");

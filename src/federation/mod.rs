@@ -14,6 +14,7 @@
 //! connect; private and loopback addresses refused unless
 //! `federation.allow_private_addresses`.
 
+pub mod backfill;
 pub mod invite;
 pub mod keys;
 pub mod membership;

@@ -269,6 +269,18 @@ impl Storage {
         u64::decode(&bytes)
     }
 
+    /// Takes `n` values of the global counter at once (a range kept for later,
+    /// such as the positions below a room joined through another server,
+    /// which history fetched from peers fills); the first of them.
+    pub fn skip_counts(&self, n: u64) -> Result<u64, StorageError> {
+        let updated = self.meta.update_and_fetch(COUNTER_KEY, |old| {
+            let current = old.and_then(|bytes| u64::decode(bytes).ok()).unwrap_or(0);
+            Some(current.saturating_add(n).encode())
+        })?;
+        let bytes = updated.ok_or_else(|| StorageError::corrupt("counter vanished"))?;
+        Ok(u64::decode(&bytes)?.saturating_sub(n) + 1)
+    }
+
     /// Announces that a durable write used counter value `count` (wakes `/sync`).
     pub fn announce_change(&self, count: u64) {
         self.changes.send_if_modified(|current| {

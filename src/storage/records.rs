@@ -206,6 +206,11 @@ pub struct RoomRecord {
     pub current_state: u64,
     pub forward_extremities: Vec<String>,
     pub max_depth: u64,
+    /// For a room joined through another server: the positions above this
+    /// one and below the join are kept for the history fetched from peers
+    /// (`/backfill`); 0 for a room whose whole history is here.
+    #[serde(default)]
+    pub backfill_floor: u64,
 }
 
 impl Record for RoomRecord {

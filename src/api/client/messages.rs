@@ -8,7 +8,9 @@
 //!
 //! Pagination tokens are timeline positions (decimal): token `t` is the gap
 //! just before the event counted `t`. Backwards from `t` gives events before
-//! it, forwards gives `t` and after.
+//! it, forwards gives `t` and after. Paging back past the start of what this
+//! server holds of a room joined through another fetches older history from
+//! the room's servers (`federation::backfill`).
 
 use std::collections::BTreeSet;
 
@@ -63,7 +65,60 @@ fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crat
     }
 }
 
-pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+/// What `/messages` gathered so far.
+struct Page {
+    chunk: Vec<Value>,
+    senders: BTreeSet<String>,
+    /// Where reading goes on.
+    position: u64,
+    /// Nothing more in that direction.
+    exhausted: bool,
+}
+
+/// Reads the room's timeline from `page.position` until `limit` events the
+/// caller may see and the filter accepts are gathered, or the timeline ends.
+#[allow(clippy::too_many_arguments)]
+fn read_timeline(
+    s: &Services,
+    who: &Identity,
+    room: &RoomRecord,
+    filter: &RoomEventFilter,
+    backwards: bool,
+    limit: usize,
+    stop: Option<u64>,
+    page: &mut Page,
+) -> Result<()> {
+    let page_size = limit.saturating_mul(2).max(1);
+    while page.chunk.len() < limit {
+        let entries = s.rooms.timeline_page(room, page.position, backwards, page_size)?;
+        let last_page = entries.len() < page_size;
+        let entries_len = entries.len();
+        for (index, (count, event_id)) in entries.into_iter().enumerate() {
+            let past_stop = stop.is_some_and(|stop| if backwards { count < stop } else { count >= stop });
+            if past_stop {
+                page.exhausted = true;
+                return Ok(());
+            }
+            page.position = if backwards { count } else { count + 1 };
+            let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
+            if filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+                page.senders.insert(pdu.sender_str().to_owned());
+                page.chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id)?);
+                if page.chunk.len() == limit {
+                    page.exhausted = last_page && index + 1 == entries_len;
+                    return Ok(());
+                }
+            }
+        }
+        if last_page {
+            page.exhausted = true;
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let backwards = match request.query("dir") {
         Some("b") => true,
@@ -89,37 +144,23 @@ pub fn messages(s: &Services, request: &Request, who: &Identity) -> Result<Respo
     };
     let stop = request.query("to").map(parse_position).transpose()?;
 
-    let mut chunk = Vec::new();
-    let mut senders = BTreeSet::new();
-    let mut position = start;
-    let mut exhausted = false;
-    let page_size = limit.saturating_mul(2).max(1);
-    'pages: while chunk.len() < limit {
-        let page = s.rooms.timeline_page(&room, position, backwards, page_size)?;
-        let last_page = page.len() < page_size;
-        let page_len = page.len();
-        for (index, (count, event_id)) in page.into_iter().enumerate() {
-            let past_stop = stop.is_some_and(|stop| if backwards { count < stop } else { count >= stop });
-            if past_stop {
-                exhausted = true;
-                break 'pages;
+    let mut page = Page { chunk: Vec::new(), senders: BTreeSet::new(), position: start, exhausted: false };
+    read_timeline(s, who, &room, &filter, backwards, limit, stop, &mut page)?;
+    // At the start of what this server holds of a room joined through
+    // another: older history is fetched from the room's servers, once.
+    if backwards && page.exhausted && page.chunk.len() < limit && stop.is_none() {
+        let added = s.federation.backfill(&s.rooms, &room_id, limit - page.chunk.len()).await?;
+        if added > 0 {
+            page.exhausted = false;
+            read_timeline(s, who, &room, &filter, backwards, limit, stop, &mut page)?;
+            // More may be fetched next time: the client is given a token to ask.
+            if page.exhausted {
+                let refreshed = s.rooms.room(&room_id)?.unwrap_or_else(|| room.clone());
+                page.exhausted = s.rooms.backfill_point(&refreshed)?.is_none();
             }
-            position = if backwards { count } else { count + 1 };
-            let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-            if filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
-                senders.insert(pdu.sender_str().to_owned());
-                chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id)?);
-                if chunk.len() == limit {
-                    exhausted = last_page && index + 1 == page_len;
-                    break 'pages;
-                }
-            }
-        }
-        if last_page {
-            exhausted = true;
-            break;
         }
     }
+    let Page { chunk, senders, position, exhausted } = page;
     let mut body = json!({ "start": start.to_string(), "chunk": chunk });
     // Without `end` the client knows there is nothing more to fetch.
     if !exhausted {

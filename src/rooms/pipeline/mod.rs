@@ -184,6 +184,7 @@ impl Rooms {
             current_state: 0,
             forward_extremities: vec![],
             max_depth: 0,
+            backfill_floor: 0,
         };
         // Every event applied, then one flush for all.
         let mut staged =
@@ -336,6 +337,7 @@ impl<'a> PersistPlan<'a> {
             }),
             txn,
             extra,
+            backfill_position: None,
         }
     }
 }

@@ -39,6 +39,9 @@ pub struct PersistPlan<'a> {
     pub txn: Option<TxnKey>,
     /// Further writes that belong in the same batch (a redaction's target).
     pub extra: Batch,
+    /// History fetched from a peer: the timeline position it takes, below
+    /// everything the room held (no notifications, nothing sent on).
+    pub backfill_position: Option<u64>,
 }
 
 /// The room after the event.
@@ -93,7 +96,8 @@ impl Rooms {
     /// record, written back in the same batch when the plan changes it).
     /// The write is applied at once; [`Staged::durable`] waits for the disk.
     pub(crate) async fn persist(&self, plan: PersistPlan<'_>, room: &mut RoomRecord) -> Result<Staged<'_>> {
-        let PersistPlan { room_id, pdu, state_before, status, in_timeline, room_update, txn, extra } = plan;
+        let PersistPlan { room_id, pdu, state_before, status, in_timeline, room_update, txn, extra, backfill_position } =
+            plan;
         let tables = &self.storage.tables;
         let mut batch = Batch::new();
         let accepted = status == EventStatus::Accepted;
@@ -102,8 +106,12 @@ impl Rooms {
         let in_timeline = in_timeline && accepted;
         let room_update = room_update.filter(|_| accepted);
         // Held until the write is done: syncs stay below this position meanwhile.
-        let reservation = if in_timeline { Some(self.storage.reserve_count()?) } else { None };
-        let position = reservation.as_ref().map_or(0, |r| r.count);
+        let reservation =
+            if in_timeline && backfill_position.is_none() { Some(self.storage.reserve_count()?) } else { None };
+        let position = match backfill_position {
+            Some(position) if in_timeline => position,
+            _ => reservation.as_ref().map_or(0, |r| r.count),
+        };
         let short = self.storage.next_count()?;
         let event_id = pdu.event_id().to_string();
         let is_create = pdu.event_type() == &TimelineEventType::RoomCreate;
@@ -140,7 +148,7 @@ impl Rooms {
         if let (true, Some(before)) = (in_timeline, state_before) {
             self.index_relation(&mut batch, room_id, pdu, position)?;
             self.index_search_words(&mut derived, room_id.as_str(), pdu, position, before)?;
-            if parent.is_some() {
+            if parent.is_some() && backfill_position.is_none() {
                 let (_, version_rules) = Self::rules_of(room)?;
                 let state = self.state.full_state(before)?;
                 pushes_queued = self

@@ -28,6 +28,10 @@ use crate::{
     },
 };
 
+/// Positions kept below a room joined through another server for the
+/// history fetched from peers later (one per event).
+pub const BACKFILL_RESERVE: u64 = 1_000_000;
+
 /// A state in event ids, as state resolution takes it.
 type IdState = ruma::state_res::StateMap<OwnedEventId>;
 
@@ -128,15 +132,28 @@ impl Rooms {
             let resolved = self.resolve_short_states(&rules, &[current, Arc::new(after)], new_entry.then_some(pdu))?;
             CurrentState::Resolved(resolved.into_iter().map(|(k, v)| (k, (v != u64::MAX).then_some(v))).collect())
         };
+        let room_id = pdu.room_id_or_derived();
+        // An accepted redaction applies to its target if the rules allow it
+        // then (the same check as a local one); it is stored either way.
+        let redaction = match (status, pdu.kind()) {
+            (EventStatus::Accepted, ruma::events::TimelineEventType::RoomRedaction) => {
+                self.prepare_redaction(&room_id, pdu, &rules, &state_before.map).unwrap_or_else(|refusal| {
+                    tracing::info!(event = %pdu.event_id(), %refusal, "a redaction from another server not applied");
+                    Batch::new()
+                })
+            }
+            _ => Batch::new(),
+        };
         let plan = PersistPlan {
-            room_id: &pdu.room_id_or_derived(),
+            room_id: &room_id,
             pdu,
             state_before: Some(snapshot),
             status,
             in_timeline: true,
             room_update: Some(RoomUpdate { forward_extremities, current_state }),
             txn: None,
-            extra: Batch::new(),
+            extra: redaction,
+            backfill_position: None,
         };
         self.persist(plan, room).await
     }
@@ -157,6 +174,7 @@ impl Rooms {
             room_update: None,
             txn: None,
             extra: Batch::new(),
+            backfill_position: None,
         };
         self.persist(plan, room).await?.durable().await
     }
@@ -174,6 +192,10 @@ impl Rooms {
     ) -> Result<()> {
         let room_id = join.room_id_or_derived();
         let _guard = self.locks.lock(&room_id).await;
+        if room.backfill_floor == 0 && self.latest_position(&room)? == 0 {
+            // Positions below the join, for the history fetched later.
+            room.backfill_floor = self.storage.skip_counts(BACKFILL_RESERVE)?;
+        }
         for pdu in outliers {
             self.store_outlier(&mut room, pdu, EventStatus::Accepted).await?;
         }
@@ -192,6 +214,7 @@ impl Rooms {
             }),
             txn: None,
             extra: Batch::new(),
+            backfill_position: None,
         };
         self.persist(plan, &mut room).await?.durable().await
     }
@@ -269,5 +292,80 @@ impl Rooms {
             .eventid_shortid
             .get(&event_id.to_string())?
             .ok_or_else(|| Error::internal("state resolution", format!("{event_id} has no short id")))
+    }
+}
+
+/// Where history fetched from a peer goes in a room's timeline.
+pub struct BackfillPoint {
+    /// The room's earliest event here (`/backfill` starts from it).
+    pub earliest: OwnedEventId,
+    /// The next free position below it (going down).
+    pub next_position: u64,
+    /// The lowest position history may take.
+    pub floor: u64,
+    /// The state the fetched history is shown with (the state before the
+    /// earliest event).
+    pub snapshot: u64,
+}
+
+impl Rooms {
+    /// Where older history would go, or `None` when the room's history is
+    /// whole here (it starts with the create event, or was never joined
+    /// through another server) or the positions kept for it are used up.
+    pub fn backfill_point(&self, room: &RoomRecord) -> Result<Option<BackfillPoint>> {
+        if room.backfill_floor == 0 {
+            return Ok(None);
+        }
+        let Some((position, earliest)) = self.timeline_page(room, 0, false, 1)?.pop() else { return Ok(None) };
+        let Some((pdu, stored)) = self.get_pdu(&earliest)? else { return Ok(None) };
+        if pdu.kind().to_string() == crate::events::kinds::CREATE || position <= room.backfill_floor + 1 {
+            return Ok(None);
+        }
+        let snapshot = stored.snapshot_before()?;
+        Ok(Some(BackfillPoint { earliest, next_position: position - 1, floor: room.backfill_floor, snapshot }))
+    }
+
+    /// Stores a checked event of the room's history at `position` (below
+    /// everything the timeline held), shown with the state `snapshot`; an
+    /// event held as an outlier (fetched for its state) takes its place in
+    /// the timeline.
+    pub(crate) async fn store_backfilled(
+        &self,
+        room: &mut RoomRecord,
+        pdu: &Pdu,
+        status: EventStatus,
+        position: u64,
+        snapshot: u64,
+    ) -> Result<()> {
+        if let Some((_, mut stored)) = self.get_pdu(pdu.event_id())? {
+            if stored.position().is_some() || stored.status != EventStatus::Accepted {
+                return Ok(());
+            }
+            stored.count = position;
+            stored.state_before = Some(snapshot);
+            let mut batch = Batch::new();
+            batch.insert(&self.storage.tables.eventid_pdu, &pdu.event_id().to_string(), &stored)?;
+            batch.insert(
+                &self.storage.tables.room_timeline,
+                &(room.short_id, position),
+                &pdu.event_id().to_string(),
+            )?;
+            self.storage.commit(batch).await?;
+            self.pdus.invalidate(pdu.event_id());
+            return Ok(());
+        }
+        let room_id = pdu.room_id_or_derived();
+        let plan = PersistPlan {
+            room_id: &room_id,
+            pdu,
+            state_before: Some(snapshot),
+            status,
+            in_timeline: true,
+            room_update: None,
+            txn: None,
+            extra: Batch::new(),
+            backfill_position: Some(position),
+        };
+        self.persist(plan, room).await?.durable().await
     }
 }

@@ -65,6 +65,13 @@ async fn a_user_of_another_server_joins_a_public_room_and_both_talk() {
     let seen = wait_for_message(&alice, &room, "hello from b").await;
     let from_bob = seen.iter().find(|e| e["content"]["body"] == "hello from b").unwrap();
     assert_eq!(from_bob["sender"], "@bob:b.test");
+
+    // bob takes his message back: a.test applies the redaction.
+    let event_id = from_bob["event_id"].as_str().unwrap();
+    let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(event_id));
+    bob.client.put(&redact, json!({})).await.assert_ok();
+    let event = format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(event_id));
+    wait_until(&alice, &event, |body| body["content"] == json!({})).await;
 }
 
 /// The sync sections (`invite`, `join`, `leave`) holding `room`, after syncing from scratch.
@@ -230,4 +237,40 @@ async fn knocks_and_restricted_joins_cross_servers() {
     let carol = b.client().register("carol").await;
     let refused = carol.client.post(&join, json!({})).await;
     assert_eq!(refused.status, 403, "{}", refused.body);
+}
+
+#[tokio::test]
+async fn history_from_before_a_join_is_fetched_from_the_room_server() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "name": "Archives" })).await;
+    for n in 0..15 {
+        alice.send_text(&room, &format!("old{n}"), &format!("old message {n}")).await;
+    }
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+
+    // Paging back from now: bob's join, then the history b.test fetches from a.test, in order.
+    let mut from: Option<String> = None;
+    let mut events: Vec<Value> = Vec::new();
+    for _ in 0..10 {
+        let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=7", enc(&room));
+        if let Some(token) = &from {
+            path.push_str(&format!("&from={token}"));
+        }
+        let page = bob.client.get(&path).await;
+        let page = page.assert_ok();
+        events.extend(page["chunk"].as_array().unwrap().iter().cloned());
+        match page["end"].as_str() {
+            Some(end) => from = Some(end.to_owned()),
+            None => break,
+        }
+    }
+    let bodies = message_bodies(&Value::Array(events.clone()));
+    let expected: Vec<String> = (0..15).rev().map(|n| format!("old message {n}")).collect();
+    assert_eq!(bodies, expected, "newest first, none missing, none twice");
+    assert_eq!(events.last().unwrap()["type"], "m.room.create", "back to the room's creation");
+    let names = events.iter().filter(|e| e["type"] == "m.room.name").count();
+    assert_eq!(names, 1, "state events of the history too");
 }

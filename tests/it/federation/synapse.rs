@@ -147,10 +147,36 @@ async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
     let name = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.name/", enc(&room))).await;
     assert_eq!(name.assert_ok()["name"], "Salon Synapse");
 
+    // conduit fetches the history from before the join from Synapse.
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let history = alice.client.get(&messages).await;
+    let chunk = &history.assert_ok()["chunk"];
+    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
+
     sam.send_text(&room, "t1", "bienvenue").await;
     wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
-    alice.send_text(&room, "t2", "merci").await;
+    let mine = alice.send_text(&room, "t2", "merci").await;
     wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
+
+    // Synapse's admin redacts alice's message and changes the topic: conduit applies both.
+    let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&mine));
+    sam.client.put(&redact, json!({})).await.assert_ok();
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    sam.client.put(&topic, json!({ "topic": "Ordre du jour" })).await.assert_ok();
+    wait_in_room(&alice, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.topic")
+    })
+    .await;
+    let event = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&mine))).await;
+    assert_eq!(event.assert_ok()["content"], json!({}), "redacted on conduit too");
+    assert_eq!(alice.client.get(&topic).await.assert_ok()["topic"], "Ordre du jour");
+
+    // A Synapse room joined by alias.
+    let other = sam.create_room(json!({ "preset": "public_chat", "room_alias_name": "salon" })).await;
+    let alias = format!("#salon:{}", synapse.server_name);
+    let joined = alice.client.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    assert_eq!(joined.body["room_id"], other.as_str());
 }
 
 #[tokio::test]
