@@ -150,6 +150,9 @@ pub struct FederationConfig {
     /// that does not answer (the wait doubles from 1 s up to this).
     #[serde(default = "default_max_retry_interval_secs")]
     pub max_retry_interval_secs: u64,
+    /// DNS servers (`ip:port`) asked for SRV records; empty: the system's.
+    #[serde(default)]
+    pub nameservers: Vec<String>,
 }
 
 fn default_max_retry_interval_secs() -> u64 {
@@ -168,6 +171,7 @@ impl Default for FederationConfig {
             allow_private_addresses: false,
             trusted_key_servers: Vec::new(),
             max_retry_interval_secs: default_max_retry_interval_secs(),
+            nameservers: Vec::new(),
         }
     }
 }

@@ -129,7 +129,7 @@ impl Federation {
             skip_certificate_checks: !config.verify_certificates,
         };
         Self {
-            resolver: resolve::Resolver::new(config.destinations.clone()),
+            resolver: resolve::Resolver::with_nameservers(config.destinations.clone(), &config.nameservers),
             config: config.clone(),
             server_name,
             key,
