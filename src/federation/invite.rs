@@ -152,17 +152,12 @@ impl Federation {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<()> {
-        let mut last_error = Error::not_found("No server to send the rejection through");
-        for server in via.iter().filter(|server| **server != self.server_name) {
-            match self.leave_through(server, room_id, user_id, reason.clone()).await {
-                Ok(leave) => return rooms.store_invite_rejection(user_id, room_id, &leave).await,
-                Err(error) => {
-                    tracing::info!(room = %room_id, %server, %error, "could not decline the invite through this server");
-                    last_error = error;
-                }
-            }
-        }
-        Err(last_error)
+        let leave = self
+            .through_each_server(via, room_id, "decline the invite", |server| {
+                self.leave_through(server, room_id, user_id, reason.clone())
+            })
+            .await?;
+        rooms.store_invite_rejection(user_id, room_id, &leave).await
     }
 
     async fn leave_through(

@@ -154,12 +154,32 @@ impl Federation {
         via: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
-        let mut last_error = Error::not_found("No server to join the room through (give one with server_name or via)");
+        self.through_each_server(via, room_id, "join", |server| {
+            self.join_through(rooms, server, room_id, user_id, content.clone())
+        })
+        .await
+    }
+
+    /// `attempt` through each of `via` (not this server) until one succeeds;
+    /// the last failure otherwise. `what` names the attempt in logs and errors.
+    pub(crate) async fn through_each_server<'s, T, F, Fut>(
+        &self,
+        via: &'s [OwnedServerName],
+        room_id: &RoomId,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T>
+    where
+        F: FnMut(&'s ServerName) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut last_error =
+            Error::not_found(format!("No server to {what} through (give one with server_name or via)"));
         for server in via.iter().filter(|server| **server != self.server_name) {
-            match self.join_through(rooms, server, room_id, user_id, content.clone()).await {
-                Ok(()) => return Ok(()),
+            match attempt(server).await {
+                Ok(done) => return Ok(done),
                 Err(error) => {
-                    tracing::info!(room = %room_id, %server, %error, "could not join through this server");
+                    tracing::info!(room = %room_id, %server, %error, what, "could not go through this server");
                     last_error = error;
                 }
             }
@@ -175,19 +195,8 @@ impl Federation {
         user_id: &UserId,
         content: Value,
     ) -> Result<()> {
-        let versions: String =
-            room_version::KNOWN.iter().skip(2).map(|v| format!("&ver={}", percent_encode(v.as_str()))).collect();
-        let path = format!(
-            "/_matrix/federation/v1/make_join/{}/{}?{}",
-            percent_encode(room_id.as_str()),
-            percent_encode(user_id.as_str()),
-            &versions[1..]
-        );
-        let answer = self.request(server, "GET", &path, None).await?;
-        let version = answer["room_version"].as_str().unwrap_or("1");
-        let version = RoomVersionId::try_from(version).map_err(|_| Error::bad_json("Bad room version"))?;
-        let rules = room_version::rules(&version)?;
-        let join = self.sign_template(&answer["event"], room_id, user_id, Membership::Join, content, &rules)?;
+        let (version, rules, template) = self.make_template(server, "v1/make_join", room_id, user_id).await?;
+        let join = self.sign_template(&template, room_id, user_id, Membership::Join, content, &rules)?;
         let path = format!(
             "/_matrix/federation/v2/send_join/{}/{}",
             percent_encode(room_id.as_str()),
@@ -217,6 +226,31 @@ impl Federation {
         rooms.store_joined_room(room, &imported.outliers, &imported.state, &join).await?;
         tracing::info!(room = %room_id, user = %user_id, %server, "joined a room of another server");
         Ok(())
+    }
+
+    /// A resident server's template (`make` is `v1/make_join`,
+    /// `v1/make_leave` or `v1/make_knock`), telling it the room versions this
+    /// server supports: the room's version, its rules, the template.
+    async fn make_template(
+        &self,
+        server: &ServerName,
+        make: &str,
+        room_id: &RoomId,
+        user_id: &UserId,
+    ) -> Result<(RoomVersionId, RoomVersionRules, Value)> {
+        let versions: Vec<String> =
+            room_version::KNOWN.iter().skip(2).map(|v| format!("ver={}", percent_encode(v.as_str()))).collect();
+        let path = format!(
+            "/_matrix/federation/{make}/{}/{}?{}",
+            percent_encode(room_id.as_str()),
+            percent_encode(user_id.as_str()),
+            versions.join("&")
+        );
+        let mut answer = self.request(server, "GET", &path, None).await?;
+        let version = RoomVersionId::try_from(answer["room_version"].as_str().unwrap_or("1"))
+            .map_err(|_| Error::bad_json("Bad room version"))?;
+        let rules = room_version::rules(&version)?;
+        Ok((version, rules, answer["event"].take()))
     }
 
     /// `user_id`'s member event of `membership` built from a resident
@@ -289,19 +323,8 @@ impl Federation {
             Membership::Knock => ("v1/make_knock", "v1/send_knock"),
             _ => ("v1/make_leave", "v2/send_leave"),
         };
-        let versions: String =
-            room_version::KNOWN.iter().skip(2).map(|v| format!("&ver={}", percent_encode(v.as_str()))).collect();
-        let path = format!(
-            "/_matrix/federation/{make}/{}/{}?{}",
-            percent_encode(room_id.as_str()),
-            percent_encode(user_id.as_str()),
-            &versions[1..]
-        );
-        let answer = self.request(server, "GET", &path, None).await?;
-        let version = RoomVersionId::try_from(answer["room_version"].as_str().unwrap_or("1"))
-            .map_err(|_| Error::bad_json("Bad room version"))?;
-        let rules = room_version::rules(&version)?;
-        let event = self.sign_template(&answer["event"], room_id, user_id, membership, content, &rules)?;
+        let (_, rules, template) = self.make_template(server, make, room_id, user_id).await?;
+        let event = self.sign_template(&template, room_id, user_id, membership, content, &rules)?;
         let path = format!(
             "/_matrix/federation/{send}/{}/{}",
             percent_encode(room_id.as_str()),
@@ -322,20 +345,13 @@ impl Federation {
         via: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
-        let mut last_error = Error::not_found("No server to knock through (give one with server_name or via)");
-        for server in via.iter().filter(|server| **server != self.server_name) {
-            match self.membership_handshake(server, room_id, user_id, Membership::Knock, content.clone()).await {
-                Ok((knock, answer)) => {
-                    let state = answer["knock_room_state"].as_array().cloned().unwrap_or_default();
-                    return rooms.store_remote_knock(&knock, &state).await;
-                }
-                Err(error) => {
-                    tracing::info!(room = %room_id, %server, %error, "could not knock through this server");
-                    last_error = error;
-                }
-            }
-        }
-        Err(last_error)
+        let (knock, answer) = self
+            .through_each_server(via, room_id, "knock", |server| {
+                self.membership_handshake(server, room_id, user_id, Membership::Knock, content.clone())
+            })
+            .await?;
+        let state = answer["knock_room_state"].as_array().cloned().unwrap_or_default();
+        rooms.store_remote_knock(&knock, &state).await
     }
 
     /// Checks a `/send_join` answer: every event valid and signed, accepted

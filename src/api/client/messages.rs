@@ -183,22 +183,30 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
 /// nearest to a time, on or after it (`f`) or on or before it (`b`).
 pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
+    let (ts, backwards) = timestamp_query(request)?;
+    let room = check_may_read(s, &room_id, who)?;
+    let visible = |pdu: &Pdu, stored: &EventPlace| s.rooms.can_see_event(&who.user_id, pdu, stored);
+    nearest_event_answer(s.rooms.event_near_timestamp(&room, ts, backwards, visible)?)
+}
+
+/// `ts` and `dir` of a `/timestamp_to_event` (client or federation): the
+/// time, and whether to look backwards.
+pub fn timestamp_query(request: &Request) -> Result<(u64, bool)> {
     let ts: u64 = request
         .query("ts")
         .and_then(|t| t.parse().ok())
         .ok_or_else(|| Error::invalid_param("`ts` must be a timestamp"))?;
-    let backwards = match request.query("dir") {
-        Some("b") => true,
-        Some("f") => false,
-        _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
-    };
-    let room = check_may_read(s, &room_id, who)?;
-    let visible =
-        |pdu: &crate::events::Pdu, stored: &crate::rooms::EventPlace| s.rooms.can_see_event(&who.user_id, pdu, stored);
-    match s.rooms.event_near_timestamp(&room, ts, backwards, visible)? {
-        Some((event_id, event_ts)) => {
-            Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })))
-        }
+    match request.query("dir") {
+        Some("b") => Ok((ts, true)),
+        Some("f") => Ok((ts, false)),
+        _ => Err(Error::invalid_param("`dir` must be `b` or `f`")),
+    }
+}
+
+/// The answer of a `/timestamp_to_event`.
+pub fn nearest_event_answer(found: Option<(ruma::OwnedEventId, u64)>) -> Result<Response> {
+    match found {
+        Some((event_id, ts)) => Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": ts }))),
         None => Err(Error::not_found("No event found in that direction")),
     }
 }

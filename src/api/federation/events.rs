@@ -161,22 +161,10 @@ pub fn backfill(s: &Services, request: &Request, origin: &ServerName) -> Result<
 /// `GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=&dir=`: the
 /// event nearest a time that the asking server may see.
 pub fn timestamp_to_event(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
+    use crate::api::client::messages::{nearest_event_answer, timestamp_query};
     let room_id = room_id_param(request)?;
     let room = room_of_member_server(s, &room_id, origin)?;
-    let ts: u64 = request
-        .query("ts")
-        .and_then(|t| t.parse().ok())
-        .ok_or_else(|| Error::invalid_param("`ts` must be a timestamp"))?;
-    let backwards = match request.query("dir") {
-        Some("b") => true,
-        Some("f") => false,
-        _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
-    };
+    let (ts, backwards) = timestamp_query(request)?;
     let visible = |_: &crate::events::Pdu, stored: &crate::rooms::EventPlace| s.rooms.server_can_see(origin, stored);
-    match s.rooms.event_near_timestamp(&room, ts, backwards, visible)? {
-        Some((event_id, event_ts)) => {
-            Ok(Response::json(&json!({ "event_id": event_id, "origin_server_ts": event_ts })))
-        }
-        None => Err(Error::not_found("No event found in that direction")),
-    }
+    nearest_event_answer(s.rooms.event_near_timestamp(&room, ts, backwards, visible)?)
 }

@@ -256,13 +256,7 @@ impl Rooms {
             }
         }
         let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
-        let (_, rules) = Self::rules_of(&room)?;
-        self.check_request(room_id, &request)?;
-        let state = self.current_state(&room)?;
-        let view = StoredState::new(self, Arc::clone(&state));
-        let tip = self.tip_of(&room)?;
-        let pdu = self.build_event(room_id, sender, request, &rules, &view, &tip)?;
-        self.authorise(&pdu, &rules, self, &view, None)?.accepted()?;
+        let (pdu, _, rules, state) = self.prepare_local(&room, room_id, sender, request)?;
         let redaction = match pdu.event_type() {
             ruma::events::TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
             _ => Batch::new(),
@@ -294,13 +288,7 @@ impl Rooms {
     {
         let guard = self.locks.lock(room_id).await;
         let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
-        let (version, rules) = Self::rules_of(&room)?;
-        self.check_request(room_id, &request)?;
-        let state = self.current_state(&room)?;
-        let view = StoredState::new(self, Arc::clone(&state));
-        let tip = self.tip_of(&room)?;
-        let pdu = self.build_event(room_id, sender, request, &rules, &view, &tip)?;
-        self.authorise(&pdu, &rules, self, &view, None)?.accepted()?;
+        let (pdu, version, _, _) = self.prepare_local(&room, room_id, sender, request)?;
         let stripped = self.stripped_state(&room, Some(&pdu))?;
         let signed = countersign(pdu.clone(), version, stripped).await?;
         if signed.event_id() != pdu.event_id() {
@@ -312,6 +300,28 @@ impl Rooms {
         drop(guard);
         staged.durable().await?;
         Ok(signed.event_id().clone())
+    }
+}
+
+impl Rooms {
+    /// A local event prepared and authorised on the room's tip (the room's
+    /// lock held by the caller): the event, the room's version and rules,
+    /// and the current state it was built on.
+    fn prepare_local(
+        &self,
+        room: &RoomRecord,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+    ) -> Result<(Pdu, RoomVersionId, ruma::room_version_rules::RoomVersionRules, Arc<StateMap>)> {
+        let (version, rules) = Self::rules_of(room)?;
+        self.check_request(room_id, &request)?;
+        let state = self.current_state(room)?;
+        let view = StoredState::new(self, Arc::clone(&state));
+        let tip = self.tip_of(room)?;
+        let pdu = self.build_event(room_id, sender, request, &rules, &view, &tip)?;
+        self.authorise(&pdu, &rules, self, &view, None)?.accepted()?;
+        Ok((pdu, version, rules, state))
     }
 }
 

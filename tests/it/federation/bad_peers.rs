@@ -212,3 +212,30 @@ async fn a_server_denied_by_the_room_acl_is_ignored_and_refused() {
     let error = answer["pdus"][ignored.as_str()]["error"].as_str().unwrap_or_default();
     assert!(error.contains("ACL"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_server_in_the_room_reads_its_events_state_and_times() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = shared_room(&alice, &bob).await;
+    let room_id = room.room_id.as_str();
+    let event = alice.send_text(room_id, "t1", "lisible").await;
+    let key = &b.services().server_key;
+    let get = |path: String| {
+        let authorization = x_matrix::authorization(key, "b.test", "a.test", "GET", &path, None).unwrap();
+        let (ca_pem, addr) = (ca.pem(), tls_addr(&a));
+        async move { tls_request_with_body(&ca_pem, addr, "a.test", "GET", &path, Some(&authorization), None).await }
+    };
+    let (status, body) = get(format!("/_matrix/federation/v1/event/{}", enc(&event))).await;
+    assert_eq!((status, body["pdus"][0]["content"]["body"].as_str()), (200, Some("lisible")), "{body}");
+    let (status, body) =
+        get(format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(room_id), enc(&event))).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["pdu_ids"].as_array().unwrap().iter().any(|id| id == room.power_levels.as_str()), "{body}");
+    let (status, body) =
+        get(format!("/_matrix/federation/v1/timestamp_to_event/{}?ts=9999999999999&dir=b", enc(room_id))).await;
+    assert_eq!((status, body["event_id"].as_str()), (200, Some(event.as_str())), "{body}");
+    let (status, body) = get(format!("/_matrix/federation/v1/timestamp_to_event/{}?ts=1&dir=x", enc(room_id))).await;
+    assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
+}
