@@ -68,7 +68,7 @@ impl Federation {
             percent_encode(point.earliest.as_str())
         );
         let answer = self.request(server, "GET", &path, None).await?;
-        let receipt = Receipt { rooms, federation: self, origin: server };
+        let receipt = Receipt::new(rooms, self, server);
         let (_, rules) = Rooms::rules_of(&room)?;
         let mut events = Vec::new();
         for json in answer.get("pdus").and_then(Value::as_array).into_iter().flatten().take(limit + 1) {

@@ -88,7 +88,7 @@ impl Federation {
         rooms.check_server_acl(room_id, origin)?;
         let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
         let (_, rules) = Rooms::rules_of(&room)?;
-        let receipt = Receipt { rooms, federation: self, origin };
+        let receipt = Receipt::new(rooms, self, origin);
         let mut pdu = super::receive::format::parse_with(&json, &rules).map_err(|d| Error::bad_json(d.0))?;
         if pdu.event_id().as_str() != event_id {
             return Err(Error::bad_json("The event id does not match the event"));

@@ -257,7 +257,7 @@ impl Federation {
         txn_id: &str,
         transaction: receive::transaction::Transaction,
     ) -> Result<Value, Error> {
-        let receipt = receive::Receipt { rooms, federation: self, origin };
+        let receipt = receive::Receipt::new(rooms, self, origin);
         receive::transaction::receive(&receipt, &self.storage, txn_id, transaction).await
     }
 }

@@ -67,11 +67,33 @@ pub async fn checked_with(
     content_hash::redact_on_mismatch(pdu, verified, rules)
 }
 
-/// The receipt of events from one server: where missing events are asked for.
+/// Most requests one receipt (a transaction, a join, a backfill) makes to
+/// fetch what its events lack.
+pub const FETCH_BUDGET: usize = 1_000;
+/// How long one receipt may spend fetching: a slow or hostile peer cannot
+/// hold a room (its lock) for longer.
+pub const FETCH_TIME: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The receipt of events from one server: where missing events are asked
+/// for, within a budget of requests and of time.
 pub struct Receipt<'a> {
     pub rooms: &'a Rooms,
     pub federation: &'a Federation,
     pub origin: &'a ServerName,
+    fetches_left: std::sync::atomic::AtomicUsize,
+    deadline: std::time::Instant,
+}
+
+impl<'a> Receipt<'a> {
+    pub fn new(rooms: &'a Rooms, federation: &'a Federation, origin: &'a ServerName) -> Self {
+        Self {
+            rooms,
+            federation,
+            origin,
+            fetches_left: std::sync::atomic::AtomicUsize::new(FETCH_BUDGET),
+            deadline: std::time::Instant::now() + FETCH_TIME,
+        }
+    }
 }
 
 impl Receipt<'_> {
@@ -82,9 +104,19 @@ impl Receipt<'_> {
         checked_with(self.federation, json, &rules).await
     }
 
-    /// A signed request to the origin, its answer.
+    /// A signed request to the origin, its answer; refused once the
+    /// receipt's budget of requests or time is spent.
     async fn ask(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, FederationError> {
-        self.federation.request(self.origin, method, path, body).await
+        use std::sync::atomic::Ordering;
+        let spent = self.fetches_left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1));
+        let left = self.deadline.saturating_duration_since(std::time::Instant::now());
+        if spent.is_err() || left.is_zero() {
+            return Err(FederationError::BadAnswer("this receipt's budget of fetches is spent".into()));
+        }
+        match tokio::time::timeout(left, self.federation.request(self.origin, method, path, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(FederationError::Unreachable("this receipt's time for fetching is spent".into())),
+        }
     }
 
     /// `GET /event/{eventId}` from the origin: the PDU's JSON.
