@@ -272,8 +272,7 @@ pub fn federation_pdu(data: &[u8]) {
         return;
     }
     let origin = <&ruma::ServerName>::try_from("peer.fuzz").expect("a server name");
-    let receipt =
-        crate::federation::receive::Receipt::new(&services.rooms, &services.federation, origin);
+    let receipt = crate::federation::receive::Receipt::new(&services.rooms, &services.federation, origin);
     let received = harness.runtime.block_on(async {
         let _guard = services.rooms.locks.lock(&room_id).await;
         receipt.receive(&pdu).await

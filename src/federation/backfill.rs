@@ -5,7 +5,8 @@
 //! `/backfill` from the room's earliest event here, through each other
 //! server of the room in turn; each event checked (format, signatures,
 //! content hash, the rules against its own auth events, fetched when
-//! missing) and stored below the earliest event, newest first, in the
+//! missing), only ancestors of that earliest event kept, and stored below
+//! it, newest first, in the
 //! positions kept when the room was joined (`rooms::pipeline::remote`). The
 //! history is shown with the state before that earliest event; an event the
 //! rules refuse is kept as rejected, outside the timeline.
@@ -59,9 +60,8 @@ impl Federation {
         room_id: &RoomId,
         limit: usize,
     ) -> Result<usize> {
-        let _guard = rooms.locks.lock(room_id).await;
-        let Some(mut room) = rooms.room(room_id)? else { return Ok(0) };
-        let Some(mut point) = rooms.backfill_point(&room)? else { return Ok(0) };
+        let Some(room) = rooms.room(room_id)? else { return Ok(0) };
+        let Some(point) = rooms.backfill_point(&room)? else { return Ok(0) };
         let path = format!(
             "/_matrix/federation/v1/backfill/{}?v={}&limit={limit}",
             percent_encode(room_id.as_str()),
@@ -78,8 +78,16 @@ impl Federation {
                 Err(dropped) => tracing::info!(%server, %dropped, "a backfilled event was dropped"),
             }
         }
+        let mut events = ancestors_of(rooms, &point.earliest, events)?;
         // Newest first: each takes the next position down.
         events.sort_by_key(|pdu| std::cmp::Reverse((pdu.depth(), pdu.origin_server_ts_millis())));
+        // Fetched and checked without the room's lock; stored under it, if
+        // nobody stored history meanwhile.
+        let _guard = rooms.locks.lock(room_id).await;
+        let Some(mut room) = rooms.room(room_id)? else { return Ok(0) };
+        let Some(mut point) = rooms.backfill_point(&room)?.filter(|now| now.earliest == point.earliest) else {
+            return Ok(0);
+        };
         let mut added = 0;
         for pdu in events {
             if rooms.get_pdu(pdu.event_id())?.is_some_and(|(_, stored)| stored.position().is_some()) {
@@ -88,14 +96,16 @@ impl Federation {
             if point.next_position <= point.floor {
                 break;
             }
-            let status = match auth_events::check(&receipt, &pdu, &rules).await? {
-                None => EventStatus::Accepted,
-                Some(Verdict::Reject(refusal)) => {
+            let status = match auth_events::check(&receipt, &pdu, &rules).await {
+                Ok(None) => EventStatus::Accepted,
+                Ok(Some(Verdict::Reject(refusal))) => {
                     tracing::info!(event = %pdu.event_id(), ?refusal, "a backfilled event is rejected");
                     rooms.store_outlier(&mut room, &pdu, EventStatus::Rejected).await?;
                     continue;
                 }
-                Some(_) => continue,
+                Ok(Some(_)) => continue,
+                Err(error) if auth_events::is_unknown_auth_event(&error) => continue,
+                Err(error) => return Err(error),
             };
             rooms.store_backfilled(&mut room, &pdu, status, point.next_position, point.snapshot).await?;
             point.next_position -= 1;
@@ -104,4 +114,27 @@ impl Federation {
         tracing::debug!(room = %room_id, %server, added, "history backfilled");
         Ok(added)
     }
+}
+
+/// The events of a `/backfill` answer that are ancestors of `earliest`
+/// (through `prev_events`, within the answer): a peer cannot slip in events
+/// that are not the room's history before it.
+fn ancestors_of(
+    rooms: &Rooms,
+    earliest: &ruma::EventId,
+    events: Vec<crate::events::Pdu>,
+) -> Result<Vec<crate::events::Pdu>> {
+    use ruma::state_res::Event as _;
+    let mut by_id: std::collections::HashMap<ruma::OwnedEventId, crate::events::Pdu> =
+        events.into_iter().map(|pdu| (pdu.event_id().clone(), pdu)).collect();
+    let Some((start, _)) = rooms.get_pdu(earliest)? else { return Ok(Vec::new()) };
+    let mut queue: Vec<ruma::OwnedEventId> = start.prev_events().cloned().collect();
+    let mut kept = Vec::new();
+    while let Some(event_id) = queue.pop() {
+        if let Some(pdu) = by_id.remove(&event_id) {
+            queue.extend(pdu.prev_events().cloned());
+            kept.push(pdu);
+        }
+    }
+    Ok(kept)
 }

@@ -144,6 +144,14 @@ impl Federation {
     /// (ms), fetching the server's keys when they are unknown, expired, or
     /// do not have it.
     pub async fn server_key(&self, server: &str, key_id: &str, at: u64) -> Result<String, FederationError> {
+        // Our own keys are known here: never taken from a peer or a notary.
+        if server == self.server_name.as_str() {
+            return self
+                .own_key_document()
+                .and_then(|document| verify_document(server, &document).ok())
+                .and_then(|keys| keys.key(key_id, at).map(str::to_owned))
+                .ok_or_else(|| FederationError::Keys(format!("{key_id} is not one of this server's keys")));
+        }
         let now = now_ms();
         if let Some(keys) = self.known_keys(server)? {
             if let Some(key) = keys.key(key_id, at).filter(|_| keys.valid_until_ts >= now.min(at)) {

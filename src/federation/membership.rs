@@ -87,6 +87,9 @@ impl Federation {
     ) -> Result<Value> {
         rooms.check_server_acl(room_id, origin)?;
         let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
+        if !rooms.server_in_room(&room, &self.server_name)? {
+            return Err(Error::not_found("This server is not in the room"));
+        }
         let (_, rules) = Rooms::rules_of(&room)?;
         let receipt = Receipt::new(rooms, self, origin);
         let mut pdu = super::receive::format::parse_with(&json, &rules).map_err(|d| Error::bad_json(d.0))?;
@@ -94,11 +97,18 @@ impl Federation {
             return Err(Error::bad_json("The event id does not match the event"));
         }
         check_member_event(&pdu, room_id, origin, membership)?;
-        let authorised_here = membership == Membership::Join
-            && crate::rooms::content_string(&pdu, "join_authorised_via_users_server")
-                .and_then(|user| UserId::parse(user).ok())
-                .is_some_and(|user| user.server_name() == self.server_name);
-        if authorised_here {
+        let authoriser = (membership == Membership::Join)
+            .then(|| crate::rooms::content_string(&pdu, "join_authorised_via_users_server"))
+            .flatten()
+            .and_then(|user| UserId::parse(user).ok())
+            .filter(|user| user.server_name() == self.server_name);
+        let authorised_here = authoriser.is_some();
+        if let Some(authoriser) = authoriser {
+            // The restrictions are checked again here: a server may send a
+            // join naming our user without having asked `/make_join`.
+            if !rooms.may_vouch_for_join(room_id, pdu.sender(), &authoriser)? {
+                return Err(Error::forbidden(format!("{authoriser} cannot vouch for this join")));
+            }
             pdu = countersign(&pdu, &rules, &self.key, &self.server_name)?;
         }
         let json = serde_json::from_str::<Value>(&pdu.to_canonical_json()).unwrap_or(Value::Null);
@@ -247,10 +257,16 @@ impl Federation {
             versions.join("&")
         );
         let mut answer = self.request(server, "GET", &path, None).await?;
-        let version = RoomVersionId::try_from(answer["room_version"].as_str().unwrap_or("1"))
-            .map_err(|_| Error::bad_json("Bad room version"))?;
+        let version = answer
+            .get("room_version")
+            .and_then(Value::as_str)
+            .and_then(|version| RoomVersionId::try_from(version).ok())
+            .filter(|version| room_version::KNOWN[2..].contains(version))
+            .ok_or_else(|| Error::bad_json("The resident server named no room version this server supports"))?;
         let rules = room_version::rules(&version)?;
-        Ok((version, rules, answer["event"].take()))
+        let template = answer.get_mut("event").map(Value::take).filter(Value::is_object);
+        let template = template.ok_or_else(|| Error::bad_json("The resident server sent no event template"))?;
+        Ok((version, rules, template))
     }
 
     /// `user_id`'s member event of `membership` built from a resident
@@ -384,14 +400,18 @@ impl Federation {
         ordered.sort_by_key(|pdu| (pdu.depth(), pdu.origin_server_ts_millis()));
         let mut accepted = Accepted::default();
         for pdu in ordered {
-            match auth_events::refusal_among(&pdu, rules, &accepted)? {
-                None => {
+            match auth_events::refusal_among(&pdu, rules, &accepted) {
+                Ok(None) => {
                     accepted.order.push(pdu.event_id().clone());
                     accepted.events.insert(pdu.event_id().clone(), pdu);
                 }
-                Some(reason) => {
+                Ok(Some(reason)) => {
                     tracing::info!(event = %pdu.event_id(), %reason, "an event of a join answer is rejected")
                 }
+                Err(error) if auth_events::is_unknown_auth_event(&error) => {
+                    tracing::info!(event = %pdu.event_id(), %error, "an event of a join answer is left out")
+                }
+                Err(error) => return Err(error),
             }
         }
         state_ids.retain(|id| accepted.events.contains_key(id));

@@ -149,6 +149,17 @@ async fn run_destination(services: Weak<Services>, destination: OwnedServerName,
     }
 }
 
+/// A transaction's id: its first and last positions and a digest of all of
+/// them, so a retry with other events (one queued late, below the last)
+/// never reuses the id of what the peer already answered.
+fn transaction_id(page: &[OutboxEntry]) -> String {
+    let digest = page.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, entry| {
+        (hash ^ entry.position).wrapping_mul(0x0100_0000_01b3).rotate_left(17)
+    });
+    let (first, last) = (page.first().map_or(0, |e| e.position), page.last().map_or(0, |e| e.position));
+    format!("{first}-{last}-{digest:016x}")
+}
+
 /// The wait after `failures` failed attempts in a row: 1 s doubling, capped.
 pub fn retry_wait(failures: u32, max_secs: u64) -> Duration {
     let secs = 1u64.checked_shl(failures.saturating_sub(1)).unwrap_or(u64::MAX);
@@ -174,8 +185,7 @@ async fn send_transaction(s: &Services, destination: &ServerName, page: &[Outbox
             None => tracing::warn!(event = %entry.event_id, "a queued event is not stored; skipped"),
         }
     }
-    let (first, last) = (page.first().map_or(0, |e| e.position), page.last().map_or(0, |e| e.position));
-    let txn_id = format!("{first}-{last}");
+    let txn_id = transaction_id(page);
     let body = json!({
         "origin": s.config.server_name,
         "origin_server_ts": now_ms(),

@@ -34,6 +34,43 @@ impl Rooms {
         Ok(self.audience(room.current_state, &state)?.servers.contains(server))
     }
 
+    /// Whether `authoriser`, a local user, may vouch for `user_id`'s join of a
+    /// restricted room (`join_authorised_via_users_server`): the join rules
+    /// are restricted, the user is in one of the rooms they allow and neither
+    /// invited nor joined, and the authoriser is joined with the power to
+    /// invite. Checked when another server sends the join, whatever its
+    /// `/make_join` said.
+    pub fn may_vouch_for_join(&self, room_id: &RoomId, user_id: &UserId, authoriser: &UserId) -> Result<bool> {
+        if !matches!(self.restricted_join_authoriser(room_id, user_id), Ok(Some(_))) {
+            return Ok(false);
+        }
+        let Some(room) = self.room(room_id)? else { return Ok(false) };
+        let (_, rules) = Self::rules_of(&room)?;
+        let state = self.current_state(&room)?;
+        if self.membership_in(&state, authoriser)? != Some(Membership::Join) {
+            return Ok(false);
+        }
+        let levels = self.power_levels(&state, &rules)?;
+        Ok(levels.user(authoriser) >= levels.action(super::power_levels::Action::Invite))
+    }
+
+    /// Whether `/event` may hand `server` this event: an accepted event of a
+    /// room the server is in (or a world-readable one) that it may see.
+    pub fn may_serve_event(&self, server: &ServerName, room_id: &RoomId, stored: &StoredPdu) -> Result<bool> {
+        let Some(room) = self.room(room_id)? else { return Ok(false) };
+        let member = self.server_in_room(&room, server)? || self.is_world_readable(&room)?;
+        Ok(member && stored.status == EventStatus::Accepted && self.server_can_see(server, stored)?)
+    }
+
+    /// Whether the room's current history visibility is `world_readable`.
+    pub fn is_world_readable(&self, room: &RoomRecord) -> Result<bool> {
+        let state = self.current_state(room)?;
+        Ok(self
+            .state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?
+            .and_then(|event| content_string(&event, "history_visibility"))
+            .is_some_and(|visibility| visibility == "world_readable"))
+    }
+
     /// Whether `server` may see the event (see the module documentation).
     pub fn server_can_see(&self, server: &ServerName, stored: &StoredPdu) -> Result<bool> {
         let Some(before) = stored.state_before else { return Ok(false) };
@@ -164,8 +201,12 @@ impl Rooms {
         let mut queue: VecDeque<OwnedEventId> = starts.into();
         let mut seen: BTreeSet<OwnedEventId> = BTreeSet::new();
         let mut found: Vec<(u64, Value)> = Vec::new();
+        // Events the asking server may not see do not count towards `limit`:
+        // the walk itself is bounded too.
+        let mut visits = 0;
         while let Some(event_id) = queue.pop_front() {
-            if found.len() >= limit {
+            visits += 1;
+            if found.len() >= limit || visits > limit.saturating_mul(10).max(100) {
                 break;
             }
             if stop.contains(&event_id) || !seen.insert(event_id.clone()) {

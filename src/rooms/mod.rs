@@ -267,10 +267,12 @@ impl Rooms {
     }
 
     /// The state after an event: the state before it, plus the event itself
-    /// if it is an accepted state event.
+    /// if it is a state event that was not rejected.
     pub fn state_after(&self, pdu: &Pdu, stored: &StoredPdu) -> Result<Arc<StateMap>> {
         let before = self.state.full_state(stored.snapshot_before()?)?;
-        if stored.status != crate::storage::records::EventStatus::Accepted {
+        // A soft-failed event takes part in the state of the events that
+        // build on it (spec: "Soft failure"); a rejected one never does.
+        if stored.status == crate::storage::records::EventStatus::Rejected {
             return Ok(before);
         }
         let Some(state_key) = pdu.state_key() else { return Ok(before) };

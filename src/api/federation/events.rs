@@ -46,7 +46,10 @@ fn event_id_param(request: &Request, name: &str) -> Result<OwnedEventId> {
 pub fn event(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
     let event_id = event_id_param(request, "event_id")?;
     let (json, stored) = s.rooms.pdu_json(&event_id)?.ok_or_else(|| Error::not_found("Unknown event"))?;
-    if !s.rooms.server_can_see(origin, &stored)? {
+    let room_id =
+        ruma::OwnedRoomId::try_from(stored.room_id.as_str()).map_err(|_| Error::not_found("Unknown event"))?;
+    s.rooms.check_server_acl(&room_id, origin)?;
+    if !s.rooms.may_serve_event(origin, &room_id, &stored)? {
         return Err(Error::forbidden("Your server may not see this event"));
     }
     Ok(Response::json(&json!({

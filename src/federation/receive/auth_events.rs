@@ -54,13 +54,25 @@ pub fn refusal(rooms: &Rooms, pdu: &Pdu, rules: &RoomVersionRules) -> Result<Opt
     refusal_among(pdu, rules, rooms)
 }
 
+/// An auth event that could not be had: the event can be neither accepted
+/// nor rejected, and is not stored (it may be received again later).
+pub fn unknown_auth_event(auth_id: &ruma::EventId) -> crate::error::Error {
+    crate::error::Error::new(crate::error::ErrorKind::BadState, format!("auth event {auth_id} is unknown"))
+}
+
+/// Whether an error is [`unknown_auth_event`]'s.
+pub fn is_unknown_auth_event(error: &crate::error::Error) -> bool {
+    error.kind == crate::error::ErrorKind::BadState && error.message.starts_with("auth event ")
+}
+
 /// Why the rules refuse `pdu` against its own auth events, taken from
-/// `events` (accepted events only), if they do.
+/// `events` (accepted events only), if they do; an error when one of them
+/// is unknown ([`unknown_auth_event`]).
 pub fn refusal_among(pdu: &Pdu, rules: &RoomVersionRules, events: &dyn EventView) -> Result<Option<String>> {
     let mut state = HashMap::new();
     for auth_id in pdu.auth_events() {
         let Some(auth) = events.event(auth_id)? else {
-            return Ok(Some(format!("auth event {auth_id} is unknown")));
+            return Err(unknown_auth_event(auth_id));
         };
         if let Some(state_key) = auth.state_key_str() {
             state.insert((auth.kind().to_string(), state_key.to_owned()), auth.clone());
@@ -75,7 +87,7 @@ pub fn refusal_among(pdu: &Pdu, rules: &RoomVersionRules, events: &dyn EventView
             Some(create) => {
                 state.insert((kinds::CREATE.to_owned(), String::new()), create);
             }
-            None => return Ok(Some(format!("the room's create event {create_id} is unknown"))),
+            None => return Err(unknown_auth_event(&create_id)),
         }
     }
     auth_rules_refusal(pdu, rules, events, &AuthEventsState(state))
@@ -134,12 +146,17 @@ pub async fn store_checked_outliers<'v>(
         if receipt.rooms.get_pdu(event.event_id())?.is_some() {
             continue;
         }
-        let status = match refusal(receipt.rooms, &event, &rules)? {
-            None => EventStatus::Accepted,
-            Some(reason) => {
+        let status = match refusal(receipt.rooms, &event, &rules) {
+            Ok(None) => EventStatus::Accepted,
+            Ok(Some(reason)) => {
                 tracing::info!(event = %event.event_id(), %reason, "a fetched event is rejected");
                 EventStatus::Rejected
             }
+            Err(error) if is_unknown_auth_event(&error) => {
+                tracing::info!(event = %event.event_id(), %error, "a fetched event left out");
+                continue;
+            }
+            Err(error) => return Err(error),
         };
         receipt.rooms.store_outlier(&mut room, &event, status).await?;
     }

@@ -123,9 +123,14 @@ impl Receipt<'_> {
     async fn fetch_event(&self, event_id: &ruma::EventId) -> Result<Value, FederationError> {
         let path = format!("/_matrix/federation/v1/event/{}", percent_encode(event_id.as_str()));
         let mut answer = self.ask("GET", &path, None).await?;
-        match answer.get_mut("pdus").and_then(Value::as_array_mut).and_then(|pdus| pdus.pop()) {
-            Some(pdu) => Ok(pdu),
-            None => Err(FederationError::BadAnswer(format!("no event in the answer for {event_id}"))),
+        let Some(pdu) = answer.get_mut("pdus").and_then(Value::as_array_mut).and_then(|pdus| pdus.pop()) else {
+            return Err(FederationError::BadAnswer(format!("no event in the answer for {event_id}")));
+        };
+        // The event asked for, not another one: its id is computed from it.
+        let room_id = format::room_id_of(&pdu).ok_or_else(|| FederationError::BadAnswer("no room id".into()))?;
+        match format::parse(self.rooms, &room_id, &pdu) {
+            Ok((parsed, _)) if parsed.event_id() == event_id => Ok(pdu),
+            _ => Err(FederationError::BadAnswer(format!("the answer is not the event {event_id}"))),
         }
     }
 
@@ -137,8 +142,8 @@ impl Receipt<'_> {
     }
 
     async fn receive_with(&self, pdu: &Pdu, gap: GapFill) -> Result<Verdict> {
-        if self.rooms.has_state_after(pdu.event_id())? {
-            return Ok(Verdict::Accept);
+        if let Some(verdict) = self.earlier_verdict(pdu)? {
+            return Ok(verdict);
         }
         let room_id = pdu.room_id_or_derived();
         let mut room = self
@@ -150,6 +155,8 @@ impl Receipt<'_> {
             return self.store(&mut room, pdu, refusal).await;
         }
         let (state_before, verdict) = state_before::check(self, pdu, &rules, gap).await?;
+        // Filling a gap stored events and moved the room on: its record now.
+        let mut room = self.rooms.room(&room_id)?.ok_or_else(|| crate::error::Error::not_found("The room is gone"))?;
         let verdict = match verdict {
             Verdict::Accept => current_state::check(self.rooms, pdu, &rules, &room)?,
             refused => refused,
@@ -159,6 +166,20 @@ impl Receipt<'_> {
         staged.durable().await?;
         tracing::debug!(room = %room_id, event = %pdu.event_id(), origin = %self.origin, ?verdict, "event received");
         Ok(verdict)
+    }
+
+    /// The verdict an event already received with its state got then.
+    fn earlier_verdict(&self, pdu: &Pdu) -> Result<Option<Verdict>> {
+        use crate::{rooms::pipeline::authorise::Refusal, storage::records::EventStatus};
+        let Some((_, stored)) = self.rooms.get_pdu(pdu.event_id())? else { return Ok(None) };
+        if stored.state_before.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(match stored.status {
+            EventStatus::Accepted => Verdict::Accept,
+            EventStatus::SoftFailed => Verdict::SoftFail("soft-failed when first received".into()),
+            EventStatus::Rejected => Verdict::Reject(Refusal::AuthRules("rejected when first received".into())),
+        }))
     }
 
     /// Stores a rejected event without a state (its auth events refused it).

@@ -133,5 +133,5 @@ async fn state_after_fetched(receipt: &Receipt<'_>, pdu: &Pdu, prev: &OwnedEvent
     // The prev event itself belongs to the state after it when it is a state event.
     state.push(prev.clone());
     state.retain(|id| receipt.rooms.get_pdu(id).ok().flatten().is_some());
-    receipt.rooms.state_of_events(&state)
+    receipt.rooms.state_of_events(&room_id, &state)
 }

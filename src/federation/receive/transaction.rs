@@ -110,18 +110,21 @@ async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Val
         }
         return Ok(results);
     }
-    let _guard = receipt.rooms.locks.lock(&room_id).await;
+    // Steps 1–3 (signatures may mean fetching keys) before the room is locked.
+    let mut checked = Vec::with_capacity(pdus.len());
     for json in pdus {
-        let pdu = match receipt.checked(&room_id, &json).await {
-            Ok(pdu) => pdu,
+        match receipt.checked(&room_id, &json).await {
+            Ok(pdu) => checked.push(pdu),
             Err(dropped) => {
                 tracing::info!(room = %room_id, origin = %receipt.origin, %dropped, "PDU dropped");
                 if let Some(event_id) = json.get("event_id").and_then(Value::as_str) {
                     results.insert(event_id.to_owned(), json!({ "error": dropped.to_string() }));
                 }
-                continue;
             }
-        };
+        }
+    }
+    let _guard = receipt.rooms.locks.lock(&room_id).await;
+    for pdu in checked {
         let result = match receipt.receive(&pdu).await {
             Ok(Verdict::Accept | Verdict::SoftFail(_)) => json!({}),
             Ok(Verdict::Reject(Refusal::AuthRules(reason) | Refusal::Policy(reason))) => json!({ "error": reason }),

@@ -20,6 +20,9 @@ use crate::{
     storage::{records::RoomRecord, Batch, StorageError},
 };
 
+/// The largest depth an event may have (2^53 - 1, canonical JSON's limit).
+pub const MAX_DEPTH: u64 = (1 << 53) - 1;
+
 /// Where a new event goes: after the room's forward extremities, one deeper.
 #[derive(Debug, Clone)]
 pub struct Tip {
@@ -49,7 +52,9 @@ impl Rooms {
             .iter()
             .map(|id| OwnedEventId::try_from(id.as_str()).map_err(|_| StorageError::corrupt("stored extremity").into()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tip { prev_events, depth: room.max_depth + 1 })
+        // Depths stop at the largest canonical JSON integer (a peer's event may
+        // have taken the room there): new events still get a valid depth.
+        Ok(Tip { prev_events, depth: (room.max_depth + 1).min(MAX_DEPTH) })
     }
 
     /// Builds and signs `request` as `sender`'s event on top of `tip`, with

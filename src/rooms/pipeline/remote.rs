@@ -81,12 +81,16 @@ impl Rooms {
 
     /// A state given as events (a peer's answer about the state at some
     /// event, every event stored): its map of short ids.
-    pub(crate) fn state_of_events(&self, events: &[OwnedEventId]) -> Result<StateMap> {
+    pub(crate) fn state_of_events(&self, room_id: &ruma::RoomId, events: &[OwnedEventId]) -> Result<StateMap> {
         let mut map = StateMap::new();
         for event_id in events {
             let Some((pdu, stored)) = self.get_pdu(event_id)? else {
                 return Err(Error::internal("state of events", format!("{event_id} is not stored")));
             };
+            // Only accepted events of this room can be part of its state.
+            if stored.room_id != room_id.as_str() || stored.status != EventStatus::Accepted {
+                continue;
+            }
             let Some(state_key) = pdu.state_key_str() else { continue };
             map.insert(self.state.short_state_key(&pdu.kind().to_string(), state_key)?, stored.short_id());
         }
@@ -199,7 +203,7 @@ impl Rooms {
         for pdu in outliers {
             self.store_outlier(&mut room, pdu, EventStatus::Accepted).await?;
         }
-        let map = self.state_of_events(state)?;
+        let map = self.state_of_events(&room_id, state)?;
         let snapshot = self.snapshot_of(&StateBefore { map: Arc::new(map), base: None })?;
         room.current_state = snapshot;
         let plan = PersistPlan {

@@ -239,3 +239,65 @@ async fn a_server_in_the_room_reads_its_events_state_and_times() {
     let (status, body) = get(format!("/_matrix/federation/v1/timestamp_to_event/{}?ts=1&dir=x", enc(room_id))).await;
     assert_eq!((status, body["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{body}");
 }
+
+#[tokio::test]
+async fn a_join_naming_our_user_is_vouched_for_only_within_the_restrictions() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    b.client().register("carol").await;
+    let lobby = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let restricted = json!({ "type": "m.room.join_rules", "state_key": "", "content": {
+        "join_rule": "restricted", "allow": [{ "type": "m.room_membership", "room_id": lobby }] } });
+    let room = alice.create_room(json!({ "preset": "private_chat", "initial_state": [restricted] })).await;
+    let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await;
+    let id_of = |kind: &str, key: &str| -> OwnedEventId {
+        let event = state.body.as_array().unwrap().iter().find(|e| e["type"] == kind && e["state_key"] == key).unwrap();
+        OwnedEventId::try_from(event["event_id"].as_str().unwrap()).unwrap()
+    };
+    let latest = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=1", enc(&room))).await;
+    let tip = OwnedEventId::try_from(latest.body["chunk"][0]["event_id"].as_str().unwrap()).unwrap();
+
+    // b.test skips /make_join and names alice as the voucher for carol, who is in no allowed room.
+    let new = NewEvent {
+        kind: "m.room.member".into(),
+        state_key: Some("@carol:b.test".into()),
+        content: json!({ "membership": "join", "join_authorised_via_users_server": "@alice:a.test" }),
+        sender: OwnedUserId::try_from("@carol:b.test").unwrap(),
+        room_id: Some(OwnedRoomId::try_from(room.as_str()).unwrap()),
+        prev_events: vec![tip],
+        auth_events: vec![
+            id_of("m.room.power_levels", ""),
+            id_of("m.room.join_rules", ""),
+            id_of("m.room.member", "@alice:a.test"),
+        ],
+        depth: 20,
+        origin_server_ts: 1_800_000_000_000,
+        redacts: None,
+    };
+    let rules = room_version::rules(&RoomVersionId::V12).unwrap();
+    let key = &b.services().server_key;
+    let join = build_and_sign(new, &rules, key, <&ruma::ServerName>::try_from("b.test").unwrap()).unwrap();
+    let path = format!("/_matrix/federation/v2/send_join/{}/{}", enc(&room), enc(join.event_id().as_str()));
+    let body = json_of(&join);
+    let authorization = x_matrix::authorization(key, "b.test", "a.test", "PUT", &path, Some(&body)).unwrap();
+    let (status, answer) =
+        tls_request_with_body(&ca.pem(), tls_addr(&a), "a.test", "PUT", &path, Some(&authorization), Some(&body)).await;
+    assert_eq!((status, answer["errcode"].as_str()), (403, Some("M_FORBIDDEN")), "{answer}");
+    assert!(a.services().rooms.get_pdu(join.event_id()).unwrap().is_none(), "the join was not stored");
+}
+
+#[tokio::test]
+async fn an_event_at_the_largest_depth_does_not_stop_the_room() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let mut room = shared_room(&alice, &bob).await;
+    room.depth = (1 << 53) - 1;
+    let a_key = a.services().server_key.clone();
+    let auth = vec![room.power_levels.clone(), room.alice_member.clone()];
+    let deep = message(&room, "@alice:a.test", auth, "au fond", &a_key, "a.test");
+    let (status, answer) = send_as_a(&ca, &a, &b, "deep-1", vec![json_of(&deep)]).await;
+    assert_eq!((status, &answer["pdus"][deep.event_id().as_str()]), (200, &json!({})), "{answer}");
+    // b.test's users still send, and b.test still hands out join templates.
+    bob.send_text(room.room_id.as_str(), "after", "still talking").await;
+}
