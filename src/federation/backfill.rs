@@ -107,9 +107,10 @@ impl Federation {
                 Err(error) if auth_events::is_unknown_auth_event(&error) => continue,
                 Err(error) => return Err(error),
             };
-            rooms.store_backfilled(&mut room, &pdu, status, point.next_position, point.snapshot).await?;
-            point.next_position -= 1;
-            added += 1;
+            if rooms.store_backfilled(&mut room, &pdu, status, point.next_position, point.snapshot).await? {
+                point.next_position -= 1;
+                added += 1;
+            }
         }
         tracing::debug!(room = %room_id, %server, added, "history backfilled");
         Ok(added)

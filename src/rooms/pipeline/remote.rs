@@ -332,7 +332,7 @@ impl Rooms {
     /// Stores a checked event of the room's history at `position` (below
     /// everything the timeline held), shown with the state `snapshot`; an
     /// event held as an outlier (fetched for its state) takes its place in
-    /// the timeline.
+    /// the timeline. Whether it took the position.
     pub(crate) async fn store_backfilled(
         &self,
         room: &mut RoomRecord,
@@ -340,10 +340,10 @@ impl Rooms {
         status: EventStatus,
         position: u64,
         snapshot: u64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         if let Some((_, mut stored)) = self.get_pdu(pdu.event_id())? {
             if stored.position().is_some() || stored.status != EventStatus::Accepted {
-                return Ok(());
+                return Ok(false);
             }
             stored.count = position;
             stored.state_before = Some(snapshot);
@@ -356,7 +356,7 @@ impl Rooms {
             )?;
             self.storage.commit(batch).await?;
             self.pdus.invalidate(pdu.event_id());
-            return Ok(());
+            return Ok(true);
         }
         let room_id = pdu.room_id_or_derived();
         let plan = PersistPlan {
@@ -370,6 +370,7 @@ impl Rooms {
             extra: Batch::new(),
             backfill_position: Some(position),
         };
-        self.persist(plan, room).await?.durable().await
+        self.persist(plan, room).await?.durable().await?;
+        Ok(true)
     }
 }
