@@ -142,7 +142,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         }
         if let Some(record) = rooms.remote_invite(&who.localpart, &room_id)? {
             let news = request.since.is_none_or(|since| record.position > since) && record.position <= snapshot;
-            if news {
+            // A declined invite is a left room: in an initial sync only with `include_leave`.
+            let wanted = record.rejection.is_none() || request.since.is_some() || room_filter.include_leave;
+            if news && wanted {
                 let (section, body) = remote_invite_section(&record);
                 let map = match section {
                     Membership::Invite => &mut invite,

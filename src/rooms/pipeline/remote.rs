@@ -206,6 +206,16 @@ impl Rooms {
         let map = self.state_of_events(&room_id, state)?;
         let snapshot = self.snapshot_of(&StateBefore { map: Arc::new(map), base: None })?;
         room.current_state = snapshot;
+        // Other local users the room's state names (invited, banned, joined
+        // through another server earlier): their membership index follows it.
+        let mut memberships = Batch::new();
+        for event_id in state {
+            if let Some((member, stored)) = self.get_pdu(event_id)? {
+                if stored.status == EventStatus::Accepted && member.state_key_str() != Some(join.sender().as_str()) {
+                    self.record_local_membership(&mut memberships, &room_id, &member)?;
+                }
+            }
+        }
         let plan = PersistPlan {
             room_id: &room_id,
             pdu: join,
@@ -217,7 +227,7 @@ impl Rooms {
                 current_state: CurrentState::FollowsEvent,
             }),
             txn: None,
-            extra: Batch::new(),
+            extra: memberships,
             backfill_position: None,
         };
         self.persist(plan, &mut room).await?.durable().await

@@ -74,9 +74,11 @@ async fn a_user_of_another_server_joins_a_public_room_and_both_talk() {
     wait_until(&alice, &event, |body| body["content"] == json!({})).await;
 }
 
-/// The sync sections (`invite`, `join`, `leave`) holding `room`, after syncing from scratch.
+/// The sync sections (`invite`, `join`, `leave`) holding `room`, after
+/// syncing from scratch (left rooms included).
 async fn sections_with(session: &Session, room: &str) -> Vec<&'static str> {
-    let sync = session.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let filter = enc_json(&json!({ "room": { "include_leave": true } }));
+    let sync = session.client.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={filter}")).await;
     let sync = sync.assert_ok();
     ["invite", "join", "leave"].into_iter().filter(|section| sync["rooms"][section][room].is_object()).collect()
 }
@@ -131,6 +133,21 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
             .unwrap()
             .iter()
             .any(|e| e["state_key"] == "@carol:b.test" && e["content"]["membership"] == "leave")
+    })
+    .await;
+
+    // An invite to a room nobody of b.test is in, declined through a.test.
+    let dave = b.client().register("dave").await;
+    let other = alice.create_room(json!({ "preset": "private_chat" })).await;
+    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&other));
+    alice.client.post(&invite, json!({ "user_id": "@dave:b.test" })).await.assert_ok();
+    assert_eq!(sections_with(&dave, &other).await, ["invite"]);
+    dave.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&other)), json!({})).await.assert_ok();
+    assert_eq!(sections_with(&dave, &other).await, ["leave"]);
+    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&other));
+    wait_until(&alice, &members, |body| {
+        let chunk = body["chunk"].as_array().unwrap();
+        chunk.iter().any(|e| e["state_key"] == "@dave:b.test" && e["content"]["membership"] == "leave")
     })
     .await;
 }
