@@ -133,6 +133,10 @@ pub async fn store_checked_outliers<'v>(
 ) -> Result<()> {
     let mut checked = Vec::new();
     for json in events {
+        if receipt.out_of_time() {
+            tracing::info!(origin = %receipt.origin, "out of time checking fetched events; the rest is left out");
+            break;
+        }
         match receipt.checked(room_id, json).await {
             Ok(event) if event.room_id_or_derived() == *room_id => checked.push(event),
             Ok(event) => tracing::info!(event = %event.event_id(), "an event of another room was left out"),

@@ -104,6 +104,12 @@ impl Receipt<'_> {
         checked_with(self.federation, json, &rules).await
     }
 
+    /// Whether the receipt's time for fetching is spent (checking fetched
+    /// events, whose signers' keys may have to be fetched too, stops then).
+    pub fn out_of_time(&self) -> bool {
+        std::time::Instant::now() >= self.deadline
+    }
+
     /// A signed request to the origin, its answer; refused once the
     /// receipt's budget of requests or time is spent.
     async fn ask(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, FederationError> {
