@@ -245,8 +245,13 @@ pub fn federation_receive(data: &[u8]) {
     let origin = <&ruma::ServerName>::try_from("peer.fuzz").expect("a server name");
     let txn = format!("fuzz-{}", TXN.fetch_add(1, Ordering::Relaxed));
     let services = &harness.services;
-    let received =
-        harness.runtime.block_on(services.federation.receive_transaction(&services.rooms, origin, &txn, transaction));
+    let received = harness.runtime.block_on(services.federation.receive_transaction(
+        &services.rooms,
+        &services.typing,
+        origin,
+        &txn,
+        transaction,
+    ));
     if let Err(error) = received {
         assert!(error.status() != 500, "a peer's transaction caused an internal error: {error}");
     }

@@ -15,6 +15,7 @@
 //! `federation.allow_private_addresses`.
 
 pub mod backfill;
+pub mod edu;
 pub mod invite;
 pub mod keys;
 pub mod membership;
@@ -253,11 +254,13 @@ impl Federation {
     pub async fn receive_transaction(
         &self,
         rooms: &crate::rooms::Rooms,
+        typing: &crate::rooms::typing::Typing,
         origin: &ServerName,
         txn_id: &str,
         transaction: receive::transaction::Transaction,
     ) -> Result<Value, Error> {
-        let receipt = receive::Receipt::new(rooms, self, origin);
+        let mut receipt = receive::Receipt::new(rooms, self, origin);
+        receipt.typing = Some(typing);
         receive::transaction::receive(&receipt, &self.storage, txn_id, transaction).await
     }
 }

@@ -34,10 +34,17 @@ pub const CATCH_UP_THRESHOLD: usize = 500;
 /// How long a destination's task waits for new events before ending.
 const IDLE_EXIT: Duration = Duration::from_secs(300);
 
-/// The destinations' tasks, each with the signal that wakes it.
+/// Most EDUs in one transaction, and waiting for one destination (the
+/// oldest are dropped beyond: they are ephemeral).
+pub const MAX_EDUS: usize = 100;
+
+/// The destinations' tasks, each with the signal that wakes it, and the
+/// EDUs waiting for each destination (in memory: typing notifications and
+/// read receipts are not worth a disk write each).
 #[derive(Default)]
 pub struct Sender {
     workers: std::sync::Mutex<HashMap<OwnedServerName, Arc<tokio::sync::Notify>>>,
+    edus: std::sync::Mutex<HashMap<OwnedServerName, std::collections::VecDeque<Value>>>,
 }
 
 impl Sender {
@@ -56,6 +63,47 @@ impl Sender {
     /// Destinations with a task.
     pub fn active(&self) -> usize {
         self.workers().len()
+    }
+
+    fn edus(&self) -> std::sync::MutexGuard<'_, HashMap<OwnedServerName, std::collections::VecDeque<Value>>> {
+        self.edus.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues an EDU for `destination` (the caller wakes its task).
+    pub fn queue_edu(&self, destination: &ServerName, edu: Value) {
+        let mut edus = self.edus();
+        let queue = edus.entry(destination.to_owned()).or_default();
+        if queue.len() >= MAX_EDUS {
+            queue.pop_front();
+        }
+        queue.push_back(edu);
+    }
+
+    /// Up to [`MAX_EDUS`] EDUs waiting for `destination`.
+    fn take_edus(&self, destination: &ServerName) -> Vec<Value> {
+        let mut edus = self.edus();
+        let Some(queue) = edus.get_mut(destination) else { return Vec::new() };
+        let taken: Vec<Value> = queue.drain(..queue.len().min(MAX_EDUS)).collect();
+        if queue.is_empty() {
+            edus.remove(destination);
+        }
+        taken
+    }
+
+    /// EDUs a failed transaction carried, queued again ahead of newer ones (within the bound).
+    fn requeue_edus(&self, destination: &ServerName, failed: Vec<Value>) {
+        let mut edus = self.edus();
+        let queue = edus.entry(destination.to_owned()).or_default();
+        for edu in failed.into_iter().rev() {
+            if queue.len() >= MAX_EDUS {
+                break;
+            }
+            queue.push_front(edu);
+        }
+    }
+
+    fn has_edus(&self, destination: &ServerName) -> bool {
+        self.edus().contains_key(destination)
     }
 }
 
@@ -115,7 +163,8 @@ async fn run_destination(services: Weak<Services>, destination: OwnedServerName,
                 Vec::new()
             }
         };
-        if page.is_empty() {
+        let edus = s.federation.sender.take_edus(&destination);
+        if page.is_empty() && edus.is_empty() {
             drop(s);
             if tokio::time::timeout(IDLE_EXIT, wake.notified()).await.is_ok() {
                 continue;
@@ -123,14 +172,16 @@ async fn run_destination(services: Weak<Services>, destination: OwnedServerName,
             if let Some(s) = services.upgrade() {
                 let mut workers = s.federation.sender.workers();
                 // Checked again under the lock: an event queued meanwhile keeps the task.
-                if s.rooms.outbox_page(&destination, 1).map(|p| p.is_empty()).unwrap_or(true) {
+                let idle = s.rooms.outbox_page(&destination, 1).map(|p| p.is_empty()).unwrap_or(true)
+                    && !s.federation.sender.has_edus(&destination);
+                if idle {
                     workers.remove(&destination);
                     return;
                 }
             }
             continue;
         }
-        match send_transaction(&s, &destination, &page).await {
+        match send_transaction(&s, &destination, &page, &edus).await {
             Ok(()) => {
                 failures = 0;
                 let positions: Vec<u64> = page.iter().map(|entry| entry.position).collect();
@@ -139,6 +190,7 @@ async fn run_destination(services: Weak<Services>, destination: OwnedServerName,
                 }
             }
             Err(error) => {
+                s.federation.sender.requeue_edus(&destination, edus);
                 failures = failures.saturating_add(1);
                 let wait = retry_wait(failures, s.config.federation.max_retry_interval_secs);
                 tracing::info!(%destination, %error, retry_in_secs = wait.as_secs(), "transaction not delivered");
@@ -177,7 +229,7 @@ async fn next_page(s: &Services, destination: &ServerName, after_failures: bool)
 }
 
 /// One transaction with `page`'s events; Ok once the destination answered 200.
-async fn send_transaction(s: &Services, destination: &ServerName, page: &[OutboxEntry]) -> Result<()> {
+async fn send_transaction(s: &Services, destination: &ServerName, page: &[OutboxEntry], edus: &[Value]) -> Result<()> {
     let mut pdus = Vec::with_capacity(page.len());
     for entry in page {
         match s.rooms.get_pdu(&entry.event_id)? {
@@ -185,12 +237,16 @@ async fn send_transaction(s: &Services, destination: &ServerName, page: &[Outbox
             None => tracing::warn!(event = %entry.event_id, "a queued event is not stored; skipped"),
         }
     }
-    let txn_id = transaction_id(page);
+    let txn_id = match page.is_empty() {
+        false => transaction_id(page),
+        // EDUs alone: a transaction id never used before.
+        true => format!("edu-{}-{}", now_ms(), crate::crypto::tokens::random_alphanumeric(8)),
+    };
     let body = json!({
         "origin": s.config.server_name,
         "origin_server_ts": now_ms(),
         "pdus": pdus,
-        "edus": [],
+        "edus": edus,
     });
     let path = format!("/_matrix/federation/v1/send/{}", percent_encode(&txn_id));
     let answer = s.federation.request(destination, "PUT", &path, Some(&body)).await?;

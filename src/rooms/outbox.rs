@@ -145,6 +145,14 @@ impl Rooms {
 }
 
 impl Rooms {
+    /// The servers other than `own` with joined members in the room now.
+    pub fn other_servers_in(&self, room_id: &ruma::RoomId, own: &ServerName) -> Result<Vec<OwnedServerName>> {
+        let Some(room) = self.room(room_id)? else { return Ok(Vec::new()) };
+        let state = self.current_state(&room)?;
+        let servers = self.audience(room.current_state, &state)?.servers.clone();
+        Ok(servers.into_iter().filter(|server| server != own).collect())
+    }
+
     /// A new room's short id (a room joined through another server).
     pub fn next_short_room_id(&self) -> Result<u64> {
         Ok(self.storage.next_count()?)

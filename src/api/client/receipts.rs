@@ -58,6 +58,15 @@ pub async fn receipt(s: &Services, request: &Request, who: &Identity) -> Result<
     match kind {
         READ | READ_PRIVATE => {
             s.rooms.set_receipt(&room_id, &who.user_id, kind, &event_id, body.thread_id.as_deref()).await?;
+            if kind == READ {
+                s.federation.send_read_receipt(
+                    &s.rooms,
+                    &room_id,
+                    &who.user_id,
+                    &event_id,
+                    body.thread_id.as_deref(),
+                )?;
+            }
         }
         "m.fully_read" => set_fully_read(s, who, &room_id, &event_id).await?,
         other => return Err(Error::invalid_param(format!("Unknown receipt type {other:?}"))),
@@ -108,6 +117,9 @@ pub async fn read_markers(s: &Services, request: &Request, who: &Identity) -> Re
         if let Some(event) = event {
             let event_id = readable_event(s, &room_id, who, event)?;
             s.rooms.set_receipt(&room_id, &who.user_id, kind, &event_id, None).await?;
+            if kind == READ {
+                s.federation.send_read_receipt(&s.rooms, &room_id, &who.user_id, &event_id, None)?;
+            }
         }
     }
     Ok(Response::empty_object())

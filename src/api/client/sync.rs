@@ -106,6 +106,7 @@ pub fn typing(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     let body: TypingBody = request.json()?;
     let timeout = Duration::from_millis(body.timeout.unwrap_or(30_000));
     s.typing.set(&room_id, &who.user_id, body.typing, timeout)?;
+    s.federation.send_typing(&s.rooms, &room_id, &who.user_id, body.typing)?;
     Ok(Response::empty_object())
 }
 

@@ -8,7 +8,7 @@
 //! being processed twice. Each PDU gets its own result; the rooms of
 //! a transaction are processed concurrently, the PDUs of one room in order
 //! under the room's lock; PDUs of a room whose server ACL denies the origin
-//! are ignored. EDUs are not processed yet.
+//! are ignored. EDUs are handed to `federation::edu`.
 
 use std::collections::BTreeMap;
 
@@ -76,8 +76,8 @@ pub async fn receive(
     if transaction.pdus.len() > MAX_PDUS || transaction.edus.len() > MAX_EDUS {
         return Err(Error::bad_json(format!("A transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
     }
-    if !transaction.edus.is_empty() {
-        tracing::debug!(origin = %receipt.origin, edus = transaction.edus.len(), "EDUs not processed yet");
+    if let Some(typing) = receipt.typing {
+        crate::federation::edu::receive(receipt.rooms, typing, receipt.origin, &transaction.edus).await;
     }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<Value>> = BTreeMap::new();
     for pdu in transaction.pdus {

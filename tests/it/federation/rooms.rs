@@ -291,3 +291,46 @@ async fn history_from_before_a_join_is_fetched_from_the_room_server() {
     let names = events.iter().filter(|e| e["type"] == "m.room.name").count();
     assert_eq!(names, 1, "state events of the history too");
 }
+
+#[tokio::test]
+async fn typing_and_read_receipts_cross_servers() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    let message = alice.send_text(&room, "t1", "quelqu'un ?").await;
+    wait_for_message(&bob, &room, "quelqu'un ?").await;
+
+    // bob types: alice's sync shows it; bob reads alice's message: alice's sync shows the receipt.
+    let typing = format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc("@bob:b.test"));
+    bob.client.put(&typing, json!({ "typing": true, "timeout": 20000 })).await.assert_ok();
+    let receipt = format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&message));
+    bob.client.post(&receipt, json!({})).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut saw_typing, mut saw_receipt) = (false, false);
+    while !(saw_typing && saw_receipt) {
+        assert!(Instant::now() < deadline, "typing {saw_typing}, receipt {saw_receipt}");
+        let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+        let ephemeral = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].clone();
+        for event in ephemeral.as_array().into_iter().flatten() {
+            if event["type"] == "m.typing" && event["content"]["user_ids"] == json!(["@bob:b.test"]) {
+                saw_typing = true;
+            }
+            if event["type"] == "m.receipt" && event["content"][&message]["m.read"]["@bob:b.test"].is_object() {
+                saw_receipt = true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A server cannot speak for another server's user.
+    let forged =
+        json!({ "edu_type": "m.typing", "content": { "room_id": room, "user_id": "@alice:a.test", "typing": true } });
+    let services = a.services();
+    let origin = <&ruma::ServerName>::try_from("b.test").unwrap();
+    conduit::federation::edu::receive(&services.rooms, &services.typing, origin, &[forged]).await;
+    let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let typing_now = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
+    assert!(!typing_now.contains("@alice:a.test\"]"), "{typing_now}");
+}

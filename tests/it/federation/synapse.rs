@@ -59,6 +59,29 @@ async fn wait_in_room(session: &Session, room: &str, peer: &SynapsePeer, check: 
     panic!("{} never saw the expected in {room}: {timeline:?}\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
 }
 
+/// Syncs as `session` (incrementally) until `user` is typing in `room`.
+async fn wait_for_typing(session: &Session, room: &str, user: &str, peer: &SynapsePeer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since: Option<String> = None;
+    while Instant::now() < deadline {
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = session.client.get(&path).await;
+        since = sync.body["next_batch"].as_str().map(str::to_owned).or(since);
+        let ephemeral = &sync.body["rooms"]["join"][room]["ephemeral"]["events"];
+        let typing = ephemeral.as_array().into_iter().flatten().any(|event| {
+            event["type"] == "m.typing"
+                && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == user))
+        });
+        if typing {
+            return;
+        }
+    }
+    panic!("{} never saw {user} typing\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
+}
+
 /// Synapse's log without its sync requests (what a failure needs to show).
 fn log_of(peer: &SynapsePeer) -> String {
     let log = std::fs::read_to_string(peer.dir().join("homeserver.log")).unwrap_or_default();
@@ -104,6 +127,13 @@ async fn a_synapse_user_joins_a_conduit_room_by_alias_and_they_talk() {
     // Messages both ways.
     alice.send_text(&room, "t1", "bonjour de conduit").await;
     wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "bonjour de conduit")).await;
+
+    // Typing both ways (EDUs).
+    let typing = |user: &str| format!("/_matrix/client/v3/rooms/{}/typing/{}", enc(&room), enc(user));
+    sam.client.put(&typing(&sam.user_id), json!({ "typing": true, "timeout": 20000 })).await.assert_ok();
+    wait_for_typing(&alice, &room, &sam.user_id, &synapse).await;
+    alice.client.put(&typing(&alice.user_id), json!({ "typing": true, "timeout": 20000 })).await.assert_ok();
+    wait_for_typing(&sam, &room, &alice.user_id, &synapse).await;
     let sams = sam.send_text(&room, "t2", "bonjour de synapse").await;
     wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bonjour de synapse")).await;
 

@@ -1,0 +1,127 @@
+//! EDUs, the ephemeral events servers send each other (server-server API
+//! "Typing Notifications", "Receipts"): typing notifications and read
+//! receipts of local users sent to the other servers of the room, and those
+//! of other servers' users received.
+//!
+//! Sending: queued in memory per destination (`sender::Sender`, at most 100
+//! each, the oldest dropped) and carried by the destination's next
+//! transaction. Receiving: an EDU about a user counts only if the user is of
+//! the sending server and joined to the room, and the room's server ACL
+//! allows that server; anything else is ignored, as are EDU types not
+//! handled yet (presence, device lists, to-device: the complete federation
+//! issue).
+
+use std::time::Duration;
+
+use ruma::{OwnedEventId, RoomId, ServerName, UserId};
+use serde_json::{json, Value};
+
+use super::Federation;
+use crate::{
+    error::Result,
+    rooms::{typing::Typing, Membership, Rooms},
+};
+
+/// How long a remote user's typing lasts without news (spec: servers
+/// should send updates at least every so often).
+const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Federation {
+    /// Queues `edu` for every other server with members in `room_id`.
+    pub fn queue_edu(&self, rooms: &Rooms, room_id: &RoomId, edu: Value) -> Result<()> {
+        let destinations = rooms.other_servers_in(room_id, &self.server_name)?;
+        if destinations.is_empty() {
+            return Ok(());
+        }
+        for destination in &destinations {
+            self.sender.queue_edu(destination, edu.clone());
+        }
+        rooms.outbox_signal().mark(destinations);
+        Ok(())
+    }
+
+    /// A local user's typing, for the room's other servers.
+    pub fn send_typing(&self, rooms: &Rooms, room_id: &RoomId, user_id: &UserId, typing: bool) -> Result<()> {
+        let edu =
+            json!({ "edu_type": "m.typing", "content": { "room_id": room_id, "user_id": user_id, "typing": typing } });
+        self.queue_edu(rooms, room_id, edu)
+    }
+
+    /// A local user's public read receipt, for the room's other servers.
+    pub fn send_read_receipt(
+        &self,
+        rooms: &Rooms,
+        room_id: &RoomId,
+        user_id: &UserId,
+        event_id: &ruma::EventId,
+        thread_id: Option<&str>,
+    ) -> Result<()> {
+        let mut data = json!({ "ts": crate::util::now_ms() });
+        if let Some(thread_id) = thread_id {
+            data["thread_id"] = json!(thread_id);
+        }
+        let content =
+            json!({ room_id.as_str(): { "m.read": { user_id.as_str(): { "event_ids": [event_id], "data": data } } } });
+        self.queue_edu(rooms, room_id, json!({ "edu_type": "m.receipt", "content": content }))
+    }
+}
+
+/// Applies the EDUs of `origin`'s transaction (what is not for us is ignored).
+pub async fn receive(rooms: &Rooms, typing: &Typing, origin: &ServerName, edus: &[Value]) {
+    for edu in edus {
+        let content = &edu["content"];
+        let outcome = match edu["edu_type"].as_str() {
+            Some("m.typing") => receive_typing(rooms, typing, origin, content),
+            Some("m.receipt") => receive_receipts(rooms, origin, content).await,
+            _ => Ok(()),
+        };
+        if let Err(error) = outcome {
+            tracing::debug!(%origin, %error, edu_type = ?edu["edu_type"], "EDU ignored");
+        }
+    }
+}
+
+/// Whether `user` is `origin`'s, joined to `room_id`, and `origin` allowed by the room's ACL.
+fn speaks_for_member(rooms: &Rooms, origin: &ServerName, room_id: &RoomId, user: &UserId) -> Result<bool> {
+    if user.server_name() != origin || rooms.check_server_acl(room_id, origin).is_err() {
+        return Ok(false);
+    }
+    Ok(rooms.membership(room_id, user)? == Some(Membership::Join))
+}
+
+fn receive_typing(rooms: &Rooms, typing: &Typing, origin: &ServerName, content: &Value) -> Result<()> {
+    let room_id = content["room_id"].as_str().and_then(|id| RoomId::parse(id).ok());
+    let user_id = content["user_id"].as_str().and_then(|id| UserId::parse(id).ok());
+    let (Some(room_id), Some(user_id)) = (room_id, user_id) else { return Ok(()) };
+    if !speaks_for_member(rooms, origin, &room_id, &user_id)? {
+        return Ok(());
+    }
+    let is_typing = content["typing"].as_bool().unwrap_or(false);
+    typing.set(&room_id, &user_id, is_typing, REMOTE_TYPING_TIMEOUT)
+}
+
+async fn receive_receipts(rooms: &Rooms, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(by_room) = content.as_object() else { return Ok(()) };
+    for (room_id, by_type) in by_room {
+        let Ok(room_id) = RoomId::parse(room_id) else { continue };
+        let Some(readers) = by_type.get("m.read").and_then(Value::as_object) else { continue };
+        for (user_id, receipt) in readers {
+            let Ok(user_id) = UserId::parse(user_id) else { continue };
+            if !speaks_for_member(rooms, origin, &room_id, &user_id)? {
+                continue;
+            }
+            // The latest of the events named, if this server holds it in that room.
+            let event_ids = receipt["event_ids"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let named =
+                event_ids.iter().rev().find_map(|id| id.as_str().and_then(|id| OwnedEventId::try_from(id).ok()));
+            let Some(event_id) = named else { continue };
+            let held = rooms.get_pdu(&event_id)?.is_some_and(|(_, stored)| stored.room_id == room_id.as_str());
+            if !held {
+                continue;
+            }
+            let thread = receipt["data"]["thread_id"].as_str();
+            rooms.set_receipt(&room_id, &user_id, "m.read", &event_id, thread).await?;
+        }
+    }
+    Ok(())
+}
