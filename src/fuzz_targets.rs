@@ -247,7 +247,7 @@ pub fn federation_receive(data: &[u8]) {
     let services = &harness.services;
     let received = harness.runtime.block_on(services.federation.receive_transaction(
         &services.rooms,
-        &services.typing,
+        crate::federation::edu::EduSinks { typing: &services.typing, e2ee: &services.e2ee },
         origin,
         &txn,
         transaction,

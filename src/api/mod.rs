@@ -118,6 +118,8 @@ pub enum Endpoint {
     FederationTimestampToEvent,
     MakeKnock,
     SendKnock,
+    UserKeysQuery,
+    UserKeysClaim,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -464,6 +466,8 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::FederationTimestampToEvent, Servers, &["/_matrix/federation/v1/timestamp_to_event/:room_id"]),
     get(E::MakeKnock, Servers, &["/_matrix/federation/v1/make_knock/:room_id/:user_id"]),
     put(E::SendKnock, Servers, &["/_matrix/federation/v1/send_knock/:room_id/:event_id"]),
+    post(E::UserKeysQuery, Servers, &["/_matrix/federation/v1/user/keys/query"]),
+    post(E::UserKeysClaim, Servers, &["/_matrix/federation/v1/user/keys/claim"]),
 ];
 
 impl Endpoint {
@@ -644,8 +648,10 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::FederationTimestampToEvent => federation::events::timestamp_to_event(s, &request, origin()?),
         E::MakeKnock => federation::membership::make(s, &request, origin()?, Membership::Knock),
         E::SendKnock => federation::membership::send(s, &request, origin()?, Membership::Knock, false).await,
+        E::UserKeysQuery => federation::user_keys_query(s, &request),
+        E::UserKeysClaim => federation::user_keys_claim(s, &request).await,
         E::KeysUpload => keys::upload(s, &request, who()?).await,
-        E::KeysQuery => keys::query(s, &request, who()?),
+        E::KeysQuery => keys::query(s, &request, who()?).await,
         E::KeysClaim => keys::claim(s, &request).await,
         E::KeysChanges => keys::changes(s, &request, who()?),
         E::SigningKeysUpload => keys::upload_signing_keys(s, &request, who()?).await,

@@ -193,17 +193,19 @@ impl E2ee {
 
     /// `POST /keys/query`.
     pub fn query(&self, who: &Identity, wanted: &BTreeMap<OwnedUserId, Vec<String>>) -> Result<Value> {
+        self.query_as(Some(&who.user_id), wanted)
+    }
+
+    /// [`E2ee::query`] for `viewer` (`None`: another server, which sees no
+    /// user-signing key and only the owners' signatures). Other servers'
+    /// users are left out: the caller asks their servers.
+    pub fn query_as(&self, viewer: Option<&UserId>, wanted: &BTreeMap<OwnedUserId, Vec<String>>) -> Result<Value> {
         let tables = &self.storage.tables;
         let mut device_keys = Map::new();
-        let mut failures = Map::new();
+        let failures = Map::new();
         let mut cross_signing: BTreeMap<&str, Map<String, Value>> = BTreeMap::new();
         for (user_id, device_ids) in wanted {
             if !self.is_local(user_id) {
-                // Federation is not there yet: the user's server cannot be asked.
-                failures.insert(
-                    user_id.server_name().to_string(),
-                    json!({ "errcode": "M_UNKNOWN", "error": "Remote servers are not reachable" }),
-                );
                 continue;
             }
             let localpart = user_id.localpart();
@@ -220,12 +222,13 @@ impl E2ee {
             }
             device_keys.insert(user_id.to_string(), Value::Object(devices));
             for usage in ["master", "self_signing", "user_signing"] {
-                if usage == "user_signing" && user_id != &who.user_id {
+                if usage == "user_signing" && Some(user_id.as_ref()) != viewer {
                     continue; // a user-signing key is shown only to its owner
                 }
                 if let Some(mut key) = self.cross_signing_key(localpart, usage)? {
                     if usage == "master" {
-                        keep_signatures_visible_to(&mut key, user_id.as_str(), who.user_id.as_str());
+                        let viewer = viewer.map_or(user_id.as_str(), UserId::as_str);
+                        keep_signatures_visible_to(&mut key, user_id.as_str(), viewer);
                     }
                     cross_signing.entry(usage).or_default().insert(user_id.to_string(), key);
                 }
@@ -249,14 +252,10 @@ impl E2ee {
         let _one_at_a_time = self.serial.lock().await;
         let mut batch = Batch::new();
         let mut claimed = Map::new();
-        let mut failures = Map::new();
+        let failures = Map::new();
         for (user_id, devices) in wanted {
             if !self.is_local(user_id) {
-                failures.insert(
-                    user_id.server_name().to_string(),
-                    json!({ "errcode": "M_UNKNOWN", "error": "Remote servers are not reachable" }),
-                );
-                continue;
+                continue; // the caller asks the user's server
             }
             let localpart = user_id.localpart().to_owned();
             let mut user_keys = Map::new();

@@ -38,8 +38,32 @@ impl E2ee {
         txn_id: &str,
         messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
     ) -> Result<()> {
-        let tables = &self.storage.tables;
         let txn = (sender.localpart.clone(), sender.device_id.clone(), event_type.to_owned(), txn_id.to_owned());
+        self.deliver(sender.user_id.as_str(), event_type, txn, messages).await
+    }
+
+    /// To-device messages of another server's user (`m.direct_to_device`),
+    /// for this server's users; idempotent per sender and `message_id`.
+    pub async fn receive_remote_to_device(
+        &self,
+        sender: &ruma::UserId,
+        event_type: &str,
+        message_id: &str,
+        messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
+    ) -> Result<()> {
+        let txn = (sender.to_string(), String::new(), event_type.to_owned(), message_id.to_owned());
+        self.deliver(sender.as_str(), event_type, txn, messages).await
+    }
+
+    /// Queues the messages for this server's addressed devices, once per `txn`.
+    async fn deliver(
+        &self,
+        sender: &str,
+        event_type: &str,
+        txn: (String, String, String, String),
+        messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
+    ) -> Result<()> {
+        let tables = &self.storage.tables;
         if tables.to_device_txns.contains(&txn)? {
             return Ok(()); // a retried transaction
         }
@@ -47,7 +71,7 @@ impl E2ee {
         let mut reservations = Vec::new();
         for (user_id, devices) in messages {
             if !self.is_local(user_id) {
-                continue; // no federation yet: remote devices cannot be reached
+                continue; // sent to the user's server by the caller
             }
             let localpart = user_id.localpart();
             for (device, content) in devices {
@@ -64,7 +88,7 @@ impl E2ee {
                 for target in targets {
                     let reservation = self.storage.reserve_count()?;
                     let record = ToDeviceRecord {
-                        sender: sender.user_id.to_string(),
+                        sender: sender.to_owned(),
                         event_type: event_type.to_owned(),
                         content: content.to_string(),
                     };

@@ -7,9 +7,10 @@
 //! each, the oldest dropped) and carried by the destination's next
 //! transaction. Receiving: an EDU about a user counts only if the user is of
 //! the sending server and joined to the room, and the room's server ACL
-//! allows that server; anything else is ignored, as are EDU types not
-//! handled yet (presence, device lists, to-device: the complete federation
-//! issue).
+//! allows that server; anything else is ignored. To-device messages
+//! (`m.direct_to_device`) of the sending server's users reach this server's
+//! users' devices, once per message id. EDU types not handled yet
+//! (presence, device lists) are ignored.
 
 use std::time::Duration;
 
@@ -66,13 +67,21 @@ impl Federation {
     }
 }
 
+/// Where received EDUs go.
+#[derive(Clone, Copy)]
+pub struct EduSinks<'a> {
+    pub typing: &'a Typing,
+    pub e2ee: &'a crate::e2ee::E2ee,
+}
+
 /// Applies the EDUs of `origin`'s transaction (what is not for us is ignored).
-pub async fn receive(rooms: &Rooms, typing: &Typing, origin: &ServerName, edus: &[Value]) {
+pub async fn receive(rooms: &Rooms, sinks: EduSinks<'_>, origin: &ServerName, edus: &[Value]) {
     for edu in edus {
         let content = &edu["content"];
         let outcome = match edu["edu_type"].as_str() {
-            Some("m.typing") => receive_typing(rooms, typing, origin, content),
+            Some("m.typing") => receive_typing(rooms, sinks.typing, origin, content),
             Some("m.receipt") => receive_receipts(rooms, origin, content).await,
+            Some("m.direct_to_device") => receive_to_device(sinks.e2ee, origin, content).await,
             _ => Ok(()),
         };
         if let Err(error) = outcome {
@@ -124,4 +133,18 @@ async fn receive_receipts(rooms: &Rooms, origin: &ServerName, content: &Value) -
         }
     }
     Ok(())
+}
+
+/// `m.direct_to_device`: messages of `origin`'s user for this server's users' devices.
+async fn receive_to_device(e2ee: &crate::e2ee::E2ee, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(sender) = content["sender"].as_str().and_then(|id| UserId::parse(id).ok()) else { return Ok(()) };
+    if sender.server_name() != origin {
+        return Ok(());
+    }
+    let (Some(event_type), Some(message_id)) = (content["type"].as_str(), content["message_id"].as_str()) else {
+        return Ok(());
+    };
+    let messages: std::collections::BTreeMap<ruma::OwnedUserId, serde_json::Map<String, Value>> =
+        serde_json::from_value(content["messages"].clone()).unwrap_or_default();
+    e2ee.receive_remote_to_device(&sender, event_type, message_id, &messages).await
 }

@@ -15,6 +15,7 @@
 //! `federation.allow_private_addresses`.
 
 pub mod backfill;
+pub mod e2ee;
 pub mod edu;
 pub mod invite;
 pub mod keys;
@@ -254,13 +255,13 @@ impl Federation {
     pub async fn receive_transaction(
         &self,
         rooms: &crate::rooms::Rooms,
-        typing: &crate::rooms::typing::Typing,
+        sinks: edu::EduSinks<'_>,
         origin: &ServerName,
         txn_id: &str,
         transaction: receive::transaction::Transaction,
     ) -> Result<Value, Error> {
         let mut receipt = receive::Receipt::new(rooms, self, origin);
-        receipt.typing = Some(typing);
+        receipt.edu_sinks = Some(sinks);
         receive::transaction::receive(&receipt, &self.storage, txn_id, transaction).await
     }
 }

@@ -14,7 +14,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes)
 }
 
-fn new_key() -> Ed25519KeyPair {
+pub fn new_key() -> Ed25519KeyPair {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
     Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
 }
@@ -35,7 +35,7 @@ fn sign(object: &mut Value, signer: &str, key_id: &str, key: &Ed25519KeyPair) {
     by_signer[key_id] = json!(signature);
 }
 
-fn device_keys(session: &Session, key: &Ed25519KeyPair) -> Value {
+pub fn device_keys(session: &Session, key: &Ed25519KeyPair) -> Value {
     let device = &session.device_id;
     let mut keys = json!({
         "user_id": session.user_id,

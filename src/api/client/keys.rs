@@ -46,9 +46,11 @@ struct QueryBody {
     device_keys: BTreeMap<OwnedUserId, Vec<String>>,
 }
 
-pub fn query(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+pub async fn query(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: QueryBody = request.json()?;
-    Ok(Response::json(&s.e2ee.query(who, &body.device_keys)?))
+    let mut answer = s.e2ee.query(who, &body.device_keys)?;
+    s.federation.query_remote_keys(&body.device_keys, &mut answer).await;
+    Ok(Response::json(&answer))
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,7 +60,9 @@ struct ClaimBody {
 
 pub async fn claim(s: &Services, request: &Request) -> Result<Response> {
     let body: ClaimBody = request.json()?;
-    Ok(Response::json(&s.e2ee.claim(&body.one_time_keys).await?))
+    let mut answer = s.e2ee.claim(&body.one_time_keys).await?;
+    s.federation.claim_remote_keys(&body.one_time_keys, &mut answer).await;
+    Ok(Response::json(&answer))
 }
 
 /// `GET /keys/changes?from=&to=`: users sharing a room with the caller whose
@@ -170,6 +174,7 @@ pub async fn send_to_device(s: &Services, request: &Request, who: &Identity) -> 
     let body: ToDeviceBody = request.json()?;
     let (event_type, txn_id) = (request.param("event_type")?, request.param("txn_id")?);
     s.e2ee.send_to_device(who, event_type, txn_id, &body.messages).await?;
+    s.federation.send_remote_to_device(&s.rooms, &who.user_id, &who.device_id, event_type, txn_id, &body.messages);
     Ok(Response::empty_object())
 }
 

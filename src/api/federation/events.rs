@@ -24,8 +24,16 @@ use crate::{
 /// `PUT /_matrix/federation/v1/send/{txnId}`.
 pub async fn send_transaction(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
     let transaction: Transaction = request.json()?;
-    let answer =
-        s.federation.receive_transaction(&s.rooms, &s.typing, origin, request.param("txn_id")?, transaction).await?;
+    let answer = s
+        .federation
+        .receive_transaction(
+            &s.rooms,
+            crate::federation::edu::EduSinks { typing: &s.typing, e2ee: &s.e2ee },
+            origin,
+            request.param("txn_id")?,
+            transaction,
+        )
+        .await?;
     Ok(Response::json(&answer))
 }
 

@@ -81,3 +81,29 @@ pub fn query_directory(s: &Services, request: &Request) -> Result<Response> {
     }
     Ok(Response::json(&json!({ "room_id": room_id, "servers": servers })))
 }
+
+#[derive(Debug, serde::Deserialize)]
+struct UserKeysQuery {
+    device_keys: std::collections::BTreeMap<ruma::OwnedUserId, Vec<String>>,
+}
+
+/// `POST /_matrix/federation/v1/user/keys/query`: this server's users' device
+/// and cross-signing keys.
+pub fn user_keys_query(s: &Services, request: &Request) -> Result<Response> {
+    let body: UserKeysQuery = request.json()?;
+    let answer = crate::federation::e2ee::serve_query(&s.e2ee, &s.config.server_name, &body.device_keys)?;
+    Ok(Response::json(&answer))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct UserKeysClaim {
+    one_time_keys: std::collections::BTreeMap<ruma::OwnedUserId, std::collections::BTreeMap<String, String>>,
+}
+
+/// `POST /_matrix/federation/v1/user/keys/claim`: one-time keys of this server's users' devices.
+pub async fn user_keys_claim(s: &Services, request: &Request) -> Result<Response> {
+    let body: UserKeysClaim = request.json()?;
+    let wanted = crate::federation::e2ee::local_users_only(&body.one_time_keys, &s.config.server_name);
+    let answer = s.e2ee.claim(&wanted).await?;
+    Ok(Response::json(&json!({ "one_time_keys": answer["one_time_keys"] })))
+}

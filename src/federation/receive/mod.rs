@@ -80,8 +80,8 @@ pub struct Receipt<'a> {
     pub rooms: &'a Rooms,
     pub federation: &'a Federation,
     pub origin: &'a ServerName,
-    /// Where typing EDUs go (a transaction's receipt only).
-    pub typing: Option<&'a crate::rooms::typing::Typing>,
+    /// Where EDUs go (a transaction's receipt only).
+    pub edu_sinks: Option<crate::federation::edu::EduSinks<'a>>,
     fetches_left: std::sync::atomic::AtomicUsize,
     deadline: std::time::Instant,
 }
@@ -92,7 +92,7 @@ impl<'a> Receipt<'a> {
             rooms,
             federation,
             origin,
-            typing: None,
+            edu_sinks: None,
             fetches_left: std::sync::atomic::AtomicUsize::new(FETCH_BUDGET),
             deadline: std::time::Instant::now() + FETCH_TIME,
         }

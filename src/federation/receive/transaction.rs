@@ -76,8 +76,8 @@ pub async fn receive(
     if transaction.pdus.len() > MAX_PDUS || transaction.edus.len() > MAX_EDUS {
         return Err(Error::bad_json(format!("A transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
     }
-    if let Some(typing) = receipt.typing {
-        crate::federation::edu::receive(receipt.rooms, typing, receipt.origin, &transaction.edus).await;
+    if let Some(sinks) = receipt.edu_sinks {
+        crate::federation::edu::receive(receipt.rooms, sinks, receipt.origin, &transaction.edus).await;
     }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<Value>> = BTreeMap::new();
     for pdu in transaction.pdus {

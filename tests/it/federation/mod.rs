@@ -5,6 +5,7 @@
 //! Rooms shared across servers are in [`rooms`].
 
 mod bad_peers;
+mod e2ee;
 mod partition;
 mod rooms;
 mod synapse;

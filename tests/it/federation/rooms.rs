@@ -329,7 +329,8 @@ async fn typing_and_read_receipts_cross_servers() {
         json!({ "edu_type": "m.typing", "content": { "room_id": room, "user_id": "@alice:a.test", "typing": true } });
     let services = a.services();
     let origin = <&ruma::ServerName>::try_from("b.test").unwrap();
-    conduit::federation::edu::receive(&services.rooms, &services.typing, origin, &[forged]).await;
+    let sinks = conduit::federation::edu::EduSinks { typing: &services.typing, e2ee: &services.e2ee };
+    conduit::federation::edu::receive(&services.rooms, sinks, origin, &[forged]).await;
     let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
     let typing_now = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
     assert!(!typing_now.contains("@alice:a.test\"]"), "{typing_now}");

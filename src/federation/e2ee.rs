@@ -1,0 +1,139 @@
+//! End-to-end encryption across servers (server-server API "End-to-End
+//! Encryption"): the device and cross-signing keys and one-time keys of other
+//! servers' users, asked of their servers (`/user/keys/query`,
+//! `/user/keys/claim`, each server at once, 10 s at most, a server that does
+//! not answer named in `failures`), and to-device messages for their devices
+//! sent as `m.direct_to_device` EDUs.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use ruma::{OwnedServerName, OwnedUserId, UserId};
+use serde_json::{json, Map, Value};
+
+use super::Federation;
+use crate::{error::Result, http::request::percent_encode, rooms::Rooms};
+
+/// How long a remote server has to answer a key query or claim.
+const KEYS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The wanted users of other servers than `own`, by server.
+fn by_server<T: Clone>(
+    wanted: &BTreeMap<OwnedUserId, T>,
+    own: &ruma::ServerName,
+) -> BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, T>> {
+    let mut servers: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, T>> = BTreeMap::new();
+    for (user, value) in wanted.iter().filter(|(user, _)| user.server_name() != own) {
+        servers.entry(user.server_name().to_owned()).or_default().insert(user.clone(), value.clone());
+    }
+    servers
+}
+
+impl Federation {
+    /// Asks each server of `wanted`'s remote users at once (`path`, the
+    /// request's `field` holding its users), within [`KEYS_TIMEOUT`]:
+    /// (server, its answer or the failure to name).
+    async fn ask_each<T: Clone + serde::Serialize>(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, T>,
+        path: &str,
+        field: &str,
+    ) -> Vec<(OwnedServerName, std::result::Result<Value, Value>)> {
+        let asks = by_server(wanted, &self.server_name).into_iter().map(|(server, users)| async move {
+            let body = json!({ field: users });
+            let answer = tokio::time::timeout(KEYS_TIMEOUT, self.request(&server, "POST", path, Some(&body))).await;
+            let outcome = match answer {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(error)) => Err(json!({ "errcode": "M_UNKNOWN", "error": error.to_string() })),
+                Err(_) => Err(json!({ "errcode": "M_UNKNOWN", "error": "The server did not answer in time" })),
+            };
+            (server, outcome)
+        });
+        futures_util::future::join_all(asks).await
+    }
+
+    /// Adds the keys of `wanted`'s remote users to a `/keys/query` answer.
+    pub async fn query_remote_keys(&self, wanted: &BTreeMap<OwnedUserId, Vec<String>>, answer: &mut Value) {
+        for (server, outcome) in self.ask_each(wanted, "/_matrix/federation/v1/user/keys/query", "device_keys").await {
+            match outcome {
+                Ok(keys) => {
+                    for section in ["device_keys", "master_keys", "self_signing_keys"] {
+                        merge_users_of(&server, &keys[section], &mut answer[section]);
+                    }
+                }
+                Err(failure) => answer["failures"][server.as_str()] = failure,
+            }
+        }
+    }
+
+    /// Adds one-time keys of `wanted`'s remote users' devices to a `/keys/claim` answer.
+    pub async fn claim_remote_keys(
+        &self,
+        wanted: &BTreeMap<OwnedUserId, BTreeMap<String, String>>,
+        answer: &mut Value,
+    ) {
+        for (server, outcome) in self.ask_each(wanted, "/_matrix/federation/v1/user/keys/claim", "one_time_keys").await
+        {
+            match outcome {
+                Ok(keys) => merge_users_of(&server, &keys["one_time_keys"], &mut answer["one_time_keys"]),
+                Err(failure) => answer["failures"][server.as_str()] = failure,
+            }
+        }
+    }
+
+    /// Sends the messages for other servers' users as `m.direct_to_device`
+    /// EDUs, one per server, identified by the sender's device and transaction.
+    pub fn send_remote_to_device(
+        &self,
+        rooms: &Rooms,
+        sender: &UserId,
+        device_id: &str,
+        event_type: &str,
+        txn_id: &str,
+        messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
+    ) {
+        let servers = by_server(messages, &self.server_name);
+        let message_id = format!("{}-{}", percent_encode(device_id), percent_encode(txn_id));
+        for (server, messages) in &servers {
+            let edu = json!({ "edu_type": "m.direct_to_device", "content": {
+                "sender": sender, "type": event_type, "message_id": message_id, "messages": messages } });
+            self.sender.queue_edu(server, edu);
+        }
+        rooms.outbox_signal().mark(servers.into_keys());
+    }
+}
+
+/// Copies into `into` the entries of `from` that are users of `server` (a
+/// server answers only for its own users).
+fn merge_users_of(server: &ruma::ServerName, from: &Value, into: &mut Value) {
+    let Some(from) = from.as_object() else { return };
+    if !into.is_object() {
+        *into = json!({});
+    }
+    for (user, keys) in from {
+        if UserId::parse(user).is_ok_and(|user| user.server_name() == server) {
+            into[user] = keys.clone();
+        }
+    }
+}
+
+/// This server's part of another server's key query or claim: only its own users.
+pub fn local_users_only<T: Clone>(
+    wanted: &BTreeMap<OwnedUserId, T>,
+    own: &ruma::ServerName,
+) -> BTreeMap<OwnedUserId, T> {
+    wanted.iter().filter(|(user, _)| user.server_name() == own).map(|(u, v)| (u.clone(), v.clone())).collect()
+}
+
+/// Serves `/user/keys/query` (`Result` for the handler's convenience).
+pub fn serve_query(
+    e2ee: &crate::e2ee::E2ee,
+    own: &ruma::ServerName,
+    wanted: &BTreeMap<OwnedUserId, Vec<String>>,
+) -> Result<Value> {
+    let answer = e2ee.query_as(None, &local_users_only(wanted, own))?;
+    Ok(json!({
+        "device_keys": answer["device_keys"],
+        "master_keys": answer["master_keys"],
+        "self_signing_keys": answer["self_signing_keys"],
+    }))
+}

@@ -1,0 +1,64 @@
+//! End-to-end encryption across servers: another server's users' device
+//! keys queried and one-time keys claimed through their server, to-device
+//! messages delivered to their devices (once per message).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::two_servers;
+use crate::e2ee::{device_keys, new_key};
+
+#[tokio::test]
+async fn keys_and_to_device_messages_cross_servers() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let key = new_key();
+    let upload = json!({
+        "device_keys": device_keys(&alice, &key),
+        "one_time_keys": { "signed_curve25519:AAAA1": { "key": "otk1" }, "signed_curve25519:AAAA2": { "key": "otk2" } },
+    });
+    alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
+
+    // bob (b.test) sees alice's device through a.test.
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    let answer = reply.assert_ok();
+    assert_eq!(answer["failures"], json!({}), "{answer}");
+    let device = &answer["device_keys"]["@alice:a.test"][&alice.device_id];
+    assert_eq!(device["device_id"], alice.device_id.as_str(), "{answer}");
+
+    // And claims one of its one-time keys, once.
+    let claim = json!({ "one_time_keys": { "@alice:a.test": { alice.device_id.clone(): "signed_curve25519" } } });
+    let first = bob.client.post("/_matrix/client/v3/keys/claim", claim.clone()).await;
+    let second = bob.client.post("/_matrix/client/v3/keys/claim", claim).await;
+    let key_of = |reply: &Value| reply["one_time_keys"]["@alice:a.test"][&alice.device_id].as_object().cloned();
+    let (first, second) = (key_of(first.assert_ok()).unwrap(), key_of(second.assert_ok()).unwrap());
+    assert_ne!(first, second, "a one-time key is handed out once");
+
+    // A to-device message from bob reaches alice's device, once even if sent again.
+    let message =
+        json!({ "messages": { "@alice:a.test": { alice.device_id.clone(): { "secret": "olm-ciphertext" } } } });
+    let path = "/_matrix/client/v3/sendToDevice/m.room.encrypted/txn-1";
+    bob.client.put(path, message.clone()).await.assert_ok();
+    bob.client.put(path, message).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut received = Vec::new();
+    let mut since: Option<String> = None;
+    while Instant::now() < deadline && received.is_empty() {
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = alice.client.get(&path).await;
+        since = sync.body["next_batch"].as_str().map(str::to_owned);
+        received.extend(sync.body["to_device"]["events"].as_array().cloned().unwrap_or_default());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sync = alice.client.get(&format!("/_matrix/client/v3/sync?timeout=0&since={}", since.unwrap())).await;
+    received.extend(sync.body["to_device"]["events"].as_array().cloned().unwrap_or_default());
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["sender"], "@bob:b.test");
+    assert_eq!(received[0]["content"]["secret"], "olm-ciphertext");
+}
