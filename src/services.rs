@@ -77,6 +77,7 @@ impl Services {
         services.start_resumptions();
         crate::push::start(&services);
         crate::federation::sender::start(&services);
+        crate::federation::e2ee::start_device_list_updates(&services);
         Ok(services)
     }
 

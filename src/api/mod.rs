@@ -120,6 +120,7 @@ pub enum Endpoint {
     SendKnock,
     UserKeysQuery,
     UserKeysClaim,
+    UserDevices,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -468,6 +469,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     put(E::SendKnock, Servers, &["/_matrix/federation/v1/send_knock/:room_id/:event_id"]),
     post(E::UserKeysQuery, Servers, &["/_matrix/federation/v1/user/keys/query"]),
     post(E::UserKeysClaim, Servers, &["/_matrix/federation/v1/user/keys/claim"]),
+    get(E::UserDevices, Servers, &["/_matrix/federation/v1/user/devices/:user_id"]),
 ];
 
 impl Endpoint {
@@ -650,6 +652,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::SendKnock => federation::membership::send(s, &request, origin()?, Membership::Knock, false).await,
         E::UserKeysQuery => federation::user_keys_query(s, &request),
         E::UserKeysClaim => federation::user_keys_claim(s, &request).await,
+        E::UserDevices => federation::user_devices(s, &request),
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?).await,
         E::KeysClaim => keys::claim(s, &request).await,

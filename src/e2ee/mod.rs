@@ -72,6 +72,14 @@ impl E2ee {
         log_key_change(&self.storage, batch, user_id.as_str())
     }
 
+    /// Notes that another server's user's keys or devices changed (its
+    /// server said so): clients sharing a room with the user ask again.
+    pub async fn note_remote_key_change(&self, user_id: &UserId) -> Result<()> {
+        let mut batch = Batch::new();
+        let reservation = self.log_key_change(&mut batch, user_id)?;
+        self.commit_with_change(batch, reservation).await
+    }
+
     /// Commits a batch that logged a key change and wakes syncs.
     async fn commit_with_change(&self, batch: Batch, reservation: crate::storage::Reservation<'_>) -> Result<()> {
         self.storage.commit(batch).await?;

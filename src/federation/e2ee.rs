@@ -137,3 +137,74 @@ pub fn serve_query(
         "self_signing_keys": answer["self_signing_keys"],
     }))
 }
+
+/// `GET /user/devices/{userId}` for one of this server's users: its devices
+/// with their keys and display names, and its cross-signing keys.
+pub fn serve_devices(e2ee: &crate::e2ee::E2ee, user_id: &UserId, stream_id: u64) -> Result<Value> {
+    let wanted = BTreeMap::from([(user_id.to_owned(), Vec::new())]);
+    let answer = e2ee.query_as(None, &wanted)?;
+    let devices: Vec<Value> = answer["device_keys"][user_id.as_str()]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(device_id, keys)| {
+            let mut keys = keys.clone();
+            let name = keys.get_mut("unsigned").map(Value::take).unwrap_or_default()["device_display_name"].clone();
+            json!({ "device_id": device_id, "keys": keys, "device_display_name": name })
+        })
+        .collect();
+    let mut body = json!({ "user_id": user_id, "stream_id": stream_id, "devices": devices });
+    for (field, section) in [("master_key", "master_keys"), ("self_signing_key", "self_signing_keys")] {
+        if let Some(key) = answer[section].get(user_id.as_str()) {
+            body[field] = key.clone();
+        }
+    }
+    Ok(body)
+}
+
+/// Sends `m.device_list_update` EDUs for this server's users whose keys or
+/// devices changed (the key-change log, read from start-up on) to the
+/// servers sharing a room with them; those servers ask again
+/// (`/user/devices` or `/user/keys/query`). Not kept across restarts.
+pub fn start_device_list_updates(services: &std::sync::Arc<crate::services::Services>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+    let weak = std::sync::Arc::downgrade(services);
+    let mut changes = services.storage.subscribe_changes();
+    let mut cursor = services.rooms.current_position().unwrap_or(0);
+    runtime.spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(s) = weak.upgrade() else { return };
+            let Ok(upto) = s.rooms.current_position() else { continue };
+            let users = match s.e2ee.users_with_key_changes(cursor, upto) {
+                Ok(users) => users,
+                Err(error) => {
+                    tracing::warn!(%error, "could not read key changes");
+                    continue;
+                }
+            };
+            cursor = upto;
+            for user in users.iter().filter(|user| user.server_name() == s.config.server_name) {
+                if let Err(error) = s.federation.send_device_list_update(&s.rooms, user, upto) {
+                    tracing::debug!(%user, %error, "device list update not sent");
+                }
+            }
+        }
+    });
+}
+
+impl Federation {
+    /// An `m.device_list_update` for `user` to every server sharing a room with it.
+    fn send_device_list_update(&self, rooms: &Rooms, user: &UserId, stream_id: u64) -> Result<()> {
+        let mut servers = std::collections::BTreeSet::new();
+        for room_id in rooms.joined_rooms(user.localpart())? {
+            servers.extend(rooms.other_servers_in(&room_id, &self.server_name)?);
+        }
+        let edu = json!({ "edu_type": "m.device_list_update", "content": {
+            "user_id": user, "device_id": "*", "stream_id": stream_id, "prev_id": [], "deleted": false } });
+        for server in &servers {
+            self.sender.queue_edu(server, edu.clone());
+        }
+        rooms.outbox_signal().mark(servers);
+        Ok(())
+    }
+}

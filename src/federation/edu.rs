@@ -9,8 +9,9 @@
 //! the sending server and joined to the room, and the room's server ACL
 //! allows that server; anything else is ignored. To-device messages
 //! (`m.direct_to_device`) of the sending server's users reach this server's
-//! users' devices, once per message id. EDU types not handled yet
-//! (presence, device lists) are ignored.
+//! users' devices, once per message id. Device-list and signing-key
+//! updates of the sending server's users are noted in the key-change log.
+//! Presence EDUs are ignored for now.
 
 use std::time::Duration;
 
@@ -82,6 +83,9 @@ pub async fn receive(rooms: &Rooms, sinks: EduSinks<'_>, origin: &ServerName, ed
             Some("m.typing") => receive_typing(rooms, sinks.typing, origin, content),
             Some("m.receipt") => receive_receipts(rooms, origin, content).await,
             Some("m.direct_to_device") => receive_to_device(sinks.e2ee, origin, content).await,
+            Some("m.device_list_update" | "m.signing_key_update") => {
+                receive_key_change(sinks.e2ee, origin, content).await
+            }
             _ => Ok(()),
         };
         if let Err(error) = outcome {
@@ -147,4 +151,15 @@ async fn receive_to_device(e2ee: &crate::e2ee::E2ee, origin: &ServerName, conten
     let messages: std::collections::BTreeMap<ruma::OwnedUserId, serde_json::Map<String, Value>> =
         serde_json::from_value(content["messages"].clone()).unwrap_or_default();
     e2ee.receive_remote_to_device(&sender, event_type, message_id, &messages).await
+}
+
+/// `m.device_list_update` / `m.signing_key_update`: `origin`'s user's keys
+/// changed; noted in the key-change log, so local clients sharing a room
+/// with the user see it in `/sync` (`device_lists.changed`) and ask again.
+async fn receive_key_change(e2ee: &crate::e2ee::E2ee, origin: &ServerName, content: &Value) -> Result<()> {
+    let Some(user) = content["user_id"].as_str().and_then(|id| UserId::parse(id).ok()) else { return Ok(()) };
+    if user.server_name() != origin {
+        return Ok(());
+    }
+    e2ee.note_remote_key_change(&user).await
 }

@@ -399,10 +399,19 @@ impl Rooms {
     /// Whether `user` is joined to one of `rooms` (remote users are not known
     /// here until federation: false).
     pub fn joined_to_any(&self, user: &UserId, rooms: &std::collections::HashSet<OwnedRoomId>) -> Result<bool> {
-        if rooms.is_empty() || user.server_name() != self.server_name {
+        if rooms.is_empty() {
             return Ok(false);
         }
-        Ok(self.joined_rooms(user.localpart())?.iter().any(|room| rooms.contains(room)))
+        if user.server_name() == self.server_name {
+            return Ok(self.joined_rooms(user.localpart())?.iter().any(|room| rooms.contains(room)));
+        }
+        // Another server's user: by each room's current state.
+        for room_id in rooms {
+            if self.membership(room_id, user)? == Some(Membership::Join) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Rooms a local user has joined.

@@ -107,3 +107,13 @@ pub async fn user_keys_claim(s: &Services, request: &Request) -> Result<Response
     let answer = s.e2ee.claim(&wanted).await?;
     Ok(Response::json(&json!({ "one_time_keys": answer["one_time_keys"] })))
 }
+
+/// `GET /_matrix/federation/v1/user/devices/{userId}`: a local user's devices.
+pub fn user_devices(s: &Services, request: &Request) -> Result<Response> {
+    let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
+    if user_id.server_name() != s.config.server_name {
+        return Err(Error::invalid_param("The user is not on this server"));
+    }
+    let stream_id = s.rooms.current_position()?;
+    Ok(Response::json(&crate::federation::e2ee::serve_devices(&s.e2ee, &user_id, stream_id)?))
+}

@@ -62,3 +62,34 @@ async fn keys_and_to_device_messages_cross_servers() {
     assert_eq!(received[0]["sender"], "@bob:b.test");
     assert_eq!(received[0]["content"]["secret"], "olm-ciphertext");
 }
+
+#[tokio::test]
+async fn device_list_changes_reach_the_other_server() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", crate::harness::enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    let first = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let mut since = first.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+
+    // alice's device gets keys: bob's server hears of it, bob's sync says so.
+    let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
+    alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sync = bob.client.get(&format!("/_matrix/client/v3/sync?timeout=500&since={since}")).await;
+        let body = sync.assert_ok();
+        since = body["next_batch"].as_str().unwrap().to_owned();
+        let changed = body["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+        if changed.iter().any(|user| user == "@alice:a.test") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never heard of alice's new keys");
+    }
+    // bob asks again and gets the device.
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
+}
