@@ -121,6 +121,8 @@ pub enum Endpoint {
     UserKeysQuery,
     UserKeysClaim,
     UserDevices,
+    FederationPublicRooms,
+    FederationSearchPublicRooms,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -470,6 +472,8 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::UserKeysQuery, Servers, &["/_matrix/federation/v1/user/keys/query"]),
     post(E::UserKeysClaim, Servers, &["/_matrix/federation/v1/user/keys/claim"]),
     get(E::UserDevices, Servers, &["/_matrix/federation/v1/user/devices/:user_id"]),
+    get(E::FederationPublicRooms, Servers, &["/_matrix/federation/v1/publicRooms"]),
+    post(E::FederationSearchPublicRooms, Servers, &["/_matrix/federation/v1/publicRooms"]),
 ];
 
 impl Endpoint {
@@ -653,6 +657,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::UserKeysQuery => federation::user_keys_query(s, &request),
         E::UserKeysClaim => federation::user_keys_claim(s, &request).await,
         E::UserDevices => federation::user_devices(s, &request),
+        E::FederationPublicRooms | E::FederationSearchPublicRooms => {
+            room_directory::federation_public_rooms(s, &request)
+        }
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?).await,
         E::KeysClaim => keys::claim(s, &request).await,
@@ -679,8 +686,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::DeleteDehydratedDevice => keys::delete_dehydrated_device(s, who()?).await,
         E::DehydratedDeviceEvents => keys::dehydrated_device_events(s, &request, who()?),
         E::UserDirectorySearch => directory::search(s, &request, who()?),
-        E::GetPublicRooms => room_directory::get_public_rooms(s, &request),
-        E::SearchPublicRooms => room_directory::search_public_rooms(s, &request),
+        E::GetPublicRooms => room_directory::get_public_rooms(s, &request).await,
+        E::SearchPublicRooms => room_directory::search_public_rooms(s, &request).await,
         E::GetRoomVisibility => room_directory::get_visibility(s, &request),
         E::SetRoomVisibility => room_directory::set_visibility(s, &request, who()?).await,
         E::MediaUpload => media::upload(s, &request, who()?).await,

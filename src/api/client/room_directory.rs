@@ -5,14 +5,16 @@
 //! directory (`GET /publicRooms` needs no token, as the spec allows);
 //! publishing a room needs the power to change its canonical alias, or
 //! being a server admin. `since`/`next_batch` are offsets into the list
-//! (most joined members first).
+//! (most joined members first). `server=` another server: its directory,
+//! asked of it over federation; this server's is served to others at
+//! `/_matrix/federation/v1/publicRooms`.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::events::kinds;
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     http::{Request, Response},
     services::Services,
     users::Identity,
@@ -24,7 +26,7 @@ const DEFAULT_LIMIT: usize = 100;
 /// Rooms per page at most, whatever the client asks.
 const MAX_LIMIT: usize = 500;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 struct Filter {
     generic_search_term: Option<String>,
     room_types: Option<Vec<Option<String>>>,
@@ -49,10 +51,23 @@ fn parse_offset(token: Option<&str>) -> Result<usize> {
     }
 }
 
-fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
-    if body.server.as_deref().is_some_and(|server| server != s.config.server_name.as_str()) {
-        return Err(Error::invalid_param("Other servers' directories are not reachable (no federation yet)"));
+/// Another server's directory, asked of it (`/publicRooms` over federation).
+async fn remote_list(s: &Services, server: &str, body: &PublicRoomsBody) -> Result<Response> {
+    let server = ruma::ServerName::parse(server).map_err(|_| Error::invalid_param("Invalid server name"))?;
+    let request = json!({ "limit": body.limit, "since": body.since, "filter": body.filter });
+    let answer = s.federation.request(&server, "POST", "/_matrix/federation/v1/publicRooms", Some(&request)).await?;
+    Ok(Response::json(&answer))
+}
+
+async fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
+    if let Some(server) = body.server.as_deref().filter(|server| *server != s.config.server_name.as_str()) {
+        return remote_list(s, server, &body).await;
     }
+    local_list(s, body)
+}
+
+/// This server's directory.
+fn local_list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
     let offset = parse_offset(body.since.as_deref())?;
     let limit = body.limit.map_or(DEFAULT_LIMIT, |l| usize::try_from(l).unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT));
     let term = body.filter.generic_search_term.as_deref().filter(|t| !t.trim().is_empty());
@@ -79,7 +94,7 @@ fn list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
 }
 
 /// `GET /publicRooms?limit=&since=&server=`.
-pub fn get_public_rooms(s: &Services, request: &Request) -> Result<Response> {
+pub async fn get_public_rooms(s: &Services, request: &Request) -> Result<Response> {
     let limit = match request.query("limit") {
         Some(limit) => Some(limit.parse().map_err(|_| Error::invalid_param("Invalid `limit`"))?),
         None => None,
@@ -90,14 +105,35 @@ pub fn get_public_rooms(s: &Services, request: &Request) -> Result<Response> {
         server: request.query("server").map(str::to_owned),
         filter: Filter::default(),
     };
-    list(s, body)
+    if body.server.as_deref().is_some_and(|server| server != s.config.server_name.as_str()) {
+        // Another server's directory costs a federation request: users only (as Synapse).
+        let token = request
+            .access_token
+            .as_deref()
+            .ok_or_else(|| Error::new(ErrorKind::MissingToken, "Other servers' directories need an access token"))?;
+        s.users.authenticate(token).await?;
+    }
+    list(s, body).await
 }
 
 /// `POST /publicRooms` (with a filter).
-pub fn search_public_rooms(s: &Services, request: &Request) -> Result<Response> {
+pub async fn search_public_rooms(s: &Services, request: &Request) -> Result<Response> {
     let body: PublicRoomsBody = request.json()?;
     let server = request.query("server").map(str::to_owned);
-    list(s, PublicRoomsBody { server: server.or(body.server), ..body })
+    list(s, PublicRoomsBody { server: server.or(body.server), ..body }).await
+}
+
+/// `GET`/`POST /_matrix/federation/v1/publicRooms`: this server's directory
+/// for another server's users (its own rooms only).
+pub fn federation_public_rooms(s: &Services, request: &Request) -> Result<Response> {
+    let mut body: PublicRoomsBody = if request.method == crate::http::request::Method::Post {
+        request.json()?
+    } else {
+        let limit = request.query("limit").and_then(|limit| limit.parse().ok());
+        PublicRoomsBody { limit, since: request.query("since").map(str::to_owned), ..Default::default() }
+    };
+    body.server = None;
+    local_list(s, body)
 }
 
 /// `GET /directory/list/room/{roomId}`.

@@ -335,3 +335,26 @@ async fn typing_and_read_receipts_cross_servers() {
     let typing_now = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
     assert!(!typing_now.contains("@alice:a.test\"]"), "{typing_now}");
 }
+
+#[tokio::test]
+async fn another_servers_room_directory_is_read_through_it() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room =
+        alice.create_room(json!({ "preset": "public_chat", "visibility": "public", "name": "Forum national" })).await;
+    alice.create_room(json!({ "preset": "public_chat", "name": "Unlisted" })).await;
+    let listed = bob.client.get("/_matrix/client/v3/publicRooms?server=a.test").await;
+    let chunk = listed.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert_eq!(chunk.len(), 1, "{chunk:?}");
+    assert_eq!(
+        (chunk[0]["room_id"].as_str(), chunk[0]["name"].as_str()),
+        (Some(room.as_str()), Some("Forum national"))
+    );
+    let search = json!({ "filter": { "generic_search_term": "national" } });
+    let found = bob.client.post("/_matrix/client/v3/publicRooms?server=a.test", search).await;
+    assert_eq!(found.assert_ok()["chunk"].as_array().unwrap().len(), 1);
+    // Anonymous clients cannot make the server ask another one.
+    let anonymous = b.client().get("/_matrix/client/v3/publicRooms?server=a.test").await;
+    anonymous.assert_error(401, "M_MISSING_TOKEN");
+}
