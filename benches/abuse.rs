@@ -32,7 +32,6 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -101,51 +100,24 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-/// The server process, killed when dropped.
+/// The server process (killed when dropped) and its address.
 struct Server {
-    child: Child,
+    process: support::Process,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
 }
 
 async fn start_server(binary: &Path) -> Result<Server> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let port = free_port()?;
+    let port = support::free_port()?;
     let config = format!(
         "server_name = \"abuse.local\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = \"warn\"\n\
          request_timeout_secs = {REQUEST_TIMEOUT_SECS}\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n",
         dir.path().join("db").display().to_string()
     );
-    let config_path = dir.path().join("conduit.toml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", binary.display()))?;
+    let process = support::spawn_conduit(binary, &config, dir)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let server = Server { child, addr, _dir: dir };
-    for _ in 0..200 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(server);
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err("the server did not start listening".into())
+    support::wait_listening(addr).await?;
+    Ok(Server { process, addr })
 }
 
 /// `VmRSS` of a process, in KiB.
@@ -256,7 +228,7 @@ struct Bench {
 
 impl Bench {
     fn pid(&self) -> u32 {
-        self.server.child.id()
+        self.server.process.child.id()
     }
 
     /// Runs `work` with the sampler and the normal user, then waits for the

@@ -20,7 +20,6 @@ mod synapse;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -84,39 +83,16 @@ impl Certificates {
     }
 }
 
-/// A conduit binary: clients on plain HTTP, federation on TLS; killed when dropped.
+/// A conduit binary (killed when dropped): clients on plain HTTP, federation on TLS.
 struct Conduit {
-    child: Child,
+    _process: support::Process,
     client: SocketAddr,
     server_name: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Conduit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-async fn wait_listening(addr: SocketAddr) -> Result<()> {
-    for _ in 0..400 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    Err(format!("nothing listens on {addr}"))
 }
 
 async fn start_conduit(binary: &Path, certs: &Certificates) -> Result<Conduit> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let (client_port, federation_port) = (free_port()?, free_port()?);
+    let (client_port, federation_port) = (support::free_port()?, support::free_port()?);
     let server_name = format!("localhost:{federation_port}");
     let config = format!(
         "server_name = \"{server_name}\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = \"warn\"\n\
@@ -128,19 +104,11 @@ async fn start_conduit(binary: &Path, certs: &Certificates) -> Result<Conduit> {
         certs.path("localhost.key").display().to_string(),
         certs.path("ca.pem").display().to_string(),
     );
-    let config_path = dir.path().join("conduit.toml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let child = Command::new(binary)
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start {}: {e}", binary.display()))?;
+    let process = support::spawn_conduit(binary, &config, dir)?;
     let client = SocketAddr::from(([127, 0, 0, 1], client_port));
-    let conduit = Conduit { child, client, server_name, _dir: dir };
-    wait_listening(client).await?;
-    wait_listening(SocketAddr::from(([127, 0, 0, 1], federation_port))).await?;
+    let conduit = Conduit { _process: process, client, server_name };
+    support::wait_listening(client).await?;
+    support::wait_listening(SocketAddr::from(([127, 0, 0, 1], federation_port))).await?;
     Ok(conduit)
 }
 

@@ -162,3 +162,48 @@ pub fn random_suffix() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
     format!("{:x}", nanos % 0xffff_ffff)
 }
+
+/// A conduit binary started by a tool, killed when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary` on `config` (written as `conduit.toml` in `dir`, which
+/// lives as long as the process).
+pub fn spawn_conduit(binary: &std::path::Path, config: &str, dir: tempfile::TempDir) -> Result<Process> {
+    let config_path = dir.path().join("conduit.toml");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(binary)
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", binary.display()))?;
+    Ok(Process { child, _dir: dir })
+}
+
+/// A port nothing listens on now.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// Waits (10 s at most) until something listens on `addr`.
+pub async fn wait_listening(addr: SocketAddr) -> Result<()> {
+    for _ in 0..400 {
+        if TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    Err(format!("nothing listens on {addr}"))
+}

@@ -140,7 +140,13 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         if !room_filter.accepts_room(room_id.as_str()) {
             continue;
         }
-        if let Some(record) = rooms.remote_invite(&who.localpart, &room_id)? {
+        // Only an invite, knock or declined invite can be a remote record: joined
+        // rooms (most of them) cost no extra read.
+        let remote = match membership {
+            Membership::Join => None,
+            _ => rooms.remote_invite(&who.localpart, &room_id)?,
+        };
+        if let Some(record) = remote {
             let news = request.since.is_none_or(|since| record.position > since) && record.position <= snapshot;
             // A declined invite is a left room: in an initial sync only with `include_leave`.
             let wanted = record.rejection.is_none() || request.since.is_some() || room_filter.include_leave;
