@@ -65,8 +65,19 @@ impl TestCa {
     }
 }
 
+/// A port for a server's TLS listener, named in the others' configuration
+/// before it is bound: taken below the kernel's ephemeral range (where the
+/// test's other sockets, bound to port 0, never land), each once per run.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, 20_000 + (std::process::id() % 4_000) as u16, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A server named `name` on a TLS listener at `port` (its second listener;
