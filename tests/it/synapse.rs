@@ -120,8 +120,18 @@ fn install(target: &Path, dir: &Path) {
     }
 }
 
+/// A port for Synapse to bind later: taken below the kernel's ephemeral
+/// range (where other sockets, bound to port 0, never land), once per run.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0").local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(0, 25_000 + (std::process::id() % 4_000) as u16, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A Synapse process, stopped (SIGTERM, then SIGKILL) when dropped.
