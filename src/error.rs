@@ -33,6 +33,8 @@ pub enum ErrorKind {
     MethodNotAllowed,
     /// 413 `M_TOO_LARGE`.
     TooLarge,
+    /// 502 `M_TOO_LARGE`: another server's media is larger than this one serves.
+    RemoteTooLarge,
     /// 429 `M_LIMIT_EXCEEDED` with the time the client should wait.
     LimitExceeded { retry_after_ms: u64 },
     /// 400 `M_INVALID_USERNAME`.
@@ -78,6 +80,9 @@ pub enum ErrorKind {
     UserInteractive(Box<serde_json::Value>),
     /// 408 `M_UNKNOWN`: the client was too slow to send its request.
     RequestTimeout,
+    /// 502 `M_UNKNOWN`: another server this request needed failed (as
+    /// Synapse answers a remote media fetch that failed).
+    BadGateway,
     /// 503 `M_UNKNOWN`: the server is shutting down or overloaded.
     Unavailable,
     /// 500 `M_UNKNOWN`: a fault on our side; details are only logged.
@@ -144,6 +149,7 @@ impl Error {
             NotYetUploaded => 504,
             RequestTimeout => 408,
             TooLarge => 413,
+            RemoteTooLarge | BadGateway => 502,
             LimitExceeded { .. } => 429,
             Internal => 500,
             Unavailable => 503,
@@ -161,7 +167,7 @@ impl Error {
             UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             NotFound => "M_NOT_FOUND",
             UnrecognizedEndpoint | MethodNotAllowed => "M_UNRECOGNIZED",
-            TooLarge => "M_TOO_LARGE",
+            TooLarge | RemoteTooLarge => "M_TOO_LARGE",
             LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
             InvalidUsername => "M_INVALID_USERNAME",
             UserInUse => "M_USER_IN_USE",
@@ -179,7 +185,7 @@ impl Error {
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",
-            RequestTimeout | Unavailable | Internal | Conflict | BadRequest => "M_UNKNOWN",
+            RequestTimeout | Unavailable | Internal | Conflict | BadRequest | BadGateway => "M_UNKNOWN",
         }
     }
 
@@ -241,6 +247,7 @@ mod tests {
             (ErrorKind::UnrecognizedEndpoint, 404, "M_UNRECOGNIZED"),
             (ErrorKind::MethodNotAllowed, 405, "M_UNRECOGNIZED"),
             (ErrorKind::TooLarge, 413, "M_TOO_LARGE"),
+            (ErrorKind::RemoteTooLarge, 502, "M_TOO_LARGE"),
             (ErrorKind::LimitExceeded { retry_after_ms: 1500 }, 429, "M_LIMIT_EXCEEDED"),
             (ErrorKind::Internal, 500, "M_UNKNOWN"),
         ];

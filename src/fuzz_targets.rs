@@ -359,3 +359,36 @@ pub fn x_matrix(data: &[u8]) {
     let key = "l8Hft5qXKn1vfHrg3p4+W8gELQVo8N13JkluMfmn2sQ";
     assert!(x_matrix::verify(&header, "b.example", "GET", "/", None, key).is_err(), "{text}");
 }
+
+/// A federation media answer read as it arrives: the first byte sets the
+/// chunk size; whatever the chunks, the reader finds the same parts.
+pub fn media_multipart(data: &[u8]) {
+    use crate::media::multipart::{Event, MultipartReader};
+    let Some((&size, body)) = data.split_first() else { return };
+    let read = |chunk_size: usize| {
+        let mut reader = MultipartReader::new("b0undary");
+        let mut events: Vec<Event> = Vec::new();
+        for chunk in body.chunks(chunk_size.max(1)) {
+            reader.feed(chunk);
+            loop {
+                match reader.next_event() {
+                    Ok(Some(Event::Data(more))) => match events.last_mut() {
+                        Some(Event::Data(data)) => data.extend(more),
+                        _ => events.push(Event::Data(more)),
+                    },
+                    Ok(Some(event)) => events.push(event),
+                    Ok(None) => break,
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        reader.finish().map(|()| events)
+    };
+    let whole = read(body.len());
+    let chunked = read(usize::from(size));
+    if let (Ok(whole), Ok(chunked)) = (&whole, &chunked) {
+        assert_eq!(whole, chunked, "the parts do not depend on the chunks");
+        let data: usize = whole.iter().map(|e| if let Event::Data(d) = e { d.len() } else { 0 }).sum();
+        assert!(data <= body.len());
+    }
+}

@@ -123,6 +123,8 @@ pub enum Endpoint {
     UserDevices,
     FederationPublicRooms,
     FederationSearchPublicRooms,
+    FederationMediaDownload,
+    FederationMediaThumbnail,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -474,6 +476,8 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::UserDevices, Servers, &["/_matrix/federation/v1/user/devices/:user_id"]),
     get(E::FederationPublicRooms, Servers, &["/_matrix/federation/v1/publicRooms"]),
     post(E::FederationSearchPublicRooms, Servers, &["/_matrix/federation/v1/publicRooms"]),
+    get(E::FederationMediaDownload, Servers, &["/_matrix/federation/v1/media/download/:media_id"]),
+    get(E::FederationMediaThumbnail, Servers, &["/_matrix/federation/v1/media/thumbnail/:media_id"]),
 ];
 
 impl Endpoint {
@@ -660,6 +664,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::FederationPublicRooms | E::FederationSearchPublicRooms => {
             room_directory::federation_public_rooms(s, &request)
         }
+        E::FederationMediaDownload => federation::media::download(s, &request).await,
+        E::FederationMediaThumbnail => federation::media::thumbnail(s, &request).await,
         E::KeysUpload => keys::upload(s, &request, who()?).await,
         E::KeysQuery => keys::query(s, &request, who()?).await,
         E::KeysClaim => keys::claim(s, &request).await,

@@ -19,6 +19,7 @@ pub mod e2ee;
 pub mod edu;
 pub mod invite;
 pub mod keys;
+pub mod media;
 pub mod membership;
 pub mod receive;
 pub mod resolve;

@@ -25,7 +25,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
+use hyper::{body::Incoming, client::conn::http1::SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::{crypto::ring::default_provider, ClientConfig, RootCertStore};
 use rustls_pki_types::{pem::PemObject, CertificateDer, ServerName};
@@ -100,6 +100,69 @@ pub struct ClientResponse {
     /// `Location` of a redirection.
     pub location: Option<String>,
     pub body: Bytes,
+}
+
+/// The response headers callers use.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseHeaders {
+    pub content_type: Option<String>,
+    /// `Location` of a redirection.
+    pub location: Option<String>,
+    pub content_disposition: Option<String>,
+}
+
+impl ResponseHeaders {
+    fn of<B>(response: &http::Response<B>) -> Self {
+        let header = |name: http::header::HeaderName| {
+            response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+        };
+        Self {
+            content_type: header(http::header::CONTENT_TYPE),
+            location: header(http::header::LOCATION),
+            content_disposition: header(http::header::CONTENT_DISPOSITION),
+        }
+    }
+}
+
+/// A response whose body is read a chunk at a time, before a deadline.
+pub struct StreamedResponse {
+    pub status: u16,
+    pub headers: ResponseHeaders,
+    body: Incoming,
+    deadline: tokio::time::Instant,
+    /// Held until the body is read (the connection is not reused after).
+    _connection: SendRequest<Full<Bytes>>,
+}
+
+impl StreamedResponse {
+    /// The next bytes of the body; `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            let frame =
+                tokio::time::timeout_at(self.deadline, self.body.frame()).await.map_err(|_| ClientError::Timeout)?;
+            match frame {
+                None => return Ok(None),
+                Some(Err(error)) => return Err(ClientError::Http(error.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The rest of the body, at most `max` bytes (an error's JSON).
+    pub async fn read_to_end(mut self, max: usize) -> Result<Bytes, ClientError> {
+        let mut body = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            if body.len() + chunk.len() > max {
+                return Err(ClientError::ResponseTooLarge(max));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
+    }
 }
 
 /// Where and how the client may connect.
@@ -246,6 +309,32 @@ impl HttpClient {
     }
 
     async fn send(&self, target: &Target, outgoing: Outgoing) -> Result<ClientResponse, ClientError> {
+        let max_response = outgoing.max_response;
+        let (sender, origin, response) = self.start(target, outgoing).await?;
+        let status = response.status().as_u16();
+        let headers = ResponseHeaders::of(&response);
+        let body = Limited::new(response.into_body(), max_response).collect().await.map_err(|error| {
+            if error.is::<http_body_util::LengthLimitError>() {
+                ClientError::ResponseTooLarge(max_response)
+            } else {
+                ClientError::Http(error.to_string())
+            }
+        })?;
+        self.keep_idle(origin, sender);
+        Ok(ClientResponse {
+            status,
+            content_type: headers.content_type,
+            location: headers.location,
+            body: body.to_bytes(),
+        })
+    }
+
+    /// Sends a request; the connection, its origin and the response head.
+    async fn start(
+        &self,
+        target: &Target,
+        outgoing: Outgoing,
+    ) -> Result<(SendRequest<Full<Bytes>>, String, http::Response<Incoming>), ClientError> {
         let origin = target.origin();
         let mut sender = match self.idle_connection(&origin) {
             Some(sender) => sender,
@@ -267,21 +356,52 @@ impl HttpClient {
             .map_err(|e| ClientError::InvalidUrl(e.to_string()))?;
         sender.ready().await.map_err(|e| ClientError::Http(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = response.status().as_u16();
-        let header = |name: http::header::HeaderName| {
-            response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+        Ok((sender, origin, response))
+    }
+
+    /// A request to another server whose answer is read as it arrives (a
+    /// remote file): the whole exchange must end within `time`.
+    pub async fn server_request_streamed(
+        &self,
+        request: ServerRequest<'_>,
+        time: Duration,
+    ) -> Result<StreamedResponse, ClientError> {
+        let deadline = tokio::time::Instant::now() + time;
+        let mut target = Target::parse(request.url)?;
+        if let Some(address) = request.connect_to {
+            target = target.connecting_to(address)?;
+        }
+        let method = http::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| ClientError::InvalidUrl(format!("method {}", request.method)))?;
+        let outgoing = Outgoing {
+            method,
+            body: request.json_body.map(Bytes::from),
+            max_response: request.max_response,
+            authorization: request.authorization,
         };
-        let (content_type, location) = (header(http::header::CONTENT_TYPE), header(http::header::LOCATION));
-        let max_response = outgoing.max_response;
-        let body = Limited::new(response.into_body(), max_response).collect().await.map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                ClientError::ResponseTooLarge(max_response)
-            } else {
-                ClientError::Http(error.to_string())
-            }
-        })?;
-        self.keep_idle(origin, sender);
-        Ok(ClientResponse { status, content_type, location, body: body.to_bytes() })
+        let started = tokio::time::timeout_at(deadline, self.start(&target, outgoing));
+        let (connection, _, response) = started.await.map_err(|_| ClientError::Timeout)??;
+        let headers = ResponseHeaders::of(&response);
+        Ok(StreamedResponse {
+            status: response.status().as_u16(),
+            headers,
+            body: response.into_body(),
+            deadline,
+            _connection: connection,
+        })
+    }
+
+    /// `GET url` read as it arrives (a file another server redirects to).
+    pub async fn get_streamed(&self, url: &str, time: Duration) -> Result<StreamedResponse, ClientError> {
+        let request = ServerRequest {
+            method: "GET",
+            url,
+            connect_to: None,
+            authorization: None,
+            json_body: None,
+            max_response: 0,
+        };
+        self.server_request_streamed(request, time).await
     }
 
     /// Refuses a URL that this client would never call: invalid, or whose

@@ -32,6 +32,17 @@ pub struct Response {
 pub struct FileBody {
     pub file: tokio::fs::File,
     pub len: u64,
+    /// Bytes sent before the file (a multipart framing's headers).
+    pub before: Vec<u8>,
+    /// Bytes sent after the file (a multipart framing's closing delimiter).
+    pub after: Vec<u8>,
+}
+
+impl FileBody {
+    /// `len` bytes of `file`, nothing around them.
+    pub fn new(file: tokio::fs::File, len: u64) -> Self {
+        Self { file, len, before: Vec::new(), after: Vec::new() }
+    }
 }
 
 impl Response {
@@ -127,16 +138,26 @@ const FILE_CHUNK: usize = 256 * 1024;
 
 /// A file as a response body: read a chunk at a time, never whole in memory;
 /// exactly `len` bytes (a file that turns out shorter ends the response with
-/// an error, so the client sees a broken transfer rather than a short file).
+/// an error, so the client sees a broken transfer rather than a short file),
+/// between the body's `before` and `after` bytes.
 pub struct FileStream {
     file: tokio::fs::File,
     remaining: u64,
     buffer: Vec<u8>,
+    before: Option<Bytes>,
+    after: Option<Bytes>,
 }
 
 impl FileStream {
     fn new(body: FileBody) -> Self {
-        Self { file: body.file, remaining: body.len, buffer: Vec::new() }
+        let nonempty = |bytes: Vec<u8>| (!bytes.is_empty()).then(|| Bytes::from(bytes));
+        Self {
+            file: body.file,
+            remaining: body.len,
+            buffer: Vec::new(),
+            before: nonempty(body.before),
+            after: nonempty(body.after),
+        }
     }
 }
 
@@ -146,8 +167,11 @@ impl Body for FileStream {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if let Some(before) = this.before.take() {
+            return Poll::Ready(Some(Ok(Frame::data(before))));
+        }
         if this.remaining == 0 {
-            return Poll::Ready(None);
+            return Poll::Ready(this.after.take().map(|after| Ok(Frame::data(after))));
         }
         let want = usize::try_from(this.remaining).unwrap_or(usize::MAX).min(FILE_CHUNK);
         this.buffer.resize(want, 0);
@@ -172,10 +196,11 @@ impl Body for FileStream {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.remaining == 0
+        self.remaining == 0 && self.before.is_none() && self.after.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
+        let framing = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, |b| b.len() as u64);
+        SizeHint::with_exact(self.remaining + framing(&self.before) + framing(&self.after))
     }
 }

@@ -9,9 +9,12 @@
 //! files the HTTP layer reads as it sends. The
 //! metadata (type, name, size, uploader) is a storage record per media id,
 //! written durably after the file. Thumbnails ([`thumbnail`]) are made on
-//! first request and cached the same way. Owns the `media` and `thumbnails`
-//! tables.
+//! first request and cached the same way. Media of other servers, once
+//! fetched (by [`crate::federation::media`]), are cached here the same way
+//! ([`Media::cached_remote`], [`Media::record_remote`]); so are their
+//! thumbnails. Owns the `media`, `remote_media` and `thumbnails` tables.
 
+pub mod multipart;
 pub mod preview;
 pub mod spool;
 pub mod thumbnail;
@@ -86,6 +89,9 @@ impl Media {
         })?;
         tables.thumbnails.for_each(|_, thumbnail| {
             referenced.insert(thumbnail.sha256);
+        })?;
+        tables.remote_media.for_each(|_, record| {
+            referenced.extend(record.sha256);
         })?;
         let mut removed = 0;
         let Ok(fan_out) = std::fs::read_dir(&self.dir) else { return Ok(0) };
@@ -228,6 +234,89 @@ impl Media {
             content_type: record.content_type.unwrap_or_else(|| "application/octet-stream".to_owned()),
             filename: record.filename,
         })
+    }
+}
+
+/// Another server's media item, as an `mxc://server/media_id` names it.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteMediaId<'a> {
+    pub server: &'a ruma::ServerName,
+    pub media_id: &'a str,
+}
+
+impl RemoteMediaId<'_> {
+    fn key(&self) -> (String, String) {
+        (self.server.to_string(), self.media_id.to_owned())
+    }
+
+    /// The thumbnails table's key of one of its thumbnails.
+    fn thumbnail_key(&self, label: String) -> (String, String) {
+        (format!("{}/{}", self.server, self.media_id), label)
+    }
+
+    /// Whether the media id could be one (checked before asking its server).
+    pub fn is_valid(&self) -> bool {
+        valid_media_id(self.media_id)
+    }
+}
+
+/// What a remote server gave for a media item, stored in a spool.
+#[derive(Debug)]
+pub struct FetchedMedia {
+    pub content: StoredContent,
+    pub content_type: Option<String>,
+    pub filename: Option<String>,
+}
+
+impl Media {
+    /// A cached copy of another server's media item.
+    pub async fn cached_remote(&self, id: RemoteMediaId<'_>) -> Result<Option<Download>> {
+        let Some(record) = self.storage.tables.remote_media.get(&id.key())? else { return Ok(None) };
+        let Some(sha256) = record.sha256.clone() else { return Ok(None) };
+        // A file lost from the disk is fetched again.
+        Ok(self.open_original(record, &sha256).await.ok())
+    }
+
+    /// Caches another server's media item; the cached copy.
+    pub async fn record_remote(&self, id: RemoteMediaId<'_>, fetched: FetchedMedia) -> Result<Download> {
+        let sha256 = fetched.content.sha256.clone();
+        let record = MediaRecord {
+            sha256: Some(fetched.content.sha256),
+            content_type: fetched.content_type,
+            filename: fetched.filename,
+            size: fetched.content.size,
+            uploader: String::new(),
+            created_ts: now_ms(),
+        };
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.remote_media, &id.key(), &record)?;
+        self.storage.commit(batch).await?;
+        self.open_original(record, &sha256).await
+    }
+
+    /// A cached thumbnail of another server's media item.
+    pub async fn cached_remote_thumbnail(&self, id: RemoteMediaId<'_>, label: &str) -> Result<Option<Download>> {
+        let Some(cached) = self.storage.tables.thumbnails.get(&id.thumbnail_key(label.to_owned()))? else {
+            return Ok(None);
+        };
+        let Ok((file, len)) = self.open_file(&cached.sha256).await else { return Ok(None) };
+        Ok(Some(Download { file, len, content_type: cached.content_type, filename: None }))
+    }
+
+    /// Caches a thumbnail another server made; the cached copy.
+    pub async fn record_remote_thumbnail(
+        &self,
+        id: RemoteMediaId<'_>,
+        label: &str,
+        fetched: FetchedMedia,
+    ) -> Result<Download> {
+        let content_type = fetched.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+        let cached = CachedThumbnail { sha256: fetched.content.sha256.clone(), content_type: content_type.clone() };
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.thumbnails, &id.thumbnail_key(label.to_owned()), &cached)?;
+        self.storage.commit(batch).await?;
+        let (file, len) = self.open_file(&fetched.content.sha256).await?;
+        Ok(Download { file, len, content_type, filename: None })
     }
 }
 

@@ -24,6 +24,45 @@ pub enum Method {
     Crop,
 }
 
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scale => "scale",
+            Self::Crop => "crop",
+        }
+    }
+}
+
+/// A thumbnail as a client (or another server) asks for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThumbnailRequest {
+    pub width: u32,
+    pub height: u32,
+    pub method: Method,
+    pub animated: bool,
+}
+
+impl ThumbnailRequest {
+    /// The query string asking another server for it.
+    pub fn query(&self) -> String {
+        format!(
+            "width={}&height={}&method={}&animated={}",
+            self.width,
+            self.height,
+            self.method.as_str(),
+            self.animated
+        )
+    }
+
+    /// The name a thumbnail another server made for it is cached under
+    /// (sizes past the bound make the same thumbnail: one entry for them).
+    pub fn cache_label(&self) -> String {
+        let (width, height) = bounded_size(self.width, self.height);
+        let animated = if self.animated { "-animated" } else { "" };
+        format!("{width}x{height}-{}{animated}", self.method.as_str())
+    }
+}
+
 /// Why no thumbnail could be made.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ThumbnailError {

@@ -104,8 +104,13 @@ pub struct Tables {
     /// media id → the media's metadata (its content is a file named by hash).
     /// Owner: `media` (also of `thumbnails`).
     pub media: Table<String, MediaRecord>,
-    /// (media id, "WxH-method") → the file and content type of a cached thumbnail.
+    /// (media id, "WxH-method") → the file and content type of a cached
+    /// thumbnail; media of other servers as "server/media id" (a local media
+    /// id has no `/`).
     pub thumbnails: Table<(String, String), CachedThumbnail>,
+    /// (server name, media id) → another server's media fetched and cached
+    /// here (uploader empty, `created_ts` when fetched). Owner: `media`.
+    pub remote_media: Table<(String, String), MediaRecord>,
     /// pusher → the pusher and the device that set it. Owner: `users::pushers`.
     pub pushers: Table<PusherId, PusherRecord>,
     /// time (ms) → the position then: hourly checkpoints that date positions
@@ -181,6 +186,7 @@ impl Tables {
             published_rooms: Table::open(db, "roomid_publishedts")?,
             media: Table::open(db, "mediaid_media")?,
             thumbnails: Table::open(db, "mediaid_size_thumbnail")?,
+            remote_media: Table::open(db, "servername_mediaid_remotemedia")?,
             pushers: Table::open(db, "localpart_app_pushkey_pusher")?,
             push_queue: Table::open(db, "count_pusher_pushjob")?,
             position_checkpoints: Table::open(db, "time_count")?,

@@ -77,3 +77,8 @@ fn federation_receive_corpus() {
 fn federation_pdu_corpus() {
     replay("federation_pdu", fuzz_targets::federation_pdu);
 }
+
+#[test]
+fn media_multipart_corpus() {
+    replay("media_multipart", fuzz_targets::media_multipart);
+}

@@ -8,19 +8,22 @@
 //! `Content-Disposition` (inline only for safe types) and a sandboxing
 //! `Content-Security-Policy`, so an uploaded HTML or SVG file never runs in
 //! a browser. A single byte `Range` is answered with 206 (RFC 9110; video
-//! players seek with it). Media of other servers cannot be fetched yet (no
-//! federation).
+//! players seek with it). Media of other servers are fetched over federation
+//! once and then served from the local cache ([`crate::federation::media`]).
 
+use ruma::{OwnedServerName, ServerName};
 use serde_json::json;
 use tokio::io::AsyncSeekExt;
 
 use crate::{
     error::{Error, ErrorKind, Result},
+    federation::media as remote_media,
     http::{response::FileBody, Request, Response},
     media::{
         byte_range, content_disposition, thumbnail::Method, Download, RangeRequest, StoredContent,
         CONTENT_SECURITY_POLICY,
     },
+    media::{thumbnail::ThumbnailRequest, RemoteMediaId},
     services::Services,
     users::Identity,
 };
@@ -70,7 +73,7 @@ pub async fn create(s: &Services, who: &Identity) -> Result<Response> {
 /// The `{serverName}` parameter must be this server.
 fn local_media_id<'r>(s: &Services, request: &'r Request) -> Result<&'r str> {
     if request.param("server_name")? != s.config.server_name.as_str() {
-        return Err(Error::not_found("Media of other servers cannot be fetched (no federation yet)"));
+        return Err(Error::forbidden("Media can only be uploaded to this server"));
     }
     request.param("media_id")
 }
@@ -105,7 +108,7 @@ async fn file_response(mut file: Download, filename: Option<&str>, range: Option
         file.file.seek(std::io::SeekFrom::Start(first)).await.map_err(|e| Error::internal("seeking media", e))?;
         len = last - first + 1;
     }
-    let mut response = Response::file(FileBody { file: file.file, len }, file.content_type);
+    let mut response = Response::file(FileBody::new(file.file, len), file.content_type);
     if let Some((first, last)) = wanted {
         response.status = 206;
         response.headers.push(("content-range", format!("bytes {first}-{last}/{total}")));
@@ -118,10 +121,27 @@ async fn file_response(mut file: Download, filename: Option<&str>, range: Option
     Ok(response)
 }
 
-/// Authenticated download (`/_matrix/client/v1/media/download/…`).
+/// The server of a download's `{serverName}`: `None` for this one.
+fn media_server(s: &Services, request: &Request) -> Result<Option<OwnedServerName>> {
+    let server = request.param("server_name")?;
+    if server == s.config.server_name.as_str() {
+        return Ok(None);
+    }
+    let server = ServerName::parse(server).map_err(|_| Error::not_found("No media: the server name is invalid"))?;
+    Ok(Some(server))
+}
+
+/// Authenticated download (`/_matrix/client/v1/media/download/…`): local
+/// media, or another server's (fetched once, then served from the cache).
 pub async fn download(s: &Services, request: &Request) -> Result<Response> {
-    let media_id = local_media_id(s, request)?;
-    let file = s.media.download(media_id).await?;
+    let media_id = request.param("media_id")?;
+    let file = match media_server(s, request)? {
+        None => s.media.download(media_id).await?,
+        Some(server) => {
+            let id = RemoteMediaId { server: &server, media_id };
+            remote_media::download(&s.federation, &s.media, id).await?
+        }
+    };
     let filename = request
         .optional_param("file_name")
         .filter(|name| !name.is_empty())
@@ -142,15 +162,26 @@ fn legacy_routes_enabled(s: &Services) -> Result<()> {
     }
 }
 
-/// Legacy unauthenticated download: only when the operator allows it.
+/// Legacy unauthenticated download: only when the operator allows it, and
+/// of another server's media only when `allow_remote` is not `false` (older
+/// servers fetch this server's media with `allow_remote=false`).
 pub async fn legacy_download(s: &Services, request: &Request) -> Result<Response> {
     legacy_routes_enabled(s)?;
+    refuse_remote_unless_allowed(s, request)?;
     download(s, request).await
 }
 
-/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width=&height=&method=&animated=`.
-pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
-    let media_id = local_media_id(s, request)?;
+/// `allow_remote=false` on a legacy route: only this server's media.
+fn refuse_remote_unless_allowed(s: &Services, request: &Request) -> Result<()> {
+    if request.query("allow_remote") == Some("false") && media_server(s, request)?.is_some() {
+        return Err(Error::not_found("Not a media of this server, and allow_remote is false"));
+    }
+    Ok(())
+}
+
+/// The thumbnail a request asks for: `width`, `height` (required, positive),
+/// `method` (`scale` by default, or `crop`), `animated`.
+pub fn thumbnail_request(request: &Request) -> Result<ThumbnailRequest> {
     let dimension = |name: &str| -> Result<u32> {
         let value =
             request.query(name).ok_or_else(|| Error::new(ErrorKind::MissingParam, format!("`{name}` is required")))?;
@@ -167,13 +198,29 @@ pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
         Some(other) => return Err(Error::invalid_param(format!("Unknown thumbnail method {other:?}"))),
     };
     let animated = request.query("animated") == Some("true");
-    let file = s.media.thumbnail(media_id, width, height, method, animated).await?;
+    Ok(ThumbnailRequest { width, height, method, animated })
+}
+
+/// `GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}?width=&height=&method=&animated=`.
+pub async fn thumbnail(s: &Services, request: &Request) -> Result<Response> {
+    let wanted = thumbnail_request(request)?;
+    let file = match media_server(s, request)? {
+        None => {
+            let media_id = request.param("media_id")?;
+            s.media.thumbnail(media_id, wanted.width, wanted.height, wanted.method, wanted.animated).await?
+        }
+        Some(server) => {
+            let id = RemoteMediaId { server: &server, media_id: request.param("media_id")? };
+            remote_media::thumbnail(&s.federation, &s.media, id, wanted).await?
+        }
+    };
     file_response(file, None, request.range.as_deref()).await
 }
 
 /// Legacy unauthenticated thumbnails: only when the operator allows it.
 pub async fn legacy_thumbnail(s: &Services, request: &Request) -> Result<Response> {
     legacy_routes_enabled(s)?;
+    refuse_remote_unless_allowed(s, request)?;
     thumbnail(s, request).await
 }
 

@@ -3,13 +3,14 @@
 //! `POST /_matrix/key/v2/query`), and `GET /_matrix/federation/v1/query/profile`
 //! (a request signed by the asking server).
 //!
-//! Events and membership are in [`events`] and [`membership`].
+//! Events, membership and media are in [`events`], [`membership`] and [`media`].
 //!
 //! Spec: server-server API "Get the implementation name and version",
 //! "Querying Keys Through Another Server", "Query information"
 //! (`/query/profile`).
 
 pub mod events;
+pub mod media;
 pub mod membership;
 
 use ruma::{ServerName, UserId};

@@ -6,6 +6,7 @@
 
 mod bad_peers;
 mod e2ee;
+mod media;
 mod partition;
 mod rooms;
 mod synapse;

@@ -267,3 +267,48 @@ async fn invites_and_kicks_cross_between_conduit_and_synapse() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn media_crosses_between_conduit_and_synapse() {
+    use bytes::Bytes;
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let upload = |session: &Session, body: Vec<u8>| {
+        let session = session.clone();
+        async move {
+            let path = "/_matrix/media/v3/upload?filename=plan.png";
+            let reply = session.client.try_send("POST", path, &[("content-type", "image/png")], Bytes::from(body));
+            let reply = reply.await.unwrap();
+            assert_eq!(reply.status, 200, "{}", reply.body);
+            reply.body["content_uri"].as_str().unwrap().strip_prefix("mxc://").unwrap().to_owned()
+        }
+    };
+    let download = |session: &Session, media: String| {
+        let session = session.clone();
+        async move {
+            let path = format!("/_matrix/client/v1/media/download/{media}");
+            session.client.send_raw("GET", &path, &[], Bytes::new()).await.unwrap()
+        }
+    };
+    let conduit_png = conduit::media::thumbnail::blank_png(64, 32);
+    let synapse_png = conduit::media::thumbnail::blank_png(32, 64);
+
+    // Synapse fetches conduit's file over the federation media endpoint (multipart).
+    let media = upload(&alice, conduit_png.clone()).await;
+    let (status, headers, body) = download(&sam, media.clone()).await;
+    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), log_of(&synapse));
+    assert_eq!((body, headers["content-type"].to_str().unwrap()), (Bytes::from(conduit_png), "image/png"));
+
+    // conduit fetches Synapse's file, and a thumbnail of it.
+    let media = upload(&sam, synapse_png.clone()).await;
+    let (status, headers, body) = download(&alice, media.clone()).await;
+    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), log_of(&synapse));
+    assert_eq!((body, headers["content-type"].to_str().unwrap()), (Bytes::from(synapse_png), "image/png"));
+    let thumbnail = format!("/_matrix/client/v1/media/thumbnail/{media}?width=16&height=16&method=crop");
+    let (status, _, body) = alice.client.send_raw("GET", &thumbnail, &[], Bytes::new()).await.unwrap();
+    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), log_of(&synapse));
+    // Synapse answers with the nearest of its own sizes (the spec lets it be larger).
+    let image = image::load_from_memory(&body).unwrap();
+    assert!(image.width() >= 16 && image.width() == image.height(), "{}x{}", image.width(), image.height());
+}
