@@ -149,7 +149,10 @@ pub fn serve_devices(e2ee: &crate::e2ee::E2ee, user_id: &UserId, stream_id: u64)
         .flatten()
         .map(|(device_id, keys)| {
             let mut keys = keys.clone();
-            let name = keys.get_mut("unsigned").map(Value::take).unwrap_or_default()["device_display_name"].clone();
+            // The display name moves out of `unsigned`, which goes (a null
+            // `unsigned` makes the keys unreadable to matrix-sdk-crypto).
+            let unsigned = keys.as_object_mut().and_then(|keys| keys.remove("unsigned")).unwrap_or_default();
+            let name = unsigned["device_display_name"].clone();
             json!({ "device_id": device_id, "keys": keys, "device_display_name": name })
         })
         .collect();

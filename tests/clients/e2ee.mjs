@@ -13,7 +13,7 @@
 //    the backup and decrypts the old messages.
 // Prints "N passed, N failed" and exits non-zero on any failure.
 
-import { ClientEvent, createClient, MatrixEvent, Method, RoomEvent } from "matrix-js-sdk";
+import { MatrixEvent, Method } from "matrix-js-sdk";
 
 import {
   CryptoEvent,
@@ -22,93 +22,26 @@ import {
   VerifierEvent,
 } from "matrix-js-sdk/lib/crypto-api/index.js";
 
+import {
+  eventually,
+  loginUser,
+  password,
+  registerUser,
+  seesDevice,
+  startCryptoClient,
+  waitForDecrypted,
+  waitForMemberJoined,
+  waitForMembership,
+  withTimeout,
+} from "./crypto_clients.mjs";
 import { assert, baseUrlArgument, check, finish } from "./harness.mjs";
 
 const baseUrl = baseUrlArgument("e2ee.mjs");
-const password = "js e2ee password";
 const suffix = Date.now().toString(36);
 const started = [];
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** A logged-in client with Rust crypto, syncing. */
-async function startClient(credentials) {
-  const client = createClient({
-    baseUrl,
-    userId: credentials.user_id,
-    accessToken: credentials.access_token,
-    deviceId: credentials.device_id,
-  });
-  await client.initRustCrypto({ useIndexedDB: false });
-  const prepared = new Promise((resolve) => {
-    client.on(ClientEvent.Sync, (state) => {
-      if (state === "PREPARED") resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20 });
-  await withTimeout(prepared, 20000, "first sync");
-  started.push(client);
-  return client;
-}
-
-async function register(name) {
-  const anonymous = createClient({ baseUrl });
-  return anonymous.registerRequest({ username: name, password, auth: { type: "m.login.dummy" } });
-}
-
-async function login(userId) {
-  const anonymous = createClient({ baseUrl });
-  return anonymous.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: userId }, password });
-}
-
-/** Resolves with the decrypted body of the first event in `roomId` whose clear body is `body`. */
-function waitForDecrypted(client, roomId, body, ms = 20000) {
-  const found = new Promise((resolve) => {
-    const look = async (event) => {
-      if (event.getRoomId() !== roomId) return;
-      await client.decryptEventIfNeeded(event);
-      if (event.getType() === "m.room.message" && event.getContent().body === body) resolve(event);
-    };
-    client.on(RoomEvent.Timeline, (event) => void look(event));
-    // Already there (arrived before we listened)?
-    const room = client.getRoom(roomId);
-    for (const event of room?.getLiveTimeline().getEvents() ?? []) void look(event);
-  });
-  return withTimeout(found, ms, `decrypting "${body}" on ${client.getUserId()}/${client.getDeviceId()}`);
-}
-
-/** Polls until `condition()` holds. */
-async function eventually(condition, what, ms = 20000) {
-  const poll = (async () => {
-    for (;;) {
-      if (await condition()) return;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  })();
-  return withTimeout(poll, ms, what);
-}
-
-async function seesDevice(observer, userId, deviceId) {
-  const devices = await observer.getCrypto().getUserDeviceInfo([userId], true);
-  return devices.get(userId)?.has(deviceId) ?? false;
-}
-
-/** Resolves when the client's own membership in the room is `membership`. */
-async function waitForMembership(client, roomId, membership) {
-  const reached = new Promise((resolve) => {
-    const test = () => client.getRoom(roomId)?.getMyMembership() === membership;
-    if (test()) return resolve();
-    client.on(ClientEvent.Room, () => test() && resolve());
-    client.on(RoomEvent.MyMembership, () => test() && resolve());
-  });
-  return withTimeout(reached, 20000, `${membership} of ${client.getUserId()}`);
-}
+const startClient = (credentials) => startCryptoClient(baseUrl, credentials, started);
+const register = (name) => registerUser(baseUrl, name);
+const login = (userId) => loginUser(baseUrl, userId);
 
 const aliceCredentials = await register(`alice${suffix}`);
 const bobCredentials = await register(`bob${suffix}`);
@@ -135,15 +68,7 @@ await check("an encrypted room: each sends, the other decrypts, the server store
   await bob.joinRoom(roomId);
   await waitForMembership(bob, roomId, "join");
   // Alice's client must see bob joined before it shares the room key with him.
-  await withTimeout(
-    new Promise((resolve) => {
-      const test = () => alice.getRoom(roomId)?.getMember(bob.getUserId())?.membership === "join";
-      if (test()) return resolve();
-      alice.on(RoomEvent.Timeline, () => test() && resolve());
-    }),
-    20000,
-    "alice sees bob's join",
-  );
+  await waitForMemberJoined(alice, roomId, bob.getUserId());
   const bobSees = waitForDecrypted(bob, roomId, "secret hello");
   const sent = await alice.sendMessage(roomId, { msgtype: "m.text", body: "secret hello" });
   firstSecretId = sent.event_id;

@@ -42,12 +42,13 @@ fn ensure_installed() {
     assert!(status.success(), "npm ci in tests/clients failed");
 }
 
-async fn run_script(script: &str, server: &TestServer) {
-    let base_url = format!("http://{}", server.addr);
+/// Runs `script` with the servers' base URLs as its arguments; it must end
+/// with "N passed, 0 failed".
+async fn run_script(script: &str, base_urls: Vec<String>) {
     let dir = clients_dir();
     let name = script.to_owned();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("node").arg(&name).arg(&base_url).current_dir(&dir).output().expect("run node")
+        Command::new("node").arg(&name).args(&base_urls).current_dir(&dir).output().expect("run node")
     })
     .await
     .unwrap();
@@ -66,7 +67,18 @@ async fn run_client_script(script: &str) {
     }
     tokio::task::spawn_blocking(ensure_installed).await.unwrap();
     let server = TestServer::start().await;
-    run_script(script, &server).await;
+    run_script(script, vec![format!("http://{}", server.addr)]).await;
+}
+
+/// Installs the client packages if needed and runs `script` against running
+/// servers (several, for the federation scripts), named by their base URLs.
+pub async fn run_client_script_against(script: &str, base_urls: Vec<String>) {
+    if skip_requested() {
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping {script} as asked");
+        return;
+    }
+    tokio::task::spawn_blocking(ensure_installed).await.unwrap();
+    run_script(script, base_urls).await;
 }
 
 #[tokio::test]

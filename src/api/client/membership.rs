@@ -151,13 +151,7 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
     let body: InviteBody = request.json()?;
     let invitee = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if invitee.server_name() != s.config.server_name {
-        let event = EventRequest::state(kinds::MEMBER, invitee.as_str(), member_content("invite", body.reason));
-        let federation = &s.federation;
-        s.rooms
-            .append_countersigned(&room_id, &who.user_id, event, |pdu, version, stripped| async move {
-                federation.send_invite(&pdu, &version, stripped).await
-            })
-            .await?;
+        invite_remote(s, &room_id, &who.user_id, &invitee, member_content("invite", body.reason)).await?;
         return Ok(Response::empty_object());
     }
     if s.users.get_active(invitee.localpart())?.is_none() {
@@ -166,6 +160,25 @@ pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<R
     let event = EventRequest::state(kinds::MEMBER, invitee.as_str(), member_content("invite", body.reason));
     s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::empty_object())
+}
+
+/// Invites another server's user: the invite event (`content`) is signed
+/// by the invitee's server before it is stored and sent to the room.
+pub async fn invite_remote(
+    s: &Services,
+    room_id: &RoomId,
+    inviter: &UserId,
+    invitee: &UserId,
+    content: Value,
+) -> Result<()> {
+    let event = EventRequest::state(kinds::MEMBER, invitee.as_str(), content);
+    let federation = &s.federation;
+    s.rooms
+        .append_countersigned(room_id, inviter, event, |pdu, version, stripped| async move {
+            federation.send_invite(&pdu, &version, stripped).await
+        })
+        .await?;
+    Ok(())
 }
 
 pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Response> {

@@ -4,7 +4,7 @@
 //! `GET /joined_rooms`. The request is checked here; what the room starts
 //! with is planned by [`crate::rooms::creation`].
 
-use ruma::{RoomAliasId, RoomVersionId, UserId};
+use ruma::{OwnedUserId, RoomAliasId, RoomVersionId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -70,6 +70,7 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         None => None,
     };
     let preset = Preset::choose(body.preset.as_deref(), body.visibility.as_deref())?;
+    let (local_invitees, remote_invitees) = invitees(s, &body.invite)?;
     if body.name.as_ref().is_some_and(|name| name.len() > MAX_NAME_BYTES) {
         return Err(Error::invalid_param(format!("The room name is longer than {MAX_NAME_BYTES} bytes")));
     }
@@ -77,7 +78,7 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         creator: who.user_id.clone(),
         creator_member_content: super::profile::join_content(s, who)?,
         preset,
-        invitees: local_invitees(s, &body.invite)?,
+        invitees: local_invitees.clone(),
         is_direct: body.is_direct,
         alias: alias.clone(),
         name: body.name,
@@ -97,22 +98,33 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
     if body.visibility.as_deref() == Some("public") {
         s.rooms.set_published(&room_id, true).await?;
     }
+    // Other servers' users are invited once the room exists, each through
+    // their server (which signs the invite); a failure is the request's
+    // error, as in Synapse (the room stays).
+    for invitee in remote_invitees {
+        let mut content = json!({ "membership": "invite" });
+        if body.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        super::membership::invite_remote(s, &room_id, &who.user_id, &invitee, content).await?;
+    }
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
 
-/// Parses the invitees; only users of this server can be invited for now.
-fn local_invitees(s: &Services, invite: &[String]) -> Result<Vec<ruma::OwnedUserId>> {
-    invite
-        .iter()
-        .map(|user| {
-            let user_id =
-                UserId::parse(user).map_err(|_| Error::invalid_param(format!("{user:?} is not a user id")))?;
-            if user_id.server_name() != s.config.server_name {
-                return Err(Error::invalid_param("Inviting users of other servers is not possible yet"));
-            }
-            Ok(user_id)
-        })
-        .collect()
+/// The invitees, parsed: this server's users, and other servers'.
+fn invitees(s: &Services, invite: &[String]) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    let mut local = Vec::new();
+    let mut remote = Vec::new();
+    for user in invite {
+        let user_id = UserId::parse(user).map_err(|_| Error::invalid_param(format!("{user:?} is not a user id")))?;
+        if user_id.server_name() == s.config.server_name {
+            local.push(user_id);
+        } else {
+            s.federation.check_federates_with(user_id.server_name().as_str())?;
+            remote.push(user_id);
+        }
+    }
+    Ok((local, remote))
 }
 
 pub fn joined_rooms(s: &Services, who: &Identity) -> Result<Response> {

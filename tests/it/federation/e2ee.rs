@@ -93,3 +93,10 @@ async fn device_list_changes_reach_the_other_server() {
     let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
     assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
 }
+
+#[tokio::test]
+async fn matrix_js_sdk_clients_on_two_conduit_servers_share_an_encrypted_dm() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let urls = vec![format!("http://{}", a.addr), format!("http://{}", b.addr)];
+    crate::clients::run_client_script_against("e2ee_federation.mjs", urls).await;
+}

@@ -312,3 +312,15 @@ async fn media_crosses_between_conduit_and_synapse() {
     let image = image::load_from_memory(&body).unwrap();
     assert!(image.width() >= 16 && image.width() == image.height(), "{}x{}", image.width(), image.height());
 }
+
+#[tokio::test]
+async fn matrix_js_sdk_clients_on_conduit_and_synapse_share_an_encrypted_dm() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let conduit_url = format!("http://{}", conduit.addr);
+    let synapse_url = format!("http://{}", synapse.client_addr());
+    // Both ways: the inviter (and the user whose new device the other must
+    // see) on conduit, then on Synapse.
+    for urls in [vec![conduit_url.clone(), synapse_url.clone()], vec![synapse_url, conduit_url]] {
+        crate::clients::run_client_script_against("e2ee_federation.mjs", urls).await;
+    }
+}
