@@ -104,9 +104,23 @@ pub const MAX_NOTARY_SERVERS: usize = 32;
 pub struct KeyCache {
     keys: Mutex<HashMap<String, Arc<KeySet>>>,
     fetched: Mutex<HashMap<String, Instant>>,
+    /// One fetch per server at a time: requests arriving meanwhile wait
+    /// for it instead of being refused by [`MIN_REFETCH`].
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl KeyCache {
+    /// The lock held while `server`'s keys are fetched.
+    fn fetch_lock(&self, server: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetching = lock(&self.fetching);
+        if let Some(existing) = fetching.get(server) {
+            return Arc::clone(existing);
+        }
+        let created = Arc::new(tokio::sync::Mutex::new(()));
+        bounded_insert(&mut fetching, server, Arc::clone(&created));
+        created
+    }
+
     fn get(&self, server: &str) -> Option<Arc<KeySet>> {
         lock(&self.keys).get(server).cloned()
     }
@@ -153,10 +167,16 @@ impl Federation {
                 .ok_or_else(|| FederationError::Keys(format!("{key_id} is not one of this server's keys")));
         }
         let now = now_ms();
-        if let Some(keys) = self.known_keys(server)? {
-            if let Some(key) = keys.key(key_id, at).filter(|_| keys.valid_until_ts >= now.min(at)) {
-                return Ok(key.to_owned());
-            }
+        let usable =
+            |keys: Arc<KeySet>| keys.key(key_id, at).filter(|_| keys.valid_until_ts >= now.min(at)).map(str::to_owned);
+        if let Some(key) = self.known_keys(server)?.and_then(usable) {
+            return Ok(key);
+        }
+        // Concurrent requests of one server wait for one fetch, then look again.
+        let fetch_lock = self.key_cache.fetch_lock(server);
+        let _fetching = fetch_lock.lock().await;
+        if let Some(key) = self.known_keys(server)?.and_then(usable) {
+            return Ok(key);
         }
         let (_, keys) = self.fetch_keys(server).await?;
         keys.key(key_id, at)

@@ -187,6 +187,21 @@ async fn register(server: &TestServer, user: &str) -> String {
 }
 
 #[tokio::test]
+async fn the_first_requests_of_a_server_arriving_together_share_one_key_fetch() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    b.client().register("bob").await;
+    // Eight profile lookups at once: b.test receives eight signed requests of
+    // a.test before it has a.test's key; all wait for one fetch, none is refused.
+    let lookups = (0..8).map(|_| {
+        let alice = alice.clone();
+        async move { alice.client.get(&format!("/_matrix/client/v3/profile/{}", enc("@bob:b.test"))).await.status }
+    });
+    let statuses = futures_util::future::join_all(lookups).await;
+    assert_eq!(statuses, vec![200; 8]);
+}
+
+#[tokio::test]
 async fn profiles_cross_servers_with_signed_requests_over_tls() {
     let (ca, a, b) = two_servers("", "").await;
     let alice = register(&a, "alice").await;
