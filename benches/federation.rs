@@ -11,7 +11,12 @@
 //!   events per second B accepted through `/send` (A's sending included).
 //!
 //! `cargo bench --bench federation -- [--rounds 200] [--messages 2000] [--synapse] [--binary PATH]`
+//!
+//! With `--servers N`, the reference network instead ([`network`]):
+//! `cargo bench --bench federation -- --servers 17 --users 10000 [--seconds 30] [--rate 20] [--partition] [--cache-mb 16]`
 
+#[path = "federation/network.rs"]
+mod network;
 mod support;
 #[allow(dead_code)]
 #[path = "../tests/it/synapse.rs"]
@@ -32,32 +37,56 @@ struct Options {
     messages: usize,
     synapse: bool,
     binary: Option<PathBuf>,
+    network: Option<network::NetworkOptions>,
 }
 
 fn parse_options() -> Result<Options> {
-    let mut options = Options { rounds: 200, messages: 2000, synapse: false, binary: None };
+    let mut options = Options { rounds: 200, messages: 2000, synapse: false, binary: None, network: None };
+    let mut network =
+        network::NetworkOptions { servers: 17, users: 10_000, seconds: 30, rate: 20.0, partition: false, cache_mb: 16 };
+    let mut network_asked = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        let number = |text: String| text.parse::<u64>().map_err(|e| format!("{arg}: {e}"));
         match arg.as_str() {
             "--rounds" => options.rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--messages" => options.messages = value()?.parse().map_err(|e| format!("--messages: {e}"))?,
             "--synapse" => options.synapse = true,
             "--binary" => options.binary = Some(PathBuf::from(value()?)),
+            "--servers" => (network.servers, network_asked) = (number(value()?)? as usize, true),
+            "--users" => network.users = number(value()?)? as usize,
+            "--seconds" => network.seconds = number(value()?)?,
+            "--rate" => network.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
+            "--cache-mb" => network.cache_mb = number(value()?)?,
+            "--partition" => network.partition = true,
             "--bench" => {}
             other => return Err(format!("unknown option {other}")),
         }
     }
+    if network.servers < 2 {
+        return Err("--servers needs at least 2".into());
+    }
+    if network_asked {
+        options.network = Some(network);
+    }
     Ok(options)
 }
 
-/// A CA and a certificate for `localhost` it signed, as files in a directory.
+/// A CA and a certificate it signed (for `localhost`, or for the network's
+/// server names), as files in a directory.
 struct Certificates {
     dir: tempfile::TempDir,
 }
 
 impl Certificates {
     fn new() -> Result<Self> {
+        Self::for_names(&["localhost".to_owned()])
+    }
+
+    /// One leaf certificate for every name (`leaf.pem`, `leaf.key`; also
+    /// `localhost.pem`/`.key`, the same files).
+    fn for_names(names: &[String]) -> Result<Self> {
         let failed = |e: rcgen::Error| e.to_string();
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -66,15 +95,15 @@ impl Certificates {
         let ca_key = KeyPair::generate().map_err(failed)?;
         let ca = params.self_signed(&ca_key).map_err(failed)?;
         let key = KeyPair::generate().map_err(failed)?;
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .map_err(failed)?
-            .signed_by(&key, &ca, &ca_key)
-            .map_err(failed)?;
+        let leaf =
+            CertificateParams::new(names.to_vec()).map_err(failed)?.signed_by(&key, &ca, &ca_key).map_err(failed)?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let write = |name: &str, text: String| std::fs::write(dir.path().join(name), text).map_err(|e| e.to_string());
         write("ca.pem", ca.pem())?;
-        write("localhost.pem", leaf.pem())?;
-        write("localhost.key", key.serialize_pem())?;
+        for name in ["localhost", "leaf"] {
+            write(&format!("{name}.pem"), leaf.pem())?;
+            write(&format!("{name}.key"), key.serialize_pem())?;
+        }
         Ok(Self { dir })
     }
 
@@ -282,6 +311,9 @@ fn main() {
     let binary = options.binary.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conduit")));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let outcome = runtime.block_on(async {
+        if let Some(network) = &options.network {
+            return network::run(&binary, network).await;
+        }
         let certs = Certificates::new()?;
         conduit_pair(&binary, &certs, &options).await?;
         if options.synapse {
