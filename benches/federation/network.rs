@@ -165,6 +165,8 @@ async fn start_network(
             links.insert((from, to), Link::to(target).await?);
         }
     }
+    // The servers' log filter: errors only, unless CONDUIT_BENCH_LOG says otherwise.
+    let log = std::env::var("CONDUIT_BENCH_LOG").unwrap_or_else(|_| "error".to_owned());
     let mut servers = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -174,7 +176,7 @@ async fn start_network(
             .map(|to| format!("\"{}\" = \"127.0.0.1:{}\"\n", names[to], links[&(index, to)].port))
             .collect();
         let config = format!(
-            "server_name = \"{name}\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = \"warn,conduit::federation::keys=debug,conduit::federation=debug\"\n\
+            "server_name = \"{name}\"\ndatabase_path = {:?}\nregistration = \"open\"\nlog = {log:?}\n\
              database_cache_mb = {cache_mb}\npresence = false\n\
              [[listeners]]\naddress = \"127.0.0.1:{client_port}\"\n\
              [[listeners]]\naddress = \"127.0.0.1:{}\"\ntls = {{ certificate = {:?}, key = {:?} }}\n\

@@ -10,6 +10,9 @@
 
 use crate::crypto::tokens::random_alphanumeric;
 
+/// The metadata part of the answers made here (the spec: an empty object today).
+const METADATA: &str = "{}";
+
 /// The most header bytes one part may have.
 const MAX_HEADER_BYTES: usize = 16 * 1024;
 
@@ -25,10 +28,11 @@ pub struct Framing {
 /// empty metadata object.
 pub fn framing(content_type: &str, disposition: &str) -> Framing {
     let boundary = random_alphanumeric(32);
-    let before = format!(
-        "--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}\r\n\
-         Content-Type: {content_type}\r\nContent-Disposition: {disposition}\r\n\r\n"
-    );
+    let mut before = format!("--{boundary}\r\nContent-Type: application/json\r\n\r\n");
+    before.push_str(METADATA);
+    before.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: {content_type}\r\nContent-Disposition: {disposition}\r\n\r\n"
+    ));
     Framing {
         content_type: format!("multipart/mixed; boundary={boundary}"),
         before: before.into_bytes(),
