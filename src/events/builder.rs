@@ -57,8 +57,9 @@ pub struct V1Ids {
     /// `$opaque:server`, minted by the server creating the event.
     pub event_id: OwnedEventId,
     /// The `sha256` reference hash (unpadded standard base64) of every event
-    /// in `prev_events` and `auth_events`.
-    pub hashes: BTreeMap<OwnedEventId, String>,
+    /// in `prev_events` and `auth_events`; `None` writes an empty hash object,
+    /// as a resident server's template may (Synapse's do).
+    pub hashes: BTreeMap<OwnedEventId, Option<String>>,
 }
 
 /// A new event id of room versions 1 and 2: `$<random>:<server>`.
@@ -164,7 +165,7 @@ fn references(ids: &[OwnedEventId], v1: Option<&V1Ids>) -> Result<CanonicalJsonV
     let reference = |id: &OwnedEventId| -> Result<CanonicalJsonValue, PduError> {
         let Some(v1) = v1 else { return Ok(string(id.as_str())) };
         let hash = v1.hashes.get(id).ok_or_else(|| PduError::Format(format!("no reference hash for {id}")))?;
-        let hashes = CanonicalJsonObject::from([("sha256".to_owned(), string(hash))]);
+        let hashes: CanonicalJsonObject = hash.iter().map(|hash| ("sha256".to_owned(), string(hash))).collect();
         Ok(CanonicalJsonValue::Array(vec![string(id.as_str()), CanonicalJsonValue::Object(hashes)]))
     };
     Ok(CanonicalJsonValue::Array(ids.iter().map(reference).collect::<Result<_, _>>()?))
@@ -359,7 +360,7 @@ mod tests {
             let (auth, prev) = (earlier("auth", 1), earlier("prev", 2));
             let hashes: BTreeMap<_, _> = [&auth, &prev]
                 .iter()
-                .map(|pdu| (pdu.event_id().clone(), reference_hash_of(pdu, &rules).unwrap()))
+                .map(|pdu| (pdu.event_id().clone(), Some(reference_hash_of(pdu, &rules).unwrap())))
                 .collect();
             let event_id = mint_event_id(server()).unwrap();
             assert!(event_id.as_str().starts_with('$') && event_id.as_str().ends_with(":domain"));
@@ -379,11 +380,22 @@ mod tests {
             assert_eq!(parsed.prev_events().collect::<Vec<_>>(), vec![prev.event_id()]);
             assert_eq!(parsed.auth_events().collect::<Vec<_>>(), vec![auth.event_id()]);
             let json = serde_json::to_value(built.as_object()).unwrap();
-            assert_eq!(json["prev_events"], json!([[prev.event_id(), { "sha256": hashes[prev.event_id()] }]]));
-            assert_eq!(json["auth_events"], json!([[auth.event_id(), { "sha256": hashes[auth.event_id()] }]]));
+            assert_eq!(
+                json["prev_events"],
+                json!([[prev.event_id(), { "sha256": hashes[prev.event_id()].as_ref().unwrap() }]])
+            );
+            assert_eq!(
+                json["auth_events"],
+                json!([[auth.event_id(), { "sha256": hashes[auth.event_id()].as_ref().unwrap() }]])
+            );
             // The template a resident server hands out carries the same.
             let template = unsigned_object(new.clone()).unwrap();
             assert_eq!(template.get("event_id"), built.as_object().get("event_id"));
+            // A template's reference without a hash is written as it came.
+            let mut empty = new.clone();
+            empty.v1.as_mut().unwrap().hashes.insert(prev.event_id().clone(), None);
+            let built = build_and_sign(empty, &rules, &spec_test_key(), server()).unwrap();
+            assert_eq!(serde_json::to_value(built.as_object()).unwrap()["prev_events"], json!([[prev.event_id(), {}]]));
             // A missing hash, or a missing id, is refused.
             let mut missing = new.clone();
             missing.v1.as_mut().unwrap().hashes.clear();

@@ -41,7 +41,7 @@ use crate::{
 };
 
 /// Reference hashes read from a template (versions 1 and 2).
-type ReferenceHashes = Vec<(OwnedEventId, String)>;
+type ReferenceHashes = Vec<(OwnedEventId, Option<String>)>;
 
 /// The events a template names in `name` (`prev_events`, `auth_events`):
 /// ids, or in versions 1 and 2 `[id, {"sha256": hash}]` pairs, whose hashes
@@ -51,16 +51,18 @@ fn template_references(
     name: &str,
     rules: &RoomVersionRules,
 ) -> Result<(Vec<OwnedEventId>, ReferenceHashes)> {
-    let bad = || Error::bad_json(format!("Bad reference in the template's {name}"));
     let list = template[name].as_array().ok_or_else(|| Error::bad_json(format!("The template has no {name}")))?;
     let mut ids = Vec::with_capacity(list.len());
     let mut hashes = Vec::new();
     for reference in list {
+        let bad = || Error::bad_json(format!("Bad reference in the template's {name}: {reference}"));
         let id = if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
             let pair = reference.as_array().filter(|pair| pair.len() == 2).ok_or_else(bad)?;
-            let hash = pair[1].get("sha256").and_then(Value::as_str).ok_or_else(bad)?;
+            // Synapse's templates give an empty hash object: kept as it came.
+            let hash = pair[1].as_object().ok_or_else(bad)?.get("sha256");
+            let hash = hash.map(|hash| hash.as_str().map(str::to_owned).ok_or_else(bad)).transpose()?;
             let id = pair[0].as_str().and_then(|id| OwnedEventId::try_from(id).ok()).ok_or_else(bad)?;
-            hashes.push((id.clone(), hash.to_owned()));
+            hashes.push((id.clone(), hash));
             id
         } else {
             reference.as_str().and_then(|id| OwnedEventId::try_from(id).ok()).ok_or_else(bad)?

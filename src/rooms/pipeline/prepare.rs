@@ -133,12 +133,12 @@ impl Rooms {
     fn v1_ids(&self, rules: &RoomVersionRules, prev_events: &[OwnedEventId], auth: &[Pdu]) -> Result<V1Ids> {
         let mut hashes = BTreeMap::new();
         for pdu in auth {
-            hashes.insert(pdu.event_id().clone(), reference_hash_of(pdu, rules)?);
+            hashes.insert(pdu.event_id().clone(), Some(reference_hash_of(pdu, rules)?));
         }
         for id in prev_events {
             let (pdu, _) =
                 self.get_pdu(id)?.ok_or_else(|| Error::from(StorageError::corrupt("forward extremity not stored")))?;
-            hashes.insert(id.clone(), reference_hash_of(&pdu, rules)?);
+            hashes.insert(id.clone(), Some(reference_hash_of(&pdu, rules)?));
         }
         Ok(V1Ids { event_id: mint_event_id(&self.server_name)?, hashes })
     }

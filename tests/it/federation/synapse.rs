@@ -209,6 +209,61 @@ async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
     assert_eq!(joined.body["room_id"], other.as_str());
 }
 
+/// A Synapse user creates a room of `version` (1 or 2: events with
+/// server-minted ids and hashed references) and talks; a conduit user joins
+/// it by id, reads the history, both talk, and Synapse's topic change shows
+/// on conduit.
+async fn a_conduit_user_takes_part_in_a_synapse_room_of_version(version: &str) {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "name": "Ancien", "room_version": version })).await;
+    sam.send_text(&room, "t0", "avant alice").await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    let joined = alice.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    let create = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create/", enc(&room))).await;
+    assert_eq!(create.assert_ok()["room_version"], version);
+
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let history = alice.client.get(&messages).await;
+    let chunk = &history.assert_ok()["chunk"];
+    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
+
+    sam.send_text(&room, "t1", "bienvenue").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
+    let mine = alice.send_text(&room, "t2", "merci").await;
+    assert!(mine.ends_with(&format!(":{}", alice.user_id.split_once(':').unwrap().1)), "{mine}: minted here");
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
+
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    sam.client.put(&topic, json!({ "topic": "Ordre du jour" })).await.assert_ok();
+    wait_in_room(&alice, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.topic")
+    })
+    .await;
+    assert_eq!(alice.client.get(&topic).await.assert_ok()["topic"], "Ordre du jour");
+    // And a state event from conduit reaches Synapse (alice's display name).
+    let profile = format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id));
+    alice.client.put(&profile, json!({ "displayname": "Alice" })).await.assert_ok();
+    wait_in_room(&sam, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "m.room.member" && e["state_key"] == alice.user_id && e["content"]["displayname"] == "Alice"
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_conduit_user_joins_a_synapse_room_of_version_1_and_they_talk() {
+    a_conduit_user_takes_part_in_a_synapse_room_of_version("1").await;
+}
+
+#[tokio::test]
+async fn a_conduit_user_joins_a_synapse_room_of_version_2_and_they_talk() {
+    a_conduit_user_takes_part_in_a_synapse_room_of_version("2").await;
+}
+
 #[tokio::test]
 async fn invites_and_kicks_cross_between_conduit_and_synapse() {
     let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
