@@ -264,6 +264,61 @@ async fn a_conduit_user_joins_a_synapse_room_of_version_2_and_they_talk() {
     a_conduit_user_takes_part_in_a_synapse_room_of_version("2").await;
 }
 
+/// Both servers change the topic of a version 1 room at the same moment
+/// (each on its own tip: a fork), a few times over; once each has the
+/// other's change and a message built on both, the two agree on the topic
+/// (state resolution v1 here, Synapse's own there).
+#[tokio::test]
+async fn concurrent_topics_in_a_version_1_room_resolve_the_same_on_conduit_and_synapse() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "room_version": "1" })).await;
+    // alice gets the power to set the topic.
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    assert_eq!(alice.client.post(&path, json!({})).await.status, 200);
+    let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(&room));
+    let mut levels = sam.client.get(&levels_path).await.assert_ok().clone();
+    levels["users"][&alice.user_id] = json!(100);
+    sam.client.put(&levels_path, levels).await.assert_ok();
+    wait_in_room(&alice, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.power_levels")
+    })
+    .await;
+
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    for round in 0..3 {
+        let (from_sam, from_alice) = (format!("sam {round}"), format!("alice {round}"));
+        let (a, b) = tokio::join!(
+            sam.client.put(&topic, json!({ "topic": from_sam })),
+            alice.client.put(&topic, json!({ "topic": from_alice })),
+        );
+        a.assert_ok();
+        b.assert_ok();
+        let saw_both = |s: &Value| {
+            let topics: Vec<&Value> = s["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "m.room.topic")
+                .map(|e| &e["content"]["topic"])
+                .collect();
+            topics.contains(&&json!(from_sam)) && topics.contains(&&json!(from_alice))
+        };
+        wait_in_room(&alice, &room, &synapse, saw_both).await;
+        wait_in_room(&sam, &room, &synapse, saw_both).await;
+        // A message from each side builds on both branches.
+        let (on_sam, on_alice) = (format!("merge s{round}"), format!("merge a{round}"));
+        sam.send_text(&room, &format!("ms{round}"), &on_sam).await;
+        alice.send_text(&room, &format!("ma{round}"), &on_alice).await;
+        wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, &on_sam)).await;
+        wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, &on_alice)).await;
+        let on_conduit = alice.client.get(&topic).await.assert_ok()["topic"].clone();
+        let on_synapse = sam.client.get(&topic).await.assert_ok()["topic"].clone();
+        assert_eq!(on_conduit, on_synapse, "round {round}\n{}", log_of(&synapse));
+    }
+}
+
 #[tokio::test]
 async fn invites_and_kicks_cross_between_conduit_and_synapse() {
     let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
