@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{free_port, start_peer, TestCa};
+use conduit::rooms::Membership;
+
 use crate::{
     harness::{enc, message_bodies, Session, TestServer},
     synapse::SynapsePeer,
@@ -317,6 +319,43 @@ async fn concurrent_topics_in_a_version_1_room_resolve_the_same_on_conduit_and_s
         let on_synapse = sam.client.get(&topic).await.assert_ok()["topic"].clone();
         assert_eq!(on_conduit, on_synapse, "round {round}\n{}", log_of(&synapse));
     }
+}
+
+/// conduit as the resident server of a version 1 room: a second conduit's
+/// user joins a Synapse room through the first conduit (its `/make_join`
+/// template with pairs, its `/send_join`), and everyone hears everyone.
+#[tokio::test]
+async fn a_conduit_joins_a_version_1_room_through_another_conduit() {
+    let (ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let port = free_port();
+    let other = start_peer(&ca, &format!("localhost:{port}"), port, &[], "").await;
+    let alice = conduit.client().register("alice").await;
+    let bob = other.client().register("bob").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "room_version": "1" })).await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    assert_eq!(alice.client.post(&path, json!({})).await.status, 200);
+    let alices_server = alice.user_id.split_once(':').unwrap().1;
+    // The template the first conduit hands out: its own event id, hashed pairs.
+    let services = conduit.services();
+    let (room_id, user_id) = (ruma::RoomId::parse(&room).unwrap(), ruma::UserId::parse(&bob.user_id).unwrap());
+    let template = services
+        .federation
+        .make_membership(&services.rooms, user_id.server_name(), &room_id, &user_id, Membership::Join, &["1"])
+        .unwrap();
+    let event = &template["event"];
+    assert!(event["event_id"].as_str().unwrap().ends_with(&format!(":{alices_server}")), "{template}");
+    let prev = &event["prev_events"][0];
+    assert!(prev[0].is_string() && prev[1]["sha256"].is_string(), "{template}");
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(alices_server));
+    let joined = bob.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}", joined.body);
+    wait_in_room(&sam, &room, &synapse, |s| has_membership(s, &bob.user_id, "join")).await;
+    bob.send_text(&room, "b1", "bonjour de bob").await;
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "bonjour de bob")).await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bonjour de bob")).await;
+    sam.send_text(&room, "s1", "salut bob").await;
+    wait_in_room(&bob, &room, &synapse, |s| timeline_has(s, "salut bob")).await;
 }
 
 #[tokio::test]
