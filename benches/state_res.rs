@@ -76,6 +76,7 @@ impl Graph {
             depth: branch.depth + 1,
             origin_server_ts: branch.depth + 1,
             redacts: None,
+            v1: None,
         };
         let server: &ServerName = "bench.local".try_into().unwrap();
         let pdu = build_and_sign(new, &self.rules, &self.key, server).unwrap();
@@ -159,6 +160,7 @@ fn event_creation(c: &mut Criterion) {
                 depth: 10,
                 origin_server_ts: 1,
                 redacts: None,
+                v1: None,
             };
             build_and_sign(new, &rules, &key, server).unwrap()
         })

@@ -126,6 +126,7 @@ fn auth_rooms() -> &'static Vec<AuthRoom> {
                         depth: depth as u64 + 1,
                         origin_server_ts: depth as u64,
                         redacts: None,
+                        v1: None,
                     };
                     let pdu = build_and_sign(new, &room.rules, &key, server).expect("fixture event");
                     room_id.get_or_insert_with(|| pdu.room_id_or_derived());

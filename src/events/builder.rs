@@ -8,11 +8,19 @@
 //! Choosing `prev_events`, `auth_events` and `depth`, and checking the auth
 //! rules, is the pipeline's job; this module only turns its choices into a
 //! signed PDU.
+//!
+//! Room versions 1 and 2 (event format v1, `rooms/v1.md` "Event format"):
+//! the event carries its own `event_id` (`$opaque:server`, minted by the
+//! server that creates the event: [`mint_event_id`]) and names the events it
+//! builds on as `[event_id, {"sha256": reference hash}]` pairs; the caller
+//! supplies both in [`NewEvent::v1`].
+
+use std::collections::BTreeMap;
 
 use ruma::{
     canonical_json::{CanonicalJsonObject, CanonicalJsonValue},
     room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
-    signatures::hash_and_sign_event,
+    signatures::{hash_and_sign_event, reference_hash},
     OwnedEventId, OwnedRoomId, OwnedUserId, ServerName,
 };
 use serde_json::Value;
@@ -37,6 +45,36 @@ pub struct NewEvent {
     pub origin_server_ts: u64,
     /// For `m.room.redaction` in versions before 11 (from 11 it is in the content).
     pub redacts: Option<OwnedEventId>,
+    /// Versions 1 and 2 only (required there): the event's id and the
+    /// reference hashes of the events it names.
+    pub v1: Option<V1Ids>,
+}
+
+/// What an event of room versions 1 and 2 carries besides the fields of later
+/// versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Ids {
+    /// `$opaque:server`, minted by the server creating the event.
+    pub event_id: OwnedEventId,
+    /// The `sha256` reference hash (unpadded standard base64) of every event
+    /// in `prev_events` and `auth_events`; `None` writes an empty hash object,
+    /// as a resident server's template may (Synapse's do).
+    pub hashes: BTreeMap<OwnedEventId, Option<String>>,
+}
+
+/// A new event id of room versions 1 and 2: `$<random>:<server>`.
+pub fn mint_event_id(server_name: &ServerName) -> Result<OwnedEventId, PduError> {
+    let random = crate::crypto::tokens::random_alphanumeric(18);
+    OwnedEventId::try_from(format!("${random}:{server_name}"))
+        .map_err(|e| PduError::Format(format!("minted event id: {e}")))
+}
+
+/// The `sha256` reference hash of an event, as a v1/v2 reference names it.
+pub fn reference_hash_of(pdu: &Pdu, rules: &RoomVersionRules) -> Result<String, PduError> {
+    reference_hash(pdu.as_object(), rules).map_err(|e| match e {
+        ruma::signatures::JsonError::PduTooLarge => PduError::TooLarge,
+        other => PduError::Format(other.to_string()),
+    })
 }
 
 /// Builds, hashes and signs a new event; the result has passed the format
@@ -47,8 +85,13 @@ pub fn build_and_sign(
     key: &ServerKey,
     server_name: &ServerName,
 ) -> Result<Pdu, PduError> {
-    if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
-        return Err(PduError::UnsupportedVersion("events cannot be created in room versions 1 and 2".into()));
+    let is_v1 = rules.events_reference_format == EventsReferenceFormatVersion::V1;
+    if is_v1 != new.v1.is_some() {
+        return Err(PduError::Format(if is_v1 {
+            "events of room versions 1 and 2 need an event id and reference hashes".into()
+        } else {
+            "only events of room versions 1 and 2 carry their event id".into()
+        }));
     }
     let mut object = unsigned_object(new)?;
     hash_and_sign_event(server_name.as_str(), key, &mut object, &rules.redaction).map_err(|e| match e {
@@ -79,7 +122,7 @@ pub fn countersign(
 pub fn unsigned_object(new: NewEvent) -> Result<CanonicalJsonObject, PduError> {
     let mut object = CanonicalJsonObject::new();
     let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
-    let ids = |ids: &[OwnedEventId]| CanonicalJsonValue::Array(ids.iter().map(|id| string(id.as_str())).collect());
+    let ids = |ids: &[OwnedEventId]| references(ids, new.v1.as_ref());
     let integer = |value: u64, field: &str| {
         ruma::Int::try_from(value)
             .map(CanonicalJsonValue::Integer)
@@ -95,8 +138,11 @@ pub fn unsigned_object(new: NewEvent) -> Result<CanonicalJsonObject, PduError> {
     object.insert("content".into(), content);
     object.insert("origin_server_ts".into(), integer(new.origin_server_ts, "origin_server_ts")?);
     object.insert("depth".into(), integer(new.depth, "depth")?);
-    object.insert("prev_events".into(), ids(&new.prev_events));
-    object.insert("auth_events".into(), ids(&new.auth_events));
+    object.insert("prev_events".into(), ids(&new.prev_events)?);
+    object.insert("auth_events".into(), ids(&new.auth_events)?);
+    if let Some(v1) = &new.v1 {
+        object.insert("event_id".into(), string(v1.event_id.as_str()));
+    }
     if let Some(room_id) = &new.room_id {
         object.insert("room_id".into(), string(room_id.as_str()));
     }
@@ -110,6 +156,19 @@ pub fn unsigned_object(new: NewEvent) -> Result<CanonicalJsonObject, PduError> {
         return Err(PduError::TooLarge);
     }
     Ok(object)
+}
+
+/// References as later versions write them (ids), or with `v1` as `[id,
+/// {"sha256": hash}]` pairs.
+fn references(ids: &[OwnedEventId], v1: Option<&V1Ids>) -> Result<CanonicalJsonValue, PduError> {
+    let string = |s: &str| CanonicalJsonValue::String(s.to_owned());
+    let reference = |id: &OwnedEventId| -> Result<CanonicalJsonValue, PduError> {
+        let Some(v1) = v1 else { return Ok(string(id.as_str())) };
+        let hash = v1.hashes.get(id).ok_or_else(|| PduError::Format(format!("no reference hash for {id}")))?;
+        let hashes: CanonicalJsonObject = hash.iter().map(|hash| ("sha256".to_owned(), string(hash))).collect();
+        Ok(CanonicalJsonValue::Array(vec![string(id.as_str()), CanonicalJsonValue::Object(hashes)]))
+    };
+    Ok(CanonicalJsonValue::Array(ids.iter().map(reference).collect::<Result<_, _>>()?))
 }
 
 #[cfg(test)]
@@ -262,7 +321,7 @@ mod tests {
         let v1 = crate::events::room_version::rules(&RoomVersionId::V1).unwrap();
         assert!(matches!(
             build_and_sign(new_event("m.room.message", json!({})), &v1, &spec_test_key(), server()),
-            Err(PduError::UnsupportedVersion(_))
+            Err(PduError::Format(_))
         ));
     }
 
@@ -280,6 +339,73 @@ mod tests {
             depth: 1,
             origin_server_ts: 1,
             redacts: None,
+            v1: None,
         }
+    }
+
+    #[test]
+    fn version_1_and_2_events_carry_their_id_and_hashed_references() {
+        for version in [RoomVersionId::V1, RoomVersionId::V2] {
+            let rules = rules(&version).unwrap();
+            // Two earlier events of the room, built the same way.
+            let earlier = |body: &str, depth: u64| {
+                let event_id = mint_event_id(server()).unwrap();
+                let new = NewEvent {
+                    depth,
+                    v1: Some(V1Ids { event_id, hashes: BTreeMap::new() }),
+                    ..new_event("m.room.message", json!({ "body": body }))
+                };
+                build_and_sign(new, &rules, &spec_test_key(), server()).unwrap()
+            };
+            let (auth, prev) = (earlier("auth", 1), earlier("prev", 2));
+            let hashes: BTreeMap<_, _> = [&auth, &prev]
+                .iter()
+                .map(|pdu| (pdu.event_id().clone(), Some(reference_hash_of(pdu, &rules).unwrap())))
+                .collect();
+            let event_id = mint_event_id(server()).unwrap();
+            assert!(event_id.as_str().starts_with('$') && event_id.as_str().ends_with(":domain"));
+            let new = NewEvent {
+                prev_events: vec![prev.event_id().clone()],
+                auth_events: vec![auth.event_id().clone()],
+                depth: 3,
+                v1: Some(V1Ids { event_id: event_id.clone(), hashes: hashes.clone() }),
+                ..new_event("m.room.message", json!({ "body": "hi" }))
+            };
+            let built = build_and_sign(new.clone(), &rules, &spec_test_key(), server()).unwrap();
+            assert_eq!(built.event_id(), &event_id, "{version}");
+            assert_eq!(verify_event(&public_keys(), built.as_object(), &rules).unwrap(), Verified::All);
+            // Parsed back under the version's rules: same id, pairs with hashes.
+            let parsed = Pdu::from_object(built.as_object().clone(), &rules).unwrap();
+            assert_eq!(parsed.event_id(), &event_id);
+            assert_eq!(parsed.prev_events().collect::<Vec<_>>(), vec![prev.event_id()]);
+            assert_eq!(parsed.auth_events().collect::<Vec<_>>(), vec![auth.event_id()]);
+            let json = serde_json::to_value(built.as_object()).unwrap();
+            assert_eq!(
+                json["prev_events"],
+                json!([[prev.event_id(), { "sha256": hashes[prev.event_id()].as_ref().unwrap() }]])
+            );
+            assert_eq!(
+                json["auth_events"],
+                json!([[auth.event_id(), { "sha256": hashes[auth.event_id()].as_ref().unwrap() }]])
+            );
+            // The template a resident server hands out carries the same.
+            let template = unsigned_object(new.clone()).unwrap();
+            assert_eq!(template.get("event_id"), built.as_object().get("event_id"));
+            // A template's reference without a hash is written as it came.
+            let mut empty = new.clone();
+            empty.v1.as_mut().unwrap().hashes.insert(prev.event_id().clone(), None);
+            let built = build_and_sign(empty, &rules, &spec_test_key(), server()).unwrap();
+            assert_eq!(serde_json::to_value(built.as_object()).unwrap()["prev_events"], json!([[prev.event_id(), {}]]));
+            // A missing hash, or a missing id, is refused.
+            let mut missing = new.clone();
+            missing.v1.as_mut().unwrap().hashes.clear();
+            assert!(matches!(build_and_sign(missing, &rules, &spec_test_key(), server()), Err(PduError::Format(_))));
+            let v3 = rules_for_v3();
+            assert!(matches!(build_and_sign(new, &v3, &spec_test_key(), server()), Err(PduError::Format(_))));
+        }
+    }
+
+    fn rules_for_v3() -> RoomVersionRules {
+        rules(&RoomVersionId::V3).unwrap()
     }
 }

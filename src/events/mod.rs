@@ -16,5 +16,5 @@ pub mod kinds;
 pub mod pdu;
 pub mod room_version;
 
-pub use builder::{build_and_sign, countersign, unsigned_object, NewEvent};
+pub use builder::{build_and_sign, countersign, mint_event_id, reference_hash_of, unsigned_object, NewEvent, V1Ids};
 pub use pdu::{Pdu, PduError};

@@ -1,9 +1,11 @@
 //! Which room versions exist, which can be created here, and their rules.
 //!
 //! Spec: "Room Versions" (`rooms/_index.md`). Versions 1 to 12 are known (their
-//! events can be parsed and checked); rooms can be created in 3 to 12, the
-//! versions resolved with state resolution v2 (v2.1 from 12). Versions 1 and 2
-//! use state resolution v1, which is not implemented.
+//! events can be parsed, checked and built) and rooms of all of them can be
+//! joined (`can_join`) and taken part in; rooms can be created in 3 to 12
+//! only (`can_create`): versions 1 and 2 are the spec's legacy versions (state
+//! resolution v1 in version 1, `rooms::resolution_v1`; server-minted event
+//! ids in both).
 
 use ruma::{room_version_rules::RoomVersionRules, RoomVersionId};
 
@@ -35,7 +37,12 @@ pub fn rules(version: &RoomVersionId) -> Result<RoomVersionRules> {
     })
 }
 
-/// Whether rooms of this version can be created (and joined) here.
+/// Whether rooms of this version can be joined here (every known version).
+pub fn can_join(version: &RoomVersionId) -> bool {
+    KNOWN.contains(version)
+}
+
+/// Whether rooms of this version can be created here (not 1 and 2).
 pub fn can_create(version: &RoomVersionId) -> bool {
     KNOWN.contains(version) && !matches!(version, RoomVersionId::V1 | RoomVersionId::V2)
 }

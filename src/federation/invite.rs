@@ -51,7 +51,7 @@ impl Federation {
     ) -> Result<Value> {
         let version = RoomVersionId::try_from(request.room_version.as_str())
             .map_err(|_| Error::bad_json("Invalid room version"))?;
-        if !room_version::KNOWN[2..].contains(&version) {
+        if !room_version::can_join(&version) {
             return Err(Error::new(
                 ErrorKind::IncompatibleRoomVersion { room_version: version.to_string() },
                 format!("This server does not support room version {version}"),

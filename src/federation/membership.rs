@@ -20,7 +20,8 @@ use std::collections::HashMap;
 
 use ruma::state_res::Event as _;
 use ruma::{
-    room_version_rules::RoomVersionRules, OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
+    room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
+    OwnedEventId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId,
 };
 use serde_json::{json, Value};
 
@@ -30,7 +31,7 @@ use super::{
 };
 use crate::{
     error::{Error, ErrorKind, Result},
-    events::{build_and_sign, countersign, kinds, room_version, NewEvent, Pdu},
+    events::{build_and_sign, countersign, kinds, mint_event_id, room_version, NewEvent, Pdu, V1Ids},
     http::request::percent_encode,
     rooms::{
         pipeline::{EventView, StateView, Verdict},
@@ -38,6 +39,38 @@ use crate::{
     },
     util::now_ms,
 };
+
+/// Reference hashes read from a template (versions 1 and 2).
+type ReferenceHashes = Vec<(OwnedEventId, Option<String>)>;
+
+/// The events a template names in `name` (`prev_events`, `auth_events`):
+/// ids, or in versions 1 and 2 `[id, {"sha256": hash}]` pairs, whose hashes
+/// are returned too.
+fn template_references(
+    template: &Value,
+    name: &str,
+    rules: &RoomVersionRules,
+) -> Result<(Vec<OwnedEventId>, ReferenceHashes)> {
+    let list = template[name].as_array().ok_or_else(|| Error::bad_json(format!("The template has no {name}")))?;
+    let mut ids = Vec::with_capacity(list.len());
+    let mut hashes = Vec::new();
+    for reference in list {
+        let bad = || Error::bad_json(format!("Bad reference in the template's {name}: {reference}"));
+        let id = if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+            let pair = reference.as_array().filter(|pair| pair.len() == 2).ok_or_else(bad)?;
+            // Synapse's templates give an empty hash object: kept as it came.
+            let hash = pair[1].as_object().ok_or_else(bad)?.get("sha256");
+            let hash = hash.map(|hash| hash.as_str().map(str::to_owned).ok_or_else(bad)).transpose()?;
+            let id = pair[0].as_str().and_then(|id| OwnedEventId::try_from(id).ok()).ok_or_else(bad)?;
+            hashes.push((id.clone(), hash));
+            id
+        } else {
+            reference.as_str().and_then(|id| OwnedEventId::try_from(id).ok()).ok_or_else(bad)?
+        };
+        ids.push(id);
+    }
+    Ok((ids, hashes))
+}
 
 impl Federation {
     /// `/make_join` or `/make_leave`: a template of `user_id`'s member event.
@@ -248,8 +281,11 @@ impl Federation {
         room_id: &RoomId,
         user_id: &UserId,
     ) -> Result<(RoomVersionId, RoomVersionRules, Value)> {
-        let versions: Vec<String> =
-            room_version::KNOWN.iter().skip(2).map(|v| format!("ver={}", percent_encode(v.as_str()))).collect();
+        let versions: Vec<String> = room_version::KNOWN
+            .iter()
+            .filter(|v| room_version::can_join(v))
+            .map(|v| format!("ver={}", percent_encode(v.as_str())))
+            .collect();
         let path = format!(
             "/_matrix/federation/{make}/{}/{}?{}",
             percent_encode(room_id.as_str()),
@@ -261,7 +297,7 @@ impl Federation {
             .get("room_version")
             .and_then(Value::as_str)
             .and_then(|version| RoomVersionId::try_from(version).ok())
-            .filter(|version| room_version::KNOWN[2..].contains(version))
+            .filter(room_version::can_join)
             .ok_or_else(|| Error::bad_json("The resident server named no room version this server supports"))?;
         let rules = room_version::rules(&version)?;
         let template = answer.get_mut("event").map(Value::take).filter(Value::is_object);
@@ -297,17 +333,15 @@ impl Federation {
             content["join_authorised_via_users_server"] = authoriser.clone();
         }
         content["membership"] = json!(membership.as_str());
-        let ids = |name: &str| -> Result<Vec<OwnedEventId>> {
-            template[name]
-                .as_array()
-                .ok_or_else(|| Error::bad_json(format!("The template has no {name}")))?
-                .iter()
-                .map(|id| {
-                    id.as_str()
-                        .and_then(|id| OwnedEventId::try_from(id).ok())
-                        .ok_or_else(|| Error::bad_json(format!("Bad id in the template's {name}")))
-                })
-                .collect()
+        let (prev_events, prev_hashes) = template_references(template, "prev_events", rules)?;
+        let (auth_events, auth_hashes) = template_references(template, "auth_events", rules)?;
+        // Versions 1 and 2: the event id is this server's (the id's server
+        // must sign the event, and only we do), whatever the template says.
+        let v1 = if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+            let hashes = prev_hashes.into_iter().chain(auth_hashes).collect();
+            Some(V1Ids { event_id: mint_event_id(&self.server_name)?, hashes })
+        } else {
+            None
         };
         let new = NewEvent {
             kind: kinds::MEMBER.to_owned(),
@@ -315,11 +349,12 @@ impl Federation {
             content,
             sender: user_id.to_owned(),
             room_id: Some(room_id.to_owned()),
-            prev_events: ids("prev_events")?,
-            auth_events: ids("auth_events")?,
+            prev_events,
+            auth_events,
             depth: template["depth"].as_u64().ok_or_else(|| Error::bad_json("The template has no depth"))?,
             origin_server_ts: now_ms(),
             redacts: None,
+            v1,
         };
         Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
     }

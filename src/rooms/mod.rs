@@ -27,6 +27,7 @@ pub mod receipts;
 pub mod relations;
 pub mod reports;
 pub mod resolution;
+pub mod resolution_v1;
 pub mod retention;
 pub mod search;
 pub mod server_acl;

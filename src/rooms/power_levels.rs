@@ -154,6 +154,7 @@ mod tests {
             depth: 1,
             origin_server_ts: 1,
             redacts: None,
+            v1: None,
         };
         build_and_sign(new, &rules, &key, ruma::server_name!("example.org")).unwrap()
     }

@@ -1,8 +1,10 @@
 //! State resolution: merging the states of diverging branches of a room.
 //!
 //! Spec: room versions 2–11 "State resolution" (v2.0) and room version 12
-//! (v2.1, with the *conflicted state subgraph*). The algorithm itself is
-//! ruma-state-res's; this module supplies what it needs from the event graph:
+//! (v2.1, with the *conflicted state subgraph*); room version 1's algorithm
+//! (v1) is [`super::resolution_v1`]'s, chosen here by the room version. The
+//! v2 algorithm itself is ruma-state-res's; this module supplies what it
+//! needs from the event graph:
 //! the auth chain of each state set, and — for v2.1 — the conflicted state
 //! subgraph (every event on an `auth_events` path between two conflicted
 //! events). Pure: events come from a fetch function.
@@ -19,6 +21,8 @@ use ruma::{
     EventId,
 };
 
+use super::resolution_v1;
+pub use super::resolution_v1::Depth;
 use crate::error::{Error, Result};
 
 /// Every event reachable from `start` through `auth_events` (not `start` itself
@@ -80,7 +84,7 @@ where
 }
 
 /// Resolves the states of several branches under the room version's rules.
-pub fn resolve<E: Event + Clone>(
+pub fn resolve<E: Event + Depth + Clone>(
     rules: &RoomVersionRules,
     state_maps: &[StateMap<E::Id>],
     fetch: impl Fn(&EventId) -> Option<E>,
@@ -88,8 +92,10 @@ pub fn resolve<E: Event + Clone>(
 where
     E::Id: Hash + Eq + Clone + Ord,
 {
-    let StateResolutionVersion::V2(state_res_rules) = &rules.state_res else {
-        return Err(Error::bad_json("State resolution v1 (room versions 1 and 2) is not supported"));
+    let state_res_rules = match &rules.state_res {
+        StateResolutionVersion::V2(state_res_rules) => state_res_rules,
+        StateResolutionVersion::V1 => return Ok(resolution_v1::resolve(&rules.authorization, state_maps, fetch)),
+        _ => return Err(Error::bad_json("Unknown state resolution algorithm")),
     };
     let auth_chains =
         state_maps.iter().map(|state| auth_chain(state.values().cloned(), &fetch).into_iter().collect()).collect();

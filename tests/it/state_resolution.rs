@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, path::PathBuf};
 
-use conduit::rooms::resolution::resolve;
+use conduit::rooms::resolution::{resolve, Depth};
 use ruma::{
     events::{StateEventType, TimelineEventType},
     room_version_rules::RoomVersionRules,
@@ -63,6 +63,13 @@ impl Event for FixtureEvent {
     }
     fn rejected(&self) -> bool {
         false
+    }
+}
+
+/// The fixtures are resolved with v2, which does not read depths.
+impl Depth for FixtureEvent {
+    fn depth(&self) -> u64 {
+        0
     }
 }
 

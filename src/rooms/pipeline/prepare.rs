@@ -6,16 +6,17 @@
 use ruma::state_res::Event as _;
 use ruma::{
     events::{StateEventType, TimelineEventType},
-    room_version_rules::RoomVersionRules,
+    room_version_rules::{EventsReferenceFormatVersion, RoomVersionRules},
     state_res, OwnedEventId, RoomId, RoomVersionId, UserId,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use super::StateView;
 use crate::events::kinds;
 use crate::{
     error::{Error, Result},
-    events::{build_and_sign, NewEvent, Pdu},
+    events::{build_and_sign, mint_event_id, reference_hash_of, NewEvent, Pdu, V1Ids},
     rooms::{content, state::StateMap, EventRequest, Rooms},
     storage::{records::RoomRecord, Batch, StorageError},
 };
@@ -95,14 +96,21 @@ impl Rooms {
         )
         .map_err(|reason| Error::bad_json(format!("Invalid event: {reason}")))?;
         let mut auth_events = Vec::new();
+        let mut auth_pdus = Vec::new();
         for (auth_kind, auth_state_key) in auth_types {
             if auth_kind == StateEventType::RoomCreate && !rules.event_format.allow_room_create_in_auth_events {
                 continue;
             }
             if let Some(event) = state.state_event(&auth_kind.to_string(), &auth_state_key)? {
                 auth_events.push(event.event_id().clone());
+                auth_pdus.push(event);
             }
         }
+        let v1 = if rules.events_reference_format == EventsReferenceFormatVersion::V1 {
+            Some(self.v1_ids(rules, &tip.prev_events, &auth_pdus)?)
+        } else {
+            None
+        };
         let new = NewEvent {
             kind: request.kind,
             state_key: request.state_key,
@@ -114,8 +122,25 @@ impl Rooms {
             depth: tip.depth,
             origin_server_ts: crate::util::now_ms(),
             redacts: if rules.redaction.keep_room_redaction_redacts { None } else { request.redacts },
+            v1,
         };
         Ok(new)
+    }
+
+    /// For room versions 1 and 2: a new event id of this server and the
+    /// reference hashes of the prev events (read from storage) and of the
+    /// auth events (at hand).
+    fn v1_ids(&self, rules: &RoomVersionRules, prev_events: &[OwnedEventId], auth: &[Pdu]) -> Result<V1Ids> {
+        let mut hashes = BTreeMap::new();
+        for pdu in auth {
+            hashes.insert(pdu.event_id().clone(), Some(reference_hash_of(pdu, rules)?));
+        }
+        for id in prev_events {
+            let (pdu, _) =
+                self.get_pdu(id)?.ok_or_else(|| Error::from(StorageError::corrupt("forward extremity not stored")))?;
+            hashes.insert(id.clone(), Some(reference_hash_of(&pdu, rules)?));
+        }
+        Ok(V1Ids { event_id: mint_event_id(&self.server_name)?, hashes })
     }
 
     /// The create event of a new room (its room id comes from it in version 12).
@@ -152,6 +177,8 @@ impl Rooms {
             depth: 1,
             origin_server_ts,
             redacts: None,
+            // Rooms of versions 1 and 2 are not created here (`can_create`).
+            v1: None,
         };
         Ok(build_and_sign(new, rules, &self.key, &self.server_name)?)
     }

@@ -56,6 +56,7 @@ fn message(room: &SharedRoom, sender: &str, auth: Vec<OwnedEventId>, body: &str,
         depth: room.depth,
         origin_server_ts: 1_800_000_000_000,
         redacts: None,
+        v1: None,
     };
     let rules = room_version::rules(&RoomVersionId::V12).unwrap();
     build_and_sign(new, &rules, key, <&ruma::ServerName>::try_from(server).unwrap()).unwrap()
@@ -273,6 +274,7 @@ async fn a_join_naming_our_user_is_vouched_for_only_within_the_restrictions() {
         depth: 20,
         origin_server_ts: 1_800_000_000_000,
         redacts: None,
+        v1: None,
     };
     let rules = room_version::rules(&RoomVersionId::V12).unwrap();
     let key = &b.services().server_key;

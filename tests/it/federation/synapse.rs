@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::{free_port, start_peer, TestCa};
+use conduit::rooms::Membership;
+
 use crate::{
     harness::{enc, message_bodies, Session, TestServer},
     synapse::SynapsePeer,
@@ -207,6 +209,153 @@ async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
     let joined = alice.client.post(&format!("/_matrix/client/v3/join/{}", enc(&alias)), json!({})).await;
     assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
     assert_eq!(joined.body["room_id"], other.as_str());
+}
+
+/// A Synapse user creates a room of `version` (1 or 2: events with
+/// server-minted ids and hashed references) and talks; a conduit user joins
+/// it by id, reads the history, both talk, and Synapse's topic change shows
+/// on conduit.
+async fn a_conduit_user_takes_part_in_a_synapse_room_of_version(version: &str) {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "name": "Ancien", "room_version": version })).await;
+    sam.send_text(&room, "t0", "avant alice").await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    let joined = alice.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+    let create = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create/", enc(&room))).await;
+    assert_eq!(create.assert_ok()["room_version"], version);
+
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let history = alice.client.get(&messages).await;
+    let chunk = &history.assert_ok()["chunk"];
+    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
+
+    sam.send_text(&room, "t1", "bienvenue").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
+    let mine = alice.send_text(&room, "t2", "merci").await;
+    assert!(mine.ends_with(&format!(":{}", alice.user_id.split_once(':').unwrap().1)), "{mine}: minted here");
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
+
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    sam.client.put(&topic, json!({ "topic": "Ordre du jour" })).await.assert_ok();
+    wait_in_room(&alice, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.topic")
+    })
+    .await;
+    assert_eq!(alice.client.get(&topic).await.assert_ok()["topic"], "Ordre du jour");
+    // And a state event from conduit reaches Synapse (alice's display name).
+    let profile = format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id));
+    alice.client.put(&profile, json!({ "displayname": "Alice" })).await.assert_ok();
+    wait_in_room(&sam, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| {
+            e["type"] == "m.room.member" && e["state_key"] == alice.user_id && e["content"]["displayname"] == "Alice"
+        })
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_conduit_user_joins_a_synapse_room_of_version_1_and_they_talk() {
+    a_conduit_user_takes_part_in_a_synapse_room_of_version("1").await;
+}
+
+#[tokio::test]
+async fn a_conduit_user_joins_a_synapse_room_of_version_2_and_they_talk() {
+    a_conduit_user_takes_part_in_a_synapse_room_of_version("2").await;
+}
+
+/// Both servers change the topic of a version 1 room at the same moment
+/// (each on its own tip: a fork), a few times over; once each has the
+/// other's change and a message built on both, the two agree on the topic
+/// (state resolution v1 here, Synapse's own there).
+#[tokio::test]
+async fn concurrent_topics_in_a_version_1_room_resolve_the_same_on_conduit_and_synapse() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "room_version": "1" })).await;
+    // alice gets the power to set the topic.
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    assert_eq!(alice.client.post(&path, json!({})).await.status, 200);
+    let levels_path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(&room));
+    let mut levels = sam.client.get(&levels_path).await.assert_ok().clone();
+    levels["users"][&alice.user_id] = json!(100);
+    sam.client.put(&levels_path, levels).await.assert_ok();
+    wait_in_room(&alice, &room, &synapse, |s| {
+        s["timeline"]["events"].as_array().into_iter().flatten().any(|e| e["type"] == "m.room.power_levels")
+    })
+    .await;
+
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
+    for round in 0..3 {
+        let (from_sam, from_alice) = (format!("sam {round}"), format!("alice {round}"));
+        let (a, b) = tokio::join!(
+            sam.client.put(&topic, json!({ "topic": from_sam })),
+            alice.client.put(&topic, json!({ "topic": from_alice })),
+        );
+        a.assert_ok();
+        b.assert_ok();
+        let saw_both = |s: &Value| {
+            let topics: Vec<&Value> = s["timeline"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "m.room.topic")
+                .map(|e| &e["content"]["topic"])
+                .collect();
+            topics.contains(&&json!(from_sam)) && topics.contains(&&json!(from_alice))
+        };
+        wait_in_room(&alice, &room, &synapse, saw_both).await;
+        wait_in_room(&sam, &room, &synapse, saw_both).await;
+        // A message from each side builds on both branches.
+        let (on_sam, on_alice) = (format!("merge s{round}"), format!("merge a{round}"));
+        sam.send_text(&room, &format!("ms{round}"), &on_sam).await;
+        alice.send_text(&room, &format!("ma{round}"), &on_alice).await;
+        wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, &on_sam)).await;
+        wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, &on_alice)).await;
+        let on_conduit = alice.client.get(&topic).await.assert_ok()["topic"].clone();
+        let on_synapse = sam.client.get(&topic).await.assert_ok()["topic"].clone();
+        assert_eq!(on_conduit, on_synapse, "round {round}\n{}", log_of(&synapse));
+    }
+}
+
+/// conduit as the resident server of a version 1 room: a second conduit's
+/// user joins a Synapse room through the first conduit (its `/make_join`
+/// template with pairs, its `/send_join`), and everyone hears everyone.
+#[tokio::test]
+async fn a_conduit_joins_a_version_1_room_through_another_conduit() {
+    let (ca, conduit, synapse, _certs) = conduit_and_synapse().await;
+    let port = free_port();
+    let other = start_peer(&ca, &format!("localhost:{port}"), port, &[], "").await;
+    let alice = conduit.client().register("alice").await;
+    let bob = other.client().register("bob").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = sam.create_room(json!({ "preset": "public_chat", "room_version": "1" })).await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), synapse.server_name);
+    assert_eq!(alice.client.post(&path, json!({})).await.status, 200);
+    let alices_server = alice.user_id.split_once(':').unwrap().1;
+    // The template the first conduit hands out: its own event id, hashed pairs.
+    let services = conduit.services();
+    let (room_id, user_id) = (ruma::RoomId::parse(&room).unwrap(), ruma::UserId::parse(&bob.user_id).unwrap());
+    let template = services
+        .federation
+        .make_membership(&services.rooms, user_id.server_name(), &room_id, &user_id, Membership::Join, &["1"])
+        .unwrap();
+    let event = &template["event"];
+    assert!(event["event_id"].as_str().unwrap().ends_with(&format!(":{alices_server}")), "{template}");
+    let prev = &event["prev_events"][0];
+    assert!(prev[0].is_string() && prev[1]["sha256"].is_string(), "{template}");
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), enc(alices_server));
+    let joined = bob.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}", joined.body);
+    wait_in_room(&sam, &room, &synapse, |s| has_membership(s, &bob.user_id, "join")).await;
+    bob.send_text(&room, "b1", "bonjour de bob").await;
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "bonjour de bob")).await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bonjour de bob")).await;
+    sam.send_text(&room, "s1", "salut bob").await;
+    wait_in_room(&bob, &room, &synapse, |s| timeline_has(s, "salut bob")).await;
 }
 
 #[tokio::test]
