@@ -165,8 +165,8 @@ async fn start_network(
             links.insert((from, to), Link::to(target).await?);
         }
     }
-    // The servers' log filter: errors only, unless CONDUIT_BENCH_LOG says otherwise.
-    let log = std::env::var("CONDUIT_BENCH_LOG").unwrap_or_else(|_| "error".to_owned());
+    // The servers' log filter: errors only, unless NETWORK_BENCH_LOG says otherwise.
+    let log = std::env::var("NETWORK_BENCH_LOG").unwrap_or_else(|_| "error".to_owned());
     let mut servers = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -675,7 +675,8 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
     let _ = stop.send(true);
     let max_rss = servers.iter().map(|s| peak_rss_mb(s.pid())).fold(0.0, f64::max);
     let bytes = links.values().map(|l| l.bytes.load(Ordering::Relaxed)).sum::<u64>() - bytes_before;
-    let connections = links.values().map(|l| l.connections.load(Ordering::Relaxed)).sum::<u64>() - connections_before;
+    let connections_total: u64 = links.values().map(|l| l.connections.load(Ordering::Relaxed)).sum();
+    let connections = connections_total - connections_before;
 
     let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
     let mut samples = Vec::new();
@@ -707,7 +708,7 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
     let messages = sent.len();
     println!("network: {count} cross-server deliveries measured");
     println!(
-        "network: {messages} messages in {:.1} s ({:.1}/s), federation traffic {:.1} MiB over {connections} connections",
+        "network: {messages} messages in {:.1} s ({:.1}/s), federation traffic {:.1} MiB, {connections} new connections (TLS connections are kept alive: {connections_total} since start)",
         load_time.as_secs_f64(),
         messages as f64 / load_time.as_secs_f64(),
         bytes as f64 / 1024.0 / 1024.0,

@@ -196,6 +196,9 @@ impl Rooms {
         }
         batch.extend(extra);
         self.storage.apply_with_derived(batch, derived)?;
+        // The event may have been stored (and cached) before as an outlier:
+        // its record now has a position and a state.
+        self.pdus.invalidate(pdu.event_id());
         if let Some(redacted) = pdu.redacts() {
             self.pdus.invalidate(redacted);
         }
