@@ -248,7 +248,11 @@ pub fn federation_receive(data: &[u8]) {
     let services = &harness.services;
     let received = harness.runtime.block_on(services.federation.receive_transaction(
         &services.rooms,
-        crate::federation::edu::EduSinks { typing: &services.typing, e2ee: &services.e2ee },
+        crate::federation::edu::EduSinks {
+            typing: &services.typing,
+            e2ee: &services.e2ee,
+            presence: &services.presence,
+        },
         origin,
         &txn,
         transaction,

@@ -678,7 +678,8 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
     let connections_total: u64 = links.values().map(|l| l.connections.load(Ordering::Relaxed)).sum();
     let connections = connections_total - connections_before;
 
-    let sent = sent.lock().unwrap_or_else(|p| p.into_inner());
+    // The load is over: what was sent is read without the lock.
+    let sent: HashMap<u64, Sent> = std::mem::take(&mut *sent.lock().unwrap_or_else(|p| p.into_inner()));
     let mut samples = Vec::new();
     {
         let seen = arrivals.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,7 +1,7 @@
 //! EDUs, the ephemeral events servers send each other (server-server API
-//! "Typing Notifications", "Receipts"): typing notifications and read
-//! receipts of local users sent to the other servers of the room, and those
-//! of other servers' users received.
+//! "Typing Notifications", "Receipts", "Presence"): typing notifications,
+//! read receipts and presence of local users sent to the other servers of
+//! their rooms, and those of other servers' users received.
 //!
 //! Sending: queued in memory per destination (`sender::Sender`, at most 100
 //! each, the oldest dropped) and carried by the destination's next
@@ -11,7 +11,10 @@
 //! (`m.direct_to_device`) of the sending server's users reach this server's
 //! users' devices, once per message id. Device-list and signing-key
 //! updates of the sending server's users are noted in the key-change log.
-//! Presence EDUs are ignored for now.
+//! Presence (server-server API "Presence"), only when it is on here: a local
+//! user's change of state or message sent to the servers sharing a room
+//! with the user; other servers' users' presence kept (bounded) and shown
+//! to local users sharing a room with them.
 
 use std::time::Duration;
 
@@ -22,11 +25,15 @@ use super::Federation;
 use crate::{
     error::Result,
     rooms::{typing::Typing, Membership, Rooms},
+    users::presence::Presence,
 };
 
 /// How long a remote user's typing lasts without news (spec: servers
 /// should send updates at least every so often).
 const REMOTE_TYPING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Presence updates read from one EDU.
+const MAX_PRESENCE_PER_EDU: usize = 1000;
 
 impl Federation {
     /// Queues `edu` for every other server with members in `room_id`.
@@ -68,11 +75,37 @@ impl Federation {
     }
 }
 
+impl Federation {
+    /// A local user's presence, for every server sharing a room with the
+    /// user (nothing when presence is off here).
+    pub fn send_presence(&self, rooms: &Rooms, presence: &Presence, user_id: &UserId) -> Result<()> {
+        if !presence.enabled() {
+            return Ok(());
+        }
+        let mut servers = std::collections::BTreeSet::new();
+        for room_id in rooms.joined_rooms(user_id.localpart())? {
+            servers.extend(rooms.other_servers_in(&room_id, &self.server_name)?);
+        }
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let mut update = presence.content(user_id);
+        update["user_id"] = json!(user_id);
+        let edu = json!({ "edu_type": "m.presence", "content": { "push": [update] } });
+        for server in &servers {
+            self.sender.queue_edu(server, edu.clone());
+        }
+        rooms.outbox_signal().mark(servers);
+        Ok(())
+    }
+}
+
 /// Where received EDUs go.
 #[derive(Clone, Copy)]
 pub struct EduSinks<'a> {
     pub typing: &'a Typing,
     pub e2ee: &'a crate::e2ee::E2ee,
+    pub presence: &'a Presence,
 }
 
 /// Applies the EDUs of `origin`'s transaction (what is not for us is ignored).
@@ -83,6 +116,7 @@ pub async fn receive(rooms: &Rooms, sinks: EduSinks<'_>, origin: &ServerName, ed
             Some("m.typing") => receive_typing(rooms, sinks.typing, origin, content),
             Some("m.receipt") => receive_receipts(rooms, origin, content).await,
             Some("m.direct_to_device") => receive_to_device(sinks.e2ee, origin, content).await,
+            Some("m.presence") => receive_presence(sinks.presence, origin, content),
             Some("m.device_list_update" | "m.signing_key_update") => {
                 receive_key_change(sinks.e2ee, origin, content).await
             }
@@ -135,6 +169,22 @@ async fn receive_receipts(rooms: &Rooms, origin: &ServerName, content: &Value) -
             let thread = receipt["data"]["thread_id"].as_str();
             rooms.set_receipt(&room_id, &user_id, "m.read", &event_id, thread).await?;
         }
+    }
+    Ok(())
+}
+
+/// `m.presence`: `origin`'s users' presence (ignored when presence is off
+/// here; shown to local users sharing a room with them, as `/sync` filters).
+fn receive_presence(presence: &Presence, origin: &ServerName, content: &Value) -> Result<()> {
+    for update in content["push"].as_array().into_iter().flatten().take(MAX_PRESENCE_PER_EDU) {
+        let Some(user) = update["user_id"].as_str().and_then(|id| UserId::parse(id).ok()) else { continue };
+        let Some(state) = update["presence"].as_str() else { continue };
+        if user.server_name() != origin {
+            continue;
+        }
+        let status_msg = update["status_msg"].as_str().map(str::to_owned);
+        let ago = Duration::from_millis(update["last_active_ago"].as_u64().unwrap_or(0).min(u64::from(u32::MAX)));
+        presence.set_remote(&user, state, status_msg, ago)?;
     }
     Ok(())
 }

@@ -21,6 +21,12 @@ use crate::{
     util::now_ms,
 };
 
+/// Most users (other servers' included) whose presence is kept.
+pub const MAX_REMOTE_USERS: usize = 100_000;
+
+/// Longest status message kept from another server.
+const MAX_STATUS_MSG_BYTES: usize = 1024;
+
 /// Activity older than this makes an online user show as unavailable.
 pub const IDLE_AFTER: Duration = Duration::from_secs(5 * 60);
 
@@ -51,15 +57,16 @@ impl Presence {
     }
 
     /// Sets a user's presence; `status_msg` is kept when `None` is given by
-    /// `/sync` (which only carries the state).
-    pub fn set(&self, user_id: &UserId, state: &str, status_msg: Option<Option<String>>) -> Result<()> {
+    /// `/sync` (which only carries the state). Whether the state or the
+    /// message changed (what other servers are told of).
+    pub fn set(&self, user_id: &UserId, state: &str, status_msg: Option<Option<String>>) -> Result<bool> {
         if !matches!(state, "online" | "unavailable" | "offline") {
             return Err(Error::invalid_param(format!("Unknown presence {state:?}")));
         }
         if !self.enabled {
-            return Ok(());
+            return Ok(false);
         }
-        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         let previous = users.get(user_id).cloned();
         let status_msg = match status_msg {
             Some(message) => message,
@@ -68,20 +75,50 @@ impl Presence {
         let unchanged = previous.as_ref().is_some_and(|p| p.state == state && p.status_msg == status_msg);
         let recently_active = previous.as_ref().is_some_and(|p| p.last_active.elapsed() < Duration::from_secs(60));
         if unchanged && recently_active {
-            return Ok(()); // a sync repeating the same state is not news
+            return Ok(false); // a sync repeating the same state is not news
         }
+        self.record(users, user_id, state, status_msg, Duration::ZERO)?;
+        Ok(!unchanged)
+    }
+
+    /// Another server's user's presence, as its server sent it (`m.presence`
+    /// EDU). At most [`MAX_REMOTE_USERS`] other servers' users are kept:
+    /// what peers send cannot grow memory without bound.
+    pub fn set_remote(
+        &self,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+        last_active_ago: Duration,
+    ) -> Result<()> {
+        if !self.enabled || !matches!(state, "online" | "unavailable" | "offline") {
+            return Ok(());
+        }
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        if !users.contains_key(user_id) && users.len() >= MAX_REMOTE_USERS {
+            return Ok(());
+        }
+        let status_msg = status_msg.filter(|message| message.len() <= MAX_STATUS_MSG_BYTES);
+        self.record(users, user_id, state, status_msg, last_active_ago)
+    }
+
+    /// Records a change (a new position, so syncs see it).
+    fn record(
+        &self,
+        mut users: std::sync::MutexGuard<'_, HashMap<OwnedUserId, Status>>,
+        user_id: &UserId,
+        state: &str,
+        status_msg: Option<String>,
+        last_active_ago: Duration,
+    ) -> Result<()> {
         // Held until the write is done: syncs stay below this position meanwhile.
         let reservation = self.storage.reserve_count()?;
         let count = reservation.count;
+        let last_active = Instant::now().checked_sub(last_active_ago).unwrap_or_else(Instant::now);
+        let last_active_ms = now_ms().saturating_sub(u64::try_from(last_active_ago.as_millis()).unwrap_or(u64::MAX));
         users.insert(
             user_id.to_owned(),
-            Status {
-                state: state.to_owned(),
-                status_msg,
-                last_active: Instant::now(),
-                last_active_ms: now_ms(),
-                changed: count,
-            },
+            Status { state: state.to_owned(), status_msg, last_active, last_active_ms, changed: count },
         );
         drop(users);
         reservation.announce();

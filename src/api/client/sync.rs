@@ -65,11 +65,14 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
         None => Duration::ZERO,
     };
     let full_state = request.query("full_state") == Some("true");
-    match request.query("set_presence") {
+    let changed = match request.query("set_presence") {
         None | Some("online") => s.presence.set(&who.user_id, "online", None)?,
         Some("unavailable") => s.presence.set(&who.user_id, "unavailable", None)?,
-        Some("offline") => {}
+        Some("offline") => false,
         Some(other) => return Err(Error::invalid_param(format!("Unknown set_presence {other:?}"))),
+    };
+    if changed {
+        s.federation.send_presence(&s.rooms, &s.presence, &who.user_id)?;
     }
     let sync_request = SyncRequest { since, full_state, timeout, filter };
     Ok(Response::json(
@@ -128,7 +131,9 @@ pub fn set_presence(s: &Services, request: &Request, who: &Identity) -> Result<R
     if body.status_msg.as_ref().is_some_and(|m| m.len() > 1024) {
         return Err(Error::invalid_param("status_msg is longer than 1024 bytes"));
     }
-    s.presence.set(&who.user_id, &body.presence, Some(body.status_msg))?;
+    if s.presence.set(&who.user_id, &body.presence, Some(body.status_msg))? {
+        s.federation.send_presence(&s.rooms, &s.presence, &who.user_id)?;
+    }
     Ok(Response::empty_object())
 }
 
@@ -137,10 +142,8 @@ pub fn get_presence(s: &Services, request: &Request, who: &Identity) -> Result<R
     let user_id =
         ruma::UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if user_id != who.user_id {
-        let visible = user_id.server_name() == s.config.server_name && {
-            let theirs: std::collections::HashSet<_> = s.rooms.joined_rooms(user_id.localpart())?.into_iter().collect();
-            s.rooms.joined_rooms(&who.localpart)?.iter().any(|room| theirs.contains(room))
-        };
+        let mine: std::collections::HashSet<_> = s.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
+        let visible = s.rooms.joined_to_any(&user_id, &mine)?;
         if !visible {
             return Err(Error::forbidden("You are not allowed to see their presence"));
         }

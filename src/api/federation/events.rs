@@ -28,7 +28,7 @@ pub async fn send_transaction(s: &Services, request: &Request, origin: &ServerNa
         .federation
         .receive_transaction(
             &s.rooms,
-            crate::federation::edu::EduSinks { typing: &s.typing, e2ee: &s.e2ee },
+            crate::federation::edu::EduSinks { typing: &s.typing, e2ee: &s.e2ee, presence: &s.presence },
             origin,
             request.param("txn_id")?,
             transaction,

@@ -329,7 +329,11 @@ async fn typing_and_read_receipts_cross_servers() {
         json!({ "edu_type": "m.typing", "content": { "room_id": room, "user_id": "@alice:a.test", "typing": true } });
     let services = a.services();
     let origin = <&ruma::ServerName>::try_from("b.test").unwrap();
-    let sinks = conduit::federation::edu::EduSinks { typing: &services.typing, e2ee: &services.e2ee };
+    let sinks = conduit::federation::edu::EduSinks {
+        typing: &services.typing,
+        e2ee: &services.e2ee,
+        presence: &services.presence,
+    };
     conduit::federation::edu::receive(&services.rooms, sinks, origin, &[forged]).await;
     let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
     let typing_now = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
@@ -357,4 +361,59 @@ async fn another_servers_room_directory_is_read_through_it() {
     // Anonymous clients cannot make the server ask another one.
     let anonymous = b.client().get("/_matrix/client/v3/publicRooms?server=a.test").await;
     anonymous.assert_error(401, "M_MISSING_TOKEN");
+}
+
+/// Syncs as `session` until an `m.presence` event of `user` satisfies `check`.
+async fn wait_for_presence(session: &Session, user: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut since: Option<String> = None;
+    loop {
+        assert!(Instant::now() < deadline, "{} never saw the presence of {user}", session.user_id);
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = session.client.get(&path).await;
+        since = sync.body["next_batch"].as_str().map(str::to_owned).or(since);
+        let events = sync.body["presence"]["events"].as_array().cloned().unwrap_or_default();
+        if let Some(event) = events.into_iter().find(|e| e["sender"] == user && check(&e["content"])) {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_crosses_servers_both_ways_and_not_for_others_users() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+
+    let status = |user: &str| format!("/_matrix/client/v3/presence/{}/status", enc(user));
+    let away = json!({ "presence": "unavailable", "status_msg": "en réunion" });
+    alice.client.put(&status("@alice:a.test"), away).await.assert_ok();
+    wait_for_presence(&bob, "@alice:a.test", |c| c["presence"] == "unavailable" && c["status_msg"] == "en réunion")
+        .await;
+    let seen = bob.client.get(&status("@alice:a.test")).await;
+    assert_eq!(seen.assert_ok()["status_msg"], "en réunion");
+
+    let available = json!({ "presence": "online", "status_msg": "disponible" });
+    bob.client.put(&status("@bob:b.test"), available).await.assert_ok();
+    wait_for_presence(&alice, "@bob:b.test", |c| c["presence"] == "online" && c["status_msg"] == "disponible").await;
+
+    // b.test cannot speak for a.test's users.
+    let forged = json!({ "edu_type": "m.presence", "content": { "push": [
+        { "user_id": "@alice:a.test", "presence": "offline", "status_msg": "forged", "last_active_ago": 0 } ] } });
+    let services = a.services();
+    let sinks = conduit::federation::edu::EduSinks {
+        typing: &services.typing,
+        e2ee: &services.e2ee,
+        presence: &services.presence,
+    };
+    let origin = <&ruma::ServerName>::try_from("b.test").unwrap();
+    conduit::federation::edu::receive(&services.rooms, sinks, origin, &[forged]).await;
+    let alice_id = ruma::UserId::parse("@alice:a.test").unwrap();
+    assert_eq!(services.presence.content(&alice_id)["status_msg"], "en réunion");
 }
