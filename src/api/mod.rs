@@ -125,6 +125,7 @@ pub enum Endpoint {
     FederationSearchPublicRooms,
     FederationMediaDownload,
     FederationMediaThumbnail,
+    FederationHierarchy,
     KeysUpload,
     KeysQuery,
     KeysClaim,
@@ -478,6 +479,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::FederationSearchPublicRooms, Servers, &["/_matrix/federation/v1/publicRooms"]),
     get(E::FederationMediaDownload, Servers, &["/_matrix/federation/v1/media/download/:media_id"]),
     get(E::FederationMediaThumbnail, Servers, &["/_matrix/federation/v1/media/thumbnail/:media_id"]),
+    get(E::FederationHierarchy, Servers, &["/_matrix/federation/v1/hierarchy/:room_id"]),
 ];
 
 impl Endpoint {
@@ -705,7 +707,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::MediaThumbnail => media::thumbnail(s, &request).await,
         E::MediaLegacyThumbnail => media::legacy_thumbnail(s, &request).await,
         E::PreviewUrl => media::preview_url(s, &request, who()?).await,
-        E::Hierarchy => room_directory::hierarchy(s, &request, who()?),
+        E::Hierarchy => room_directory::hierarchy(s, &request, who()?).await,
+        E::FederationHierarchy => federation::hierarchy(s, &request, origin()?),
         E::RoomSummary => room_directory::room_summary(s, &request, who()?),
         E::Notifications => push::notifications(s, &request, who()?),
         E::Search => search::search(s, &request, who()?),

@@ -17,6 +17,7 @@
 pub mod backfill;
 pub mod e2ee;
 pub mod edu;
+pub mod hierarchy;
 pub mod invite;
 pub mod keys;
 pub mod media;

@@ -173,7 +173,7 @@ const DEFAULT_HIERARCHY_LIMIT: usize = 50;
 /// `GET /rooms/{roomId}/hierarchy?limit=&max_depth=&suggested_only=&from=`.
 /// `from` tokens carry the offset and the walk's parameters, which may not
 /// change between pages.
-pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+pub async fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let number = |name: &str| -> Result<Option<u64>> {
         request
@@ -201,9 +201,11 @@ pub fn hierarchy(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     if !s.rooms.may_preview(&room_id, &who.user_id)? {
         return Err(Error::forbidden("You cannot see this room"));
     }
-    let rooms = s.rooms.hierarchy(&room_id, &who.user_id, max_depth, suggested_only)?;
+    let rooms =
+        crate::federation::hierarchy::walk(&s.federation, &s.rooms, &room_id, &who.user_id, max_depth, suggested_only)
+            .await?;
     let total = rooms.len();
-    let page: Vec<Value> = rooms.into_iter().skip(offset).take(limit).map(|room| room.summary).collect();
+    let page: Vec<Value> = rooms.into_iter().skip(offset).take(limit).collect();
     let mut response = json!({ "rooms": page });
     let next = offset.saturating_add(limit);
     if next < total {

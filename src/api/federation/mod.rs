@@ -109,6 +109,16 @@ pub async fn user_keys_claim(s: &Services, request: &Request) -> Result<Response
     Ok(Response::json(&json!({ "one_time_keys": answer["one_time_keys"] })))
 }
 
+/// `GET /_matrix/federation/v1/hierarchy/{roomId}?suggested_only=`: a space
+/// and its children, as far as the asking server may see them.
+pub fn hierarchy(s: &Services, request: &Request, origin: &ServerName) -> Result<Response> {
+    let room_id =
+        ruma::RoomId::parse(request.param("room_id")?).map_err(|_| Error::invalid_param("Invalid room id"))?;
+    let suggested_only = request.query("suggested_only") == Some("true");
+    let answer = crate::federation::hierarchy::serve(&s.rooms, origin, &room_id, suggested_only)?;
+    Ok(Response::json(&answer))
+}
+
 /// `GET /_matrix/federation/v1/user/devices/{userId}`: a local user's devices.
 pub fn user_devices(s: &Services, request: &Request) -> Result<Response> {
     let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;

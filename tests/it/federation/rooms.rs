@@ -417,3 +417,38 @@ async fn presence_crosses_servers_both_ways_and_not_for_others_users() {
     let alice_id = ruma::UserId::parse("@alice:a.test").unwrap();
     assert_eq!(services.presence.content(&alice_id)["status_msg"], "en réunion");
 }
+
+#[tokio::test]
+async fn a_space_spanning_servers_shows_the_rooms_its_user_may_see() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let space = alice
+        .create_room(json!({ "preset": "public_chat", "name": "Ministère", "creation_content": { "type": "m.space" } }))
+        .await;
+    let local = alice.create_room(json!({ "preset": "public_chat", "name": "Salle A" })).await;
+    let public = bob.create_room(json!({ "preset": "public_chat", "name": "Salle B" })).await;
+    let secret = bob.create_room(json!({ "preset": "private_chat", "name": "Secret B" })).await;
+    for (child, server) in [(&local, "a.test"), (&public, "b.test"), (&secret, "b.test")] {
+        let path = format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(&space), enc(child));
+        alice.client.put(&path, json!({ "via": [server] })).await.assert_ok();
+    }
+
+    let hierarchy = alice.client.get(&format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&space))).await;
+    let rooms = hierarchy.assert_ok()["rooms"].as_array().cloned().unwrap();
+    let names: Vec<&str> = rooms.iter().filter_map(|room| room["name"].as_str()).collect();
+    assert_eq!(names, ["Ministère", "Salle A", "Salle B"], "{rooms:?}");
+    assert_eq!(rooms[0]["children_state"].as_array().unwrap().len(), 3);
+    let remote = rooms.iter().find(|room| room["room_id"] == public.as_str()).unwrap();
+    assert_eq!((remote["join_rule"].as_str(), remote["num_joined_members"].as_u64()), (Some("public"), Some(1)));
+
+    // b.test tells a.test of its public room, not of the private one.
+    let services = b.services();
+    let origin = <&ruma::ServerName>::try_from("a.test").unwrap();
+    let secret_id = ruma::RoomId::parse(&secret).unwrap();
+    let refused = conduit::federation::hierarchy::serve(&services.rooms, origin, &secret_id, false);
+    assert_eq!(refused.unwrap_err().errcode(), "M_NOT_FOUND");
+    let public_id = ruma::RoomId::parse(&public).unwrap();
+    let answer = conduit::federation::hierarchy::serve(&services.rooms, origin, &public_id, false).unwrap();
+    assert_eq!(answer["room"]["name"], "Salle B");
+}
