@@ -135,6 +135,23 @@ impl Server {
     }
 }
 
+/// A port for a server's listener, named in other servers' configuration
+/// before it is bound: taken below the kernel's ephemeral range, where the
+/// proxies' and clients' own sockets (bound to port 0) never land.
+fn low_port() -> Result<u16> {
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 12_000 + (std::process::id() % 6_000) as u16;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..10_000 {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        if port < 30_000 && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no free port below the ephemeral range".into())
+}
+
 fn server_names(count: usize) -> Vec<String> {
     (0..count)
         .map(|i| {
@@ -156,7 +173,7 @@ async fn start_network(
 ) -> Result<(Vec<Server>, HashMap<(usize, usize), Link>)> {
     let mut federation_ports = Vec::new();
     for _ in names {
-        federation_ports.push(support::free_port()?);
+        federation_ports.push(low_port()?);
     }
     let mut links = HashMap::new();
     for from in 0..names.len() {
@@ -170,7 +187,7 @@ async fn start_network(
     let mut servers = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let client_port = support::free_port()?;
+        let client_port = low_port()?;
         let destinations: String = (0..names.len())
             .filter(|to| *to != index)
             .map(|to| format!("\"{}\" = \"127.0.0.1:{}\"\n", names[to], links[&(index, to)].port))

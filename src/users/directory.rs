@@ -28,6 +28,15 @@ pub fn words(text: &str) -> Vec<String> {
     fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect()
 }
 
+/// Whether every word of a search is the prefix of a word of `name` or of
+/// the user id's localpart (the index's rule, for users outside it: other
+/// servers' users met in rooms).
+pub fn matches(wanted: &[String], name: Option<&str>, localpart: &str) -> bool {
+    let mut own = words(localpart);
+    own.extend(name.map(words).unwrap_or_default());
+    !wanted.is_empty() && wanted.iter().all(|word| own.iter().any(|w| w.starts_with(word.as_str())))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectoryEntry {
     pub localpart: String,

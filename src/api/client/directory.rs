@@ -4,7 +4,9 @@
 //! [`crate::users::directory`]; this endpoint decides visibility: with
 //! `user_directory.search_all_users` every active local user, otherwise the
 //! users who share a joined room with the searcher and the users joined to a
-//! public room (join rule `public`).
+//! public room (join rule `public`). Other servers' users appear when they
+//! share a joined room with the searcher, with the profile their member
+//! event carries, after the local users.
 
 use std::collections::{HashMap, HashSet};
 
@@ -81,6 +83,7 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         .directory
         .search_visible(&body.search_term, limit, |entry| visibility.may_see(&user_id_of(&entry.localpart)?))?;
     let mut results = Vec::new();
+    let local_count = entries.len();
     for entry in entries {
         let mut result = json!({ "user_id": user_id_of(&entry.localpart)? });
         if let Some(name) = entry.display_name {
@@ -91,5 +94,57 @@ pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Respons
         }
         results.push(result);
     }
+    let mut limited = limited;
+    if local_count < limit {
+        let (remote, more) =
+            remote_members_matching(s, &visibility.searcher_rooms, &body.search_term, limit - local_count)?;
+        results.extend(remote);
+        limited |= more;
+    }
     Ok(Response::json(&json!({ "results": results, "limited": limited })))
+}
+
+/// Most member events read looking for other servers' users in one search.
+const MAX_REMOTE_MEMBERS_SCANNED: usize = 10_000;
+
+/// Other servers' users joined to the searcher's rooms whose name or id
+/// matches the search (their profile as their member event gives it), by
+/// name; and whether more were left out.
+fn remote_members_matching(
+    s: &Services,
+    searcher_rooms: &HashSet<OwnedRoomId>,
+    term: &str,
+    limit: usize,
+) -> Result<(Vec<serde_json::Value>, bool)> {
+    let wanted = crate::users::directory::words(term);
+    let mut found: std::collections::BTreeMap<(String, String), serde_json::Value> = Default::default();
+    let mut scanned = 0;
+    for room_id in searcher_rooms {
+        let Some(room) = s.rooms.room(room_id)? else { continue };
+        let state = s.rooms.current_state(&room)?;
+        for user in s.rooms.joined_members_in(&state)? {
+            if user.server_name() == s.config.server_name || scanned >= MAX_REMOTE_MEMBERS_SCANNED {
+                continue;
+            }
+            scanned += 1;
+            let member = s.rooms.state_event_in(&state, kinds::MEMBER, user.as_str())?;
+            let content: serde_json::Value =
+                member.and_then(|pdu| serde_json::from_str(pdu.content_json()).ok()).unwrap_or_default();
+            let name = content["displayname"].as_str();
+            if !crate::users::directory::matches(&wanted, name, user.localpart()) {
+                continue;
+            }
+            let mut result = json!({ "user_id": user });
+            if let Some(name) = name {
+                result["display_name"] = json!(name);
+            }
+            if let Some(avatar) = content["avatar_url"].as_str() {
+                result["avatar_url"] = json!(avatar);
+            }
+            let sort_name = crate::users::directory::fold(name.unwrap_or(user.localpart()));
+            found.entry((sort_name, user.to_string())).or_insert(result);
+        }
+    }
+    let more = found.len() > limit;
+    Ok((found.into_values().take(limit).collect(), more))
 }

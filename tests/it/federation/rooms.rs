@@ -452,3 +452,27 @@ async fn a_space_spanning_servers_shows_the_rooms_its_user_may_see() {
     let answer = conduit::federation::hierarchy::serve(&services.rooms, origin, &public_id, false).unwrap();
     assert_eq!(answer["room"]["name"], "Salle B");
 }
+
+#[tokio::test]
+async fn the_user_directory_finds_other_servers_users_met_in_rooms() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let carol = b.client().register("carol").await;
+    for (session, display) in [(&bob, "Bob Martin"), (&carol, "Carole Martinez")] {
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", enc(&session.user_id));
+        session.client.put(&path, json!({ "displayname": display })).await.assert_ok();
+    }
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    wait_until(&alice, &format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room)), |body| {
+        body["joined"]["@bob:b.test"]["display_name"] == "Bob Martin"
+    })
+    .await;
+
+    // bob shares a room with alice: found by name; carol does not: not found.
+    let search = alice.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": "mart" })).await;
+    let results = search.assert_ok()["results"].clone();
+    assert_eq!(results, json!([{ "user_id": "@bob:b.test", "display_name": "Bob Martin" }]), "{results}");
+}
