@@ -566,8 +566,11 @@ async fn change_state_in_halves(rooms: &Rooms, round: usize) -> Result<()> {
     Ok(())
 }
 
+/// A room's current state as (type, state_key, event id), sorted.
+type StateEntries = Vec<(String, String, String)>;
+
 /// Every server's current state of `room`, as (type, state_key) → event id.
-async fn states_of(room: &Room, watchers: &[Member]) -> Vec<Option<Vec<(String, String, String)>>> {
+async fn states_of(room: &Room, watchers: &[Member]) -> Vec<Option<StateEntries>> {
     let mut states = Vec::new();
     for watcher in watchers {
         let path = format!("/_matrix/client/v3/rooms/{}/state", enc(&room.id));
@@ -589,6 +592,118 @@ async fn states_of(room: &Room, watchers: &[Member]) -> Vec<Option<Vec<(String, 
         }));
     }
     states
+}
+
+/// Of the (watcher, message) deliveries the syncs never showed: how many
+/// messages are still missing from a watcher's `/messages` history, and how
+/// many deliveries were found there.
+async fn check_history(
+    expected: &HashMap<u64, Vec<usize>>,
+    sent: &HashMap<u64, Sent>,
+    arrivals: &Arrivals,
+    watchers: &[Member],
+    rooms: &Rooms,
+    run: &str,
+) -> (usize, usize) {
+    let mut wanted: HashMap<(usize, String), HashSet<String>> = HashMap::new();
+    {
+        let seen = arrivals.lock().unwrap_or_else(|p| p.into_inner());
+        for (seq, watcher_list) in expected {
+            let Some(message) = sent.get(seq) else { continue };
+            for watcher in watcher_list.iter().filter(|w| !seen.contains_key(&(**w, *seq))) {
+                let room = room_id(message.room, rooms).to_owned();
+                wanted.entry((*watcher, room)).or_default().insert(format!("{run}{seq}"));
+            }
+        }
+    }
+    let (mut lost_messages, mut found) = (HashSet::new(), 0);
+    for ((watcher, room), bodies) in wanted {
+        let history = history_bodies(&watchers[watcher], &room).await;
+        for body in bodies {
+            if history.contains(&body) {
+                found += 1;
+            } else {
+                lost_messages.insert(body);
+            }
+        }
+    }
+    (lost_messages.len(), found)
+}
+
+/// The message bodies of a room's history as `member` reads it (a few pages back).
+async fn history_bodies(member: &Member, room: &str) -> HashSet<String> {
+    let mut bodies = HashSet::new();
+    let Ok(mut connection) = member.connect().await else { return bodies };
+    let mut from: Option<String> = None;
+    for _ in 0..10 {
+        let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500", enc(room));
+        if let Some(token) = &from {
+            path.push_str(&format!("&from={}", enc(token)));
+        }
+        let Ok((200, page)) = connection.call("GET", &path, None).await else { break };
+        let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+        bodies.extend(chunk.iter().filter_map(|e| e["content"]["body"].as_str().map(str::to_owned)));
+        match page["end"].as_str() {
+            Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    bodies
+}
+
+/// The state entries on which servers disagree: each server's event for them.
+fn report_state_difference(states: &[Option<StateEntries>], servers: &[Server]) {
+    let mut by_key: std::collections::BTreeMap<(String, String), Vec<(String, String)>> = Default::default();
+    for (server, state) in servers.iter().zip(states) {
+        let Some(state) = state else {
+            println!("network:   {} gave no state", server.name);
+            continue;
+        };
+        for (kind, key, event) in state {
+            by_key.entry((kind.clone(), key.clone())).or_default().push((server.name.clone(), event.clone()));
+        }
+    }
+    let answered = states.iter().filter(|s| s.is_some()).count();
+    for ((kind, key), events) in by_key {
+        let distinct: HashSet<&String> = events.iter().map(|(_, event)| event).collect();
+        if distinct.len() > 1 || events.len() != answered {
+            println!("network:   {kind} {key:?}: {events:?}");
+        }
+    }
+}
+
+/// Names the first few messages some watcher never received: which room,
+/// from which server, missing where.
+fn report_missing(
+    expected: &HashMap<u64, Vec<usize>>,
+    sent: &HashMap<u64, Sent>,
+    arrivals: &Arrivals,
+    watchers: &[Member],
+    servers: &[Server],
+) {
+    let seen = arrivals.lock().unwrap_or_else(|p| p.into_inner());
+    let mut reported = 0;
+    for (seq, wanted) in expected {
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter(|w| !seen.contains_key(&(**w, *seq)))
+            .map(|w| servers[watchers[*w].server].name.as_str())
+            .collect();
+        if missing.is_empty() || reported == 5 {
+            continue;
+        }
+        reported += 1;
+        let Some(message) = sent.get(seq) else { continue };
+        let kind = match message.room {
+            RoomRef::Ministry(n) => format!("ministry room {n}"),
+            RoomRef::Forum(n) => format!("forum {n}"),
+            RoomRef::Dm(n) => format!("DM {n}"),
+        };
+        println!(
+            "network: message {seq} ({kind}, from {}) never reached the watchers of {missing:?}",
+            servers[message.sender_server].name
+        );
+    }
 }
 
 /// How many of the messages sent into a DM one of its members lacks (the
@@ -711,7 +826,15 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
             }
         }
     }
-    let mut lost = missing();
+    report_missing(&expected, &sent, &arrivals, &watchers, &servers);
+    // A message a watcher's sync never showed may still be in its history:
+    // its server left a gap (fetched later by backfill, as the spec allows).
+    let (mut lost, backfilled) = check_history(&expected, &sent, &arrivals, &watchers, &rooms, &run).await;
+    if backfilled > 0 {
+        println!(
+            "network: {backfilled} deliveries missing from the watchers' syncs were found in their history (/messages)"
+        );
+    }
     let mut dm_bodies: HashMap<usize, HashSet<String>> = HashMap::new();
     for (seq, message) in sent.iter() {
         if let RoomRef::Dm(n) = message.room {
@@ -719,7 +842,12 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
         }
     }
     for (n, bodies) in &dm_bodies {
-        lost += dm_lost(&rooms.dms[*n], bodies).await;
+        let missing = dm_lost(&rooms.dms[*n], bodies).await;
+        if missing > 0 {
+            let servers_of: Vec<&str> = rooms.dms[*n].members.iter().map(|m| servers[m.server].name.as_str()).collect();
+            println!("network: DM {} between {servers_of:?} lacks {missing} messages", rooms.dms[*n].id);
+        }
+        lost += missing;
     }
     samples.sort();
     let (count, p50, p99, _) = support::summary(samples);
@@ -747,6 +875,9 @@ pub async fn run(binary: &Path, options: &NetworkOptions) -> Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             };
             println!("{} - every server holds the same state for {}", if same { "ok" } else { "not ok" }, forum.id);
+            if !same {
+                report_state_difference(&states_of(forum, &watchers).await, &servers);
+            }
             if same {
                 passed += 1
             } else {

@@ -54,12 +54,23 @@ impl Rooms {
         Ok(levels.user(authoriser) >= levels.action(super::power_levels::Action::Invite))
     }
 
-    /// Whether `/event` may hand `server` this event: an accepted event of a
-    /// room the server is in (or a world-readable one) that it may see.
+    /// Whether `/event` may hand `server` this event, for a server in the
+    /// room (or a world-readable one): an event of the room's graph it may
+    /// see — soft-failed ones included (later events may build on them, and
+    /// the other servers need them to place those), never a rejected one;
+    /// an event held without its state (an auth or state event fetched from
+    /// a peer) to any server in the room, as its visibility cannot be
+    /// judged here (Synapse does the same).
     pub fn may_serve_event(&self, server: &ServerName, room_id: &RoomId, stored: &StoredPdu) -> Result<bool> {
         let Some(room) = self.room(room_id)? else { return Ok(false) };
         let member = self.server_in_room(&room, server)? || self.is_world_readable(&room)?;
-        Ok(member && stored.status == EventStatus::Accepted && self.server_can_see(server, stored)?)
+        if !member || stored.status == EventStatus::Rejected {
+            return Ok(false);
+        }
+        if stored.state_before.is_none() {
+            return Ok(true);
+        }
+        self.server_can_see(server, stored)
     }
 
     /// Whether the room's current history visibility is `world_readable`.
@@ -216,7 +227,8 @@ impl Rooms {
             if stored.room_id != room_id.as_str() || pdu.depth() < min_depth || stored.status == EventStatus::Rejected {
                 continue;
             }
-            if self.server_can_see(server, &stored)? {
+            // (An event held without its state is served as `/event` serves it.)
+            if stored.state_before.is_none() || self.server_can_see(server, &stored)? {
                 found.push((pdu.depth(), serde_json::from_str(&stored.json).unwrap_or(Value::Null)));
             }
             queue.extend(pdu.prev_events().cloned());
