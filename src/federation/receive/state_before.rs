@@ -91,7 +91,18 @@ async fn fetch_missing_events(receipt: &Receipt<'_>, pdu: &Pdu) -> Result<()> {
     }
     events.sort_by_key(Pdu::depth);
     for event in events {
-        Box::pin(receipt.receive_with(&event, GapFill::StateOnly)).await?;
+        // Held already, even without its state (an event from before this
+        // server joined, kept for the room's state): not placed again.
+        if receipt.rooms.get_pdu(event.event_id())?.is_some() {
+            continue;
+        }
+        // One that cannot be placed leaves a gap the PDU's own state fills.
+        if let Err(error) = Box::pin(receipt.receive_with(&event, GapFill::StateOnly)).await {
+            if error.kind == crate::error::ErrorKind::Internal {
+                return Err(error);
+            }
+            tracing::info!(room = %room_id, event = %event.event_id(), %error, "a missing event was not placed");
+        }
     }
     Ok(())
 }
