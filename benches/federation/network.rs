@@ -24,6 +24,9 @@
 //! levels, bans); after healing, every server must hold the same state for
 //! every forum and every message must have reached every member; the run
 //! ends with `N passed, N failed`.
+//!
+//! The servers log errors only; `NETWORK_BENCH_LOG` sets their log filter
+//! and `NETWORK_BENCH_LOG_DIR` a directory for one log file per server.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -205,7 +208,15 @@ async fn start_network(
             certs.path("leaf.key").display().to_string(),
             certs.path("ca.pem").display().to_string(),
         );
-        let process = support::spawn_conduit(binary, &config, dir)?;
+        // NETWORK_BENCH_LOG_DIR: each server's log in a file of its own there.
+        let log = match std::env::var_os("NETWORK_BENCH_LOG_DIR") {
+            Some(log_dir) => {
+                let path = Path::new(&log_dir).join(format!("{name}.log"));
+                std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?.into()
+            }
+            None => std::process::Stdio::inherit(),
+        };
+        let process = support::spawn_conduit_logging(binary, &config, dir, log)?;
         servers.push(Server { name: name.clone(), client: SocketAddr::from(([127, 0, 0, 1], client_port)), process });
     }
     for (server, port) in servers.iter().zip(&federation_ports) {

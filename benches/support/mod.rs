@@ -179,13 +179,23 @@ impl Drop for Process {
 /// Starts `binary` on `config` (written as `conduit.toml` in `dir`, which
 /// lives as long as the process).
 pub fn spawn_conduit(binary: &std::path::Path, config: &str, dir: tempfile::TempDir) -> Result<Process> {
+    spawn_conduit_logging(binary, config, dir, std::process::Stdio::inherit())
+}
+
+/// [`spawn_conduit`] with the server's log (stderr) sent to `log`.
+pub fn spawn_conduit_logging(
+    binary: &std::path::Path,
+    config: &str,
+    dir: tempfile::TempDir,
+    log: std::process::Stdio,
+) -> Result<Process> {
     let config_path = dir.path().join("conduit.toml");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
     let child = std::process::Command::new(binary)
         .arg("--config")
         .arg(&config_path)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(log)
         .spawn()
         .map_err(|e| format!("start {}: {e}", binary.display()))?;
     Ok(Process { child, _dir: dir })

@@ -91,9 +91,9 @@ async fn fetch_missing_events(receipt: &Receipt<'_>, pdu: &Pdu) -> Result<()> {
     }
     events.sort_by_key(Pdu::depth);
     for event in events {
-        // Held already, even without its state (an event from before this
-        // server joined, kept for the room's state): not placed again.
-        if receipt.rooms.get_pdu(event.event_id())?.is_some() {
+        // The create event has nothing before it to place it after (it is
+        // held since the join, with the room's state).
+        if event.prev_events().next().is_none() {
             continue;
         }
         // One that cannot be placed leaves a gap the PDU's own state fills.
