@@ -76,6 +76,25 @@ pub struct ServerRequest<'a> {
     pub max_response: usize,
 }
 
+impl ServerRequest<'_> {
+    /// Where it goes and what is sent.
+    fn prepare(self) -> Result<(Target, Outgoing), ClientError> {
+        let mut target = Target::parse(self.url)?;
+        if let Some(address) = self.connect_to {
+            target = target.connecting_to(address)?;
+        }
+        let method = http::Method::from_bytes(self.method.as_bytes())
+            .map_err(|_| ClientError::InvalidUrl(format!("method {}", self.method)))?;
+        let outgoing = Outgoing {
+            method,
+            body: self.json_body.map(Bytes::from),
+            max_response: self.max_response,
+            authorization: self.authorization,
+        };
+        Ok((target, outgoing))
+    }
+}
+
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -293,18 +312,7 @@ impl HttpClient {
 
     /// A request to another server (see [`ServerRequest`]).
     pub async fn server_request(&self, request: ServerRequest<'_>) -> Result<ClientResponse, ClientError> {
-        let mut target = Target::parse(request.url)?;
-        if let Some(address) = request.connect_to {
-            target = target.connecting_to(address)?;
-        }
-        let method = http::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| ClientError::InvalidUrl(format!("method {}", request.method)))?;
-        let outgoing = Outgoing {
-            method,
-            body: request.json_body.map(Bytes::from),
-            max_response: request.max_response,
-            authorization: request.authorization,
-        };
+        let (target, outgoing) = request.prepare()?;
         tokio::time::timeout(REQUEST_TIMEOUT, self.send(&target, outgoing)).await.map_err(|_| ClientError::Timeout)?
     }
 
@@ -367,18 +375,7 @@ impl HttpClient {
         time: Duration,
     ) -> Result<StreamedResponse, ClientError> {
         let deadline = tokio::time::Instant::now() + time;
-        let mut target = Target::parse(request.url)?;
-        if let Some(address) = request.connect_to {
-            target = target.connecting_to(address)?;
-        }
-        let method = http::Method::from_bytes(request.method.as_bytes())
-            .map_err(|_| ClientError::InvalidUrl(format!("method {}", request.method)))?;
-        let outgoing = Outgoing {
-            method,
-            body: request.json_body.map(Bytes::from),
-            max_response: request.max_response,
-            authorization: request.authorization,
-        };
+        let (target, outgoing) = request.prepare()?;
         let started = tokio::time::timeout_at(deadline, self.start(&target, outgoing));
         let (connection, _, response) = started.await.map_err(|_| ClientError::Timeout)??;
         let headers = ResponseHeaders::of(&response);

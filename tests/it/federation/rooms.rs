@@ -39,6 +39,26 @@ async fn joined_members(session: &Session, room: &str) -> Vec<String> {
     members
 }
 
+/// Two servers, alice of a.test in a public room of hers that bob of b.test joined.
+struct SharedRoom {
+    _ca: super::TestCa,
+    a: crate::harness::TestServer,
+    b: crate::harness::TestServer,
+    alice: Session,
+    bob: Session,
+    room: String,
+}
+
+async fn shared_public_room() -> SharedRoom {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    SharedRoom { _ca: ca, a, b, alice, bob, room }
+}
+
 #[tokio::test]
 async fn a_user_of_another_server_joins_a_public_room_and_both_talk() {
     let (_ca, a, b) = two_servers("", "").await;
@@ -154,12 +174,9 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
 
 #[tokio::test]
 async fn leaving_and_banning_reach_the_other_server() {
-    let (_ca, a, b) = two_servers("", "").await;
-    let alice = a.client().register("alice").await;
-    let bob = b.client().register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    // (Every server kept alive: `..` would drop them.)
+    let SharedRoom { _ca, a: _a, b: _b, alice, bob, room } = shared_public_room().await;
     let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
-    bob.client.post(&join, json!({})).await.assert_ok();
 
     // bob leaves: alice's server hears of it.
     bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
@@ -184,12 +201,7 @@ async fn leaving_and_banning_reach_the_other_server() {
 
 #[tokio::test]
 async fn events_for_a_server_that_is_down_wait_and_survive_restarts() {
-    let (_ca, a, b) = two_servers("", "").await;
-    let alice = a.client().register("alice").await;
-    let bob = b.client().register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
-    bob.client.post(&join, json!({})).await.assert_ok();
+    let SharedRoom { _ca, a, b, alice, bob, room } = shared_public_room().await;
 
     // b.test goes down; alice keeps talking; then a.test restarts too.
     let b_dir = b.stop().await;
@@ -294,12 +306,7 @@ async fn history_from_before_a_join_is_fetched_from_the_room_server() {
 
 #[tokio::test]
 async fn typing_and_read_receipts_cross_servers() {
-    let (_ca, a, b) = two_servers("", "").await;
-    let alice = a.client().register("alice").await;
-    let bob = b.client().register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
-    bob.client.post(&join, json!({})).await.assert_ok();
+    let SharedRoom { _ca, a, b: _b, alice, bob, room } = shared_public_room().await;
     let message = alice.send_text(&room, "t1", "quelqu'un ?").await;
     wait_for_message(&bob, &room, "quelqu'un ?").await;
 
@@ -384,12 +391,7 @@ async fn wait_for_presence(session: &Session, user: &str, check: impl Fn(&Value)
 
 #[tokio::test]
 async fn presence_crosses_servers_both_ways_and_not_for_others_users() {
-    let (_ca, a, b) = two_servers("", "").await;
-    let alice = a.client().register("alice").await;
-    let bob = b.client().register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
-    bob.client.post(&join, json!({})).await.assert_ok();
+    let SharedRoom { _ca, a, b: _b, alice, bob, room: _ } = shared_public_room().await;
 
     let status = |user: &str| format!("/_matrix/client/v3/presence/{}/status", enc(user));
     let away = json!({ "presence": "unavailable", "status_msg": "en réunion" });
