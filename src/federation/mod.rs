@@ -22,6 +22,7 @@ pub mod invite;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod profile;
 pub mod receive;
 pub mod resolve;
 pub mod sender;
@@ -116,6 +117,8 @@ pub struct Federation {
     client: HttpClient,
     resolver: resolve::Resolver,
     key_cache: keys::KeyCache,
+    /// Other servers' users' profiles, kept a while.
+    pub profiles: profile::RemoteProfiles,
     /// The tasks sending queued events to each destination.
     pub sender: sender::Sender,
 }
@@ -140,6 +143,7 @@ impl Federation {
             storage,
             client: HttpClient::new(policy),
             key_cache: keys::KeyCache::default(),
+            profiles: profile::RemoteProfiles::default(),
             sender: sender::Sender::default(),
         }
     }

@@ -3,8 +3,8 @@
 //! Spec: client-server API "Profiles" (`GET /profile/{userId}`,
 //! `GET`/`PUT /profile/{userId}/displayname`, `…/avatar_url`). A change is
 //! propagated as a new member event in every room the user has joined; only
-//! the user changes their own profile. Users of other servers are not
-//! reachable yet (404).
+//! the user changes their own profile. Other servers' users' profiles are
+//! asked of their server and kept a while ([`crate::federation::profile`]).
 
 use ruma::UserId;
 use serde_json::{json, Map, Value};
@@ -21,25 +21,14 @@ const MAX_FIELD_BYTES: usize = 1024;
 
 /// The profile of the user the path names: a local account's (404 for
 /// unknown or deactivated ones), or asked of the user's server over
-/// federation (`/_matrix/federation/v1/query/profile`).
+/// federation (`/_matrix/federation/v1/query/profile`, kept a while).
 async fn profile(s: &Services, request: &Request) -> Result<Map<String, Value>> {
     let user_id = UserId::parse(request.param("user_id")?).map_err(|_| Error::invalid_param("Invalid user id"))?;
     let not_found = || Error::not_found("Profile not found");
     if user_id.server_name() == s.config.server_name {
         return s.users.active_profile(user_id.localpart())?.ok_or_else(not_found);
     }
-    let path = format!(
-        "/_matrix/federation/v1/query/profile?user_id={}",
-        crate::http::request::percent_encode(user_id.as_str())
-    );
-    let answer = s.federation.request(user_id.server_name(), "GET", &path, None).await?;
-    let mut profile = Map::new();
-    for field in ["displayname", "avatar_url"] {
-        if let Some(value) = answer.get(field).and_then(Value::as_str) {
-            profile.insert(field.into(), json!(value));
-        }
-    }
-    Ok(profile)
+    Ok(s.federation.remote_profile(&user_id).await?)
 }
 
 pub async fn get_profile(s: &Services, request: &Request) -> Result<Response> {

@@ -125,6 +125,7 @@ async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Val
     }
     let _guard = receipt.rooms.locks.lock(&room_id).await;
     for pdu in checked {
+        forget_changed_profile(receipt, &pdu);
         let result = match receipt.receive(&pdu).await {
             Ok(Verdict::Accept | Verdict::SoftFail(_)) => json!({}),
             Ok(Verdict::Reject(Refusal::AuthRules(reason) | Refusal::Policy(reason))) => json!({ "error": reason }),
@@ -139,6 +140,16 @@ async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Val
         results.insert(pdu.event_id().to_string(), result);
     }
     Ok(results)
+}
+
+/// A member event of a user about themselves may carry a new profile: the
+/// copy kept of it is dropped (the next read asks their server).
+fn forget_changed_profile(receipt: &Receipt<'_>, pdu: &crate::events::Pdu) {
+    if pdu.kind().to_string() == crate::events::kinds::MEMBER && pdu.state_key_str() == Some(pdu.sender_str()) {
+        if let Ok(user_id) = ruma::UserId::parse(pdu.sender_str()) {
+            receipt.federation.profiles.forget(&user_id);
+        }
+    }
 }
 
 #[cfg(test)]

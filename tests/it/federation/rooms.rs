@@ -478,3 +478,28 @@ async fn the_user_directory_finds_other_servers_users_met_in_rooms() {
     let results = search.assert_ok()["results"].clone();
     assert_eq!(results, json!([{ "user_id": "@bob:b.test", "display_name": "Bob Martin" }]), "{results}");
 }
+
+#[tokio::test]
+async fn other_servers_profiles_are_kept_refreshed_on_change_and_served_while_their_server_is_down() {
+    let SharedRoom { _ca, a: _a, b, alice, bob, room: _ } = shared_public_room().await;
+    let profile = format!("/_matrix/client/v3/profile/{}", enc("@bob:b.test"));
+    let rename = |name: &str| {
+        let path = format!("/_matrix/client/v3/profile/{}/displayname", enc("@bob:b.test"));
+        (path, json!({ "displayname": name }))
+    };
+    let (path, body) = rename("Bob Martin");
+    bob.client.put(&path, body).await.assert_ok();
+    wait_until(&alice, &profile, |p| p["displayname"] == "Bob Martin").await;
+
+    // A new name reaches alice's server as a member event: the copy kept is dropped.
+    let (path, body) = rename("Bob M.");
+    bob.client.put(&path, body).await.assert_ok();
+    wait_until(&alice, &profile, |p| p["displayname"] == "Bob M.").await;
+
+    // b.test goes away: the copy is still served.
+    let _b_dir = b.stop().await;
+    let kept = alice.client.get(&profile).await;
+    assert_eq!(kept.assert_ok()["displayname"], "Bob M.");
+    let unknown = alice.client.get(&format!("/_matrix/client/v3/profile/{}", enc("@carol:b.test"))).await;
+    assert!(unknown.status >= 500, "never fetched, unreachable: {}", unknown.status);
+}
