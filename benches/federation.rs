@@ -289,7 +289,9 @@ async fn conduit_pair(binary: &Path, certs: &Certificates, options: &Options) ->
 
 async fn synapse_pair(binary: &Path, certs: &Certificates, options: &Options) -> Result<()> {
     let conduit = start_conduit(binary, certs).await?;
-    let peer = synapse::start(&certs.path("localhost.pem"), &certs.path("localhost.key"), &certs.path("ca.pem")).await;
+    let peer =
+        synapse::start_with(&certs.path("localhost.pem"), &certs.path("localhost.key"), &certs.path("ca.pem"), "")
+            .await;
     let alice = User::register(conduit.client, "alice").await?;
     let sam = User::register(peer.client_addr(), "sam").await?;
     let room = shared_room(&alice, &sam, &conduit.server_name).await?;

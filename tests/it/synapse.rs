@@ -147,13 +147,9 @@ pub struct SynapsePeer {
 
 /// Starts a Synapse whose TLS listener presents `cert_pem_path`/`key_pem_path`
 /// (a certificate for DNS `localhost`) and which trusts only the CA in
-/// `ca_pem_path` for outbound federation. Returns once its client API answers.
-pub async fn start(cert_pem_path: &Path, key_pem_path: &Path, ca_pem_path: &Path) -> SynapsePeer {
-    start_with(cert_pem_path, key_pem_path, ca_pem_path, "").await
-}
-
-/// [`start`] with extra top-level `homeserver.yaml` text appended (a key given
-/// again there replaces the earlier value).
+/// `ca_pem_path` for outbound federation, with `extra_yaml` appended to its
+/// `homeserver.yaml` (a key given again there replaces the earlier value).
+/// Returns once its client API answers.
 pub async fn start_with(
     cert_pem_path: &Path,
     key_pem_path: &Path,

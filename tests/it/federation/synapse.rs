@@ -17,15 +17,21 @@ use crate::{
 
 /// A conduit server and a Synapse server that trust the same CA.
 async fn conduit_and_synapse() -> (TestCa, TestServer, SynapsePeer, tempfile::TempDir) {
+    conduit_and_synapse_with("").await
+}
+
+/// [`conduit_and_synapse`] with extra `homeserver.yaml` text for Synapse.
+async fn conduit_and_synapse_with(synapse_yaml: &str) -> (TestCa, TestServer, SynapsePeer, tempfile::TempDir) {
     let ca = TestCa::new();
     let port = free_port();
     let conduit = start_peer(&ca, &format!("localhost:{port}"), port, &[], "").await;
     let certs = tempfile::tempdir().unwrap();
     ca.issue(certs.path(), "localhost");
-    let synapse = crate::synapse::start(
+    let synapse = crate::synapse::start_with(
         &certs.path().join("localhost.pem"),
         &certs.path().join("localhost.key"),
         std::path::Path::new(&ca.ca_file()),
+        synapse_yaml,
     )
     .await;
     (ca, conduit, synapse, certs)
@@ -472,4 +478,70 @@ async fn matrix_js_sdk_clients_on_conduit_and_synapse_share_an_encrypted_dm() {
     for urls in [vec![conduit_url.clone(), synapse_url.clone()], vec![synapse_url, conduit_url]] {
         crate::clients::run_client_script_against("e2ee_federation.mjs", urls).await;
     }
+}
+
+/// Syncs as `session` (incrementally) until `check` holds for the sync answer.
+async fn wait_for_sync(session: &Session, peer: &SynapsePeer, what: &str, check: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since: Option<String> = None;
+    while Instant::now() < deadline {
+        let path = match &since {
+            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
+            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
+        };
+        let sync = session.client.get(&path).await;
+        since = sync.body["next_batch"].as_str().map(str::to_owned).or(since);
+        if check(&sync.body) {
+            return;
+        }
+    }
+    panic!("{} never saw {what}\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
+}
+
+fn has_presence(sync: &Value, user: &str, status_msg: &str) -> bool {
+    sync["presence"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|event| event["sender"] == user && event["content"]["status_msg"] == status_msg)
+}
+
+fn has_receipt(sync: &Value, room: &str, event_id: &str, user: &str) -> bool {
+    let ephemeral = &sync["rooms"]["join"][room]["ephemeral"]["events"];
+    ephemeral
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|event| event["type"] == "m.receipt" && event["content"][event_id]["m.read"][user].is_object())
+}
+
+#[tokio::test]
+async fn read_receipts_and_presence_cross_between_conduit_and_synapse() {
+    let (_ca, conduit, synapse, _certs) = conduit_and_synapse_with("presence:\n  enabled: true\n").await;
+    let alice = conduit.client().register("alice").await;
+    let sam = crate::harness::Client::new(synapse.client_addr()).register("sam").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(&room), conduit.services().config.server_name);
+    let joined = sam.client.post(&path, json!({})).await;
+    assert_eq!(joined.status, 200, "{}\n{}", joined.body, log_of(&synapse));
+
+    // Read receipts both ways.
+    let from_alice = alice.send_text(&room, "t1", "ordre du jour").await;
+    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "ordre du jour")).await;
+    let receipt = |event: &str| format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(event));
+    sam.client.post(&receipt(&from_alice), json!({})).await.assert_ok();
+    wait_for_sync(&alice, &synapse, "sam's receipt", |s| has_receipt(s, &room, &from_alice, &sam.user_id)).await;
+    let from_sam = sam.send_text(&room, "t2", "lu").await;
+    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "lu")).await;
+    alice.client.post(&receipt(&from_sam), json!({})).await.assert_ok();
+    wait_for_sync(&sam, &synapse, "alice's receipt", |s| has_receipt(s, &room, &from_sam, &alice.user_id)).await;
+
+    // Presence both ways.
+    let status = |user: &str| format!("/_matrix/client/v3/presence/{}/status", enc(user));
+    let busy = json!({ "presence": "unavailable", "status_msg": "en réunion" });
+    alice.client.put(&status(&alice.user_id), busy).await.assert_ok();
+    wait_for_sync(&sam, &synapse, "alice's presence", |s| has_presence(s, &alice.user_id, "en réunion")).await;
+    let free = json!({ "presence": "online", "status_msg": "disponible" });
+    sam.client.put(&status(&sam.user_id), free).await.assert_ok();
+    wait_for_sync(&alice, &synapse, "sam's presence", |s| has_presence(s, &sam.user_id, "disponible")).await;
 }
