@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::two_servers;
-use crate::e2ee::{device_keys, new_key};
+use crate::{
+    e2ee::{device_keys, new_key},
+    harness::Session,
+};
 
 #[tokio::test]
 async fn keys_and_to_device_messages_cross_servers() {
@@ -63,32 +66,64 @@ async fn keys_and_to_device_messages_cross_servers() {
     assert_eq!(received[0]["content"]["secret"], "olm-ciphertext");
 }
 
+/// Syncs as `bob` from `since` until `device_lists.changed` names alice (20 s at most).
+async fn wait_for_alice_changed(bob: &Session, since: &mut String) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let sync = bob.client.get(&format!("/_matrix/client/v3/sync?timeout=500&since={since}")).await;
+        if sync.status == 200 {
+            *since = sync.body["next_batch"].as_str().unwrap().to_owned();
+            let changed = sync.body["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
+            if changed.iter().any(|user| user == "@alice:a.test") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "bob never heard of alice's new keys");
+    }
+}
+
+/// alice (a.test) and bob (b.test) in a room of alice's; bob's sync token from then.
+async fn alice_and_bob_share_a_room(alice: &Session, bob: &Session) -> String {
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", crate::harness::enc(&room));
+    bob.client.post(&join, json!({})).await.assert_ok();
+    let first = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    first.assert_ok()["next_batch"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn device_list_changes_reach_the_other_server() {
     let (_ca, a, b) = two_servers("", "").await;
     let alice = a.client().register("alice").await;
     let bob = b.client().register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", crate::harness::enc(&room));
-    bob.client.post(&join, json!({})).await.assert_ok();
-    let first = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
-    let mut since = first.assert_ok()["next_batch"].as_str().unwrap().to_owned();
+    let mut since = alice_and_bob_share_a_room(&alice, &bob).await;
 
     // alice's device gets keys: bob's server hears of it, bob's sync says so.
     let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
     alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let sync = bob.client.get(&format!("/_matrix/client/v3/sync?timeout=500&since={since}")).await;
-        let body = sync.assert_ok();
-        since = body["next_batch"].as_str().unwrap().to_owned();
-        let changed = body["device_lists"]["changed"].as_array().cloned().unwrap_or_default();
-        if changed.iter().any(|user| user == "@alice:a.test") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bob never heard of alice's new keys");
-    }
+    wait_for_alice_changed(&bob, &mut since).await;
     // bob asks again and gets the device.
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_device_list_change_made_while_the_other_server_is_down_reaches_it_after() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let mut since = alice_and_bob_share_a_room(&alice, &bob).await;
+
+    // b.test is down while alice's device gets keys; it comes back.
+    let b_dir = b.stop().await;
+    let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
+    alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a failed attempt or two
+    let text = std::fs::read_to_string(b_dir.path().join("conduit.toml")).unwrap();
+    let b = crate::harness::TestServer::start_in(b_dir, &text).await;
+    let bob = Session { client: b.client().with_token(&bob.token), ..bob };
+    wait_for_alice_changed(&bob, &mut since).await;
     let query = json!({ "device_keys": { "@alice:a.test": [] } });
     let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
     assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
