@@ -197,6 +197,9 @@ impl Federation {
         via: &[OwnedServerName],
         content: Value,
     ) -> Result<()> {
+        // Meanwhile, events of the room other servers send wait for it (see
+        // `receive::transaction`) rather than being dropped.
+        let _joining = self.joins_in_flight.start(room_id);
         self.through_each_server(via, room_id, "join", |server| {
             self.join_through(rooms, server, room_id, user_id, content.clone())
         })

@@ -119,6 +119,8 @@ pub struct Federation {
     key_cache: keys::KeyCache,
     /// Other servers' users' profiles, kept a while.
     pub profiles: profile::RemoteProfiles,
+    /// Rooms this server is joining through another server right now.
+    pub joins_in_flight: JoinsInFlight,
     /// The tasks sending queued events to each destination.
     pub sender: sender::Sender,
 }
@@ -144,6 +146,7 @@ impl Federation {
             client: HttpClient::new(policy),
             key_cache: keys::KeyCache::default(),
             profiles: profile::RemoteProfiles::default(),
+            joins_in_flight: JoinsInFlight::default(),
             sender: sender::Sender::default(),
         }
     }
@@ -269,6 +272,47 @@ impl Federation {
         let mut receipt = receive::Receipt::new(rooms, self, origin);
         receipt.edu_sinks = Some(sinks);
         receive::transaction::receive(&receipt, &self.storage, txn_id, transaction).await
+    }
+}
+
+/// Rooms being joined through another server: the resident server starts
+/// sending the room's events as soon as it accepted the join, before the
+/// joining server has stored the room.
+#[derive(Default)]
+pub struct JoinsInFlight {
+    rooms: std::sync::Mutex<std::collections::HashMap<ruma::OwnedRoomId, usize>>,
+}
+
+/// Marks a room as being joined until dropped.
+pub struct JoinInFlight<'a> {
+    joins: &'a JoinsInFlight,
+    room_id: ruma::OwnedRoomId,
+}
+
+impl JoinsInFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<ruma::OwnedRoomId, usize>> {
+        self.rooms.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn start(&self, room_id: &ruma::RoomId) -> JoinInFlight<'_> {
+        *self.lock().entry(room_id.to_owned()).or_insert(0) += 1;
+        JoinInFlight { joins: self, room_id: room_id.to_owned() }
+    }
+
+    pub fn is_joining(&self, room_id: &ruma::RoomId) -> bool {
+        self.lock().contains_key(room_id)
+    }
+}
+
+impl Drop for JoinInFlight<'_> {
+    fn drop(&mut self) {
+        let mut rooms = self.joins.lock();
+        if let Some(count) = rooms.get_mut(&self.room_id) {
+            *count -= 1;
+            if *count == 0 {
+                rooms.remove(&self.room_id);
+            }
+        }
     }
 }
 

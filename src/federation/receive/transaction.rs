@@ -99,8 +99,25 @@ pub async fn receive(
     Ok(answer)
 }
 
+/// Longest a transaction waits for a join of its room in progress here.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Waits (bounded) while this server is joining `room_id` and has not
+/// stored it yet: the room's events then find it.
+async fn wait_for_join_in_flight(receipt: &Receipt<'_>, room_id: &OwnedRoomId) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + JOIN_WAIT;
+    while receipt.federation.joins_in_flight.is_joining(room_id)
+        && receipt.rooms.room(room_id)?.is_none()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// One room's PDUs, in order, under its lock: each one's result.
 async fn receive_room(receipt: &Receipt<'_>, room_id: OwnedRoomId, pdus: Vec<Value>) -> Result<Map<String, Value>> {
+    wait_for_join_in_flight(receipt, &room_id).await?;
     let mut results = Map::new();
     if let Err(denied) = receipt.rooms.check_server_acl(&room_id, receipt.origin) {
         for json in &pdus {
