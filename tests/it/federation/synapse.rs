@@ -69,25 +69,14 @@ async fn wait_in_room(session: &Session, room: &str, peer: &SynapsePeer, check: 
 
 /// Syncs as `session` (incrementally) until `user` is typing in `room`.
 async fn wait_for_typing(session: &Session, room: &str, user: &str, peer: &SynapsePeer) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut since: Option<String> = None;
-    while Instant::now() < deadline {
-        let path = match &since {
-            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
-            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
-        };
-        let sync = session.client.get(&path).await;
-        since = sync.body["next_batch"].as_str().map(str::to_owned).or(since);
-        let ephemeral = &sync.body["rooms"]["join"][room]["ephemeral"]["events"];
-        let typing = ephemeral.as_array().into_iter().flatten().any(|event| {
+    wait_for_sync(session, peer, &format!("{user} typing"), |sync| {
+        let ephemeral = &sync["rooms"]["join"][room]["ephemeral"]["events"];
+        ephemeral.as_array().into_iter().flatten().any(|event| {
             event["type"] == "m.typing"
                 && event["content"]["user_ids"].as_array().is_some_and(|ids| ids.iter().any(|id| id == user))
-        });
-        if typing {
-            return;
-        }
-    }
-    panic!("{} never saw {user} typing\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
+        })
+    })
+    .await;
 }
 
 /// Synapse's log without its sync requests (what a failure needs to show).
