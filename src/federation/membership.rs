@@ -72,6 +72,15 @@ fn template_references(
     Ok((ids, hashes))
 }
 
+/// What a make/send membership handshake gave: the room's version and
+/// rules, the event this server signed, the resident server's answer.
+struct Handshake {
+    version: RoomVersionId,
+    rules: RoomVersionRules,
+    event: Pdu,
+    answer: Value,
+}
+
 impl Federation {
     /// `/make_join` or `/make_leave`: a template of `user_id`'s member event.
     pub fn make_membership(
@@ -241,15 +250,8 @@ impl Federation {
         user_id: &UserId,
         content: Value,
     ) -> Result<()> {
-        let (version, rules, template) = self.make_template(server, "v1/make_join", room_id, user_id).await?;
-        let join = self.sign_template(&template, room_id, user_id, Membership::Join, content, &rules)?;
-        let path = format!(
-            "/_matrix/federation/v2/send_join/{}/{}",
-            percent_encode(room_id.as_str()),
-            percent_encode(join.event_id().as_str())
-        );
-        let body = serde_json::from_str::<Value>(&join.to_canonical_json()).unwrap_or(Value::Null);
-        let answer = self.request(server, "PUT", &path, Some(&body)).await?;
+        let handshake = self.handshake(server, room_id, user_id, Membership::Join, content).await?;
+        let Handshake { version, rules, event: join, answer } = handshake;
         let join = match answer.get("event") {
             Some(event) => {
                 let signed = checked_with(self, event, &rules).await.map_err(|d| Error::forbidden(d.0))?;
@@ -363,8 +365,8 @@ impl Federation {
     }
 
     /// The make/send handshake with `server` for `user_id`'s `membership`
-    /// (leave or knock: join has its own, whose answer is checked whole):
-    /// the signed event and the send's answer.
+    /// (leave or knock; a join's answer is then checked whole by the
+    /// caller): the signed event and the send's answer.
     pub(crate) async fn membership_handshake(
         &self,
         server: &ServerName,
@@ -373,11 +375,25 @@ impl Federation {
         membership: Membership,
         content: Value,
     ) -> Result<(Pdu, Value)> {
+        let Handshake { event, answer, .. } = self.handshake(server, room_id, user_id, membership, content).await?;
+        Ok((event, answer))
+    }
+
+    /// `/make_*` to `server`, the template signed, `/send_*` of it.
+    async fn handshake(
+        &self,
+        server: &ServerName,
+        room_id: &RoomId,
+        user_id: &UserId,
+        membership: Membership,
+        content: Value,
+    ) -> Result<Handshake> {
         let (make, send) = match membership {
+            Membership::Join => ("v1/make_join", "v2/send_join"),
             Membership::Knock => ("v1/make_knock", "v1/send_knock"),
             _ => ("v1/make_leave", "v2/send_leave"),
         };
-        let (_, rules, template) = self.make_template(server, make, room_id, user_id).await?;
+        let (version, rules, template) = self.make_template(server, make, room_id, user_id).await?;
         let event = self.sign_template(&template, room_id, user_id, membership, content, &rules)?;
         let path = format!(
             "/_matrix/federation/{send}/{}/{}",
@@ -386,7 +402,7 @@ impl Federation {
         );
         let body = serde_json::from_str::<Value>(&event.to_canonical_json()).unwrap_or(Value::Null);
         let answer = self.request(server, "PUT", &path, Some(&body)).await?;
-        Ok((event, answer))
+        Ok(Handshake { version, rules, event, answer })
     }
 
     /// Knocks on a room this server is not in, through the first of `via`

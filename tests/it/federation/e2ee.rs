@@ -82,6 +82,13 @@ async fn wait_for_alice_changed(bob: &Session, since: &mut String) {
     }
 }
 
+/// bob asks a.test for alice's devices again and gets her device.
+async fn bob_gets_alice_device(alice: &Session, bob: &Session) {
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
+}
+
 /// alice (a.test) and bob (b.test) in a room of alice's; bob's sync token from then.
 async fn alice_and_bob_share_a_room(alice: &Session, bob: &Session) -> String {
     let room = alice.create_room(json!({ "preset": "public_chat" })).await;
@@ -102,10 +109,7 @@ async fn device_list_changes_reach_the_other_server() {
     let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
     alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
     wait_for_alice_changed(&bob, &mut since).await;
-    // bob asks again and gets the device.
-    let query = json!({ "device_keys": { "@alice:a.test": [] } });
-    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
-    assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
+    bob_gets_alice_device(&alice, &bob).await;
 }
 
 #[tokio::test]
@@ -124,9 +128,7 @@ async fn a_device_list_change_made_while_the_other_server_is_down_reaches_it_aft
     let b = crate::harness::TestServer::start_in(b_dir, &text).await;
     let bob = Session { client: b.client().with_token(&bob.token), ..bob };
     wait_for_alice_changed(&bob, &mut since).await;
-    let query = json!({ "device_keys": { "@alice:a.test": [] } });
-    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
-    assert!(reply.assert_ok()["device_keys"]["@alice:a.test"][&alice.device_id].is_object(), "{}", reply.body);
+    bob_gets_alice_device(&alice, &bob).await;
 }
 
 #[tokio::test]

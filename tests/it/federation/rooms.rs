@@ -104,6 +104,16 @@ async fn sections_with(session: &Session, room: &str) -> Vec<&'static str> {
 }
 
 /// Waits until `check` holds for what `session` gets from `path` (20 s at most).
+/// Waits until `session` sees `user`'s membership in `room` (its `/members`) be `membership`.
+async fn wait_for_membership(session: &Session, room: &str, user: &str, membership: &str) {
+    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(room));
+    wait_until(session, &members, |body| {
+        let chunk = body["chunk"].as_array().cloned().unwrap_or_default();
+        chunk.iter().any(|e| e["state_key"] == user && e["content"]["membership"] == membership)
+    })
+    .await;
+}
+
 async fn wait_until(session: &Session, path: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -146,15 +156,7 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
     let leave = format!("/_matrix/client/v3/rooms/{}/leave", enc(&room));
     carol.client.post(&leave, json!({})).await.assert_ok();
     assert_eq!(sections_with(&carol, &room).await, ["leave"]);
-    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
-    wait_until(&alice, &members, |body| {
-        body["chunk"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["state_key"] == "@carol:b.test" && e["content"]["membership"] == "leave")
-    })
-    .await;
+    wait_for_membership(&alice, &room, "@carol:b.test", "leave").await;
 
     // An invite to a room nobody of b.test is in, declined through a.test.
     let dave = b.client().register("dave").await;
@@ -164,12 +166,7 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
     assert_eq!(sections_with(&dave, &other).await, ["invite"]);
     dave.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&other)), json!({})).await.assert_ok();
     assert_eq!(sections_with(&dave, &other).await, ["leave"]);
-    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&other));
-    wait_until(&alice, &members, |body| {
-        let chunk = body["chunk"].as_array().unwrap();
-        chunk.iter().any(|e| e["state_key"] == "@dave:b.test" && e["content"]["membership"] == "leave")
-    })
-    .await;
+    wait_for_membership(&alice, &other, "@dave:b.test", "leave").await;
 }
 
 #[tokio::test]
@@ -239,15 +236,7 @@ async fn knocks_and_restricted_joins_cross_servers() {
     let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
     let state = &sync.assert_ok()["rooms"]["knock"][&room]["knock_state"]["events"];
     assert!(state.as_array().unwrap().iter().any(|e| e["type"] == "m.room.name"), "{state}");
-    let members = format!("/_matrix/client/v3/rooms/{}/members", enc(&room));
-    wait_until(&alice, &members, |body| {
-        body["chunk"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["state_key"] == "@bob:b.test" && e["content"]["membership"] == "knock")
-    })
-    .await;
+    wait_for_membership(&alice, &room, "@bob:b.test", "knock").await;
     let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
     alice.client.post(&invite, json!({ "user_id": "@bob:b.test" })).await.assert_ok();
     bob.join(&room).await.assert_ok();

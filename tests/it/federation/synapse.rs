@@ -87,6 +87,21 @@ fn log_of(peer: &SynapsePeer) -> String {
     lines[lines.len().saturating_sub(80)..].join("\n")
 }
 
+/// In a Synapse room alice (conduit) joined after sam wrote "avant alice":
+/// alice reads it in the history, then each sees the other's message; the
+/// id of alice's.
+async fn history_then_talk(alice: &Session, sam: &Session, room: &str, synapse: &SynapsePeer) -> String {
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(room));
+    let history = alice.client.get(&messages).await;
+    let chunk = &history.assert_ok()["chunk"];
+    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
+    sam.send_text(room, "t1", "bienvenue").await;
+    wait_in_room(alice, room, synapse, |s| timeline_has(s, "bienvenue")).await;
+    let mine = alice.send_text(room, "t2", "merci").await;
+    wait_in_room(sam, room, synapse, |s| timeline_has(s, "merci")).await;
+    mine
+}
+
 fn timeline_has(section: &Value, body: &str) -> bool {
     message_bodies(&section["timeline"]["events"]).iter().any(|b| b == body)
 }
@@ -175,15 +190,7 @@ async fn a_conduit_user_joins_a_synapse_room_by_id_and_they_talk() {
     assert_eq!(name.assert_ok()["name"], "Salon Synapse");
 
     // conduit fetches the history from before the join from Synapse.
-    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
-    let history = alice.client.get(&messages).await;
-    let chunk = &history.assert_ok()["chunk"];
-    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
-
-    sam.send_text(&room, "t1", "bienvenue").await;
-    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
-    let mine = alice.send_text(&room, "t2", "merci").await;
-    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
+    let mine = history_then_talk(&alice, &sam, &room, &synapse).await;
 
     // Synapse's admin redacts alice's message and changes the topic: conduit applies both.
     let redact = format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", enc(&room), enc(&mine));
@@ -222,16 +229,8 @@ async fn a_conduit_user_takes_part_in_a_synapse_room_of_version(version: &str) {
     let create = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.create/", enc(&room))).await;
     assert_eq!(create.assert_ok()["room_version"], version);
 
-    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
-    let history = alice.client.get(&messages).await;
-    let chunk = &history.assert_ok()["chunk"];
-    assert!(message_bodies(chunk).iter().any(|b| b == "avant alice"), "{chunk}");
-
-    sam.send_text(&room, "t1", "bienvenue").await;
-    wait_in_room(&alice, &room, &synapse, |s| timeline_has(s, "bienvenue")).await;
-    let mine = alice.send_text(&room, "t2", "merci").await;
+    let mine = history_then_talk(&alice, &sam, &room, &synapse).await;
     assert!(mine.ends_with(&format!(":{}", alice.user_id.split_once(':').unwrap().1)), "{mine}: minted here");
-    wait_in_room(&sam, &room, &synapse, |s| timeline_has(s, "merci")).await;
 
     let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic/", enc(&room));
     sam.client.put(&topic, json!({ "topic": "Ordre du jour" })).await.assert_ok();
