@@ -213,6 +213,7 @@ async fn fuzz_room(services: &Services) -> crate::error::Result<String> {
         creator_member_content: serde_json::json!({ "membership": "join" }),
         preset: Preset::Public,
         invitees: Vec::new(),
+        remote_invitees: Vec::new(),
         is_direct: false,
         alias: None,
         name: None,

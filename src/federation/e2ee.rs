@@ -93,6 +93,8 @@ impl Federation {
     ) {
         let servers = by_server(messages, &self.server_name);
         let message_id = format!("{}-{}", percent_encode(device_id), percent_encode(txn_id));
+        let servers: BTreeMap<_, _> =
+            servers.into_iter().filter(|(server, _)| self.config.federates_with(server.as_str())).collect();
         for (server, messages) in &servers {
             let edu = json!({ "edu_type": "m.direct_to_device", "content": {
                 "sender": sender, "type": event_type, "message_id": message_id, "messages": messages } });

@@ -235,12 +235,12 @@ pub fn disposition_filename(disposition: &str) -> Option<String> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "filename*" => {
-                let (charset, rest) = value.split_once('\'')?;
+                // A malformed one leaves `filename` to say it.
+                let Some((charset, rest)) = value.split_once('\'') else { continue };
                 let encoded = rest.split_once('\'').map_or(rest, |(_, encoded)| encoded);
-                if charset.eq_ignore_ascii_case("utf-8") {
-                    if let Some(decoded) = percent_decode(encoded) {
-                        return Some(decoded);
-                    }
+                let decoded = crate::http::request::percent_decode(encoded, false);
+                if charset.eq_ignore_ascii_case("utf-8") && !decoded.is_empty() {
+                    return Some(decoded);
                 }
             }
             "filename" => plain = Some(value.trim_matches('"').to_owned()),
@@ -248,21 +248,6 @@ pub fn disposition_filename(disposition: &str) -> Option<String> {
         }
     }
     plain.filter(|name| !name.is_empty())
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let mut bytes = Vec::with_capacity(text.len());
-    let mut input = text.bytes();
-    while let Some(byte) = input.next() {
-        if byte == b'%' {
-            let high = (input.next()? as char).to_digit(16)?;
-            let low = (input.next()? as char).to_digit(16)?;
-            bytes.push(u8::try_from(high * 16 + low).ok()?);
-        } else {
-            bytes.push(byte);
-        }
-    }
-    String::from_utf8(bytes).ok()
 }
 
 #[cfg(test)]
@@ -352,5 +337,6 @@ mod tests {
             Some("été.txt")
         );
         assert_eq!(disposition_filename("inline"), None);
+        assert_eq!(disposition_filename("inline; filename*=broken; filename=\"a.txt\"").as_deref(), Some("a.txt"));
     }
 }

@@ -47,7 +47,11 @@ pub struct NewRoom {
     /// The creator's join content (with their profile).
     pub creator_member_content: Value,
     pub preset: Preset,
+    /// Invitees of this server (invited by the plan's events).
     pub invitees: Vec<OwnedUserId>,
+    /// Invitees of other servers: invited once the room exists (their
+    /// server signs), but given the same power and creatorship here.
+    pub remote_invitees: Vec<OwnedUserId>,
     pub is_direct: bool,
     pub alias: Option<OwnedRoomAliasId>,
     pub name: Option<String>,
@@ -69,14 +73,15 @@ pub struct Plan {
 pub fn plan(room: NewRoom, rules: &RoomVersionRules) -> Result<Plan> {
     let mut creation_content = room.creation_content;
     let trusted = room.preset == Preset::TrustedPrivate;
-    if trusted && rules.authorization.additional_room_creators && !room.invitees.is_empty() {
-        add_additional_creators(&mut creation_content, &room.invitees)?;
+    let all_invitees: Vec<OwnedUserId> = room.invitees.iter().chain(&room.remote_invitees).cloned().collect();
+    if trusted && rules.authorization.additional_room_creators && !all_invitees.is_empty() {
+        add_additional_creators(&mut creation_content, &all_invitees)?;
     }
     let creators_are_implicit = rules.authorization.explicitly_privilege_room_creators;
     let mut events = vec![EventRequest::state(kinds::MEMBER, room.creator.as_str(), room.creator_member_content)];
     let power = power_levels(
         &room.creator,
-        &room.invitees,
+        &all_invitees,
         room.preset,
         creators_are_implicit,
         room.power_level_override.as_ref(),
@@ -188,6 +193,7 @@ mod tests {
             creator_member_content: json!({ "membership": "join", "displayname": "Alice" }),
             preset,
             invitees: vec![user("@bob:example.org")],
+            remote_invitees: vec![],
             is_direct: true,
             alias: Some(OwnedRoomAliasId::try_from("#forum:example.org").unwrap()),
             name: Some("Forum".into()),
@@ -227,6 +233,22 @@ mod tests {
         assert_eq!(plan.events[9].content, json!({ "membership": "invite", "is_direct": true }));
         assert_eq!(plan.events[3].content["join_rule"], "invite");
         assert_eq!(plan.events[1].content["users"]["@alice:example.org"], 100);
+    }
+
+    #[test]
+    fn remote_invitees_of_a_trusted_room_get_its_power_but_no_invite_event_here() {
+        let room = NewRoom { remote_invitees: vec![user("@carol:elsewhere.org")], ..new_room(Preset::TrustedPrivate) };
+        let v10 = plan(room.clone(), &room_version::rules(&RoomVersionId::V10).unwrap()).unwrap();
+        assert_eq!(v10.events[1].content["users"]["@carol:elsewhere.org"], 100);
+        let invited: Vec<&str> = v10
+            .events
+            .iter()
+            .filter(|e| e.content["membership"] == "invite")
+            .filter_map(|e| e.state_key.as_deref())
+            .collect();
+        assert_eq!(invited, ["@bob:example.org"]);
+        let v12 = plan(room, &room_version::rules(&RoomVersionId::V12).unwrap()).unwrap();
+        assert_eq!(v12.create_content["additional_creators"], json!(["@bob:example.org", "@carol:elsewhere.org"]));
     }
 
     #[test]

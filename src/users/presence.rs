@@ -24,6 +24,9 @@ use crate::{
 /// Most users (other servers' included) whose presence is kept.
 pub const MAX_REMOTE_USERS: usize = 100_000;
 
+/// Most users of one other server whose presence is kept.
+pub const MAX_USERS_PER_SERVER: usize = 10_000;
+
 /// Longest status message kept from another server.
 const MAX_STATUS_MSG_BYTES: usize = 1024;
 
@@ -45,11 +48,13 @@ pub struct Presence {
     enabled: bool,
     storage: Arc<Storage>,
     users: Arc<Mutex<HashMap<OwnedUserId, Status>>>,
+    /// How many users of each other server `users` holds.
+    remote_per_server: Arc<Mutex<HashMap<ruma::OwnedServerName, usize>>>,
 }
 
 impl Presence {
     pub fn new(storage: Arc<Storage>, enabled: bool) -> Self {
-        Self { enabled, storage, users: Arc::default() }
+        Self { enabled, storage, users: Arc::default(), remote_per_server: Arc::default() }
     }
 
     pub fn enabled(&self) -> bool {
@@ -82,8 +87,10 @@ impl Presence {
     }
 
     /// Another server's user's presence, as its server sent it (`m.presence`
-    /// EDU). At most [`MAX_REMOTE_USERS`] other servers' users are kept:
-    /// what peers send cannot grow memory without bound.
+    /// EDU). At most [`MAX_USERS_PER_SERVER`] users of one server and
+    /// [`MAX_REMOTE_USERS`] in all are kept: what peers send cannot grow
+    /// memory without bound, and one server cannot crowd out the others. A
+    /// repeat of the same state is not news (no position, no sync woken).
     pub fn set_remote(
         &self,
         user_id: &UserId,
@@ -94,11 +101,20 @@ impl Presence {
         if !self.enabled || !matches!(state, "online" | "unavailable" | "offline") {
             return Ok(());
         }
-        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        if !users.contains_key(user_id) && users.len() >= MAX_REMOTE_USERS {
-            return Ok(());
-        }
         let status_msg = status_msg.filter(|message| message.len() <= MAX_STATUS_MSG_BYTES);
+        let users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        match users.get(user_id) {
+            Some(previous) if previous.state == state && previous.status_msg == status_msg => return Ok(()),
+            Some(_) => {}
+            None => {
+                let mut per_server = self.remote_per_server.lock().unwrap_or_else(|p| p.into_inner());
+                let count = per_server.entry(user_id.server_name().to_owned()).or_insert(0);
+                if *count >= MAX_USERS_PER_SERVER || users.len() >= MAX_REMOTE_USERS {
+                    return Ok(());
+                }
+                *count += 1;
+            }
+        }
         self.record(users, user_id, state, status_msg, last_active_ago)
     }
 

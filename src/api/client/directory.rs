@@ -123,8 +123,13 @@ fn remote_members_matching(
         let Some(room) = s.rooms.room(room_id)? else { continue };
         let state = s.rooms.current_state(&room)?;
         for user in s.rooms.joined_members_in(&state)? {
-            if user.server_name() == s.config.server_name || scanned >= MAX_REMOTE_MEMBERS_SCANNED {
+            if user.server_name() == s.config.server_name {
                 continue;
+            }
+            if scanned == MAX_REMOTE_MEMBERS_SCANNED {
+                // Not every member was looked at: there may be more.
+                let kept = found.into_values().take(limit).collect();
+                return Ok((kept, true));
             }
             scanned += 1;
             let member = s.rooms.state_event_in(&state, kinds::MEMBER, user.as_str())?;
