@@ -28,6 +28,9 @@ use crate::{
 /// Most events asked for at once.
 pub const MAX_BACKFILL: usize = 100;
 
+/// Servers asked for history in one `/messages` call, at most.
+const MAX_SERVERS_TRIED: usize = 3;
+
 impl Federation {
     /// Fetches up to `limit` events of history older than what `room_id`'s
     /// timeline holds; how many were added to it.
@@ -44,8 +47,10 @@ impl Federation {
             .filter(|server| **server != self.server_name)
             .cloned()
             .collect();
-        for server in servers {
+        // A few servers at most: each may take its whole request time.
+        for server in servers.into_iter().take(MAX_SERVERS_TRIED) {
             match self.backfill_from(rooms, &server, room_id, limit.clamp(1, MAX_BACKFILL)).await {
+                Ok(0) => tracing::debug!(room = %room_id, %server, "this server had no earlier events"),
                 Ok(added) => return Ok(added),
                 Err(error) => tracing::info!(room = %room_id, %server, %error, "could not backfill from this server"),
             }

@@ -12,7 +12,7 @@
 //! Walked for a local user: the depth-first walk of [`crate::rooms::hierarchy`],
 //! where a child room this server does not hold is asked of the servers
 //! its `m.space.child` event names (`via`), at most [`MAX_REMOTE_ROOMS`]
-//! per walk; what an answer says of the room's own children is used
+//! per walk and none after [`WALK_TIME`]; what an answer says of the room's own children is used
 //! without asking again. A remote room is shown to the user as the spec's
 //! preview rules say, from its summary (world-readable, public or knock
 //! join rule, or restricted to a room the user is joined to here).
@@ -32,6 +32,8 @@ use crate::{
 const MAX_REMOTE_ROOMS: usize = 50;
 /// Servers tried per remote room.
 const MAX_VIA: usize = 3;
+/// After this long, a walk asks no more servers (what it has is shown).
+const WALK_TIME: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// `GET /_matrix/federation/v1/hierarchy/{roomId}` for `origin`.
 pub fn serve(rooms: &Rooms, origin: &ServerName, room_id: &RoomId, suggested_only: bool) -> Result<Value> {
@@ -88,6 +90,7 @@ pub async fn walk(
     // What remote answers said of rooms not asked about yet (their children's summaries).
     let mut known_remote: HashMap<OwnedRoomId, Value> = HashMap::new();
     let mut remote_asked = 0;
+    let started = std::time::Instant::now();
     let mut stack: Vec<(OwnedRoomId, Vec<OwnedServerName>, u64)> = vec![(root.to_owned(), Vec::new(), 0)];
     while let Some((room_id, via, depth)) = stack.pop() {
         if !seen.insert(room_id.clone()) {
@@ -97,7 +100,7 @@ pub async fn walk(
             local_node(rooms, &room_id, user_id)?
         } else if let Some(summary) = known_remote.remove(&room_id) {
             remote_node(rooms, summary, user_id)?
-        } else if remote_asked < MAX_REMOTE_ROOMS && !via.is_empty() {
+        } else if remote_asked < MAX_REMOTE_ROOMS && !via.is_empty() && started.elapsed() < WALK_TIME {
             remote_asked += 1;
             match federation.ask_hierarchy(&room_id, &via, suggested_only).await {
                 Some(answer) => {

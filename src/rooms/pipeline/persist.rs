@@ -112,8 +112,13 @@ impl Rooms {
             Some(position) if in_timeline => position,
             _ => reservation.as_ref().map_or(0, |r| r.count),
         };
-        let short = self.storage.next_count()?;
         let event_id = pdu.event_id().to_string();
+        // An event held before (an outlier placed now) keeps its short id:
+        // state maps built while it was an outlier name it by that id.
+        let short = match self.storage.tables.eventid_shortid.get(&event_id)? {
+            Some(short) => short,
+            None => self.storage.next_count()?,
+        };
         let is_create = pdu.event_type() == &TimelineEventType::RoomCreate;
         // The create event has an empty state before it; its own state starts
         // a whole snapshot rather than a diff over one not yet written.
