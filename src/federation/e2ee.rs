@@ -5,16 +5,22 @@
 //! not answer named in `failures`), and to-device messages for their devices
 //! sent as `m.direct_to_device` EDUs.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    time::Duration,
+};
 
-use ruma::{OwnedServerName, OwnedUserId, UserId};
+use futures_util::StreamExt;
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, UserId};
 use serde_json::{json, Map, Value};
 
-use super::Federation;
+use super::{device_lists, Federation};
 use crate::{error::Result, http::request::percent_encode, rooms::Rooms};
 
 /// How long a remote server has to answer a key query or claim.
 const KEYS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most device lists fetched at once for one query.
+const MAX_FETCHES_AT_ONCE: usize = 8;
 
 /// The wanted users of other servers than `own`, by server.
 fn by_server<T: Clone>(
@@ -51,9 +57,55 @@ impl Federation {
         futures_util::future::join_all(asks).await
     }
 
-    /// Adds the keys of `wanted`'s remote users to a `/keys/query` answer.
-    pub async fn query_remote_keys(&self, wanted: &BTreeMap<OwnedUserId, Vec<String>>, answer: &mut Value) {
-        for (server, outcome) in self.ask_each(wanted, "/_matrix/federation/v1/user/keys/query", "device_keys").await {
+    /// Adds the keys of `wanted`'s remote users to `viewer`'s `/keys/query`
+    /// answer: from the cached device lists ([`super::device_lists`]); the
+    /// lists of users sharing a room with the viewer and not cached (or
+    /// stale) are fetched whole and cached; the other users' keys are asked
+    /// of their servers. A stale copy is served when its server cannot be
+    /// reached.
+    pub async fn query_remote_keys(
+        &self,
+        rooms: &Rooms,
+        viewer: &UserId,
+        wanted: &BTreeMap<OwnedUserId, Vec<String>>,
+        answer: &mut Value,
+    ) -> Result<()> {
+        let mine: HashSet<OwnedRoomId> = rooms.joined_rooms(viewer.localpart())?.into_iter().collect();
+        let mut to_fetch = Vec::new();
+        let mut to_ask = BTreeMap::new();
+        for (user, devices) in wanted.iter().filter(|(user, _)| user.server_name() != self.server_name) {
+            if let Some(record) = self.fresh_device_list(user)? {
+                device_lists::add_to_answer(user, &record, devices, answer);
+            } else if rooms.joined_to_any(user, &mine)? {
+                to_fetch.push((user.clone(), devices.clone()));
+            } else {
+                to_ask.insert(user.clone(), devices.clone());
+            }
+        }
+        let fetches = to_fetch.into_iter().map(|(user, devices)| async move {
+            let fetched = tokio::time::timeout(KEYS_TIMEOUT, self.resync_device_list(&user)).await;
+            let outcome = match fetched {
+                Ok(Ok(record)) => Ok(record),
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("The server did not answer in time".to_owned()),
+            };
+            (user, devices, outcome)
+        });
+        let fetched =
+            futures_util::stream::iter(fetches).buffer_unordered(MAX_FETCHES_AT_ONCE).collect::<Vec<_>>().await;
+        for (user, devices, outcome) in fetched {
+            match outcome {
+                Ok(record) => device_lists::add_to_answer(&user, &record, &devices, answer),
+                Err(error) => match self.any_device_list(&user)? {
+                    Some(stale) => device_lists::add_to_answer(&user, &stale, &devices, answer),
+                    None => {
+                        answer["failures"][user.server_name().as_str()] =
+                            json!({ "errcode": "M_UNKNOWN", "error": error })
+                    }
+                },
+            }
+        }
+        for (server, outcome) in self.ask_each(&to_ask, "/_matrix/federation/v1/user/keys/query", "device_keys").await {
             match outcome {
                 Ok(keys) => {
                     for section in ["device_keys", "master_keys", "self_signing_keys"] {
@@ -63,6 +115,7 @@ impl Federation {
                 Err(failure) => answer["failures"][server.as_str()] = failure,
             }
         }
+        Ok(())
     }
 
     /// Adds one-time keys of `wanted`'s remote users' devices to a `/keys/claim` answer.
@@ -167,47 +220,102 @@ pub fn serve_devices(e2ee: &crate::e2ee::E2ee, user_id: &UserId, stream_id: u64)
     Ok(body)
 }
 
+/// Where the device-list announcements stand (a position in the key-change log).
+const DEVICE_UPDATES_SENT_UPTO: &str = "federation.device_updates_sent_upto";
+
 /// Sends `m.device_list_update` EDUs for this server's users whose keys or
-/// devices changed (the key-change log, read from start-up on) to the
-/// servers sharing a room with them; those servers ask again
-/// (`/user/devices` or `/user/keys/query`). Not kept across restarts.
+/// devices changed (the key-change log, from where the last run stopped) to
+/// the servers sharing a room with them, with an `m.signing_key_update`
+/// carrying their cross-signing keys when they have some. The update names
+/// no device and no `prev_id`: the receiver fetches the whole list again
+/// (`/user/devices`). EDUs wait in memory: one queued when the server stops
+/// is not sent after the restart.
 pub fn start_device_list_updates(services: &std::sync::Arc<crate::services::Services>) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
     let weak = std::sync::Arc::downgrade(services);
     let mut changes = services.storage.subscribe_changes();
-    let mut cursor = services.rooms.current_position().unwrap_or(0);
+    let now = services.rooms.current_position().unwrap_or(0);
+    let mut cursor = services.federation.device_updates_sent_upto().unwrap_or(now);
     runtime.spawn(async move {
-        while changes.changed().await.is_ok() {
+        loop {
             let Some(s) = weak.upgrade() else { return };
-            let Ok(upto) = s.rooms.current_position() else { continue };
-            let users = match s.e2ee.users_with_key_changes(cursor, upto) {
-                Ok(users) => users,
-                Err(error) => {
-                    tracing::warn!(%error, "could not read key changes");
-                    continue;
+            if let Ok(upto) = s.rooms.current_position() {
+                match announce_key_changes(&s, cursor, upto) {
+                    Ok(()) => cursor = upto,
+                    Err(error) => tracing::warn!(%error, "could not announce key changes"),
                 }
-            };
-            cursor = upto;
-            for user in users.iter().filter(|user| user.server_name() == s.config.server_name) {
-                if let Err(error) = s.federation.send_device_list_update(&s.rooms, user, upto) {
-                    tracing::debug!(%user, %error, "device list update not sent");
-                }
+            }
+            drop(s);
+            if changes.changed().await.is_err() {
+                return;
             }
         }
     });
 }
 
+/// Announces the key changes of local users in `(since, upto]`.
+fn announce_key_changes(s: &crate::services::Services, since: u64, upto: u64) -> Result<()> {
+    if upto <= since {
+        return Ok(());
+    }
+    let users = s.e2ee.users_with_key_changes(since, upto)?;
+    for user in users.iter().filter(|user| user.server_name() == s.config.server_name) {
+        let mut master = s.e2ee.cross_signing_key(user.localpart(), "master")?;
+        // Other servers see only the owner's signatures on it.
+        if let Some(signatures) = master.as_mut().and_then(|key| key["signatures"].as_object_mut()) {
+            signatures.retain(|signer, _| signer == user.as_str());
+        }
+        let cross_signing =
+            CrossSigningKeys { master, self_signing: s.e2ee.cross_signing_key(user.localpart(), "self_signing")? };
+        s.federation.send_device_list_update(&s.rooms, user, upto, &cross_signing)?;
+    }
+    s.federation.set_device_updates_sent_upto(upto)
+}
+
+/// A user's public cross-signing keys, as other servers see them.
+struct CrossSigningKeys {
+    master: Option<Value>,
+    self_signing: Option<Value>,
+}
+
 impl Federation {
-    /// An `m.device_list_update` for `user` to every server sharing a room with it.
-    fn send_device_list_update(&self, rooms: &Rooms, user: &UserId, stream_id: u64) -> Result<()> {
+    fn device_updates_sent_upto(&self) -> Option<u64> {
+        self.storage.meta_get::<u64>(DEVICE_UPDATES_SENT_UPTO).ok().flatten()
+    }
+
+    fn set_device_updates_sent_upto(&self, position: u64) -> Result<()> {
+        Ok(self.storage.meta_put(DEVICE_UPDATES_SENT_UPTO, &position)?)
+    }
+
+    /// An `m.device_list_update` for `user` to every server sharing a room
+    /// with it, and its cross-signing keys in an `m.signing_key_update`.
+    fn send_device_list_update(
+        &self,
+        rooms: &Rooms,
+        user: &UserId,
+        stream_id: u64,
+        cross_signing: &CrossSigningKeys,
+    ) -> Result<()> {
         let mut servers = std::collections::BTreeSet::new();
         for room_id in rooms.joined_rooms(user.localpart())? {
             servers.extend(rooms.other_servers_in(&room_id, &self.server_name)?);
         }
-        let edu = json!({ "edu_type": "m.device_list_update", "content": {
-            "user_id": user, "device_id": "*", "stream_id": stream_id, "prev_id": [], "deleted": false } });
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let mut edus = vec![json!({ "edu_type": "m.device_list_update", "content": {
+            "user_id": user, "device_id": "*", "stream_id": stream_id, "prev_id": [], "deleted": false } })];
+        if let Some(master) = &cross_signing.master {
+            let mut content = json!({ "user_id": user, "master_key": master });
+            if let Some(self_signing) = &cross_signing.self_signing {
+                content["self_signing_key"] = self_signing.clone();
+            }
+            edus.push(json!({ "edu_type": "m.signing_key_update", "content": content }));
+        }
         for server in &servers {
-            self.sender.queue_edu(server, edu.clone());
+            for edu in &edus {
+                self.sender.queue_edu(server, edu.clone());
+            }
         }
         rooms.outbox_signal().mark(servers);
         Ok(())

@@ -109,7 +109,13 @@ pub struct EduSinks<'a> {
 }
 
 /// Applies the EDUs of `origin`'s transaction (what is not for us is ignored).
-pub async fn receive(rooms: &Rooms, sinks: EduSinks<'_>, origin: &ServerName, edus: &[Value]) {
+pub async fn receive(
+    federation: &super::Federation,
+    rooms: &Rooms,
+    sinks: EduSinks<'_>,
+    origin: &ServerName,
+    edus: &[Value],
+) {
     for edu in edus {
         let content = &edu["content"];
         let outcome = match edu["edu_type"].as_str() {
@@ -117,8 +123,8 @@ pub async fn receive(rooms: &Rooms, sinks: EduSinks<'_>, origin: &ServerName, ed
             Some("m.receipt") => receive_receipts(rooms, origin, content).await,
             Some("m.direct_to_device") => receive_to_device(sinks.e2ee, origin, content).await,
             Some("m.presence") => receive_presence(sinks.presence, origin, content),
-            Some("m.device_list_update" | "m.signing_key_update") => {
-                receive_key_change(sinks.e2ee, origin, content).await
+            Some(kind @ ("m.device_list_update" | "m.signing_key_update")) => {
+                receive_key_change(federation, rooms, sinks.e2ee, origin, kind, content).await
             }
             _ => Ok(()),
         };
@@ -204,12 +210,28 @@ async fn receive_to_device(e2ee: &crate::e2ee::E2ee, origin: &ServerName, conten
 }
 
 /// `m.device_list_update` / `m.signing_key_update`: `origin`'s user's keys
-/// changed; noted in the key-change log, so local clients sharing a room
-/// with the user see it in `/sync` (`device_lists.changed`) and ask again.
-async fn receive_key_change(e2ee: &crate::e2ee::E2ee, origin: &ServerName, content: &Value) -> Result<()> {
+/// changed. The cached copy of the user's list is brought up to date (see
+/// [`super::device_lists`]) and, when the user shares a room with a local
+/// user, the change is noted in the key-change log, so local clients see it
+/// in `/sync` (`device_lists.changed`) and ask again.
+async fn receive_key_change(
+    federation: &super::Federation,
+    rooms: &Rooms,
+    e2ee: &crate::e2ee::E2ee,
+    origin: &ServerName,
+    kind: &str,
+    content: &Value,
+) -> Result<()> {
     let Some(user) = content["user_id"].as_str().and_then(|id| UserId::parse(id).ok()) else { return Ok(()) };
     if user.server_name() != origin {
         return Ok(());
     }
-    e2ee.note_remote_key_change(&user).await
+    let noted = match kind {
+        "m.signing_key_update" => federation.apply_signing_key_update(rooms, &user, content).await?,
+        _ => federation.apply_device_list_update(rooms, &user, content).await?,
+    };
+    if noted {
+        e2ee.note_remote_key_change(&user).await?;
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@
 //! `federation.allow_private_addresses`.
 
 pub mod backfill;
+pub mod device_lists;
 pub mod e2ee;
 pub mod edu;
 pub mod hierarchy;

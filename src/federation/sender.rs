@@ -34,8 +34,9 @@ pub const CATCH_UP_THRESHOLD: usize = 500;
 /// How long a destination's task waits for new events before ending.
 const IDLE_EXIT: Duration = Duration::from_secs(300);
 
-/// Most EDUs in one transaction, and waiting for one destination (the
-/// oldest are dropped beyond: they are ephemeral).
+/// Most EDUs in one transaction, and waiting for one destination (beyond,
+/// the oldest typing notification, receipt or presence is dropped, else the
+/// oldest EDU).
 pub const MAX_EDUS: usize = 100;
 
 /// The destinations' tasks, each with the signal that wakes it, and the
@@ -74,7 +75,7 @@ impl Sender {
         let mut edus = self.edus();
         let queue = edus.entry(destination.to_owned()).or_default();
         if queue.len() >= MAX_EDUS {
-            queue.pop_front();
+            make_room(queue);
         }
         queue.push_back(edu);
     }
@@ -105,6 +106,15 @@ impl Sender {
     fn has_edus(&self, destination: &ServerName) -> bool {
         self.edus().contains_key(destination)
     }
+}
+
+/// Drops one EDU of a full queue: the oldest of those superseded by later
+/// ones or of little worth late (typing, receipts, presence), else the
+/// oldest (to-device messages and key changes are kept longest).
+fn make_room(queue: &mut std::collections::VecDeque<Value>) {
+    let ephemeral =
+        queue.iter().position(|edu| matches!(edu["edu_type"].as_str(), Some("m.typing" | "m.receipt" | "m.presence")));
+    queue.remove(ephemeral.unwrap_or(0));
 }
 
 /// Starts sending: the destinations queued before a restart, then each new
@@ -262,6 +272,22 @@ async fn send_transaction(s: &Services, destination: &ServerName, page: &[Outbox
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_drops_typing_before_to_device_messages() {
+        let sender = Sender::default();
+        let server = <&ServerName>::try_from("b.example").expect("a server name");
+        sender.queue_edu(server, json!({ "edu_type": "m.direct_to_device", "content": { "n": 0 } }));
+        for n in 1..MAX_EDUS {
+            sender.queue_edu(server, json!({ "edu_type": "m.typing", "content": { "n": n } }));
+        }
+        sender.queue_edu(server, json!({ "edu_type": "m.direct_to_device", "content": { "n": MAX_EDUS } }));
+        let queued = sender.take_edus(server);
+        assert_eq!(queued.len(), MAX_EDUS);
+        assert_eq!(queued[0]["content"]["n"], 0, "the to-device message is kept");
+        assert_eq!(queued[1]["content"]["n"], 2, "the oldest typing notification went");
+        assert_eq!(queued[MAX_EDUS - 1]["content"]["n"], MAX_EDUS);
+    }
 
     #[test]
     fn retries_double_up_to_the_configured_maximum() {

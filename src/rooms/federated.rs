@@ -34,6 +34,24 @@ impl Rooms {
         Ok(self.audience(room.current_state, &state)?.servers.contains(server))
     }
 
+    /// Whether another server's `user` is joined to a room where a local user
+    /// is joined too (its device list matters here). Reads every room's
+    /// audience, cached per state snapshot.
+    pub fn shares_room_with_local(&self, user: &UserId) -> Result<bool> {
+        for (room_id, room) in self.storage.tables.roomid_room.all()? {
+            let state = self.current_state(&room)?;
+            let audience = self.audience(room.current_state, &state)?;
+            if audience.local_members.is_empty() || !audience.servers.contains(user.server_name()) {
+                continue;
+            }
+            let Ok(room_id) = ruma::RoomId::parse(&room_id) else { continue };
+            if self.membership(&room_id, user)? == Some(super::Membership::Join) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether `authoriser`, a local user, may vouch for `user_id`'s join of a
     /// restricted room (`join_authorised_via_users_server`): the join rules
     /// are restricted, the user is in one of the rooms they allow and neither

@@ -320,6 +320,28 @@ impl Record for ServerKeysRecord {
     const VERSION: u8 = 1;
 }
 
+/// Another server's user's device list as last known here: from its
+/// server's `/user/devices` answer, then kept up to date by its
+/// `m.device_list_update` and `m.signing_key_update` EDUs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteDeviceListRecord {
+    /// The server's stream id for the user's list, as of this copy.
+    pub stream_id: u64,
+    /// An update could not be applied (a gap in `prev_id`): asked again
+    /// before it is used.
+    pub stale: bool,
+    /// device id → its signed keys, with `unsigned.device_display_name` (JSON object).
+    pub devices: String,
+    pub master_key: Option<String>,
+    pub self_signing_key: Option<String>,
+    /// When it was last fetched whole (ms).
+    pub fetched_ts: u64,
+}
+
+impl Record for RemoteDeviceListRecord {
+    const VERSION: u8 = 1;
+}
+
 /// The answer given to another server's transaction (`/send`), kept a day
 /// so that a transaction sent again is answered the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

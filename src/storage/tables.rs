@@ -13,9 +13,9 @@ use super::{
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
         MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
-        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord,
-        UserRecord,
+        RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry,
+        ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord,
+        UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -131,6 +131,9 @@ pub struct Tables {
     /// server name → the last verified key document of that server (its
     /// own, self-signed `/_matrix/key/v2/server` answer). Owner: `federation`.
     pub server_keys: Table<String, ServerKeysRecord>,
+    /// user id → another server's user's device list, cached while the user
+    /// shares a room with a local user. Owner: `federation::device_lists`.
+    pub remote_device_lists: Table<String, RemoteDeviceListRecord>,
     /// (destination server, event position) → (room id, event id): a local
     /// event that server has not acknowledged yet, written in the event's own
     /// batch. Owner: `rooms::outbox`.
@@ -195,6 +198,7 @@ impl Tables {
             profile_propagations: Table::open(db, "localpart_profilepropagation")?,
             server_keys: Table::open(db, "servername_serverkeys")?,
             outbox: Table::open(db, "destination_count_roomevent")?,
+            remote_device_lists: Table::open(db, "userid_remotedevicelist")?,
             federation_txns: Table::open(db, "origin_txnid_answer")?,
             remote_invites: Table::open(db, "localpart_roomid_remoteinvite")?,
         })

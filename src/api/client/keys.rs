@@ -49,7 +49,7 @@ struct QueryBody {
 pub async fn query(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: QueryBody = request.json()?;
     let mut answer = s.e2ee.query(who, &body.device_keys)?;
-    s.federation.query_remote_keys(&body.device_keys, &mut answer).await;
+    s.federation.query_remote_keys(&s.rooms, &who.user_id, &body.device_keys, &mut answer).await?;
     Ok(Response::json(&answer))
 }
 

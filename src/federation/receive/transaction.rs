@@ -77,7 +77,8 @@ pub async fn receive(
         return Err(Error::bad_json(format!("A transaction carries at most {MAX_PDUS} PDUs and {MAX_EDUS} EDUs")));
     }
     if let Some(sinks) = receipt.edu_sinks {
-        crate::federation::edu::receive(receipt.rooms, sinks, receipt.origin, &transaction.edus).await;
+        crate::federation::edu::receive(receipt.federation, receipt.rooms, sinks, receipt.origin, &transaction.edus)
+            .await;
     }
     let mut by_room: BTreeMap<OwnedRoomId, Vec<Value>> = BTreeMap::new();
     for pdu in transaction.pdus {

@@ -68,11 +68,7 @@ fn json_of(pdu: &Pdu) -> Value {
 
 /// `PUT /send/{txn}` to b.test, signed by a.test's real key.
 async fn send_as_a(ca: &TestCa, a: &TestServer, b: &TestServer, txn: &str, pdus: Vec<Value>) -> (u16, Value) {
-    let path = format!("/_matrix/federation/v1/send/{txn}");
-    let body = json!({ "origin": "a.test", "origin_server_ts": 1_800_000_000_000u64, "pdus": pdus, "edus": [] });
-    let key = &a.services().server_key;
-    let authorization = x_matrix::authorization(key, "a.test", "b.test", "PUT", &path, Some(&body)).unwrap();
-    tls_request_with_body(&ca.pem(), tls_addr(b), "b.test", "PUT", &path, Some(&authorization), Some(&body)).await
+    super::send_transaction_as_a(ca, a, b, txn, pdus, Vec::new()).await
 }
 
 #[tokio::test]

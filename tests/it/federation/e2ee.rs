@@ -119,6 +119,11 @@ async fn a_device_list_change_made_while_the_other_server_is_down_reaches_it_aft
     let bob = b.client().register("bob").await;
     let mut since = alice_and_bob_share_a_room(&alice, &bob).await;
 
+    // bob's server has a copy of alice's list (no device with keys yet).
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let before = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    assert_eq!(before.assert_ok()["device_keys"]["@alice:a.test"], json!({}), "{}", before.body);
+
     // b.test is down while alice's device gets keys; it comes back.
     let b_dir = b.stop().await;
     let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
@@ -129,6 +134,57 @@ async fn a_device_list_change_made_while_the_other_server_is_down_reaches_it_aft
     let bob = Session { client: b.client().with_token(&bob.token), ..bob };
     wait_for_alice_changed(&bob, &mut since).await;
     bob_gets_alice_device(&alice, &bob).await;
+}
+
+/// bob's answer for alice's devices: their ids and the failures.
+async fn alice_devices_for_bob(bob: &Session) -> (Vec<String>, Value) {
+    let query = json!({ "device_keys": { "@alice:a.test": [] } });
+    let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
+    let answer = reply.assert_ok();
+    let devices = answer["device_keys"]["@alice:a.test"].as_object().map(|d| d.keys().cloned().collect());
+    (devices.unwrap_or_default(), answer["failures"].clone()) // in order: a JSON object's keys
+}
+
+#[tokio::test]
+async fn another_servers_device_list_is_cached_and_kept_current_by_its_updates() {
+    let (ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let mut since = alice_and_bob_share_a_room(&alice, &bob).await;
+    let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
+    alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
+    wait_for_alice_changed(&bob, &mut since).await;
+    assert_eq!(alice_devices_for_bob(&bob).await.0, vec![alice.device_id.clone()]);
+
+    // An update following the copy (its prev_id already seen) is applied as
+    // it comes: a device a.test itself does not have shows for bob.
+    let device = |id: &str| json!({ "user_id": "@alice:a.test", "device_id": id, "algorithms": [], "keys": {} });
+    let high = 1u64 << 40;
+    let update = |device_id: &str, stream_id: u64, prev_id: u64| {
+        json!({ "edu_type": "m.device_list_update", "content": { "user_id": "@alice:a.test",
+            "device_id": device_id, "stream_id": stream_id, "prev_id": [prev_id], "keys": device(device_id) } })
+    };
+    let (status, _) = super::send_transaction_as_a(&ca, &a, &b, "dl-1", vec![], vec![update("PUSHED", high, 0)]).await;
+    assert_eq!(status, 200);
+    wait_for_alice_changed(&bob, &mut since).await;
+    let (devices, failures) = alice_devices_for_bob(&bob).await;
+    let mut expected = vec!["PUSHED".to_owned(), alice.device_id.clone()];
+    expected.sort();
+    assert_eq!(devices, expected, "applied to the copy");
+    assert_eq!(failures, json!({}));
+
+    // An update after a gap (an update never received) is not applied: the
+    // list is fetched whole again, as a.test has it.
+    let gap = update("AFTERGAP", high + 2, high + 1);
+    super::send_transaction_as_a(&ca, &a, &b, "dl-2", vec![], vec![gap]).await;
+    wait_for_alice_changed(&bob, &mut since).await;
+    assert_eq!(alice_devices_for_bob(&bob).await.0, vec![alice.device_id.clone()], "fetched again");
+
+    // While a.test is down, bob is answered from the copy.
+    let _a_dir = a.stop().await;
+    let (devices, failures) = alice_devices_for_bob(&bob).await;
+    assert_eq!(devices, vec![alice.device_id.clone()]);
+    assert_eq!(failures, json!({}), "the copy answers, a.test is not asked");
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use rustls::{pki_types::ServerName, ClientConfig, RootCertStore};
 use rustls_pki_types::{pem::PemObject, CertificateDer};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -161,6 +161,23 @@ async fn tls_request_with_body(
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+/// `PUT /send/{txn}` to b.test, signed by a.test's real key.
+async fn send_transaction_as_a(
+    ca: &TestCa,
+    a: &TestServer,
+    b: &TestServer,
+    txn: &str,
+    pdus: Vec<Value>,
+    edus: Vec<Value>,
+) -> (u16, Value) {
+    let path = format!("/_matrix/federation/v1/send/{txn}");
+    let body = json!({ "origin": "a.test", "origin_server_ts": 1_800_000_000_000u64, "pdus": pdus, "edus": edus });
+    let key = &a.services().server_key;
+    let authorization =
+        conduit::federation::x_matrix::authorization(key, "a.test", "b.test", "PUT", &path, Some(&body)).unwrap();
+    tls_request_with_body(&ca.pem(), tls_addr(b), "b.test", "PUT", &path, Some(&authorization), Some(&body)).await
 }
 
 /// Two servers that know each other (`a.test`, `b.test`), and the CA.

@@ -330,7 +330,7 @@ async fn typing_and_read_receipts_cross_servers() {
         e2ee: &services.e2ee,
         presence: &services.presence,
     };
-    conduit::federation::edu::receive(&services.rooms, sinks, origin, &[forged]).await;
+    conduit::federation::edu::receive(&services.federation, &services.rooms, sinks, origin, &[forged]).await;
     let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
     let typing_now = sync.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"].to_string();
     assert!(!typing_now.contains("@alice:a.test\"]"), "{typing_now}");
@@ -404,7 +404,7 @@ async fn presence_crosses_servers_both_ways_and_not_for_others_users() {
         presence: &services.presence,
     };
     let origin = <&ruma::ServerName>::try_from("b.test").unwrap();
-    conduit::federation::edu::receive(&services.rooms, sinks, origin, &[forged]).await;
+    conduit::federation::edu::receive(&services.federation, &services.rooms, sinks, origin, &[forged]).await;
     let alice_id = ruma::UserId::parse("@alice:a.test").unwrap();
     assert_eq!(services.presence.content(&alice_id)["status_msg"], "en réunion");
 }
