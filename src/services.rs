@@ -78,6 +78,7 @@ impl Services {
         crate::push::start(&services);
         crate::federation::sender::start(&services);
         crate::federation::e2ee::start_device_list_updates(&services);
+        crate::federation::partial_state::start(&services);
         Ok(services)
     }
 

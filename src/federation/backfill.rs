@@ -39,14 +39,7 @@ impl Federation {
         if rooms.backfill_point(&room)?.is_none() {
             return Ok(0);
         }
-        let state = rooms.current_state(&room)?;
-        let servers: Vec<OwnedServerName> = rooms
-            .audience(room.current_state, &state)?
-            .servers
-            .iter()
-            .filter(|server| **server != self.server_name)
-            .cloned()
-            .collect();
+        let servers: Vec<OwnedServerName> = rooms.other_servers_in(room_id, &self.server_name)?;
         // A few servers at most: each may take its whole request time.
         for server in servers.into_iter().take(MAX_SERVERS_TRIED) {
             match self.backfill_from(rooms, &server, room_id, limit.clamp(1, MAX_BACKFILL)).await {

@@ -8,13 +8,17 @@
 //! receive the signed event through the same receipt checks as `/send`,
 //! forward it to the room's other servers, and for a join answer the state
 //! before it and its auth chain (countersigning a restricted join this
-//! server authorised).
+//! server authorised); with `omit_members` (MSC3706) without its member
+//! events but the joiner's and an untitled room's heroes', naming the
+//! servers in the room before the join.
 //!
 //! As the joining server ([`Federation::join_remote`]): `/make_join` through
 //! each candidate server in turn, the template signed, `/send_join`, then
 //! every event of the answer checked (format, signatures, hashes, the auth
 //! rules against its own auth events, oldest first) and the join checked
-//! against the state before it, before the room is stored here.
+//! against the state before it, before the room is stored here. The join
+//! asks for partial state; an answer without members marks the room
+//! partial, completed later by [`super::partial_state`].
 
 use std::collections::HashMap;
 
@@ -37,8 +41,12 @@ use crate::{
         pipeline::{EventView, StateView, Verdict},
         Membership, RoomRecord, Rooms,
     },
+    storage::records::PartialStateRecord,
     util::now_ms,
 };
+
+/// Most servers kept from a partial join's `servers_in_room`.
+const MAX_SERVERS_IN_ROOM: usize = 10_000;
 
 /// Reference hashes read from a template (versions 1 and 2).
 type ReferenceHashes = Vec<(OwnedEventId, Option<String>)>;
@@ -96,10 +104,7 @@ impl Federation {
             return Err(Error::forbidden("A server may only ask for its own users' membership"));
         }
         rooms.check_server_acl(room_id, origin)?;
-        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
-        if !rooms.server_in_room(&room, &self.server_name)? {
-            return Err(Error::not_found("This server is not in the room"));
-        }
+        let room = resident_room(rooms, room_id, &self.server_name)?;
         if membership != Membership::Leave && !supported_versions.contains(&room.version.as_str()) {
             return Err(Error::new(
                 ErrorKind::IncompatibleRoomVersion { room_version: room.version.clone() },
@@ -118,6 +123,7 @@ impl Federation {
 
     /// `/send_join` or `/send_leave` (v2): the signed member event received
     /// and forwarded; for a join, the state before it and the auth chain.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send_membership(
         &self,
         rooms: &Rooms,
@@ -126,12 +132,10 @@ impl Federation {
         event_id: &str,
         json: Value,
         membership: Membership,
+        omit_members: bool,
     ) -> Result<Value> {
         rooms.check_server_acl(room_id, origin)?;
-        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
-        if !rooms.server_in_room(&room, &self.server_name)? {
-            return Err(Error::not_found("This server is not in the room"));
-        }
+        let room = resident_room(rooms, room_id, &self.server_name)?;
         let (_, rules) = Rooms::rules_of(&room)?;
         let receipt = Receipt::new(rooms, self, origin);
         let mut pdu = super::receive::format::parse_with(&json, &rules).map_err(|d| Error::bad_json(d.0))?;
@@ -176,17 +180,13 @@ impl Federation {
             }
             _ => return Ok(json!({})),
         }
-        let (state, auth_chain) = rooms.join_answer(&pdu)?;
-        let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("The room is gone"))?;
-        let servers: Vec<String> = {
-            let current = rooms.current_state(&room)?;
-            rooms.audience(room.current_state, &current)?.servers.iter().map(ToString::to_string).collect()
-        };
+        let (state, auth_chain) = rooms.join_answer(&pdu, omit_members)?;
+        let servers = rooms.servers_before(pdu.event_id())?;
         let mut answer = json!({
             "origin": self.server_name,
             "state": state,
             "auth_chain": auth_chain,
-            "members_omitted": false,
+            "members_omitted": omit_members,
             "servers_in_room": servers,
         });
         if authorised_here {
@@ -271,8 +271,18 @@ impl Federation {
             max_depth: 0,
             backfill_floor: 0,
         });
-        rooms.store_joined_room(room, &imported.outliers, &imported.state, &join).await?;
-        tracing::info!(room = %room_id, user = %user_id, %server, "joined a room of another server");
+        let partial = (answer["members_omitted"] == true).then(|| PartialStateRecord {
+            join_event_id: join.event_id().to_string(),
+            resident: server.to_string(),
+            servers_in_room: servers_in_room(&answer),
+            joined_ts: now_ms(),
+        });
+        rooms.store_joined_room(room, &imported.outliers, &imported.state, &join, partial.as_ref()).await?;
+        if partial.is_some() {
+            self.partial_state_wakeup.notify_one();
+        }
+        let partial = partial.is_some();
+        tracing::info!(room = %room_id, user = %user_id, %server, partial, "joined a room of another server");
         Ok(())
     }
 
@@ -395,8 +405,10 @@ impl Federation {
         };
         let (version, rules, template) = self.make_template(server, make, room_id, user_id).await?;
         let event = self.sign_template(&template, room_id, user_id, membership, content, &rules)?;
+        // A join asks for the state without its members (MSC3706), completed later.
+        let query = if membership == Membership::Join { "?omit_members=true" } else { "" };
         let path = format!(
-            "/_matrix/federation/{send}/{}/{}",
+            "/_matrix/federation/{send}/{}/{}{query}",
             percent_encode(room_id.as_str()),
             percent_encode(event.event_id().as_str())
         );
@@ -427,6 +439,8 @@ impl Federation {
     /// Checks a `/send_join` answer: every event valid and signed, accepted
     /// by its own auth events (oldest first; others left out), the create
     /// event of this room among them, and the join allowed by the state.
+    /// When the answer omits members, the join's own member auth events
+    /// (an authorising user's) stand in the state for the check.
     async fn check_join_answer(
         &self,
         answer: &Value,
@@ -435,7 +449,29 @@ impl Federation {
         rules: &RoomVersionRules,
     ) -> Result<ImportedRoom> {
         let list = |name: &str| answer.get(name).and_then(Value::as_array).cloned().unwrap_or_default();
-        let (state_json, chain_json) = (list("state"), list("auth_chain"));
+        let (accepted, mut state_ids) = self.import_state(&list("state"), &list("auth_chain"), room_id, rules).await?;
+        if answer["members_omitted"] == true {
+            add_member_auth_events(join, &accepted, &mut state_ids);
+        }
+        let state = StateOf { events: &accepted, ids: &state_ids };
+        if let Some(reason) = crate::rooms::pipeline::authorise::auth_rules_refusal(join, rules, &accepted, &state)? {
+            return Err(Error::forbidden(format!("The join is not allowed by the room's state: {reason}")));
+        }
+        Ok(ImportedRoom { outliers: accepted.in_order(), state: state_ids })
+    }
+
+    /// Checks a room's state from another server (`state`) and the auth
+    /// chain given with it: every event valid and signed, accepted by its
+    /// own auth events (oldest first; others left out), the room's create
+    /// event in the state. The events accepted, in an order where auth
+    /// events come first, and the ids of the state's.
+    pub(super) async fn import_state(
+        &self,
+        state_json: &[Value],
+        chain_json: &[Value],
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+    ) -> Result<(Accepted, Vec<OwnedEventId>)> {
         let mut events: HashMap<OwnedEventId, Pdu> = HashMap::new();
         let mut state_ids = Vec::new();
         for (json, in_state) in chain_json.iter().map(|j| (j, false)).chain(state_json.iter().map(|j| (j, true))) {
@@ -446,8 +482,8 @@ impl Federation {
                     }
                     events.insert(pdu.event_id().clone(), pdu);
                 }
-                Ok(pdu) => tracing::info!(event = %pdu.event_id(), "an event of another room in a join answer"),
-                Err(dropped) => tracing::info!(%dropped, "an event of a join answer was dropped"),
+                Ok(pdu) => tracing::info!(event = %pdu.event_id(), "an event of another room in a room's state"),
+                Err(dropped) => tracing::info!(%dropped, "an event of a room's state was dropped"),
             }
         }
         let mut ordered: Vec<Pdu> = events.into_values().collect();
@@ -460,10 +496,10 @@ impl Federation {
                     accepted.events.insert(pdu.event_id().clone(), pdu);
                 }
                 Ok(Some(reason)) => {
-                    tracing::info!(event = %pdu.event_id(), %reason, "an event of a join answer is rejected")
+                    tracing::info!(event = %pdu.event_id(), %reason, "an event of a room's state is rejected")
                 }
                 Err(error) if auth_events::is_unknown_auth_event(&error) => {
-                    tracing::info!(event = %pdu.event_id(), %error, "an event of a join answer is left out")
+                    tracing::info!(event = %pdu.event_id(), %error, "an event of a room's state is left out")
                 }
                 Err(error) => return Err(error),
             }
@@ -473,17 +509,34 @@ impl Federation {
             .iter()
             .filter_map(|id| accepted.events.get(id))
             .find(|pdu| pdu.kind().to_string() == kinds::CREATE)
-            .ok_or_else(|| Error::forbidden("The join answer has no valid create event"))?;
+            .ok_or_else(|| Error::forbidden("The room's state has no valid create event"))?;
         if create.room_id_or_derived() != room_id {
-            return Err(Error::forbidden("The join answer's create event is of another room"));
+            return Err(Error::forbidden("The room's create event is of another room"));
         }
-        let state = StateOf { events: &accepted, ids: &state_ids };
-        if let Some(reason) = crate::rooms::pipeline::authorise::auth_rules_refusal(join, rules, &accepted, &state)? {
-            return Err(Error::forbidden(format!("The join is not allowed by the room's state: {reason}")));
-        }
-        let outliers = accepted.order.iter().filter_map(|id| accepted.events.get(id).cloned()).collect();
-        Ok(ImportedRoom { outliers, state: state_ids })
+        Ok((accepted, state_ids))
     }
+}
+
+/// Adds to a partial state the join's member auth events whose entries it
+/// lacks (the resident chose them from the state before the join).
+fn add_member_auth_events(join: &Pdu, accepted: &Accepted, state_ids: &mut Vec<OwnedEventId>) {
+    let key = |pdu: &Pdu| (pdu.kind().to_string(), pdu.state_key_str().map(str::to_owned));
+    let held: std::collections::HashSet<_> =
+        state_ids.iter().filter_map(|id| accepted.events.get(id)).map(key).collect();
+    for auth_event in join.auth_events() {
+        let Some(event) = accepted.events.get(auth_event) else { continue };
+        if event.kind().to_string() == kinds::MEMBER && !held.contains(&key(event)) {
+            state_ids.push(auth_event.clone());
+        }
+    }
+}
+
+/// The servers a partial `/send_join` answer names (`servers_in_room`), valid names only.
+fn servers_in_room(answer: &Value) -> Vec<String> {
+    let names = answer["servers_in_room"].as_array().into_iter().flatten().filter_map(Value::as_str);
+    let valid: std::collections::BTreeSet<String> =
+        names.filter(|name| ServerName::parse(name).is_ok()).take(MAX_SERVERS_IN_ROOM).map(str::to_owned).collect();
+    valid.into_iter().collect()
 }
 
 /// What a checked `/send_join` answer gives: events in an order where auth
@@ -493,11 +546,18 @@ struct ImportedRoom {
     state: Vec<OwnedEventId>,
 }
 
-/// Events of a join answer accepted so far.
+/// Events of a room's state accepted so far.
 #[derive(Default)]
-struct Accepted {
+pub(super) struct Accepted {
     events: HashMap<OwnedEventId, Pdu>,
     order: Vec<OwnedEventId>,
+}
+
+impl Accepted {
+    /// The events accepted, auth events first.
+    pub(super) fn in_order(&self) -> Vec<Pdu> {
+        self.order.iter().filter_map(|id| self.events.get(id).cloned()).collect()
+    }
 }
 
 impl EventView for Accepted {
@@ -521,6 +581,19 @@ impl StateView for StateOf<'_> {
             .find(|pdu| pdu.kind().to_string() == kind && pdu.state_key_str() == Some(state_key))
             .cloned())
     }
+}
+
+/// The room, which this server is in with its whole state (one joined with
+/// partial state does not act as a resident server yet).
+fn resident_room(rooms: &Rooms, room_id: &RoomId, own: &ServerName) -> Result<RoomRecord> {
+    let room = rooms.room(room_id)?.ok_or_else(|| Error::not_found("This server is not in the room"))?;
+    if !rooms.server_in_room(&room, own)? {
+        return Err(Error::not_found("This server is not in the room"));
+    }
+    if rooms.has_partial_state(room_id)? {
+        return Err(Error::not_found("This server does not have the room's whole state yet"));
+    }
+    Ok(room)
 }
 
 /// A member event of `origin`'s user, of the membership asked for.

@@ -23,6 +23,7 @@ pub mod invite;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod partial_state;
 pub mod profile;
 pub mod receive;
 pub mod resolve;
@@ -124,6 +125,8 @@ pub struct Federation {
     pub joins_in_flight: JoinsInFlight,
     /// The tasks sending queued events to each destination.
     pub sender: sender::Sender,
+    /// Wakes the task completing rooms joined with partial state.
+    pub partial_state_wakeup: Arc<tokio::sync::Notify>,
 }
 
 impl Federation {
@@ -148,6 +151,7 @@ impl Federation {
             key_cache: keys::KeyCache::default(),
             profiles: profile::RemoteProfiles::default(),
             joins_in_flight: JoinsInFlight::default(),
+            partial_state_wakeup: Arc::default(),
             sender: sender::Sender::default(),
         }
     }

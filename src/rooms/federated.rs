@@ -284,13 +284,22 @@ impl Rooms {
         }
     }
 
-    /// The auth chain of `pdu` and the state before it, as PDU JSON, for a
-    /// joining server (`/send_join`): (state, auth chain).
-    pub fn join_answer(&self, pdu: &Pdu) -> Result<(Vec<Value>, Vec<Value>)> {
-        let (state_ids, mut chain_ids) = self.state_at_event(pdu.event_id())?;
-        let own_chain = self.auth_chain(&[pdu.event_id().clone()])?;
-        let known: HashSet<OwnedEventId> = chain_ids.iter().cloned().collect();
-        chain_ids.extend(own_chain.into_iter().filter(|id| !known.contains(id)));
+    /// The state before `pdu` and the auth chains, as PDU JSON, for a
+    /// joining server (`/send_join`): (state, auth chain). With
+    /// `omit_members` (MSC3706, spec `omit_members`), member events are left
+    /// out of the state but the joining user's own and, in a room with
+    /// neither name nor canonical alias, its heroes'; the auth chain then
+    /// covers the join and the state returned, less what the state holds.
+    pub fn join_answer(&self, pdu: &Pdu, omit_members: bool) -> Result<(Vec<Value>, Vec<Value>)> {
+        let (state_ids, chain_ids) = if omit_members {
+            self.partial_state_at_join(pdu)?
+        } else {
+            let (state_ids, mut chain_ids) = self.state_at_event(pdu.event_id())?;
+            let known: HashSet<OwnedEventId> = chain_ids.iter().cloned().collect();
+            let own_chain = self.auth_chain(&[pdu.event_id().clone()])?;
+            chain_ids.extend(own_chain.into_iter().filter(|id| !known.contains(id)));
+            (state_ids, chain_ids)
+        };
         let as_json = |ids: &[OwnedEventId]| -> Result<Vec<Value>> {
             let mut out = Vec::with_capacity(ids.len());
             for id in ids {
@@ -301,5 +310,42 @@ impl Rooms {
             Ok(out)
         };
         Ok((as_json(&state_ids)?, as_json(&chain_ids)?))
+    }
+
+    /// The servers with joined members in the state before an event.
+    pub fn servers_before(&self, event_id: &EventId) -> Result<Vec<String>> {
+        let (_, stored) = self.get_pdu(event_id)?.ok_or_else(|| Error::not_found("Unknown event"))?;
+        let snapshot = stored.snapshot_before()?;
+        let state = self.state.full_state(snapshot)?;
+        Ok(self.audience(snapshot, &state)?.servers.iter().map(ToString::to_string).collect())
+    }
+
+    /// The partial state before a join and its auth chain (see [`Self::join_answer`]).
+    fn partial_state_at_join(&self, join: &Pdu) -> Result<(Vec<OwnedEventId>, Vec<OwnedEventId>)> {
+        let (_, stored) = self.get_pdu(join.event_id())?.ok_or_else(|| Error::not_found("Unknown event"))?;
+        let snapshot =
+            stored.snapshot_before().map_err(|_| Error::not_found("This server has no state at the join"))?;
+        let state = self.state.full_state(snapshot)?;
+        let room_id = join.room_id_or_derived();
+        let untitled = self.state_event_in(&state, kinds::NAME, "")?.is_none()
+            && self.state_event_in(&state, kinds::CANONICAL_ALIAS, "")?.is_none();
+        let mut members_kept: HashSet<String> = HashSet::from([join.sender().to_string()]);
+        if untitled {
+            if let Some(room) = self.room(&room_id)? {
+                members_kept.extend(self.member_summary(&room)?.heroes_for(join.sender()));
+            }
+        }
+        let mut state_ids = Vec::new();
+        for (key, short) in state.iter() {
+            let (kind, state_key) = self.state.state_key_of(*key)?;
+            if kind != kinds::MEMBER || members_kept.contains(&state_key) {
+                state_ids.push(self.event_id_of_short(*short)?);
+            }
+        }
+        let mut chain_of = state_ids.clone();
+        chain_of.push(join.event_id().clone());
+        let in_state: HashSet<&OwnedEventId> = state_ids.iter().collect();
+        let chain = self.auth_chain(&chain_of)?.into_iter().filter(|id| !in_state.contains(id)).collect();
+        Ok((state_ids, chain))
     }
 }

@@ -20,6 +20,7 @@ pub mod invites;
 pub mod membership;
 pub mod notifications;
 pub mod outbox;
+pub mod partial_state;
 pub mod pipeline;
 pub mod power_levels;
 pub mod profile;
@@ -113,6 +114,8 @@ pub struct Rooms {
     last_create_ts: AtomicU64,
     /// One upgrade per room at a time.
     upgrades: pipeline::RoomLocks,
+    /// Woken when a room joined with partial state is completed.
+    state_completed: tokio::sync::Notify,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -140,6 +143,7 @@ impl Rooms {
             pushers: Arc::default(),
             last_create_ts: AtomicU64::new(0),
             upgrades: pipeline::RoomLocks::default(),
+            state_completed: tokio::sync::Notify::new(),
         }
     }
 

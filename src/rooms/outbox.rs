@@ -63,6 +63,7 @@ impl Rooms {
             return Ok(Vec::new());
         }
         let mut destinations = self.audience(snapshot, state)?.servers.clone();
+        destinations.extend(self.servers_named_at_join(&pdu.room_id_or_derived())?);
         if pdu.kind() == &ruma::events::TimelineEventType::RoomMember {
             if let Some(target) = pdu.state_key_str().and_then(|key| UserId::parse(key).ok()) {
                 destinations.insert(target.server_name().to_owned());
@@ -149,7 +150,8 @@ impl Rooms {
     pub fn other_servers_in(&self, room_id: &ruma::RoomId, own: &ServerName) -> Result<Vec<OwnedServerName>> {
         let Some(room) = self.room(room_id)? else { return Ok(Vec::new()) };
         let state = self.current_state(&room)?;
-        let servers = self.audience(room.current_state, &state)?.servers.clone();
+        let mut servers = self.audience(room.current_state, &state)?.servers.clone();
+        servers.extend(self.servers_named_at_join(room_id)?);
         Ok(servers.into_iter().filter(|server| server != own).collect())
     }
 

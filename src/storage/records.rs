@@ -342,6 +342,25 @@ impl Record for RemoteDeviceListRecord {
     const VERSION: u8 = 1;
 }
 
+/// A room joined with partial state (`/send_join` answered without the
+/// member events): what completing it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialStateRecord {
+    /// This server's join, whose state before is completed.
+    pub join_event_id: String,
+    /// The server that answered the join (asked first for the full state).
+    pub resident: String,
+    /// The servers in the room before the join, as the resident said
+    /// (`servers_in_room`): sent this server's events until the state is whole.
+    pub servers_in_room: Vec<String>,
+    /// When the join was stored (ms).
+    pub joined_ts: u64,
+}
+
+impl Record for PartialStateRecord {
+    const VERSION: u8 = 1;
+}
+
 /// The answer given to another server's transaction (`/send`), kept a day
 /// so that a transaction sent again is answered the same.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,10 +12,10 @@ use super::{
     },
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
-        MediaRecord, NotificationRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry,
-        ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord,
-        UiaaSessionRecord, UserRecord,
+        MediaRecord, NotificationRecord, PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord,
+        RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord,
+        SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
+        TxnAnswerRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -134,6 +134,9 @@ pub struct Tables {
     /// user id → another server's user's device list, cached while the user
     /// shares a room with a local user. Owner: `federation::device_lists`.
     pub remote_device_lists: Table<String, RemoteDeviceListRecord>,
+    /// room id → a room joined with partial state, until it is completed.
+    /// Owner: `rooms::partial_state`.
+    pub partial_state_rooms: Table<String, PartialStateRecord>,
     /// (destination server, event position) → (room id, event id): a local
     /// event that server has not acknowledged yet, written in the event's own
     /// batch. Owner: `rooms::outbox`.
@@ -199,6 +202,7 @@ impl Tables {
             server_keys: Table::open(db, "servername_serverkeys")?,
             outbox: Table::open(db, "destination_count_roomevent")?,
             remote_device_lists: Table::open(db, "userid_remotedevicelist")?,
+            partial_state_rooms: Table::open(db, "roomid_partialstate")?,
             federation_txns: Table::open(db, "origin_txnid_answer")?,
             remote_invites: Table::open(db, "localpart_roomid_remoteinvite")?,
         })

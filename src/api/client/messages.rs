@@ -316,7 +316,12 @@ fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(r
     Ok((room_id, members))
 }
 
-pub fn members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+/// How long a member list waits for a room joined with partial state to be
+/// completed (then it is answered with the members known), as Synapse waits.
+const WAIT_FOR_WHOLE_STATE: std::time::Duration = std::time::Duration::from_secs(30);
+
+pub async fn members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    s.rooms.wait_for_whole_state(&room_id_param(request)?, WAIT_FOR_WHOLE_STATE).await?;
     let (room_id, members) = current_members(s, request, who)?;
     let wanted = request.query("membership");
     let unwanted = request.query("not_membership");
@@ -331,7 +336,8 @@ pub fn members(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     Ok(Response::json(&json!({ "chunk": chunk })))
 }
 
-pub fn joined_members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+pub async fn joined_members(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    s.rooms.wait_for_whole_state(&room_id_param(request)?, WAIT_FOR_WHOLE_STATE).await?;
     let (_, members) = current_members(s, request, who)?;
     let mut joined = Map::new();
     for pdu in members.iter().filter(|pdu| membership_of(pdu) == Some(Membership::Join)) {

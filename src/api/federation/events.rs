@@ -106,6 +106,9 @@ fn state_query(s: &Services, request: &Request, origin: &ServerName) -> Result<(
     if !s.rooms.server_can_see(origin, &stored)? {
         return Err(Error::forbidden("Your server may not see this event"));
     }
+    if s.rooms.has_partial_state(&room_id)? {
+        return Err(Error::not_found("This server does not have the room's whole state yet"));
+    }
     s.rooms.state_at_event(&event_id)
 }
 

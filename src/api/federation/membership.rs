@@ -44,8 +44,14 @@ pub async fn send(
 ) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let event: Value = request.json_object()?;
+    let omit_members = match request.query("omit_members") {
+        None | Some("false") => false,
+        Some("true") => membership == Membership::Join && !v1,
+        Some(_) => return Err(Error::invalid_param("omit_members is true or false")),
+    };
+    let event_id = request.param("event_id")?;
     let answer =
-        s.federation.send_membership(&s.rooms, origin, &room_id, request.param("event_id")?, event, membership).await?;
+        s.federation.send_membership(&s.rooms, origin, &room_id, event_id, event, membership, omit_members).await?;
     Ok(Response::json(&if v1 { json!([200, answer]) } else { answer }))
 }
 

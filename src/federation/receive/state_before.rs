@@ -7,6 +7,8 @@
 //! still missing after that, the state at it is fetched (`/state_ids`, the
 //! events this server lacks with `/event`) and stored as outliers — the gap
 //! itself is not filled. The deployment's `EventPolicy` is applied here too.
+//! In a room joined with partial state, a member entry the state lacks is
+//! taken from the event's own auth events (`rooms::partial_state`).
 
 use std::collections::HashMap;
 
@@ -20,7 +22,8 @@ use crate::{
     events::Pdu,
     http::request::percent_encode,
     rooms::{
-        pipeline::{remote::StateBefore, StoredState, Verdict},
+        partial_state::WithOwnAuthEvents,
+        pipeline::{remote::StateBefore, StateView, StoredState, Verdict},
         state::StateMap,
     },
 };
@@ -47,7 +50,10 @@ pub async fn check(
     }
     let state_before = receipt.rooms.state_before_with(pdu, rules, fetched)?;
     let view = StoredState::new(receipt.rooms, std::sync::Arc::clone(&state_before.map));
-    let verdict = receipt.rooms.authorise(pdu, rules, receipt.rooms, &view, None)?;
+    let lenient = WithOwnAuthEvents::new(&view, receipt.rooms, pdu);
+    let partial = receipt.rooms.has_partial_state(&pdu.room_id_or_derived())?;
+    let state: &dyn StateView = if partial { &lenient } else { &view };
+    let verdict = receipt.rooms.authorise(pdu, rules, receipt.rooms, state, None)?;
     Ok((state_before, verdict))
 }
 

@@ -213,7 +213,7 @@ impl Rooms {
 
     /// A local user's membership as a member event makes it (the index of
     /// each local user's rooms).
-    pub(super) fn record_local_membership(&self, batch: &mut Batch, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
+    pub(crate) fn record_local_membership(&self, batch: &mut Batch, room_id: &RoomId, pdu: &Pdu) -> Result<()> {
         let tables = &self.storage.tables;
         if let Some((localpart, membership)) = local_membership_change(pdu, &self.server_name) {
             self.drop_remote_invite(batch, &localpart, room_id);

@@ -165,34 +165,58 @@ impl Rooms {
     /// Stores an event outside the timeline (an auth or state event fetched
     /// from a peer), unless it is stored already.
     pub(crate) async fn store_outlier(&self, room: &mut RoomRecord, pdu: &Pdu, status: EventStatus) -> Result<()> {
-        if self.get_pdu(pdu.event_id())?.is_some() {
-            return Ok(());
+        self.store_outliers(room, std::slice::from_ref(pdu), status).await
+    }
+
+    /// Stores events outside the timeline (those not stored yet), with one
+    /// wait for the disk at the end.
+    pub(crate) async fn store_outliers(&self, room: &mut RoomRecord, pdus: &[Pdu], status: EventStatus) -> Result<()> {
+        let mut last = None;
+        for pdu in pdus {
+            if self.get_pdu(pdu.event_id())?.is_some() {
+                continue;
+            }
+            let room_id = pdu.room_id_or_derived();
+            let plan = PersistPlan {
+                room_id: &room_id,
+                pdu,
+                state_before: None,
+                status,
+                in_timeline: false,
+                room_update: None,
+                txn: None,
+                extra: Batch::new(),
+                backfill_position: None,
+            };
+            // Each write is applied at once; only the last one is waited for.
+            last = Some(self.persist(plan, room).await?);
         }
-        let room_id = pdu.room_id_or_derived();
-        let plan = PersistPlan {
-            room_id: &room_id,
-            pdu,
-            state_before: None,
-            status,
-            in_timeline: false,
-            room_update: None,
-            txn: None,
-            extra: Batch::new(),
-            backfill_position: None,
-        };
-        self.persist(plan, room).await?.durable().await
+        match last {
+            Some(staged) => staged.durable().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stores state events of a room fetched from another server (its
+    /// lock taken), outside the timeline.
+    pub(crate) async fn store_fetched_state(&self, room_id: &ruma::RoomId, pdus: &[Pdu]) -> Result<()> {
+        let _guard = self.locks.lock(room_id).await;
+        let mut room = self.room(room_id)?.ok_or_else(|| Error::not_found("The room is gone"))?;
+        self.store_outliers(&mut room, pdus, EventStatus::Accepted).await
     }
 
     /// Stores a room this server joins through another: the auth chain and
     /// the state before the join (checked by the caller, in an order where
     /// auth events come first) as outliers, then the room record and the
-    /// join event on top of that state.
+    /// join event on top of that state; with `partial`, the room is marked as
+    /// joined with partial state in the same write.
     pub(crate) async fn store_joined_room(
         &self,
         mut room: RoomRecord,
         outliers: &[Pdu],
         state: &[OwnedEventId],
         join: &Pdu,
+        partial: Option<&crate::storage::records::PartialStateRecord>,
     ) -> Result<()> {
         let room_id = join.room_id_or_derived();
         let _guard = self.locks.lock(&room_id).await;
@@ -200,15 +224,16 @@ impl Rooms {
             // Positions below the join, for the history fetched later.
             room.backfill_floor = self.storage.skip_counts(BACKFILL_RESERVE)?;
         }
-        for pdu in outliers {
-            self.store_outlier(&mut room, pdu, EventStatus::Accepted).await?;
-        }
+        self.store_outliers(&mut room, outliers, EventStatus::Accepted).await?;
         let map = self.state_of_events(&room_id, state)?;
         let snapshot = self.snapshot_of(&StateBefore { map: Arc::new(map), base: None })?;
         room.current_state = snapshot;
         // Other local users the room's state names (invited, banned, joined
         // through another server earlier): their membership index follows it.
         let mut memberships = Batch::new();
+        if let Some(partial) = partial {
+            self.mark_partial_state(&mut memberships, &room_id, partial)?;
+        }
         for event_id in state {
             if let Some((member, stored)) = self.get_pdu(event_id)? {
                 if stored.status == EventStatus::Accepted && member.state_key_str() != Some(join.sender().as_str()) {

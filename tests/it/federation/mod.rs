@@ -7,6 +7,7 @@
 mod bad_peers;
 mod e2ee;
 mod media;
+mod partial_state;
 mod partition;
 mod rooms;
 mod synapse;
@@ -178,6 +179,15 @@ async fn send_transaction_as_a(
     let authorization =
         conduit::federation::x_matrix::authorization(key, "a.test", "b.test", "PUT", &path, Some(&body)).unwrap();
     tls_request_with_body(&ca.pem(), tls_addr(b), "b.test", "PUT", &path, Some(&authorization), Some(&body)).await
+}
+
+/// Waits (30 s at most) until `server` holds the whole state of a room it joined with partial state.
+async fn wait_for_whole_state(server: &TestServer, room_id: &ruma::RoomId) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.services().rooms.has_partial_state(room_id).unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the state of {room_id} was never completed");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Two servers that know each other (`a.test`, `b.test`), and the CA.

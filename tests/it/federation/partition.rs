@@ -18,13 +18,13 @@ use super::{free_port, start_peer, TestCa};
 use crate::harness::{enc, Session};
 
 /// A TCP proxy to `target` that refuses and drops every connection while cut.
-struct Link {
-    port: u16,
+pub(super) struct Link {
+    pub(super) port: u16,
     cut: watch::Sender<bool>,
 }
 
 impl Link {
-    async fn to(target: SocketAddr) -> Self {
+    pub(super) async fn to(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (cut, watching) = watch::channel(false);
@@ -47,7 +47,7 @@ impl Link {
         Self { port, cut }
     }
 
-    fn set_down(&self, down: bool) {
+    pub(super) fn set_down(&self, down: bool) {
         self.cut.send_replace(down);
     }
 }

@@ -333,6 +333,8 @@ async fn a_conduit_joins_a_version_1_room_through_another_conduit() {
     // The template the first conduit hands out: its own event id, hashed pairs.
     let services = conduit.services();
     let (room_id, user_id) = (ruma::RoomId::parse(&room).unwrap(), ruma::UserId::parse(&bob.user_id).unwrap());
+    // Joined with partial state, it hands out templates once the state is whole.
+    super::wait_for_whole_state(&conduit, &room_id).await;
     let template = services
         .federation
         .make_membership(&services.rooms, user_id.server_name(), &room_id, &user_id, Membership::Join, &["1"])
