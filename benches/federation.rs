@@ -14,7 +14,12 @@
 //!
 //! With `--servers N`, the reference network instead ([`network`]):
 //! `cargo bench --bench federation -- --servers 17 --users 10000 [--seconds 30] [--rate 20] [--partition] [--cache-mb 16]`
+//!
+//! With `--large-room N`, a user of another server joins a room of N
+//! members ([`large_room`]): `cargo bench --bench federation -- --large-room 10000`
 
+#[path = "federation/large_room.rs"]
+mod large_room;
 #[path = "federation/network.rs"]
 mod network;
 mod support;
@@ -38,10 +43,13 @@ struct Options {
     synapse: bool,
     binary: Option<PathBuf>,
     network: Option<network::NetworkOptions>,
+    /// `--large-room N`: the partial-state join of an N-member room ([`large_room`]).
+    large_room: Option<usize>,
 }
 
 fn parse_options() -> Result<Options> {
-    let mut options = Options { rounds: 200, messages: 2000, synapse: false, binary: None, network: None };
+    let mut options =
+        Options { rounds: 200, messages: 2000, synapse: false, binary: None, network: None, large_room: None };
     let mut network =
         network::NetworkOptions { servers: 17, users: 10_000, seconds: 30, rate: 20.0, partition: false, cache_mb: 16 };
     let mut network_asked = false;
@@ -60,6 +68,7 @@ fn parse_options() -> Result<Options> {
             "--rate" => network.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--cache-mb" => network.cache_mb = number(value()?)?,
             "--partition" => network.partition = true,
+            "--large-room" => options.large_room = Some(number(value()?)? as usize),
             "--bench" => {}
             other => return Err(format!("unknown option {other}")),
         }
@@ -313,6 +322,9 @@ fn main() {
     let binary = options.binary.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conduit")));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let outcome = runtime.block_on(async {
+        if let Some(members) = options.large_room {
+            return large_room::run(&binary, members.max(2), 16).await;
+        }
         if let Some(network) = &options.network {
             return network::run(&binary, network).await;
         }

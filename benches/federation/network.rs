@@ -68,7 +68,7 @@ const CONCURRENCY: usize = 8;
 
 /// A TCP proxy for one (server, destination) link: counts bytes and
 /// connections, and while cut refuses new connections and drops live ones.
-struct Link {
+pub(crate) struct Link {
     port: u16,
     cut: watch::Sender<bool>,
     bytes: Arc<AtomicU64>,
@@ -126,14 +126,14 @@ async fn relay(inbound: TcpStream, target: SocketAddr, mut cut: watch::Receiver<
 }
 
 /// One server of the network.
-struct Server {
-    name: String,
-    client: SocketAddr,
+pub(crate) struct Server {
+    pub(crate) name: String,
+    pub(crate) client: SocketAddr,
     process: support::Process,
 }
 
 impl Server {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.process.child.id()
     }
 }
@@ -168,7 +168,7 @@ fn server_names(count: usize) -> Vec<String> {
 }
 
 /// Starts every server, with a link per (server, destination).
-async fn start_network(
+pub(crate) async fn start_network(
     binary: &Path,
     certs: &Certificates,
     names: &[String],
@@ -228,21 +228,21 @@ async fn start_network(
 
 /// An account of one server.
 #[derive(Clone)]
-struct Member {
-    server: usize,
-    user_id: String,
-    token: String,
-    client: SocketAddr,
+pub(crate) struct Member {
+    pub(crate) server: usize,
+    pub(crate) user_id: String,
+    pub(crate) token: String,
+    pub(crate) client: SocketAddr,
 }
 
 impl Member {
-    async fn connect(&self) -> Result<Connection> {
+    pub(crate) async fn connect(&self) -> Result<Connection> {
         Connection::open(self.client, "localhost", Some(self.token.clone())).await
     }
 }
 
 /// Runs `work` over `items` with at most `CONCURRENCY` at once; the results in order.
-async fn concurrently<T, R, F, Fut>(items: Vec<T>, work: F) -> Result<Vec<R>>
+pub(crate) async fn concurrently<T, R, F, Fut>(items: Vec<T>, work: F) -> Result<Vec<R>>
 where
     T: Send + 'static,
     R: Send + 'static,
@@ -292,13 +292,13 @@ struct Room {
     admins: Vec<Member>,
 }
 
-async fn create_room(creator: &Member, body: Value) -> Result<String> {
+pub(crate) async fn create_room(creator: &Member, body: Value) -> Result<String> {
     let reply = creator.connect().await?.ok("POST", "/_matrix/client/v3/createRoom", Some(&body)).await?;
     reply["room_id"].as_str().map(str::to_owned).ok_or_else(|| "no room_id".to_owned())
 }
 
 /// Joins `members` to `room` (through `via`'s server), a few at a time.
-async fn join_all(room: &str, via: &str, members: Vec<Member>) -> Result<()> {
+pub(crate) async fn join_all(room: &str, via: &str, members: Vec<Member>) -> Result<()> {
     let path = format!("/_matrix/client/v3/join/{}?server_name={}", enc(room), enc(via));
     concurrently(members, move |member| {
         let path = path.clone();
@@ -533,7 +533,7 @@ async fn send_load(
 }
 
 /// Peak RSS (VmHWM) of a process, in MiB, since the last reset.
-fn peak_rss_mb(pid: u32) -> f64 {
+pub(crate) fn peak_rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = status
         .lines()

@@ -149,11 +149,43 @@ impl Rooms {
 /// Who hears of an event, per state snapshot: the joined member count and
 /// the local joined members with their display names (push rules), the
 /// servers with joined members (federation). Computed once per snapshot
-/// rather than for every event (a snapshot never changes).
+/// rather than for every event (a snapshot never changes), and from its
+/// parent's when that is known and the snapshot changes a few entries (a
+/// big room's joins would otherwise each read every member event).
+#[derive(Clone)]
 pub struct Audience {
     pub joined: u64,
     pub local_members: Vec<(OwnedUserId, String)>,
     pub servers: std::collections::BTreeSet<ruma::OwnedServerName>,
+    /// Joined members per server (for `servers` as members come and go).
+    members_per_server: std::collections::BTreeMap<ruma::OwnedServerName, u64>,
+}
+
+/// Most changed entries from which an audience is derived from its parent's.
+const MAX_DERIVED_CHANGES: usize = 64;
+
+impl Audience {
+    fn add(&mut self, member: &UserId, local_name: Option<String>) {
+        self.joined += 1;
+        *self.members_per_server.entry(member.server_name().to_owned()).or_default() += 1;
+        self.servers.insert(member.server_name().to_owned());
+        if let Some(name) = local_name {
+            self.local_members.push((member.to_owned(), name));
+        }
+    }
+
+    fn remove(&mut self, member: &UserId) {
+        self.joined = self.joined.saturating_sub(1);
+        let server = member.server_name();
+        if let Some(count) = self.members_per_server.get_mut(server) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.members_per_server.remove(server);
+                self.servers.remove(server);
+            }
+        }
+        self.local_members.retain(|(local, _)| local != member);
+    }
 }
 
 impl Rooms {
@@ -161,19 +193,74 @@ impl Rooms {
         if let Some(audience) = self.audiences.get(&snapshot) {
             return Ok(audience);
         }
-        let joined = self.joined_members_in(state)?;
-        let mut local_members = Vec::new();
-        for member in joined.iter().filter(|member| member.server_name() == self.server_name) {
-            let display_name = self
-                .state_event_in(state, kinds::MEMBER, member.as_str())?
-                .and_then(|event| content_string(&event, "displayname"))
-                .unwrap_or_else(|| member.localpart().to_owned());
-            local_members.push((member.clone(), display_name));
-        }
-        let servers = joined.iter().map(|member| member.server_name().to_owned()).collect();
-        let audience = Arc::new(Audience { joined: joined.len() as u64, local_members, servers });
+        let audience = match self.audience_from_parent(snapshot)? {
+            Some(derived) => derived,
+            None => self.whole_audience(state)?,
+        };
+        let audience = Arc::new(audience);
         self.audiences.insert(snapshot, Arc::clone(&audience));
         Ok(audience)
+    }
+
+    fn whole_audience(&self, state: &StateMap) -> Result<Audience> {
+        let joined = self.joined_members_in(state)?;
+        let mut audience = Audience {
+            joined: 0,
+            local_members: Vec::new(),
+            servers: Default::default(),
+            members_per_server: Default::default(),
+        };
+        for member in &joined {
+            let local_name = self.local_display_name(member, state)?;
+            audience.add(member, local_name);
+        }
+        Ok(audience)
+    }
+
+    /// The display name of a local member for push rules (`None` for another
+    /// server's user), from their member event in `state`.
+    fn local_display_name(&self, member: &UserId, state: &StateMap) -> Result<Option<String>> {
+        if member.server_name() != self.server_name {
+            return Ok(None);
+        }
+        let name = self
+            .state_event_in(state, kinds::MEMBER, member.as_str())?
+            .and_then(|event| content_string(&event, "displayname"));
+        Ok(Some(name.unwrap_or_else(|| member.localpart().to_owned())))
+    }
+
+    /// The audience of a snapshot made of a few changes over a parent whose
+    /// audience is cached: the parent's, with the changed members'.
+    fn audience_from_parent(&self, snapshot: u64) -> Result<Option<Audience>> {
+        let Some(super::state::SnapshotDelta { parent, changes }) = self.state.delta(snapshot)? else {
+            return Ok(None);
+        };
+        if changes.len() > MAX_DERIVED_CHANGES {
+            return Ok(None);
+        }
+        let Some(base) = self.audiences.get(&parent) else { return Ok(None) };
+        let parent_state = self.state.full_state(parent)?;
+        let state = self.state.full_state(snapshot)?;
+        let mut audience = Audience::clone(&base);
+        for (key, _) in changes {
+            let (kind, state_key) = self.state.state_key_of(key)?;
+            if kind != kinds::MEMBER {
+                continue;
+            }
+            let Ok(member) = UserId::parse(&state_key) else { continue };
+            let joined_in = |state: &StateMap| -> Result<bool> {
+                let event = self.state_event_in(state, kinds::MEMBER, member.as_str())?;
+                Ok(event.as_ref().and_then(super::membership_of) == Some(super::Membership::Join))
+            };
+            if joined_in(&parent_state)? {
+                audience.remove(&member);
+            }
+            if joined_in(&state)? {
+                let local_name = self.local_display_name(&member, &state)?;
+                audience.add(&member, local_name);
+            }
+        }
+        Ok(Some(audience))
     }
 }
 

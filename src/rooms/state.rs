@@ -34,6 +34,13 @@ pub struct StateStore {
     cache: BoundedCache<u64, Arc<StateMap>>,
 }
 
+/// A snapshot as its parent and the entries it changes.
+pub struct SnapshotDelta {
+    pub parent: u64,
+    /// (short state key, short event id).
+    pub changes: Vec<(u64, u64)>,
+}
+
 impl StateStore {
     pub fn new(storage: Arc<Storage>) -> Self {
         Self { storage, cache: BoundedCache::new(CACHE_ENTRIES) }
@@ -97,6 +104,13 @@ impl StateStore {
             .snapshot_state
             .get(&id)?
             .ok_or_else(|| StorageError::corrupt(format!("missing state snapshot {id}")).into())
+    }
+
+    /// A stored snapshot's parent and the entries it changes over it (`None`
+    /// for a whole snapshot, or one not written yet).
+    pub fn delta(&self, id: u64) -> Result<Option<SnapshotDelta>> {
+        let Some(record) = self.storage.tables.snapshot_state.get(&id)? else { return Ok(None) };
+        Ok(record.parent.map(|parent| SnapshotDelta { parent, changes: record.entries }))
     }
 
     /// Adds to `batch` a snapshot equal to `parent` with `changes` applied, and

@@ -492,3 +492,34 @@ async fn other_servers_profiles_are_kept_refreshed_on_change_and_served_while_th
     let unknown = alice.client.get(&format!("/_matrix/client/v3/profile/{}", enc("@carol:b.test"))).await;
     assert!(unknown.status >= 500, "never fetched, unreachable: {}", unknown.status);
 }
+
+/// Whether a.test has queued `event` for b.test.
+fn queued_for_b(a: &crate::harness::TestServer, event: &str) -> bool {
+    let b = <&ruma::ServerName>::try_from("b.test").unwrap();
+    a.services().rooms.outbox_page(b, 1000).unwrap().iter().any(|entry| entry.event_id.as_str() == event)
+}
+
+#[tokio::test]
+async fn a_server_gets_the_rooms_events_until_its_last_member_leaves() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+    let carol = b.client().register("carol").await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "name": "Forum" })).await;
+    let join = format!("/_matrix/client/v3/join/{}?server_name=a.test", enc(&room));
+    let leave = format!("/_matrix/client/v3/rooms/{}/leave", enc(&room));
+    for user in [&bob, &carol] {
+        user.client.post(&join, json!({})).await.assert_ok();
+        wait_for_membership(&alice, &room, &user.user_id, "join").await;
+    }
+    // The room's servers follow its members, change by change: one of two
+    // members of b.test leaving keeps it in the room.
+    carol.client.post(&leave, json!({})).await.assert_ok();
+    wait_for_membership(&alice, &room, &carol.user_id, "leave").await;
+    alice.send_text(&room, "m1", "b.test still here").await;
+    wait_for_message(&bob, &room, "b.test still here").await;
+    bob.client.post(&leave, json!({})).await.assert_ok();
+    wait_for_membership(&alice, &room, &bob.user_id, "leave").await;
+    let after = alice.send_text(&room, "m2", "b.test gone").await;
+    assert!(!queued_for_b(&a, &after), "the event was queued for a server with no member left");
+}
