@@ -259,7 +259,11 @@ fn announce_key_changes(s: &crate::services::Services, since: u64, upto: u64) ->
         return Ok(());
     }
     let users = s.e2ee.users_with_key_changes(since, upto)?;
-    for user in users.iter().filter(|user| user.server_name() == s.config.server_name) {
+    let local: Vec<_> = users.iter().filter(|user| user.server_name() == s.config.server_name).collect();
+    if local.is_empty() {
+        return Ok(()); // the cursor is saved with the next announcement
+    }
+    for user in local {
         let mut master = s.e2ee.cross_signing_key(user.localpart(), "master")?;
         // Other servers see only the owner's signatures on it.
         if let Some(signatures) = master.as_mut().and_then(|key| key["signatures"].as_object_mut()) {

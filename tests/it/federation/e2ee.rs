@@ -66,9 +66,9 @@ async fn keys_and_to_device_messages_cross_servers() {
     assert_eq!(received[0]["content"]["secret"], "olm-ciphertext");
 }
 
-/// Syncs as `bob` from `since` until `device_lists.changed` names alice (20 s at most).
+/// Syncs as `bob` from `since` until `device_lists.changed` names alice (40 s at most).
 async fn wait_for_alice_changed(bob: &Session, since: &mut String) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(40);
     loop {
         let sync = bob.client.get(&format!("/_matrix/client/v3/sync?timeout=500&since={since}")).await;
         if sync.status == 200 {
