@@ -68,6 +68,11 @@ impl Rooms {
         Ok(rules)
     }
 
+    /// Whether the user has push rules of their own (else the server defaults).
+    fn has_own_push_rules(&self, user_id: &UserId) -> Result<bool> {
+        Ok(self.account_data.get(user_id.localpart(), None, PUSH_RULES)?.is_some())
+    }
+
     /// Adds to `batch` a notification record for each local member whose
     /// push rules make `pdu` notify them (and, for an invite, the invited
     /// local user), and a push job for each of their http pushers. `state` is
@@ -116,7 +121,17 @@ impl Rooms {
             .filter(|(rel_type, _)| rel_type == "m.thread")
             .map(|(_, root)| root)
             .unwrap_or_default();
+        let member_event_target = (pdu.kind().to_string() == kinds::MEMBER).then(|| pdu.state_key_str()).flatten();
         for (member, display_name) in members {
+            if member_event_target.is_some_and(|target| target != member.as_str())
+                && !self.has_own_push_rules(&member)?
+            {
+                // The server-default rules silence a member event about
+                // someone else (`.m.rule.member_event`, after rules that
+                // cannot match it): no need to build them (a big room's
+                // joins would rebuild every member's).
+                continue;
+            }
             context.user_display_name = display_name;
             context.user_id = member.clone();
             let rules = self.push_rules_of(&member)?;
