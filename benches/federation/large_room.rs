@@ -11,23 +11,14 @@ use std::{net::SocketAddr, path::Path, time::Instant};
 
 use serde_json::{json, Value};
 
-use super::network::{concurrently, create_room, join_all, peak_rss_mb, start_network, Member};
+use super::network::{concurrently, create_room, join_all, peak_rss_mb, register_member, start_network, Member};
 use crate::{
-    support::{self, enc, random_suffix, Result, Target},
+    support::{enc, random_suffix, Result},
     Certificates,
 };
 
 async fn register_on(client: SocketAddr, server: usize, names: Vec<String>) -> Result<Vec<Member>> {
-    concurrently(names, move |name| async move {
-        let target = Target { addr: client, host: "localhost".to_owned() };
-        let (status, reply) = support::register_raw(&target, &name, "bench-password-1", None).await?;
-        if status != 200 {
-            return Err(format!("register {name}: {status} {reply}"));
-        }
-        let field = |key: &str| reply[key].as_str().map(str::to_owned).ok_or(format!("no {key}"));
-        Ok(Member { server, user_id: field("user_id")?, token: field("access_token")?, client })
-    })
-    .await
+    concurrently(names, move |name| register_member(server, client, name)).await
 }
 
 /// Syncs as `member` from `since` until the room's timeline shows `body`.

@@ -270,16 +270,18 @@ async fn register_all(servers: &[Server], users: usize) -> Result<Vec<Member>> {
     let run = random_suffix();
     let plan: Vec<(usize, SocketAddr, String)> =
         (0..users).map(|n| (n % servers.len(), servers[n % servers.len()].client, format!("agent{n}x{run}"))).collect();
-    concurrently(plan, |(server, client, name)| async move {
-        let target = Target { addr: client, host: "localhost".to_owned() };
-        let (status, reply) = support::register_raw(&target, &name, "bench-password-1", None).await?;
-        if status != 200 {
-            return Err(format!("register {name}: {status} {reply}"));
-        }
-        let field = |key: &str| reply[key].as_str().map(str::to_owned).ok_or(format!("no {key}"));
-        Ok(Member { server, user_id: field("user_id")?, token: field("access_token")?, client })
-    })
-    .await
+    concurrently(plan, |(server, client, name)| register_member(server, client, name)).await
+}
+
+/// Registers `name` on `server` (its client listener `client`).
+pub(crate) async fn register_member(server: usize, client: SocketAddr, name: String) -> Result<Member> {
+    let target = Target { addr: client, host: "localhost".to_owned() };
+    let (status, reply) = support::register_raw(&target, &name, "bench-password-1", None).await?;
+    if status != 200 {
+        return Err(format!("register {name}: {status} {reply}"));
+    }
+    let field = |key: &str| reply[key].as_str().map(str::to_owned).ok_or(format!("no {key}"));
+    Ok(Member { server, user_id: field("user_id")?, token: field("access_token")?, client })
 }
 
 /// A room of the network and its members.

@@ -136,7 +136,9 @@ fn apply_device_change(user: &UserId, record: &mut RemoteDeviceListRecord, conte
         devices.insert(device_id.to_owned(), keys);
     } else if let Some(held) = devices.get_mut(device_id) {
         // A new display name alone.
-        held["unsigned"] = json!({ "device_display_name": content["device_display_name"] });
+        if let Some(renamed) = device_keys(user, device_id, held, &content["device_display_name"]) {
+            *held = renamed;
+        }
     }
     record.devices = Value::Object(devices).to_string();
     true

@@ -70,13 +70,20 @@ impl Federation {
         wanted: &BTreeMap<OwnedUserId, Vec<String>>,
         answer: &mut Value,
     ) -> Result<()> {
-        let mine: HashSet<OwnedRoomId> = rooms.joined_rooms(viewer.localpart())?.into_iter().collect();
+        // The asker's rooms, read when a copy is missing.
+        let mut mine: Option<HashSet<OwnedRoomId>> = None;
         let mut to_fetch = Vec::new();
         let mut to_ask = BTreeMap::new();
         for (user, devices) in wanted.iter().filter(|(user, _)| user.server_name() != self.server_name) {
             if let Some(record) = self.fresh_device_list(user)? {
                 device_lists::add_to_answer(user, &record, devices, answer);
-            } else if rooms.joined_to_any(user, &mine)? {
+                continue;
+            }
+            let mine = match &mut mine {
+                Some(mine) => mine,
+                empty => empty.insert(rooms.joined_rooms(viewer.localpart())?.into_iter().collect()),
+            };
+            if rooms.joined_to_any(user, mine)? {
                 to_fetch.push((user.clone(), devices.clone()));
             } else {
                 to_ask.insert(user.clone(), devices.clone());

@@ -99,20 +99,6 @@ async fn alice_and_bob_share_a_room(alice: &Session, bob: &Session) -> String {
 }
 
 #[tokio::test]
-async fn device_list_changes_reach_the_other_server() {
-    let (_ca, a, b) = two_servers("", "").await;
-    let alice = a.client().register("alice").await;
-    let bob = b.client().register("bob").await;
-    let mut since = alice_and_bob_share_a_room(&alice, &bob).await;
-
-    // alice's device gets keys: bob's server hears of it, bob's sync says so.
-    let upload = json!({ "device_keys": device_keys(&alice, &new_key()) });
-    alice.client.post("/_matrix/client/v3/keys/upload", upload).await.assert_ok();
-    wait_for_alice_changed(&bob, &mut since).await;
-    bob_gets_alice_device(&alice, &bob).await;
-}
-
-#[tokio::test]
 async fn a_device_list_change_made_while_the_other_server_is_down_reaches_it_after() {
     let (_ca, a, b) = two_servers("", "").await;
     let alice = a.client().register("alice").await;

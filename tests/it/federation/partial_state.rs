@@ -3,10 +3,7 @@
 //! server that takes part in the room at once and completes its state
 //! afterwards.
 
-use std::{
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::net::SocketAddr;
 
 use conduit::{
     events::{build_and_sign, room_version, NewEvent},
@@ -15,8 +12,13 @@ use conduit::{
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomVersionId};
 use serde_json::{json, Value};
 
-use super::{free_port, partition::Link, start_peer, tls_addr, tls_request_with_body, two_servers, TestCa};
-use crate::harness::{enc, Session, TestServer};
+use super::{
+    free_port,
+    partition::Link,
+    rooms::{joined_members, wait_for_message},
+    start_peer, tls_addr, tls_request_with_body, two_servers, TestCa,
+};
+use crate::harness::{enc, TestServer};
 
 /// A request from b.test to a.test over TLS, signed by b.test.
 async fn as_b(
@@ -126,28 +128,6 @@ async fn a_join_answered_without_members_keeps_the_rest_of_the_state_and_names_t
     assert_eq!(member_keys(&events_of(&answer, "state")), ["@alice:a.test"]);
     let (status, answer) = send_join(&ca, &a, &b, &other, "?omit_members=yes").await;
     assert_eq!((status, answer["errcode"].as_str()), (400, Some("M_INVALID_PARAM")), "{answer}");
-}
-
-/// Syncs as `session` until a message with `body` shows in `room` (30 s at most).
-async fn wait_for_message(session: &Session, room: &str, body: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=20", enc(room));
-        let reply = session.client.get(&path).await;
-        let chunk = reply.body["chunk"].as_array().cloned().unwrap_or_default();
-        if chunk.iter().any(|e| e["content"]["body"] == body) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{body:?} never reached {}: {}", session.user_id, reply.body);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn joined_members(session: &Session, room: &str) -> Vec<String> {
-    let reply = session.client.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room))).await;
-    let mut members: Vec<String> = reply.assert_ok()["joined"].as_object().unwrap().keys().cloned().collect();
-    members.sort();
-    members
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use crate::harness::{enc, enc_json, message_bodies, Session};
 
 /// Syncs as `session` until the room's timeline has a message `body`; the
 /// events seen. Fails after 20 s.
-async fn wait_for_message(session: &Session, room: &str, body: &str) -> Vec<Value> {
+pub(super) async fn wait_for_message(session: &Session, room: &str, body: &str) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut since: Option<String> = None;
     let mut seen = Vec::new();
@@ -32,7 +32,7 @@ async fn wait_for_message(session: &Session, room: &str, body: &str) -> Vec<Valu
 }
 
 /// The joined members of `room` as `session` sees them.
-async fn joined_members(session: &Session, room: &str) -> Vec<String> {
+pub(super) async fn joined_members(session: &Session, room: &str) -> Vec<String> {
     let reply = session.client.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(room))).await;
     let mut members: Vec<String> = reply.assert_ok()["joined"].as_object().unwrap().keys().cloned().collect();
     members.sort();

@@ -42,29 +42,16 @@ async fn conduit_and_synapse_with(synapse_yaml: &str) -> (TestCa, TestServer, Sy
 /// section gave so far (timeline and state events gathered); that. Fails
 /// after 30 s, with `peer`'s log.
 async fn wait_in_room(session: &Session, room: &str, peer: &SynapsePeer, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let (mut timeline, mut state) = (Vec::new(), Vec::new());
-    let mut since: Option<String> = None;
-    while Instant::now() < deadline {
-        let path = match &since {
-            Some(token) => format!("/_matrix/client/v3/sync?timeout=500&since={token}"),
-            None => "/_matrix/client/v3/sync?timeout=0".to_owned(),
-        };
-        let sync = session.client.get(&path).await;
-        if sync.status != 200 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+    let mut gathered = json!({ "timeline": { "events": [] }, "state": { "events": [] } });
+    wait_for_sync(session, peer, &format!("the expected in {room}"), |sync| {
+        for part in ["timeline", "state"] {
+            let events = sync["rooms"]["join"][room][part]["events"].as_array().cloned().unwrap_or_default();
+            gathered[part]["events"].as_array_mut().expect("a list").extend(events);
         }
-        since = sync.body["next_batch"].as_str().map(str::to_owned);
-        let section = &sync.body["rooms"]["join"][room];
-        timeline.extend(section["timeline"]["events"].as_array().cloned().unwrap_or_default());
-        state.extend(section["state"]["events"].as_array().cloned().unwrap_or_default());
-        let gathered = json!({ "timeline": { "events": timeline }, "state": { "events": state } });
-        if check(&gathered) {
-            return gathered;
-        }
-    }
-    panic!("{} never saw the expected in {room}: {timeline:?}\n--- Synapse log ---\n{}", session.user_id, log_of(peer));
+        check(&gathered)
+    })
+    .await;
+    gathered
 }
 
 /// Syncs as `session` (incrementally) until `user` is typing in `room`.
@@ -471,7 +458,7 @@ async fn matrix_js_sdk_clients_on_conduit_and_synapse_share_an_encrypted_dm() {
 }
 
 /// Syncs as `session` (incrementally) until `check` holds for the sync answer.
-async fn wait_for_sync(session: &Session, peer: &SynapsePeer, what: &str, check: impl Fn(&Value) -> bool) {
+async fn wait_for_sync(session: &Session, peer: &SynapsePeer, what: &str, mut check: impl FnMut(&Value) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut since: Option<String> = None;
     while Instant::now() < deadline {
