@@ -113,6 +113,30 @@ pub struct Config {
     pub push: PushConfig,
     #[serde(default)]
     pub federation: FederationConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// The public-sector room rules (`crate::policy`); off by default.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Turns on the `im.vector.room.access_rules` state event and every rule
+    /// of the policy layer. Off: plain Matrix.
+    #[serde(default)]
+    pub access_rules: bool,
+    /// The external partners' server names.
+    #[serde(default)]
+    pub external_servers: Vec<String>,
+    /// This server is the external partners' own: its users cannot create
+    /// rooms, search the user directory, join public rooms or rooms they are
+    /// not invited to, and are never moderators.
+    #[serde(default)]
+    pub externals_mode: bool,
+    /// Users (full ids) whose events the rules do not check; server admins
+    /// bypass them too.
+    #[serde(default)]
+    pub bypass_users: Vec<String>,
 }
 
 /// Talking to other homeservers (server-server API).
@@ -364,6 +388,22 @@ impl Config {
         Ok(())
     }
 
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        let policy = &self.policy;
+        if let Some(bad) =
+            policy.external_servers.iter().find(|server| ruma::ServerName::parse(server.as_str()).is_err())
+        {
+            return Err(invalid("policy.external_servers", format!("{bad:?} is not a server name")));
+        }
+        if let Some(bad) = policy.bypass_users.iter().find(|user| ruma::UserId::parse(user.as_str()).is_err()) {
+            return Err(invalid("policy.bypass_users", format!("{bad:?} is not a user id")));
+        }
+        if !policy.access_rules && (policy.externals_mode || !policy.external_servers.is_empty()) {
+            return Err(invalid("policy.access_rules", "must be true for external_servers or externals_mode to apply"));
+        }
+        Ok(())
+    }
+
     /// The trusted proxies, parsed (validated at load).
     pub fn trusted_proxy_networks(&self) -> Vec<Network> {
         self.trusted_proxies.iter().filter_map(|p| Network::parse(p)).collect()
@@ -542,6 +582,7 @@ impl Config {
             check_readable_file("push.ca_file", ca_file)?;
         }
         self.validate_federation()?;
+        self.validate_policy()?;
         if self.max_request_size < 1024 {
             return Err(invalid("max_request_size", "must be at least 1024 bytes"));
         }

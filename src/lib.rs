@@ -30,6 +30,7 @@ pub mod federation;
 pub mod fuzz_targets;
 pub mod http;
 pub mod media;
+pub mod policy;
 pub mod push;
 pub mod rooms;
 pub mod services;

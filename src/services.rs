@@ -9,6 +9,7 @@ use crate::{
     e2ee::E2ee,
     federation::Federation,
     media::{preview::Previewer, Media},
+    policy::PublicSectorPolicy,
     push::PushSender,
     rooms::{typing::Typing, Rooms},
     storage::{Storage, StorageError},
@@ -28,6 +29,9 @@ pub struct Services {
     pub push: PushSender,
     pub federation: Federation,
     pub server_key: Arc<ServerKey>,
+    /// The public-sector rules, when `[policy] access_rules` is on (the
+    /// rooms' pipeline holds them too).
+    pub policy: Option<Arc<PublicSectorPolicy>>,
 }
 
 impl Services {
@@ -46,6 +50,12 @@ impl Services {
             Ok(0) => {}
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),
             Err(error) => tracing::warn!(%error, "could not index earlier events for message search"),
+        }
+        let policy = PublicSectorPolicy::from_config(&config.policy, config.server_name.clone(), users.admin_lookup())
+            .map(Arc::new);
+        if let Some(policy) = &policy {
+            rooms.set_policy(Arc::clone(policy) as Arc<dyn crate::rooms::EventPolicy>);
+            tracing::info!(externals_mode = policy.externals_mode(), "public-sector room rules on");
         }
         let typing = Typing::new(Arc::clone(&storage));
         let presence = Presence::new(Arc::clone(&storage), config.presence);
@@ -72,6 +82,7 @@ impl Services {
             push,
             federation,
             server_key,
+            policy,
         });
         services.start_maintenance();
         services.start_resumptions();

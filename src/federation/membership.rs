@@ -581,6 +581,16 @@ impl StateView for StateOf<'_> {
             .find(|pdu| pdu.kind().to_string() == kind && pdu.state_key_str() == Some(state_key))
             .cloned())
     }
+
+    fn member_events(&self) -> Result<Vec<Pdu>> {
+        Ok(self
+            .ids
+            .iter()
+            .filter_map(|id| self.events.events.get(id))
+            .filter(|pdu| pdu.event_type() == &ruma::events::TimelineEventType::RoomMember)
+            .cloned()
+            .collect())
+    }
 }
 
 /// The room, which this server is in with its whole state (one joined with

@@ -29,6 +29,8 @@ impl Rooms {
             kinds::CANONICAL_ALIAS,
             kinds::ENCRYPTION,
             kinds::TOPIC,
+            // The public-sector access rule: the invitee's server checks it.
+            crate::policy::ACCESS_RULES,
         ] {
             if let Some(pdu) = self.state_event_in(&state, kind, "")? {
                 events.push(stripped(&pdu));

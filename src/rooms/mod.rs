@@ -289,6 +289,20 @@ impl Rooms {
         Ok(Arc::new(after))
     }
 
+    /// Every member event of a state map.
+    pub fn member_events_in(&self, state: &StateMap) -> Result<Vec<Pdu>> {
+        let mut events = Vec::new();
+        for (short_key, short_event) in state {
+            let (kind, _) = self.state.state_key_of(*short_key)?;
+            if kind != kinds::MEMBER {
+                continue;
+            }
+            let event_id = self.event_id_of_short(*short_event)?;
+            events.extend(self.get_pdu(&event_id)?.map(|(pdu, _)| pdu));
+        }
+        Ok(events)
+    }
+
     /// Users whose current membership is `join`.
     pub fn joined_members_in(&self, state: &StateMap) -> Result<Vec<ruma::OwnedUserId>> {
         let mut members = Vec::new();

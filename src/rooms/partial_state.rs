@@ -194,4 +194,8 @@ impl StateView for WithOwnAuthEvents<'_> {
         }
         Ok(None)
     }
+
+    fn member_events(&self) -> Result<Vec<Pdu>> {
+        self.state.member_events()
+    }
 }

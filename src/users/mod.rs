@@ -66,7 +66,32 @@ pub struct Users {
     passwords: password::Passwords,
 }
 
+/// Whether a local user is a server admin, read from the users table by
+/// those who hold no users service (the policy layer).
+#[derive(Clone)]
+pub struct AdminLookup {
+    storage: Arc<Storage>,
+}
+
+impl AdminLookup {
+    /// A storage error counts as "not an admin" (the rules then apply).
+    pub fn is_admin(&self, localpart: &str) -> bool {
+        match self.storage.tables.users.get(&localpart.to_owned()) {
+            Ok(user) => user.is_some_and(|user| user.is_admin && !user.deactivated),
+            Err(error) => {
+                tracing::warn!(%error, localpart, "could not read whether a user is an admin");
+                false
+            }
+        }
+    }
+}
+
 impl Users {
+    /// A handle answering whether a local user is a server admin.
+    pub fn admin_lookup(&self) -> AdminLookup {
+        AdminLookup { storage: Arc::clone(&self.storage) }
+    }
+
     pub fn new(storage: Arc<Storage>, config: &Config) -> Self {
         let storage_for_directory = Arc::clone(&storage);
         Self {

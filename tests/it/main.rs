@@ -17,6 +17,7 @@ mod hardening;
 mod history;
 mod login;
 mod media;
+mod policy;
 mod process;
 mod profile;
 mod push;

@@ -390,7 +390,12 @@ async fn upgrades_replace_the_room_and_carry_its_state() {
 struct NoEncryption;
 
 impl conduit::rooms::EventPolicy for NoEncryption {
-    fn check(&self, pdu: &conduit::events::Pdu, _state: &dyn conduit::rooms::StateView) -> conduit::error::Result<()> {
+    fn check(
+        &self,
+        _rooms: &conduit::rooms::Rooms,
+        pdu: &conduit::events::Pdu,
+        _state: &dyn conduit::rooms::StateView,
+    ) -> conduit::error::Result<()> {
         if pdu.kind().to_string() == "m.room.encryption" {
             return Err(conduit::error::Error::forbidden("Encryption is not allowed here"));
         }

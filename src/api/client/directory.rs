@@ -72,6 +72,10 @@ impl Visibility<'_> {
 pub fn search(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: SearchBody = request.json()?;
     let limit = body.limit.map_or(DEFAULT_LIMIT, |l| (l as usize).clamp(1, MAX_LIMIT));
+    // The external partners' server: its users find nobody (public-sector rules).
+    if s.policy.as_ref().is_some_and(|policy| policy.hides_user_directory_from(&who.user_id)) {
+        return Ok(Response::json(&json!({ "results": [], "limited": false })));
+    }
     let mut visibility = Visibility {
         s,
         searcher_rooms: s.rooms.joined_rooms(&who.localpart)?.into_iter().collect(),

@@ -94,6 +94,15 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
         None => true,
     };
     if remote {
+        if let Some(policy) = &s.policy {
+            let invite = s
+                .rooms
+                .remote_invite(&who.localpart, &room_id)?
+                .filter(|invite| invite.rejection.is_none() && !invite.knock);
+            let invite_state: Option<Vec<Value>> =
+                invite.map(|invite| serde_json::from_str(&invite.stripped_state).unwrap_or_default());
+            policy.check_remote_join(&who.user_id, &room_id, invite_state.as_deref())?;
+        }
         s.federation.join_remote(&s.rooms, &room_id, &who.user_id, &via, content).await?;
         return Ok(Response::json(&json!({ "room_id": room_id })));
     }

@@ -77,6 +77,7 @@ fn local_list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
         .into_iter()
         .filter(|room| term.is_none_or(|term| room.matches(term)))
         .filter(|room| body.filter.room_types.as_deref().is_none_or(|types| room.has_type_in(types)))
+        .filter(|room| listable(s, room))
         .map(|room| room.entry)
         .collect();
     let total = rooms.len();
@@ -91,6 +92,18 @@ fn local_list(s: &Services, body: PublicRoomsBody) -> Result<Response> {
         response["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));
     }
     Ok(Response::json(&response))
+}
+
+/// Under the public-sector rules, only `restricted` rooms are listed.
+fn listable(s: &Services, room: &crate::rooms::directory::PublicRoom) -> bool {
+    let Some(policy) = &s.policy else { return true };
+    let Some(room_id) = room.entry["room_id"].as_str().and_then(|id| ruma::RoomId::parse(id).ok()) else {
+        return false;
+    };
+    policy.listable(&s.rooms, &room_id).unwrap_or_else(|error| {
+        tracing::warn!(room = %room_id, %error, "could not read a published room's access rule");
+        false
+    })
 }
 
 /// `GET /publicRooms?limit=&since=&server=`.
@@ -163,6 +176,9 @@ pub async fn set_visibility(s: &Services, request: &Request, who: &Identity) -> 
     let room = s.rooms.room(&room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
     if !who.is_admin && !s.rooms.may_send_state(&room, &who.user_id, kinds::CANONICAL_ALIAS)? {
         return Err(Error::forbidden("Publishing this room needs the power to change its canonical alias"));
+    }
+    if let (true, Some(policy)) = (published, &s.policy) {
+        policy.check_publication(&s.rooms, &who.user_id, &room_id)?;
     }
     s.rooms.set_published(&room_id, published).await?;
     Ok(Response::empty_object())

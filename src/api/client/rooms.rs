@@ -74,7 +74,7 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
     if body.name.as_ref().is_some_and(|name| name.len() > MAX_NAME_BYTES) {
         return Err(Error::invalid_param(format!("The room name is longer than {MAX_NAME_BYTES} bytes")));
     }
-    let new_room = NewRoom {
+    let mut new_room = NewRoom {
         creator: who.user_id.clone(),
         creator_member_content: super::profile::join_content(s, who)?,
         preset,
@@ -92,11 +92,20 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         creation_content: body.creation_content.unwrap_or_default(),
         power_level_override: body.power_level_content_override,
     };
-    let plan = creation::plan(new_room, &rules)?;
+    let published = body.visibility.as_deref() == Some("public");
+    let shaped_by = match &s.policy {
+        Some(policy) => policy.shape_new_room(&mut new_room, published)?.map(|_| policy),
+        None => None,
+    };
+    let public = crate::policy::creation::is_public(&new_room);
+    let mut plan = creation::plan(new_room, &rules)?;
+    if let Some(policy) = shaped_by {
+        policy.shape_plan(&mut plan, public);
+    }
     let room_id =
         s.rooms.create_room(&who.user_id, &version, plan.create_content, alias.as_deref(), plan.events).await?;
     tracing::info!(room = %room_id, version = %version, "room created");
-    if body.visibility.as_deref() == Some("public") {
+    if published {
         s.rooms.set_published(&room_id, true).await?;
     }
     // Other servers' users are invited once the room exists, each through

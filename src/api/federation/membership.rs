@@ -61,10 +61,13 @@ pub async fn invite(s: &Services, request: &Request, origin: &ServerName) -> Res
     let room_id = room_id_param(request)?;
     let body: crate::federation::invite::InviteRequest = request.json()?;
     let invitee = body.event["state_key"].as_str().and_then(|key| UserId::parse(key).ok());
-    let local = invitee.filter(|user| user.server_name() == s.config.server_name);
+    let local = invitee.clone().filter(|user| user.server_name() == s.config.server_name);
     match local {
         Some(user) if s.users.get_active(user.localpart())?.is_some() => {}
         _ => return Err(Error::not_found("The invitee is not a user of this server")),
+    }
+    if let (Some(policy), Some(invitee)) = (&s.policy, &invitee) {
+        policy.check_incoming_invite(invitee, &room_id, &body.invite_room_state)?;
     }
     let answer = s.federation.receive_invite(&s.rooms, origin, &room_id, request.param("event_id")?, body).await?;
     Ok(Response::json(&answer))

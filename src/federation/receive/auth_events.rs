@@ -32,6 +32,10 @@ impl StateView for AuthEventsState {
     fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         Ok(self.0.get(&(kind.to_owned(), state_key.to_owned())).cloned())
     }
+
+    fn member_events(&self) -> Result<Vec<Pdu>> {
+        Ok(self.0.iter().filter(|((kind, _), _)| kind == kinds::MEMBER).map(|(_, pdu)| pdu.clone()).collect())
+    }
 }
 
 /// `Some(rejection)` when the event's auth events refuse it.

@@ -71,7 +71,7 @@ impl Rooms {
                 return Ok(Verdict::SoftFail(reason));
             }
         }
-        Ok(match self.policy().check(pdu, state_before) {
+        Ok(match self.policy().check(self, pdu, state_before) {
             Ok(()) => Verdict::Accept,
             Err(refusal) => Verdict::Reject(Refusal::Policy(refusal.message)),
         })

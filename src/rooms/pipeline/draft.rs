@@ -55,6 +55,15 @@ impl StateView for Draft {
     fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         Ok(self.state.get(&(kind.to_owned(), state_key.to_owned())).map(|&index| self.events[index].clone()))
     }
+
+    fn member_events(&self) -> Result<Vec<Pdu>> {
+        Ok(self
+            .state
+            .iter()
+            .filter(|((kind, _), _)| kind == crate::events::kinds::MEMBER)
+            .map(|(_, &index)| self.events[index].clone())
+            .collect())
+    }
 }
 
 impl EventView for Draft {

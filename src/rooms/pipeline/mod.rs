@@ -55,6 +55,9 @@ use crate::{
 pub trait StateView {
     /// The state event `(kind, state_key)`, if the state has one.
     fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>>;
+
+    /// Every `m.room.member` event of the state (whatever the membership).
+    fn member_events(&self) -> Result<Vec<Pdu>>;
 }
 
 /// Events by id (auth events): stored, or in memory.
@@ -64,16 +67,36 @@ pub trait EventView {
 
 /// A deployment's policy hook: may veto an event that passed the auth rules,
 /// before it is stored, whether it was sent here or came from another
-/// server. The public-sector rules (room access rules, externals) plug in here.
+/// server, and may send events of its own before a local one. The
+/// public-sector rules ([`crate::policy`]) plug in here.
 pub trait EventPolicy: Send + Sync {
-    fn check(&self, pdu: &Pdu, state_before: &dyn StateView) -> Result<()>;
+    /// `Err` (its message says which rule) refuses `pdu`.
+    fn check(&self, rooms: &Rooms, pdu: &Pdu, state_before: &dyn StateView) -> Result<()>;
+
+    /// Events to send (as `sender`, in order) just before a local event
+    /// `request`, on the room's current `state`.
+    fn events_before(
+        &self,
+        _rooms: &Rooms,
+        _sender: &UserId,
+        _request: &EventRequest,
+        _state: &dyn StateView,
+    ) -> Result<Vec<EventRequest>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether the policy has anything to say before local events (saves
+    /// reading the state when it has not).
+    fn sends_events(&self) -> bool {
+        false
+    }
 }
 
 /// The default policy: the auth rules alone decide.
 pub struct NoPolicy;
 
 impl EventPolicy for NoPolicy {
-    fn check(&self, _pdu: &Pdu, _state_before: &dyn StateView) -> Result<()> {
+    fn check(&self, _rooms: &Rooms, _pdu: &Pdu, _state_before: &dyn StateView) -> Result<()> {
         Ok(())
     }
 }
@@ -93,6 +116,10 @@ impl<'r> StoredState<'r> {
 impl StateView for StoredState<'_> {
     fn state_event(&self, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         self.rooms.state_event_in(&self.map, kind, state_key)
+    }
+
+    fn member_events(&self) -> Result<Vec<Pdu>> {
+        self.rooms.member_events_in(&self.map)
     }
 }
 
@@ -256,6 +283,7 @@ impl Rooms {
             }
         }
         let mut room = self.room(room_id)?.ok_or_else(|| Error::forbidden("You are not in this room"))?;
+        let policy_events = self.append_policy_events(&mut room, room_id, sender, &request).await?;
         let (pdu, _, rules, state) = self.prepare_local(&room, room_id, sender, request)?;
         let redaction = match pdu.event_type() {
             ruma::events::TimelineEventType::RoomRedaction => self.prepare_redaction(room_id, &pdu, &rules, &state)?,
@@ -265,8 +293,42 @@ impl Rooms {
         let staged = self.persist(PersistPlan::local(room_id, &pdu, Some(before), txn, redaction), &mut room).await?;
         // The next event of the room is built while this one is flushed.
         drop(guard);
+        for event in policy_events {
+            event.durable().await?;
+        }
         staged.durable().await?;
         Ok(pdu.event_id().clone())
+    }
+
+    /// The events the deployment's policy sends before `request` (the
+    /// room's lock held), each persisted on the tip. One the rules refuse
+    /// is logged and skipped: the user's own request still goes.
+    async fn append_policy_events(
+        &self,
+        room: &mut RoomRecord,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: &EventRequest,
+    ) -> Result<Vec<persist::Staged<'_>>> {
+        let policy = self.policy();
+        if !policy.sends_events() {
+            return Ok(Vec::new());
+        }
+        let view = StoredState::new(self, self.current_state(room)?);
+        let mut staged = Vec::new();
+        for event in policy.events_before(self, sender, request, &view)? {
+            let kind = event.kind.clone();
+            match self.prepare_local(room, room_id, sender, event) {
+                Ok((pdu, ..)) => {
+                    let before = room.current_state;
+                    staged.push(
+                        self.persist(PersistPlan::local(room_id, &pdu, Some(before), None, Batch::new()), room).await?,
+                    );
+                }
+                Err(error) => tracing::warn!(room = %room_id, %sender, %kind, %error, "the policy's event was refused"),
+            }
+        }
+        Ok(staged)
     }
 }
 
