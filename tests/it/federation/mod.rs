@@ -9,6 +9,7 @@ mod e2ee;
 mod media;
 mod partial_state;
 mod partition;
+mod policy;
 mod rooms;
 mod synapse;
 
