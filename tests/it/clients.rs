@@ -70,6 +70,18 @@ async fn run_client_script(script: &str) {
     run_script(script, vec![format!("http://{}", server.addr)]).await;
 }
 
+/// Installs the client packages if needed and runs `script` against a fresh
+/// server started with `extra` configuration.
+async fn run_client_script_with(script: &str, extra: &str) {
+    if skip_requested() {
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping {script} as asked");
+        return;
+    }
+    tokio::task::spawn_blocking(ensure_installed).await.unwrap();
+    let server = TestServer::start_with(extra).await;
+    run_script(script, vec![format!("http://{}", server.addr)]).await;
+}
+
 /// Installs the client packages if needed and runs `script` against running
 /// servers (several, for the federation scripts), named by their base URLs.
 pub async fn run_client_script_against(script: &str, base_urls: Vec<String>) {
@@ -89,6 +101,11 @@ async fn matrix_js_sdk_registers_logs_in_and_manages_devices() {
 #[tokio::test]
 async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
     run_client_script("rooms.mjs").await;
+}
+
+#[tokio::test]
+async fn matrix_js_sdk_creates_a_dm_a_private_room_and_a_forum_under_the_public_sector_rules() {
+    run_client_script_with("policy.mjs", "[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n").await;
 }
 
 #[tokio::test]
