@@ -8,6 +8,14 @@
 //! - `event_creation/build_and_sign`: one event hashed, signed, id computed.
 //! - `event_creation/pipeline_append`: one message through the whole pipeline
 //!   (build, sign, auth rules, atomic persist, fsync) in a room of 100 members.
+//! - `event_creation/pipeline_member_update`: one member event (a display
+//!   name change) through the same pipeline.
+//! - `…_policy`: the same with the public-sector rules on (`[policy]`), in
+//!   the same room, same sitting: the cost of the policy hook.
+//!   `cargo bench --bench state_res -- pipeline` runs these four.
+//! - `event_creation/policy_check_member`: the public-sector rules' check of
+//!   one member event alone (what the hook adds to a state event, without
+//!   the fsync that dominates the pipeline's figures).
 //!
 //! Run: `cargo bench --bench state_res`. Figures in BENCHMARKS.md.
 
@@ -168,7 +176,7 @@ fn event_creation(c: &mut Criterion) {
 
     let dir = tempfile::tempdir().unwrap();
     let storage = Arc::new(Storage::open(dir.path(), 64 << 20).unwrap());
-    let rooms = Rooms::new(storage, "bench.local".try_into().unwrap(), Arc::new(key));
+    let rooms = Rooms::new(Arc::clone(&storage), "bench.local".try_into().unwrap(), Arc::new(key));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let room = runtime.block_on(async {
         let join_rules = EventRequest::state("m.room.join_rules", "", json!({ "join_rule": "public" }));
@@ -186,13 +194,52 @@ fn event_creation(c: &mut Criterion) {
         room
     });
     group.sample_size(30);
-    group.bench_function("pipeline_append", |b| {
+    let member = user(7);
+    let mut renames = 0u64;
+    let policy = public_sector_policy(&storage);
+    // The policy first: the room grows as the benches run, which favours the earlier.
+    for (suffix, policy) in [("_policy", Some(policy)), ("", None)] {
+        match policy {
+            Some(policy) => rooms.set_policy(policy),
+            None => rooms.set_policy(Arc::new(conduit::rooms::NoPolicy)),
+        }
+        group.bench_function(format!("pipeline_append{suffix}"), |b| {
+            b.iter(|| {
+                let message = EventRequest::message("m.room.message", json!({ "msgtype": "m.text", "body": "hello" }));
+                runtime.block_on(rooms.append(&room, &sender, message, None)).unwrap()
+            })
+        });
+        group.bench_function(format!("pipeline_member_update{suffix}"), |b| {
+            b.iter(|| {
+                renames += 1;
+                let content = json!({ "membership": "join", "displayname": format!("Member {renames}") });
+                let rename = EventRequest::state("m.room.member", member.as_str(), content);
+                runtime.block_on(rooms.append(&room, &member, rename, None)).unwrap()
+            })
+        });
+    }
+    let policy = public_sector_policy(&storage);
+    let record = rooms.room(&room).unwrap().unwrap();
+    let rename = EventRequest::state("m.room.member", member.as_str(), json!({ "membership": "join", "displayname": "X" }));
+    let event_id = runtime.block_on(rooms.append(&room, &member, rename, None)).unwrap();
+    let (pdu, _) = rooms.get_pdu(&event_id).unwrap().unwrap();
+    group.bench_function("policy_check_member", |b| {
         b.iter(|| {
-            let message = EventRequest::message("m.room.message", json!({ "msgtype": "m.text", "body": "hello" }));
-            runtime.block_on(rooms.append(&room, &sender, message, None)).unwrap()
+            let state = conduit::rooms::pipeline::StoredState::new(&rooms, rooms.current_state(&record).unwrap());
+            policy.check(&rooms, &pdu, &state).unwrap()
         })
     });
     group.finish();
+}
+
+/// The public-sector rules as a deployment turns them on.
+fn public_sector_policy(storage: &Arc<Storage>) -> Arc<dyn conduit::rooms::EventPolicy> {
+    let text = "server_name = \"bench.local\"\n[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n";
+    let config = conduit::config::Config::from_toml_with_env(text, Vec::new()).unwrap();
+    let users = conduit::users::Users::new(Arc::clone(storage), &config);
+    let policy =
+        conduit::policy::PublicSectorPolicy::from_config(&config.policy, config.server_name.clone(), users.admin_lookup());
+    Arc::new(policy.unwrap())
 }
 
 criterion_group!(benches, state_resolution, event_creation);

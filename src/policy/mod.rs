@@ -327,17 +327,17 @@ impl EventPolicy for PublicSectorPolicy {
         request: &EventRequest,
         state: &dyn StateView,
     ) -> Result<Vec<EventRequest>> {
-        let leaves = request.kind == kinds::MEMBER
-            && request.state_key.as_deref() == Some(sender.as_str())
-            && request.content["membership"] == "leave";
-        if !leaves {
+        if !self.may_send_before(sender, request) {
             return Ok(Vec::new());
         }
         Ok(last_admin::promotion(self, sender, state)?.into_iter().collect())
     }
 
-    fn sends_events(&self) -> bool {
-        true
+    /// A user's own leave (the last admin's promotion goes first).
+    fn may_send_before(&self, sender: &UserId, request: &EventRequest) -> bool {
+        request.kind == kinds::MEMBER
+            && request.state_key.as_deref() == Some(sender.as_str())
+            && request.content["membership"] == "leave"
     }
 }
 

@@ -85,9 +85,9 @@ pub trait EventPolicy: Send + Sync {
         Ok(Vec::new())
     }
 
-    /// Whether the policy has anything to say before local events (saves
-    /// reading the state when it has not).
-    fn sends_events(&self) -> bool {
+    /// Whether the policy may send events before `request` (the state is
+    /// read for [`EventPolicy::events_before`] only then).
+    fn may_send_before(&self, _sender: &UserId, _request: &EventRequest) -> bool {
         false
     }
 }
@@ -311,7 +311,7 @@ impl Rooms {
         request: &EventRequest,
     ) -> Result<Vec<persist::Staged<'_>>> {
         let policy = self.policy();
-        if !policy.sends_events() {
+        if !policy.may_send_before(sender, request) {
             return Ok(Vec::new());
         }
         let view = StoredState::new(self, self.current_state(room)?);

@@ -115,3 +115,22 @@ async fn the_externals_server_holds_its_rules_against_a_server_without_them() {
     let seen_by_bob = bob.client.get(&state_path(&partners, "m.room.power_levels")).await;
     assert!(seen_by_bob.assert_ok()["users"].get("@bob:b.test").is_none(), "{:?}", seen_by_bob.body);
 }
+
+#[tokio::test]
+async fn the_agents_server_refuses_joins_a_server_without_the_rules_sends_for_its_users() {
+    // b.test runs plain Matrix: a.test, resident, judges its users' joins.
+    let (_ca, a, b) = two_servers(AGENTS, "").await;
+    let (_admin_a, _admin_b) = (a.client().register("admin").await, b.client().register("admin").await);
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await;
+
+    let forum = alice.create_room(json!({ "preset": "public_chat" })).await;
+    assert_refused(&join_via_a(&bob, &forum).await, "access_rules.restricted");
+    let rule = json!([{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }]);
+    let open_partners = alice.create_room(json!({ "preset": "public_chat", "initial_state": rule })).await;
+    assert_refused(&join_via_a(&bob, &open_partners).await, "only when invited");
+    invite(&alice, &open_partners, &bob.user_id).await.assert_ok();
+    join_via_a(&bob, &open_partners).await.assert_ok();
+    assert_eq!(joined_members(&alice, &open_partners).await, ["@alice:a.test", "@bob:b.test"]);
+    assert_eq!(joined_members(&alice, &forum).await, ["@alice:a.test"]);
+}
