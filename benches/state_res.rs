@@ -220,7 +220,8 @@ fn event_creation(c: &mut Criterion) {
     }
     let policy = public_sector_policy(&storage);
     let record = rooms.room(&room).unwrap().unwrap();
-    let rename = EventRequest::state("m.room.member", member.as_str(), json!({ "membership": "join", "displayname": "X" }));
+    let rename =
+        EventRequest::state("m.room.member", member.as_str(), json!({ "membership": "join", "displayname": "X" }));
     let event_id = runtime.block_on(rooms.append(&room, &member, rename, None)).unwrap();
     let (pdu, _) = rooms.get_pdu(&event_id).unwrap().unwrap();
     group.bench_function("policy_check_member", |b| {
@@ -234,11 +235,15 @@ fn event_creation(c: &mut Criterion) {
 
 /// The public-sector rules as a deployment turns them on.
 fn public_sector_policy(storage: &Arc<Storage>) -> Arc<dyn conduit::rooms::EventPolicy> {
-    let text = "server_name = \"bench.local\"\n[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n";
+    let text =
+        "server_name = \"bench.local\"\n[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n";
     let config = conduit::config::Config::from_toml_with_env(text, Vec::new()).unwrap();
     let users = conduit::users::Users::new(Arc::clone(storage), &config);
-    let policy =
-        conduit::policy::PublicSectorPolicy::from_config(&config.policy, config.server_name.clone(), users.admin_lookup());
+    let policy = conduit::policy::PublicSectorPolicy::from_config(
+        &config.policy,
+        config.server_name.clone(),
+        users.admin_lookup(),
+    );
     Arc::new(policy.unwrap())
 }
 

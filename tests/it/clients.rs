@@ -105,7 +105,8 @@ async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
 
 #[tokio::test]
 async fn matrix_js_sdk_creates_a_dm_a_private_room_and_a_forum_under_the_public_sector_rules() {
-    run_client_script_with("policy.mjs", "[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n").await;
+    run_client_script_with("policy.mjs", "[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n")
+        .await;
 }
 
 #[tokio::test]

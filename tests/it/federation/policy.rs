@@ -126,7 +126,8 @@ async fn the_agents_server_refuses_joins_a_server_without_the_rules_sends_for_it
 
     let forum = alice.create_room(json!({ "preset": "public_chat" })).await;
     assert_refused(&join_via_a(&bob, &forum).await, "access_rules.restricted");
-    let rule = json!([{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }]);
+    let rule =
+        json!([{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }]);
     let open_partners = alice.create_room(json!({ "preset": "public_chat", "initial_state": rule })).await;
     assert_refused(&join_via_a(&bob, &open_partners).await, "only when invited");
     invite(&alice, &open_partners, &bob.user_id).await.assert_ok();
