@@ -19,7 +19,7 @@ use super::{Broken, Checked, RoomFacts, Rule};
 use crate::{
     error::Result,
     events::kinds,
-    rooms::{pipeline::StateView, Rooms},
+    rooms::{pipeline::StateView, Membership, Rooms},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,14 +101,14 @@ pub fn restricted_refusal() -> Broken {
 pub fn check_membership(
     external: bool,
     target: &UserId,
-    membership: &str,
+    membership: Membership,
     was_invited: bool,
     facts: &RoomFacts,
     state: &dyn StateView,
 ) -> Result<Checked> {
     match facts.rule {
         AccessRule::Restricted if external => return Ok(Err(restricted_refusal())),
-        AccessRule::Unrestricted if external && membership == "join" && !was_invited => {
+        AccessRule::Unrestricted if external && membership == Membership::Join && !was_invited => {
             return Ok(Err(Broken::new(
                 Rule::Unrestricted,
                 "users of the external partners' servers join an unrestricted room only when invited",

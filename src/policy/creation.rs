@@ -13,6 +13,7 @@
 //! - History visibility: `invited`, or `shared` in a public room, unless
 //!   `initial_state` says.
 //!
+//! On the externals' server its users create no rooms (403 `M_FORBIDDEN`).
 //! Server admins and `bypass_users` create rooms as in plain Matrix.
 
 use serde_json::{json, Value};
@@ -25,13 +26,18 @@ use crate::{
 };
 
 impl PublicSectorPolicy {
-    /// Checks a creation request and completes its `initial_state`; the
-    /// access rule the room gets (`None`: the creator bypasses the rules).
-    pub fn shape_new_room(&self, room: &mut NewRoom, published: bool) -> Result<Option<AccessRule>> {
+    /// Checks a creation request and completes its `initial_state`: true
+    /// when the rules shaped it (false: the creator bypasses them, and
+    /// [`PublicSectorPolicy::shape_plan`] is not for their room either).
+    pub fn shape_new_room(&self, room: &mut NewRoom, published: bool) -> Result<bool> {
         let creator = room.creator.clone();
-        self.check_room_creation(&creator)?;
         if self.bypasses(&creator) {
-            return Ok(None);
+            return Ok(false);
+        }
+        if self.externals_mode && creator.server_name() == self.server_name {
+            let broken =
+                Broken::new(Rule::ExternalsCreateRoom, "users of the external partners' server cannot create rooms");
+            return Err(broken.forbidden(&creator, None));
         }
         let invalid = |reason: String| Broken::new(Rule::AccessRuleChange, reason).invalid(&creator, None);
         let given =
@@ -64,7 +70,7 @@ impl PublicSectorPolicy {
             return Err(super::access_rules::restricted_refusal().forbidden(&creator, None));
         }
         self.check_client_power_levels(room, rule)?;
-        Ok(Some(rule))
+        Ok(true)
     }
 
     /// The power levels a client gives (override, or in `initial_state`).

@@ -15,14 +15,14 @@
 //! would, on every server. A leave of a user of another server is that
 //! server's to handle (it signs for its users).
 
-use ruma::{RoomVersionId, UserId};
+use ruma::{room_version_rules::RoomVersionRules, UserId};
 use serde_json::{json, Value};
 
 use super::{power::MODERATOR, PublicSectorPolicy};
 use crate::{
     error::Result,
-    events::{kinds, room_version},
-    rooms::{pipeline::StateView, power_levels::PowerLevels, EventRequest},
+    events::kinds,
+    rooms::{membership_of, pipeline::StateView, power_levels::PowerLevels, EventRequest, Membership},
 };
 
 /// The level of a room admin.
@@ -30,16 +30,15 @@ pub const ADMIN: i64 = 100;
 
 /// The power-levels event to send before `leaver` leaves, if they are the
 /// last admin and someone can be promoted.
-pub fn promotion(policy: &PublicSectorPolicy, leaver: &UserId, state: &dyn StateView) -> Result<Option<EventRequest>> {
+pub fn promotion(
+    policy: &PublicSectorPolicy,
+    leaver: &UserId,
+    rules: &RoomVersionRules,
+    state: &dyn StateView,
+) -> Result<Option<EventRequest>> {
     let create = state.state_event(kinds::CREATE, "")?;
-    let version = create
-        .as_ref()
-        .and_then(|create| crate::rooms::content_string(create, "room_version"))
-        .unwrap_or_else(|| "1".to_owned());
-    let Ok(version) = RoomVersionId::try_from(version.as_str()) else { return Ok(None) };
-    let Ok(rules) = room_version::rules(&version) else { return Ok(None) };
     let power_event = state.state_event(kinds::POWER_LEVELS, "")?;
-    let levels = PowerLevels::new(create.as_ref(), power_event.as_ref(), &rules);
+    let levels = PowerLevels::new(create.as_ref(), power_event.as_ref(), rules);
     if levels.user(leaver) < ADMIN {
         return Ok(None);
     }
@@ -77,7 +76,7 @@ fn remaining_members(state: &dyn StateView, leaver: &UserId) -> Result<Vec<ruma:
     let mut members: Vec<ruma::OwnedUserId> = state
         .member_events()?
         .into_iter()
-        .filter(|event| matches!(crate::rooms::content_string(event, "membership").as_deref(), Some("join" | "invite")))
+        .filter(|event| matches!(membership_of(event), Some(Membership::Join | Membership::Invite)))
         .filter_map(|event| event.state_key_str().and_then(|key| UserId::parse(key).ok()))
         .filter(|member| member != leaver)
         .collect();

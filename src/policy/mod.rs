@@ -35,7 +35,7 @@ use crate::{
     config::PolicyConfig,
     error::{Error, ErrorKind, Result},
     events::{kinds, Pdu},
-    rooms::{pipeline::StateView, EventPolicy, EventRequest, Rooms},
+    rooms::{membership_of, pipeline::StateView, EventPolicy, EventRequest, Membership, Rooms},
     users::AdminLookup,
 };
 pub use access_rules::AccessRule;
@@ -165,16 +165,6 @@ impl PublicSectorPolicy {
     /// Whether a local user of the externals' server is held by its rules.
     fn is_local_external(&self, user: &UserId) -> bool {
         self.externals_mode && user.server_name() == self.server_name && !self.bypasses(user)
-    }
-
-    /// The externals' server: its users create no rooms.
-    pub fn check_room_creation(&self, creator: &UserId) -> Result<()> {
-        if self.is_local_external(creator) {
-            let broken =
-                Broken::new(Rule::ExternalsCreateRoom, "users of the external partners' server cannot create rooms");
-            return Err(broken.forbidden(creator, None));
-        }
-        Ok(())
     }
 
     /// The externals' server: its users find nobody in the user directory.
@@ -322,15 +312,15 @@ impl EventPolicy for PublicSectorPolicy {
 
     fn events_before(
         &self,
-        _rooms: &Rooms,
         sender: &UserId,
         request: &EventRequest,
+        rules: &ruma::room_version_rules::RoomVersionRules,
         state: &dyn StateView,
     ) -> Result<Vec<EventRequest>> {
         if !self.may_send_before(sender, request) {
             return Ok(Vec::new());
         }
-        Ok(last_admin::promotion(self, sender, state)?.into_iter().collect())
+        Ok(last_admin::promotion(self, sender, rules, state)?.into_iter().collect())
     }
 
     /// A user's own leave (the last admin's promotion goes first).
@@ -353,19 +343,21 @@ impl PublicSectorPolicy {
         state: &dyn StateView,
     ) -> Result<Checked> {
         let Ok(target) = UserId::parse(target) else { return Ok(Ok(())) };
-        let membership = content["membership"].as_str().unwrap_or_default();
-        if !matches!(membership, "invite" | "join" | "knock") {
+        let membership = content["membership"].as_str().and_then(Membership::parse);
+        let Some(membership @ (Membership::Invite | Membership::Join | Membership::Knock)) = membership else {
             return Ok(Ok(()));
-        }
-        let previous = state
-            .state_event(kinds::MEMBER, target.as_str())?
-            .and_then(|event| crate::rooms::content_string(&event, "membership"));
-        let was_invited = matches!(previous.as_deref(), Some("invite" | "join"));
-        let external = self.is_external(&target) && !self.bypasses(&target);
+        };
+        let previous = state.state_event(kinds::MEMBER, target.as_str())?.and_then(|event| membership_of(&event));
+        let was_invited = matches!(previous, Some(Membership::Invite | Membership::Join));
+        // The sender does not bypass the rules (the caller checked): their
+        // own event needs no second look.
+        let own_event = sender == &*target;
+        let external = self.is_external(&target) && (own_event || !self.bypasses(&target));
         if let Err(broken) = access_rules::check_membership(external, &target, membership, was_invited, facts, state)? {
             return Ok(Err(broken));
         }
-        if membership == "join" && sender == &*target && self.is_local_external(&target) {
+        let local_external = self.externals_mode && target.server_name() == self.server_name;
+        if membership == Membership::Join && own_event && local_external {
             if !was_invited {
                 return Ok(Err(Broken::new(
                     Rule::ExternalsJoin,

@@ -46,6 +46,9 @@ use ruma::{
 use serde_json::Value;
 
 use crate::events::kinds;
+/// A local user's invite to (or knock on) a room of another server this
+/// server is not in, as the rooms hand it out.
+pub use crate::storage::records::RemoteInviteRecord as RemoteInvite;
 /// A room's stored description (version, current state, extremities), as
 /// the rooms hand it out.
 pub use crate::storage::records::RoomRecord;
@@ -305,21 +308,12 @@ impl Rooms {
 
     /// Users whose current membership is `join`.
     pub fn joined_members_in(&self, state: &StateMap) -> Result<Vec<ruma::OwnedUserId>> {
-        let mut members = Vec::new();
-        for (short_key, short_event) in state {
-            let (kind, state_key) = self.state.state_key_of(*short_key)?;
-            if kind != kinds::MEMBER {
-                continue;
-            }
-            let event_id = self.event_id_of_short(*short_event)?;
-            let Some((pdu, _)) = self.get_pdu(&event_id)? else { continue };
-            if membership_of(&pdu) == Some(Membership::Join) {
-                if let Ok(user) = ruma::OwnedUserId::try_from(state_key) {
-                    members.push(user);
-                }
-            }
-        }
-        Ok(members)
+        Ok(self
+            .member_events_in(state)?
+            .into_iter()
+            .filter(|pdu| membership_of(pdu) == Some(Membership::Join))
+            .filter_map(|pdu| pdu.state_key_str().and_then(|key| ruma::OwnedUserId::try_from(key).ok()))
+            .collect())
     }
 
     /// For a join to a `restricted` (or `knock_restricted`) room by a user who

@@ -271,6 +271,16 @@ impl Session {
         self.client.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(room)), json!({})).await
     }
 
+    /// `POST /rooms/{roomId}/invite` of `user`.
+    pub async fn invite(&self, room: &str, user: &str) -> Reply {
+        self.client.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(room)), json!({ "user_id": user })).await
+    }
+
+    /// `POST /rooms/{roomId}/leave`.
+    pub async fn leave(&self, room: &str) -> Reply {
+        self.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(room)), json!({})).await
+    }
+
     /// Sends an `m.room.message` with `content`.
     pub async fn send_message(&self, room: &str, txn: &str, content: Value) -> Reply {
         let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
@@ -316,6 +326,11 @@ impl TestServer {
         let dir = self.stop().await;
         Self::start_in(dir, config_text).await
     }
+}
+
+/// The path of a room's state event `(kind, state_key)`.
+pub fn state_path(room: &str, kind: &str, state_key: &str) -> String {
+    format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(state_key))
 }
 
 /// Percent-encodes a Matrix id (room, event, user, alias) for a URL path.

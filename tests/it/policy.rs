@@ -5,14 +5,10 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::{enc, Reply, Session, TestServer};
+use crate::harness::{enc, state_path, Reply, Session, TestServer};
 
 const AGENTS: &str = "[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n";
 const EXTERNAL: &str = "@partner:externes.example";
-
-fn state_path(room: &str, kind: &str, state_key: &str) -> String {
-    format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(state_key))
-}
 
 /// A server with the rules on; its first account (a server admin, who
 /// bypasses the rules) is made first and set aside.
@@ -149,10 +145,9 @@ async fn external_partners_stay_out_of_restricted_rooms_and_get_no_power_in_unre
     let alice = server.client().register("alice").await;
     let bob = server.client().register("bob").await;
     let room = alice.create_room(json!({})).await;
-    let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&room));
-    let reply = alice.client.post(&invite, json!({ "user_id": EXTERNAL })).await;
+    let reply = alice.invite(&room, EXTERNAL).await;
     assert_refused(&reply, 403, "M_FORBIDDEN", "access_rules.restricted");
-    alice.client.post(&invite, json!({ "user_id": bob.user_id })).await.assert_ok();
+    alice.invite(&room, &bob.user_id).await.assert_ok();
 
     alice
         .client
@@ -183,10 +178,7 @@ async fn direct_rooms_hold_two_people_and_have_no_name_topic_or_avatar() {
         .await;
     bob.join(&dm).await.assert_ok();
 
-    let reply = alice
-        .client
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&dm)), json!({ "user_id": carol.user_id }))
-        .await;
+    let reply = alice.invite(&dm, &carol.user_id).await;
     assert_refused(&reply, 403, "M_FORBIDDEN", "access_rules.direct");
     for (kind, content) in [
         ("m.room.name", json!({ "name": "Us" })),
@@ -200,12 +192,8 @@ async fn direct_rooms_hold_two_people_and_have_no_name_topic_or_avatar() {
     assert_refused(&reply, 403, "M_FORBIDDEN", "cannot be public");
 
     // Bob leaves and comes back: still one of the two.
-    bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&dm)), json!({})).await.assert_ok();
-    alice
-        .client
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&dm)), json!({ "user_id": bob.user_id }))
-        .await
-        .assert_ok();
+    bob.leave(&dm).await.assert_ok();
+    alice.invite(&dm, &bob.user_id).await.assert_ok();
     bob.join(&dm).await.assert_ok();
     // A room of three cannot become direct.
     let group = alice.create_room(json!({ "invite": [bob.user_id, carol.user_id] })).await;
@@ -279,7 +267,7 @@ async fn the_last_admin_leaving_promotes_the_moderators_or_else_every_member() {
         let mut levels = state(&alice, &room, "m.room.power_levels").await;
         levels["users"][bob.user_id.as_str()] = json!(50);
         alice.client.put(&state_path(&room, "m.room.power_levels", ""), levels).await.assert_ok();
-        alice.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+        alice.leave(&room).await.assert_ok();
         let levels = state(&bob, &room, "m.room.power_levels").await;
         assert_eq!(levels["users"][bob.user_id.as_str()], 100, "v{version}: the moderator is promoted");
         assert!(levels["users"].get(carol.user_id.as_str()).is_none(), "v{version}: not the others");
@@ -296,7 +284,7 @@ async fn the_last_admin_leaving_promotes_the_moderators_or_else_every_member() {
             (Some("m.room.power_levels"), Some(alice.user_id.as_str()))
         );
         // Bob, now the last admin, leaves: carol (no moderator left) is promoted.
-        bob.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+        bob.leave(&room).await.assert_ok();
         let levels = state(&carol, &room, "m.room.power_levels").await;
         assert_eq!(levels["users"][carol.user_id.as_str()], 100, "v{version}: the remaining member is promoted");
     }
@@ -307,7 +295,7 @@ async fn the_last_admin_leaving_promotes_the_moderators_or_else_every_member() {
     let mut levels = state(&alice, &room, "m.room.power_levels").await;
     levels["users"][bob.user_id.as_str()] = json!(100);
     alice.client.put(&state_path(&room, "m.room.power_levels", ""), levels.clone()).await.assert_ok();
-    alice.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    alice.leave(&room).await.assert_ok();
     assert_eq!(state(&bob, &room, "m.room.power_levels").await, levels);
 }
 
@@ -317,10 +305,7 @@ async fn server_admins_and_bypass_users_are_not_held_by_the_rules() {
     let helpdesk = server.client().register("helpdesk").await;
     for session in [&admin, &helpdesk] {
         let room = session.create_room(json!({ "power_level_content_override": { "invite": 0 } })).await;
-        let reply = session
-            .client
-            .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), json!({ "user_id": EXTERNAL }))
-            .await;
+        let reply = session.invite(&room, EXTERNAL).await;
         // Not refused by the rules: the external server is merely unreachable.
         assert_ne!(
             reply.body["error"].as_str().map(|e| e.contains("Refused by the room rule")),
@@ -367,17 +352,9 @@ async fn users_of_the_externals_server_create_no_rooms_find_nobody_and_join_only
     let room = admin.create_room(json!({ "initial_state": unrestricted.clone(), "preset": "public_chat" })).await;
     assert_refused(&partner.join(&room).await, 403, "M_FORBIDDEN", "only when invited");
     let private = admin.create_room(json!({ "initial_state": unrestricted })).await;
-    admin
-        .client
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&private)), json!({ "user_id": partner.user_id }))
-        .await
-        .assert_ok();
+    admin.invite(&private, &partner.user_id).await.assert_ok();
     partner.join(&private).await.assert_ok();
     // Invited to a public room: still refused.
-    admin
-        .client
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), json!({ "user_id": partner.user_id }))
-        .await
-        .assert_ok();
+    admin.invite(&room, &partner.user_id).await.assert_ok();
     assert_refused(&partner.join(&room).await, 403, "M_FORBIDDEN", "cannot join public rooms");
 }

@@ -3,15 +3,11 @@
 
 use serde_json::json;
 
-use crate::harness::{enc, Session, TestServer};
+use crate::harness::{enc, state_path, Session, TestServer};
 
 async fn send_text(session: &Session, room: &str, txn: &str, body: &str) -> serde_json::Value {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
     session.client.put(&path, json!({ "msgtype": "m.text", "body": body })).await.body
-}
-
-fn state_path(room: &str, kind: &str, state_key: &str) -> String {
-    format!("/_matrix/client/v3/rooms/{}/state/{kind}/{}", enc(room), enc(state_key))
 }
 
 #[tokio::test]

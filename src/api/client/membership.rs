@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::events::kinds;
-use crate::rooms::Membership;
+use crate::rooms::{Membership, RemoteInvite};
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
@@ -65,13 +65,9 @@ async fn join_target(s: &Services, target: &str) -> Result<(ruma::OwnedRoomId, V
 
 /// The server of whoever invited the user to a room of another server, if
 /// an invite is pending: the server to join or decline through.
-fn remote_inviter_server(s: &Services, who: &Identity, room_id: &RoomId) -> Result<Option<String>> {
-    let Some(invite) = s.rooms.remote_invite(&who.localpart, room_id)? else { return Ok(None) };
+fn inviter_server(invite: &RemoteInvite) -> Option<String> {
     let event: Value = serde_json::from_str(&invite.event).unwrap_or_default();
-    Ok(event["sender"]
-        .as_str()
-        .and_then(|sender| UserId::parse(sender).ok())
-        .map(|user| user.server_name().to_string()))
+    event["sender"].as_str().and_then(|sender| UserId::parse(sender).ok()).map(|user| user.server_name().to_string())
 }
 
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
@@ -84,7 +80,8 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     let mut named: Vec<&str> = request.query_all("server_name");
     named.extend(request.query_all("via"));
     named.extend(alias_servers.iter().map(String::as_str));
-    let inviter = remote_inviter_server(s, who, &room_id)?;
+    let invite = s.rooms.remote_invite(&who.localpart, &room_id)?;
+    let inviter = invite.as_ref().and_then(inviter_server);
     named.extend(inviter.as_deref());
     let mut via = crate::federation::membership::candidate_servers(&room_id, &named);
     via.retain(|server| *server != s.config.server_name);
@@ -95,12 +92,9 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     };
     if remote {
         if let Some(policy) = &s.policy {
-            let invite = s
-                .rooms
-                .remote_invite(&who.localpart, &room_id)?
-                .filter(|invite| invite.rejection.is_none() && !invite.knock);
+            let pending = invite.filter(|invite| invite.rejection.is_none() && !invite.knock);
             let invite_state: Option<Vec<Value>> =
-                invite.map(|invite| serde_json::from_str(&invite.stripped_state).unwrap_or_default());
+                pending.map(|invite| serde_json::from_str(&invite.stripped_state).unwrap_or_default());
             policy.check_remote_join(&who.user_id, &room_id, invite_state.as_deref())?;
         }
         s.federation.join_remote(&s.rooms, &room_id, &who.user_id, &via, content).await?;
@@ -198,7 +192,7 @@ pub async fn leave(s: &Services, request: &Request, who: &Identity) -> Result<Re
         if invite.rejection.is_some() {
             return Ok(Response::empty_object());
         }
-        let inviter = remote_inviter_server(s, who, &room_id)?;
+        let inviter = inviter_server(&invite);
         let named: Vec<&str> = inviter.iter().map(String::as_str).collect();
         let via = crate::federation::membership::candidate_servers(&room_id, &named);
         s.federation.reject_remote_invite(&s.rooms, &room_id, &who.user_id, &via, body.reason).await?;

@@ -93,13 +93,15 @@ pub async fn create_room(s: &Services, request: &Request, who: &Identity) -> Res
         power_level_override: body.power_level_content_override,
     };
     let published = body.visibility.as_deref() == Some("public");
+    // The public-sector rules check the request and shape the room, unless the creator bypasses them.
     let shaped_by = match &s.policy {
-        Some(policy) => policy.shape_new_room(&mut new_room, published)?.map(|_| policy),
-        None => None,
+        Some(policy) if policy.shape_new_room(&mut new_room, published)? => {
+            Some((policy, crate::policy::creation::is_public(&new_room)))
+        }
+        _ => None,
     };
-    let public = crate::policy::creation::is_public(&new_room);
     let mut plan = creation::plan(new_room, &rules)?;
-    if let Some(policy) = shaped_by {
+    if let Some((policy, public)) = shaped_by {
         policy.shape_plan(&mut plan, public);
     }
     let room_id =

@@ -33,7 +33,10 @@ pub mod remote;
 use std::sync::{atomic::Ordering, Arc};
 
 use ruma::state_res::Event as _;
-use ruma::{EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomVersionId, UserId};
+use ruma::{
+    room_version_rules::RoomVersionRules, EventId, OwnedEventId, OwnedRoomId, RoomAliasId, RoomId, RoomVersionId,
+    UserId,
+};
 use serde_json::Value;
 
 pub use authorise::Verdict;
@@ -74,12 +77,12 @@ pub trait EventPolicy: Send + Sync {
     fn check(&self, rooms: &Rooms, pdu: &Pdu, state_before: &dyn StateView) -> Result<()>;
 
     /// Events to send (as `sender`, in order) just before a local event
-    /// `request`, on the room's current `state`.
+    /// `request`, on the room's current `state` (of a room of `rules`).
     fn events_before(
         &self,
-        _rooms: &Rooms,
         _sender: &UserId,
         _request: &EventRequest,
+        _rules: &RoomVersionRules,
         _state: &dyn StateView,
     ) -> Result<Vec<EventRequest>> {
         Ok(Vec::new())
@@ -314,9 +317,10 @@ impl Rooms {
         if !policy.may_send_before(sender, request) {
             return Ok(Vec::new());
         }
+        let (_, rules) = Self::rules_of(room)?;
         let view = StoredState::new(self, self.current_state(room)?);
         let mut staged = Vec::new();
-        for event in policy.events_before(self, sender, request, &view)? {
+        for event in policy.events_before(sender, request, &rules, &view)? {
             let kind = event.kind.clone();
             match self.prepare_local(room, room_id, sender, event) {
                 Ok((pdu, ..)) => {

@@ -7,23 +7,15 @@ use serde_json::json;
 
 use super::rooms::{joined_members, wait_for_message};
 use super::two_servers;
-use crate::harness::{enc, Reply, Session};
+use crate::harness::{enc, state_path, Reply, Session};
 
 const AGENTS: &str = "[policy]\naccess_rules = true\nexternal_servers = [\"b.test\"]\n";
 const EXTERNALS: &str = "[policy]\naccess_rules = true\nexternals_mode = true\n";
-
-fn state_path(room: &str, kind: &str) -> String {
-    format!("/_matrix/client/v3/rooms/{}/state/{kind}/", enc(room))
-}
 
 fn assert_refused(reply: &Reply, rule: &str) {
     reply.assert_error(403, "M_FORBIDDEN");
     let text = reply.body["error"].as_str().unwrap_or_default();
     assert!(text.contains(rule), "the error names the rule {rule}: {text}");
-}
-
-async fn invite(inviter: &Session, room: &str, user: &str) -> Reply {
-    inviter.client.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(room)), json!({ "user_id": user })).await
 }
 
 async fn join_via_a(session: &Session, room: &str) -> Reply {
@@ -39,7 +31,7 @@ async fn partners_of_the_externals_server_enter_only_unrestricted_rooms_they_are
 
     // A restricted room: a.test refuses to invite bob (nothing is sent).
     let restricted = alice.create_room(json!({})).await;
-    assert_refused(&invite(&alice, &restricted, &bob.user_id).await, "access_rules.restricted");
+    assert_refused(&alice.invite(&restricted, &bob.user_id).await, "access_rules.restricted");
     // A forum: b.test does not let bob in, invited or not.
     let forum = alice.create_room(json!({ "preset": "public_chat", "visibility": "public" })).await;
     assert_refused(&join_via_a(&bob, &forum).await, "externals.join");
@@ -50,17 +42,17 @@ async fn partners_of_the_externals_server_enter_only_unrestricted_rooms_they_are
     let rule =
         json!([{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }]);
     let partners = alice.create_room(json!({ "initial_state": rule, "name": "Partners" })).await;
-    invite(&alice, &partners, &bob.user_id).await.assert_ok();
+    alice.invite(&partners, &bob.user_id).await.assert_ok();
     join_via_a(&bob, &partners).await.assert_ok();
     assert_eq!(joined_members(&alice, &partners).await, ["@alice:a.test", "@bob:b.test"]);
     bob.send_text(&partners, "t1", "bonjour").await;
     wait_for_message(&alice, &partners, "bonjour").await;
 
     // No power for him, from a.test's rules.
-    let mut levels = alice.client.get(&state_path(&partners, "m.room.power_levels")).await.assert_ok().clone();
+    let mut levels = alice.client.get(&state_path(&partners, "m.room.power_levels", "")).await.assert_ok().clone();
     levels["users"]["@bob:b.test"] = json!(50);
     assert_refused(
-        &alice.client.put(&state_path(&partners, "m.room.power_levels"), levels).await,
+        &alice.client.put(&state_path(&partners, "m.room.power_levels", ""), levels).await,
         "access_rules.unrestricted",
     );
 }
@@ -77,10 +69,10 @@ async fn the_externals_server_holds_its_rules_against_a_server_without_them() {
     let restricted = alice.create_room(json!({})).await;
     alice
         .client
-        .put(&state_path(&restricted, "im.vector.room.access_rules"), json!({ "rule": "restricted" }))
+        .put(&state_path(&restricted, "im.vector.room.access_rules", ""), json!({ "rule": "restricted" }))
         .await
         .assert_ok();
-    assert_refused(&invite(&alice, &restricted, &bob.user_id).await, "access_rules.restricted");
+    assert_refused(&alice.invite(&restricted, &bob.user_id).await, "access_rules.restricted");
     let sync = bob.client.get("/_matrix/client/v3/sync?timeout=0").await;
     assert!(sync.assert_ok()["rooms"]["invite"].get(&restricted).is_none(), "bob holds no invite");
 
@@ -88,16 +80,16 @@ async fn the_externals_server_holds_its_rules_against_a_server_without_them() {
     let partners = alice.create_room(json!({})).await;
     alice
         .client
-        .put(&state_path(&partners, "im.vector.room.access_rules"), json!({ "rule": "unrestricted" }))
+        .put(&state_path(&partners, "im.vector.room.access_rules", ""), json!({ "rule": "unrestricted" }))
         .await
         .assert_ok();
-    invite(&alice, &partners, &bob.user_id).await.assert_ok();
+    alice.invite(&partners, &bob.user_id).await.assert_ok();
     join_via_a(&bob, &partners).await.assert_ok();
     alice.send_text(&partners, "t1", "welcome").await;
     wait_for_message(&bob, &partners, "welcome").await;
-    let mut levels = alice.client.get(&state_path(&partners, "m.room.power_levels")).await.assert_ok().clone();
+    let mut levels = alice.client.get(&state_path(&partners, "m.room.power_levels", "")).await.assert_ok().clone();
     levels["users"]["@bob:b.test"] = json!(100);
-    let promotion = alice.client.put(&state_path(&partners, "m.room.power_levels"), levels).await;
+    let promotion = alice.client.put(&state_path(&partners, "m.room.power_levels", ""), levels).await;
     let promotion = promotion.assert_ok()["event_id"].as_str().unwrap().to_owned();
 
     // b.test receives the event and rejects it: its rules give partners no power.
@@ -112,7 +104,7 @@ async fn the_externals_server_holds_its_rules_against_a_server_without_them() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(stored.status, conduit::storage::records::EventStatus::Rejected);
-    let seen_by_bob = bob.client.get(&state_path(&partners, "m.room.power_levels")).await;
+    let seen_by_bob = bob.client.get(&state_path(&partners, "m.room.power_levels", "")).await;
     assert!(seen_by_bob.assert_ok()["users"].get("@bob:b.test").is_none(), "{:?}", seen_by_bob.body);
 }
 
@@ -130,7 +122,7 @@ async fn the_agents_server_refuses_joins_a_server_without_the_rules_sends_for_it
         json!([{ "type": "im.vector.room.access_rules", "state_key": "", "content": { "rule": "unrestricted" } }]);
     let open_partners = alice.create_room(json!({ "preset": "public_chat", "initial_state": rule })).await;
     assert_refused(&join_via_a(&bob, &open_partners).await, "only when invited");
-    invite(&alice, &open_partners, &bob.user_id).await.assert_ok();
+    alice.invite(&open_partners, &bob.user_id).await.assert_ok();
     join_via_a(&bob, &open_partners).await.assert_ok();
     assert_eq!(joined_members(&alice, &open_partners).await, ["@alice:a.test", "@bob:b.test"]);
     assert_eq!(joined_members(&alice, &forum).await, ["@alice:a.test"]);
