@@ -121,9 +121,9 @@ impl Reservation<'_> {
     /// Ends the reservation, then wakes `/sync`: in this order, so a woken
     /// sync already sees the write as visible.
     pub fn announce(self) {
-        let (storage, count) = (self.storage, self.count);
+        let storage = self.storage;
         drop(self);
-        storage.announce_change(count);
+        storage.announce_change();
     }
 }
 
@@ -281,12 +281,20 @@ impl Storage {
         Ok(u64::decode(&bytes)?.saturating_sub(n) + 1)
     }
 
-    /// Announces that a durable write used counter value `count` (wakes `/sync`).
-    pub fn announce_change(&self, count: u64) {
-        self.changes.send_if_modified(|current| {
-            let newer = count > *current;
+    /// Announces a finished durable write: wakes `/sync` (and the other
+    /// readers by position) when the visible position moved past what they
+    /// were last told. Measured here rather than taken from the write: a
+    /// write finishing after a later one makes both visible only then, and
+    /// must wake the readers that the later one's announcement left short.
+    pub fn announce_change(&self) {
+        let Ok(visible) = self.visible_count() else {
+            self.changes.send_modify(|_| ()); // woken for nothing at worst
+            return;
+        };
+        self.changes.send_if_modified(|announced| {
+            let newer = visible > *announced;
             if newer {
-                *current = count;
+                *announced = visible;
             }
             newer
         });
@@ -696,6 +704,21 @@ mod tests {
             reservation.announce();
             assert!(reader.await.unwrap() >= count, "woken before the write became visible");
         }
+    }
+
+    #[tokio::test]
+    async fn a_write_finishing_after_a_later_one_still_wakes_readers() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path(), 8 * 1024 * 1024).unwrap();
+        let mut changes = storage.subscribe_changes();
+        changes.borrow_and_update();
+        let (earlier, later) = (storage.reserve_count().unwrap(), storage.reserve_count().unwrap());
+        let earlier_count = earlier.count;
+        later.announce();
+        assert!(!changes.has_changed().unwrap(), "nothing new is visible while the earlier write runs");
+        earlier.announce();
+        assert!(changes.has_changed().unwrap(), "both writes are visible now: readers are woken");
+        assert!(storage.visible_count().unwrap() > earlier_count);
     }
 
     #[test]
