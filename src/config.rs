@@ -24,6 +24,11 @@ use ruma::OwnedServerName;
 use crate::http::client_address::Network;
 use serde::Deserialize;
 
+mod email;
+pub use email::{
+    EmailConfig, EmailIdentityConfig, InfoMapEntry, MailLanguage, PasswordPolicyConfig, SmtpSecurity, SmtpServer,
+};
+
 /// The configuration a developer gets with no file at all: enough to run the
 /// server locally and point a client at it.
 pub const EMBEDDED_DEFAULT: &str = r#"
@@ -40,7 +45,7 @@ allow_private_gateways = true
 "#;
 
 /// Keys whose value may instead be read from a file named by `<key>_file`.
-const SECRET_KEYS: &[&str] = &["token"];
+const SECRET_KEYS: &[&str] = &["token", "smtp_password"];
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "CONDUIT_CONFIG";
@@ -115,6 +120,11 @@ pub struct Config {
     pub federation: FederationConfig,
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// How mail goes out; absent, the server sends none.
+    #[serde(default)]
+    pub email: Option<EmailConfig>,
+    #[serde(default)]
+    pub email_identity: EmailIdentityConfig,
 }
 
 /// The public-sector room rules (`crate::policy`); off by default.
@@ -583,6 +593,10 @@ impl Config {
         }
         self.validate_federation()?;
         self.validate_policy()?;
+        if let Some(email) = &self.email {
+            email.validate()?;
+        }
+        self.email_identity.validate(self.email.is_some())?;
         if self.max_request_size < 1024 {
             return Err(invalid("max_request_size", "must be at least 1024 bytes"));
         }
@@ -746,6 +760,8 @@ mod tests {
         assert_eq!(config.listeners, minimal.listeners);
         assert_eq!(config.refreshable_access_token_lifetime_secs, minimal.refreshable_access_token_lifetime_secs);
         assert_eq!(config.uiaa_session_lifetime_secs, minimal.uiaa_session_lifetime_secs);
+        assert_eq!(config.email_identity, minimal.email_identity);
+        assert_eq!(config.email, None);
     }
 
     #[test]

@@ -87,6 +87,19 @@ pub enum ErrorKind {
     Unavailable,
     /// 500 `M_UNKNOWN`: a fault on our side; details are only logged.
     Internal,
+    /// 400 `M_THREEPID_MEDIUM_NOT_SUPPORTED`: no mail can go out from here.
+    ThreepidMediumNotSupported,
+    /// 403 `M_THREEPID_DENIED`: the address may not be used here.
+    ThreepidDenied,
+    /// 400 `M_THREEPID_IN_USE`: the address belongs to an account already.
+    ThreepidInUse,
+    /// 400 `M_THREEPID_NOT_FOUND`: no account has the address.
+    ThreepidNotFound,
+    /// 400 `M_THREEPID_AUTH_FAILED`: the address was not validated.
+    ThreepidAuthFailed,
+    /// 400 with the code of the password policy rule a password breaks
+    /// (`M_PASSWORD_TOO_SHORT`, `M_PASSWORD_NO_DIGIT`, …; Synapse's codes).
+    PasswordPolicy(&'static str),
 }
 
 /// An error with a human-readable message for the client.
@@ -140,9 +153,14 @@ impl Error {
             | BadState
             | RoomInUse
             | BadAlias
-            | BadRequest => 400,
+            | BadRequest
+            | ThreepidMediumNotSupported
+            | ThreepidInUse
+            | ThreepidNotFound
+            | ThreepidAuthFailed
+            | PasswordPolicy(_) => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
-            Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } => 403,
+            Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } | ThreepidDenied => 403,
             NotFound | UnrecognizedEndpoint => 404,
             MethodNotAllowed | ServerControlled => 405,
             Conflict | CannotOverwriteMedia => 409,
@@ -185,6 +203,12 @@ impl Error {
             GuestAccessForbidden => "M_GUEST_ACCESS_FORBIDDEN",
             Unauthorized => "M_UNAUTHORIZED",
             UserInteractive(_) => "M_FORBIDDEN",
+            ThreepidMediumNotSupported => "M_THREEPID_MEDIUM_NOT_SUPPORTED",
+            ThreepidDenied => "M_THREEPID_DENIED",
+            ThreepidInUse => "M_THREEPID_IN_USE",
+            ThreepidNotFound => "M_THREEPID_NOT_FOUND",
+            ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            PasswordPolicy(code) => code,
             RequestTimeout | Unavailable | Internal | Conflict | BadRequest | BadGateway => "M_UNKNOWN",
         }
     }

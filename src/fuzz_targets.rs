@@ -318,6 +318,7 @@ pub fn api_request(data: &[u8]) {
         body_stream,
         content_type: None,
         range: None,
+        accept_language: None,
         client_ip: "127.0.0.1".to_owned(),
         access_token,
     };

@@ -23,12 +23,14 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod e2ee;
+pub mod email;
 pub mod error;
 pub mod events;
 pub mod federation;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;
+pub mod identity;
 pub mod media;
 pub mod policy;
 pub mod push;

@@ -7,6 +7,7 @@ use crate::{
     config::Config,
     crypto::signing_key::ServerKey,
     e2ee::E2ee,
+    email::Mailer,
     federation::Federation,
     media::{preview::Previewer, Media},
     policy::PublicSectorPolicy,
@@ -28,6 +29,9 @@ pub struct Services {
     pub previews: Previewer,
     pub push: PushSender,
     pub federation: Federation,
+    pub mailer: Mailer,
+    /// The email → server map (`[email_identity] info_map`).
+    pub email_map: crate::identity::EmailMap,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -69,6 +73,8 @@ impl Services {
             Arc::clone(&server_key),
             Arc::clone(&storage),
         );
+        let mailer = Mailer::new(&config, Arc::clone(&storage));
+        let email_map = crate::identity::EmailMap::new(&config.email_identity, config.server_name.clone());
         let services = Arc::new(Self {
             config,
             storage,
@@ -81,6 +87,8 @@ impl Services {
             previews,
             push,
             federation,
+            mailer,
+            email_map,
             server_key,
             policy,
         });
@@ -90,6 +98,7 @@ impl Services {
         crate::federation::sender::start(&services);
         crate::federation::e2ee::start_device_list_updates(&services);
         crate::federation::partial_state::start(&services);
+        crate::email::start(&services);
         Ok(services)
     }
 
@@ -127,7 +136,8 @@ impl Services {
         runtime.spawn(async move { services.resume_profile_propagations().await });
     }
 
-    /// Periodic housekeeping (expired authentication sessions), when running
+    /// Periodic housekeeping (expired authentication sessions and email
+    /// validations, …), when running
     /// inside a tokio runtime. The task holds only a weak reference, so it never
     /// keeps the database open after the server is done with it.
     fn start_maintenance(self: &Arc<Self>) {
@@ -143,6 +153,11 @@ impl Services {
                     Ok(0) => {}
                     Ok(removed) => tracing::debug!(removed, "purged expired authentication sessions"),
                     Err(error) => tracing::warn!(%error, "could not purge authentication sessions"),
+                }
+                match services.users.purge_expired_email_validations() {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "purged expired email validations"),
+                    Err(error) => tracing::warn!(%error, "could not purge email validations"),
                 }
                 match services.federation.forget_old_transactions() {
                     Ok(0) => {}

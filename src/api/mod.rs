@@ -40,6 +40,14 @@ pub enum Endpoint {
     ChangePassword,
     Deactivate,
     ThreePids,
+    AddThreePid,
+    DeleteThreePid,
+    RequestRegistrationEmailToken,
+    RequestAddEmailToken,
+    RequestPasswordResetEmailToken,
+    SubmitEmailToken,
+    FollowEmailLink,
+    PasswordPolicy,
     Devices,
     GetDevice,
     UpdateDevice,
@@ -178,6 +186,9 @@ pub enum Endpoint {
 pub enum Access {
     /// No access token needed.
     Anyone,
+    /// A user's access token when one is given (the request is then that
+    /// user's), else none (a password reset by email).
+    AnyoneOrUser,
     /// A user's access token.
     Users,
     /// A user's or a guest's access token (spec: "Guest Access"; logout and
@@ -233,7 +244,7 @@ impl EndpointSpec {
 }
 
 use crate::rooms::Membership;
-use Access::{Anyone, Servers, Users, UsersAndGuests};
+use Access::{Anyone, AnyoneOrUser, Servers, Users, UsersAndGuests};
 use Endpoint as E;
 
 /// Body limit of the endpoints that need no access token (a registration
@@ -256,9 +267,17 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::Logout, UsersAndGuests, &["/_matrix/client/{r0|v3}/logout"]),
     post(E::LogoutAll, Users, &["/_matrix/client/{r0|v3}/logout/all"]),
     get(E::Whoami, UsersAndGuests, &["/_matrix/client/{r0|v3}/account/whoami"]),
-    post(E::ChangePassword, Users, &["/_matrix/client/{r0|v3}/account/password"]),
+    post(E::ChangePassword, AnyoneOrUser, &["/_matrix/client/{r0|v3}/account/password"]),
     post(E::Deactivate, Users, &["/_matrix/client/{r0|v3}/account/deactivate"]),
     get(E::ThreePids, Users, &["/_matrix/client/{r0|v3}/account/3pid"]),
+    post(E::AddThreePid, Users, &["/_matrix/client/{r0|v3}/account/3pid/add"]),
+    post(E::DeleteThreePid, Users, &["/_matrix/client/{r0|v3}/account/3pid/delete"]),
+    post(E::RequestRegistrationEmailToken, Anyone, &["/_matrix/client/{r0|v3}/register/email/requestToken"]),
+    post(E::RequestAddEmailToken, Anyone, &["/_matrix/client/{r0|v3}/account/3pid/email/requestToken"]),
+    post(E::RequestPasswordResetEmailToken, Anyone, &["/_matrix/client/{r0|v3}/account/password/email/requestToken"]),
+    post(E::SubmitEmailToken, Anyone, &["/_matrix/identity/v2/validate/email/submitToken"]),
+    get(E::FollowEmailLink, Anyone, &["/_matrix/identity/v2/validate/email/submitToken"]),
+    get(E::PasswordPolicy, Anyone, &["/_matrix/client/{r0|v3}/password_policy"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
     get(E::GetDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
     put(E::UpdateDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
@@ -500,7 +519,7 @@ impl Endpoint {
     /// (login, registration, refresh) take small bodies, so an anonymous
     /// client cannot make the server read and parse megabytes.
     pub fn max_body(self, configured: u64) -> u64 {
-        if self.spec().access == Access::Anyone {
+        if matches!(self.spec().access, Access::Anyone | Access::AnyoneOrUser) {
             configured.min(UNAUTHENTICATED_MAX_BODY)
         } else {
             configured
@@ -549,7 +568,8 @@ pub fn routes() -> &'static [Route<Endpoint>] {
 /// Authenticates if the endpoint needs it, then runs its handler.
 pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Request) -> Result<Response> {
     let s = services.as_ref();
-    let identity = if endpoint.needs_auth() { Some(authenticate(s, &request).await?) } else { None };
+    let token_given = endpoint.spec().access == Access::AnyoneOrUser && request.access_token.is_some();
+    let identity = if endpoint.needs_auth() || token_given { Some(authenticate(s, &request).await?) } else { None };
     if let Some(identity) = &identity {
         tracing::Span::current().record("user", identity.user_id.as_str());
         if identity.is_guest && !endpoint.allows_guests() {
@@ -563,7 +583,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     use client::{
         account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
         messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, search,
-        sync, upgrade,
+        sync, threepids, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -579,9 +599,17 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Logout => login::logout(s, who()?).await,
         E::LogoutAll => login::logout_all(s, who()?).await,
         E::Whoami => Ok(account::whoami(who()?)),
-        E::ChangePassword => account::change_password(s, &request, who()?).await,
+        E::ChangePassword => account::change_password(s, &request, identity.as_ref()).await,
         E::Deactivate => account::deactivate(s, &request, who()?).await,
-        E::ThreePids => Ok(account::three_pids()),
+        E::ThreePids => threepids::list(s, who()?),
+        E::AddThreePid => threepids::add(s, &request, who()?).await,
+        E::DeleteThreePid => threepids::delete(s, &request, who()?).await,
+        E::RequestRegistrationEmailToken => threepids::request_registration_token(s, &request).await,
+        E::RequestAddEmailToken => threepids::request_add_token(s, &request).await,
+        E::RequestPasswordResetEmailToken => threepids::request_password_reset_token(s, &request).await,
+        E::SubmitEmailToken => threepids::submit_token(s, &request).await,
+        E::FollowEmailLink => threepids::follow_link(s, &request).await,
+        E::PasswordPolicy => Ok(account::password_policy(s)),
         E::Devices => devices::list(s, who()?),
         E::GetDevice => devices::get(s, &request, who()?),
         E::UpdateDevice => devices::update(s, &request, who()?).await,

@@ -106,6 +106,8 @@ pub struct Request {
     pub content_type: Option<String>,
     /// The `Range` header, if any (media downloads).
     pub range: Option<String>,
+    /// The `Accept-Language` header, if any (the language of mails sent).
+    pub accept_language: Option<String>,
     pub client_ip: String,
     /// From `Authorization: Bearer …`, or the `access_token` query parameter
     /// older clients still send.
@@ -277,6 +279,7 @@ mod tests {
             body_stream: None,
             content_type: None,
             range: None,
+            accept_language: None,
             client_ip: "127.0.0.1".into(),
             access_token: None,
         }

@@ -304,7 +304,10 @@ async fn process(
         .or_else(|| query.iter().find(|(key, _)| key == "access_token").map(|(_, value)| value.clone()));
     let content_type =
         request.headers().get(http::header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).map(str::to_owned);
-    let range = request.headers().get(http::header::RANGE).and_then(|value| value.to_str().ok()).map(str::to_owned);
+    let header = |name: http::header::HeaderName| {
+        request.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned)
+    };
+    let (range, accept_language) = (header(http::header::RANGE), header(http::header::ACCEPT_LANGUAGE));
     let (body, body_stream) = if endpoint.streams_body() {
         (Bytes::new(), Some(stream_body(shared, request)?))
     } else {
@@ -322,6 +325,7 @@ async fn process(
         body_stream,
         content_type,
         range,
+        accept_language,
         client_ip,
         access_token,
     };

@@ -91,6 +91,9 @@ pub struct UiaaSessionRecord {
     /// A flow completed with this session; it cannot be used again.
     #[serde(default)]
     pub consumed: bool,
+    /// The address `m.login.email.identity` proved the user holds.
+    #[serde(default)]
+    pub validated_email: Option<String>,
 }
 
 impl Record for UiaaSessionRecord {
@@ -633,4 +636,49 @@ mod tests {
         assert_eq!((outlier.short_id(), outlier.position()), (99, None));
         assert!(outlier.snapshot_before().is_err());
     }
+}
+
+/// A mail waiting to be handed to the SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailRecord {
+    /// The recipient's address.
+    pub to: String,
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The same body in HTML.
+    pub html: String,
+    pub queued_ts: u64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When (ms) the next attempt is due.
+    pub next_attempt_ts: u64,
+}
+
+impl Record for MailRecord {
+    const VERSION: u8 = 1;
+}
+
+/// An email address being validated (a link or code sent by mail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailValidationRecord {
+    /// The client's secret: only the client that asked may use the result.
+    pub client_secret: String,
+    /// The address, normalised.
+    pub address: String,
+    /// `register`, `add` or `password_reset`.
+    pub purpose: String,
+    /// The token in the link (and the code).
+    pub token: String,
+    /// The highest `send_attempt` a mail was sent for.
+    pub send_attempt: u64,
+    pub expires_ts: u64,
+    /// When the token came back; `None` until then.
+    pub validated_ts: Option<u64>,
+    /// Wrong tokens submitted; past a few the validation is void.
+    pub failed_submissions: u32,
+}
+
+impl Record for EmailValidationRecord {
+    const VERSION: u8 = 1;
 }

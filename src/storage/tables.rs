@@ -11,11 +11,11 @@ use super::{
         ReceiptKey, ToDeviceKey, TxnKey,
     },
     records::{
-        AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, FallbackKeyRecord,
-        MediaRecord, NotificationRecord, PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord,
-        RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord,
-        SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
-        TxnAnswerRecord, UiaaSessionRecord, UserRecord,
+        AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailValidationRecord,
+        FallbackKeyRecord, MailRecord, MediaRecord, NotificationRecord, PartialStateRecord, PushJobRecord,
+        PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord,
+        RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu,
+        ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord, UserRecord,
     },
     StorageError, Table,
 };
@@ -147,6 +147,14 @@ pub struct Tables {
     /// (localpart, room id) → an invite to a room of another server this
     /// server is not in. Owner: `rooms::invites`.
     pub remote_invites: Table<(String, String), RemoteInviteRecord>,
+    /// validation session id → an email address being validated. Owner: `users::threepids`.
+    pub email_validations: Table<String, EmailValidationRecord>,
+    /// email address → the local account it belongs to. Owner: `users::threepids`.
+    pub email_owners: Table<String, String>,
+    /// (localpart, email address) → when (ms) it was added. Owner: `users::threepids`.
+    pub user_emails: Table<(String, String), u64>,
+    /// queue position → a mail not yet accepted by the SMTP server. Owner: `email`.
+    pub mail_outbox: Table<u64, MailRecord>,
 }
 
 impl Tables {
@@ -205,6 +213,10 @@ impl Tables {
             partial_state_rooms: Table::open(db, "roomid_partialstate")?,
             federation_txns: Table::open(db, "origin_txnid_answer")?,
             remote_invites: Table::open(db, "localpart_roomid_remoteinvite")?,
+            mail_outbox: Table::open(db, "count_mail")?,
+            email_validations: Table::open(db, "sid_emailvalidation")?,
+            email_owners: Table::open(db, "email_localpart")?,
+            user_emails: Table::open(db, "localpart_email_addedts")?,
         })
     }
 }

@@ -8,10 +8,12 @@ pub mod account_data;
 pub mod directory;
 pub mod filters;
 pub mod password;
+pub mod password_policy;
 pub mod presence;
 pub mod pushers;
 pub mod rate_limit;
 pub mod sessions;
+pub mod threepids;
 pub mod uiaa;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
@@ -64,6 +66,8 @@ pub struct Users {
     account_data_store: account_data::AccountDataStore,
     /// The bounded queue every password hash and check goes through.
     passwords: password::Passwords,
+    /// What a new password must contain.
+    pub password_policy: crate::config::PasswordPolicyConfig,
 }
 
 /// Whether a local user is a server admin, read from the users table by
@@ -107,6 +111,7 @@ impl Users {
                 pushers::PusherIndex::default()
             })),
             passwords: password::Passwords::default(),
+            password_policy: config.email_identity.password_policy.clone(),
             account_data_store: account_data::AccountDataStore::new(Arc::clone(&storage_for_directory)),
         }
     }
@@ -270,6 +275,20 @@ impl Users {
     /// it. A durable mark that the change must reach the user's rooms is
     /// written first and stays until [`Users::profile_propagated`]; marks left
     /// by a crash are listed by [`Users::unpropagated_profiles`].
+    /// Names a new account, before it is in any room (no member event to
+    /// update, unlike [`Users::set_profile_field`]).
+    pub async fn set_initial_display_name(&self, localpart: &str, name: &str) -> Result<()> {
+        let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
+            user.map(|user| UserRecord { displayname: Some(name.to_owned()), ..user })
+        })?;
+        let user = updated.ok_or_else(|| Error::not_found("No such user"))?;
+        self.storage.wait_durable().await?;
+        if !user.is_guest && !user.deactivated {
+            self.directory.upsert(directory_entry(localpart, &user));
+        }
+        Ok(())
+    }
+
     pub async fn set_profile_field(
         &self,
         localpart: &str,
@@ -342,6 +361,7 @@ impl Users {
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;
+        self.unbind_all_emails(&mut batch, localpart)?;
         self.commit_device_removal(batch, localpart).await?;
         self.directory.remove(localpart);
         tracing::info!(user = localpart, "account deactivated");

@@ -1,7 +1,10 @@
 //! User-interactive authentication (UIA).
 //!
 //! Spec: client-server API "User-Interactive Authentication API", with the
-//! stages `m.login.dummy`, `m.login.password` and `m.login.registration_token`.
+//! stages `m.login.dummy`, `m.login.password`, `m.login.registration_token`
+//! and `m.login.email.identity` (an address validated by mail, see
+//! [`super::threepids`]: registering with it, resetting the password of the
+//! account it belongs to, adding it to an account).
 //!
 //! A session is bound to one endpoint and (except at registration) one user.
 //! It is persisted, with an expiry, only once a stage has completed; when a
@@ -24,10 +27,12 @@ use crate::{
 };
 
 use super::Users;
+use crate::email::ValidationPurpose;
 
 pub const DUMMY: &str = "m.login.dummy";
 pub const PASSWORD: &str = "m.login.password";
 pub const REGISTRATION_TOKEN: &str = "m.login.registration_token";
+pub const EMAIL_IDENTITY: &str = "m.login.email.identity";
 
 const SESSION_ID_LENGTH: usize = 24;
 
@@ -53,13 +58,72 @@ struct AuthDict {
     /// Legacy way of naming the user for `m.login.password`.
     user: Option<String>,
     token: Option<String>,
+    #[serde(alias = "threepidCreds")]
+    threepid_creds: Option<ThreepidCreds>,
+}
+
+/// Which address validation an `m.login.email.identity` stage presents.
+#[derive(Debug, Deserialize)]
+pub struct ThreepidCreds {
+    pub sid: String,
+    pub client_secret: String,
+}
+
+impl ThreepidCreds {
+    /// The credentials in a request's `auth` object, if any.
+    pub fn in_auth(auth: Option<&Value>) -> Option<Self> {
+        let creds = auth?.get("threepid_creds").or_else(|| auth?.get("threepidCreds"))?;
+        serde_json::from_value(creds.clone()).ok()
+    }
+}
+
+/// What an address validated for `endpoint` must have been validated for.
+fn email_purpose(endpoint: &str) -> Option<ValidationPurpose> {
+    match endpoint {
+        "POST /register" => Some(ValidationPurpose::Registration),
+        "POST /account/password" => Some(ValidationPurpose::PasswordReset),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Identifier {
     #[serde(rename = "type")]
     pub kind: String,
+    /// `m.id.user`'s user id or localpart.
     pub user: Option<String>,
+    /// `m.id.thirdparty`'s medium (only `email` here) and address.
+    pub medium: Option<String>,
+    pub address: Option<String>,
+}
+
+impl Identifier {
+    /// The local user an identifier names, if any: `m.id.user` (a
+    /// localpart or a user id of this server) or `m.id.thirdparty` (an
+    /// email address bound to an account). `M_BAD_JSON` when a field is
+    /// missing, `M_FORBIDDEN` for a kind not supported here.
+    pub fn localpart(&self, users: &Users) -> Result<Option<String>> {
+        match self.kind.as_str() {
+            "m.id.user" => {
+                let user =
+                    self.user.as_deref().ok_or_else(|| Error::bad_json("Invalid field `identifier.user`: missing"))?;
+                Ok(users.localpart_from_identifier(user))
+            }
+            "m.id.thirdparty" => {
+                let (Some(medium), Some(address)) = (&self.medium, &self.address) else {
+                    return Err(Error::bad_json("m.id.thirdparty needs `medium` and `address`"));
+                };
+                if medium != "email" {
+                    return Err(Error::forbidden(format!(
+                        "Third-party identifiers of medium {medium:?} are not supported"
+                    )));
+                }
+                let Ok(address) = super::threepids::normalize_email(address) else { return Ok(None) };
+                users.email_owner(&address)
+            }
+            other => Err(Error::forbidden(format!("Identifiers of type {other:?} are not supported"))),
+        }
+    }
 }
 
 impl Users {
@@ -97,6 +161,10 @@ impl Users {
                 session.completed.push(REGISTRATION_TOKEN.to_owned());
                 session.registration_token = Some(token);
             }),
+            Some(EMAIL_IDENTITY) => self.email_identity_stage(challenge, &auth).map(|address| {
+                session.completed.push(EMAIL_IDENTITY.to_owned());
+                session.validated_email = Some(address);
+            }),
             Some(other) => Err(Error::forbidden(format!("Unsupported authentication stage {other}"))),
         };
         if let Err(error) = outcome {
@@ -133,6 +201,7 @@ impl Users {
             expires_ts: now_ms() + lifetime_secs * 1000,
             registration_token: None,
             consumed: false,
+            validated_email: None,
         };
         (id.map_or_else(|| random_alphanumeric(SESSION_ID_LENGTH), str::to_owned), session)
     }
@@ -188,18 +257,35 @@ impl Users {
     async fn password_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<()> {
         let expected = challenge.localpart.ok_or_else(|| Error::forbidden("No user to authenticate"))?;
         let named = match (&auth.identifier, &auth.user) {
-            (Some(Identifier { kind, user: Some(user) }), _) if kind == "m.id.user" => Some(user.as_str()),
-            (Some(_), _) => return Err(Error::forbidden("Only m.id.user identifiers are supported")),
-            (None, user) => user.as_deref(),
+            (Some(identifier), _) => Some(identifier.localpart(self)?),
+            (None, Some(user)) => Some(self.localpart_from_identifier(user)),
+            (None, None) => None,
         };
         // Clients may omit the identifier: the session is already bound to the user.
         if let Some(named) = named {
-            if self.localpart_from_identifier(named).as_deref() != Some(expected) {
+            if named.as_deref() != Some(expected) {
                 return Err(Error::forbidden("The identifier does not match the authenticated user"));
             }
         }
         let password = auth.password.as_deref().ok_or_else(|| Error::forbidden("No password given"))?;
         self.check_password(expected, password, challenge.client_ip).await.map(drop)
+    }
+
+    /// The address the presented validation proves; for a signed-in user,
+    /// it must be theirs.
+    fn email_identity_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<String> {
+        let creds = auth.threepid_creds.as_ref().ok_or_else(|| {
+            Error::new(ErrorKind::MissingParam, "threepid_creds is required for m.login.email.identity")
+        })?;
+        let purpose = email_purpose(challenge.endpoint)
+            .ok_or_else(|| Error::forbidden("An email validation cannot authorise this request"))?;
+        let address = self.validated_email(&creds.sid, &creds.client_secret, purpose)?;
+        if let Some(localpart) = challenge.localpart {
+            if self.email_owner(&address)?.as_deref() != Some(localpart) {
+                return Err(Error::new(ErrorKind::ThreepidAuthFailed, "This email address is not yours"));
+            }
+        }
+        Ok(address)
     }
 
     fn registration_token_stage(&self, auth: &AuthDict) -> Result<String> {

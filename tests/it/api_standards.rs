@@ -375,11 +375,12 @@ async fn no_endpoint_fails_internally_on_well_formed_parameters() {
                 .collect();
             let path = path.join("/");
             let method = spec.method.as_str();
-            let reply = alice.client.try_send(method, &path, &[], Bytes::from_static(b"{}")).await;
-            let reply = reply.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            assert_ne!(reply.status, 500, "{method} {path}: {}", reply.body);
+            let reply = alice.client.send_raw(method, &path, &[], Bytes::from_static(b"{}")).await;
+            let (status, _, body) = reply.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+            let body = String::from_utf8_lossy(&body);
+            assert_ne!(status, 500, "{method} {path}: {body}");
             if !ends_session(spec.endpoint) {
-                assert_ne!(reply.errcode(), "M_UNKNOWN_TOKEN", "{method} {path}: the session is still valid");
+                assert!(!body.contains("M_UNKNOWN_TOKEN"), "{method} {path}: the session is still valid");
             }
         }
     }

@@ -31,7 +31,8 @@ pub const SYNAPSE_VERSION: &str = "1.163.2";
 /// How long a peer may take to answer `/_matrix/client/versions`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-static VENV: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// The venvs made so far in this process, by directory name.
+static VENVS: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
 
 /// `CARGO_TARGET_DIR`, or `<crate>/target`: the parent of the per-build
 /// `CARGO_TARGET_TMPDIR` Cargo gives integration tests (`<target>/tmp`).
@@ -45,41 +46,53 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-fn marker_name() -> String {
-    format!("installed-{SYNAPSE_VERSION}")
+/// The file a finished install leaves in a venv: it names what was installed.
+fn marker_name(packages: &[&str]) -> String {
+    format!("installed-{}", packages.join("-").replace(['=', '<', '>', '/'], "_"))
 }
 
 /// The venv with Synapse installed, made on first use.
+pub fn venv() -> PathBuf {
+    python_venv("synapse-venv", &[&format!("matrix-synapse=={SYNAPSE_VERSION}")])
+}
+
+/// A Python venv under the target directory named `name`, with `packages`
+/// (pinned) installed, made on first use.
 ///
 /// Concurrent test processes are safe: each installs into a private
 /// directory, writes the marker file there once pip has finished, and renames
 /// the whole directory into place; a process that loses the race drops its
 /// copy. A venv is only ever used through `bin/python -m ...` (entry-point
 /// scripts keep the absolute path of the directory they were installed in).
-pub fn venv() -> PathBuf {
-    let mut guard = VENV.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(dir) = guard.as_ref() {
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let mut made = VENVS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, dir)) = made.iter().find(|(made_name, _)| made_name == name) {
         return dir.clone();
     }
     let target = target_dir();
-    let dir = target.join("synapse-venv");
-    if !dir.join(marker_name()).exists() {
-        install(&target, &dir);
+    let dir = target.join(name);
+    if !dir.join(marker_name(packages)).exists() {
+        install(&target, &dir, packages);
     }
-    *guard = Some(dir.clone());
+    made.push((name.to_owned(), dir.clone()));
     dir
 }
 
-fn install(target: &Path, dir: &Path) {
+fn install(target: &Path, dir: &Path, packages: &[&str]) {
+    let marker = marker_name(packages);
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     fs::create_dir_all(target).unwrap_or_else(|e| panic!("create {}: {e}", target.display()));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
-    let staging = target.join(format!("synapse-venv.tmp-{}-{nanos}", std::process::id()));
+    let staging = target.join(format!("{name}.tmp-{}-{nanos}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
-    eprintln!("installing matrix-synapse=={SYNAPSE_VERSION} into {} (once; about half a minute)", dir.display());
-    let output =
-        Command::new("python3").arg("-m").arg("venv").arg(&staging).stdin(Stdio::null()).output().unwrap_or_else(|e| {
-            panic!("python3 (3.10 or newer, with venv) is needed to run Synapse as a federation peer: {e}")
-        });
+    eprintln!("installing {} into {} (once)", packages.join(" "), dir.display());
+    let output = Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&staging)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("python3 (3.10 or newer, with venv) is needed for {}: {e}", packages.join(" ")));
     if !output.status.success() {
         let _ = fs::remove_dir_all(&staging);
         panic!(
@@ -92,23 +105,24 @@ fn install(target: &Path, dir: &Path) {
     }
     let output = Command::new(staging.join("bin/python"))
         .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--quiet"])
-        .arg(format!("matrix-synapse=={SYNAPSE_VERSION}"))
+        .args(packages)
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("run pip in {}: {e}", staging.display()));
     if !output.status.success() {
         let _ = fs::remove_dir_all(&staging);
         panic!(
-            "pip install matrix-synapse=={SYNAPSE_VERSION} failed ({}):\n{}{}",
+            "pip install {} failed ({}):\n{}{}",
+            packages.join(" "),
             output.status,
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    fs::write(staging.join(marker_name()), "").expect("write the venv's marker file");
-    if dir.exists() && !dir.join(marker_name()).exists() {
-        // A venv of another version (or a broken one): move it aside first.
-        let old = target.join(format!("synapse-venv.old-{}-{nanos}", std::process::id()));
+    fs::write(staging.join(&marker), "").expect("write the venv's marker file");
+    if dir.exists() && !dir.join(&marker).exists() {
+        // A venv of other packages (or a broken one): move it aside first.
+        let old = target.join(format!("{name}.old-{}-{nanos}", std::process::id()));
         if fs::rename(dir, &old).is_ok() {
             let _ = fs::remove_dir_all(&old);
         }
@@ -116,7 +130,7 @@ fn install(target: &Path, dir: &Path) {
     if fs::rename(&staging, dir).is_err() {
         // Another process put its venv in place first; use that one.
         let _ = fs::remove_dir_all(&staging);
-        assert!(dir.join(marker_name()).exists(), "could not move the Synapse venv into place at {}", dir.display());
+        assert!(dir.join(&marker).exists(), "could not move the venv into place at {}", dir.display());
     }
 }
 

@@ -69,7 +69,8 @@ pub fn capabilities(s: &Services) -> Result<Response> {
             "m.room_versions": { "default": default, "available": available },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
-            "m.3pid_changes": { "enabled": false },
+            "m.3pid_changes": { "enabled": s.mailer.is_configured() },
+            "m.password_policy": crate::users::password_policy::describe(&s.users.password_policy),
             "m.get_login_token": { "enabled": false },
         }
     })))

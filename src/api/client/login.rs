@@ -1,8 +1,9 @@
 //! Login, logout and token refresh.
 //!
 //! Spec: client-server API "Login" (legacy API: `GET`/`POST /login` with
-//! `m.login.password`), "Refreshing access tokens" (`POST /refresh`),
-//! `POST /logout`, `POST /logout/all`.
+//! `m.login.password`, the user named by `m.id.user` or by an email address
+//! of the account, `m.id.thirdparty`), "Refreshing access tokens"
+//! (`POST /refresh`), `POST /logout`, `POST /logout/all`.
 
 use ruma::UserId;
 use serde::Deserialize;
@@ -26,6 +27,9 @@ struct LoginBody {
     identifier: Option<Identifier>,
     /// Deprecated top-level user field, still sent by older clients.
     user: Option<String>,
+    /// Deprecated top-level third-party identifier (`medium` and `address`).
+    medium: Option<String>,
+    address: Option<String>,
     password: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
@@ -38,18 +42,22 @@ pub async fn login(s: &Services, request: &Request) -> Result<Response> {
     if body.kind != "m.login.password" {
         return Err(Error::invalid_param(format!("Unsupported login type {:?}", body.kind)));
     }
-    let user = match (&body.identifier, &body.user) {
-        (Some(Identifier { kind, user: Some(user) }), _) if kind == "m.id.user" => user.as_str(),
-        (Some(Identifier { kind, .. }), _) if kind == "m.id.user" => {
-            return Err(Error::bad_json("Invalid field `identifier.user`: missing"))
-        }
-        (Some(_), _) => return Err(Error::forbidden("Only m.id.user identifiers are supported")),
-        (None, Some(user)) => user.as_str(),
+    let legacy_thirdparty = || Identifier {
+        kind: "m.id.thirdparty".to_owned(),
+        user: None,
+        medium: body.medium.clone(),
+        address: body.address.clone(),
+    };
+    let named = match (&body.identifier, &body.user) {
+        (Some(identifier), _) => identifier.localpart(&s.users)?,
+        (None, Some(user)) => s.users.localpart_from_identifier(user),
+        (None, None) if body.address.is_some() => legacy_thirdparty().localpart(&s.users)?,
         (None, None) => return Err(Error::bad_json("Missing field `identifier`")),
     };
     let password = body.password.as_deref().ok_or_else(|| Error::bad_json("Missing field `password`"))?;
-    // A user of another server gets the same answer as a wrong password.
-    let localpart = s.users.localpart_from_identifier(user).unwrap_or_default();
+    // A user of another server, or an address nobody has, gets the same
+    // answer as a wrong password.
+    let localpart = named.unwrap_or_default();
     s.users.check_password(&localpart, password, &request.client_ip).await?;
     let session = s
         .users

@@ -23,4 +23,5 @@ pub mod room_events;
 pub mod rooms;
 pub mod search;
 pub mod sync;
+pub mod threepids;
 pub mod upgrade;

@@ -7,8 +7,14 @@
 //!
 //! Order of checks, as clients expect it: the kind of account, whether
 //! registration is open at all, the requested username (so a taken name fails
-//! before any auth stage), then user-interactive authentication, then the
-//! password, then the account and (unless `inhibit_login`) a device.
+//! before any auth stage), the password policy, then user-interactive
+//! authentication, then the password, then the account and (unless
+//! `inhibit_login`) a device.
+//!
+//! With mail configured, `m.login.email.identity` is offered (required with
+//! `[email_identity] require_email`): the validated address is bound to the
+//! new account and, with `localpart_from_email`, gives its user id and
+//! display name (see [`crate::users::threepids`]).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -19,7 +25,11 @@ use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
     services::Services,
-    users::uiaa::{self, Challenge},
+    users::{
+        password_policy,
+        threepids::display_name_from_email,
+        uiaa::{self, Challenge, ThreepidCreds},
+    },
 };
 
 use super::login::session_response;
@@ -46,13 +56,43 @@ pub async fn register(s: &Services, request: &Request) -> Result<Response> {
     }
 }
 
-async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {
-    let flows: &[&[&str]] = match s.config.registration {
-        RegistrationMode::Closed => return Err(Error::forbidden("Registration is disabled on this server")),
-        RegistrationMode::Open => &[&[uiaa::DUMMY]],
-        RegistrationMode::Token => &[&[uiaa::REGISTRATION_TOKEN]],
+/// The flows registration offers: with mail, the email stage too (alone
+/// when an address is required).
+fn registration_flows(s: &Services) -> Result<&'static [&'static [&'static str]]> {
+    use uiaa::{DUMMY, EMAIL_IDENTITY, REGISTRATION_TOKEN};
+    let email = if s.config.email_identity.require_email {
+        EmailStage::Required
+    } else if s.mailer.is_configured() {
+        EmailStage::Offered
+    } else {
+        EmailStage::None
     };
-    let localpart = match &body.username {
+    Ok(match (s.config.registration, email) {
+        (RegistrationMode::Closed, _) => return Err(Error::forbidden("Registration is disabled on this server")),
+        (RegistrationMode::Open, EmailStage::None) => &[&[DUMMY]],
+        (RegistrationMode::Open, EmailStage::Offered) => &[&[DUMMY], &[EMAIL_IDENTITY]],
+        (RegistrationMode::Open, EmailStage::Required) => &[&[EMAIL_IDENTITY]],
+        (RegistrationMode::Token, EmailStage::None) => &[&[REGISTRATION_TOKEN]],
+        (RegistrationMode::Token, EmailStage::Offered) => {
+            &[&[REGISTRATION_TOKEN], &[REGISTRATION_TOKEN, EMAIL_IDENTITY]]
+        }
+        (RegistrationMode::Token, EmailStage::Required) => &[&[REGISTRATION_TOKEN, EMAIL_IDENTITY]],
+    })
+}
+
+#[derive(Clone, Copy)]
+enum EmailStage {
+    None,
+    Offered,
+    Required,
+}
+
+async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {
+    let flows = registration_flows(s)?;
+    let identity = &s.config.email_identity;
+    // The address will name the account: the username asked for does not.
+    let username = if identity.require_email && identity.localpart_from_email { None } else { body.username.as_ref() };
+    let localpart = match username {
         Some(username) => {
             let localpart = s.users.localpart_for_registration(username)?;
             if !s.users.is_available(&localpart)? {
@@ -62,6 +102,9 @@ async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> R
         }
         None => None,
     };
+    if let Some(password) = &body.password {
+        password_policy::check(&s.users.password_policy, password)?;
+    }
     let challenge = Challenge { endpoint: "POST /register", localpart: None, flows, client_ip: &request.client_ip };
     let session =
         s.users.user_interactive_auth(&challenge, body.auth.as_ref(), s.config.uiaa_session_lifetime_secs).await?;
@@ -70,13 +113,47 @@ async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> R
     if let Some(token) = &session.registration_token {
         s.users.consume_registration_token(token)?;
     }
-    let localpart = match localpart {
-        Some(localpart) => localpart,
-        None => generated_localpart(s)?,
+    let email = session.validated_email.as_deref();
+    let localpart = match (localpart, email) {
+        (_, Some(address)) if identity.localpart_from_email => s.users.localpart_for_email(address)?,
+        (Some(localpart), _) => localpart,
+        (None, _) => generated_localpart(s)?,
     };
-    s.users.create_account(&localpart, Some(password), false, false).await?;
-    tracing::info!(user = %localpart, "registered");
+    match email {
+        Some(address) => create_account_with_email(s, &localpart, password, address, body.auth.as_ref()).await?,
+        None => drop(s.users.create_account(&localpart, Some(password), false, false).await?),
+    }
+    tracing::info!(user = %localpart, email = email.unwrap_or_default(), "registered");
     finish_registration(s, request, &localpart, body).await
+}
+
+/// Creates the account holding `address`, claimed first so that two
+/// registrations with one address make one account.
+async fn create_account_with_email(
+    s: &Services,
+    localpart: &str,
+    password: &str,
+    address: &str,
+    auth: Option<&Value>,
+) -> Result<()> {
+    if !s.email_map.may_register_here(address) {
+        return Err(Error::new(
+            ErrorKind::ThreepidDenied,
+            "Your email domain is not authorized to register on this server",
+        ));
+    }
+    s.users.bind_email(localpart, address).await?;
+    if let Err(error) = s.users.create_account(localpart, Some(password), false, false).await {
+        s.users.unbind_email(localpart, address).await?;
+        return Err(error);
+    }
+    if s.config.email_identity.localpart_from_email {
+        s.users.set_initial_display_name(localpart, &display_name_from_email(address)).await?;
+    }
+    if let Some(creds) = ThreepidCreds::in_auth(auth) {
+        s.users.forget_email_validation(&creds.sid)?;
+    }
+    Ok(())
 }
 
 async fn register_guest(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {

@@ -1,0 +1,105 @@
+//! Users found by their work email address: the email → server map
+//! (`[email_identity] info_map`), which also decides who may register here.
+//!
+//! The reference deployment answers `GET /_matrix/identity/api/v1/info`
+//! from such a map (see `../shared/guides/public-sector.md`, "Email →
+//! homeserver mapping"); each pattern is a regular expression matched
+//! against the whole lowercased address, in order, the first match winning.
+
+use regex::Regex;
+use ruma::{OwnedServerName, ServerName};
+
+use crate::{config::EmailIdentityConfig, users::threepids::email_domain};
+
+pub struct EmailMap {
+    entries: Vec<(Regex, OwnedServerName)>,
+    registration_domains: Vec<String>,
+    own_server: OwnedServerName,
+}
+
+impl EmailMap {
+    /// The map of `[email_identity]` (validated at load: an entry that
+    /// would not compile is left out and logged).
+    pub fn new(config: &EmailIdentityConfig, own_server: OwnedServerName) -> Self {
+        let entries = config
+            .info_map
+            .iter()
+            .filter_map(|entry| {
+                let pattern = Regex::new(&format!("^(?:{})$", entry.pattern));
+                let server = ServerName::parse(&entry.server);
+                match (pattern, server) {
+                    (Ok(pattern), Ok(server)) => Some((pattern, server)),
+                    _ => {
+                        tracing::error!(pattern = %entry.pattern, "an info_map entry is unusable; left out");
+                        None
+                    }
+                }
+            })
+            .collect();
+        let registration_domains = config.registration_domains.iter().map(|d| d.trim().to_lowercase()).collect();
+        Self { entries, registration_domains, own_server }
+    }
+
+    /// The server the map sends `address` (normalised) to, if any entry matches.
+    pub fn server_for(&self, address: &str) -> Option<&ServerName> {
+        self.entries.iter().find(|(pattern, _)| pattern.is_match(address)).map(|(_, server)| server.as_ref())
+    }
+
+    /// Whether `address` may register an account here: its domain is one of
+    /// `registration_domains` (or their subdomains) when any are listed, and
+    /// the map, when there is one, sends it to this server.
+    pub fn may_register_here(&self, address: &str) -> bool {
+        let domain = email_domain(address);
+        let domain_allowed = self.registration_domains.is_empty()
+            || self.registration_domains.iter().any(|allowed| {
+                domain == allowed || domain.strip_suffix(allowed.as_str()).is_some_and(|rest| rest.ends_with('.'))
+            });
+        let mapped_here = self.entries.is_empty() || self.server_for(address) == Some(self.own_server.as_ref());
+        domain_allowed && mapped_here
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InfoMapEntry;
+
+    fn map(domains: &[&str], entries: &[(&str, &str)]) -> EmailMap {
+        let config = EmailIdentityConfig {
+            registration_domains: domains.iter().map(|d| d.to_string()).collect(),
+            info_map: entries
+                .iter()
+                .map(|(pattern, server)| InfoMapEntry { pattern: pattern.to_string(), server: server.to_string() })
+                .collect(),
+            ..Default::default()
+        };
+        EmailMap::new(&config, ServerName::parse("agents.example").unwrap())
+    }
+
+    #[test]
+    fn the_first_matching_pattern_names_the_server() {
+        let map = map(
+            &[],
+            &[
+                (r".*@interieur\.gouv\.fr", "agents.example"),
+                (r".*@.*\.gouv\.fr", "other.example"),
+                (".*", "externes.example"),
+            ],
+        );
+        assert_eq!(map.server_for("a@interieur.gouv.fr").map(|s| s.as_str()), Some("agents.example"));
+        assert_eq!(map.server_for("a@culture.gouv.fr").map(|s| s.as_str()), Some("other.example"));
+        assert_eq!(map.server_for("a@gmail.com").map(|s| s.as_str()), Some("externes.example"));
+        assert!(map.may_register_here("a@interieur.gouv.fr"));
+        assert!(!map.may_register_here("a@culture.gouv.fr"), "mapped to another server");
+        let anchored = self::map(&[], &[(r"a@x\.fr", "agents.example")]);
+        assert!(anchored.server_for("ba@x.fr.evil").is_none(), "patterns match the whole address");
+    }
+
+    #[test]
+    fn registration_domains_allow_their_subdomains_only() {
+        let map = map(&["gouv.fr"], &[]);
+        assert!(map.may_register_here("a@gouv.fr") && map.may_register_here("a@interieur.gouv.fr"));
+        assert!(!map.may_register_here("a@notgouv.fr") && !map.may_register_here("a@gouv.fr.evil.com"));
+        assert!(self::map(&[], &[]).may_register_here("anyone@anywhere.org"));
+    }
+}

@@ -1,0 +1,318 @@
+//! Identity by work email, against a real SMTP server (`smtp.rs`): mail
+//! that goes out (plain, STARTTLS, TLS, authenticated, retried, kept over a
+//! restart), registration, login and password reset by email, the account's
+//! addresses, and the password policy.
+
+use serde_json::{json, Value};
+
+use crate::{
+    harness::{Client, Session, TestServer, PASSWORD},
+    smtp::{link_in, token_in, Options, Security, SmtpServer},
+};
+
+const REQUEST_REGISTRATION: &str = "/_matrix/client/v3/register/email/requestToken";
+const REQUEST_ADD: &str = "/_matrix/client/v3/account/3pid/email/requestToken";
+const REQUEST_RESET: &str = "/_matrix/client/v3/account/password/email/requestToken";
+const SUBMIT: &str = "/_matrix/identity/v2/validate/email/submitToken";
+
+/// A server sending mail through `smtp`, with `identity` as its `[email_identity]` keys.
+async fn server_mailing_through(smtp: &SmtpServer, identity: &str) -> TestServer {
+    TestServer::start_with(&format!("{}\n[email_identity]\n{identity}", smtp.email_config())).await
+}
+
+fn token_request(secret: &str, address: &str, attempt: u64) -> Value {
+    json!({ "client_secret": secret, "email": address, "send_attempt": attempt })
+}
+
+/// `m.login.email.identity` with the validation `sid` of `secret`.
+fn email_auth(sid: &str, secret: &str, session: Option<&str>) -> Value {
+    let mut auth =
+        json!({ "type": "m.login.email.identity", "threepid_creds": { "sid": sid, "client_secret": secret } });
+    if let Some(session) = session {
+        auth["session"] = json!(session);
+    }
+    auth
+}
+
+/// Follows a mail's link as a browser would (the path and query, on the test server).
+async fn follow(client: &Client, mail: &Value) -> u16 {
+    let link = link_in(mail);
+    let path = link.strip_prefix("http://localhost").unwrap_or_else(|| panic!("a link to this server: {link}"));
+    open_page(client, path, "en").await.0
+}
+
+/// A page as a browser preferring `language` gets it: its status and text.
+async fn open_page(client: &Client, path: &str, language: &str) -> (u16, String) {
+    let headers = [("accept-language", language)];
+    let (status, headers, body) = client.send_raw("GET", path, &headers, Default::default()).await.expect("page");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Registers `address` (domain allowed) through the email stage; the new session.
+async fn register_by_email(server: &TestServer, smtp: &SmtpServer, address: &str, mails_before: usize) -> Session {
+    let client = server.client();
+    let secret = format!("secret-{mails_before}");
+    let sid = client.post(REQUEST_REGISTRATION, token_request(&secret, address, 1)).await;
+    let sid = sid.assert_ok()["sid"].as_str().expect("sid").to_owned();
+    let mails = smtp.wait_for_mails(mails_before + 1).await;
+    assert_eq!(follow(&client, &mails[mails_before]).await, 200);
+    let body = json!({ "password": PASSWORD, "auth": email_auth(&sid, &secret, None) });
+    let reply = client.post("/_matrix/client/v3/register", body).await;
+    Session::from_reply(&client, reply.assert_ok())
+}
+
+#[tokio::test]
+async fn mail_goes_out_plain_through_starttls_and_over_tls_with_credentials() {
+    for (security, auth) in [
+        (Security::Plain, None),
+        (Security::StartTls, Some(("mailer", "s3cret"))),
+        (Security::ImplicitTls, Some(("mailer", "s3cret"))),
+    ] {
+        let smtp = SmtpServer::start(Options { security, auth, ..Options::default() }).await;
+        let server = server_mailing_through(&smtp, "").await;
+        let reply =
+            server.client().post(REQUEST_REGISTRATION, token_request("abc", "Jean.Dupont@Example.org", 1)).await;
+        assert!(reply.assert_ok()["sid"].is_string());
+        assert_eq!(reply.body["submit_url"], format!("http://localhost{SUBMIT}"));
+        let mails = smtp.wait_for_mails(1).await;
+        let mail = &mails[0];
+        assert_eq!(mail["rcpt_tos"], json!(["jean.dupont@example.org"]), "to the normalised address");
+        assert_eq!(mail["from"], "Conduit <noreply@example.org>");
+        assert!(mail["subject"].as_str().unwrap_or_default().contains("test.local"), "{mail}");
+        assert!(mail["html"].as_str().unwrap_or_default().contains("<a href="), "an HTML part too");
+        assert_eq!(mail["tls"], security != Security::Plain, "{mail}");
+        assert_eq!(mail["authenticated"].as_bool().unwrap_or(false), auth.is_some(), "{mail}");
+    }
+}
+
+#[tokio::test]
+async fn registration_needs_an_allowed_validated_address_which_names_the_account() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let identity = "require_email = true\nregistration_domains = [\"gouv.fr\"]\n";
+    let server = server_mailing_through(&smtp, identity).await;
+    let client = server.client();
+
+    let challenge = client.post("/_matrix/client/v3/register", json!({ "password": PASSWORD })).await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(challenge.body["flows"], json!([{ "stages": ["m.login.email.identity"] }]));
+    let dummy = json!({ "password": PASSWORD, "auth": { "type": "m.login.dummy" } });
+    assert_eq!(client.post("/_matrix/client/v3/register", dummy).await.status, 401, "an address is required");
+
+    let denied = client.post(REQUEST_REGISTRATION, token_request("s", "someone@gmail.com", 1)).await;
+    denied.assert_error(403, "M_THREEPID_DENIED");
+    let malformed = client.post(REQUEST_REGISTRATION, token_request("s", "not an address", 1)).await;
+    malformed.assert_error(400, "M_INVALID_PARAM");
+    let bad_secret = client.post(REQUEST_REGISTRATION, token_request("a secret", "a@gouv.fr", 1)).await;
+    bad_secret.assert_error(400, "M_INVALID_PARAM");
+
+    let address = "jean.dupont@interieur.gouv.fr";
+    let first = client.post(REQUEST_REGISTRATION, token_request("s3", address, 1)).await;
+    let sid = first.assert_ok()["sid"].as_str().unwrap().to_owned();
+    let again = client.post(REQUEST_REGISTRATION, token_request("s3", address, 1)).await;
+    assert_eq!(again.assert_ok()["sid"], sid.as_str(), "the same attempt finds the same session");
+    let mails = smtp.wait_for_mails(1).await;
+
+    // Not validated yet: the client keeps asking.
+    let body = |session: Option<&str>| json!({ "password": PASSWORD, "auth": email_auth(&sid, "s3", session) });
+    let early = client.post("/_matrix/client/v3/register", body(None)).await;
+    assert_eq!(early.status, 401);
+    assert_eq!(early.body["errcode"], "M_THREEPID_AUTH_FAILED", "{}", early.body);
+    let session = early.body["session"].as_str().unwrap().to_owned();
+
+    let (status, page) = open_page(&client, &format!("{SUBMIT}?sid={sid}&client_secret=s3&token=wrong"), "fr").await;
+    assert_eq!(status, 400, "a wrong token validates nothing");
+    assert!(page.contains("Ce lien est inconnu"), "in the browser's language: {page}");
+    assert_eq!(follow(&client, &mails[0]).await, 200);
+    let registered = client.post("/_matrix/client/v3/register", body(Some(&session))).await;
+    let user_id = registered.assert_ok()["user_id"].as_str().unwrap().to_owned();
+    assert_eq!(user_id, "@jean.dupont-interieur.gouv.fr:test.local", "the localpart comes from the address");
+    let alice = Session::from_reply(&client, &registered.body);
+    let profile = client.get(&format!("/_matrix/client/v3/profile/{}", crate::harness::enc(&user_id))).await;
+    assert_eq!(profile.assert_ok()["displayname"], "Jean Dupont [Interieur]");
+    let listed = alice.client.get("/_matrix/client/v3/account/3pid").await;
+    assert_eq!(listed.assert_ok()["threepids"][0]["address"], address);
+    assert_eq!(smtp.mails().len(), 1, "asking again with the same send_attempt sent no second mail");
+
+    // The address is taken now; it logs in like the user id.
+    let taken = client.post(REQUEST_REGISTRATION, token_request("s4", address, 1)).await;
+    taken.assert_error(400, "M_THREEPID_IN_USE");
+    let by_email = |address: &str, password: &str| {
+        json!({ "type": "m.login.password", "password": password,
+                "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": address } })
+    };
+    let login = client.post("/_matrix/client/v3/login", by_email("Jean.Dupont@interieur.gouv.fr", PASSWORD)).await;
+    assert_eq!(login.assert_ok()["user_id"], user_id.as_str());
+    let legacy = json!({ "type": "m.login.password", "medium": "email", "address": address, "password": PASSWORD });
+    assert_eq!(client.post("/_matrix/client/v3/login", legacy).await.assert_ok()["user_id"], user_id.as_str());
+    let wrong = client.post("/_matrix/client/v3/login", by_email(address, "wrong")).await;
+    wrong.assert_error(403, "M_FORBIDDEN");
+    let unknown = client.post("/_matrix/client/v3/login", by_email("nobody@interieur.gouv.fr", PASSWORD)).await;
+    unknown.assert_error(403, "M_FORBIDDEN");
+    assert_eq!(unknown.body["error"], wrong.body["error"], "an unknown address reads as a wrong password");
+
+    // Given up and registered again, the address names a new account: the
+    // user id it gives is taken, so a number is added.
+    let remove = json!({ "medium": "email", "address": address });
+    alice.client.post("/_matrix/client/v3/account/3pid/delete", remove).await.assert_ok();
+    let again = register_by_email(&server, &smtp, address, 1).await;
+    assert_eq!(again.user_id, "@jean.dupont-interieur.gouv.fr-2:test.local");
+}
+
+#[tokio::test]
+async fn a_password_is_reset_by_mail_once_and_signs_every_device_out() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let server = server_mailing_through(&smtp, "").await;
+    let client = server.client();
+    let address = "marie@example.org";
+    let marie = register_by_email(&server, &smtp, address, 0).await;
+
+    let unknown = client.post(REQUEST_RESET, token_request("r", "nobody@example.org", 1)).await;
+    unknown.assert_error(400, "M_THREEPID_NOT_FOUND");
+    let requested = client.post(REQUEST_RESET, token_request("r", address, 1)).await;
+    let sid = requested.assert_ok()["sid"].as_str().unwrap().to_owned();
+    let mails = smtp.wait_for_mails(2).await;
+    assert!(mails[1]["subject"].as_str().unwrap_or_default().contains("password"), "{}", mails[1]);
+
+    // The code typed into the client, at the submit_url.
+    let code = token_in(&mails[1]);
+    let submit = json!({ "sid": sid, "client_secret": "r", "token": code });
+    assert_eq!(client.post(SUBMIT, submit).await.assert_ok()["success"], true);
+    // A validation for a reset does not register anyone.
+    let register = json!({ "password": PASSWORD, "auth": email_auth(&sid, "r", None) });
+    assert_eq!(client.post("/_matrix/client/v3/register", register).await.status, 401);
+
+    let reset = |password: &str| json!({ "new_password": password, "auth": email_auth(&sid, "r", None) });
+    client.post("/_matrix/client/v3/account/password", reset("n3w-password")).await.assert_ok();
+    assert_eq!(marie.client.get("/_matrix/client/v3/account/whoami").await.status, 401, "signed out everywhere");
+    client.login(&marie.user_id, PASSWORD).await.assert_error(403, "M_FORBIDDEN");
+    client.login(&marie.user_id, "n3w-password").await.assert_ok();
+    let replayed = client.post("/_matrix/client/v3/account/password", reset("other-password")).await;
+    assert_eq!(replayed.status, 401, "one reset per mail");
+    client.login(&marie.user_id, "n3w-password").await.assert_ok();
+}
+
+#[tokio::test]
+async fn an_account_adds_and_removes_addresses_it_validated() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let server = server_mailing_through(&smtp, "").await;
+    let client = server.client();
+    let _admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let flows = client.post("/_matrix/client/v3/register", json!({})).await;
+    assert_eq!(flows.body["flows"], json!([{ "stages": ["m.login.dummy"] }, { "stages": ["m.login.email.identity"] }]));
+    let capabilities = alice.client.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(capabilities.assert_ok()["capabilities"]["m.3pid_changes"]["enabled"], true);
+
+    let requested = client.post(REQUEST_ADD, token_request("add", "alice@example.org", 1)).await;
+    let sid = requested.assert_ok()["sid"].as_str().unwrap().to_owned();
+    let mails = smtp.wait_for_mails(1).await;
+    let add = |session: Option<&str>| {
+        let mut body = json!({ "sid": sid, "client_secret": "add" });
+        if let Some(session) = session {
+            body["auth"] = alice.password_auth(session);
+        }
+        body
+    };
+    let challenge = alice.client.post("/_matrix/client/v3/account/3pid/add", add(None)).await;
+    assert_eq!(challenge.status, 401, "the password first");
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    let early = alice.client.post("/_matrix/client/v3/account/3pid/add", add(Some(&session))).await;
+    early.assert_error(400, "M_THREEPID_AUTH_FAILED");
+    assert_eq!(follow(&client, &mails[0]).await, 200);
+    let challenge = alice.client.post("/_matrix/client/v3/account/3pid/add", add(None)).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    alice.client.post("/_matrix/client/v3/account/3pid/add", add(Some(&session))).await.assert_ok();
+    let listed = alice.client.get("/_matrix/client/v3/account/3pid").await;
+    assert_eq!(
+        listed.assert_ok()["threepids"],
+        json!([{ "medium": "email", "address": "alice@example.org",
+        "validated_at": listed.body["threepids"][0]["added_at"], "added_at": listed.body["threepids"][0]["added_at"] }])
+    );
+
+    // Not bob's to take, nor to remove.
+    client.post(REQUEST_ADD, token_request("bob", "alice@example.org", 1)).await.assert_error(400, "M_THREEPID_IN_USE");
+    let remove = json!({ "medium": "email", "address": "alice@example.org" });
+    bob.client
+        .post("/_matrix/client/v3/account/3pid/delete", remove.clone())
+        .await
+        .assert_error(400, "M_THREEPID_NOT_FOUND");
+    let login = json!({ "type": "m.login.password", "password": PASSWORD,
+                        "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "alice@example.org" } });
+    client.post("/_matrix/client/v3/login", login.clone()).await.assert_ok();
+    alice.client.post("/_matrix/client/v3/account/3pid/delete", remove).await.assert_ok();
+    assert_eq!(alice.client.get("/_matrix/client/v3/account/3pid").await.body["threepids"], json!([]));
+    client.post("/_matrix/client/v3/login", login).await.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn without_mail_the_email_flows_are_refused_and_registration_is_unchanged() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let refused = client.post(REQUEST_REGISTRATION, token_request("s", "a@example.org", 1)).await;
+    refused.assert_error(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+    let flows = client.post("/_matrix/client/v3/register", json!({})).await;
+    assert_eq!(flows.body["flows"], json!([{ "stages": ["m.login.dummy"] }]));
+    let anonymous = client.post("/_matrix/client/v3/account/password", json!({ "new_password": "x" })).await;
+    anonymous.assert_error(401, "M_MISSING_TOKEN");
+}
+
+#[tokio::test]
+async fn the_password_policy_is_served_and_enforced() {
+    let policy = "[email_identity.password_policy]\nminimum_length = 10\nrequire_digit = true\nrequire_symbol = true\n\
+                  require_uppercase = true\nrequire_lowercase = true\n";
+    let server = TestServer::start_with(policy).await;
+    let client = server.client();
+    let served = client.get("/_matrix/client/v3/password_policy").await;
+    assert_eq!(
+        served.assert_ok(),
+        &json!({ "m.minimum_length": 10, "m.require_digit": true, "m.require_symbol": true,
+                 "m.require_lowercase": true, "m.require_uppercase": true })
+    );
+    let register =
+        |password: &str| json!({ "username": "carol", "password": password, "auth": { "type": "m.login.dummy" } });
+    for (password, code) in [
+        ("Sh0rt!", "M_PASSWORD_TOO_SHORT"),
+        ("NoDigitsHere!", "M_PASSWORD_NO_DIGIT"),
+        ("NoSymbols123", "M_PASSWORD_NO_SYMBOL"),
+        ("no-upper-123", "M_PASSWORD_NO_UPPERCASE"),
+        ("NO-LOWER-123", "M_PASSWORD_NO_LOWERCASE"),
+    ] {
+        client.post("/_matrix/client/v3/register", register(password)).await.assert_error(400, code);
+    }
+    let reply = client.post("/_matrix/client/v3/register", register("Go0d-Password")).await;
+    let carol = Session::from_reply(&client, reply.assert_ok());
+    let capabilities = carol.client.get("/_matrix/client/v3/capabilities").await;
+    assert_eq!(capabilities.assert_ok()["capabilities"]["m.password_policy"]["m.minimum_length"], 10);
+    let change = json!({ "new_password": "weak", "auth": { "type": "m.login.password", "password": "Go0d-Password",
+                         "identifier": { "type": "m.id.user", "user": carol.user_id } } });
+    let weak = carol.client.post("/_matrix/client/v3/account/password", change).await;
+    weak.assert_error(400, "M_PASSWORD_TOO_SHORT");
+}
+
+#[tokio::test]
+async fn a_mail_refused_for_now_is_retried_and_a_queued_one_survives_a_restart() {
+    let smtp = SmtpServer::start(Options { fail_first: 1, ..Options::default() }).await;
+    let server = server_mailing_through(&smtp, "").await;
+    server.client().post(REQUEST_REGISTRATION, token_request("t", "a@example.org", 1)).await.assert_ok();
+    let mails = smtp.wait_for_mails(1).await;
+    assert_eq!(mails[0]["attempt"], 2, "accepted at the second attempt");
+    let port = smtp.port;
+    drop(smtp);
+    drop(server);
+
+    // The SMTP server is down while a mail is queued; the server stops.
+    let config = crate::smtp::email_config(Security::Plain, None, port, None);
+    let dir = tempfile::tempdir().unwrap();
+    let text = crate::harness::base_config(dir.path(), &format!("{config}\n"));
+    let server = TestServer::start_in(dir, &text).await;
+    server.client().post(REQUEST_REGISTRATION, token_request("u", "b@example.org", 1)).await.assert_ok();
+    assert_eq!(server.services().mailer.queued(), 1);
+    let dir = server.stop().await;
+
+    let smtp = SmtpServer::start(Options { port, ..Options::default() }).await;
+    let _server = TestServer::start_in(dir, &text).await;
+    let mails = smtp.wait_for_mails(1).await;
+    assert_eq!(mails[0]["rcpt_tos"], json!(["b@example.org"]), "sent after the restart");
+}
