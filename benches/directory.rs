@@ -1,7 +1,10 @@
-//! User directory search among 100,000 users (the index, in memory):
+//! User directory search among 100,000 users (the index, in memory), each
+//! with a work address (`helene.muller3@interieur.gouv.fr`):
 //! - `directory/specific`: "helene mar" (two words, ~1,000 matches);
 //! - `directory/broad_prefix`: "ma" (a short prefix matching ~45,000 users);
-//! - `directory/no_match`.
+//! - `directory/no_match`;
+//! - `directory/email_prefix`: "helene.mu" (the start of an address);
+//! - `directory/email_specific`: "helene.muller3@interieur" (one ministry's).
 //!
 //! Run: `cargo bench --bench directory`. Figures in BENCHMARKS.md.
 
@@ -32,6 +35,18 @@ const FIRST: &[&str] = &[
     "Maëlle",
     "Timothée",
 ];
+const MINISTRIES: &[&str] = &[
+    "interieur",
+    "culture",
+    "education",
+    "justice",
+    "armees",
+    "sante",
+    "travail",
+    "ecologie",
+    "finances",
+    "agriculture",
+];
 const LAST: &[&str] = &[
     "Müller",
     "Dupont",
@@ -58,8 +73,15 @@ const LAST: &[&str] = &[
 fn bench_directory(c: &mut Criterion) {
     let directory = UserDirectory::default();
     for i in 0..USERS {
-        let name = format!("{} {}{}", FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()], i / 400);
-        directory.upsert(DirectoryEntry { localpart: format!("agent{i}"), display_name: Some(name), avatar_url: None });
+        let (first, last, n) = (FIRST[i % FIRST.len()], LAST[(i / FIRST.len()) % LAST.len()], i / 400);
+        let ministry = MINISTRIES[(i / 7) % MINISTRIES.len()];
+        let address = format!("{first}.{last}{n}@{ministry}.gouv.fr").to_lowercase();
+        directory.upsert(DirectoryEntry {
+            localpart: format!("agent{i}"),
+            display_name: Some(format!("{first} {last}{n}")),
+            avatar_url: None,
+            emails: vec![address],
+        });
     }
     assert_eq!(directory.len(), USERS);
     assert!(!directory.search("hélène mar").is_empty());
@@ -69,6 +91,9 @@ fn bench_directory(c: &mut Criterion) {
     group.bench_function("specific", |b| b.iter(|| search("helene mar")));
     group.bench_function("broad_prefix", |b| b.iter(|| search("ma")));
     group.bench_function("no_match", |b| b.iter(|| search("xyzzy")));
+    assert!(search("hélène.müller3@interieur") > 0);
+    group.bench_function("email_prefix", |b| b.iter(|| search("helene.mu")));
+    group.bench_function("email_specific", |b| b.iter(|| search("helene.muller3@interieur")));
     group.finish();
 }
 

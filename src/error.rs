@@ -97,6 +97,8 @@ pub enum ErrorKind {
     ThreepidNotFound,
     /// 400 `M_THREEPID_AUTH_FAILED`: the address was not validated.
     ThreepidAuthFailed,
+    /// 400 `M_INVALID_PEPPER`: an identity lookup with another pepper.
+    InvalidPepper,
     /// 400 with the code of the password policy rule a password breaks
     /// (`M_PASSWORD_TOO_SHORT`, `M_PASSWORD_NO_DIGIT`, …; Synapse's codes).
     PasswordPolicy(&'static str),
@@ -158,6 +160,7 @@ impl Error {
             | ThreepidInUse
             | ThreepidNotFound
             | ThreepidAuthFailed
+            | InvalidPepper
             | PasswordPolicy(_) => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
             Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } | ThreepidDenied => 403,
@@ -208,6 +211,7 @@ impl Error {
             ThreepidInUse => "M_THREEPID_IN_USE",
             ThreepidNotFound => "M_THREEPID_NOT_FOUND",
             ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
+            InvalidPepper => "M_INVALID_PEPPER",
             PasswordPolicy(code) => code,
             RequestTimeout | Unavailable | Internal | Conflict | BadRequest | BadGateway => "M_UNKNOWN",
         }

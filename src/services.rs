@@ -32,6 +32,7 @@ pub struct Services {
     pub mailer: Mailer,
     /// The email → server map (`[email_identity] info_map`).
     pub email_map: crate::identity::EmailMap,
+    pub identity_tokens: crate::identity::tokens::IdentityTokens,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -75,6 +76,7 @@ impl Services {
         );
         let mailer = Mailer::new(&config, Arc::clone(&storage));
         let email_map = crate::identity::EmailMap::new(&config.email_identity, config.server_name.clone());
+        let identity_tokens = crate::identity::tokens::IdentityTokens::new(Arc::clone(&storage));
         let services = Arc::new(Self {
             config,
             storage,
@@ -89,6 +91,7 @@ impl Services {
             federation,
             mailer,
             email_map,
+            identity_tokens,
             server_key,
             policy,
         });
@@ -158,6 +161,11 @@ impl Services {
                     Ok(0) => {}
                     Ok(removed) => tracing::debug!(removed, "purged expired email validations"),
                     Err(error) => tracing::warn!(%error, "could not purge email validations"),
+                }
+                match services.users.purge_expired_openid_tokens() {
+                    Ok(0) => {}
+                    Ok(removed) => tracing::debug!(removed, "purged expired OpenID tokens"),
+                    Err(error) => tracing::warn!(%error, "could not purge OpenID tokens"),
                 }
                 match services.federation.forget_old_transactions() {
                     Ok(0) => {}

@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod federation;
+pub mod identity;
 pub mod server_keys;
 
 use std::sync::Arc;
@@ -48,6 +49,17 @@ pub enum Endpoint {
     SubmitEmailToken,
     FollowEmailLink,
     PasswordPolicy,
+    OpenIdRequestToken,
+    OpenIdUserInfo,
+    IdentityStatus,
+    IdentityTerms,
+    IdentityAcceptTerms,
+    IdentityRegister,
+    IdentityAccount,
+    IdentityLogout,
+    HashDetails,
+    Lookup,
+    EmailServerInfo,
     Devices,
     GetDevice,
     UpdateDevice,
@@ -196,6 +208,9 @@ pub enum Access {
     UsersAndGuests,
     /// Another server's signed request (`X-Matrix`).
     Servers,
+    /// The identity service API's users: an identity service token, or a
+    /// user's access token of this server.
+    IdentityUsers,
 }
 
 /// How an endpoint gets its body.
@@ -244,7 +259,7 @@ impl EndpointSpec {
 }
 
 use crate::rooms::Membership;
-use Access::{Anyone, AnyoneOrUser, Servers, Users, UsersAndGuests};
+use Access::{Anyone, AnyoneOrUser, IdentityUsers, Servers, Users, UsersAndGuests};
 use Endpoint as E;
 
 /// Body limit of the endpoints that need no access token (a registration
@@ -278,6 +293,17 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::SubmitEmailToken, Anyone, &["/_matrix/identity/v2/validate/email/submitToken"]),
     get(E::FollowEmailLink, Anyone, &["/_matrix/identity/v2/validate/email/submitToken"]),
     get(E::PasswordPolicy, Anyone, &["/_matrix/client/{r0|v3}/password_policy"]),
+    post(E::OpenIdRequestToken, Users, &["/_matrix/client/{r0|v3}/user/:user_id/openid/request_token"]),
+    get(E::OpenIdUserInfo, Anyone, &["/_matrix/federation/v1/openid/userinfo"]),
+    get(E::IdentityStatus, Anyone, &["/_matrix/identity/v2"]),
+    get(E::IdentityTerms, Anyone, &["/_matrix/identity/v2/terms"]),
+    post(E::IdentityAcceptTerms, IdentityUsers, &["/_matrix/identity/v2/terms"]),
+    post(E::IdentityRegister, Anyone, &["/_matrix/identity/v2/account/register"]),
+    get(E::IdentityAccount, IdentityUsers, &["/_matrix/identity/v2/account"]),
+    post(E::IdentityLogout, IdentityUsers, &["/_matrix/identity/v2/account/logout"]),
+    get(E::HashDetails, IdentityUsers, &["/_matrix/identity/v2/hash_details"]),
+    post(E::Lookup, IdentityUsers, &["/_matrix/identity/v2/lookup"]),
+    get(E::EmailServerInfo, Anyone, &["/_matrix/identity/api/v1/info"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
     get(E::GetDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
     put(E::UpdateDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
@@ -579,6 +605,12 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     let server = if endpoint.needs_server_auth() { Some(authenticate_server(s, &request).await?) } else { None };
+    let identity_user = if endpoint.spec().access == Access::IdentityUsers {
+        Some(authenticate_identity_user(s, &request).await?)
+    } else {
+        None
+    };
+    let identity_user = || identity_user.as_deref().ok_or_else(|| Error::internal("dispatch", "identity user missing"));
     let origin = || server.as_deref().ok_or_else(|| Error::internal("dispatch", "origin missing"));
     use client::{
         account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
@@ -610,6 +642,17 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::SubmitEmailToken => threepids::submit_token(s, &request).await,
         E::FollowEmailLink => threepids::follow_link(s, &request).await,
         E::PasswordPolicy => Ok(account::password_policy(s)),
+        E::OpenIdRequestToken => account::openid_request_token(s, &request, who()?).await,
+        E::OpenIdUserInfo => federation::openid_userinfo(s, &request),
+        E::IdentityStatus => Ok(identity::status()),
+        E::IdentityTerms => Ok(identity::terms()),
+        E::IdentityAcceptTerms => identity_user().map(|_| Response::empty_object()),
+        E::IdentityRegister => identity::register_account(s, &request).await,
+        E::IdentityAccount => identity_user().map(identity::account),
+        E::IdentityLogout => identity::logout(s, &request).await,
+        E::HashDetails => identity::hash_details(s),
+        E::Lookup => identity::lookup(s, &request),
+        E::EmailServerInfo => Ok(identity::info(s, &request)),
         E::Devices => devices::list(s, who()?),
         E::GetDevice => devices::get(s, &request, who()?),
         E::UpdateDevice => devices::update(s, &request, who()?).await,
@@ -757,6 +800,20 @@ async fn authenticate_server(services: &Services, request: &Request) -> Result<r
         services.federation.authenticate(request.authorization.as_deref(), method, &uri, content.as_ref()).await?;
     tracing::Span::current().record("user", origin.as_str());
     Ok(origin)
+}
+
+/// The user of an identity service request: its bearer token is an
+/// identity service token, or an access token of this server's user.
+async fn authenticate_identity_user(services: &Services, request: &Request) -> Result<ruma::OwnedUserId> {
+    let token = request.access_token.as_deref().ok_or_else(|| Error::new(ErrorKind::Unauthorized, "Missing token"))?;
+    if let Some(user) = services.identity_tokens.owner(token)? {
+        return Ok(user);
+    }
+    let identity = services.users.authenticate(token).await.map_err(|error| match error.kind {
+        ErrorKind::UnknownToken { .. } => Error::new(ErrorKind::Unauthorized, "Unknown token"),
+        _ => error,
+    })?;
+    Ok(identity.user_id)
 }
 
 async fn authenticate(services: &Services, request: &Request) -> Result<Identity> {

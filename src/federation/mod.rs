@@ -23,6 +23,7 @@ pub mod invite;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod openid;
 pub mod partial_state;
 pub mod profile;
 pub mod receive;

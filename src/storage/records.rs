@@ -27,11 +27,23 @@ pub struct UserRecord {
     pub displayname: Option<String>,
     #[serde(default)]
     pub avatar_url: Option<String>,
+    /// Left out of the user directory (`im.vector.hide_profile`).
+    #[serde(default)]
+    pub hidden_from_directory: bool,
 }
 
 impl UserRecord {
     pub fn new(password_hash: Option<String>, created_ts: u64, is_admin: bool, is_guest: bool) -> Self {
-        Self { password_hash, created_ts, is_admin, is_guest, deactivated: false, displayname: None, avatar_url: None }
+        Self {
+            password_hash,
+            created_ts,
+            is_admin,
+            is_guest,
+            deactivated: false,
+            displayname: None,
+            avatar_url: None,
+            hidden_from_directory: false,
+        }
     }
 }
 
@@ -680,5 +692,29 @@ pub struct EmailValidationRecord {
 }
 
 impl Record for EmailValidationRecord {
+    const VERSION: u8 = 1;
+}
+
+/// An OpenID token a user asked for, to prove who they are to a third
+/// party (`/user/{userId}/openid/request_token`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenIdTokenRecord {
+    pub localpart: String,
+    pub expires_ts: u64,
+}
+
+impl Record for OpenIdTokenRecord {
+    const VERSION: u8 = 1;
+}
+
+/// An identity service access token (`/_matrix/identity/v2/account/register`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityTokenRecord {
+    /// The user it was given to (of this server or another).
+    pub user_id: String,
+    pub created_ts: u64,
+}
+
+impl Record for IdentityTokenRecord {
     const VERSION: u8 = 1;
 }

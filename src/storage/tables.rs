@@ -12,10 +12,11 @@ use super::{
     },
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailValidationRecord,
-        FallbackKeyRecord, MailRecord, MediaRecord, NotificationRecord, PartialStateRecord, PushJobRecord,
-        PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord,
-        RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu,
-        ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord, UserRecord,
+        FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord, OpenIdTokenRecord,
+        PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
+        RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
+        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord,
+        UserRecord,
     },
     StorageError, Table,
 };
@@ -153,6 +154,13 @@ pub struct Tables {
     pub email_owners: Table<String, String>,
     /// (localpart, email address) → when (ms) it was added. Owner: `users::threepids`.
     pub user_emails: Table<(String, String), u64>,
+    /// SHA-256(address medium pepper) of each bound address → the address:
+    /// the identity lookup's index. Owner: `users::threepids`.
+    pub email_lookup_hashes: Table<String, String>,
+    /// SHA-256(OpenID token) → its user and expiry. Owner: `users::openid`.
+    pub openid_tokens: Table<TokenHash, OpenIdTokenRecord>,
+    /// SHA-256(identity service token) → its user. Owner: `identity`.
+    pub identity_tokens: Table<TokenHash, IdentityTokenRecord>,
     /// queue position → a mail not yet accepted by the SMTP server. Owner: `email`.
     pub mail_outbox: Table<u64, MailRecord>,
 }
@@ -217,6 +225,9 @@ impl Tables {
             email_validations: Table::open(db, "sid_emailvalidation")?,
             email_owners: Table::open(db, "email_localpart")?,
             user_emails: Table::open(db, "localpart_email_addedts")?,
+            email_lookup_hashes: Table::open(db, "lookuphash_email")?,
+            openid_tokens: Table::open(db, "openidtokenhash_user")?,
+            identity_tokens: Table::open(db, "identitytokenhash_user")?,
         })
     }
 }

@@ -95,6 +95,9 @@ pub struct AccountDataChanges {
     pub rooms: BTreeMap<String, Vec<Value>>,
 }
 
+/// Global account data by which a user leaves the user directory.
+pub const HIDE_PROFILE: &str = "im.vector.hide_profile";
+
 impl Users {
     /// Sets account data from a client; refuses server-controlled types.
     pub async fn set_account_data(
@@ -110,7 +113,12 @@ impl Users {
         if !content.is_object() {
             return Err(Error::new(ErrorKind::NotJson, "Content must be a JSON object"));
         }
-        self.store_account_data(localpart, room_id, kind, &content).await
+        self.store_account_data(localpart, room_id, kind, &content).await?;
+        if room_id.is_none() && kind == HIDE_PROFILE {
+            // Element's way to leave the user directory (the public-sector guide's "Directory").
+            self.set_hidden_from_directory(localpart, content["hide_profile"] == true).await?;
+        }
+        Ok(())
     }
 
     /// Stores account data (also for server-controlled types) and wakes syncs.

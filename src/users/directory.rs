@@ -2,8 +2,8 @@
 //! `POST /user_directory/search`.
 //!
 //! Spec: client-server API "User directory". Matching is by word prefix,
-//! case- and accent-insensitive ("helene" finds "Hélène Müller"): names and
-//! localparts are folded (Unicode decomposition, combining marks dropped,
+//! case- and accent-insensitive ("helene" finds "Hélène Müller"): names,
+//! localparts and email addresses are folded (Unicode decomposition, combining marks dropped,
 //! lowercase) and split into words; each search word must be the prefix of
 //! one of a user's words. Ranking: an exact match of the whole name or
 //! localpart first, then users with a whole-word match, then prefix matches,
@@ -42,6 +42,8 @@ pub struct DirectoryEntry {
     pub localpart: String,
     pub display_name: Option<String>,
     pub avatar_url: Option<String>,
+    /// The account's email addresses: found by their words too.
+    pub emails: Vec<String>,
 }
 
 impl DirectoryEntry {
@@ -50,6 +52,9 @@ impl DirectoryEntry {
         all.insert(fold(&self.localpart));
         if let Some(name) = &self.display_name {
             all.extend(words(name));
+        }
+        for address in &self.emails {
+            all.extend(words(address));
         }
         all
     }
@@ -235,7 +240,12 @@ mod tests {
     use super::*;
 
     fn entry(localpart: &str, name: &str) -> DirectoryEntry {
-        DirectoryEntry { localpart: localpart.into(), display_name: Some(name.into()), avatar_url: None }
+        DirectoryEntry {
+            localpart: localpart.into(),
+            display_name: Some(name.into()),
+            avatar_url: None,
+            emails: vec![],
+        }
     }
 
     fn found(directory: &UserDirectory, term: &str) -> Vec<String> {

@@ -7,6 +7,7 @@
 pub mod account_data;
 pub mod directory;
 pub mod filters;
+pub mod openid;
 pub mod password;
 pub mod password_policy;
 pub mod presence;
@@ -116,18 +117,52 @@ impl Users {
         }
     }
 
-    /// The directory of every active account, from the users table.
+    /// The directory of every listed account, from the users table and
+    /// their addresses.
     fn load_directory(storage: &Storage) -> directory::UserDirectory {
         let directory = directory::UserDirectory::default();
-        match storage.tables.users.all() {
-            Ok(users) => {
-                for (localpart, user) in users.into_iter().filter(|(_, user)| !user.deactivated && !user.is_guest) {
-                    directory.upsert(directory_entry(&localpart, &user));
-                }
+        let mut emails: HashMap<String, Vec<String>> = HashMap::new();
+        let bound = storage.tables.user_emails.for_each(|(localpart, address), _| {
+            emails.entry(localpart).or_default().push(address);
+        });
+        if let Err(error) = bound {
+            tracing::error!(%error, "could not read the users' addresses for the user directory");
+        }
+        let listed = storage.tables.users.for_each(|localpart, user| {
+            if is_listed(&user) {
+                let addresses = emails.remove(&localpart).unwrap_or_default();
+                directory.upsert(directory_entry(&localpart, &user, addresses));
             }
-            Err(error) => tracing::error!(%error, "could not load the user directory"),
+        });
+        if let Err(error) = listed {
+            tracing::error!(%error, "could not load the user directory");
         }
         directory
+    }
+
+    /// Puts a user in the directory as their account now is, or takes them
+    /// out (deactivated, a guest, or hidden by `im.vector.hide_profile`).
+    pub fn refresh_directory_entry(&self, localpart: &str) -> Result<()> {
+        match self.get(localpart)? {
+            Some(user) if is_listed(&user) => {
+                let addresses = self.emails_of(localpart)?.into_iter().map(|(address, _)| address).collect();
+                self.directory.upsert(directory_entry(localpart, &user, addresses));
+            }
+            _ => self.directory.remove(localpart),
+        }
+        Ok(())
+    }
+
+    /// Hides a user from the directory, or lists them again
+    /// (`im.vector.hide_profile` account data).
+    pub async fn set_hidden_from_directory(&self, localpart: &str, hidden: bool) -> Result<()> {
+        let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
+            user.map(|user| UserRecord { hidden_from_directory: hidden, ..user })
+        })?;
+        if updated.is_some() {
+            self.storage.wait_durable().await?;
+        }
+        self.refresh_directory_entry(localpart)
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {
@@ -210,7 +245,7 @@ impl Users {
         }
         self.storage.wait_durable().await?;
         if !is_guest {
-            self.directory.upsert(directory_entry(localpart, &record));
+            self.refresh_directory_entry(localpart)?;
         }
         if record.is_admin {
             tracing::info!(user = localpart, "account created as server admin");
@@ -281,12 +316,9 @@ impl Users {
         let updated = self.storage.tables.users.update_and_fetch(&localpart.to_owned(), |user| {
             user.map(|user| UserRecord { displayname: Some(name.to_owned()), ..user })
         })?;
-        let user = updated.ok_or_else(|| Error::not_found("No such user"))?;
+        updated.ok_or_else(|| Error::not_found("No such user"))?;
         self.storage.wait_durable().await?;
-        if !user.is_guest && !user.deactivated {
-            self.directory.upsert(directory_entry(localpart, &user));
-        }
-        Ok(())
+        self.refresh_directory_entry(localpart)
     }
 
     pub async fn set_profile_field(
@@ -309,9 +341,7 @@ impl Users {
         })?;
         let user = updated.ok_or_else(|| Error::not_found("No such user"))?;
         self.storage.wait_durable().await?;
-        if !user.is_guest && !user.deactivated {
-            self.directory.upsert(directory_entry(localpart, &user));
-        }
+        self.refresh_directory_entry(localpart)?;
         Ok(user)
     }
 
@@ -369,12 +399,18 @@ impl Users {
     }
 }
 
-fn directory_entry(localpart: &str, user: &UserRecord) -> directory::DirectoryEntry {
+fn directory_entry(localpart: &str, user: &UserRecord, emails: Vec<String>) -> directory::DirectoryEntry {
     directory::DirectoryEntry {
         localpart: localpart.to_owned(),
         display_name: user.displayname.clone(),
         avatar_url: user.avatar_url.clone(),
+        emails,
     }
+}
+
+/// Whether an account shows in the user directory.
+fn is_listed(user: &UserRecord) -> bool {
+    !user.deactivated && !user.is_guest && !user.hidden_from_directory
 }
 
 /// The characters the spec allows in new localparts (appendices, "User Identifiers").

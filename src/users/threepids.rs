@@ -93,6 +93,16 @@ fn session_id(purpose: ValidationPurpose, client_secret: &str, address: &str) ->
     URL_SAFE_NO_PAD.encode(&context.finish().as_ref()[..18])
 }
 
+/// `meta` key of the pepper of identity lookups.
+const LOOKUP_PEPPER_KEY: &str = "identity.lookup_pepper";
+
+/// The identity service's hash of an address (spec, identity service API
+/// "Lookup": unpadded URL-safe base64 of SHA-256 of `address medium pepper`).
+pub fn lookup_hash(address: &str, pepper: &str) -> String {
+    let digest = digest::digest(&digest::SHA256, format!("{address} email {pepper}").as_bytes());
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
 /// A new validation: its session id and, unless the client already had a
 /// mail for this attempt, the token to send.
 pub struct ValidationStarted {
@@ -146,6 +156,21 @@ impl Users {
     /// The local account `address` (normalised) belongs to.
     pub fn email_owner(&self, address: &str) -> Result<Option<String>> {
         Ok(self.storage.tables.email_owners.get(&address.to_owned())?)
+    }
+
+    /// The pepper clients hash addresses with for a lookup (made once).
+    pub fn lookup_pepper(&self) -> Result<String> {
+        if let Some(pepper) = self.storage.meta_get::<String>(LOOKUP_PEPPER_KEY)? {
+            return Ok(pepper);
+        }
+        let fresh = random_alphanumeric(16);
+        Ok(self.storage.meta_insert_if_absent(LOOKUP_PEPPER_KEY, &fresh)?)
+    }
+
+    /// The bound address whose lookup hash is `hash`, and its account.
+    pub fn email_by_lookup_hash(&self, hash: &str) -> Result<Option<(String, String)>> {
+        let Some(address) = self.storage.tables.email_lookup_hashes.get(&hash.to_owned())? else { return Ok(None) };
+        Ok(self.email_owner(&address)?.map(|localpart| (address, localpart)))
     }
 
     /// A user's addresses, with when each was added (ms).
@@ -247,7 +272,10 @@ impl Users {
         }
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.user_emails, &(localpart.to_owned(), address.to_owned()), &now_ms())?;
+        let hash = lookup_hash(address, &self.lookup_pepper()?);
+        batch.insert(&self.storage.tables.email_lookup_hashes, &hash, &address.to_owned())?;
         self.storage.commit(batch).await?;
+        self.refresh_directory_entry(localpart)?;
         tracing::info!(user = localpart, %address, "email address bound");
         Ok(())
     }
@@ -260,7 +288,9 @@ impl Users {
         let mut batch = Batch::new();
         batch.remove(&self.storage.tables.email_owners, &address.to_owned());
         batch.remove(&self.storage.tables.user_emails, &(localpart.to_owned(), address.to_owned()));
+        batch.remove(&self.storage.tables.email_lookup_hashes, &lookup_hash(address, &self.lookup_pepper()?));
         self.storage.commit(batch).await?;
+        self.refresh_directory_entry(localpart)?;
         tracing::info!(user = localpart, %address, "email address removed");
         Ok(true)
     }
@@ -282,7 +312,9 @@ impl Users {
     /// Adds to `batch` the removal of every address of `localpart` (the
     /// account is deactivated: the addresses may serve another).
     pub(super) fn unbind_all_emails(&self, batch: &mut Batch, localpart: &str) -> Result<()> {
+        let pepper = self.lookup_pepper()?;
         for (address, _) in self.emails_of(localpart)? {
+            batch.remove(&self.storage.tables.email_lookup_hashes, &lookup_hash(&address, &pepper));
             batch.remove(&self.storage.tables.email_owners, &address);
             batch.remove(&self.storage.tables.user_emails, &(localpart.to_owned(), address));
         }

@@ -316,3 +316,177 @@ async fn a_mail_refused_for_now_is_retried_and_a_queued_one_survives_a_restart()
     let mails = smtp.wait_for_mails(1).await;
     assert_eq!(mails[0]["rcpt_tos"], json!(["b@example.org"]), "sent after the restart");
 }
+
+/// Adds `address` to `user`'s account through the mail (the `mails_before`-th mail).
+async fn add_address(server: &TestServer, smtp: &SmtpServer, user: &Session, address: &str, mails_before: usize) {
+    let client = server.client();
+    let secret = format!("add-{mails_before}");
+    let requested = client.post(REQUEST_ADD, token_request(&secret, address, 1)).await;
+    let sid = requested.assert_ok()["sid"].as_str().unwrap().to_owned();
+    let mails = smtp.wait_for_mails(mails_before + 1).await;
+    assert_eq!(follow(&client, &mails[mails_before]).await, 200);
+    let body = |auth: Option<Value>| {
+        let mut body = json!({ "sid": sid, "client_secret": secret });
+        if let Some(auth) = auth {
+            body["auth"] = auth;
+        }
+        body
+    };
+    let challenge = user.client.post("/_matrix/client/v3/account/3pid/add", body(None)).await;
+    let session = challenge.body["session"].as_str().expect("a UIA session").to_owned();
+    user.client.post("/_matrix/client/v3/account/3pid/add", body(Some(user.password_auth(&session)))).await.assert_ok();
+}
+
+#[tokio::test]
+async fn the_email_map_says_which_server_an_address_belongs_on() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let identity = "info_map = [\n\
+        { pattern = '.*@interieur\\.gouv\\.fr', server = \"test.local\" },\n\
+        { pattern = '.*@(.*\\.)?gouv\\.fr', server = \"agents.example\" },\n\
+        { pattern = '.*', server = \"externes.example\" },\n]\n";
+    let server = server_mailing_through(&smtp, identity).await;
+    let client = server.client();
+    let info =
+        |address: &str| format!("/_matrix/identity/api/v1/info?medium=email&address={}", crate::harness::enc(address));
+    assert_eq!(client.get(&info("Jean@Interieur.gouv.fr")).await.assert_ok(), &json!({ "hs": "test.local" }));
+    assert_eq!(client.get(&info("marie@culture.gouv.fr")).await.assert_ok(), &json!({ "hs": "agents.example" }));
+    assert_eq!(client.get(&info("partner@company.com")).await.assert_ok(), &json!({ "hs": "externes.example" }));
+    let broken = client.get("/_matrix/identity/api/v1/info?medium=email&address=nonsense").await;
+    assert_eq!(broken.assert_ok(), &json!({ "hs": "test.local" }), "never fails");
+
+    // An account here holds an address the map now sends elsewhere.
+    let _admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    add_address(&server, &smtp, &alice, "alice@culture.gouv.fr", 0).await;
+    let moved = client.get(&info("alice@culture.gouv.fr")).await;
+    assert_eq!(moved.assert_ok(), &json!({ "hs": "test.local", "new_hs": "agents.example" }));
+    // Only addresses the map sends here register here.
+    let elsewhere = client.post(REQUEST_REGISTRATION, token_request("x", "bob@culture.gouv.fr", 1)).await;
+    elsewhere.assert_error(403, "M_THREEPID_DENIED");
+}
+
+#[tokio::test]
+async fn bound_addresses_are_found_by_hashed_lookup_with_an_identity_token() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let server = server_mailing_through(&smtp, "").await;
+    let client = server.client();
+    let _admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    add_address(&server, &smtp, &alice, "alice@example.org", 0).await;
+
+    // bob gets an identity service token through an OpenID token.
+    let others = format!("/_matrix/client/v3/user/{}/openid/request_token", crate::harness::enc(&alice.user_id));
+    bob.client.post(&others, json!({})).await.assert_error(403, "M_FORBIDDEN");
+    let own = format!("/_matrix/client/v3/user/{}/openid/request_token", crate::harness::enc(&bob.user_id));
+    let openid = bob.client.post(&own, json!({})).await;
+    assert_eq!(openid.assert_ok()["matrix_server_name"], "test.local");
+    let userinfo = format!(
+        "/_matrix/federation/v1/openid/userinfo?access_token={}",
+        openid.body["access_token"].as_str().unwrap()
+    );
+    assert_eq!(client.get(&userinfo).await.assert_ok()["sub"], bob.user_id.as_str());
+    client.get("/_matrix/federation/v1/openid/userinfo?access_token=forged").await.assert_error(401, "M_UNKNOWN_TOKEN");
+    let forged = json!({ "access_token": "forged", "token_type": "Bearer", "matrix_server_name": "test.local", "expires_in": 3600 });
+    client.post("/_matrix/identity/v2/account/register", forged).await.assert_error(401, "M_UNKNOWN_TOKEN");
+    let registered = client.post("/_matrix/identity/v2/account/register", openid.body.clone()).await;
+    let is_token = registered.assert_ok()["token"].as_str().unwrap().to_owned();
+    let identity = client.with_token(&is_token);
+    assert_eq!(identity.get("/_matrix/identity/v2/account").await.assert_ok()["user_id"], bob.user_id.as_str());
+    assert_eq!(identity.get("/_matrix/identity/v2/terms").await.assert_ok(), &json!({ "policies": {} }));
+
+    let details = identity.get("/_matrix/identity/v2/hash_details").await;
+    let pepper = details.assert_ok()["lookup_pepper"].as_str().unwrap().to_owned();
+    assert!(details.body["algorithms"].as_array().unwrap().contains(&json!("sha256")));
+    let hash = |address: &str| {
+        use base64::Engine;
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("{address} email {pepper}").as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+    };
+    let (known, unknown) = (hash("alice@example.org"), hash("nobody@example.org"));
+    let lookup = json!({ "algorithm": "sha256", "pepper": pepper, "addresses": [known, unknown] });
+    let found = identity.post("/_matrix/identity/v2/lookup", lookup.clone()).await;
+    assert_eq!(found.assert_ok()["mappings"], json!({ known.clone(): alice.user_id }));
+    let plain = json!({ "algorithm": "none", "pepper": pepper, "addresses": ["alice@example.org email"] });
+    let found = bob.client.post("/_matrix/identity/v2/lookup", plain).await;
+    assert_eq!(
+        found.assert_ok()["mappings"]["alice@example.org email"],
+        alice.user_id.as_str(),
+        "a homeserver token too"
+    );
+
+    let stale = json!({ "algorithm": "sha256", "pepper": "old", "addresses": [known] });
+    identity.post("/_matrix/identity/v2/lookup", stale).await.assert_error(400, "M_INVALID_PEPPER");
+    let odd = json!({ "algorithm": "md5", "pepper": pepper, "addresses": [] });
+    identity.post("/_matrix/identity/v2/lookup", odd).await.assert_error(400, "M_INVALID_PARAM");
+    client.post("/_matrix/identity/v2/lookup", lookup.clone()).await.assert_error(401, "M_UNAUTHORIZED");
+    identity.post("/_matrix/identity/v2/account/logout", json!({})).await.assert_ok();
+    identity.post("/_matrix/identity/v2/lookup", lookup.clone()).await.assert_error(401, "M_UNAUTHORIZED");
+
+    // An address removed is found no more.
+    let remove = json!({ "medium": "email", "address": "alice@example.org" });
+    alice.client.post("/_matrix/client/v3/account/3pid/delete", remove).await.assert_ok();
+    let gone = bob.client.post("/_matrix/identity/v2/lookup", lookup).await;
+    assert_eq!(gone.assert_ok()["mappings"], json!({}));
+}
+
+#[tokio::test]
+async fn colleagues_are_found_by_email_unless_hidden_or_deactivated() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let extra = format!("[user_directory]\nsearch_all_users = true\n{}\n[email_identity]\n", smtp.email_config());
+    let server = TestServer::start_with(&extra).await;
+    let client = server.client();
+    let _admin = client.register("admin").await;
+    let searcher = client.register("searcher").await;
+    let agent = client.register("agent7").await;
+    add_address(&server, &smtp, &agent, "helene.muller@interieur.gouv.fr", 0).await;
+    let search = |term: &'static str| {
+        let searcher = searcher.clone();
+        async move {
+            let reply =
+                searcher.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": term })).await;
+            let results = reply.assert_ok()["results"].as_array().cloned().unwrap_or_default();
+            results.iter().filter_map(|r| r["user_id"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("hélène.mul").await, vec![agent.user_id.clone()], "by a part of the address");
+    assert_eq!(search("muller@interieur").await, vec![agent.user_id.clone()]);
+    assert!(search("helene.muller@culture").await.is_empty(), "every word must match");
+
+    let hide = |hidden: bool| json!({ "hide_profile": hidden });
+    let path =
+        format!("/_matrix/client/v3/user/{}/account_data/im.vector.hide_profile", crate::harness::enc(&agent.user_id));
+    agent.client.put(&path, hide(true)).await.assert_ok();
+    assert!(search("helene").await.is_empty(), "hidden");
+    agent.client.put(&path, hide(false)).await.assert_ok();
+    assert_eq!(search("helene").await, vec![agent.user_id.clone()]);
+
+    // Both survive a restart: the index is rebuilt with the addresses and the flag.
+    agent.client.put(&path, hide(true)).await.assert_ok();
+    let other = client.register("other").await;
+    add_address(&server, &smtp, &other, "helene.dubois@interieur.gouv.fr", 1).await;
+    let text = crate::harness::base_config(server.dir.path(), &extra);
+    let server = server.restart_with(&text).await;
+    let searcher = Session { client: server.client().with_token(&searcher.token), ..searcher };
+    let search = |term: &'static str| {
+        let searcher = searcher.clone();
+        async move {
+            let reply =
+                searcher.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": term })).await;
+            let results = reply.assert_ok()["results"].as_array().cloned().unwrap_or_default();
+            results.iter().filter_map(|r| r["user_id"].as_str().map(str::to_owned)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("helene@interieur").await, vec![other.user_id.clone()], "the hidden one stays hidden");
+
+    // Deactivated: gone.
+    let other = Session { client: server.client().with_token(&other.token), ..other };
+    let challenge = other.client.post("/_matrix/client/v3/account/deactivate", json!({})).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    other
+        .client
+        .post("/_matrix/client/v3/account/deactivate", json!({ "auth": other.password_auth(&session) }))
+        .await
+        .assert_ok();
+    assert!(search("dubois").await.is_empty());
+}

@@ -119,3 +119,17 @@ pub async fn deactivate(s: &Services, request: &Request, who: &Identity) -> Resu
     s.users.deactivate(&who.localpart).await?;
     Ok(Response::json(&json!({ "id_server_unbind_result": "no-support" })))
 }
+
+/// `POST /user/{userId}/openid/request_token` (spec: "OpenID"), for oneself only.
+pub async fn openid_request_token(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    if request.param("user_id")? != who.user_id.as_str() {
+        return Err(Error::forbidden("You can only ask for an OpenID token for yourself"));
+    }
+    let token = s.users.new_openid_token(&who.localpart).await?;
+    Ok(Response::json(&json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "matrix_server_name": s.config.server_name,
+        "expires_in": crate::users::openid::OPENID_TOKEN_LIFETIME_SECS,
+    })))
+}

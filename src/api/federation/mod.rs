@@ -7,7 +7,8 @@
 //!
 //! Spec: server-server API "Get the implementation name and version",
 //! "Querying Keys Through Another Server", "Query information"
-//! (`/query/profile`).
+//! (`/query/profile`), "OpenID" (`/openid/userinfo`, unsigned: the token
+//! is the proof).
 
 pub mod events;
 pub mod media;
@@ -127,4 +128,13 @@ pub fn user_devices(s: &Services, request: &Request) -> Result<Response> {
     }
     let stream_id = s.rooms.current_position()?;
     Ok(Response::json(&crate::federation::e2ee::serve_devices(&s.e2ee, &user_id, stream_id)?))
+}
+
+/// `GET /_matrix/federation/v1/openid/userinfo?access_token=`: whose OpenID token it is.
+pub fn openid_userinfo(s: &Services, request: &Request) -> Result<Response> {
+    let token =
+        request.query("access_token").ok_or_else(|| Error::new(ErrorKind::MissingParam, "access_token is required"))?;
+    let unknown = || Error::new(ErrorKind::UnknownToken { soft_logout: false }, "The OpenID token is not valid");
+    let localpart = s.users.openid_token_owner(token)?.ok_or_else(unknown)?;
+    Ok(Response::json(&json!({ "sub": s.users.user_id(&localpart)? })))
 }

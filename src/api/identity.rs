@@ -1,0 +1,138 @@
+//! The identity service API, answered by this server for its users (the
+//! public-sector deployment has no separate identity server): the email →
+//! server map, hashed lookups of bound addresses, and the identity
+//! service's own accounts and terms.
+//!
+//! Spec: identity service API "Status check" (`GET /_matrix/identity/v2`),
+//! "Authentication" (`/account/register`, `/account`, `/account/logout`),
+//! "Terms of service" (none here), "Association lookup" (`/hash_details`,
+//! `/lookup`, algorithms `sha256` and `none`). `GET
+//! /_matrix/identity/api/v1/info` is the reference deployment's (see
+//! `../shared/guides/public-sector.md`, "Email → homeserver mapping").
+//!
+//! Lookups answer for the addresses bound to this server's accounts only:
+//! the peers of a closed federation answer for theirs, and the map says
+//! which server to ask.
+
+use ruma::{OwnedUserId, ServerName, UserId};
+use serde::Deserialize;
+use serde_json::{json, Map};
+
+use crate::{
+    error::{Error, ErrorKind, Result},
+    http::{Request, Response},
+    services::Services,
+    users::threepids::normalize_email,
+};
+
+/// `GET /_matrix/identity/v2`.
+pub fn status() -> Response {
+    Response::empty_object()
+}
+
+/// `GET /_matrix/identity/v2/terms`: no terms to accept.
+pub fn terms() -> Response {
+    Response::json(&json!({ "policies": {} }))
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenIdToken {
+    access_token: String,
+    matrix_server_name: String,
+}
+
+/// `POST /_matrix/identity/v2/account/register`: an OpenID token for an
+/// identity service token.
+pub async fn register_account(s: &Services, request: &Request) -> Result<Response> {
+    let body: OpenIdToken = request.json()?;
+    let server = ServerName::parse(&body.matrix_server_name)
+        .map_err(|_| Error::invalid_param("matrix_server_name is not a server name"))?;
+    let unknown = || Error::new(ErrorKind::UnknownToken { soft_logout: false }, "The OpenID token is not valid");
+    let user_id: OwnedUserId = if server == s.config.server_name {
+        let localpart = s.users.openid_token_owner(&body.access_token)?.ok_or_else(unknown)?;
+        s.users.user_id(&localpart)?
+    } else {
+        s.federation.openid_userinfo(&server, &body.access_token).await.map_err(|error| {
+            tracing::info!(%server, %error, "an OpenID token of another server could not be checked");
+            unknown()
+        })?
+    };
+    let token = s.identity_tokens.register(&user_id).await?;
+    Ok(Response::json(&json!({ "token": token })))
+}
+
+/// `GET /_matrix/identity/v2/account`.
+pub fn account(user: &UserId) -> Response {
+    Response::json(&json!({ "user_id": user }))
+}
+
+/// `POST /_matrix/identity/v2/account/logout`: ends the identity token used
+/// (a homeserver access token is left alone).
+pub async fn logout(s: &Services, request: &Request) -> Result<Response> {
+    if let Some(token) = &request.access_token {
+        s.identity_tokens.logout(token).await?;
+    }
+    Ok(Response::empty_object())
+}
+
+/// `GET /_matrix/identity/v2/hash_details`.
+pub fn hash_details(s: &Services) -> Result<Response> {
+    Ok(Response::json(&json!({ "lookup_pepper": s.users.lookup_pepper()?, "algorithms": ["none", "sha256"] })))
+}
+
+/// Most addresses looked up in one request.
+const MAX_LOOKUP_ADDRESSES: usize = 10_000;
+
+#[derive(Debug, Deserialize)]
+struct LookupBody {
+    algorithm: String,
+    pepper: String,
+    addresses: Vec<String>,
+}
+
+/// `POST /_matrix/identity/v2/lookup`: the bound addresses among those asked.
+pub fn lookup(s: &Services, request: &Request) -> Result<Response> {
+    let body: LookupBody = request.json()?;
+    if body.pepper != s.users.lookup_pepper()? {
+        return Err(Error::new(ErrorKind::InvalidPepper, "The pepper is not this server's; ask /hash_details again"));
+    }
+    if !matches!(body.algorithm.as_str(), "sha256" | "none") {
+        return Err(Error::invalid_param(format!("Unknown algorithm {:?}; see /hash_details", body.algorithm)));
+    }
+    if body.addresses.len() > MAX_LOOKUP_ADDRESSES {
+        return Err(Error::invalid_param(format!("At most {MAX_LOOKUP_ADDRESSES} addresses per lookup")));
+    }
+    let mut mappings = Map::new();
+    for asked in &body.addresses {
+        let owner = match body.algorithm.as_str() {
+            "sha256" => s.users.email_by_lookup_hash(asked)?.map(|(_, localpart)| localpart),
+            // `address medium`, in the clear.
+            "none" => match asked.rsplit_once(' ') {
+                Some((address, "email")) => s.users.email_owner(address)?,
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(localpart) = owner {
+            mappings.insert(asked.clone(), json!(s.users.user_id(&localpart)?));
+        }
+    }
+    Ok(Response::json(&json!({ "mappings": mappings })))
+}
+
+/// `GET /_matrix/identity/api/v1/info?medium=email&address=…`: the server
+/// an address belongs on (`hs`), and `new_hs` when the address is bound to
+/// an account here but the map now sends it elsewhere. Never fails: an
+/// address the map does not know, or no address, belongs here.
+pub fn info(s: &Services, request: &Request) -> Response {
+    let own = s.config.server_name.as_str();
+    let address = request.query("address").and_then(|address| normalize_email(address).ok());
+    let Some(address) = address.filter(|_| request.query("medium").is_none_or(|medium| medium == "email")) else {
+        return Response::json(&json!({ "hs": own }));
+    };
+    let mapped = s.email_map.server_for(&address).map_or(own, |server| server.as_str());
+    let bound_here = s.users.email_owner(&address).ok().flatten().is_some();
+    let answer =
+        if bound_here && mapped != own { json!({ "hs": own, "new_hs": mapped }) } else { json!({ "hs": mapped }) };
+    Response::json(&answer)
+}
