@@ -4,6 +4,8 @@
 //! conduit [--config PATH]                                   run the server
 //! conduit [--config PATH] user create NAME [--admin] [--password PW]
 //! conduit [--config PATH] user reset-password NAME [--password PW]
+//! conduit [--config PATH] user renew NAME [--days N]
+//! conduit [--config PATH] user expire NAME
 //! conduit [--config PATH] server rotate-key
 //! ```
 //! The configuration file may also be named by `CONDUIT_CONFIG`. Operator
@@ -25,6 +27,8 @@ const USAGE: &str = "\
 usage: conduit [--config PATH]                      run the server
        conduit [--config PATH] user create NAME [--admin] [--password PASSWORD]
        conduit [--config PATH] user reset-password NAME [--password PASSWORD]
+       conduit [--config PATH] user renew NAME [--days N]   valid N days from now ([account_validity]; default: its period)
+       conduit [--config PATH] user expire NAME             ends the account's validity now
        conduit [--config PATH] server rotate-key      new signing key; the old one stays published
        conduit --version
 
@@ -37,6 +41,7 @@ enum Command {
     Run,
     CreateUser { name: String, admin: bool, password: Option<String> },
     ResetPassword { name: String, password: Option<String> },
+    SetValidity { name: String, days: Option<u64>, expire: bool },
     RotateKey,
     Help,
     Version,
@@ -53,20 +58,34 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let mut words = Vec::new();
     let mut admin = false;
     let mut password = None;
+    let mut days = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "-c" | "--config" => config = Some(PathBuf::from(iter.next().ok_or("--config needs a path")?)),
             "--admin" => admin = true,
             "--password" => password = Some(iter.next().ok_or("--password needs a value")?.clone()),
+            "--days" => {
+                let value = iter.next().ok_or("--days needs a number")?;
+                days = Some(value.parse::<u64>().map_err(|_| format!("--days needs a number, not {value:?}"))?);
+            }
             "-h" | "--help" => return Ok(Invocation { config, command: Command::Help }),
             "-V" | "--version" => return Ok(Invocation { config, command: Command::Version }),
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             word => words.push(word.to_owned()),
         }
     }
+    if days.is_some() && !matches!(words.get(..2), Some([user, renew]) if user == "user" && renew == "renew") {
+        return Err("--days goes with user renew".to_owned());
+    }
     let command = match words.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] if !admin && password.is_none() => Command::Run,
+        ["user", "renew", name] if !admin && password.is_none() => {
+            Command::SetValidity { name: (*name).to_owned(), days, expire: false }
+        }
+        ["user", "expire", name] if !admin && password.is_none() => {
+            Command::SetValidity { name: (*name).to_owned(), days: None, expire: true }
+        }
         ["user", "create", name] => Command::CreateUser { name: (*name).to_owned(), admin, password },
         ["user", "reset-password", name] if !admin => Command::ResetPassword { name: (*name).to_owned(), password },
         ["server", "rotate-key"] if !admin && password.is_none() => Command::RotateKey,
@@ -117,6 +136,7 @@ pub fn main() -> ExitCode {
             Command::Run => run_server(config, source).await,
             Command::CreateUser { name, admin, password } => create_user(config, &name, admin, password).await,
             Command::ResetPassword { name, password } => reset_password(config, &name, password).await,
+            Command::SetValidity { name, days, expire } => set_validity(config, &name, days, expire).await,
             Command::RotateKey => rotate_key(config),
             Command::Help | Command::Version => Ok(()),
         }
@@ -235,6 +255,33 @@ async fn reset_password(config: Config, name: &str, password: Option<String>) ->
     Ok(())
 }
 
+/// `user renew` / `user expire`: when an account ends (`[account_validity]`).
+async fn set_validity(config: Config, name: &str, days: Option<u64>, expire: bool) -> Result<(), String> {
+    let (storage, users) = open_users(&config)?;
+    if !users.validity.is_enabled() {
+        return Err("accounts do not expire on this server: set [account_validity] period_days".to_owned());
+    }
+    let localpart = users.localpart_from_identifier(name).ok_or("not a user of this server")?;
+    if users.get_active(&localpart).map_err(|e| e.message)?.is_none() {
+        return Err(format!("no active user {name}"));
+    }
+    let now = crate::util::now_ms();
+    let end = match (expire, days) {
+        (true, _) => Some(now),
+        (false, Some(days)) => Some(now.saturating_add(days.saturating_mul(24 * 3600 * 1000))),
+        (false, None) => None,
+    };
+    let end = users.validity.set_expiry(&localpart, end).await.map_err(|e| e.message)?;
+    storage.shutdown().map_err(|e| e.to_string())?;
+    let (year, month, day) = crate::util::utc_date(end);
+    if expire {
+        println!("{localpart} has expired");
+    } else {
+        println!("{localpart} is valid until {year}-{month:02}-{day:02}");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +304,16 @@ mod tests {
         );
         assert_eq!(parse(&["server", "rotate-key"]).unwrap().command, Command::RotateKey);
         assert!(parse(&["server", "rotate-key", "--admin"]).is_err());
+        assert_eq!(
+            parse(&["user", "renew", "carol", "--days", "90"]).unwrap().command,
+            Command::SetValidity { name: "carol".into(), days: Some(90), expire: false }
+        );
+        assert_eq!(
+            parse(&["user", "expire", "carol"]).unwrap().command,
+            Command::SetValidity { name: "carol".into(), days: None, expire: true }
+        );
+        assert!(parse(&["user", "expire", "carol", "--days", "3"]).is_err());
+        assert!(parse(&["user", "renew", "carol", "--days", "x"]).is_err());
     }
 
     #[test]

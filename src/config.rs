@@ -26,7 +26,8 @@ use serde::Deserialize;
 
 mod email;
 pub use email::{
-    EmailConfig, EmailIdentityConfig, InfoMapEntry, MailLanguage, PasswordPolicyConfig, SmtpSecurity, SmtpServer,
+    AccountValidityConfig, EmailConfig, EmailIdentityConfig, InfoMapEntry, MailLanguage, PasswordPolicyConfig,
+    SmtpSecurity, SmtpServer,
 };
 
 /// The configuration a developer gets with no file at all: enough to run the
@@ -125,6 +126,8 @@ pub struct Config {
     pub email: Option<EmailConfig>,
     #[serde(default)]
     pub email_identity: EmailIdentityConfig,
+    #[serde(default)]
+    pub account_validity: AccountValidityConfig,
 }
 
 /// The public-sector room rules (`crate::policy`); off by default.
@@ -597,6 +600,7 @@ impl Config {
             email.validate()?;
         }
         self.email_identity.validate(self.email.is_some())?;
+        self.account_validity.validate(self.email.is_some())?;
         if self.max_request_size < 1024 {
             return Err(invalid("max_request_size", "must be at least 1024 bytes"));
         }
@@ -762,6 +766,7 @@ mod tests {
         assert_eq!(config.uiaa_session_lifetime_secs, minimal.uiaa_session_lifetime_secs);
         assert_eq!(config.email_identity, minimal.email_identity);
         assert_eq!(config.email, None);
+        assert_eq!(config.account_validity, minimal.account_validity);
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub enum ErrorKind {
     ThreepidNotFound,
     /// 400 `M_THREEPID_AUTH_FAILED`: the address was not validated.
     ThreepidAuthFailed,
+    /// 403 `ORG_MATRIX_EXPIRED_ACCOUNT`: the account's validity ended (Synapse's code).
+    ExpiredAccount,
     /// 400 `M_INVALID_PEPPER`: an identity lookup with another pepper.
     InvalidPepper,
     /// 400 with the code of the password policy rule a password breaks
@@ -163,7 +165,12 @@ impl Error {
             | InvalidPepper
             | PasswordPolicy(_) => 400,
             MissingToken | UnknownToken { .. } | Unauthorized | UserInteractive(_) => 401,
-            Forbidden | UserDeactivated | GuestAccessForbidden | WrongRoomKeysVersion { .. } | ThreepidDenied => 403,
+            Forbidden
+            | UserDeactivated
+            | GuestAccessForbidden
+            | WrongRoomKeysVersion { .. }
+            | ThreepidDenied
+            | ExpiredAccount => 403,
             NotFound | UnrecognizedEndpoint => 404,
             MethodNotAllowed | ServerControlled => 405,
             Conflict | CannotOverwriteMedia => 409,
@@ -212,6 +219,7 @@ impl Error {
             ThreepidNotFound => "M_THREEPID_NOT_FOUND",
             ThreepidAuthFailed => "M_THREEPID_AUTH_FAILED",
             InvalidPepper => "M_INVALID_PEPPER",
+            ExpiredAccount => "ORG_MATRIX_EXPIRED_ACCOUNT",
             PasswordPolicy(code) => code,
             RequestTimeout | Unavailable | Internal | Conflict | BadRequest | BadGateway => "M_UNKNOWN",
         }

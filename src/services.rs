@@ -172,6 +172,9 @@ impl Services {
                     Ok(removed) => tracing::debug!(removed, "forgot old federation transaction answers"),
                     Err(error) => tracing::warn!(%error, "could not forget old federation transactions"),
                 }
+                if let Err(error) = services.run_account_validity_pass().await {
+                    tracing::warn!(%error, "the account validity pass stopped");
+                }
                 let compaction = tokio::task::spawn_blocking(move || services.compact_notifications(compacted_up_to));
                 match compaction.await {
                     Ok(Ok(cutoff)) => compacted_up_to = cutoff,
@@ -180,6 +183,11 @@ impl Services {
                 }
             }
         });
+    }
+
+    /// Renewal mails, expiry and deactivation of accounts (`[account_validity]`).
+    pub async fn run_account_validity_pass(&self) -> crate::error::Result<()> {
+        crate::email::renewal::run_validity_pass(&self.users, &self.mailer).await
     }
 
     /// Checkpoints the position and, when the retention cut-off moved past

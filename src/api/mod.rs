@@ -60,6 +60,9 @@ pub enum Endpoint {
     HashDetails,
     Lookup,
     EmailServerInfo,
+    RenewAccount,
+    RenewalMail,
+    AdminSetValidity,
     Devices,
     GetDevice,
     UpdateDevice,
@@ -304,6 +307,9 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::HashDetails, IdentityUsers, &["/_matrix/identity/v2/hash_details"]),
     post(E::Lookup, IdentityUsers, &["/_matrix/identity/v2/lookup"]),
     get(E::EmailServerInfo, Anyone, &["/_matrix/identity/api/v1/info"]),
+    get(E::RenewAccount, Anyone, &["/_matrix/client/unstable/account_validity/renew"]),
+    post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
+    post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
     get(E::GetDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
     put(E::UpdateDevice, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices/:device_id"]),
@@ -562,6 +568,12 @@ impl Endpoint {
         self.spec().access == Access::Servers
     }
 
+    /// Whether an account past its validity may call it (to log out, or
+    /// to ask for a renewal mail).
+    pub fn allowed_when_expired(self) -> bool {
+        matches!(self, Endpoint::Logout | Endpoint::LogoutAll | Endpoint::RenewalMail)
+    }
+
     /// Whether guest accounts may call it.
     pub fn allows_guests(self) -> bool {
         self.spec().access == Access::UsersAndGuests
@@ -601,6 +613,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         if identity.is_guest && !endpoint.allows_guests() {
             return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest accounts cannot use this endpoint"));
         }
+        if !endpoint.allowed_when_expired() {
+            s.users.validity.check(&identity.localpart, identity.is_admin)?;
+        }
         s.users.note_seen(identity, &request.client_ip);
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
@@ -613,9 +628,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     let identity_user = || identity_user.as_deref().ok_or_else(|| Error::internal("dispatch", "identity user missing"));
     let origin = || server.as_deref().ok_or_else(|| Error::internal("dispatch", "origin missing"));
     use client::{
-        account, account_data, aliases, backup, devices, directory, discovery, keys, login, media, membership,
-        messages, profile, push, receipts, register, relations, reports, room_directory, room_events, rooms, search,
-        sync, threepids, upgrade,
+        account, account_data, account_validity, aliases, backup, devices, directory, discovery, keys, login, media,
+        membership, messages, profile, push, receipts, register, relations, reports, room_directory, room_events,
+        rooms, search, sync, threepids, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -653,6 +668,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::HashDetails => identity::hash_details(s),
         E::Lookup => identity::lookup(s, &request),
         E::EmailServerInfo => Ok(identity::info(s, &request)),
+        E::RenewAccount => account_validity::renew(s, &request).await,
+        E::RenewalMail => account_validity::send_mail(s, who()?).await,
+        E::AdminSetValidity => account_validity::admin_set_validity(s, &request, who()?).await,
         E::Devices => devices::list(s, who()?),
         E::GetDevice => devices::get(s, &request, who()?),
         E::UpdateDevice => devices::update(s, &request, who()?).await,

@@ -269,6 +269,50 @@ impl EmailIdentityConfig {
     }
 }
 
+/// `[account_validity]`: accounts that expire unless renewed by a link sent
+/// by mail before the end. Off unless `period_days` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountValidityConfig {
+    /// How long an account stays valid after registration or a renewal; 0: for ever.
+    #[serde(default)]
+    pub period_days: u64,
+    /// When renewal mails go out, in days before the end.
+    #[serde(default = "default_renew_before_days")]
+    pub renew_before_days: Vec<u64>,
+    /// Days after the end at which an account not renewed is deactivated; 0: never.
+    #[serde(default)]
+    pub deactivate_after_days: u64,
+}
+
+impl Default for AccountValidityConfig {
+    fn default() -> Self {
+        Self { period_days: 0, renew_before_days: default_renew_before_days(), deactivate_after_days: 0 }
+    }
+}
+
+fn default_renew_before_days() -> Vec<u64> {
+    vec![28, 7, 1]
+}
+
+impl AccountValidityConfig {
+    pub(super) fn validate(&self, email_configured: bool) -> Result<(), ConfigError> {
+        if self.period_days == 0 {
+            return Ok(());
+        }
+        if !email_configured {
+            return Err(invalid("account_validity.period_days", "needs [email] to send the renewal mails"));
+        }
+        if let Some(late) = self.renew_before_days.iter().find(|days| **days == 0 || **days >= self.period_days) {
+            return Err(invalid(
+                "account_validity.renew_before_days",
+                format!("{late} is not between 1 and period_days - 1"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

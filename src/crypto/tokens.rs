@@ -53,6 +53,12 @@ fn random_from_alphabet(len: usize, alphabet: &[u8]) -> String {
     out
 }
 
+/// Compares two secrets in a time that does not depend on where they differ.
+pub fn same_secret(expected: &str, given: &str) -> bool {
+    let (expected, given) = (expected.as_bytes(), given.as_bytes());
+    expected.len() == given.len() && expected.iter().zip(given).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
+}
+
 /// The digest tokens are stored and looked up under.
 pub fn token_hash(token: &str) -> TokenHash {
     let digest = digest::digest(&digest::SHA256, token.as_bytes());

@@ -9,6 +9,7 @@
 //! sends it (and a mail the SMTP server took just before a crash may go
 //! twice, which a validation link survives).
 
+pub mod renewal;
 pub mod templates;
 mod transport;
 

@@ -87,6 +87,48 @@ pub fn validation(
     Written { subject, text, html }
 }
 
+/// The mail asking a user to renew their account before it ends.
+pub fn renewal(language: MailLanguage, server_name: &str, expires_ts: u64, link: &str) -> Written {
+    let (year, month, day) = crate::util::utc_date(expires_ts);
+    let (subject, intro, action) = match language {
+        MailLanguage::Fr => (
+            format!("Renouvelez votre compte sur {server_name} avant le {day:02}/{month:02}/{year}"),
+            format!("Votre compte sur {server_name} expire le {day:02}/{month:02}/{year}. Sans renouvellement, vous ne pourrez plus l'utiliser."),
+            "Pour le renouveler, suivez ce lien",
+        ),
+        MailLanguage::En => (
+            format!("Renew your account on {server_name} before {year}-{month:02}-{day:02}"),
+            format!("Your account on {server_name} expires on {year}-{month:02}-{day:02}. Unless it is renewed, you will not be able to use it."),
+            "To renew it, follow this link",
+        ),
+    };
+    let text = format!("{intro}\n\n{action}:\n{link}\n\n-- \n{server_name}\n");
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n<p>-- <br>{}</p>\n</body></html>\n",
+        escape(&intro),
+        escape(action),
+        escape(link),
+        escape(link),
+        escape(server_name),
+    );
+    Written { subject, text, html }
+}
+
+/// The page a browser shows after following a renewal link.
+pub fn renewal_followed(language: MailLanguage, server_name: &str, renewed_until: Option<u64>) -> String {
+    let message = match (language, renewed_until.map(crate::util::utc_date)) {
+        (MailLanguage::Fr, Some((year, month, day))) => {
+            format!("Votre compte est renouvelé jusqu'au {day:02}/{month:02}/{year}.")
+        }
+        (MailLanguage::En, Some((year, month, day))) => {
+            format!("Your account is renewed until {year}-{month:02}-{day:02}.")
+        }
+        (MailLanguage::Fr, None) => "Ce lien de renouvellement est inconnu ou a déjà servi.".to_owned(),
+        (MailLanguage::En, None) => "This renewal link is unknown or was used already.".to_owned(),
+    };
+    page(language, server_name, &message)
+}
+
 /// The page a browser shows after following a validation link.
 pub fn link_followed(language: MailLanguage, server_name: &str, validated: bool) -> String {
     let message = match (language, validated) {
@@ -99,6 +141,11 @@ pub fn link_followed(language: MailLanguage, server_name: &str, validated: bool)
             "This link is unknown, expired or no longer valid. Ask your app for a new message."
         }
     };
+    page(language, server_name, message)
+}
+
+/// A one-paragraph HTML page.
+fn page(language: MailLanguage, server_name: &str, message: &str) -> String {
     let lang = match language {
         MailLanguage::Fr => "fr",
         MailLanguage::En => "en",

@@ -718,3 +718,19 @@ pub struct IdentityTokenRecord {
 impl Record for IdentityTokenRecord {
     const VERSION: u8 = 1;
 }
+
+/// When an account ends (`[account_validity]`) and where its renewal stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidityRecord {
+    pub expires_ts: u64,
+    /// The token of the renewal link (it names the account).
+    pub renewal_token: String,
+    /// Renewal mails sent for this period.
+    pub reminders_sent: u32,
+    /// The account's end was seen by a pass (it left the user directory).
+    pub expired_noted: bool,
+}
+
+impl Record for ValidityRecord {
+    const VERSION: u8 = 1;
+}

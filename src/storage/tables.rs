@@ -16,7 +16,7 @@ use super::{
         PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
         RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
         StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord,
-        UserRecord,
+        UserRecord, ValidityRecord,
     },
     StorageError, Table,
 };
@@ -161,6 +161,8 @@ pub struct Tables {
     pub openid_tokens: Table<TokenHash, OpenIdTokenRecord>,
     /// SHA-256(identity service token) → its user. Owner: `identity`.
     pub identity_tokens: Table<TokenHash, IdentityTokenRecord>,
+    /// localpart → when the account ends. Owner: `users::validity`.
+    pub account_validity: Table<String, ValidityRecord>,
     /// queue position → a mail not yet accepted by the SMTP server. Owner: `email`.
     pub mail_outbox: Table<u64, MailRecord>,
 }
@@ -228,6 +230,7 @@ impl Tables {
             email_lookup_hashes: Table::open(db, "lookuphash_email")?,
             openid_tokens: Table::open(db, "openidtokenhash_user")?,
             identity_tokens: Table::open(db, "identitytokenhash_user")?,
+            account_validity: Table::open(db, "localpart_validity")?,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod rate_limit;
 pub mod sessions;
 pub mod threepids;
 pub mod uiaa;
+pub mod validity;
 
 use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
 
@@ -69,6 +70,8 @@ pub struct Users {
     passwords: password::Passwords,
     /// What a new password must contain.
     pub password_policy: crate::config::PasswordPolicyConfig,
+    /// When accounts expire (`[account_validity]`).
+    pub validity: validity::AccountValidity,
 }
 
 /// Whether a local user is a server admin, read from the users table by
@@ -99,6 +102,7 @@ impl Users {
 
     pub fn new(storage: Arc<Storage>, config: &Config) -> Self {
         let storage_for_directory = Arc::clone(&storage);
+        let validity = validity::AccountValidity::new(Arc::clone(&storage), &config.account_validity);
         Self {
             storage,
             server_name: config.server_name.clone(),
@@ -106,20 +110,21 @@ impl Users {
             registration_tokens: config.registration_tokens.clone(),
             login_failures: LoginLimiter::new(&config.login_rate_limit),
             last_seen: Mutex::default(),
-            directory: Self::load_directory(&storage_for_directory),
+            directory: Self::load_directory(&storage_for_directory, &validity),
             pushers: Arc::new(pushers::PusherIndex::load(&storage_for_directory).unwrap_or_else(|error| {
                 tracing::error!(%error, "could not load the pushers; pushes start with the next change");
                 pushers::PusherIndex::default()
             })),
             passwords: password::Passwords::default(),
             password_policy: config.email_identity.password_policy.clone(),
+            validity,
             account_data_store: account_data::AccountDataStore::new(Arc::clone(&storage_for_directory)),
         }
     }
 
     /// The directory of every listed account, from the users table and
-    /// their addresses.
-    fn load_directory(storage: &Storage) -> directory::UserDirectory {
+    /// their addresses (expired accounts left out).
+    fn load_directory(storage: &Storage, validity: &validity::AccountValidity) -> directory::UserDirectory {
         let directory = directory::UserDirectory::default();
         let mut emails: HashMap<String, Vec<String>> = HashMap::new();
         let bound = storage.tables.user_emails.for_each(|(localpart, address), _| {
@@ -129,7 +134,7 @@ impl Users {
             tracing::error!(%error, "could not read the users' addresses for the user directory");
         }
         let listed = storage.tables.users.for_each(|localpart, user| {
-            if is_listed(&user) {
+            if is_listed(&user) && !validity.is_expired(&localpart).unwrap_or(false) {
                 let addresses = emails.remove(&localpart).unwrap_or_default();
                 directory.upsert(directory_entry(&localpart, &user, addresses));
             }
@@ -144,7 +149,7 @@ impl Users {
     /// out (deactivated, a guest, or hidden by `im.vector.hide_profile`).
     pub fn refresh_directory_entry(&self, localpart: &str) -> Result<()> {
         match self.get(localpart)? {
-            Some(user) if is_listed(&user) => {
+            Some(user) if is_listed(&user) && !self.validity.is_expired(localpart)? => {
                 let addresses = self.emails_of(localpart)?.into_iter().map(|(address, _)| address).collect();
                 self.directory.upsert(directory_entry(localpart, &user, addresses));
             }
@@ -245,6 +250,7 @@ impl Users {
         }
         self.storage.wait_durable().await?;
         if !is_guest {
+            self.validity.start(localpart).await?;
             self.refresh_directory_entry(localpart)?;
         }
         if record.is_admin {

@@ -17,7 +17,7 @@ use ring::digest;
 
 use super::Users;
 use crate::{
-    crypto::tokens::random_alphanumeric,
+    crypto::tokens::{random_alphanumeric, same_secret},
     email::ValidationPurpose,
     error::{Error, ErrorKind, Result},
     storage::{records::EmailValidationRecord, Batch},
@@ -74,12 +74,6 @@ fn purpose_name(purpose: ValidationPurpose) -> &'static str {
         ValidationPurpose::AddAddress => "add",
         ValidationPurpose::PasswordReset => "password_reset",
     }
-}
-
-/// Compares two secrets in a time that does not depend on where they differ.
-fn same_secret(expected: &str, given: &str) -> bool {
-    let (expected, given) = (expected.as_bytes(), given.as_bytes());
-    expected.len() == given.len() && expected.iter().zip(given).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0
 }
 
 /// The validation session of (purpose, client secret, address).

@@ -490,3 +490,84 @@ async fn colleagues_are_found_by_email_unless_hidden_or_deactivated() {
         .assert_ok();
     assert!(search("dubois").await.is_empty());
 }
+
+#[tokio::test]
+async fn accounts_expire_unless_renewed_by_the_link_in_their_mail() {
+    use std::time::Duration;
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+    let smtp = SmtpServer::start(Options::default()).await;
+    let extra = format!(
+        "[user_directory]\nsearch_all_users = true\n{}\n[account_validity]\nperiod_days = 30\n\
+         renew_before_days = [7, 1]\ndeactivate_after_days = 10\n",
+        smtp.email_config()
+    );
+    let server = TestServer::start_with(&extra).await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    add_address(&server, &smtp, &alice, "alice@example.org", 0).await;
+    let services = server.services();
+    let clock = &services.users.validity.clock;
+    let pass = || async { services.run_account_validity_pass().await.expect("validity pass") };
+
+    pass().await;
+    clock.advance(DAY * 23 + Duration::from_secs(60));
+    pass().await;
+    let mails = smtp.wait_for_mails(2).await;
+    assert!(
+        mails[1]["subject"].as_str().unwrap_or_default().starts_with("Renew your account on test.local"),
+        "{}",
+        mails[1]
+    );
+    pass().await;
+    clock.advance(DAY * 6);
+    pass().await;
+    let mails = smtp.wait_for_mails(3).await;
+    assert_eq!(mails.len(), 3, "one mail 7 days before, one 1 day before, no more");
+
+    // The end: every request refused but logging out; out of the directory.
+    clock.advance(DAY);
+    pass().await;
+    let refused = alice.client.get("/_matrix/client/v3/account/whoami").await;
+    refused.assert_error(403, "ORG_MATRIX_EXPIRED_ACCOUNT");
+    alice
+        .client
+        .post("/_matrix/client/v3/rooms/!x:test.local/leave", json!({}))
+        .await
+        .assert_error(403, "ORG_MATRIX_EXPIRED_ACCOUNT");
+    admin.client.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+    let search = json!({ "search_term": "alice" });
+    let found = admin.client.post("/_matrix/client/v3/user_directory/search", search.clone()).await;
+    assert_eq!(found.assert_ok()["results"], json!([]), "an expired account leaves the directory");
+    // A renewal mail on request, then the link renews.
+    alice.client.post("/_matrix/client/unstable/account_validity/send_mail", json!({})).await.assert_ok();
+    let mails = smtp.wait_for_mails(4).await;
+    let link = link_in(&mails[3]);
+    let path = link.strip_prefix("http://localhost").expect("a link here");
+    let (status, page) = open_page(&client, "/_matrix/client/unstable/account_validity/renew?token=forged", "en").await;
+    assert_eq!(status, 404, "{page}");
+    let (status, page) = open_page(&client, path, "fr").await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Votre compte est renouvelé"), "{page}");
+    alice.client.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+    let found = admin.client.post("/_matrix/client/v3/user_directory/search", search).await;
+    assert_eq!(found.assert_ok()["results"][0]["user_id"], alice.user_id.as_str());
+
+    // bob (no address, no mail) expired too; an admin renews him, then ends
+    // his validity; he is deactivated 10 days later.
+    let renew = json!({ "user_id": bob.user_id });
+    admin.client.post("/_synapse/admin/v1/account_validity/validity", renew).await.assert_ok();
+    let set = |user: &str, ts: u64| json!({ "user_id": user, "expiration_ts": ts });
+    let now = clock.now_ms();
+    let forbidden = bob.client.post("/_synapse/admin/v1/account_validity/validity", set(&alice.user_id, now)).await;
+    forbidden.assert_error(403, "M_FORBIDDEN");
+    let ended = admin.client.post("/_synapse/admin/v1/account_validity/validity", set(&bob.user_id, now)).await;
+    assert_eq!(ended.assert_ok()["expiration_ts"], now);
+    bob.client.get("/_matrix/client/v3/account/whoami").await.assert_error(403, "ORG_MATRIX_EXPIRED_ACCOUNT");
+    bob.client.post("/_matrix/client/v3/logout", json!({})).await.assert_ok();
+    clock.advance(DAY * 10);
+    pass().await;
+    client.login(&bob.user_id, PASSWORD).await.assert_error(403, "M_USER_DEACTIVATED");
+    client.login(&alice.user_id, PASSWORD).await.assert_ok();
+}

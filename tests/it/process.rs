@@ -342,6 +342,46 @@ async fn operator_commands_work_on_a_stopped_server_only() {
 }
 
 #[tokio::test]
+async fn operators_renew_and_expire_accounts_on_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let extra = "[email]\nsmtp_url = \"smtp://127.0.0.1:9\"\nfrom = \"noreply@proc.test\"\n\
+                 [account_validity]\nperiod_days = 30\nrenew_before_days = [7]\n";
+    let config = write_config(dir.path(), port, extra);
+    let cli = |args: &[&str]| {
+        let output = run_cli(&config, args);
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert!(cli(&["user", "create", "operator", "--admin", "--password", "op-pass"]).0);
+    assert!(cli(&["user", "create", "agent", "--password", "agent-pass"]).0);
+    let (ok, out, err) = cli(&["user", "expire", "agent"]);
+    assert!(ok && out.contains("agent has expired"), "{out}{err}");
+
+    let mut server = spawn_server(&config, port).await;
+    let client = Client::new(server.addr);
+    let agent = client.login("agent", "agent-pass").await;
+    let agent = client.with_token(agent.assert_ok()["access_token"].as_str().unwrap());
+    agent.get("/_matrix/client/v3/account/whoami").await.assert_error(403, "ORG_MATRIX_EXPIRED_ACCOUNT");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let (ok, out, err) = cli(&["user", "renew", "agent", "--days", "90"]);
+    assert!(ok && out.contains("agent is valid until"), "{out}{err}");
+    assert!(!cli(&["user", "renew", "ghost"]).0);
+    let mut server = spawn_server(&config, port).await;
+    let client = Client::new(server.addr);
+    let agent = client.login("agent", "agent-pass").await;
+    let agent = client.with_token(agent.assert_ok()["access_token"].as_str().unwrap());
+    agent.get("/_matrix/client/v3/account/whoami").await.assert_ok();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[tokio::test]
 async fn rotating_the_signing_key_keeps_the_old_one_published() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod account_data;
+pub mod account_validity;
 pub mod aliases;
 pub mod backup;
 pub mod devices;
