@@ -33,6 +33,7 @@ pub struct Services {
     /// The email → server map (`[email_identity] info_map`).
     pub email_map: crate::identity::EmailMap,
     pub identity_tokens: crate::identity::tokens::IdentityTokens,
+    pub email_invites: crate::identity::invites::EmailInvites,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -77,6 +78,7 @@ impl Services {
         let mailer = Mailer::new(&config, Arc::clone(&storage));
         let email_map = crate::identity::EmailMap::new(&config.email_identity, config.server_name.clone());
         let identity_tokens = crate::identity::tokens::IdentityTokens::new(Arc::clone(&storage));
+        let email_invites = crate::identity::invites::EmailInvites::new(Arc::clone(&storage));
         let services = Arc::new(Self {
             config,
             storage,
@@ -92,6 +94,7 @@ impl Services {
             mailer,
             email_map,
             identity_tokens,
+            email_invites,
             server_key,
             policy,
         });

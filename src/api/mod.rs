@@ -61,6 +61,11 @@ pub enum Endpoint {
     Lookup,
     EmailServerInfo,
     RenewAccount,
+    StoreInvite,
+    PublicKeyIsValid,
+    PublicKey,
+    InternalInfo,
+    ExchangeThirdPartyInvite,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -308,6 +313,11 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::Lookup, IdentityUsers, &["/_matrix/identity/v2/lookup"]),
     get(E::EmailServerInfo, Anyone, &["/_matrix/identity/api/v1/info"]),
     get(E::RenewAccount, Anyone, &["/_matrix/client/unstable/account_validity/renew"]),
+    post(E::StoreInvite, IdentityUsers, &["/_matrix/identity/v2/store-invite"]),
+    get(E::PublicKeyIsValid, Anyone, &["/_matrix/identity/v2/pubkey/isvalid"]),
+    get(E::PublicKey, Anyone, &["/_matrix/identity/v2/pubkey/:key_id"]),
+    get(E::InternalInfo, Anyone, &["/_matrix/identity/api/v1/internal-info"]),
+    put(E::ExchangeThirdPartyInvite, Servers, &["/_matrix/federation/v1/exchange_third_party_invite/:room_id"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -630,7 +640,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     use client::{
         account, account_data, account_validity, aliases, backup, devices, directory, discovery, keys, login, media,
         membership, messages, profile, push, receipts, register, relations, reports, room_directory, room_events,
-        rooms, search, sync, threepids, upgrade,
+        rooms, search, sync, third_party_invites, threepids, upgrade,
     };
     match endpoint {
         E::Versions => Ok(discovery::versions()),
@@ -669,6 +679,15 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::Lookup => identity::lookup(s, &request),
         E::EmailServerInfo => Ok(identity::info(s, &request)),
         E::RenewAccount => account_validity::renew(s, &request).await,
+        E::StoreInvite => identity::store_invite(s, &request, identity_user()?).await,
+        E::PublicKeyIsValid => Ok(identity::key_is_valid(s, &request)),
+        E::PublicKey => identity::public_key(s, &request),
+        E::InternalInfo => identity::internal_info(s, &request),
+        E::ExchangeThirdPartyInvite => {
+            let room_id = client::room_events::room_id_param(&request)?;
+            third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;
+            Ok(Response::empty_object())
+        }
         E::RenewalMail => account_validity::send_mail(s, who()?).await,
         E::AdminSetValidity => account_validity::admin_set_validity(s, &request, who()?).await,
         E::Devices => devices::list(s, who()?),

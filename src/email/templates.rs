@@ -87,6 +87,32 @@ pub fn validation(
     Written { subject, text, html }
 }
 
+/// The mail telling someone they are invited to a room by their address.
+pub fn invitation(language: MailLanguage, server_name: &str, inviter: &str, room: &str, link: &str) -> Written {
+    let (subject, intro, action) = match language {
+        MailLanguage::Fr => (
+            format!("{inviter} vous invite à rejoindre {room}"),
+            format!("{inviter} vous invite à rejoindre le salon {room} sur {server_name}."),
+            format!("Créez votre compte sur {server_name} avec cette adresse pour y accéder"),
+        ),
+        MailLanguage::En => (
+            format!("{inviter} invites you to join {room}"),
+            format!("{inviter} invites you to join the room {room} on {server_name}."),
+            format!("Create your account on {server_name} with this address to enter it"),
+        ),
+    };
+    let text = format!("{intro}\n\n{action}:\n{link}\n\n-- \n{server_name}\n");
+    let html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n<p>-- <br>{}</p>\n</body></html>\n",
+        escape(&intro),
+        escape(&action),
+        escape(link),
+        escape(link),
+        escape(server_name),
+    );
+    Written { subject, text, html }
+}
+
 /// The mail asking a user to renew their account before it ends.
 pub fn renewal(language: MailLanguage, server_name: &str, expires_ts: u64, link: &str) -> Written {
     let (year, month, day) = crate::util::utc_date(expires_ts);

@@ -4,6 +4,7 @@
 
 pub const CREATE: &str = "m.room.create";
 pub const MEMBER: &str = "m.room.member";
+pub const THIRD_PARTY_INVITE: &str = "m.room.third_party_invite";
 pub const POWER_LEVELS: &str = "m.room.power_levels";
 pub const JOIN_RULES: &str = "m.room.join_rules";
 pub const HISTORY_VISIBILITY: &str = "m.room.history_visibility";

@@ -19,6 +19,7 @@ pub mod device_lists;
 pub mod e2ee;
 pub mod edu;
 pub mod hierarchy;
+pub mod identity;
 pub mod invite;
 pub mod keys;
 pub mod media;

@@ -1,12 +1,14 @@
 //! Users found by their work email address: the email → server map
 //! (`[email_identity] info_map`), which also decides who may register here,
-//! and the identity service tokens ([`tokens`]) its lookups take.
+//! the identity service tokens ([`tokens`]) its lookups take, and the
+//! invites by email waiting for their address ([`invites`]).
 //!
 //! The reference deployment answers `GET /_matrix/identity/api/v1/info`
 //! from such a map (see `../shared/guides/public-sector.md`, "Email →
 //! homeserver mapping"); each pattern is a regular expression matched
 //! against the whole lowercased address, in order, the first match winning.
 
+pub mod invites;
 pub mod tokens;
 
 use regex::Regex;

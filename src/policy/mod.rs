@@ -28,7 +28,7 @@ pub mod power;
 
 use std::collections::HashSet;
 
-use ruma::{OwnedServerName, OwnedUserId, RoomId, UserId};
+use ruma::{OwnedServerName, OwnedUserId, RoomId, ServerName, UserId};
 use serde_json::Value;
 
 use crate::{
@@ -205,6 +205,28 @@ impl PublicSectorPolicy {
             if self.is_external(invitee) && !self.bypasses(invitee) {
                 return Err(access_rules::restricted_refusal().forbidden(invitee, Some(room_id)));
             }
+        }
+        Ok(())
+    }
+
+    /// An invite by email of an address the email map sends to `home`: an
+    /// external partners' server's address never enters a restricted room
+    /// (checked before anything is stored or mailed; the member invite the
+    /// address later becomes is checked again like any other).
+    pub fn check_email_invite(
+        &self,
+        rooms: &Rooms,
+        inviter: &UserId,
+        room_id: &RoomId,
+        home: &ServerName,
+    ) -> Result<()> {
+        if self.bypasses(inviter) || !self.external_servers.contains(home) {
+            return Ok(());
+        }
+        let Some(room) = rooms.room(room_id)? else { return Ok(()) };
+        let state = crate::rooms::pipeline::StoredState::new(rooms, rooms.current_state(&room)?);
+        if RoomFacts::read(&state)?.rule == AccessRule::Restricted {
+            return Err(access_rules::restricted_refusal().forbidden(inviter, Some(room_id)));
         }
         Ok(())
     }

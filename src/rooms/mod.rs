@@ -221,6 +221,14 @@ impl Rooms {
     }
 
     /// The state event `(kind, state_key)` in a state map.
+    /// A room's name (`m.room.name`), if it has one.
+    pub fn room_name(&self, room_id: &RoomId) -> Result<Option<String>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let state = self.current_state(&room)?;
+        let name = self.state_event_in(&state, kinds::NAME, "")?;
+        Ok(name.and_then(|pdu| content_string(&pdu, "name")).filter(|name| !name.is_empty()))
+    }
+
     pub fn state_event_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         Ok(self.state_record_in(state, kind, state_key)?.map(|(pdu, _)| pdu))
     }
@@ -485,6 +493,19 @@ impl Rooms {
             }
             _ => false,
         })
+    }
+
+    /// Whether `user_id` may invite to the room now (joined, with the invite
+    /// level: what an invite by email needs before anything is stored or mailed).
+    pub fn may_invite(&self, room_id: &RoomId, user_id: &UserId) -> Result<bool> {
+        let Some(room) = self.room(room_id)? else { return Ok(false) };
+        let state = self.current_state(&room)?;
+        if self.membership_in(&state, user_id)? != Some(Membership::Join) {
+            return Ok(false);
+        }
+        let (_, rules) = Self::rules_of(&room)?;
+        let levels = self.power_levels(&state, &rules)?;
+        Ok(levels.user(user_id) >= levels.action(power_levels::Action::Invite))
     }
 
     /// Whether a joined member may send a state event of `kind` now.

@@ -734,3 +734,18 @@ pub struct ValidityRecord {
 impl Record for ValidityRecord {
     const VERSION: u8 = 1;
 }
+
+/// An invite by email address waiting for the address to be bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailInviteRecord {
+    pub room_id: String,
+    /// The user who invited (of this server or a peer).
+    pub sender: String,
+    /// The address as the room shows it.
+    pub display_name: String,
+    pub created_ts: u64,
+}
+
+impl Record for EmailInviteRecord {
+    const VERSION: u8 = 1;
+}

@@ -11,12 +11,12 @@ use super::{
         ReceiptKey, ToDeviceKey, TxnKey,
     },
     records::{
-        AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailValidationRecord,
-        FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord, OpenIdTokenRecord,
-        PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage, RelationRecord,
-        RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord,
-        StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord,
-        UserRecord, ValidityRecord,
+        AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailInviteRecord,
+        EmailValidationRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord,
+        OpenIdTokenRecord, PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
+        RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry,
+        ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord,
+        UiaaSessionRecord, UserRecord, ValidityRecord,
     },
     StorageError, Table,
 };
@@ -161,6 +161,9 @@ pub struct Tables {
     pub openid_tokens: Table<TokenHash, OpenIdTokenRecord>,
     /// SHA-256(identity service token) → its user. Owner: `identity`.
     pub identity_tokens: Table<TokenHash, IdentityTokenRecord>,
+    /// (email address, token) → an invite waiting for the address to be
+    /// bound. Owner: `identity::invites`.
+    pub email_invites: Table<(String, String), EmailInviteRecord>,
     /// localpart → when the account ends. Owner: `users::validity`.
     pub account_validity: Table<String, ValidityRecord>,
     /// queue position → a mail not yet accepted by the SMTP server. Owner: `email`.
@@ -231,6 +234,7 @@ impl Tables {
             openid_tokens: Table::open(db, "openidtokenhash_user")?,
             identity_tokens: Table::open(db, "identitytokenhash_user")?,
             account_validity: Table::open(db, "localpart_validity")?,
+            email_invites: Table::open(db, "email_token_invite")?,
         })
     }
 }

@@ -173,13 +173,24 @@ impl UserDirectory {
             }
         }
         let folded_term = fold(term.trim());
+        // Whole-word matches, from the index: the users having each word as
+        // it was typed (none at all, for a short prefix, most of the time).
+        let whole_words: Option<Vec<Vec<u32>>> = wanted
+            .iter()
+            .map(|word| {
+                let mut slots = index.words.get(word)?.clone();
+                slots.sort_unstable();
+                Some(slots)
+            })
+            .collect();
         let mut ranked: Vec<(u8, &Indexed)> = candidates
             .into_iter()
-            .filter_map(|slot| index.entries.get(slot as usize)?.as_ref())
-            .map(|indexed| {
+            .filter_map(|slot| Some((slot, index.entries.get(slot as usize)?.as_ref()?)))
+            .map(|(slot, indexed)| {
+                let whole = |lists: &Vec<Vec<u32>>| lists.iter().all(|list| list.binary_search(&slot).is_ok());
                 let rank = if indexed.folded_name == folded_term || indexed.folded_localpart == folded_term {
                     0
-                } else if wanted.iter().all(|w| indexed.words.contains(w)) {
+                } else if whole_words.as_ref().is_some_and(whole) {
                     1
                 } else {
                     2

@@ -10,22 +10,22 @@ use crate::{
     smtp::{link_in, token_in, Options, Security, SmtpServer},
 };
 
-const REQUEST_REGISTRATION: &str = "/_matrix/client/v3/register/email/requestToken";
+pub const REQUEST_REGISTRATION: &str = "/_matrix/client/v3/register/email/requestToken";
 const REQUEST_ADD: &str = "/_matrix/client/v3/account/3pid/email/requestToken";
 const REQUEST_RESET: &str = "/_matrix/client/v3/account/password/email/requestToken";
 const SUBMIT: &str = "/_matrix/identity/v2/validate/email/submitToken";
 
 /// A server sending mail through `smtp`, with `identity` as its `[email_identity]` keys.
-async fn server_mailing_through(smtp: &SmtpServer, identity: &str) -> TestServer {
+pub async fn server_mailing_through(smtp: &SmtpServer, identity: &str) -> TestServer {
     TestServer::start_with(&format!("{}\n[email_identity]\n{identity}", smtp.email_config())).await
 }
 
-fn token_request(secret: &str, address: &str, attempt: u64) -> Value {
+pub fn token_request(secret: &str, address: &str, attempt: u64) -> Value {
     json!({ "client_secret": secret, "email": address, "send_attempt": attempt })
 }
 
 /// `m.login.email.identity` with the validation `sid` of `secret`.
-fn email_auth(sid: &str, secret: &str, session: Option<&str>) -> Value {
+pub fn email_auth(sid: &str, secret: &str, session: Option<&str>) -> Value {
     let mut auth =
         json!({ "type": "m.login.email.identity", "threepid_creds": { "sid": sid, "client_secret": secret } });
     if let Some(session) = session {
@@ -35,14 +35,14 @@ fn email_auth(sid: &str, secret: &str, session: Option<&str>) -> Value {
 }
 
 /// Follows a mail's link as a browser would (the path and query, on the test server).
-async fn follow(client: &Client, mail: &Value) -> u16 {
+pub async fn follow(client: &Client, mail: &Value) -> u16 {
     let link = link_in(mail);
     let path = link.strip_prefix("http://localhost").unwrap_or_else(|| panic!("a link to this server: {link}"));
     open_page(client, path, "en").await.0
 }
 
 /// A page as a browser preferring `language` gets it: its status and text.
-async fn open_page(client: &Client, path: &str, language: &str) -> (u16, String) {
+pub async fn open_page(client: &Client, path: &str, language: &str) -> (u16, String) {
     let headers = [("accept-language", language)];
     let (status, headers, body) = client.send_raw("GET", path, &headers, Default::default()).await.expect("page");
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
@@ -50,7 +50,7 @@ async fn open_page(client: &Client, path: &str, language: &str) -> (u16, String)
 }
 
 /// Registers `address` (domain allowed) through the email stage; the new session.
-async fn register_by_email(server: &TestServer, smtp: &SmtpServer, address: &str, mails_before: usize) -> Session {
+pub async fn register_by_email(server: &TestServer, smtp: &SmtpServer, address: &str, mails_before: usize) -> Session {
     let client = server.client();
     let secret = format!("secret-{mails_before}");
     let sid = client.post(REQUEST_REGISTRATION, token_request(&secret, address, 1)).await;
@@ -318,7 +318,7 @@ async fn a_mail_refused_for_now_is_retried_and_a_queued_one_survives_a_restart()
 }
 
 /// Adds `address` to `user`'s account through the mail (the `mails_before`-th mail).
-async fn add_address(server: &TestServer, smtp: &SmtpServer, user: &Session, address: &str, mails_before: usize) {
+pub async fn add_address(server: &TestServer, smtp: &SmtpServer, user: &Session, address: &str, mails_before: usize) {
     let client = server.client();
     let secret = format!("add-{mails_before}");
     let requested = client.post(REQUEST_ADD, token_request(&secret, address, 1)).await;
@@ -570,4 +570,57 @@ async fn accounts_expire_unless_renewed_by_the_link_in_their_mail() {
     pass().await;
     client.login(&bob.user_id, PASSWORD).await.assert_error(403, "M_USER_DEACTIVATED");
     client.login(&alice.user_id, PASSWORD).await.assert_ok();
+}
+
+#[tokio::test]
+async fn an_invite_by_email_waits_for_the_address_then_becomes_a_member_invite() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let server = server_mailing_through(&smtp, "").await;
+    let client = server.client();
+    let _admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+    add_address(&server, &smtp, &bob, "bob@example.org", 0).await;
+    let room = alice.create_room(json!({ "name": "Projet X" })).await;
+    let invite = |address: &str| json!({ "id_server": "test.local", "id_access_token": "unused", "medium": "email", "address": address });
+    let invite_path = format!("/_matrix/client/v3/rooms/{}/invite", crate::harness::enc(&room));
+
+    // An address nobody holds: the room shows it partly, the invitee gets a mail.
+    alice.client.post(&invite_path, invite("Newcomer@Example.org")).await.assert_ok();
+    let state = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/state", crate::harness::enc(&room))).await;
+    let third_party: Vec<&Value> =
+        state.assert_ok().as_array().unwrap().iter().filter(|e| e["type"] == "m.room.third_party_invite").collect();
+    assert_eq!(third_party.len(), 1, "{}", state.body);
+    assert_eq!(third_party[0]["content"]["display_name"], "new...@example.org");
+    assert!(third_party[0]["content"]["public_keys"][0]["public_key"].is_string());
+    let mails = smtp.wait_for_mails(2).await;
+    assert_eq!(mails[1]["rcpt_tos"], json!(["newcomer@example.org"]));
+    assert_eq!(mails[1]["subject"], "alice invites you to join Projet X");
+    let key = third_party[0]["content"]["public_key"].as_str().unwrap();
+    let valid =
+        client.get(&format!("/_matrix/identity/v2/pubkey/isvalid?public_key={}", crate::harness::enc(key))).await;
+    assert_eq!(valid.assert_ok()["valid"], true);
+    let info = client.get("/_matrix/identity/api/v1/internal-info?medium=email&address=newcomer%40example.org").await;
+    assert_eq!(info.assert_ok(), &json!({ "hs": "test.local", "requires_invite": false, "invited": true }));
+
+    // An address an account holds: that account is invited.
+    alice.client.post(&invite_path, invite("bob@example.org")).await.assert_ok();
+    let bob_member = alice.client.get(&crate::harness::state_path(&room, "m.room.member", &bob.user_id)).await;
+    assert_eq!(bob_member.assert_ok()["membership"], "invite");
+    // Refused: not a member, or another medium; no mail goes out.
+    carol.client.post(&invite_path, invite("someone@example.org")).await.assert_error(403, "M_FORBIDDEN");
+    let phone = json!({ "id_server": "test.local", "medium": "msisdn", "address": "33612345678" });
+    alice.client.post(&invite_path, phone).await.assert_error(400, "M_THREEPID_MEDIUM_NOT_SUPPORTED");
+    assert_eq!(smtp.mails().len(), 2);
+
+    // The invitee registers with the address: the invite is theirs, they join.
+    let newcomer = register_by_email(&server, &smtp, "newcomer@example.org", 2).await;
+    let member = alice.client.get(&crate::harness::state_path(&room, "m.room.member", &newcomer.user_id)).await;
+    assert_eq!(member.assert_ok()["membership"], "invite", "{}", member.body);
+    assert_eq!(member.body["third_party_invite"]["display_name"], "new...@example.org");
+    assert_eq!(member.body["third_party_invite"]["signed"]["mxid"], newcomer.user_id.as_str());
+    newcomer.join(&room).await.assert_ok();
+    let info = client.get("/_matrix/identity/api/v1/internal-info?medium=email&address=newcomer%40example.org").await;
+    assert_eq!(info.assert_ok()["invited"], false, "done");
 }

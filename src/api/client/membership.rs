@@ -151,7 +151,14 @@ struct InviteBody {
 
 pub async fn invite(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = super::room_events::room_id_param(request)?;
-    let body: InviteBody = request.json()?;
+    let body = request.json_object()?;
+    if body.get("user_id").is_none() && body.get("medium").is_some() {
+        // An invite by third-party identifier (spec: "Third-party invites").
+        let body = crate::http::request::from_json_value(body)?;
+        super::third_party_invites::invite_by_email(s, &room_id, who, body).await?;
+        return Ok(Response::empty_object());
+    }
+    let body: InviteBody = crate::http::request::from_json_value(body)?;
     let invitee = UserId::parse(&body.user_id).map_err(|_| Error::invalid_param("Invalid user id"))?;
     if invitee.server_name() != s.config.server_name {
         invite_remote(s, &room_id, &who.user_id, &invitee, member_content("invite", body.reason)).await?;

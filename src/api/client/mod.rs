@@ -24,5 +24,6 @@ pub mod room_events;
 pub mod rooms;
 pub mod search;
 pub mod sync;
+pub mod third_party_invites;
 pub mod threepids;
 pub mod upgrade;

@@ -153,7 +153,7 @@ async fn create_account_with_email(
     if let Some(creds) = ThreepidCreds::in_auth(auth) {
         s.users.forget_email_validation(&creds.sid)?;
     }
-    Ok(())
+    super::third_party_invites::complete_email_invites(s, localpart, address).await
 }
 
 async fn register_guest(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {

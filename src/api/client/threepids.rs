@@ -53,6 +53,10 @@ pub async fn request_registration_token(s: &Services, request: &Request) -> Resu
     if s.users.email_owner(&address)?.is_some() {
         return Err(Error::new(ErrorKind::ThreepidInUse, "This email address is already in use"));
     }
+    if s.config.policy.externals_mode && !s.email_invites.is_invited(&address)? {
+        tracing::info!(%address, "registration refused on the externals' server: the address is not invited");
+        return Err(Error::new(ErrorKind::ThreepidDenied, "Only invited addresses may register on this server"));
+    }
     send_validation(s, request, ValidationPurpose::Registration, &body, &address).await
 }
 
@@ -157,6 +161,7 @@ pub async fn add(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     let address = s.users.validated_email(&body.sid, &body.client_secret, ValidationPurpose::AddAddress)?;
     s.users.bind_email(&who.localpart, &address).await?;
     s.users.forget_email_validation(&body.sid)?;
+    super::third_party_invites::complete_email_invites(s, &who.localpart, &address).await?;
     Ok(Response::empty_object())
 }
 

@@ -6,6 +6,7 @@
 
 mod bad_peers;
 mod e2ee;
+mod email;
 mod media;
 mod partial_state;
 mod partition;
@@ -180,6 +181,22 @@ async fn send_transaction_as_a(
     let authorization =
         conduit::federation::x_matrix::authorization(key, "a.test", "b.test", "PUT", &path, Some(&body)).unwrap();
     tls_request_with_body(&ca.pem(), tls_addr(b), "b.test", "PUT", &path, Some(&authorization), Some(&body)).await
+}
+
+/// A request signed by `from` (named `from_name`) to `to` (named `to_name`), over TLS.
+#[allow(clippy::too_many_arguments)]
+async fn signed_request(
+    ca: &TestCa,
+    (from, from_name): (&TestServer, &str),
+    (to, to_name): (&TestServer, &str),
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (u16, Value) {
+    let key = &from.services().server_key;
+    let authorization =
+        conduit::federation::x_matrix::authorization(key, from_name, to_name, method, path, Some(&body)).unwrap();
+    tls_request_with_body(&ca.pem(), tls_addr(to), to_name, method, path, Some(&authorization), Some(&body)).await
 }
 
 /// Waits (30 s at most) until `server` holds the whole state of a room it joined with partial state.
