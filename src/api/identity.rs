@@ -60,7 +60,8 @@ pub async fn register_account(s: &Services, request: &Request) -> Result<Respons
         })?
     };
     let token = s.identity_tokens.register(&user_id).await?;
-    Ok(Response::json(&json!({ "token": token })))
+    // `access_token` too, as Sydent answers (matrix-js-sdk reads either).
+    Ok(Response::json(&json!({ "token": token, "access_token": token })))
 }
 
 /// `GET /_matrix/identity/v2/account`.

@@ -179,7 +179,8 @@ pub struct EmailIdentityConfig {
     #[serde(default)]
     pub registration_domains: Vec<String>,
     /// The email → server map, in order, first match wins: `{ pattern =
-    /// "<regular expression on the whole address>", server = "<server>" }`.
+    /// "<regular expression on the whole address>", server = "<server>" }`,
+    /// or `{ address = "<one address>", server = "<server>" }`.
     #[serde(default)]
     pub info_map: Vec<InfoMapEntry>,
     /// A user registering with an email gets the localpart and display name
@@ -220,7 +221,11 @@ fn default_validation_lifetime_secs() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct InfoMapEntry {
     /// A regular expression matched against the whole lowercased address.
-    pub pattern: String,
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Or one address exactly (an exception to the patterns after it).
+    #[serde(default)]
+    pub address: Option<String>,
     pub server: String,
 }
 
@@ -252,8 +257,17 @@ impl EmailIdentityConfig {
             }
         }
         for (i, entry) in self.info_map.iter().enumerate() {
-            if let Err(error) = regex::Regex::new(&entry.pattern) {
-                return Err(invalid(&format!("email_identity.info_map[{i}].pattern"), error));
+            match (&entry.pattern, &entry.address) {
+                (Some(pattern), None) => {
+                    if let Err(error) = regex::Regex::new(pattern) {
+                        return Err(invalid(&format!("email_identity.info_map[{i}].pattern"), error));
+                    }
+                }
+                (None, Some(address)) if address.contains('@') => {}
+                (None, Some(_)) => {
+                    return Err(invalid(&format!("email_identity.info_map[{i}].address"), "not an address"))
+                }
+                _ => return Err(invalid(&format!("email_identity.info_map[{i}]"), "give a pattern or an address")),
             }
             if ruma::ServerName::parse(&entry.server).is_err() {
                 return Err(invalid(&format!("email_identity.info_map[{i}].server"), "is not a server name"));
@@ -359,10 +373,13 @@ mod tests {
     #[test]
     fn identity_settings_are_checked() {
         let bad_pattern = EmailIdentityConfig {
-            info_map: vec![InfoMapEntry { pattern: "(".into(), server: "a.b".into() }],
+            info_map: vec![InfoMapEntry { pattern: Some("(".into()), address: None, server: "a.b".into() }],
             ..Default::default()
         };
         assert!(bad_pattern.validate(true).unwrap_err().0.contains("info_map[0].pattern"));
+        let both = InfoMapEntry { pattern: Some(".*".into()), address: Some("a@b.fr".into()), server: "a.b".into() };
+        let both = EmailIdentityConfig { info_map: vec![both], ..Default::default() };
+        assert!(both.validate(true).unwrap_err().0.contains("info_map[0]"));
         let required = EmailIdentityConfig { require_email: true, ..Default::default() };
         assert!(required.validate(false).unwrap_err().0.contains("require_email"));
         assert!(required.validate(true).is_ok());

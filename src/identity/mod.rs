@@ -16,8 +16,23 @@ use ruma::{OwnedServerName, ServerName};
 
 use crate::{config::EmailIdentityConfig, users::threepids::email_domain};
 
+/// How an entry of the map matches.
+enum Matcher {
+    Pattern(Regex),
+    Address(String),
+}
+
+impl Matcher {
+    fn matches(&self, address: &str) -> bool {
+        match self {
+            Matcher::Pattern(pattern) => pattern.is_match(address),
+            Matcher::Address(exact) => exact == address,
+        }
+    }
+}
+
 pub struct EmailMap {
-    entries: Vec<(Regex, OwnedServerName)>,
+    entries: Vec<(Matcher, OwnedServerName)>,
     registration_domains: Vec<String>,
     own_server: OwnedServerName,
 }
@@ -30,12 +45,15 @@ impl EmailMap {
             .info_map
             .iter()
             .filter_map(|entry| {
-                let pattern = Regex::new(&format!("^(?:{})$", entry.pattern));
-                let server = ServerName::parse(&entry.server);
-                match (pattern, server) {
-                    (Ok(pattern), Ok(server)) => Some((pattern, server)),
+                let matcher = match (&entry.pattern, &entry.address) {
+                    (Some(pattern), _) => Regex::new(&format!("^(?:{pattern})$")).ok().map(Matcher::Pattern),
+                    (None, Some(address)) => Some(Matcher::Address(address.trim().to_lowercase())),
+                    (None, None) => None,
+                };
+                match (matcher, ServerName::parse(&entry.server)) {
+                    (Some(matcher), Ok(server)) => Some((matcher, server)),
                     _ => {
-                        tracing::error!(pattern = %entry.pattern, "an info_map entry is unusable; left out");
+                        tracing::error!(server = %entry.server, "an info_map entry is unusable; left out");
                         None
                     }
                 }
@@ -47,7 +65,7 @@ impl EmailMap {
 
     /// The server the map sends `address` (normalised) to, if any entry matches.
     pub fn server_for(&self, address: &str) -> Option<&ServerName> {
-        self.entries.iter().find(|(pattern, _)| pattern.is_match(address)).map(|(_, server)| server.as_ref())
+        self.entries.iter().find(|(matcher, _)| matcher.matches(address)).map(|(_, server)| server.as_ref())
     }
 
     /// Whether `address` may register an account here: its domain is one of
@@ -74,7 +92,14 @@ mod tests {
             registration_domains: domains.iter().map(|d| d.to_string()).collect(),
             info_map: entries
                 .iter()
-                .map(|(pattern, server)| InfoMapEntry { pattern: pattern.to_string(), server: server.to_string() })
+                .map(|(pattern, server)| match pattern.strip_prefix("=") {
+                    Some(address) => {
+                        InfoMapEntry { pattern: None, address: Some(address.to_string()), server: server.to_string() }
+                    }
+                    None => {
+                        InfoMapEntry { pattern: Some(pattern.to_string()), address: None, server: server.to_string() }
+                    }
+                })
                 .collect(),
             ..Default::default()
         };
@@ -86,12 +111,14 @@ mod tests {
         let map = map(
             &[],
             &[
+                ("=Prefet@Culture.gouv.fr", "agents.example"),
                 (r".*@interieur\.gouv\.fr", "agents.example"),
                 (r".*@.*\.gouv\.fr", "other.example"),
                 (".*", "externes.example"),
             ],
         );
         assert_eq!(map.server_for("a@interieur.gouv.fr").map(|s| s.as_str()), Some("agents.example"));
+        assert_eq!(map.server_for("prefet@culture.gouv.fr").map(|s| s.as_str()), Some("agents.example"), "exact first");
         assert_eq!(map.server_for("a@culture.gouv.fr").map(|s| s.as_str()), Some("other.example"));
         assert_eq!(map.server_for("a@gmail.com").map(|s| s.as_str()), Some("externes.example"));
         assert!(map.may_register_here("a@interieur.gouv.fr"));

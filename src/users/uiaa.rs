@@ -58,8 +58,10 @@ struct AuthDict {
     /// Legacy way of naming the user for `m.login.password`.
     user: Option<String>,
     token: Option<String>,
-    #[serde(alias = "threepidCreds")]
     threepid_creds: Option<ThreepidCreds>,
+    /// The older spelling, which Element sends beside the other.
+    #[serde(rename = "threepidCreds")]
+    threepid_creds_legacy: Option<ThreepidCreds>,
 }
 
 /// Which address validation an `m.login.email.identity` stage presents.
@@ -274,7 +276,7 @@ impl Users {
     /// The address the presented validation proves; for a signed-in user,
     /// it must be theirs.
     fn email_identity_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<String> {
-        let creds = auth.threepid_creds.as_ref().ok_or_else(|| {
+        let creds = auth.threepid_creds.as_ref().or(auth.threepid_creds_legacy.as_ref()).ok_or_else(|| {
             Error::new(ErrorKind::MissingParam, "threepid_creds is required for m.login.email.identity")
         })?;
         let purpose = email_purpose(challenge.endpoint)

@@ -113,3 +113,11 @@ async fn matrix_js_sdk_creates_a_dm_a_private_room_and_a_forum_under_the_public_
 async fn matrix_js_sdk_rust_crypto_encrypts_cross_signs_and_restores_backups() {
     run_client_script("e2ee.mjs").await;
 }
+
+#[tokio::test]
+async fn matrix_js_sdk_registers_logs_in_finds_and_invites_by_work_email() {
+    let smtp = crate::smtp::SmtpServer::start(crate::smtp::Options::default()).await;
+    let server = TestServer::start_with(&format!("{}\n[email_identity]\n", smtp.email_config())).await;
+    let mail_dir = smtp.mail_dir().display().to_string();
+    run_client_script_against("identity.mjs", vec![format!("http://{}", server.addr), mail_dir]).await;
+}

@@ -182,7 +182,9 @@ async fn a_password_is_reset_by_mail_once_and_signs_every_device_out() {
     let register = json!({ "password": PASSWORD, "auth": email_auth(&sid, "r", None) });
     assert_eq!(client.post("/_matrix/client/v3/register", register).await.status, 401);
 
-    let reset = |password: &str| json!({ "new_password": password, "auth": email_auth(&sid, "r", None) });
+    // The older spelling of the credentials alone, as older clients send them.
+    let legacy = json!({ "type": "m.login.email.identity", "threepidCreds": { "sid": sid, "client_secret": "r" } });
+    let reset = |password: &str| json!({ "new_password": password, "auth": legacy });
     client.post("/_matrix/client/v3/account/password", reset("n3w-password")).await.assert_ok();
     assert_eq!(marie.client.get("/_matrix/client/v3/account/whoami").await.status, 401, "signed out everywhere");
     client.login(&marie.user_id, PASSWORD).await.assert_error(403, "M_FORBIDDEN");

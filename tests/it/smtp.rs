@@ -101,6 +101,11 @@ impl SmtpServer {
         email_config(self.security, self.auth, self.port, self.certificate.as_ref())
     }
 
+    /// Where the accepted mails are written (one JSON file each, in order).
+    pub fn mail_dir(&self) -> PathBuf {
+        self.dir.path().join("mails")
+    }
+
     /// Every mail accepted so far, in order.
     pub fn mails(&self) -> Vec<Value> {
         let mut paths: Vec<PathBuf> = std::fs::read_dir(self.dir.path().join("mails"))
