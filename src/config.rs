@@ -46,7 +46,7 @@ allow_private_gateways = true
 "#;
 
 /// Keys whose value may instead be read from a file named by `<key>_file`.
-const SECRET_KEYS: &[&str] = &["token", "smtp_password"];
+const SECRET_KEYS: &[&str] = &["token", "smtp_password", "registration_shared_secret"];
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "CONDUIT_CONFIG";
@@ -95,6 +95,11 @@ pub struct Config {
     pub registration_tokens: Vec<RegistrationTokenConfig>,
     #[serde(default)]
     pub allow_guest_registration: bool,
+    /// The secret of shared-secret registration (`register_new_matrix_user`,
+    /// `POST /_synapse/admin/v1/register`); absent: that registration is off.
+    /// Or `registration_shared_secret_file`.
+    #[serde(default)]
+    pub registration_shared_secret: Option<String>,
     /// Lifetime of access tokens issued to clients that support refresh tokens.
     #[serde(default = "default_refreshable_token_lifetime_secs")]
     pub refreshable_access_token_lifetime_secs: u64,

@@ -34,6 +34,8 @@ pub struct Services {
     pub email_map: crate::identity::EmailMap,
     pub identity_tokens: crate::identity::tokens::IdentityTokens,
     pub email_invites: crate::identity::invites::EmailInvites,
+    /// Nonces of shared-secret registration handed out.
+    pub admin_nonces: crate::api::admin::register::Nonces,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -95,6 +97,7 @@ impl Services {
             email_map,
             identity_tokens,
             email_invites,
+            admin_nonces: Default::default(),
             server_key,
             policy,
         });

@@ -9,6 +9,7 @@
 //! Invariant: authentication is decided here, by [`Endpoint::needs_auth`], not
 //! left to each handler.
 
+pub mod admin;
 pub mod client;
 pub mod federation;
 pub mod identity;
@@ -66,6 +67,21 @@ pub enum Endpoint {
     PublicKey,
     InternalInfo,
     ExchangeThirdPartyInvite,
+    Health,
+    AdminServerVersion,
+    AdminRegisterNonce,
+    AdminRegister,
+    AdminListUsers,
+    AdminGetUser,
+    AdminPutUser,
+    AdminDeactivate,
+    AdminResetPassword,
+    AdminWhois,
+    Whois,
+    AdminUserDevices,
+    AdminDeleteDevice,
+    AdminLoginAs,
+    AdminJoinedRooms,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -219,6 +235,8 @@ pub enum Access {
     /// The identity service API's users: an identity service token, or a
     /// user's access token of this server.
     IdentityUsers,
+    /// A server admin's access token (the admin API).
+    Admins,
 }
 
 /// How an endpoint gets its body.
@@ -267,7 +285,7 @@ impl EndpointSpec {
 }
 
 use crate::rooms::Membership;
-use Access::{Anyone, AnyoneOrUser, IdentityUsers, Servers, Users, UsersAndGuests};
+use Access::{Admins, Anyone, AnyoneOrUser, IdentityUsers, Servers, Users, UsersAndGuests};
 use Endpoint as E;
 
 /// Body limit of the endpoints that need no access token (a registration
@@ -318,6 +336,21 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::PublicKey, Anyone, &["/_matrix/identity/v2/pubkey/:key_id"]),
     get(E::InternalInfo, Anyone, &["/_matrix/identity/api/v1/internal-info"]),
     put(E::ExchangeThirdPartyInvite, Servers, &["/_matrix/federation/v1/exchange_third_party_invite/:room_id"]),
+    get(E::Health, Anyone, &["/_conduit/health"]),
+    get(E::AdminServerVersion, Anyone, &["/_synapse/admin/v1/server_version"]),
+    get(E::AdminRegisterNonce, Anyone, &["/_synapse/admin/v1/register"]),
+    post(E::AdminRegister, Anyone, &["/_synapse/admin/v1/register"]),
+    get(E::AdminListUsers, Admins, &["/_synapse/admin/v2/users"]),
+    get(E::AdminGetUser, Admins, &["/_synapse/admin/v2/users/:user_id"]),
+    put(E::AdminPutUser, Admins, &["/_synapse/admin/v2/users/:user_id"]),
+    post(E::AdminDeactivate, Admins, &["/_synapse/admin/v1/deactivate/:user_id"]),
+    post(E::AdminResetPassword, Admins, &["/_synapse/admin/v1/reset_password/:user_id"]),
+    get(E::AdminWhois, Admins, &["/_synapse/admin/v1/whois/:user_id"]),
+    get(E::Whois, Users, &["/_matrix/client/{r0|v3}/admin/whois/:user_id"]),
+    get(E::AdminUserDevices, Admins, &["/_synapse/admin/v2/users/:user_id/devices"]),
+    delete(E::AdminDeleteDevice, Admins, &["/_synapse/admin/v2/users/:user_id/devices/:device_id"]),
+    post(E::AdminLoginAs, Admins, &["/_synapse/admin/v1/users/:user_id/login"]),
+    get(E::AdminJoinedRooms, Admins, &["/_synapse/admin/v1/users/:user_id/joined_rooms"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -570,7 +603,7 @@ impl Endpoint {
 
     /// Whether the request must carry a valid access token.
     pub fn needs_auth(self) -> bool {
-        matches!(self.spec().access, Access::Users | Access::UsersAndGuests)
+        matches!(self.spec().access, Access::Users | Access::UsersAndGuests | Access::Admins)
     }
 
     /// Whether the request must be signed by another server.
@@ -622,6 +655,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         tracing::Span::current().record("user", identity.user_id.as_str());
         if identity.is_guest && !endpoint.allows_guests() {
             return Err(Error::new(ErrorKind::GuestAccessForbidden, "Guest accounts cannot use this endpoint"));
+        }
+        if endpoint.spec().access == Access::Admins && !identity.is_admin {
+            return Err(Error::forbidden("You are not a server admin"));
         }
         if !endpoint.allowed_when_expired() {
             s.users.validity.check(&identity.localpart, identity.is_admin)?;
@@ -683,6 +719,20 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::PublicKeyIsValid => Ok(identity::key_is_valid(s, &request)),
         E::PublicKey => identity::public_key(s, &request),
         E::InternalInfo => identity::internal_info(s, &request),
+        E::Health => admin::health(s),
+        E::AdminServerVersion => Ok(admin::server_version()),
+        E::AdminRegisterNonce => admin::register::nonce(s),
+        E::AdminRegister => admin::register::register(s, &request).await,
+        E::AdminListUsers => admin::users::list(s, &request),
+        E::AdminGetUser => admin::users::get(s, &request),
+        E::AdminPutUser => admin::users::put(s, &request, who()?).await,
+        E::AdminDeactivate => admin::users::deactivate(s, &request, who()?).await,
+        E::AdminResetPassword => admin::users::reset_password(s, &request, who()?).await,
+        E::AdminWhois | E::Whois => admin::users::whois(s, &request, who()?),
+        E::AdminUserDevices => admin::users::devices(s, &request),
+        E::AdminDeleteDevice => admin::users::delete_device(s, &request).await,
+        E::AdminLoginAs => admin::users::login_as(s, &request, who()?).await,
+        E::AdminJoinedRooms => admin::users::joined_rooms(s, &request),
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;
             third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;

@@ -25,10 +25,13 @@ use ruma::{OwnedServerName, OwnedUserId, UserId};
 use crate::{
     config::{Config, RegistrationTokenConfig},
     error::{Error, ErrorKind, Result},
-    storage::{records::UserRecord, Batch, Storage},
+    storage::{Batch, Storage},
     util::now_ms,
 };
 use rate_limit::LoginLimiter;
+
+/// An account as stored (what the admin API shows).
+pub use crate::storage::records::UserRecord;
 
 /// The profile fields a user can set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +211,11 @@ impl Users {
         } else {
             Some(user.to_lowercase())
         }
+    }
+
+    /// Every account, in localpart order.
+    pub fn all_accounts(&self) -> Result<Vec<(String, UserRecord)>> {
+        Ok(self.storage.tables.users.all()?)
     }
 
     pub fn get(&self, localpart: &str) -> Result<Option<UserRecord>> {

@@ -358,8 +358,19 @@ async fn no_endpoint_fails_internally_on_well_formed_parameters() {
     };
     // Those that end the session go last.
     use conduit::api::Endpoint as E;
-    let ends_session =
-        |e: E| matches!(e, E::Logout | E::LogoutAll | E::DeleteDevice | E::DeleteDevices | E::Deactivate);
+    let ends_session = |e: E| {
+        matches!(
+            e,
+            E::Logout
+                | E::LogoutAll
+                | E::DeleteDevice
+                | E::DeleteDevices
+                | E::Deactivate
+                | E::AdminDeactivate
+                | E::AdminResetPassword
+                | E::AdminDeleteDevice
+        )
+    };
     let specs = conduit::api::ENDPOINTS.iter().filter(|s| !ends_session(s.endpoint));
     for spec in specs.chain(conduit::api::ENDPOINTS.iter().filter(|s| ends_session(s.endpoint))) {
         for pattern in spec.paths {

@@ -5,6 +5,7 @@
 mod harness;
 
 mod account;
+mod admin;
 mod api_standards;
 mod architecture;
 mod clients;

@@ -1,0 +1,155 @@
+//! The administration API (Synapse's subset): shared-secret registration
+//! with Synapse's own `register_new_matrix_user` (from the pinned venv the
+//! federation tests install), the users as synapse-admin lists and edits
+//! them, and the health check.
+
+use serde_json::{json, Value};
+
+use crate::harness::{enc, Session, TestServer, PASSWORD};
+
+/// Runs Synapse's `register_new_matrix_user` against `server`; its exit status and output.
+async fn register_new_matrix_user(server: &TestServer, args: &[&str]) -> (bool, String) {
+    let venv = tokio::task::spawn_blocking(crate::synapse::venv).await.expect("install Synapse");
+    let mut command = std::process::Command::new(venv.join("bin/python"));
+    command.args(["-m", "synapse._scripts.register_new_matrix_user"]).args(args).arg(format!("http://{}", server.addr));
+    let output = tokio::task::spawn_blocking(move || command.stdin(std::process::Stdio::null()).output())
+        .await
+        .expect("run register_new_matrix_user")
+        .expect("start register_new_matrix_user");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn synapses_register_new_matrix_user_creates_an_admin_with_the_shared_secret() {
+    let server = TestServer::start_with("registration_shared_secret = \"s3cret\"").await;
+    let (ok, output) =
+        register_new_matrix_user(&server, &["-u", "operator", "-p", "op-pass", "-a", "-k", "s3cret"]).await;
+    assert!(ok, "{output}");
+    let login = server.client().login("operator", "op-pass").await;
+    let operator = Session::from_reply(&server.client(), login.assert_ok());
+    let me = operator.client.get(&format!("/_synapse/admin/v2/users/{}", enc(&operator.user_id))).await;
+    assert_eq!(me.assert_ok()["admin"], true, "{}", me.body);
+
+    let (ok, output) =
+        register_new_matrix_user(&server, &["-u", "intruder", "-p", "pw", "--no-admin", "-k", "guess"]).await;
+    assert!(!ok, "a wrong secret registers nobody: {output}");
+    server.client().login("intruder", "pw").await.assert_error(403, "M_FORBIDDEN");
+    let (ok, output) =
+        register_new_matrix_user(&server, &["-u", "agent", "-p", "agent-pass", "--no-admin", "-k", "s3cret"]).await;
+    assert!(ok, "{output}");
+    let agent = server.client().login("agent", "agent-pass").await;
+    let agent = Session::from_reply(&server.client(), agent.assert_ok());
+    let listed = agent.client.get("/_synapse/admin/v2/users").await;
+    listed.assert_error(403, "M_FORBIDDEN");
+
+    // A nonce serves once; without a secret configured, nothing.
+    let nonce = server.client().get("/_synapse/admin/v1/register").await;
+    assert!(nonce.assert_ok()["nonce"].is_string());
+    let closed = TestServer::start().await;
+    closed.client().get("/_synapse/admin/v1/register").await.assert_error(400, "M_UNKNOWN");
+}
+
+/// The users page of synapse-admin: `GET /v2/users` with its parameters.
+async fn users_page(admin: &Session, query: &str) -> Value {
+    let reply = admin.client.get(&format!("/_synapse/admin/v2/users?{query}")).await;
+    reply.assert_ok().clone()
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["users"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_manages_users_as_synapse_admin_does() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "name": "Support" })).await;
+
+    // synapse-admin's list: first page of 2, then the next.
+    let first = users_page(&admin, "from=0&limit=2&guests=false&order_by=name&dir=f").await;
+    assert_eq!(names(&first), ["@admin:test.local", "@alice:test.local"]);
+    assert_eq!((first["total"].as_u64(), first["next_token"].as_str()), (Some(3), Some("2")));
+    let second = users_page(&admin, "from=2&limit=2&guests=false&order_by=name&dir=f").await;
+    assert_eq!(names(&second), ["@bob:test.local"]);
+    assert!(second.get("next_token").is_none());
+    assert_eq!(names(&users_page(&admin, "name=ali").await), ["@alice:test.local"]);
+    assert_eq!(first["users"][0]["admin"], true);
+    assert_eq!(first["users"][1]["deactivated"], false);
+
+    // Create, change, read.
+    let carol = "/_synapse/admin/v2/users/%40carol%3Atest.local";
+    let created = admin.client.put(carol, json!({ "password": "carol-pass", "displayname": "Carol" })).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.body["displayname"], "Carol");
+    client.login("carol", "carol-pass").await.assert_ok();
+    let promoted = admin.client.put(carol, json!({ "admin": true })).await;
+    assert_eq!((promoted.status, &promoted.body["admin"]), (200, &json!(true)));
+    let read = admin.client.get(carol).await;
+    assert_eq!(read.assert_ok()["threepids"], json!([]));
+
+    // Support: who is connected, the joined rooms, logging in as alice.
+    let alice_path = format!("/_synapse/admin/v1/whois/{}", enc(&alice.user_id));
+    let whois = admin.client.get(&alice_path).await;
+    assert!(whois.assert_ok()["devices"][&alice.device_id].is_object(), "{}", whois.body);
+    let spec_whois = format!("/_matrix/client/v3/admin/whois/{}", enc(&alice.user_id));
+    alice.client.get(&spec_whois).await.assert_ok();
+    bob.client.get(&spec_whois).await.assert_error(403, "M_FORBIDDEN");
+    let joined = admin.client.get(&format!("/_synapse/admin/v1/users/{}/joined_rooms", enc(&alice.user_id))).await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([room]));
+    let login_as =
+        admin.client.post(&format!("/_synapse/admin/v1/users/{}/login", enc(&alice.user_id)), json!({})).await;
+    let puppet = client.with_token(login_as.assert_ok()["access_token"].as_str().unwrap());
+    assert_eq!(puppet.get("/_matrix/client/v3/account/whoami").await.assert_ok()["user_id"], alice.user_id.as_str());
+    let refused = admin.client.post("/_synapse/admin/v1/users/%40carol%3Atest.local/login", json!({})).await;
+    refused.assert_error(403, "M_FORBIDDEN");
+
+    // Devices: listed, one removed (its token dies).
+    let devices = admin.client.get(&format!("/_synapse/admin/v2/users/{}/devices", enc(&bob.user_id))).await;
+    assert_eq!(devices.assert_ok()["total"], 1);
+    let device = format!("/_synapse/admin/v2/users/{}/devices/{}", enc(&bob.user_id), bob.device_id);
+    admin.client.delete(&device, json!({})).await.assert_ok();
+    assert_eq!(bob.client.get("/_matrix/client/v3/account/whoami").await.status, 401);
+
+    // A password reset signs the user out; deactivation ends the account.
+    let reset = json!({ "new_password": "new-pass", "logout_devices": true });
+    admin.client.post(&format!("/_synapse/admin/v1/reset_password/{}", enc(&alice.user_id)), reset).await.assert_ok();
+    assert_eq!(alice.client.get("/_matrix/client/v3/account/whoami").await.status, 401);
+    client.login("alice", PASSWORD).await.assert_error(403, "M_FORBIDDEN");
+    client.login("alice", "new-pass").await.assert_ok();
+    let deactivated = admin
+        .client
+        .post(&format!("/_synapse/admin/v1/deactivate/{}", enc(&bob.user_id)), json!({ "erase": true }))
+        .await;
+    deactivated.assert_ok();
+    client.login("bob", PASSWORD).await.assert_error(403, "M_USER_DEACTIVATED");
+    assert_eq!(names(&users_page(&admin, "guests=false").await).len(), 3, "deactivated users are left out by default");
+    assert_eq!(names(&users_page(&admin, "deactivated=true").await).len(), 4);
+
+    // Not for the others.
+    alice.client.get("/_synapse/admin/v2/users").await.assert_error(401, "M_UNKNOWN_TOKEN");
+    let other = client.login("alice", "new-pass").await;
+    let alice = Session::from_reply(&client, other.assert_ok());
+    for (method, path) in [
+        ("GET", "/_synapse/admin/v2/users"),
+        ("GET", carol),
+        ("POST", "/_synapse/admin/v1/deactivate/%40admin%3Atest.local"),
+    ] {
+        let reply = alice.client.send(method, path, &[], bytes::Bytes::from_static(b"{}")).await;
+        reply.assert_error(403, "M_FORBIDDEN");
+    }
+}
+
+#[tokio::test]
+async fn the_health_check_answers_while_the_database_does() {
+    let server = TestServer::start().await;
+    let (status, headers, body) =
+        server.client().send_raw("GET", "/_conduit/health", &[], Default::default()).await.unwrap();
+    assert_eq!((status, body.as_ref()), (200, b"OK".as_ref()));
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let version = server.client().get("/_synapse/admin/v1/server_version").await;
+    assert!(version.assert_ok()["server_version"].as_str().unwrap().starts_with("conduit "));
+}
