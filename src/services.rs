@@ -36,6 +36,8 @@ pub struct Services {
     pub email_invites: crate::identity::invites::EmailInvites,
     /// Nonces of shared-secret registration handed out.
     pub admin_nonces: crate::api::admin::register::Nonces,
+    /// The statuses of room shutdowns.
+    pub admin_deletions: crate::api::admin::rooms::Deletions,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -98,6 +100,7 @@ impl Services {
             identity_tokens,
             email_invites,
             admin_nonces: Default::default(),
+            admin_deletions: Default::default(),
             server_key,
             policy,
         });

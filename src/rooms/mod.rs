@@ -10,6 +10,7 @@
 //! Spec: client-server API "Rooms", "Room membership", "Sending events";
 //! server-server API "Authorization rules", "PDUs"; the room version pages.
 
+pub mod admin;
 pub mod aliases;
 pub mod content;
 pub mod creation;

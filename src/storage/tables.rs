@@ -164,6 +164,9 @@ pub struct Tables {
     /// (email address, token) → an invite waiting for the address to be
     /// bound. Owner: `identity::invites`.
     pub email_invites: Table<(String, String), EmailInviteRecord>,
+    /// room id → when an operator blocked it (no local user joins it again).
+    /// Owner: `rooms::admin`.
+    pub blocked_rooms: Table<String, u64>,
     /// localpart → when the account ends. Owner: `users::validity`.
     pub account_validity: Table<String, ValidityRecord>,
     /// queue position → a mail not yet accepted by the SMTP server. Owner: `email`.
@@ -234,6 +237,7 @@ impl Tables {
             openid_tokens: Table::open(db, "openidtokenhash_user")?,
             identity_tokens: Table::open(db, "identitytokenhash_user")?,
             account_validity: Table::open(db, "localpart_validity")?,
+            blocked_rooms: Table::open(db, "roomid_blockedts")?,
             email_invites: Table::open(db, "email_token_invite")?,
         })
     }

@@ -153,3 +153,78 @@ async fn the_health_check_answers_while_the_database_does() {
     let version = server.client().get("/_synapse/admin/v1/server_version").await;
     assert!(version.assert_ok()["server_version"].as_str().unwrap().starts_with("conduit "));
 }
+
+fn room_ids(page: &Value) -> Vec<String> {
+    page["rooms"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap().to_owned()).collect()
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_inspects_and_shuts_down_rooms() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let alpha = alice
+        .create_room(
+            json!({ "name": "Alpha", "preset": "public_chat", "room_alias_name": "alpha", "visibility": "public" }),
+        )
+        .await;
+    bob.join(&alpha).await.assert_ok();
+    let beta = alice.create_room(json!({ "name": "Beta" })).await;
+    bob.client.get("/_synapse/admin/v1/rooms").await.assert_error(403, "M_FORBIDDEN");
+
+    // synapse-admin's room list, its orders and search.
+    let page = admin.client.get("/_synapse/admin/v1/rooms?from=0&limit=10&order_by=name&dir=f").await;
+    let page = page.assert_ok().clone();
+    assert_eq!(room_ids(&page), [alpha.clone(), beta.clone()]);
+    assert_eq!((page["total_rooms"].as_u64(), page["offset"].as_u64()), (Some(2), Some(0)));
+    let first = &page["rooms"][0];
+    assert_eq!((first["name"].as_str(), first["joined_members"].as_u64()), (Some("Alpha"), Some(2)));
+    assert_eq!((first["canonical_alias"].as_str(), first["public"].as_bool()), (Some("#alpha:test.local"), Some(true)));
+    assert_eq!(first["join_rules"], "public");
+    let by_size = admin.client.get("/_synapse/admin/v1/rooms?order_by=joined_members&dir=b").await;
+    assert_eq!(room_ids(by_size.assert_ok()), [beta.clone(), alpha.clone()]);
+    let found = admin.client.get("/_synapse/admin/v1/rooms?search_term=bet").await;
+    assert_eq!(room_ids(found.assert_ok()), vec![beta.clone()]);
+    let paged = admin.client.get("/_synapse/admin/v1/rooms?limit=1").await;
+    assert_eq!(paged.assert_ok()["next_batch"], 1);
+
+    // One room in detail.
+    let details = admin.client.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&alpha))).await;
+    assert_eq!(details.assert_ok()["creator"], alice.user_id.as_str());
+    let members = admin.client.get(&format!("/_synapse/admin/v1/rooms/{}/members", enc(&alpha))).await;
+    assert_eq!(members.assert_ok()["total"], 2);
+    let state = admin.client.get(&format!("/_synapse/admin/v1/rooms/{}/state", enc(&alpha))).await;
+    assert!(state.assert_ok()["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+
+    // The admin takes over a private room they are not in.
+    let take_over =
+        admin.client.post(&format!("/_synapse/admin/v1/rooms/{}/make_room_admin", enc(&beta)), json!({})).await;
+    take_over.assert_ok();
+    admin.join(&beta).await.assert_ok();
+    let levels = admin.client.get(&crate::harness::state_path(&beta, "m.room.power_levels", "")).await;
+    assert_eq!(levels.assert_ok()["users"][&admin.user_id], 100);
+
+    // Shut Alpha down: everyone out and into a notice room, the alias gone, the room blocked.
+    let shutdown =
+        json!({ "new_room_user_id": admin.user_id, "room_name": "Fermé", "message": "Salon fermé", "block": true });
+    let deleted = admin.client.delete(&format!("/_synapse/admin/v2/rooms/{}", enc(&alpha)), shutdown).await;
+    let delete_id = deleted.assert_ok()["delete_id"].as_str().unwrap().to_owned();
+    let status = admin.client.get(&format!("/_synapse/admin/v2/rooms/delete_status/{delete_id}")).await;
+    let status = status.assert_ok().clone();
+    assert_eq!(status["status"], "complete", "{status}");
+    let mut kicked: Vec<&str> =
+        status["shutdown_room"]["kicked_users"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    kicked.sort();
+    assert_eq!(kicked, [alice.user_id.as_str(), bob.user_id.as_str()]);
+    let new_room = status["shutdown_room"]["new_room_id"].as_str().unwrap().to_owned();
+    let by_room = admin.client.get(&format!("/_synapse/admin/v2/rooms/{}/delete_status", enc(&alpha))).await;
+    assert_eq!(by_room.assert_ok()["results"][0]["delete_id"], delete_id.as_str());
+    let joined = bob.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([new_room]), "moved into the notice room");
+    bob.join(&alpha).await.assert_error(403, "M_FORBIDDEN");
+    client.get("/_matrix/client/v3/directory/room/%23alpha%3Atest.local").await.assert_error(404, "M_NOT_FOUND");
+    let public = client.get("/_matrix/client/v3/publicRooms").await;
+    assert_eq!(public.assert_ok()["chunk"], json!([]));
+}

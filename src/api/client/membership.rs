@@ -72,6 +72,9 @@ fn inviter_server(invite: &RemoteInvite) -> Option<String> {
 
 pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (room_id, alias_servers) = join_target(s, request.param("room_id_or_alias")?).await?;
+    if s.rooms.is_blocked(&room_id)? && !who.is_admin {
+        return Err(Error::forbidden("This room has been blocked on this server"));
+    }
     let body: ReasonBody = request.json()?;
     let mut content = super::profile::join_content(s, who)?;
     if let Some(reason) = body.reason {
@@ -111,6 +114,9 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
 /// `POST /knock/{roomIdOrAlias}` (room versions 7 and later, `knock` join rules).
 pub async fn knock(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (room_id, alias_servers) = join_target(s, request.param("room_id_or_alias")?).await?;
+    if s.rooms.is_blocked(&room_id)? && !who.is_admin {
+        return Err(Error::forbidden("This room has been blocked on this server"));
+    }
     let body: ReasonBody = request.json()?;
     let mut named: Vec<&str> = request.query_all("server_name");
     named.extend(request.query_all("via"));
