@@ -133,6 +133,17 @@ pub struct Config {
     pub email_identity: EmailIdentityConfig,
     #[serde(default)]
     pub account_validity: AccountValidityConfig,
+    /// The Prometheus metrics listener; absent: none.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`: where `GET /metrics` is served (its own listener, plain
+/// HTTP, meant for loopback or the monitoring network).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    pub address: SocketAddr,
 }
 
 /// The public-sector room rules (`crate::policy`); off by default.
@@ -772,6 +783,7 @@ mod tests {
         assert_eq!(config.email_identity, minimal.email_identity);
         assert_eq!(config.email, None);
         assert_eq!(config.account_validity, minimal.account_validity);
+        assert_eq!(config.metrics, None);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod fuzz_targets;
 pub mod http;
 pub mod identity;
 pub mod media;
+pub mod metrics;
 pub mod policy;
 pub mod push;
 pub mod rooms;

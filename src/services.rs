@@ -36,6 +36,8 @@ pub struct Services {
     pub email_invites: crate::identity::invites::EmailInvites,
     /// Nonces of shared-secret registration handed out.
     pub admin_nonces: crate::api::admin::register::Nonces,
+    /// What `GET /metrics` reports.
+    pub metrics: crate::metrics::Metrics,
     /// The statuses of room shutdowns.
     pub admin_deletions: crate::api::admin::rooms::Deletions,
     pub server_key: Arc<ServerKey>,
@@ -80,6 +82,7 @@ impl Services {
             Arc::clone(&storage),
         );
         let mailer = Mailer::new(&config, Arc::clone(&storage));
+        let metrics = crate::metrics::Metrics::new(config.cache_capacity_bytes());
         let email_map = crate::identity::EmailMap::new(&config.email_identity, config.server_name.clone());
         let identity_tokens = crate::identity::tokens::IdentityTokens::new(Arc::clone(&storage));
         let email_invites = crate::identity::invites::EmailInvites::new(Arc::clone(&storage));
@@ -101,6 +104,7 @@ impl Services {
             email_invites,
             admin_nonces: Default::default(),
             admin_deletions: Default::default(),
+            metrics,
             server_key,
             policy,
         });
@@ -192,6 +196,21 @@ impl Services {
                 }
             }
         });
+    }
+
+    /// The metrics' text, with the figures read now.
+    pub fn render_metrics(&self) -> String {
+        let snapshot = crate::metrics::Snapshot {
+            events_persisted: self.rooms.events_persisted(),
+            federation_queue: self.rooms.outbox_depths().unwrap_or_else(|error| {
+                tracing::warn!(%error, "metrics: could not read the federation queue");
+                Vec::new()
+            }),
+            push_queue: self.storage.tables.push_queue.len(),
+            mail_queue: self.mailer.queued(),
+            database_bytes: self.storage.size_on_disk().unwrap_or(0),
+        };
+        self.metrics.render(&snapshot)
     }
 
     /// Renewal mails, expiry and deactivation of accounts (`[account_validity]`).

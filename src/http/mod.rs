@@ -9,6 +9,7 @@
 pub mod client;
 pub mod client_address;
 pub mod connection;
+pub mod metrics_listener;
 pub mod request;
 pub mod response;
 pub mod router;

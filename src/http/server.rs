@@ -73,6 +73,8 @@ impl std::error::Error for StartError {}
 /// A running server.
 pub struct ServerHandle {
     pub local_addrs: Vec<SocketAddr>,
+    /// The metrics listener's address, when `[metrics]` is set.
+    pub metrics_addr: Option<SocketAddr>,
     certificates: Vec<Arc<ReloadableCertificate>>,
     stop: watch::Sender<bool>,
     listeners: JoinSet<()>,
@@ -115,6 +117,14 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
             .map_err(|error| StartError::Bind { address: listener.address, error })?;
         bound.push((socket, acceptor));
     }
+    let metrics_socket = match &config.metrics {
+        Some(metrics) => Some(
+            TcpListener::bind(metrics.address)
+                .await
+                .map_err(|error| StartError::Bind { address: metrics.address, error })?,
+        ),
+        None => None,
+    };
 
     let request_timeout = Duration::from_secs(config.request_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -141,7 +151,14 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         local_addrs.push(address);
         listeners.spawn(accept_loop(socket, acceptor, Arc::clone(&shared), Arc::clone(&graceful), stopped.clone()));
     }
-    Ok(ServerHandle { local_addrs, certificates, stop, listeners, graceful, services })
+    let mut metrics_addr = None;
+    if let Some(socket) = metrics_socket {
+        let address = socket.local_addr().map_err(|error| StartError::Bind { address: socket_addr(&socket), error })?;
+        tracing::info!(%address, "metrics listening");
+        metrics_addr = Some(address);
+        listeners.spawn(super::metrics_listener::serve(socket, Arc::clone(&services), stopped.clone()));
+    }
+    Ok(ServerHandle { local_addrs, metrics_addr, certificates, stop, listeners, graceful, services })
 }
 
 fn socket_addr(socket: &TcpListener) -> SocketAddr {
@@ -263,12 +280,14 @@ async fn handle(
     let forwarded_for = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let client = super::client_address::client_address(peer.ip(), forwarded_for, &shared.trusted_proxies);
     let span = tracing::info_span!("request", method = request.method().as_str(), path = %path, %client, user = Empty);
+    let endpoint = endpoint_label(method, &path);
     let response = async {
         let response = if method == Method::Options {
             preflight()
         } else {
             process(&shared, request, method, path, client).await.unwrap_or_else(Response::from)
         };
+        shared.services.metrics.observe_request(&endpoint, response.status, started.elapsed());
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         if response.status >= 500 {
             tracing::warn!(status = response.status, elapsed_ms, "request failed");
@@ -280,6 +299,16 @@ async fn handle(
     .instrument(span.clone())
     .await;
     Ok(into_hyper(response))
+}
+
+/// The endpoint a request is counted under in the metrics (a bounded set:
+/// the endpoints' names, and one name for everything else).
+fn endpoint_label(method: Method, path: &str) -> String {
+    match router::find(api::routes(), method, path) {
+        Match::Found { endpoint, .. } => format!("{endpoint:?}"),
+        _ if method == Method::Options => "Preflight".to_owned(),
+        _ => "Unrecognized".to_owned(),
+    }
 }
 
 async fn process(

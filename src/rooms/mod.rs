@@ -120,6 +120,8 @@ pub struct Rooms {
     upgrades: pipeline::RoomLocks,
     /// Woken when a room joined with partial state is completed.
     state_completed: tokio::sync::Notify,
+    /// Events stored since start (the metrics read it).
+    events_persisted: AtomicU64,
 }
 
 /// Per-snapshot member lists kept per cache generation (a big room's list is large).
@@ -148,6 +150,7 @@ impl Rooms {
             last_create_ts: AtomicU64::new(0),
             upgrades: pipeline::RoomLocks::default(),
             state_completed: tokio::sync::Notify::new(),
+            events_persisted: AtomicU64::new(0),
         }
     }
 
@@ -222,6 +225,11 @@ impl Rooms {
     }
 
     /// The state event `(kind, state_key)` in a state map.
+    /// Events stored since start.
+    pub fn events_persisted(&self) -> u64 {
+        self.events_persisted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A room's name (`m.room.name`), if it has one.
     pub fn room_name(&self, room_id: &RoomId) -> Result<Option<String>> {
         let Some(room) = self.room(room_id)? else { return Ok(None) };

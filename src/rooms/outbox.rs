@@ -103,6 +103,16 @@ impl Rooms {
     }
 
     /// Every destination with queued events (the sender's start-up).
+    /// How many events wait for each destination.
+    pub fn outbox_depths(&self) -> Result<Vec<(String, usize)>> {
+        let mut depths: Vec<(String, usize)> = Vec::new();
+        self.storage.tables.outbox.for_each(|(destination, _), _| match depths.last_mut() {
+            Some((last, depth)) if *last == destination => *depth += 1,
+            _ => depths.push((destination, 1)),
+        })?;
+        Ok(depths)
+    }
+
     pub fn outbox_destinations(&self) -> Result<BTreeSet<OwnedServerName>> {
         let mut destinations = BTreeSet::new();
         self.storage.tables.outbox.for_each(|(destination, _), _| {

@@ -327,6 +327,11 @@ impl Storage {
         Ok(in_flight.first().map_or(current, |first| first - 1))
     }
 
+    /// The database's size on disk, in bytes.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(self.db.size_on_disk()?)
+    }
+
     /// The current value of the global counter (0 before the first use).
     pub fn current_count(&self) -> Result<u64, StorageError> {
         match self.meta.get(COUNTER_KEY)? {

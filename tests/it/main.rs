@@ -19,6 +19,7 @@ mod hardening;
 mod history;
 mod login;
 mod media;
+mod metrics;
 mod policy;
 mod process;
 mod profile;

@@ -208,6 +208,7 @@ impl Rooms {
             self.pdus.invalidate(redacted);
         }
         tracing::debug!(room = %room_id, event = %event_id, kind = %pdu.kind(), ?status, "event stored");
+        self.events_persisted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Staged { rooms: self, reservation, pushes_queued, destinations })
     }
 
