@@ -136,6 +136,95 @@ pub struct Config {
     /// The Prometheus metrics listener; absent: none.
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// `[rate_limits]`: a burst, then a rate, per user (per client address for
+/// registration, login and address validation; per origin server for
+/// federation transactions). Server admins are exempt.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "RateLimit::message")]
+    pub message: RateLimit,
+    #[serde(default = "RateLimit::room_creation")]
+    pub room_creation: RateLimit,
+    #[serde(default = "RateLimit::join")]
+    pub join: RateLimit,
+    #[serde(default = "RateLimit::invite")]
+    pub invite: RateLimit,
+    #[serde(default = "RateLimit::media_upload")]
+    pub media_upload: RateLimit,
+    #[serde(default = "RateLimit::registration")]
+    pub registration: RateLimit,
+    #[serde(default = "RateLimit::login")]
+    pub login: RateLimit,
+    #[serde(default = "RateLimit::threepid_request")]
+    pub threepid_request: RateLimit,
+    #[serde(default = "RateLimit::federation_transaction")]
+    pub federation_transaction: RateLimit,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            message: RateLimit::message(),
+            room_creation: RateLimit::room_creation(),
+            join: RateLimit::join(),
+            invite: RateLimit::invite(),
+            media_upload: RateLimit::media_upload(),
+            registration: RateLimit::registration(),
+            login: RateLimit::login(),
+            threepid_request: RateLimit::threepid_request(),
+            federation_transaction: RateLimit::federation_transaction(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One limit: `burst` actions at once, then `per_second`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl RateLimit {
+    fn message() -> Self {
+        Self { per_second: 20.0, burst: 1000 }
+    }
+    fn room_creation() -> Self {
+        Self { per_second: 1.0, burst: 150 }
+    }
+    fn join() -> Self {
+        Self { per_second: 5.0, burst: 150 }
+    }
+    fn invite() -> Self {
+        Self { per_second: 2.0, burst: 100 }
+    }
+    fn media_upload() -> Self {
+        Self { per_second: 5.0, burst: 50 }
+    }
+    fn registration() -> Self {
+        Self { per_second: 1.0, burst: 50 }
+    }
+    fn login() -> Self {
+        Self { per_second: 5.0, burst: 100 }
+    }
+    fn threepid_request() -> Self {
+        Self { per_second: 0.5, burst: 10 }
+    }
+    fn federation_transaction() -> Self {
+        Self { per_second: 50.0, burst: 500 }
+    }
 }
 
 /// `[metrics]`: where `GET /metrics` is served (its own listener, plain
@@ -784,6 +873,7 @@ mod tests {
         assert_eq!(config.email, None);
         assert_eq!(config.account_validity, minimal.account_validity);
         assert_eq!(config.metrics, None);
+        assert_eq!(config.rate_limits, minimal.rate_limits);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod media;
 pub mod metrics;
 pub mod policy;
 pub mod push;
+pub mod rate_limits;
 pub mod rooms;
 pub mod services;
 pub mod storage;

@@ -36,6 +36,8 @@ pub struct Services {
     pub email_invites: crate::identity::invites::EmailInvites,
     /// Nonces of shared-secret registration handed out.
     pub admin_nonces: crate::api::admin::register::Nonces,
+    /// The token buckets of `[rate_limits]`.
+    pub rate_limits: crate::rate_limits::RateLimits,
     /// What `GET /metrics` reports.
     pub metrics: crate::metrics::Metrics,
     /// The statuses of room shutdowns.
@@ -83,6 +85,7 @@ impl Services {
         );
         let mailer = Mailer::new(&config, Arc::clone(&storage));
         let metrics = crate::metrics::Metrics::new(config.cache_capacity_bytes());
+        let rate_limits_config = config.rate_limits.clone();
         let email_map = crate::identity::EmailMap::new(&config.email_identity, config.server_name.clone());
         let identity_tokens = crate::identity::tokens::IdentityTokens::new(Arc::clone(&storage));
         let email_invites = crate::identity::invites::EmailInvites::new(Arc::clone(&storage));
@@ -105,6 +108,7 @@ impl Services {
             admin_nonces: Default::default(),
             admin_deletions: Default::default(),
             metrics,
+            rate_limits: crate::rate_limits::RateLimits::new(&rate_limits_config),
             server_key,
             policy,
         });

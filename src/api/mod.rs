@@ -682,6 +682,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     let server = if endpoint.needs_server_auth() { Some(authenticate_server(s, &request).await?) } else { None };
+    apply_rate_limit(s, endpoint, &request, identity.as_ref(), server.as_deref())?;
     let identity_user = if endpoint.spec().access == Access::IdentityUsers {
         Some(authenticate_identity_user(s, &request).await?)
     } else {
@@ -911,6 +912,51 @@ async fn authenticate_server(services: &Services, request: &Request) -> Result<r
         services.federation.authenticate(request.authorization.as_deref(), method, &uri, content.as_ref()).await?;
     tracing::Span::current().record("user", origin.as_str());
     Ok(origin)
+}
+
+/// What `[rate_limits]` counts a request as, and whose it is: the user,
+/// the client's address, or the origin server. Server admins are exempt.
+fn rate_limited_action<'r>(
+    endpoint: Endpoint,
+    request: &'r Request,
+    identity: Option<&'r Identity>,
+    origin: Option<&'r ruma::ServerName>,
+) -> Option<(crate::rate_limits::Action, &'r str)> {
+    use crate::rate_limits::Action;
+    let user = || identity.filter(|who| !who.is_admin).map(|who| who.user_id.as_str());
+    let address = || Some(request.client_ip.as_str());
+    let (action, who) = match endpoint {
+        E::SendEvent => (Action::Message, user()),
+        E::CreateRoom => (Action::RoomCreation, user()),
+        E::JoinRoom => (Action::Join, user()),
+        E::Invite => (Action::Invite, user()),
+        E::MediaUpload | E::MediaCreate | E::MediaUploadTo => (Action::MediaUpload, user()),
+        E::Register => (Action::Registration, address()),
+        E::Login => (Action::Login, address()),
+        E::RequestRegistrationEmailToken | E::RequestAddEmailToken | E::RequestPasswordResetEmailToken => {
+            (Action::ThreepidRequest, address())
+        }
+        E::SendTransaction => (Action::FederationTransaction, origin.map(|origin| origin.as_str())),
+        _ => return None,
+    };
+    Some((action, who?))
+}
+
+fn apply_rate_limit(
+    s: &Services,
+    endpoint: Endpoint,
+    request: &Request,
+    identity: Option<&Identity>,
+    origin: Option<&ruma::ServerName>,
+) -> Result<()> {
+    let Some((action, who)) = rate_limited_action(endpoint, request, identity, origin) else { return Ok(()) };
+    s.rate_limits.take(action, who).map_err(|wait| {
+        tracing::info!(?action, who, wait_ms = wait.as_millis() as u64, "rate limited");
+        Error::new(
+            ErrorKind::LimitExceeded { retry_after_ms: wait.as_millis().max(1) as u64 },
+            "Too many requests; wait a moment",
+        )
+    })
 }
 
 /// The user of an identity service request: its bearer token is an

@@ -25,6 +25,7 @@ mod process;
 mod profile;
 mod push;
 mod push_gateway;
+mod rate_limits;
 mod registration;
 mod relations;
 mod room_directory;
