@@ -7,6 +7,7 @@
 //! conduit [--config PATH] user renew NAME [--days N]
 //! conduit [--config PATH] user expire NAME
 //! conduit [--config PATH] server rotate-key
+//! conduit [--config PATH] config check
 //! ```
 //! The configuration file may also be named by `CONDUIT_CONFIG`. Operator
 //! commands open the database directly, so they refuse (clearly) while the
@@ -30,6 +31,7 @@ usage: conduit [--config PATH]                      run the server
        conduit [--config PATH] user renew NAME [--days N]   valid N days from now ([account_validity]; default: its period)
        conduit [--config PATH] user expire NAME             ends the account's validity now
        conduit [--config PATH] server rotate-key      new signing key; the old one stays published
+       conduit [--config PATH] config check           validate; print the effective configuration, secrets hidden
        conduit --version
 
 The configuration file may also be given by CONDUIT_CONFIG; without one, the
@@ -43,6 +45,7 @@ enum Command {
     ResetPassword { name: String, password: Option<String> },
     SetValidity { name: String, days: Option<u64>, expire: bool },
     RotateKey,
+    CheckConfig,
     Help,
     Version,
 }
@@ -89,6 +92,7 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
         ["user", "create", name] => Command::CreateUser { name: (*name).to_owned(), admin, password },
         ["user", "reset-password", name] if !admin => Command::ResetPassword { name: (*name).to_owned(), password },
         ["server", "rotate-key"] if !admin && password.is_none() => Command::RotateKey,
+        ["config", "check"] if !admin && password.is_none() => Command::CheckConfig,
         _ => return Err(format!("unexpected arguments: {}", words.join(" "))),
     };
     Ok(Invocation { config, command })
@@ -123,6 +127,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if invocation.command == Command::CheckConfig {
+        // Loaded and validated above (an invalid file exits 2 naming the key).
+        println!("{config:#?}");
+        println!("configuration OK ({})", describe_source(&source));
+        return ExitCode::SUCCESS;
+    }
     init_tracing(&config);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -138,7 +148,7 @@ pub fn main() -> ExitCode {
             Command::ResetPassword { name, password } => reset_password(config, &name, password).await,
             Command::SetValidity { name, days, expire } => set_validity(config, &name, days, expire).await,
             Command::RotateKey => rotate_key(config),
-            Command::Help | Command::Version => Ok(()),
+            Command::Help | Command::Version | Command::CheckConfig => Ok(()),
         }
     });
     match result {
@@ -147,6 +157,13 @@ pub fn main() -> ExitCode {
             eprintln!("conduit: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn describe_source(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::File(path) => path.display().to_string(),
+        ConfigSource::EmbeddedDefault => "the embedded development default".to_owned(),
     }
 }
 
@@ -313,6 +330,7 @@ mod tests {
             Command::SetValidity { name: "carol".into(), days: None, expire: true }
         );
         assert!(parse(&["user", "expire", "carol", "--days", "3"]).is_err());
+        assert_eq!(parse(&["--config", "c.toml", "config", "check"]).unwrap().command, Command::CheckConfig);
         assert!(parse(&["user", "renew", "carol", "--days", "x"]).is_err());
     }
 

@@ -99,7 +99,7 @@ pub struct Config {
     /// `POST /_synapse/admin/v1/register`); absent: that registration is off.
     /// Or `registration_shared_secret_file`.
     #[serde(default)]
-    pub registration_shared_secret: Option<String>,
+    pub registration_shared_secret: Option<Secret>,
     /// Lifetime of access tokens issued to clients that support refresh tokens.
     #[serde(default = "default_refreshable_token_lifetime_secs")]
     pub refreshable_access_token_lifetime_secs: u64,
@@ -224,6 +224,24 @@ impl RateLimit {
     }
     fn federation_transaction() -> Self {
         Self { per_second: 50.0, burst: 500 }
+    }
+}
+
+/// A secret value: read like a string, never shown by `Debug` (logs,
+/// `conduit config check`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
     }
 }
 

@@ -341,6 +341,27 @@ async fn operator_commands_work_on_a_stopped_server_only() {
     server.child.wait().unwrap();
 }
 
+#[test]
+fn config_check_validates_and_prints_the_effective_configuration_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "registration_shared_secret = \"sup3r-s3cret\"\n[[registration_tokens]]\ntoken = \"t0ken-s3cret\"\n\
+                 [email]\nsmtp_url = \"smtps://mailer:pa55word@mail.example.org\"\nfrom = \"noreply@proc.test\"\n";
+    let config = write_config(dir.path(), free_port(), extra);
+    let checked = run_cli(&config, &["config", "check"]);
+    let stdout = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "{stdout}{}", String::from_utf8_lossy(&checked.stderr));
+    assert!(stdout.contains("proc.test") && stdout.contains("configuration OK"), "{stdout}");
+    assert!(stdout.contains("smtps://mailer:<hidden>@mail.example.org:465"), "the effective SMTP URL: {stdout}");
+    for secret in ["sup3r-s3cret", "t0ken-s3cret", "pa55word"] {
+        assert!(!stdout.contains(secret), "{secret} shown: {stdout}");
+    }
+
+    let broken = write_config(dir.path(), free_port(), "max_connections = 0\n");
+    let refused = run_cli(&broken, &["config", "check"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("max_connections"));
+}
+
 #[tokio::test]
 async fn operators_renew_and_expire_accounts_on_a_stopped_server() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,7 +62,8 @@ impl Nonces {
 fn secret(s: &Services) -> Result<&str> {
     s.config
         .registration_shared_secret
-        .as_deref()
+        .as_ref()
+        .map(crate::config::Secret::expose)
         .ok_or_else(|| Error::new(ErrorKind::BadRequest, "Shared secret registration is not enabled"))
 }
 
