@@ -90,6 +90,9 @@ pub enum Endpoint {
     AdminDeleteRoom,
     AdminRoomDeleteStatus,
     AdminDeleteStatus,
+    AdminEventReports,
+    AdminEventReport,
+    AdminDeleteEventReport,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -367,6 +370,9 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     post(E::AdminMakeRoomAdmin, Admins, &["/_synapse/admin/v1/rooms/:room_id/make_room_admin"]),
     delete(E::AdminDeleteRoom, Admins, &["/_synapse/admin/v2/rooms/:room_id"]),
     get(E::AdminRoomDeleteStatus, Admins, &["/_synapse/admin/v2/rooms/:room_id/delete_status"]),
+    get(E::AdminEventReports, Admins, &["/_synapse/admin/v1/event_reports"]),
+    get(E::AdminEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
+    delete(E::AdminDeleteEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -758,6 +764,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::AdminDeleteRoom => admin::rooms::delete(s, &request, who()?).await,
         E::AdminRoomDeleteStatus => admin::rooms::room_delete_status(s, &request),
         E::AdminDeleteStatus => admin::rooms::delete_status(s, &request),
+        E::AdminEventReports => admin::reports::list(s, &request),
+        E::AdminEventReport => admin::reports::get(s, &request),
+        E::AdminDeleteEventReport => admin::reports::delete(s, &request).await,
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;
             third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;

@@ -40,6 +40,22 @@ impl Rooms {
         Ok(self.storage.commit(batch).await?)
     }
 
+    /// Report number `id`.
+    pub fn report_by_id(&self, id: u64) -> Result<Option<Report>> {
+        Ok(self.storage.tables.reports.get(&id)?.map(Report::from))
+    }
+
+    /// Removes report number `id`; whether there was one.
+    pub async fn delete_report(&self, id: u64) -> Result<bool> {
+        if self.storage.tables.reports.get(&id)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::new();
+        batch.remove(&self.storage.tables.reports, &id);
+        self.storage.commit(batch).await?;
+        Ok(true)
+    }
+
     /// Every stored report with its number, oldest first.
     pub fn reports(&self) -> Result<Vec<(u64, Report)>> {
         Ok(self.storage.tables.reports.all()?.into_iter().map(|(id, record)| (id, Report::from(record))).collect())

@@ -228,3 +228,45 @@ async fn the_admin_api_lists_inspects_and_shuts_down_rooms() {
     let public = client.get("/_matrix/client/v3/publicRooms").await;
     assert_eq!(public.assert_ok()["chunk"], json!([]));
 }
+
+#[tokio::test]
+async fn reported_events_are_listed_read_and_dismissed_as_synapse_admin_does() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "name": "Café", "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let event = bob.send_text(&room, "t1", "something offensive").await;
+    let report = json!({ "reason": "offensive", "score": -100 });
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{}/report/{}", enc(&room), enc(&event)), report)
+        .await
+        .assert_ok();
+    alice
+        .client
+        .post(&format!("/_matrix/client/v3/rooms/{}/report", enc(&room)), json!({ "reason": "the room" }))
+        .await
+        .assert_ok();
+
+    let listed = admin.client.get("/_synapse/admin/v1/event_reports?from=0&limit=10&dir=b").await;
+    let listed = listed.assert_ok().clone();
+    assert_eq!(listed["total"], 1, "only reports of events: {listed}");
+    let entry = &listed["event_reports"][0];
+    assert_eq!(
+        (entry["event_id"].as_str(), entry["user_id"].as_str()),
+        (Some(event.as_str()), Some(alice.user_id.as_str()))
+    );
+    assert_eq!((entry["sender"].as_str(), entry["name"].as_str()), (Some(bob.user_id.as_str()), Some("Café")));
+    assert_eq!(entry["reason"], "offensive");
+    let id = entry["id"].as_u64().unwrap();
+    let details = admin.client.get(&format!("/_synapse/admin/v1/event_reports/{id}")).await;
+    assert_eq!(details.assert_ok()["event_json"]["content"]["body"], "something offensive");
+    bob.client.get("/_synapse/admin/v1/event_reports").await.assert_error(403, "M_FORBIDDEN");
+    admin.client.delete(&format!("/_synapse/admin/v1/event_reports/{id}"), json!({})).await.assert_ok();
+    admin.client.get(&format!("/_synapse/admin/v1/event_reports/{id}")).await.assert_error(404, "M_NOT_FOUND");
+    let empty = admin.client.get("/_synapse/admin/v1/event_reports").await;
+    assert_eq!(empty.assert_ok()["total"], 0);
+}

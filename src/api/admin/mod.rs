@@ -9,6 +9,7 @@
 //! 403 `M_FORBIDDEN` for anyone else).
 
 pub mod register;
+pub mod reports;
 pub mod rooms;
 pub mod users;
 
