@@ -93,6 +93,7 @@ pub enum Endpoint {
     AdminEventReports,
     AdminEventReport,
     AdminDeleteEventReport,
+    AdminServerNotice,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -373,6 +374,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::AdminEventReports, Admins, &["/_synapse/admin/v1/event_reports"]),
     get(E::AdminEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
     delete(E::AdminDeleteEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
+    post(E::AdminServerNotice, Admins, &["/_synapse/admin/v1/send_server_notice"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -767,6 +769,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::AdminEventReports => admin::reports::list(s, &request),
         E::AdminEventReport => admin::reports::get(s, &request),
         E::AdminDeleteEventReport => admin::reports::delete(s, &request).await,
+        E::AdminServerNotice => admin::notices::send(s, &request, who()?).await,
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;
             third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;

@@ -270,3 +270,39 @@ async fn reported_events_are_listed_read_and_dismissed_as_synapse_admin_does() {
     let empty = admin.client.get("/_synapse/admin/v1/event_reports").await;
     assert_eq!(empty.assert_ok()["total"], 0);
 }
+
+#[tokio::test]
+async fn server_notices_reach_users_in_a_tagged_room_of_their_own() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let notice = |body: &str| json!({ "user_id": alice.user_id, "content": { "msgtype": "m.text", "body": body } });
+    let first = admin.client.post("/_synapse/admin/v1/send_server_notice", notice("Maintenance tonight")).await;
+    assert!(first.assert_ok()["event_id"].is_string());
+    admin.client.post("/_synapse/admin/v1/send_server_notice", notice("Maintenance done")).await.assert_ok();
+
+    let sync = alice.client.get("/_matrix/client/v3/sync?timeout=0").await;
+    let invites = sync.assert_ok()["rooms"]["invite"].as_object().cloned().unwrap_or_default();
+    assert_eq!(invites.len(), 1, "one notices room for both: {}", sync.body);
+    let room = invites.keys().next().unwrap().clone();
+    alice.join(&room).await.assert_ok();
+    let messages = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=10", enc(&room))).await;
+    let bodies = crate::harness::message_bodies(&messages.assert_ok()["chunk"]);
+    assert_eq!(bodies, ["Maintenance done", "Maintenance tonight"]);
+    let tags =
+        alice.client.get(&format!("/_matrix/client/v3/user/{}/rooms/{}/tags", enc(&alice.user_id), enc(&room))).await;
+    assert!(tags.assert_ok()["tags"]["m.server_notice"].is_object(), "{}", tags.body);
+    let notice_event =
+        messages.body["chunk"].as_array().unwrap().iter().find(|e| e["type"] == "m.room.message").unwrap();
+    assert_eq!(notice_event["sender"], "@server-notices:test.local");
+    alice
+        .send_message(&room, "t1", json!({ "msgtype": "m.text", "body": "hi" }))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+
+    alice.client.post("/_synapse/admin/v1/send_server_notice", notice("x")).await.assert_error(403, "M_FORBIDDEN");
+    let nobody = json!({ "user_id": "@nobody:test.local", "content": { "msgtype": "m.text", "body": "x" } });
+    admin.client.post("/_synapse/admin/v1/send_server_notice", nobody).await.assert_error(400, "M_INVALID_PARAM");
+    client.login("server-notices", "").await.assert_error(403, "M_FORBIDDEN");
+}
