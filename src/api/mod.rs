@@ -94,6 +94,8 @@ pub enum Endpoint {
     AdminEventReport,
     AdminDeleteEventReport,
     AdminServerNotice,
+    AdminUserMedia,
+    AdminDeleteMedia,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -375,6 +377,8 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::AdminEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
     delete(E::AdminDeleteEventReport, Admins, &["/_synapse/admin/v1/event_reports/:report_id"]),
     post(E::AdminServerNotice, Admins, &["/_synapse/admin/v1/send_server_notice"]),
+    get(E::AdminUserMedia, Admins, &["/_synapse/admin/v1/users/:user_id/media"]),
+    delete(E::AdminDeleteMedia, Admins, &["/_synapse/admin/v1/media/:server_name/:media_id"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -770,6 +774,8 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::AdminEventReport => admin::reports::get(s, &request),
         E::AdminDeleteEventReport => admin::reports::delete(s, &request).await,
         E::AdminServerNotice => admin::notices::send(s, &request, who()?).await,
+        E::AdminUserMedia => admin::media::list(s, &request),
+        E::AdminDeleteMedia => admin::media::delete(s, &request, who()?).await,
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;
             third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;

@@ -14,6 +14,7 @@
 //! ([`Media::cached_remote`], [`Media::record_remote`]); so are their
 //! thumbnails. Owns the `media`, `remote_media` and `thumbnails` tables.
 
+pub mod admin;
 pub mod multipart;
 pub mod preview;
 pub mod spool;

@@ -306,3 +306,44 @@ async fn server_notices_reach_users_in_a_tagged_room_of_their_own() {
     admin.client.post("/_synapse/admin/v1/send_server_notice", nobody).await.assert_error(400, "M_INVALID_PARAM");
     client.login("server-notices", "").await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test]
+async fn a_users_uploads_are_listed_and_one_is_deleted() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let upload = |name: &'static str| {
+        let alice = alice.clone();
+        async move {
+            let path = format!("/_matrix/media/v3/upload?filename={name}");
+            let headers = [("content-type", "text/plain")];
+            let reply =
+                alice.client.send("POST", &path, &headers, bytes::Bytes::from(format!("content of {name}"))).await;
+            reply.assert_ok()["content_uri"].as_str().unwrap().to_owned()
+        }
+    };
+    let first = upload("a.txt").await;
+    let second = upload("b.txt").await;
+    let media_id = |uri: &str| uri.rsplit('/').next().unwrap().to_owned();
+
+    let listed = admin.client.get(&format!("/_synapse/admin/v1/users/{}/media", enc(&alice.user_id))).await;
+    let listed = listed.assert_ok().clone();
+    assert_eq!(listed["total"], 2);
+    let ids: Vec<&str> = listed["media"].as_array().unwrap().iter().filter_map(|m| m["media_id"].as_str()).collect();
+    assert_eq!(ids, [media_id(&second), media_id(&first)], "newest first");
+    assert_eq!(listed["media"][0]["upload_name"], "b.txt");
+    assert_eq!(listed["media"][0]["media_length"], "content of b.txt".len());
+
+    let path = format!("/_synapse/admin/v1/media/test.local/{}", media_id(&first));
+    alice.client.delete(&path, json!({})).await.assert_error(403, "M_FORBIDDEN");
+    let deleted = admin.client.delete(&path, json!({})).await;
+    assert_eq!(deleted.assert_ok()["deleted_media"], json!([media_id(&first)]));
+    let download = format!("/_matrix/client/v1/media/download/test.local/{}", media_id(&first));
+    assert_eq!(alice.client.send_raw("GET", &download, &[], Default::default()).await.unwrap().0, 404);
+    admin.client.delete(&path, json!({})).await.assert_error(404, "M_NOT_FOUND");
+    let remote = admin.client.delete("/_synapse/admin/v1/media/other.example/abc", json!({})).await;
+    remote.assert_error(400, "M_INVALID_PARAM");
+    let listed = admin.client.get(&format!("/_synapse/admin/v1/users/{}/media", enc(&alice.user_id))).await;
+    assert_eq!(listed.assert_ok()["total"], 1);
+}
