@@ -280,12 +280,14 @@ async fn handle(
     let forwarded_for = request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
     let client = super::client_address::client_address(peer.ip(), forwarded_for, &shared.trusted_proxies);
     let span = tracing::info_span!("request", method = request.method().as_str(), path = %path, %client, user = Empty);
-    let endpoint = endpoint_label(method, &path);
+    // Routed once: the endpoint serves both the request and its metrics label.
+    let found = router::find(api::routes(), method, &path);
+    let endpoint = endpoint_label(method, &found);
     let response = async {
         let response = if method == Method::Options {
             preflight()
         } else {
-            process(&shared, request, method, path, client).await.unwrap_or_else(Response::from)
+            process(&shared, request, method, found, path, client).await.unwrap_or_else(Response::from)
         };
         shared.services.metrics.observe_request(&endpoint, response.status, started.elapsed());
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -303,8 +305,8 @@ async fn handle(
 
 /// The endpoint a request is counted under in the metrics (a bounded set:
 /// the endpoints' names, and one name for everything else).
-fn endpoint_label(method: Method, path: &str) -> String {
-    match router::find(api::routes(), method, path) {
+fn endpoint_label(method: Method, found: &Match<api::Endpoint>) -> String {
+    match found {
         Match::Found { endpoint, .. } => format!("{endpoint:?}"),
         _ if method == Method::Options => "Preflight".to_owned(),
         _ => "Unrecognized".to_owned(),
@@ -315,10 +317,11 @@ async fn process(
     shared: &Shared,
     request: hyper::Request<Incoming>,
     method: Method,
+    found: Match<api::Endpoint>,
     path: String,
     client: std::net::IpAddr,
 ) -> Result<Response> {
-    let (endpoint, params) = match router::find(api::routes(), method, &path) {
+    let (endpoint, params) = match found {
         Match::Found { endpoint, params } => (endpoint, params),
         Match::MethodNotAllowed => {
             return Err(Error::new(ErrorKind::MethodNotAllowed, "This endpoint does not support this method"))
