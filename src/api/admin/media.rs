@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::local_user;
+use super::{local_user, Paging};
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -16,21 +16,14 @@ use crate::{
 /// `GET /_synapse/admin/v1/users/{userId}/media`.
 pub fn list(s: &Services, request: &Request) -> Result<Response> {
     let localpart = local_user(s, request)?;
-    let number = |name: &str, default: usize| -> Result<usize> {
-        request.query(name).map_or(Ok(default), |value| {
-            value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a number, not {value:?}")))
-        })
-    };
-    let (from, limit) = (number("from", 0)?, number("limit", 100)?);
+    let paging = Paging::of(request)?;
     let mut uploads = s.media.uploads_of(s.users.user_id(&localpart)?.as_str())?;
     if request.query("dir") != Some("f") {
         uploads.reverse(); // newest first, as Synapse
     }
     let total = uploads.len();
-    let page: Vec<Value> = uploads
-        .iter()
-        .skip(from)
-        .take(limit)
+    let page: Vec<Value> = paging
+        .page(&uploads)
         .map(|upload| {
             json!({
                 "media_id": upload.media_id,
@@ -45,8 +38,8 @@ pub fn list(s: &Services, request: &Request) -> Result<Response> {
         })
         .collect();
     let mut body = json!({ "media": page, "total": total });
-    if from + limit < total {
-        body["next_token"] = json!(from + limit);
+    if let Some(next) = paging.next(total) {
+        body["next_token"] = json!(next);
     }
     Ok(Response::json(&body))
 }

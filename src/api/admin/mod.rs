@@ -34,6 +34,36 @@ pub fn health(s: &Services) -> Result<Response> {
     Ok(Response::bytes(b"OK".to_vec(), "text/plain; charset=utf-8".to_owned()))
 }
 
+/// Where a paged list starts and how long it is (`from`, `limit`; Synapse's
+/// defaults: 0 and 100).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paging {
+    pub from: usize,
+    pub limit: usize,
+}
+
+impl Paging {
+    pub fn of(request: &Request) -> Result<Self> {
+        let number = |name: &str, default: usize| -> Result<usize> {
+            request.query(name).map_or(Ok(default), |value| {
+                value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a number, not {value:?}")))
+            })
+        };
+        Ok(Self { from: number("from", 0)?, limit: number("limit", 100)? })
+    }
+
+    /// The items of this page.
+    pub fn page<'a, T>(&self, items: &'a [T]) -> impl Iterator<Item = &'a T> {
+        items.iter().skip(self.from).take(self.limit)
+    }
+
+    /// Where the next page starts, when there is one after this page of `total` items.
+    pub fn next(&self, total: usize) -> Option<usize> {
+        let next = self.from.saturating_add(self.limit);
+        (next < total).then_some(next)
+    }
+}
+
 /// The local user a path's `:user_id` names, as a localpart.
 pub(crate) fn local_user(s: &Services, request: &Request) -> Result<String> {
     let user_id = request.param("user_id")?;

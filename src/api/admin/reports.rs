@@ -45,12 +45,7 @@ fn report_param(request: &Request) -> Result<u64> {
 
 /// `GET /_synapse/admin/v1/event_reports`.
 pub fn list(s: &Services, request: &Request) -> Result<Response> {
-    let number = |name: &str, default: usize| -> Result<usize> {
-        request.query(name).map_or(Ok(default), |value| {
-            value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a number, not {value:?}")))
-        })
-    };
-    let (from, limit) = (number("from", 0)?, number("limit", 100)?);
+    let paging = super::Paging::of(request)?;
     let mut reports: Vec<(u64, Report)> = s
         .rooms
         .reports()?
@@ -63,11 +58,10 @@ pub fn list(s: &Services, request: &Request) -> Result<Response> {
         reports.reverse(); // newest first, as Synapse
     }
     let total = reports.len();
-    let page: Vec<Value> =
-        reports.iter().skip(from).take(limit).map(|(id, report)| summary(s, *id, report)).collect::<Result<_>>()?;
+    let page: Vec<Value> = paging.page(&reports).map(|(id, report)| summary(s, *id, report)).collect::<Result<_>>()?;
     let mut body = json!({ "event_reports": page, "total": total });
-    if from + limit < total {
-        body["next_token"] = json!(from + limit);
+    if let Some(next) = paging.next(total) {
+        body["next_token"] = json!(next);
     }
     Ok(Response::json(&body))
 }

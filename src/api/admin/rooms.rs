@@ -32,7 +32,6 @@ use crate::{
     users::Identity,
 };
 
-const DEFAULT_LIMIT: usize = 100;
 /// Shutdown statuses kept (the oldest go first).
 const MAX_STATUSES: usize = 1_000;
 
@@ -71,16 +70,9 @@ fn overview(s: &Services, room_id: &RoomId) -> Result<RoomOverview> {
     s.rooms.overview(room_id)?.ok_or_else(|| Error::not_found("Room not found"))
 }
 
-fn query_number(request: &Request, name: &str, default: usize) -> Result<usize> {
-    request.query(name).map_or(Ok(default), |value| {
-        value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a number, not {value:?}")))
-    })
-}
-
 /// `GET /_synapse/admin/v1/rooms`.
 pub fn list(s: &Services, request: &Request) -> Result<Response> {
-    let from = query_number(request, "from", 0)?;
-    let limit = query_number(request, "limit", DEFAULT_LIMIT)?;
+    let paging = super::Paging::of(request)?;
     let term = request.query("search_term").map(str::to_lowercase);
     let mut rooms = Vec::new();
     for room_id in s.rooms.all_room_ids()? {
@@ -99,13 +91,13 @@ pub fn list(s: &Services, request: &Request) -> Result<Response> {
         rooms.reverse();
     }
     let total = rooms.len();
-    let page: Vec<Value> = rooms.iter().skip(from).take(limit).map(RoomOverview::to_json).collect();
-    let mut body = json!({ "rooms": page, "offset": from, "total_rooms": total });
-    if from + limit < total {
-        body["next_batch"] = json!(from + limit);
+    let page: Vec<Value> = paging.page(&rooms).map(RoomOverview::to_json).collect();
+    let mut body = json!({ "rooms": page, "offset": paging.from, "total_rooms": total });
+    if let Some(next) = paging.next(total) {
+        body["next_batch"] = json!(next);
     }
-    if from > 0 {
-        body["prev_batch"] = json!(from.saturating_sub(limit));
+    if paging.from > 0 {
+        body["prev_batch"] = json!(paging.from.saturating_sub(paging.limit));
     }
     Ok(Response::json(&body))
 }

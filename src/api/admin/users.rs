@@ -18,8 +18,6 @@ use crate::{
     users::{Identity, ProfileField, UserRecord},
 };
 
-const DEFAULT_LIMIT: usize = 100;
-
 /// A user as the list shows it.
 fn summary(s: &Services, localpart: &str, user: &UserRecord) -> Result<Value> {
     Ok(json!({
@@ -63,16 +61,9 @@ fn query_flag(request: &Request, name: &str, default: bool) -> Result<bool> {
     }
 }
 
-fn query_number(request: &Request, name: &str, default: usize) -> Result<usize> {
-    request.query(name).map_or(Ok(default), |value| {
-        value.parse().map_err(|_| Error::invalid_param(format!("{name} must be a number, not {value:?}")))
-    })
-}
-
 /// `GET /_synapse/admin/v2/users`.
 pub fn list(s: &Services, request: &Request) -> Result<Response> {
-    let from = query_number(request, "from", 0)?;
-    let limit = query_number(request, "limit", DEFAULT_LIMIT)?;
+    let paging = super::Paging::of(request)?;
     let guests = query_flag(request, "guests", true)?;
     let deactivated = query_flag(request, "deactivated", false)?;
     let name = request.query("name").or(request.query("user_id")).map(str::to_lowercase);
@@ -95,15 +86,11 @@ pub fn list(s: &Services, request: &Request) -> Result<Response> {
         users.reverse();
     }
     let total = users.len();
-    let page: Vec<Value> = users
-        .iter()
-        .skip(from)
-        .take(limit)
-        .map(|(localpart, user)| summary(s, localpart, user))
-        .collect::<Result<_>>()?;
+    let page: Vec<Value> =
+        paging.page(&users).map(|(localpart, user)| summary(s, localpart, user)).collect::<Result<_>>()?;
     let mut body = json!({ "users": page, "total": total });
-    if from + limit < total {
-        body["next_token"] = json!((from + limit).to_string());
+    if let Some(next) = paging.next(total) {
+        body["next_token"] = json!(next.to_string()); // a string, as Synapse's
     }
     Ok(Response::json(&body))
 }
