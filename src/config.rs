@@ -146,7 +146,7 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitsConfig {
-    #[serde(default = "yes")]
+    #[serde(default = "crate::util::yes")]
     pub enabled: bool,
     #[serde(default = "RateLimit::message")]
     pub message: RateLimit,
@@ -183,10 +183,6 @@ impl Default for RateLimitsConfig {
             federation_transaction: RateLimit::federation_transaction(),
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// One limit: `burst` actions at once, then `per_second`.

@@ -7,6 +7,11 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// `true`, for serde's `#[serde(default = "crate::util::yes")]`.
+pub fn yes() -> bool {
+    true
+}
+
 /// A clock that tests can move forward (time-driven behaviour such as
 /// account expiry is tested without sleeping): the system's time plus an
 /// offset, zero outside tests.

@@ -186,7 +186,7 @@ pub struct EmailIdentityConfig {
     /// A user registering with an email gets the localpart and display name
     /// derived from it (`jean.dupont@interieur.gouv.fr` →
     /// `@jean.dupont-interieur.gouv.fr`, "Jean Dupont [Interieur]").
-    #[serde(default = "yes")]
+    #[serde(default = "crate::util::yes")]
     pub localpart_from_email: bool,
     /// How long a validation link or code sent by mail stays usable.
     #[serde(default = "default_validation_lifetime_secs")]
@@ -206,10 +206,6 @@ impl Default for EmailIdentityConfig {
             password_policy: PasswordPolicyConfig::default(),
         }
     }
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn default_validation_lifetime_secs() -> u64 {

@@ -105,16 +105,12 @@ pub fn get(s: &Services, request: &Request) -> Result<Response> {
 #[derive(Debug, Deserialize)]
 struct PutUser {
     password: Option<String>,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::util::yes")]
     logout_devices: bool,
     displayname: Option<String>,
     avatar_url: Option<String>,
     admin: Option<bool>,
     deactivated: Option<bool>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// `PUT /_synapse/admin/v2/users/{userId}`: creates the user (201) or changes it (200).
@@ -173,7 +169,7 @@ pub async fn deactivate(s: &Services, request: &Request, admin: &Identity) -> Re
 #[derive(Debug, Deserialize)]
 struct ResetPassword {
     new_password: String,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::util::yes")]
     logout_devices: bool,
 }
 

@@ -55,13 +55,9 @@ pub async fn require_password(
 #[derive(Debug, Deserialize)]
 struct PasswordBody {
     new_password: String,
-    #[serde(default = "yes")]
+    #[serde(default = "crate::util::yes")]
     logout_devices: bool,
     auth: Option<Value>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 pub async fn change_password(s: &Services, request: &Request, who: Option<&Identity>) -> Result<Response> {
