@@ -169,6 +169,9 @@ pub async fn store_invite(s: &Services, request: &Request, user: &UserId) -> Res
         return Err(Error::forbidden("An invite is stored for its sender only"));
     }
     let address = normalize_email(&body.address)?;
+    if let Some(home) = s.email_map.server_for(&address).filter(|home| *home != s.config.server_name) {
+        return Err(Error::invalid_param(format!("This address belongs on {home}: its invites are stored there")));
+    }
     let room_id = ruma::RoomId::parse(&body.room_id).map_err(|_| Error::invalid_param("room_id is not a room id"))?;
     let language = s.mailer.language_for(request.accept_language.as_deref());
     let stored =

@@ -694,12 +694,14 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     let server = if endpoint.needs_server_auth() { Some(authenticate_server(s, &request).await?) } else { None };
-    apply_rate_limit(s, endpoint, &request, identity.as_ref(), server.as_deref())?;
     let identity_user = if endpoint.spec().access == Access::IdentityUsers {
         Some(authenticate_identity_user(s, &request).await?)
     } else {
         None
     };
+    let requester =
+        Requester { user: identity.as_ref(), origin: server.as_deref(), identity_user: identity_user.as_deref() };
+    apply_rate_limit(s, endpoint, &request, requester)?;
     let identity_user = || identity_user.as_deref().ok_or_else(|| Error::internal("dispatch", "identity user missing"));
     let origin = || server.as_deref().ok_or_else(|| Error::internal("dispatch", "origin missing"));
     use client::{
@@ -932,16 +934,24 @@ async fn authenticate_server(services: &Services, request: &Request) -> Result<r
     Ok(origin)
 }
 
+/// Who is asking, as authentication found them.
+#[derive(Clone, Copy)]
+struct Requester<'r> {
+    user: Option<&'r Identity>,
+    origin: Option<&'r ruma::ServerName>,
+    /// The user of an identity service request (of this server or a peer's).
+    identity_user: Option<&'r ruma::UserId>,
+}
+
 /// What `[rate_limits]` counts a request as, and whose it is: the user,
 /// the client's address, or the origin server. Server admins are exempt.
 fn rate_limited_action<'r>(
     endpoint: Endpoint,
     request: &'r Request,
-    identity: Option<&'r Identity>,
-    origin: Option<&'r ruma::ServerName>,
+    requester: Requester<'r>,
 ) -> Option<(crate::rate_limits::Action, &'r str)> {
     use crate::rate_limits::Action;
-    let user = || identity.filter(|who| !who.is_admin).map(|who| who.user_id.as_str());
+    let user = || requester.user.filter(|who| !who.is_admin).map(|who| who.user_id.as_str());
     let address = || Some(request.client_ip.as_str());
     let (action, who) = match endpoint {
         E::SendEvent => (Action::Message, user()),
@@ -954,20 +964,18 @@ fn rate_limited_action<'r>(
         E::RequestRegistrationEmailToken | E::RequestAddEmailToken | E::RequestPasswordResetEmailToken => {
             (Action::ThreepidRequest, address())
         }
-        E::SendTransaction => (Action::FederationTransaction, origin.map(|origin| origin.as_str())),
+        E::SendTransaction => (Action::FederationTransaction, requester.origin.map(|origin| origin.as_str())),
+        // Each mails someone: counted as the asking user's invites.
+        E::StoreInvite => (Action::Invite, requester.identity_user.map(|user| user.as_str())),
+        // Each may make this server ask another one (`/openid/userinfo`).
+        E::IdentityRegister => (Action::Registration, address()),
         _ => return None,
     };
     Some((action, who?))
 }
 
-fn apply_rate_limit(
-    s: &Services,
-    endpoint: Endpoint,
-    request: &Request,
-    identity: Option<&Identity>,
-    origin: Option<&ruma::ServerName>,
-) -> Result<()> {
-    let Some((action, who)) = rate_limited_action(endpoint, request, identity, origin) else { return Ok(()) };
+fn apply_rate_limit(s: &Services, endpoint: Endpoint, request: &Request, requester: Requester<'_>) -> Result<()> {
+    let Some((action, who)) = rate_limited_action(endpoint, request, requester) else { return Ok(()) };
     s.rate_limits.take(action, who).map_err(|wait| {
         tracing::info!(?action, who, wait_ms = wait.as_millis() as u64, "rate limited");
         Error::new(

@@ -52,6 +52,11 @@ async fn a_partner_invited_by_email_registers_on_the_externals_server_and_joins(
     assert_eq!(mails[0]["rcpt_tos"], json!(["paul@partners.example"]));
     assert!(mails[0]["text"].as_str().unwrap_or_default().contains("b.test"), "the mail names the partner's server");
 
+    // a.test keeps no invite for an address its map sends to b.test.
+    let elsewhere =
+        json!({ "medium": "email", "address": "eve@partners.example", "room_id": room, "sender": alice.user_id });
+    alice.client.post("/_matrix/identity/v2/store-invite", elsewhere).await.assert_error(400, "M_INVALID_PARAM");
+
     // b.test lets only the invited address register.
     let uninvited = b.client().post(REQUEST_REGISTRATION, token_request("u", "other@partners.example", 1)).await;
     uninvited.assert_error(403, "M_THREEPID_DENIED");
