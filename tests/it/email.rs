@@ -432,6 +432,13 @@ async fn bound_addresses_are_found_by_hashed_lookup_with_an_identity_token() {
     assert_eq!(gone.assert_ok()["mappings"], json!({}));
 }
 
+/// The user ids `searcher` finds in the user directory with `term`.
+async fn directory_search(searcher: &Session, term: &str) -> Vec<String> {
+    let reply = searcher.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": term })).await;
+    let results = reply.assert_ok()["results"].as_array().cloned().unwrap_or_default();
+    results.iter().filter_map(|r| r["user_id"].as_str().map(str::to_owned)).collect()
+}
+
 #[tokio::test]
 async fn colleagues_are_found_by_email_unless_hidden_or_deactivated() {
     let smtp = SmtpServer::start(Options::default()).await;
@@ -442,15 +449,7 @@ async fn colleagues_are_found_by_email_unless_hidden_or_deactivated() {
     let searcher = client.register("searcher").await;
     let agent = client.register("agent7").await;
     add_address(&server, &smtp, &agent, "helene.muller@interieur.gouv.fr", 0).await;
-    let search = |term: &'static str| {
-        let searcher = searcher.clone();
-        async move {
-            let reply =
-                searcher.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": term })).await;
-            let results = reply.assert_ok()["results"].as_array().cloned().unwrap_or_default();
-            results.iter().filter_map(|r| r["user_id"].as_str().map(str::to_owned)).collect::<Vec<_>>()
-        }
-    };
+    let search = |term: &'static str| directory_search(&searcher, term);
     assert_eq!(search("hélène.mul").await, vec![agent.user_id.clone()], "by a part of the address");
     assert_eq!(search("muller@interieur").await, vec![agent.user_id.clone()]);
     assert!(search("helene.muller@culture").await.is_empty(), "every word must match");
@@ -470,15 +469,7 @@ async fn colleagues_are_found_by_email_unless_hidden_or_deactivated() {
     let text = crate::harness::base_config(server.dir.path(), &extra);
     let server = server.restart_with(&text).await;
     let searcher = Session { client: server.client().with_token(&searcher.token), ..searcher };
-    let search = |term: &'static str| {
-        let searcher = searcher.clone();
-        async move {
-            let reply =
-                searcher.client.post("/_matrix/client/v3/user_directory/search", json!({ "search_term": term })).await;
-            let results = reply.assert_ok()["results"].as_array().cloned().unwrap_or_default();
-            results.iter().filter_map(|r| r["user_id"].as_str().map(str::to_owned)).collect::<Vec<_>>()
-        }
-    };
+    let search = |term: &'static str| directory_search(&searcher, term);
     assert_eq!(search("helene@interieur").await, vec![other.user_id.clone()], "the hidden one stays hidden");
 
     // Deactivated: gone.
