@@ -73,18 +73,7 @@ pub fn validation(
         MailLanguage::Fr => format!("Ou saisissez ce code dans votre application : {code}"),
         MailLanguage::En => format!("Or type this code into your app: {code}"),
     };
-    let text = format!("{intro}\n\n{action}:\n{link}\n\n{code_line}\n\n{ignore}\n\n-- \n{server_name}\n");
-    let html = format!(
-        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n<p>{}</p>\n<p>{}</p>\n<p>-- <br>{}</p>\n</body></html>\n",
-        escape(&intro),
-        escape(action),
-        escape(link),
-        escape(link),
-        escape(&code_line),
-        escape(ignore),
-        escape(server_name),
-    );
-    Written { subject, text, html }
+    assemble(subject, &intro, action, link, &[&code_line, ignore], server_name)
 }
 
 /// The mail telling someone they are invited to a room by their address.
@@ -101,16 +90,7 @@ pub fn invitation(language: MailLanguage, server_name: &str, inviter: &str, room
             format!("Create your account on {server_name} with this address to enter it"),
         ),
     };
-    let text = format!("{intro}\n\n{action}:\n{link}\n\n-- \n{server_name}\n");
-    let html = format!(
-        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n<p>-- <br>{}</p>\n</body></html>\n",
-        escape(&intro),
-        escape(&action),
-        escape(link),
-        escape(link),
-        escape(server_name),
-    );
-    Written { subject, text, html }
+    assemble(subject, &intro, &action, link, &[], server_name)
 }
 
 /// The mail asking a user to renew their account before it ends.
@@ -128,16 +108,7 @@ pub fn renewal(language: MailLanguage, server_name: &str, expires_ts: u64, link:
             "To renew it, follow this link",
         ),
     };
-    let text = format!("{intro}\n\n{action}:\n{link}\n\n-- \n{server_name}\n");
-    let html = format!(
-        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n<p>-- <br>{}</p>\n</body></html>\n",
-        escape(&intro),
-        escape(action),
-        escape(link),
-        escape(link),
-        escape(server_name),
-    );
-    Written { subject, text, html }
+    assemble(subject, &intro, action, link, &[], server_name)
 }
 
 /// The page a browser shows after following a renewal link.
@@ -210,6 +181,26 @@ pub fn language_for(accept_language: Option<&str>, default: MailLanguage) -> Mai
         .unwrap_or(default)
 }
 
+/// A mail's plain and HTML bodies: the introduction, the action with its
+/// link, the paragraphs `after` it, and the server's name as signature.
+fn assemble(subject: String, intro: &str, action: &str, link: &str, after: &[&str], server_name: &str) -> Written {
+    let mut text = format!("{intro}\n\n{action}:\n{link}\n\n");
+    let mut html = format!(
+        "<!DOCTYPE html>\n<html><body>\n<p>{}</p>\n<p>{}: <a href=\"{}\">{}</a></p>\n",
+        escape(intro),
+        escape(action),
+        escape(link),
+        escape(link)
+    );
+    for paragraph in after {
+        text.push_str(&format!("{paragraph}\n\n"));
+        html.push_str(&format!("<p>{}</p>\n", escape(paragraph)));
+    }
+    text.push_str(&format!("-- \n{server_name}\n"));
+    html.push_str(&format!("<p>-- <br>{}</p>\n</body></html>\n", escape(server_name)));
+    Written { subject, text, html }
+}
+
 /// Text made safe inside HTML.
 fn escape(text: &str) -> String {
     let mut escaped = String::with_capacity(text.len());
@@ -253,5 +244,11 @@ mod tests {
         assert!(mail.html.contains("https://m.example/v?a=1&amp;b=2"), "{}", mail.html);
         let english = validation(MailLanguage::En, "s", ValidationPurpose::PasswordReset, "l", "c");
         assert!(english.subject.starts_with("Resetting your password"));
+        assert_eq!(
+            english.text,
+            "You asked to change the password of your account on s.\n\nTo confirm, follow this link:\nl\n\n\
+             Or type this code into your app: c\n\nIf you did not ask for this, ignore this message: your password \
+             stays as it is.\n\n-- \ns\n"
+        );
     }
 }
