@@ -40,6 +40,10 @@ pub enum ProfileField {
     AvatarUrl,
 }
 
+/// The account server notices come from (made by the server on first use,
+/// without a password; reserved: nobody registers it).
+pub const SERVER_NOTICES_LOCALPART: &str = "server-notices";
+
 /// `meta` key naming the first account registered (made server admin).
 const FIRST_USER_KEY: &str = "first_user";
 
@@ -198,6 +202,10 @@ impl Users {
         }
         if 1 + localpart.len() + 1 + self.server_name.as_str().len() > MAX_USER_ID_BYTES {
             return Err(Error::new(ErrorKind::InvalidUsername, "The user id would exceed 255 bytes"));
+        }
+        if localpart == SERVER_NOTICES_LOCALPART {
+            // The server speaks as it: nobody may register it.
+            return Err(Error::new(ErrorKind::UserInUse, "This user id is reserved for the server"));
         }
         Ok(localpart)
     }

@@ -277,6 +277,9 @@ async fn server_notices_reach_users_in_a_tagged_room_of_their_own() {
     let client = server.client();
     let admin = client.register("admin").await;
     let alice = client.register("alice").await;
+    // Nobody takes the notices account before the server makes it.
+    let squatter = json!({ "username": "server-notices", "password": "pw", "auth": { "type": "m.login.dummy" } });
+    client.post("/_matrix/client/v3/register", squatter).await.assert_error(400, "M_USER_IN_USE");
     let notice = |body: &str| json!({ "user_id": alice.user_id, "content": { "msgtype": "m.text", "body": body } });
     let first = admin.client.post("/_synapse/admin/v1/send_server_notice", notice("Maintenance tonight")).await;
     assert!(first.assert_ok()["event_id"].is_string());

@@ -22,8 +22,7 @@ use crate::{
     users::Identity,
 };
 
-/// The localpart of the account notices come from.
-pub const NOTICES_LOCALPART: &str = "server-notices";
+use crate::users::SERVER_NOTICES_LOCALPART as NOTICES_LOCALPART;
 /// The room tag clients show server notices under.
 const SERVER_NOTICE_TAG: &str = "m.server_notice";
 
