@@ -59,6 +59,10 @@ pub struct Config {
     pub server_name: OwnedServerName,
     #[serde(default = "default_database_path")]
     pub database_path: PathBuf,
+    /// The operators' Unix socket (mode 0600), through which the command
+    /// line reaches the running server. Default: `admin.sock` in `database_path`.
+    #[serde(default)]
+    pub admin_socket: Option<PathBuf>,
     /// Page cache of the storage engine, in MiB.
     #[serde(default = "default_database_cache_mb")]
     pub database_cache_mb: u64,
@@ -549,6 +553,11 @@ impl Config {
         } else {
             format!("{},ruma_state_res=warn", self.log)
         }
+    }
+
+    /// Where the operators' socket is.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.admin_socket.clone().unwrap_or_else(|| self.database_path.join("admin.sock"))
     }
 
     /// The directory of uploaded files.

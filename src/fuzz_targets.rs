@@ -321,6 +321,7 @@ pub fn api_request(data: &[u8]) {
         accept_language: None,
         client_ip: "127.0.0.1".to_owned(),
         access_token,
+        operator: false,
     };
     let services = Arc::clone(&harness.services);
     let result = harness.runtime.block_on(api::dispatch(services, endpoint, request));

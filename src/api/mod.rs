@@ -69,6 +69,7 @@ pub enum Endpoint {
     ExchangeThirdPartyInvite,
     Health,
     AdminServerVersion,
+    AdminBackup,
     AdminRegisterNonce,
     AdminRegister,
     AdminListUsers,
@@ -354,6 +355,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::AdminServerVersion, Anyone, &["/_synapse/admin/v1/server_version"]),
     get(E::AdminRegisterNonce, Anyone, &["/_synapse/admin/v1/register"]),
     post(E::AdminRegister, Anyone, &["/_synapse/admin/v1/register"]),
+    get(E::AdminBackup, Admins, &["/_conduit/admin/v1/backup"]),
     get(E::AdminListUsers, Admins, &["/_synapse/admin/v2/users"]),
     get(E::AdminGetUser, Admins, &["/_synapse/admin/v2/users/:user_id"]),
     put(E::AdminPutUser, Admins, &["/_synapse/admin/v2/users/:user_id"]),
@@ -678,7 +680,8 @@ pub fn routes() -> &'static [Route<Endpoint>] {
 pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Request) -> Result<Response> {
     let s = services.as_ref();
     let token_given = endpoint.spec().access == Access::AnyoneOrUser && request.access_token.is_some();
-    let identity = if endpoint.needs_auth() || token_given { Some(authenticate(s, &request).await?) } else { None };
+    let identity =
+        if endpoint.needs_auth() || token_given { Some(authenticate(s, &request, endpoint).await?) } else { None };
     if let Some(identity) = &identity {
         tracing::Span::current().record("user", identity.user_id.as_str());
         if identity.is_guest && !endpoint.allows_guests() {
@@ -690,7 +693,9 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         if !endpoint.allowed_when_expired() {
             s.users.validity.check(&identity.localpart, identity.is_admin)?;
         }
-        s.users.note_seen(identity, &request.client_ip);
+        if !request.operator {
+            s.users.note_seen(identity, &request.client_ip);
+        }
     }
     let who = || identity.as_ref().ok_or_else(|| Error::internal("dispatch", "identity missing"));
     let server = if endpoint.needs_server_auth() { Some(authenticate_server(s, &request).await?) } else { None };
@@ -752,6 +757,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::InternalInfo => identity::internal_info(s, &request),
         E::Health => admin::health(s),
         E::AdminServerVersion => Ok(admin::server_version()),
+        E::AdminBackup => admin::backup::database(s).await,
         E::AdminRegisterNonce => admin::register::nonce(s),
         E::AdminRegister => admin::register::register(s, &request).await,
         E::AdminListUsers => admin::users::list(s, &request),
@@ -999,7 +1005,13 @@ async fn authenticate_identity_user(services: &Services, request: &Request) -> R
     Ok(identity.user_id)
 }
 
-async fn authenticate(services: &Services, request: &Request) -> Result<Identity> {
+/// The requesting user: the access token's owner, or on the operators'
+/// socket ([`crate::http::operator_socket`]) without a token, the server's
+/// administrator for the admin endpoints.
+async fn authenticate(services: &Services, request: &Request, endpoint: Endpoint) -> Result<Identity> {
+    if request.operator && request.access_token.is_none() && endpoint.spec().access == Access::Admins {
+        return services.users.operator_identity();
+    }
     let token =
         request.access_token.as_deref().ok_or_else(|| Error::new(ErrorKind::MissingToken, "Missing access token"))?;
     services.users.authenticate(token).await

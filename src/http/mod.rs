@@ -4,12 +4,14 @@
 //! [`server`] runs listeners and connections, [`tls`] terminates TLS,
 //! [`router`] maps paths to [`crate::api::Endpoint`]s, [`request`] and
 //! [`response`] are what handlers see instead of hyper types; [`client`]
-//! makes outgoing requests.
+//! makes outgoing requests; [`operator_socket`] serves and reaches the
+//! operators' socket.
 
 pub mod client;
 pub mod client_address;
 pub mod connection;
 pub mod metrics_listener;
+pub mod operator_socket;
 pub mod request;
 pub mod response;
 pub mod router;

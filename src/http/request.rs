@@ -112,6 +112,9 @@ pub struct Request {
     /// From `Authorization: Bearer …`, or the `access_token` query parameter
     /// older clients still send.
     pub access_token: Option<String>,
+    /// Came through the operators' socket ([`super::operator_socket`]): the
+    /// request acts as the server's administrator without a token.
+    pub operator: bool,
 }
 
 impl Request {
@@ -282,6 +285,7 @@ mod tests {
             accept_language: None,
             client_ip: "127.0.0.1".into(),
             access_token: None,
+            operator: false,
         }
     }
 

@@ -57,6 +57,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub enum StartError {
     Tls(TlsError),
     Bind { address: SocketAddr, error: std::io::Error },
+    OperatorSocket { path: std::path::PathBuf, error: std::io::Error },
 }
 
 impl std::fmt::Display for StartError {
@@ -64,6 +65,9 @@ impl std::fmt::Display for StartError {
         match self {
             Self::Tls(e) => write!(f, "TLS configuration: {e}"),
             Self::Bind { address, error } => write!(f, "cannot listen on {address}: {error}"),
+            Self::OperatorSocket { path, error } => {
+                write!(f, "cannot create the operators' socket {} (admin_socket): {error}", path.display())
+            }
         }
     }
 }
@@ -82,7 +86,7 @@ pub struct ServerHandle {
     services: Arc<Services>,
 }
 
-struct Shared {
+pub(super) struct Shared {
     services: Arc<Services>,
     builder: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
@@ -125,6 +129,9 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         ),
         None => None,
     };
+    let operator_path = config.admin_socket_path();
+    let operator_socket = super::operator_socket::bind(&operator_path)
+        .map_err(|error| StartError::OperatorSocket { path: operator_path.clone(), error })?;
 
     let request_timeout = Duration::from_secs(config.request_timeout_secs);
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -158,6 +165,14 @@ pub async fn start(services: Arc<Services>) -> Result<ServerHandle, StartError> 
         metrics_addr = Some(address);
         listeners.spawn(super::metrics_listener::serve(socket, Arc::clone(&services), stopped.clone()));
     }
+    tracing::info!(path = %operator_path.display(), "operators' socket listening");
+    listeners.spawn(super::operator_socket::serve(
+        operator_socket,
+        operator_path,
+        Arc::clone(&shared),
+        Arc::clone(&graceful),
+        stopped.clone(),
+    ));
     Ok(ServerHandle { local_addrs, metrics_addr, certificates, stop, listeners, graceful, services })
 }
 
@@ -233,39 +248,53 @@ async fn accept_loop(
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let activity = Activity::new(shared.request_timeout, shared.keepalive_timeout);
-            let service = service_fn(|request| {
-                let in_flight = activity.begin();
-                let shared = Arc::clone(&shared);
-                async move {
-                    let response = handle(shared, request, peer).await?;
-                    Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
-                }
-            });
-            let served = async {
-                match acceptor {
-                    Some(acceptor) => match tokio::time::timeout(shared.request_timeout, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(tls)) => watcher.watch(shared.builder.serve_connection(TokioIo::new(tls), service)).await,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
-                        }
-                    },
-                    None => watcher.watch(shared.builder.serve_connection(TokioIo::new(stream), service)).await,
-                }
-            };
-            match activity.watch(served).await {
-                (Some(Err(error)), _) => tracing::debug!(%peer, %error, "connection ended with an error"),
-                (None, _) => tracing::debug!(%peer, "idle connection closed"),
-                (Some(Ok(())), _) => {}
+            match acceptor {
+                Some(acceptor) => match tokio::time::timeout(shared.request_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(&shared, watcher, tls, peer, Via::Network).await,
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+                None => serve_connection(&shared, watcher, stream, peer, Via::Network).await,
             }
             drop(permit);
         });
+    }
+}
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Via {
+    /// A configured listener: clients and servers, authenticated per request.
+    Network,
+    /// The operators' socket ([`super::operator_socket`]).
+    OperatorSocket,
+}
+
+/// Serves the requests of one connection until it ends or idles past its
+/// deadline ([`super::connection`]).
+pub(super) async fn serve_connection<S>(
+    shared: &Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stream: S,
+    peer: SocketAddr,
+    via: Via,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Activity::new(shared.request_timeout, shared.keepalive_timeout);
+    let service = service_fn(|request| {
+        let in_flight = activity.begin();
+        let shared = Arc::clone(shared);
+        async move {
+            let response = handle(shared, request, peer, via).await?;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody::new(body, in_flight)))
+        }
+    });
+    let served = watcher.watch(shared.builder.serve_connection(TokioIo::new(stream), service));
+    match activity.watch(served).await {
+        (Some(Err(error)), _) => tracing::debug!(%peer, %error, "connection ended with an error"),
+        (None, _) => tracing::debug!(%peer, "idle connection closed"),
+        (Some(Ok(())), _) => {}
     }
 }
 
@@ -273,6 +302,7 @@ async fn handle(
     shared: Arc<Shared>,
     request: hyper::Request<Incoming>,
     peer: SocketAddr,
+    via: Via,
 ) -> Result<http::Response<HyperBody>, Infallible> {
     let started = Instant::now();
     let method = Method::parse(request.method().as_str());
@@ -287,7 +317,7 @@ async fn handle(
         let response = if method == Method::Options {
             preflight()
         } else {
-            process(&shared, request, method, found, path, client).await.unwrap_or_else(Response::from)
+            process(&shared, request, method, found, path, client, via).await.unwrap_or_else(Response::from)
         };
         shared.services.metrics.observe_request(&endpoint, response.status, started.elapsed());
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -320,6 +350,7 @@ async fn process(
     found: Match<api::Endpoint>,
     path: String,
     client: std::net::IpAddr,
+    via: Via,
 ) -> Result<Response> {
     let (endpoint, params) = match found {
         Match::Found { endpoint, params } => (endpoint, params),
@@ -360,6 +391,7 @@ async fn process(
         accept_language,
         client_ip,
         access_token,
+        operator: via == Via::OperatorSocket,
     };
     let services = Arc::clone(&shared.services);
     let task = tokio::spawn(api::dispatch(services, endpoint, request).in_current_span());

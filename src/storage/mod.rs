@@ -21,6 +21,7 @@ mod group_commit;
 pub mod keys;
 pub mod migrations;
 pub mod records;
+pub mod snapshot;
 pub mod tables;
 
 use sled::Transactional;
@@ -36,6 +37,8 @@ use codec::{decode_record, encode_record};
 pub use codec::{prefix_of, KeyCodec, PrefixOf, Record};
 use group_commit::GroupCommit;
 use migrations::Migration;
+use snapshot::WriteGate;
+pub use snapshot::{restore_snapshot, SnapshotSummary};
 pub use tables::Tables;
 
 use crate::error::Error;
@@ -54,6 +57,8 @@ pub enum StorageError {
     /// The database was written by a newer or unknown schema.
     Schema(String),
     Closed,
+    /// A restore's target already holds something.
+    NotEmpty(PathBuf),
 }
 
 impl StorageError {
@@ -74,6 +79,11 @@ impl fmt::Display for StorageError {
             Self::Corrupt(m) => write!(f, "corrupt stored data: {m}"),
             Self::Schema(m) => write!(f, "database schema: {m}"),
             Self::Closed => f.write_str("storage is shut down"),
+            Self::NotEmpty(path) => write!(
+                f,
+                "{} is not empty: a restore only fills an absent or empty database directory (move the old one away first)",
+                path.display()
+            ),
         }
     }
 }
@@ -106,6 +116,8 @@ pub struct Storage {
     commit: Arc<GroupCommit>,
     /// Counter values reserved by writes not yet finished (see [`Storage::reserve_count`]).
     in_flight: std::sync::Mutex<std::collections::BTreeSet<u64>>,
+    /// Passed by every write, so a backup can copy a consistent state ([`snapshot`]).
+    gate: Arc<WriteGate>,
     pub tables: Tables,
 }
 
@@ -150,9 +162,11 @@ impl Storage {
         let data_file = File::open(path.join("db")).ok();
         let commit = GroupCommit::start(db.clone(), data_file)?;
         let meta = db.open_tree(META_TREE)?;
-        let tables = Tables::open(&db)?;
+        let gate = Arc::new(WriteGate::default());
+        let tables = Tables::open(&TableOpener { db: &db, gate: &gate })?;
         let (changes, _) = tokio::sync::watch::channel(0);
-        let storage = Self { db, changes, meta, path: path.to_owned(), commit, in_flight: Default::default(), tables };
+        let storage =
+            Self { db, changes, meta, path: path.to_owned(), commit, in_flight: Default::default(), gate, tables };
         migrations::bring_up_to_date(&storage, migrations)?;
         Ok(storage)
     }
@@ -189,7 +203,9 @@ impl Storage {
     /// Applies `batch` as one atomic sled batch per tree (not across trees).
     fn apply_per_tree(&self, batch: Batch) -> Result<(), StorageError> {
         let mut per_tree: Vec<(sled::Tree, sled::Batch)> = Vec::new();
+        let writing = self.gate.enter();
         for op in batch.ops {
+            writing.note(&op.tree, &op.key);
             let index = match per_tree.iter().position(|(tree, _)| tree.name() == op.tree.name()) {
                 Some(index) => index,
                 None => {
@@ -198,8 +214,8 @@ impl Storage {
                 }
             };
             match op.value {
-                Some(value) => per_tree[index].1.insert(op.key, value),
-                None => per_tree[index].1.remove(op.key),
+                Some(value) => per_tree[index].1.insert(op.key.as_slice(), value),
+                None => per_tree[index].1.remove(op.key.as_slice()),
             }
         }
         for (tree, batch) in per_tree {
@@ -224,6 +240,10 @@ impl Storage {
                 }
             };
             ops.push((index, &op.key, &op.value));
+        }
+        let writing = self.gate.enter();
+        for op in &batch.ops {
+            writing.note(&op.tree, &op.key);
         }
         trees
             .as_slice()
@@ -261,6 +281,8 @@ impl Storage {
     /// Returns the next value of the global counter: strictly increasing across
     /// restarts, as long as what used the value was itself made durable.
     pub fn next_count(&self) -> Result<u64, StorageError> {
+        let writing = self.gate.enter();
+        writing.note(&self.meta, COUNTER_KEY);
         let updated = self.meta.update_and_fetch(COUNTER_KEY, |old| {
             let current = old.and_then(|bytes| u64::decode(bytes).ok()).unwrap_or(0);
             Some((current + 1).encode())
@@ -273,6 +295,8 @@ impl Storage {
     /// such as the positions below a room joined through another server,
     /// which history fetched from peers fills); the first of them.
     pub fn skip_counts(&self, n: u64) -> Result<u64, StorageError> {
+        let writing = self.gate.enter();
+        writing.note(&self.meta, COUNTER_KEY);
         let updated = self.meta.update_and_fetch(COUNTER_KEY, |old| {
             let current = old.and_then(|bytes| u64::decode(bytes).ok()).unwrap_or(0);
             Some(current.saturating_add(n).encode())
@@ -351,7 +375,11 @@ impl Storage {
     }
 
     fn set_schema_version(&self, version: u32) -> Result<(), StorageError> {
-        self.meta.insert(SCHEMA_VERSION_KEY, &version.to_be_bytes())?;
+        {
+            let writing = self.gate.enter();
+            writing.note(&self.meta, SCHEMA_VERSION_KEY);
+            self.meta.insert(SCHEMA_VERSION_KEY, &version.to_be_bytes())?;
+        }
         self.flush_blocking()
     }
 
@@ -362,7 +390,12 @@ impl Storage {
 
     /// Stores (or replaces) a `meta` record, durably.
     pub fn meta_put<V: Record>(&self, key: &str, value: &V) -> Result<(), StorageError> {
-        self.meta.insert(key.as_bytes(), encode_record(value)?)?;
+        let encoded = encode_record(value)?;
+        {
+            let writing = self.gate.enter();
+            writing.note(&self.meta, key.as_bytes());
+            self.meta.insert(key.as_bytes(), encoded)?;
+        }
         self.flush_blocking()
     }
 
@@ -370,7 +403,12 @@ impl Storage {
     /// which is the earlier one if there was one.
     pub fn meta_insert_if_absent<V: Record + Clone>(&self, key: &str, value: &V) -> Result<V, StorageError> {
         let encoded = encode_record(value)?;
-        match self.meta.compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(encoded))? {
+        let swapped = {
+            let writing = self.gate.enter();
+            writing.note(&self.meta, key.as_bytes());
+            self.meta.compare_and_swap(key.as_bytes(), None as Option<&[u8]>, Some(encoded))?
+        };
+        match swapped {
             Ok(()) => {
                 self.flush_blocking()?;
                 Ok(value.clone())
@@ -426,21 +464,28 @@ fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, Storage
     }
 }
 
+/// What [`Tables::open`] opens each table with.
+pub struct TableOpener<'a> {
+    db: &'a sled::Db,
+    gate: &'a Arc<WriteGate>,
+}
+
 /// A typed tree.
 pub struct Table<K, V> {
     tree: sled::Tree,
+    gate: Arc<WriteGate>,
     _types: PhantomData<fn(K, V)>,
 }
 
 impl<K, V> Clone for Table<K, V> {
     fn clone(&self) -> Self {
-        Self { tree: self.tree.clone(), _types: PhantomData }
+        Self { tree: self.tree.clone(), gate: Arc::clone(&self.gate), _types: PhantomData }
     }
 }
 
 impl<K: KeyCodec, V: Record> Table<K, V> {
-    fn open(db: &sled::Db, name: &str) -> Result<Self, StorageError> {
-        Ok(Self { tree: db.open_tree(name)?, _types: PhantomData })
+    fn open(opener: &TableOpener<'_>, name: &str) -> Result<Self, StorageError> {
+        Ok(Self { tree: opener.db.open_tree(name)?, gate: Arc::clone(opener.gate), _types: PhantomData })
     }
 
     pub fn get(&self, key: &K) -> Result<Option<V>, StorageError> {
@@ -453,7 +498,10 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
 
     /// Inserts `value` only if `key` is absent; true when it was inserted.
     pub fn insert_if_absent(&self, key: &K, value: &V) -> Result<bool, StorageError> {
-        let outcome = self.tree.compare_and_swap(key.encode(), None as Option<&[u8]>, Some(encode_record(value)?))?;
+        let (key, value) = (key.encode(), encode_record(value)?);
+        let writing = self.gate.enter();
+        writing.note(&self.tree, &key);
+        let outcome = self.tree.compare_and_swap(key, None as Option<&[u8]>, Some(value))?;
         Ok(outcome.is_ok())
     }
 
@@ -461,7 +509,10 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
     /// and returns the new record. `f` may run more than once under contention.
     pub fn update_and_fetch(&self, key: &K, f: impl Fn(Option<V>) -> Option<V>) -> Result<Option<V>, StorageError> {
         let mut failure = None;
-        let updated = self.tree.update_and_fetch(key.encode(), |old| {
+        let key = key.encode();
+        let writing = self.gate.enter();
+        writing.note(&self.tree, &key);
+        let updated = self.tree.update_and_fetch(key, |old| {
             let current = match old.map(decode_record::<V>).transpose() {
                 Ok(current) => current,
                 Err(error) => {
@@ -477,6 +528,7 @@ impl<K: KeyCodec, V: Record> Table<K, V> {
                 }
             }
         })?;
+        drop(writing);
         if let Some(error) = failure {
             return Err(error);
         }

@@ -18,7 +18,7 @@ use super::{
         ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord,
         UiaaSessionRecord, UserRecord, ValidityRecord,
     },
-    StorageError, Table,
+    StorageError, Table, TableOpener,
 };
 
 pub struct Tables {
@@ -174,7 +174,7 @@ pub struct Tables {
 }
 
 impl Tables {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StorageError> {
+    pub(super) fn open(db: &TableOpener<'_>) -> Result<Self, StorageError> {
         Ok(Self {
             users: Table::open(db, "localpart_user")?,
             devices: Table::open(db, "localpart_deviceid_device")?,

@@ -182,6 +182,18 @@ impl Users {
     }
 
     /// The full user id of a local user.
+    /// Who acts on the operators' socket: the server itself, as its
+    /// server-notices account (an admin no one can log in as).
+    pub fn operator_identity(&self) -> Result<Identity> {
+        Ok(Identity {
+            user_id: self.user_id(SERVER_NOTICES_LOCALPART)?,
+            localpart: SERVER_NOTICES_LOCALPART.to_owned(),
+            device_id: "OPERATOR_SOCKET".to_owned(),
+            is_admin: true,
+            is_guest: false,
+        })
+    }
+
     pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId> {
         UserId::parse_with_server_name(localpart, &self.server_name)
             .map_err(|e| Error::internal("building a user id from a stored localpart", e))

@@ -20,6 +20,7 @@ mod history;
 mod login;
 mod media;
 mod metrics;
+mod operators;
 mod packaging;
 mod policy;
 mod process;

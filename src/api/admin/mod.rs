@@ -8,6 +8,7 @@
 //! for server admins only (`Access::Admins`, decided in [`super::dispatch`]:
 //! 403 `M_FORBIDDEN` for anyone else).
 
+pub mod backup;
 pub mod media;
 pub mod notices;
 pub mod register;

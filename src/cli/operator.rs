@@ -1,0 +1,297 @@
+//! The operator commands that go through the admin API: `user create|list|
+//! deactivate|reset-password|make-admin|login-token`, `room list|info|
+//! shutdown`, and `backup`'s copy of the database.
+//!
+//! While the server runs they reach it on the operators' socket
+//! ([`crate::http::operator_socket`]); while it is stopped the command serves
+//! the same API in its own process, on a private socket, for the length of
+//! the command. Either way one code path: the admin API's, with its checks.
+
+use serde_json::{json, Value};
+
+use crate::{
+    config::Config,
+    crypto::tokens::random_alphanumeric,
+    http::{
+        self,
+        operator_socket::{OperatorClient, OperatorError, OperatorReply},
+        request::percent_encode,
+    },
+    services::Services,
+};
+
+/// How results are printed: sentences, or the API's JSON (`--json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A command that goes through the admin API.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminCommand {
+    UserCreate { name: String, admin: bool, password: Option<String> },
+    UserList { search: Option<String>, deactivated: bool },
+    UserDeactivate { name: String, erase: bool },
+    UserResetPassword { name: String, password: Option<String> },
+    UserMakeAdmin { name: String, revoke: bool },
+    UserLoginToken { name: String },
+    RoomList { search: Option<String> },
+    RoomInfo { room: String },
+    RoomShutdown { room: String, block: bool },
+}
+
+/// The admin API of the running server, or of one started for the command.
+pub struct Operator {
+    client: OperatorClient,
+    server_name: String,
+    in_process: Option<http::ServerHandle>,
+    /// Whether the server was running (the command went through its socket).
+    pub server_running: bool,
+}
+
+impl Operator {
+    pub async fn connect(config: &Config) -> Result<Self, String> {
+        let server_name = config.server_name.to_string();
+        let client = OperatorClient::new(config.admin_socket_path());
+        match client.send("GET", "/_synapse/admin/v1/server_version", None).await {
+            Ok(_) => return Ok(Self { client, server_name, in_process: None, server_running: true }),
+            Err(OperatorError::NotRunning) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+        let mut private = config.clone();
+        private.listeners.clear();
+        private.metrics = None;
+        let socket = config.database_path.join(format!("cli-{}.sock", random_alphanumeric(8)));
+        private.admin_socket = Some(socket.clone());
+        let services = Services::open(private).map_err(|error| error.to_string())?;
+        let handle = http::start(services).await.map_err(|error| error.to_string())?;
+        Ok(Self { client: OperatorClient::new(socket), server_name, in_process: Some(handle), server_running: false })
+    }
+
+    /// Stops the server started for the command (flushing the database).
+    pub async fn finish(self) {
+        if let Some(handle) = self.in_process {
+            handle.shutdown().await;
+        }
+    }
+
+    pub fn client(&self) -> &OperatorClient {
+        &self.client
+    }
+
+    /// A full user id from a name or user id.
+    fn user_id(&self, name: &str) -> String {
+        if name.starts_with('@') {
+            name.to_owned()
+        } else {
+            format!("@{}:{}", name.to_lowercase(), self.server_name)
+        }
+    }
+
+    /// One admin API call; an error answer becomes its message.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        let reply = self.client.send(method, path, body.as_ref()).await.map_err(|error| error.to_string())?;
+        ok_or_message(reply)
+    }
+
+    pub async fn run(&self, command: AdminCommand, output: Output) -> Result<(), String> {
+        match command {
+            AdminCommand::UserCreate { name, admin, password } => {
+                self.create_user(&name, admin, password, output).await
+            }
+            AdminCommand::UserList { search, deactivated } => self.list_users(search, deactivated, output).await,
+            AdminCommand::UserDeactivate { name, erase } => {
+                let user = self.user_id(&name);
+                let path = format!("/_synapse/admin/v1/deactivate/{}", percent_encode(&user));
+                let answer = self.call("POST", &path, Some(json!({ "erase": erase }))).await?;
+                print(output, &answer, || format!("{user} is deactivated"));
+                Ok(())
+            }
+            AdminCommand::UserResetPassword { name, password } => self.reset_password(&name, password, output).await,
+            AdminCommand::UserMakeAdmin { name, revoke } => {
+                let user = self.user_id(&name);
+                self.existing_user(&user).await?;
+                let path = format!("/_synapse/admin/v2/users/{}", percent_encode(&user));
+                let answer = self.call("PUT", &path, Some(json!({ "admin": !revoke }))).await?;
+                let what = if revoke { "is no longer a server admin" } else { "is a server admin" };
+                print(output, &answer, || format!("{user} {what}"));
+                Ok(())
+            }
+            AdminCommand::UserLoginToken { name } => {
+                let user = self.user_id(&name);
+                let path = format!("/_synapse/admin/v1/users/{}/login", percent_encode(&user));
+                let answer = self.call("POST", &path, Some(json!({}))).await?;
+                let token = answer["access_token"].as_str().unwrap_or_default().to_owned();
+                print(output, &answer, || format!("access token of {user} (a new device \"Admin login\"): {token}"));
+                Ok(())
+            }
+            AdminCommand::RoomList { search } => self.list_rooms(search, output).await,
+            AdminCommand::RoomInfo { room } => {
+                let path = format!("/_synapse/admin/v1/rooms/{}", percent_encode(&room));
+                let answer = self.call("GET", &path, None).await?;
+                print(output, &answer, || room_lines(&answer, true));
+                Ok(())
+            }
+            AdminCommand::RoomShutdown { room, block } => {
+                let path = format!("/_synapse/admin/v2/rooms/{}", percent_encode(&room));
+                let answer = self.call("DELETE", &path, Some(json!({ "block": block }))).await?;
+                let delete_id = answer["delete_id"].as_str().unwrap_or_default();
+                let status_path = format!("/_synapse/admin/v2/rooms/delete_status/{}", percent_encode(delete_id));
+                let status = self.call("GET", &status_path, None).await?;
+                if status["status"] != "complete" {
+                    return Err(format!("the shutdown of {room} failed: {}", status["error"]));
+                }
+                let kicked = status["shutdown_room"]["kicked_users"].as_array().map_or(0, Vec::len);
+                let blocked = if block { "; it is blocked" } else { "" };
+                print(output, &status, || format!("{room} is shut down: {kicked} local members removed{blocked}"));
+                Ok(())
+            }
+        }
+    }
+
+    async fn existing_user(&self, user: &str) -> Result<Value, String> {
+        let path = format!("/_synapse/admin/v2/users/{}", percent_encode(user));
+        self.call("GET", &path, None).await
+    }
+
+    async fn create_user(
+        &self,
+        name: &str,
+        admin: bool,
+        password: Option<String>,
+        output: Output,
+    ) -> Result<(), String> {
+        let user = self.user_id(name);
+        let path = format!("/_synapse/admin/v2/users/{}", percent_encode(&user));
+        let reply = self.client.send("GET", &path, None).await.map_err(|error| error.to_string())?;
+        if reply.status != 404 {
+            ok_or_message(reply)?;
+            return Err(format!("{user} already exists"));
+        }
+        let (password, generated) = match password {
+            Some(password) => (password, false),
+            None => (random_alphanumeric(20), true),
+        };
+        let answer = self.call("PUT", &path, Some(json!({ "password": password, "admin": admin }))).await?;
+        let mut shown = answer.clone();
+        if generated {
+            shown["password"] = json!(password);
+        }
+        print(output, &shown, || {
+            let mut text = format!("created {user}{}", if admin { " (server admin)" } else { "" });
+            if generated {
+                text.push_str(&format!("\npassword: {password}"));
+            }
+            text
+        });
+        Ok(())
+    }
+
+    async fn reset_password(&self, name: &str, password: Option<String>, output: Output) -> Result<(), String> {
+        let user = self.user_id(name);
+        let (password, generated) = match password {
+            Some(password) => (password, false),
+            None => (random_alphanumeric(20), true),
+        };
+        let path = format!("/_synapse/admin/v1/reset_password/{}", percent_encode(&user));
+        let body = json!({ "new_password": password, "logout_devices": true });
+        let mut answer = self.call("POST", &path, Some(body)).await?;
+        if generated {
+            answer["password"] = json!(password);
+        }
+        print(output, &answer, || {
+            let mut text = format!("password reset for {user}; all its devices were logged out");
+            if generated {
+                text.push_str(&format!("\npassword: {password}"));
+            }
+            text
+        });
+        Ok(())
+    }
+
+    async fn list_users(&self, search: Option<String>, deactivated: bool, output: Output) -> Result<(), String> {
+        let mut query = format!("deactivated={deactivated}&limit=1000000");
+        if let Some(search) = &search {
+            query.push_str(&format!("&name={}", percent_encode(search)));
+        }
+        let answer = self.call("GET", &format!("/_synapse/admin/v2/users?{query}"), None).await?;
+        print(output, &answer, || {
+            let users = answer["users"].as_array().cloned().unwrap_or_default();
+            let mut lines: Vec<String> = users
+                .iter()
+                .map(|user| {
+                    let mut flags = Vec::new();
+                    for (flag, shown) in [("admin", "admin"), ("deactivated", "deactivated"), ("is_guest", "guest")] {
+                        if user[flag] == true {
+                            flags.push(shown);
+                        }
+                    }
+                    let name = user["displayname"].as_str().map(|name| format!(" \"{name}\"")).unwrap_or_default();
+                    let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) };
+                    format!("{}{name}{flags}", user["name"].as_str().unwrap_or_default())
+                })
+                .collect();
+            lines.push(format!("{} users", answer["total"]));
+            lines.join("\n")
+        });
+        Ok(())
+    }
+
+    async fn list_rooms(&self, search: Option<String>, output: Output) -> Result<(), String> {
+        let mut query = "limit=1000000".to_owned();
+        if let Some(search) = &search {
+            query.push_str(&format!("&search_term={}", percent_encode(search)));
+        }
+        let answer = self.call("GET", &format!("/_synapse/admin/v1/rooms?{query}"), None).await?;
+        print(output, &answer, || {
+            let rooms = answer["rooms"].as_array().cloned().unwrap_or_default();
+            let mut lines: Vec<String> = rooms.iter().map(|room| room_lines(room, false)).collect();
+            lines.push(format!("{} rooms", answer["total_rooms"]));
+            lines.join("\n")
+        });
+        Ok(())
+    }
+}
+
+fn ok_or_message(reply: OperatorReply) -> Result<Value, String> {
+    let body = reply.json();
+    if reply.status < 400 {
+        return Ok(body);
+    }
+    match (body["error"].as_str(), body["errcode"].as_str()) {
+        (Some(error), Some(code)) => Err(format!("{error} ({code})")),
+        _ => Err(format!("the server answered {}: {}", reply.status, String::from_utf8_lossy(&reply.body))),
+    }
+}
+
+/// A room in one line, or in detail.
+fn room_lines(room: &Value, detailed: bool) -> String {
+    let text = |key: &str| room[key].as_str().unwrap_or("-").to_owned();
+    let summary = format!(
+        "{}  {}  members {} (local {})  v{}",
+        text("room_id"),
+        room["name"].as_str().map_or_else(|| "(no name)".to_owned(), |name| format!("\"{name}\"")),
+        room["joined_members"],
+        room["joined_local_members"],
+        text("version"),
+    );
+    if !detailed {
+        return summary;
+    }
+    let mut lines = vec![summary];
+    for key in ["canonical_alias", "topic", "creator", "join_rules", "history_visibility", "encryption"] {
+        lines.push(format!("  {key}: {}", text(key)));
+    }
+    lines.push(format!("  public: {}  state events: {}", room["public"], room["state_events"]));
+    lines.join("\n")
+}
+
+/// Prints the JSON answer, or the sentence `text` makes.
+pub(super) fn print(output: Output, answer: &Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(answer).unwrap_or_default()),
+        Output::Text => println!("{}", text()),
+    }
+}
