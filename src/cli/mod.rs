@@ -24,7 +24,7 @@ use crate::{
     http,
     services::Services,
 };
-use operator::{AdminCommand, Operator, Output};
+use operator::{AdminCommand, Operator, Output, QuarantineTarget};
 
 const USAGE: &str = "\
 usage: conduit [--config PATH]                      run the server
@@ -41,6 +41,9 @@ While the server runs, these reach it through its operators' socket
   room list [--search TEXT]
   room info ROOM_ID
   room shutdown ROOM_ID [--block]                (members removed; --block: nobody here joins again)
+  media quarantine MXC_URI [--release]           downloads answer 404 (--release: again served)
+  media quarantine --room ROOM_ID | --user NAME  every item the room mentions, every upload of the user
+  media purge-remote --days N                    drop other servers' media cached over N days ago
   backup DIR                                     consistent copy of the database, and new media files
 
 Only while the server is stopped:
@@ -87,7 +90,10 @@ struct Options {
     erase: bool,
     block: bool,
     revoke: bool,
+    release: bool,
     deactivated: bool,
+    room: Option<String>,
+    user: Option<String>,
     password: Option<String>,
     search: Option<String>,
     days: Option<u64>,
@@ -137,6 +143,18 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "--revoke" => {
                 options.revoke = true;
                 "--revoke"
+            }
+            "--release" => {
+                options.release = true;
+                "--release"
+            }
+            "--room" => {
+                options.room = Some(value("--room")?);
+                "--room"
+            }
+            "--user" => {
+                options.user = Some(value("--user")?);
+                "--user"
             }
             "--deactivated" => {
                 options.deactivated = true;
@@ -203,6 +221,25 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
         ["room", "info", room] => (&[], Command::Admin(AdminCommand::RoomInfo { room: name(room) })),
         ["room", "shutdown", room] => {
             (&["--block"], Command::Admin(AdminCommand::RoomShutdown { room: name(room), block: options.block }))
+        }
+        ["media", "quarantine", uri] => (
+            &["--release"],
+            Command::Admin(AdminCommand::MediaQuarantine {
+                target: QuarantineTarget::Item(name(uri)),
+                release: options.release,
+            }),
+        ),
+        ["media", "quarantine"] => {
+            let target = match (options.room.clone(), options.user.clone()) {
+                (Some(room), None) => QuarantineTarget::Room(room),
+                (None, Some(user)) => QuarantineTarget::User(user),
+                _ => return Err("media quarantine needs an mxc:// URI, or one of --room and --user".to_owned()),
+            };
+            (&["--room", "--user"], Command::Admin(AdminCommand::MediaQuarantine { target, release: false }))
+        }
+        ["media", "purge-remote"] => {
+            let days = options.days.ok_or("media purge-remote needs --days N")?;
+            (&["--days"], Command::Admin(AdminCommand::MediaPurgeRemote { days }))
         }
         ["backup", dir] => (&[], Command::Backup { dir: PathBuf::from(dir) }),
         ["restore", dir] => (&[], Command::Restore { dir: PathBuf::from(dir) }),
@@ -376,6 +413,20 @@ mod tests {
             parse(&["room", "shutdown", "!r:x", "--block"]).unwrap().command,
             Command::Admin(AdminCommand::RoomShutdown { room: "!r:x".into(), block: true })
         );
+        assert_eq!(
+            parse(&["media", "quarantine", "--user", "bob"]).unwrap().command,
+            Command::Admin(AdminCommand::MediaQuarantine {
+                target: QuarantineTarget::User("bob".into()),
+                release: false
+            })
+        );
+        assert!(parse(&["media", "quarantine", "--user", "bob", "--room", "!r:x"]).is_err());
+        assert!(parse(&["media", "quarantine", "--user", "bob", "--release"]).is_err());
+        assert_eq!(
+            parse(&["media", "purge-remote", "--days", "30"]).unwrap().command,
+            Command::Admin(AdminCommand::MediaPurgeRemote { days: 30 })
+        );
+        assert!(parse(&["media", "purge-remote"]).is_err());
         assert_eq!(parse(&["backup", "/b"]).unwrap().command, Command::Backup { dir: PathBuf::from("/b") });
         assert_eq!(parse(&["restore", "/b"]).unwrap().command, Command::Restore { dir: PathBuf::from("/b") });
         assert_eq!(parse(&["server", "rotate-key"]).unwrap().command, Command::RotateKey);

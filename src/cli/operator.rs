@@ -1,6 +1,7 @@
 //! The operator commands that go through the admin API: `user create|list|
 //! deactivate|reset-password|make-admin|login-token`, `room list|info|
-//! shutdown`, and `backup`'s copy of the database.
+//! shutdown|purge-history`, `media quarantine|purge-remote`, and `backup`'s
+//! copy of the database.
 //!
 //! While the server runs they reach it on the operators' socket
 //! ([`crate::http::operator_socket`]); while it is stopped the command serves
@@ -40,6 +41,19 @@ pub enum AdminCommand {
     RoomList { search: Option<String> },
     RoomInfo { room: String },
     RoomShutdown { room: String, block: bool },
+    MediaQuarantine { target: QuarantineTarget, release: bool },
+    MediaPurgeRemote { days: u64 },
+}
+
+/// What `media quarantine` applies to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum QuarantineTarget {
+    /// One item, `mxc://server/media_id`.
+    Item(String),
+    /// Every item the room's events mention.
+    Room(String),
+    /// Every upload of a local user.
+    User(String),
 }
 
 /// The admin API of the running server, or of one started for the command.
@@ -134,6 +148,19 @@ impl Operator {
                 print(output, &answer, || room_lines(&answer, true));
                 Ok(())
             }
+            AdminCommand::MediaQuarantine { target, release } => self.quarantine(target, release, output).await,
+            AdminCommand::MediaPurgeRemote { days } => {
+                let before = crate::util::now_ms().saturating_sub(days.saturating_mul(24 * 3600 * 1000));
+                let path = format!("/_synapse/admin/v1/purge_media_cache?before_ts={before}");
+                let answer = self.call("POST", &path, Some(json!({}))).await?;
+                print(output, &answer, || {
+                    format!(
+                        "{} cached items of other servers removed (fetched over {days} days ago)",
+                        answer["deleted"]
+                    )
+                });
+                Ok(())
+            }
             AdminCommand::RoomShutdown { room, block } => {
                 let path = format!("/_synapse/admin/v2/rooms/{}", percent_encode(&room));
                 let answer = self.call("DELETE", &path, Some(json!({ "block": block }))).await?;
@@ -149,6 +176,40 @@ impl Operator {
                 Ok(())
             }
         }
+    }
+
+    async fn quarantine(&self, target: QuarantineTarget, release: bool, output: Output) -> Result<(), String> {
+        let (path, described) = match &target {
+            QuarantineTarget::Item(uri) => {
+                let item = uri.strip_prefix("mxc://").ok_or_else(|| format!("{uri} is not an mxc:// URI"))?;
+                let (server, media_id) = item.split_once('/').ok_or_else(|| format!("{uri} names no media id"))?;
+                let action = if release { "unquarantine" } else { "quarantine" };
+                let path = format!(
+                    "/_synapse/admin/v1/media/{action}/{}/{}",
+                    percent_encode(server),
+                    percent_encode(media_id)
+                );
+                (path, uri.clone())
+            }
+            QuarantineTarget::Room(room) => (
+                format!("/_synapse/admin/v1/room/{}/media/quarantine", percent_encode(room)),
+                format!("media of {room}"),
+            ),
+            QuarantineTarget::User(name) => {
+                let user = self.user_id(name);
+                (
+                    format!("/_synapse/admin/v1/user/{}/media/quarantine", percent_encode(&user)),
+                    format!("uploads of {user}"),
+                )
+            }
+        };
+        let answer = self.call("POST", &path, Some(json!({}))).await?;
+        print(output, &answer, || match (&target, release) {
+            (QuarantineTarget::Item(_), true) => format!("{described} is out of quarantine"),
+            (QuarantineTarget::Item(_), false) => format!("{described} is quarantined"),
+            _ => format!("{described}: {} items quarantined", answer["num_quarantined"]),
+        });
+        Ok(())
     }
 
     async fn existing_user(&self, user: &str) -> Result<Value, String> {

@@ -15,6 +15,7 @@
 //! thumbnails. Owns the `media`, `remote_media` and `thumbnails` tables.
 
 pub mod admin;
+pub mod files;
 pub mod multipart;
 pub mod preview;
 pub mod spool;
@@ -47,6 +48,8 @@ pub struct Media {
     storage: Arc<Storage>,
     dir: PathBuf,
     max_size: u64,
+    /// Files stored and not yet named by a record ([`files`]).
+    files: Arc<files::FileRegistry>,
 }
 
 /// A stored file ready to be served: open, read as it is sent.
@@ -55,6 +58,11 @@ pub struct Download {
     pub len: u64,
     pub content_type: String,
     pub filename: Option<String>,
+}
+
+/// What a quarantined item's downloads answer (as Synapse: it is not found).
+fn quarantined() -> Error {
+    Error::not_found("This media is not available")
 }
 
 /// Media ids: letters and digits only (safe in URLs and file names).
@@ -70,7 +78,7 @@ impl Media {
     /// off between its file and its record) are removed.
     pub fn new(storage: Arc<Storage>, dir: PathBuf, max_size: u64) -> Self {
         spool::remove_leftovers(&dir);
-        let media = Self { storage, dir, max_size };
+        let media = Self { storage, dir, max_size, files: Default::default() };
         match media.remove_unreferenced_files() {
             Ok(0) => {}
             Ok(removed) => tracing::info!(removed, "removed media files no upload record names"),
@@ -79,43 +87,13 @@ impl Media {
         media
     }
 
-    /// Removes the stored files that no media or thumbnail record names.
-    /// Only safe while no upload is in progress (at start-up): an upload's
-    /// file exists shortly before its record.
-    fn remove_unreferenced_files(&self) -> Result<usize> {
-        let tables = &self.storage.tables;
-        let mut referenced = std::collections::HashSet::new();
-        tables.media.for_each(|_, record| {
-            referenced.extend(record.sha256);
-        })?;
-        tables.thumbnails.for_each(|_, thumbnail| {
-            referenced.insert(thumbnail.sha256);
-        })?;
-        tables.remote_media.for_each(|_, record| {
-            referenced.extend(record.sha256);
-        })?;
-        let mut removed = 0;
-        let Ok(fan_out) = std::fs::read_dir(&self.dir) else { return Ok(0) };
-        for directory in fan_out.flatten().filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir())) {
-            let Ok(files) = std::fs::read_dir(directory.path()) else { continue };
-            for file in files.flatten() {
-                let name = file.file_name().to_string_lossy().into_owned();
-                let is_content = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-                if is_content && !referenced.contains(&name) && std::fs::remove_file(file.path()).is_ok() {
-                    removed += 1;
-                }
-            }
-        }
-        Ok(removed)
-    }
-
     pub fn max_upload_size(&self) -> u64 {
         self.max_size
     }
 
     /// A new upload, written as it arrives.
     pub async fn spool(&self) -> Result<Spool> {
-        Spool::create(&self.dir, self.max_size).await
+        Spool::create(&self.dir, self.max_size, &self.files).await
     }
 
     /// Opens a stored file.
@@ -148,6 +126,7 @@ impl Media {
             size: content.size,
             uploader: uploader.to_owned(),
             created_ts: now_ms(),
+            quarantined_by: None,
         };
         self.put_record(&media_id, &record).await?;
         Ok(media_id)
@@ -164,6 +143,7 @@ impl Media {
             size: 0,
             uploader: uploader.to_owned(),
             created_ts: now,
+            quarantined_by: None,
         };
         self.put_record(&media_id, &record).await?;
         Ok((media_id, now + UNUSED_EXPIRY_MS))
@@ -213,6 +193,9 @@ impl Media {
             return Err(not_found());
         }
         let record = self.storage.tables.media.get(&media_id.to_owned())?.ok_or_else(not_found)?;
+        if record.quarantined_by.is_some() {
+            return Err(quarantined());
+        }
         let sha256 = record
             .sha256
             .clone()
@@ -239,14 +222,14 @@ impl Media {
 }
 
 /// Another server's media item, as an `mxc://server/media_id` names it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteMediaId<'a> {
     pub server: &'a ruma::ServerName,
     pub media_id: &'a str,
 }
 
 impl RemoteMediaId<'_> {
-    fn key(&self) -> (String, String) {
+    pub(super) fn key(&self) -> (String, String) {
         (self.server.to_string(), self.media_id.to_owned())
     }
 
@@ -273,6 +256,9 @@ impl Media {
     /// A cached copy of another server's media item.
     pub async fn cached_remote(&self, id: RemoteMediaId<'_>) -> Result<Option<Download>> {
         let Some(record) = self.storage.tables.remote_media.get(&id.key())? else { return Ok(None) };
+        if record.quarantined_by.is_some() {
+            return Err(quarantined());
+        }
         let Some(sha256) = record.sha256.clone() else { return Ok(None) };
         // A file lost from the disk is fetched again.
         Ok(self.open_original(record, &sha256).await.ok())
@@ -288,7 +274,11 @@ impl Media {
             size: fetched.content.size,
             uploader: String::new(),
             created_ts: now_ms(),
+            quarantined_by: None,
         };
+        if self.storage.tables.remote_media.get(&id.key())?.is_some_and(|old| old.quarantined_by.is_some()) {
+            return Err(quarantined()); // quarantined while it was being fetched
+        }
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.remote_media, &id.key(), &record)?;
         self.storage.commit(batch).await?;
@@ -297,6 +287,9 @@ impl Media {
 
     /// A cached thumbnail of another server's media item.
     pub async fn cached_remote_thumbnail(&self, id: RemoteMediaId<'_>, label: &str) -> Result<Option<Download>> {
+        if self.storage.tables.remote_media.get(&id.key())?.is_some_and(|record| record.quarantined_by.is_some()) {
+            return Err(quarantined());
+        }
         let Some(cached) = self.storage.tables.thumbnails.get(&id.thumbnail_key(label.to_owned()))? else {
             return Ok(None);
         };
@@ -365,7 +358,7 @@ impl Media {
             }
         })?;
         let Some(made) = made else { return self.open_original(record, &sha256).await };
-        let mut spool = Spool::create(&self.dir, u64::MAX).await?;
+        let mut spool = Spool::create(&self.dir, u64::MAX, &self.files).await?;
         spool.write(&made.content).await?;
         let stored = spool.finish().await?;
         let mut batch = Batch::new();

@@ -13,7 +13,11 @@ use std::path::{Path, PathBuf};
 
 use tokio::io::AsyncWriteExt;
 
-use super::{file_in, sync_dir};
+use super::{
+    file_in,
+    files::{FileRegistry, PendingFile},
+    sync_dir,
+};
 use crate::{
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},
@@ -22,11 +26,14 @@ use crate::{
 /// Names of temporary files start with this (never a content address).
 pub(super) const SPOOL_PREFIX: &str = ".spool-";
 
-/// What was stored: the content's address and size.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What was stored: the content's address and size. Its file is kept
+/// while this (or a clone) lives, until the record naming it is written
+/// ([`super::files`]).
+#[derive(Debug, Clone)]
 pub struct StoredContent {
     pub sha256: String,
     pub size: u64,
+    _pending: std::sync::Arc<PendingFile>,
 }
 
 pub struct Spool {
@@ -36,6 +43,7 @@ pub struct Spool {
     hasher: ring::digest::Context,
     size: u64,
     max_size: u64,
+    registry: std::sync::Arc<FileRegistry>,
 }
 
 fn io_error(error: std::io::Error) -> Error {
@@ -43,7 +51,7 @@ fn io_error(error: std::io::Error) -> Error {
 }
 
 impl Spool {
-    pub(super) async fn create(dir: &Path, max_size: u64) -> Result<Self> {
+    pub(super) async fn create(dir: &Path, max_size: u64, registry: &std::sync::Arc<FileRegistry>) -> Result<Self> {
         tokio::fs::create_dir_all(dir).await.map_err(io_error)?;
         let path = dir.join(format!("{SPOOL_PREFIX}{}", random_alphanumeric(16)));
         let file = tokio::fs::File::create(&path).await.map_err(io_error)?;
@@ -54,6 +62,7 @@ impl Spool {
             hasher: ring::digest::Context::new(&ring::digest::SHA256),
             size: 0,
             max_size,
+            registry: std::sync::Arc::clone(registry),
         })
     }
 
@@ -80,22 +89,25 @@ impl Spool {
         let hasher = std::mem::replace(&mut self.hasher, ring::digest::Context::new(&ring::digest::SHA256));
         let sha256: String = hasher.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
         let target = file_in(&self.dir, &sha256);
-        let (temporary, dir) = (self.path.clone(), self.dir.clone());
-        let moved = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            if target.exists() {
-                return std::fs::remove_file(&temporary); // identical content already stored
-            }
-            let parent = target.parent().unwrap_or(&dir);
-            std::fs::create_dir_all(parent)?;
-            std::fs::rename(&temporary, &target)?;
-            sync_dir(parent);
-            Ok(())
+        let (temporary, dir, registry) = (self.path.clone(), self.dir.clone(), std::sync::Arc::clone(&self.registry));
+        let address = sha256.clone();
+        let moved = tokio::task::spawn_blocking(move || {
+            registry.store(&address, || -> std::io::Result<()> {
+                if target.exists() {
+                    return std::fs::remove_file(&temporary); // identical content already stored
+                }
+                let parent = target.parent().unwrap_or(&dir);
+                std::fs::create_dir_all(parent)?;
+                std::fs::rename(&temporary, &target)?;
+                sync_dir(parent);
+                Ok(())
+            })
         })
         .await
         .map_err(|e| Error::internal("media write task", e))?;
-        moved.map_err(io_error)?;
+        let ((), pending) = moved.map_err(io_error)?;
         self.path = PathBuf::new(); // nothing left to clean up
-        Ok(StoredContent { sha256, size: self.size })
+        Ok(StoredContent { sha256, size: self.size, _pending: std::sync::Arc::new(pending) })
     }
 }
 
@@ -124,7 +136,8 @@ mod tests {
     #[tokio::test]
     async fn content_is_stored_under_its_hash_once_and_unfinished_spools_vanish() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spool = Spool::create(dir.path(), 1024).await.unwrap();
+        let registry = std::sync::Arc::default();
+        let mut spool = Spool::create(dir.path(), 1024, &registry).await.unwrap();
         spool.write(b"bonjour ").await.unwrap();
         spool.write(b"le monde").await.unwrap();
         let stored = spool.finish().await.unwrap();
@@ -138,12 +151,13 @@ mod tests {
         assert_eq!(std::fs::read(file_in(dir.path(), &expected)).unwrap(), b"bonjour le monde");
 
         // The same content again: one file.
-        let mut again = Spool::create(dir.path(), 1024).await.unwrap();
+        let mut again = Spool::create(dir.path(), 1024, &registry).await.unwrap();
         again.write(b"bonjour le monde").await.unwrap();
-        assert_eq!(again.finish().await.unwrap(), stored);
+        let again = again.finish().await.unwrap();
+        assert_eq!((again.sha256, again.size), (stored.sha256.clone(), stored.size));
 
         // Too large: refused, and the temporary file is gone once dropped.
-        let mut big = Spool::create(dir.path(), 4).await.unwrap();
+        let mut big = Spool::create(dir.path(), 4, &registry).await.unwrap();
         let refused = big.write(b"12345").await.unwrap_err();
         assert_eq!(refused.status(), 413);
         drop(big);

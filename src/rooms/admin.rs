@@ -99,3 +99,38 @@ impl Rooms {
         Ok(self.storage.tables.blocked_rooms.contains(&room_id.to_string())?)
     }
 }
+
+impl Rooms {
+    /// Every `mxc://` URI the room's events mention (`url`, `thumbnail_url`,
+    /// avatars… anywhere in their content), for quarantining a room's media.
+    /// Encrypted events show none: their media is out of the server's sight.
+    pub fn media_mentioned_in(&self, room_id: &RoomId) -> Result<std::collections::BTreeSet<String>> {
+        let mut found = std::collections::BTreeSet::new();
+        let Some(room) = self.room(room_id)? else { return Ok(found) };
+        let mut from = u64::MAX;
+        loop {
+            let page = self.timeline_page(&room, from, true, 500)?;
+            let Some((oldest, _)) = page.last() else { break };
+            from = *oldest;
+            for (_, event_id) in &page {
+                if let Some((pdu, _)) = self.get_pdu(event_id)? {
+                    let content: Value = serde_json::from_str(pdu.content_json()).unwrap_or(Value::Null);
+                    collect_mxc(&content, &mut found);
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Adds every string of `value` that is an `mxc://` URI.
+fn collect_mxc(value: &Value, found: &mut std::collections::BTreeSet<String>) {
+    match value {
+        Value::String(text) if text.starts_with("mxc://") => {
+            found.insert(text.clone());
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_mxc(item, found)),
+        Value::Object(fields) => fields.values().for_each(|item| collect_mxc(item, found)),
+        _ => {}
+    }
+}

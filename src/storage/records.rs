@@ -468,6 +468,10 @@ pub struct MediaRecord {
     pub size: u64,
     pub uploader: String,
     pub created_ts: u64,
+    /// The admin who quarantined it: downloads then answer 404, and a
+    /// remote item is not fetched again.
+    #[serde(default)]
+    pub quarantined_by: Option<String>,
 }
 
 impl Record for MediaRecord {

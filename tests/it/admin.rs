@@ -349,4 +349,102 @@ async fn a_users_uploads_are_listed_and_one_is_deleted() {
     remote.assert_error(400, "M_INVALID_PARAM");
     let listed = admin.client.get(&format!("/_synapse/admin/v1/users/{}/media", enc(&alice.user_id))).await;
     assert_eq!(listed.assert_ok()["total"], 1);
+
+    // The deleted upload's file is gone at once; a file two uploads share
+    // stays until the second one goes.
+    let media_dir = server.dir.path().join("db").join("media");
+    assert_eq!(content_files(&media_dir), 1, "only b.txt's file is left");
+    let twin_a = upload("twin.txt").await;
+    let twin_b = upload("twin.txt").await;
+    assert_eq!(content_files(&media_dir), 2, "identical content is stored once");
+    let delete = |uri: String| {
+        let admin = admin.clone();
+        async move {
+            let path = format!("/_synapse/admin/v1/media/test.local/{}", media_id(&uri));
+            admin.client.delete(&path, json!({})).await.assert_ok();
+        }
+    };
+    delete(twin_a).await;
+    assert_eq!(content_files(&media_dir), 2, "the other twin still names the file");
+    let download = format!("/_matrix/client/v1/media/download/test.local/{}", media_id(&twin_b));
+    assert_eq!(alice.client.send_raw("GET", &download, &[], Default::default()).await.unwrap().0, 200);
+    delete(twin_b).await;
+    assert_eq!(content_files(&media_dir), 1);
+}
+
+/// The stored content files under a media directory.
+pub fn content_files(dir: &std::path::Path) -> usize {
+    let Ok(fan_out) = std::fs::read_dir(dir) else { return 0 };
+    fan_out
+        .flatten()
+        .filter(|entry| entry.path().is_dir())
+        .flat_map(|entry| std::fs::read_dir(entry.path()).into_iter().flatten().flatten())
+        .filter(|file| {
+            let name = file.file_name().to_string_lossy().into_owned();
+            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn media_is_quarantined_by_item_by_room_and_by_user() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let upload = |who: Session, body: &'static str| async move {
+        let reply = who
+            .client
+            .send("POST", "/_matrix/media/v3/upload", &[("content-type", "text/plain")], bytes::Bytes::from(body))
+            .await;
+        reply.assert_ok()["content_uri"].as_str().unwrap().to_owned()
+    };
+    let posted = upload(alice.clone(), "posted in the room").await;
+    let kept = upload(alice.clone(), "never posted").await;
+    let bobs = upload(bob.clone(), "bob's").await;
+    let room = alice.create_room(json!({})).await;
+    alice.send_content(&room, "t1", json!({ "msgtype": "m.file", "body": "f", "url": posted })).await;
+    let status = |uri: &str| {
+        let path = format!("/_matrix/client/v1/media/download/{}", uri.trim_start_matches("mxc://"));
+        let bob = bob.clone();
+        async move { bob.client.send_raw("GET", &path, &[], Default::default()).await.unwrap().0 }
+    };
+    assert_eq!((status(&posted).await, status(&kept).await, status(&bobs).await), (200, 200, 200));
+
+    let room_path = format!("/_synapse/admin/v1/room/{}/media/quarantine", enc(&room));
+    alice.client.post(&room_path, json!({})).await.assert_error(403, "M_FORBIDDEN");
+    let answer = admin.client.post(&room_path, json!({})).await;
+    assert_eq!(answer.assert_ok()["num_quarantined"], 1);
+    assert_eq!((status(&posted).await, status(&kept).await), (404, 200));
+    let thumbnail =
+        format!("/_matrix/client/v1/media/thumbnail/{}?width=32&height=32", posted.trim_start_matches("mxc://"));
+    assert_eq!(bob.client.send_raw("GET", &thumbnail, &[], Default::default()).await.unwrap().0, 404);
+    let listed = admin.client.get(&format!("/_synapse/admin/v1/users/{}/media", enc(&alice.user_id))).await;
+    let listed = listed.assert_ok().clone();
+    let quarantined: Vec<&Value> = listed["media"].as_array().unwrap().iter().map(|m| &m["quarantined_by"]).collect();
+    assert_eq!(quarantined, [&Value::Null, &json!(admin.user_id)], "newest (never posted) first");
+
+    let item =
+        |action: &str, uri: &str| format!("/_synapse/admin/v1/media/{action}/{}", uri.trim_start_matches("mxc://"));
+    admin.client.post(&item("unquarantine", &posted), json!({})).await.assert_ok();
+    assert_eq!(status(&posted).await, 200);
+    admin.client.post(&item("quarantine", &bobs), json!({})).await.assert_ok();
+    assert_eq!(status(&bobs).await, 404);
+    admin
+        .client
+        .post(&item("quarantine", "mxc://test.local/NoSuchMedia"), json!({}))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+
+    let user_path = format!("/_synapse/admin/v1/user/{}/media/quarantine", enc(&alice.user_id));
+    let answer = admin.client.post(&user_path, json!({})).await;
+    assert_eq!(answer.assert_ok()["num_quarantined"], 2);
+    assert_eq!((status(&posted).await, status(&kept).await), (404, 404));
+    // Quarantined media survives a restart quarantined (and its file stays).
+    let server = server.restart().await;
+    let bob = Session { client: server.client().with_token(&bob.token), ..bob };
+    let path = format!("/_matrix/client/v1/media/download/{}", kept.trim_start_matches("mxc://"));
+    assert_eq!(bob.client.send_raw("GET", &path, &[], Default::default()).await.unwrap().0, 404);
+    assert_eq!(content_files(&server.dir.path().join("db").join("media")), 3);
 }

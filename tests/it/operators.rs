@@ -209,6 +209,23 @@ async fn the_command_line_administers_a_running_server_through_its_socket() {
     assert!(shut.contains("1 local members removed; it is blocked"), "{shut}");
     bob.join(&room).await.assert_error(403, "M_FORBIDDEN");
 
+    let file = upload(&bob, b"bob's file").await;
+    let download = format!("/_matrix/client/v1/media/download/{}", file.trim_start_matches("mxc://"));
+    let status = |client: Client| {
+        let download = download.clone();
+        async move { client.send_raw("GET", &download, &[], Bytes::new()).await.unwrap().0 }
+    };
+    let quarantined = cli_ok(&config, &["media", "quarantine", &file]);
+    assert!(quarantined.contains("is quarantined"), "{quarantined}");
+    assert_eq!(status(alice.client.clone()).await, 404);
+    cli_ok(&config, &["media", "quarantine", &file, "--release"]);
+    assert_eq!(status(alice.client.clone()).await, 200);
+    let by_user = cli_json(&config, &["media", "quarantine", "--user", "bob"]);
+    assert_eq!(by_user["num_quarantined"], 1, "{by_user}");
+    assert_eq!(status(alice.client.clone()).await, 404);
+    let purged = cli_ok(&config, &["media", "purge-remote", "--days", "0"]);
+    assert!(purged.contains("0 cached items"), "{purged}");
+
     cli_ok(&config, &["user", "deactivate", "bob"]);
     client.login("bob", PASSWORD).await.assert_error(403, "M_USER_DEACTIVATED");
 

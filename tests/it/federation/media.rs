@@ -75,6 +75,51 @@ async fn remote_media_is_fetched_once_then_served_from_the_cache() {
 }
 
 #[tokio::test]
+async fn an_admin_purges_the_remote_media_cache_and_quarantines_remote_media() {
+    let (_ca, a, b) = two_servers("", "").await;
+    let alice = a.client().register("alice").await;
+    let bob = b.client().register("bob").await; // b.test's first account: its admin
+    let carol = b.client().register("carol").await;
+    let media = upload(&alice, "text/plain", b"across servers".to_vec()).await;
+    let download = format!("/_matrix/client/v1/media/download/{media}");
+    assert_eq!(get(&carol, &download).await.0, 200);
+    let b_media = b.dir.path().join("db").join("media");
+    assert_eq!(crate::admin::content_files(&b_media), 1, "cached on b.test");
+
+    let now = conduit::util::now_ms();
+    carol
+        .client
+        .post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={now}"), json!({}))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    bob.client.post("/_synapse/admin/v1/purge_media_cache", json!({})).await.assert_error(400, "M_MISSING_PARAM");
+    let old = bob.client.post("/_synapse/admin/v1/purge_media_cache?before_ts=1000", json!({})).await;
+    assert_eq!(old.assert_ok()["deleted"], 0, "nothing was fetched that long ago");
+    let purged =
+        bob.client.post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={}", now + 1), json!({})).await;
+    assert_eq!(purged.assert_ok()["deleted"], 1);
+    assert_eq!(b.services().storage.tables.remote_media.len(), 0);
+    assert_eq!(crate::admin::content_files(&b_media), 0, "the cached file is removed at once");
+    assert_eq!(get(&carol, &download).await.0, 200, "fetched again when asked");
+
+    // Quarantined on b.test: not served, not fetched again; released, served.
+    let quarantine = format!("/_synapse/admin/v1/media/quarantine/{media}");
+    bob.client.post(&quarantine, json!({})).await.assert_ok();
+    assert_eq!(get(&carol, &download).await.0, 404);
+    let thumbnail = format!("/_matrix/client/v1/media/thumbnail/{media}?width=32&height=32");
+    assert_eq!(get(&carol, &thumbnail).await.0, 404);
+    let purged =
+        bob.client.post(&format!("/_synapse/admin/v1/purge_media_cache?before_ts={}", u64::MAX), json!({})).await;
+    assert_eq!(purged.assert_ok()["deleted"], 0, "a quarantined item stays (so it is not fetched again)");
+    bob.client.post(&format!("/_synapse/admin/v1/media/unquarantine/{media}"), json!({})).await.assert_ok();
+    assert_eq!(get(&carol, &download).await.0, 200);
+    // An item never fetched can be quarantined ahead.
+    let unseen = upload(&alice, "text/plain", b"not fetched yet".to_vec()).await;
+    bob.client.post(&format!("/_synapse/admin/v1/media/quarantine/{unseen}"), json!({})).await.assert_ok();
+    assert_eq!(get(&carol, &format!("/_matrix/client/v1/media/download/{unseen}")).await.0, 404);
+}
+
+#[tokio::test]
 async fn a_remote_file_past_the_size_limit_is_refused_and_not_cached() {
     let (_ca, a, b) = two_servers("", "[media]\nmax_upload_size = 1000\n").await;
     let alice = a.client().register("alice").await;

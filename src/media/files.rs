@@ -1,0 +1,170 @@
+//! Removing stored files no record names any more, while the server runs.
+//!
+//! A file exists shortly before the record that names it (an upload, a
+//! fetched remote item, a thumbnail: [`super::Spool::finish`], then the
+//! record's commit), and identical content shares one file. So a file is
+//! removed only when, at one instant, no record names it and no file stored
+//! under that address is waiting for its record:
+//! - [`FileRegistry::store`] renames a file into place while holding the
+//!   registry's lock, and hands back a [`PendingFile`] that stays with the
+//!   content until its record is written (or abandoned);
+//! - a removal scans the records, then, holding the same lock, removes each
+//!   candidate that is neither named nor pending — unless a pending file got
+//!   its record during the scan (the generation moved), then it scans again.
+//!
+//! At start-up, before any upload, every unnamed file goes
+//! ([`super::Media::new`]).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use super::{file_in, Media};
+use crate::error::Result;
+
+/// Scans before a removal gives up under constant uploads (the files then
+/// go at the next start).
+const MAX_SCANS: usize = 5;
+
+#[derive(Default)]
+struct Pending {
+    /// Content address → files stored under it still waiting for their record.
+    waiting: HashMap<String, usize>,
+    /// Moves each time a pending file is released.
+    generation: u64,
+}
+
+/// Files stored and not yet named by a record (see the module docs).
+#[derive(Default)]
+pub struct FileRegistry {
+    pending: Mutex<Pending>,
+}
+
+/// A stored file whose record is not written yet: its file is not removed
+/// while this lives.
+pub struct PendingFile {
+    registry: Arc<FileRegistry>,
+    sha256: String,
+}
+
+impl std::fmt::Debug for PendingFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PendingFile").field(&self.sha256).finish()
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        let mut pending = self.registry.lock();
+        if let Some(count) = pending.waiting.get_mut(&self.sha256) {
+            *count -= 1;
+            if *count == 0 {
+                pending.waiting.remove(&self.sha256);
+            }
+        }
+        pending.generation += 1;
+    }
+}
+
+impl FileRegistry {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `place` (which puts the file of `sha256` in place) under the
+    /// lock, marking the file pending until the returned guard is dropped.
+    pub(super) fn store<T>(
+        self: &Arc<Self>,
+        sha256: &str,
+        place: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<(T, PendingFile)> {
+        let mut pending = self.lock();
+        let placed = place()?;
+        *pending.waiting.entry(sha256.to_owned()).or_default() += 1;
+        Ok((placed, PendingFile { registry: Arc::clone(self), sha256: sha256.to_owned() }))
+    }
+}
+
+impl Media {
+    /// Every content address a record names (uploads, remote items, thumbnails).
+    pub(super) fn referenced_files(&self) -> Result<HashSet<String>> {
+        let tables = &self.storage.tables;
+        let mut referenced = HashSet::new();
+        tables.media.for_each(|_, record| referenced.extend(record.sha256))?;
+        tables.thumbnails.for_each(|_, thumbnail| {
+            referenced.insert(thumbnail.sha256);
+        })?;
+        tables.remote_media.for_each(|_, record| referenced.extend(record.sha256))?;
+        Ok(referenced)
+    }
+
+    /// Removes the files of `candidates` that no record names and no upload
+    /// is about to name; how many went.
+    pub(super) async fn remove_unnamed_files(&self, candidates: HashSet<String>) -> Result<usize> {
+        if candidates.is_empty() {
+            return Ok(0);
+        }
+        for _ in 0..MAX_SCANS {
+            let generation = self.files.lock().generation;
+            let referenced = self.referenced_files()?;
+            let pending = self.files.lock();
+            if pending.generation != generation {
+                continue; // a file got its record meanwhile: look again
+            }
+            let removed = candidates
+                .iter()
+                .filter(|sha256| !referenced.contains(*sha256) && !pending.waiting.contains_key(*sha256))
+                .filter(|sha256| std::fs::remove_file(file_in(&self.dir, sha256)).is_ok())
+                .count();
+            return Ok(removed);
+        }
+        tracing::info!("uploads kept coming: unnamed media files will be removed at the next start");
+        Ok(0)
+    }
+
+    /// Removes every stored file no record names (start-up, before any upload).
+    pub(super) fn remove_unreferenced_files(&self) -> Result<usize> {
+        let referenced = self.referenced_files()?;
+        Ok(content_files(&self.dir)
+            .filter(|(name, _)| !referenced.contains(name))
+            .filter(|(_, path)| std::fs::remove_file(path).is_ok())
+            .count())
+    }
+}
+
+/// The content files under `dir` (`xx/<64 hex digits>`): name and path.
+fn content_files(dir: &Path) -> impl Iterator<Item = (String, std::path::PathBuf)> {
+    let fan_out = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    fan_out.filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir())).flat_map(|directory| {
+        std::fs::read_dir(directory.path()).into_iter().flatten().flatten().filter_map(|file| {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let is_content = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            is_content.then(|| (name, file.path()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Storage;
+
+    #[tokio::test]
+    async fn a_stored_file_waiting_for_its_record_is_not_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(&dir.path().join("db"), 8 << 20).unwrap());
+        let media = Media::new(storage, dir.path().join("media"), 1 << 20);
+        let mut spool = media.spool().await.unwrap();
+        spool.write(b"waiting for its record").await.unwrap();
+        let content = spool.finish().await.unwrap();
+        let path = file_in(&media.dir, &content.sha256);
+        let candidates = HashSet::from([content.sha256.clone()]);
+        assert_eq!(media.remove_unnamed_files(candidates.clone()).await.unwrap(), 0);
+        assert!(path.exists(), "kept while its upload is being recorded");
+        drop(content); // the upload was abandoned before its record
+        assert_eq!(media.remove_unnamed_files(candidates).await.unwrap(), 1);
+        assert!(!path.exists());
+    }
+}
