@@ -41,7 +41,7 @@ pub struct Services {
     /// What `GET /metrics` reports.
     pub metrics: crate::metrics::Metrics,
     /// The statuses of room shutdowns.
-    pub admin_deletions: crate::api::admin::rooms::Deletions,
+    pub admin_operations: crate::api::admin::operations::Operations,
     pub server_key: Arc<ServerKey>,
     /// The public-sector rules, when `[policy] access_rules` is on (the
     /// rooms' pipeline holds them too).
@@ -106,7 +106,7 @@ impl Services {
             identity_tokens,
             email_invites,
             admin_nonces: Default::default(),
-            admin_deletions: Default::default(),
+            admin_operations: Default::default(),
             metrics,
             rate_limits: crate::rate_limits::RateLimits::new(&rate_limits_config),
             server_key,
@@ -204,17 +204,27 @@ impl Services {
 
     /// The metrics' text, with the figures read now.
     pub fn render_metrics(&self) -> String {
+        let queues = self.queue_depths();
         let snapshot = crate::metrics::Snapshot {
             events_persisted: self.rooms.events_persisted(),
-            federation_queue: self.rooms.outbox_depths().unwrap_or_else(|error| {
-                tracing::warn!(%error, "metrics: could not read the federation queue");
-                Vec::new()
-            }),
-            push_queue: self.storage.tables.push_queue.len(),
-            mail_queue: self.mailer.queued(),
+            federation_queue: queues.federation,
+            push_queue: queues.push,
+            mail_queue: queues.mail,
             database_bytes: self.storage.size_on_disk().unwrap_or(0),
         };
         self.metrics.render(&snapshot)
+    }
+
+    /// What waits in the background queues (metrics, the admin API's jobs).
+    pub fn queue_depths(&self) -> QueueDepths {
+        QueueDepths {
+            federation: self.rooms.outbox_depths().unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read the federation queue");
+                Vec::new()
+            }),
+            push: self.storage.tables.push_queue.len(),
+            mail: self.mailer.queued(),
+        }
     }
 
     /// Renewal mails, expiry and deactivation of accounts (`[account_validity]`).
@@ -239,3 +249,13 @@ impl Services {
 }
 
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Items waiting in each background queue.
+pub struct QueueDepths {
+    /// Events waiting, by destination server.
+    pub federation: Vec<(String, usize)>,
+    /// Pushes waiting for their gateway.
+    pub push: usize,
+    /// Mails waiting for the SMTP server.
+    pub mail: usize,
+}

@@ -102,6 +102,10 @@ pub enum Endpoint {
     AdminQuarantineRoomMedia,
     AdminQuarantineUserMedia,
     AdminPurgeMediaCache,
+    AdminPurgeHistory,
+    AdminPurgeHistoryStatus,
+    AdminJobs,
+    AdminBackgroundUpdates,
     RenewalMail,
     AdminSetValidity,
     Devices,
@@ -395,6 +399,14 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     ),
     post(E::AdminQuarantineUserMedia, Admins, &["/_synapse/admin/v1/user/:user_id/media/quarantine"]),
     post(E::AdminPurgeMediaCache, Admins, &["/_synapse/admin/v1/purge_media_cache"]),
+    post(
+        E::AdminPurgeHistory,
+        Admins,
+        &["/_synapse/admin/v1/purge_history/:room_id", "/_synapse/admin/v1/purge_history/:room_id/:event_id"],
+    ),
+    get(E::AdminPurgeHistoryStatus, Admins, &["/_synapse/admin/v1/purge_history_status/:purge_id"]),
+    get(E::AdminJobs, Admins, &["/_conduit/admin/v1/jobs"]),
+    get(E::AdminBackgroundUpdates, Admins, &["/_synapse/admin/v1/background_updates/status"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
     get(E::Devices, UsersAndGuests, &["/_matrix/client/{r0|v3}/devices"]),
@@ -803,6 +815,10 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::AdminQuarantineRoomMedia => admin::media::quarantine_room(s, &request, who()?).await,
         E::AdminQuarantineUserMedia => admin::media::quarantine_user(s, &request, who()?).await,
         E::AdminPurgeMediaCache => admin::media::purge_remote_cache(s, &request, who()?).await,
+        E::AdminPurgeHistory => admin::rooms::purge_history(s, &request, who()?).await,
+        E::AdminPurgeHistoryStatus => admin::rooms::purge_status(s, &request),
+        E::AdminJobs => Ok(admin::operations::jobs(s)),
+        E::AdminBackgroundUpdates => Ok(admin::operations::background_updates()),
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;
             third_party_invites::exchange(s, &room_id, origin()?, &request.json_object()?).await?;

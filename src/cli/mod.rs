@@ -24,7 +24,7 @@ use crate::{
     http,
     services::Services,
 };
-use operator::{AdminCommand, Operator, Output, QuarantineTarget};
+use operator::{AdminCommand, Operator, Output, PurgeBefore, QuarantineTarget};
 
 const USAGE: &str = "\
 usage: conduit [--config PATH]                      run the server
@@ -41,6 +41,9 @@ While the server runs, these reach it through its operators' socket
   room list [--search TEXT]
   room info ROOM_ID
   room shutdown ROOM_ID [--block]                (members removed; --block: nobody here joins again)
+  room purge-history ROOM_ID (--before-event EVENT_ID | --days N) [--local-events]
+                                                 events before it (state, latest kept); --local-events:
+                                                 this server's users' too
   media quarantine MXC_URI [--release]           downloads answer 404 (--release: again served)
   media quarantine --room ROOM_ID | --user NAME  every item the room mentions, every upload of the user
   media purge-remote --days N                    drop other servers' media cached over N days ago
@@ -94,6 +97,8 @@ struct Options {
     deactivated: bool,
     room: Option<String>,
     user: Option<String>,
+    before_event: Option<String>,
+    local_events: bool,
     password: Option<String>,
     search: Option<String>,
     days: Option<u64>,
@@ -143,6 +148,14 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "--revoke" => {
                 options.revoke = true;
                 "--revoke"
+            }
+            "--before-event" => {
+                options.before_event = Some(value("--before-event")?);
+                "--before-event"
+            }
+            "--local-events" => {
+                options.local_events = true;
+                "--local-events"
             }
             "--release" => {
                 options.release = true;
@@ -221,6 +234,21 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
         ["room", "info", room] => (&[], Command::Admin(AdminCommand::RoomInfo { room: name(room) })),
         ["room", "shutdown", room] => {
             (&["--block"], Command::Admin(AdminCommand::RoomShutdown { room: name(room), block: options.block }))
+        }
+        ["room", "purge-history", room] => {
+            let before = match (options.before_event.clone(), options.days) {
+                (Some(event), None) => PurgeBefore::Event(event),
+                (None, Some(days)) => PurgeBefore::DaysAgo(days),
+                _ => return Err("room purge-history needs one of --before-event and --days".to_owned()),
+            };
+            (
+                &["--before-event", "--days", "--local-events"],
+                Command::Admin(AdminCommand::RoomPurgeHistory {
+                    room: name(room),
+                    before,
+                    local_events: options.local_events,
+                }),
+            )
         }
         ["media", "quarantine", uri] => (
             &["--release"],
@@ -427,6 +455,15 @@ mod tests {
             Command::Admin(AdminCommand::MediaPurgeRemote { days: 30 })
         );
         assert!(parse(&["media", "purge-remote"]).is_err());
+        assert_eq!(
+            parse(&["room", "purge-history", "!r:x", "--days", "90", "--local-events"]).unwrap().command,
+            Command::Admin(AdminCommand::RoomPurgeHistory {
+                room: "!r:x".into(),
+                before: PurgeBefore::DaysAgo(90),
+                local_events: true
+            })
+        );
+        assert!(parse(&["room", "purge-history", "!r:x"]).is_err());
         assert_eq!(parse(&["backup", "/b"]).unwrap().command, Command::Backup { dir: PathBuf::from("/b") });
         assert_eq!(parse(&["restore", "/b"]).unwrap().command, Command::Restore { dir: PathBuf::from("/b") });
         assert_eq!(parse(&["server", "rotate-key"]).unwrap().command, Command::RotateKey);

@@ -41,8 +41,16 @@ pub enum AdminCommand {
     RoomList { search: Option<String> },
     RoomInfo { room: String },
     RoomShutdown { room: String, block: bool },
+    RoomPurgeHistory { room: String, before: PurgeBefore, local_events: bool },
     MediaQuarantine { target: QuarantineTarget, release: bool },
     MediaPurgeRemote { days: u64 },
+}
+
+/// Where `room purge-history` stops.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PurgeBefore {
+    Event(String),
+    DaysAgo(u64),
 }
 
 /// What `media quarantine` applies to.
@@ -146,6 +154,28 @@ impl Operator {
                 let path = format!("/_synapse/admin/v1/rooms/{}", percent_encode(&room));
                 let answer = self.call("GET", &path, None).await?;
                 print(output, &answer, || room_lines(&answer, true));
+                Ok(())
+            }
+            AdminCommand::RoomPurgeHistory { room, before, local_events } => {
+                let mut body = json!({ "delete_local_events": local_events });
+                match &before {
+                    PurgeBefore::Event(event_id) => body["purge_up_to_event_id"] = json!(event_id),
+                    PurgeBefore::DaysAgo(days) => {
+                        let ts = crate::util::now_ms().saturating_sub(days.saturating_mul(24 * 3600 * 1000));
+                        body["purge_up_to_ts"] = json!(ts);
+                    }
+                }
+                let path = format!("/_synapse/admin/v1/purge_history/{}", percent_encode(&room));
+                let answer = self.call("POST", &path, Some(body)).await?;
+                let purge_id = answer["purge_id"].as_str().unwrap_or_default();
+                let status_path = format!("/_synapse/admin/v1/purge_history_status/{}", percent_encode(purge_id));
+                let status = self.call("GET", &status_path, None).await?;
+                if status["status"] != "complete" {
+                    return Err(format!("the purge of {room} failed: {}", status["error"]));
+                }
+                let kept =
+                    if local_events { "" } else { " (this server's users' events kept: --local-events to purge them)" };
+                print(output, &status, || format!("{} events of {room} purged{kept}", status["purged_events"]));
                 Ok(())
             }
             AdminCommand::MediaQuarantine { target, release } => self.quarantine(target, release, output).await,

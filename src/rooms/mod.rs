@@ -25,6 +25,7 @@ pub mod partial_state;
 pub mod pipeline;
 pub mod power_levels;
 pub mod profile;
+pub mod purge;
 pub mod receipts;
 pub mod relations;
 pub mod reports;

@@ -448,3 +448,90 @@ async fn media_is_quarantined_by_item_by_room_and_by_user() {
     assert_eq!(bob.client.send_raw("GET", &path, &[], Default::default()).await.unwrap().0, 404);
     assert_eq!(content_files(&server.dir.path().join("db").join("media")), 3);
 }
+
+#[tokio::test]
+async fn a_rooms_old_history_is_purged_and_the_room_goes_on() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let admin = client.register("admin").await;
+    let alice = client.register("alice").await;
+    let room = admin.create_room(json!({ "preset": "public_chat" })).await;
+    alice.join(&room).await.assert_ok();
+    let mut old = Vec::new();
+    for i in 0..10 {
+        old.push(alice.send_text(&room, &format!("old{i}"), &format!("ancient{i} words")).await);
+    }
+    let topic = format!("/_matrix/client/v3/rooms/{}/state/m.room.topic", enc(&room));
+    admin.client.put(&topic, json!({ "topic": "kept, being state" })).await.assert_ok();
+    let reply =
+        json!({ "msgtype": "m.text", "body": "a reply", "m.relates_to": { "m.in_reply_to": { "event_id": old[0] } } });
+    old.push(alice.send_content(&room, "reply", reply).await);
+    let thread = json!({ "msgtype": "m.text", "body": "in a thread", "m.relates_to": { "rel_type": "m.thread", "event_id": old[1] } });
+    old.push(alice.send_content(&room, "thread", thread).await);
+    let boundary = alice.send_text(&room, "boundary", "boundary stays").await;
+    alice.send_text(&room, "new0", "recent words").await;
+    let notifications = |session: Session| async move {
+        let reply = session.client.get("/_matrix/client/v3/notifications?limit=100").await;
+        reply.assert_ok()["notifications"].as_array().unwrap().len()
+    };
+    let admins_notifications = notifications(admin.clone()).await;
+    assert!(admins_notifications >= 12, "alice's messages notify admin in a two-member room: {admins_notifications}");
+
+    let path = format!("/_synapse/admin/v1/purge_history/{}", enc(&room));
+    let body = json!({ "purge_up_to_event_id": boundary, "delete_local_events": true });
+    alice.client.post(&path, body.clone()).await.assert_error(403, "M_FORBIDDEN");
+    admin.client.post(&path, json!({})).await.assert_error(400, "M_MISSING_PARAM");
+    let elsewhere = admin.create_room(json!({})).await;
+    let wrong_room = format!("/_synapse/admin/v1/purge_history/{}", enc(&elsewhere));
+    admin.client.post(&wrong_room, body.clone()).await.assert_error(404, "M_NOT_FOUND");
+    // Without delete_local_events only other servers' events go: none here.
+    let id = admin.client.post(&path, json!({ "purge_up_to_event_id": boundary })).await;
+    let id = id.assert_ok()["purge_id"].as_str().unwrap().to_owned();
+    let status = admin.client.get(&format!("/_synapse/admin/v1/purge_history_status/{id}")).await;
+    assert_eq!(status.assert_ok()["status"], "complete");
+    assert_eq!(status.body["purged_events"], 0);
+
+    let stored_before = server.services().storage.tables.eventid_pdu.len();
+    let id = admin.client.post(&path, body).await;
+    let id = id.assert_ok()["purge_id"].as_str().unwrap().to_owned();
+    let status = admin.client.get(&format!("/_synapse/admin/v1/purge_history_status/{id}")).await;
+    assert_eq!(
+        (status.assert_ok()["status"].as_str(), status.body["purged_events"].as_u64()),
+        (Some("complete"), Some(12))
+    );
+    assert_eq!(server.services().storage.tables.eventid_pdu.len(), stored_before - 12, "the events left the database");
+
+    // What is left: the state events, the boundary and what came after.
+    let messages = admin.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", enc(&room))).await;
+    let chunk = messages.assert_ok()["chunk"].as_array().unwrap().clone();
+    let ids: Vec<&str> = chunk.iter().filter_map(|event| event["event_id"].as_str()).collect();
+    assert!(ids.contains(&boundary.as_str()));
+    assert!(old.iter().all(|purged| !ids.contains(&purged.as_str())), "purged events are gone from /messages");
+    assert!(
+        chunk.iter().filter(|event| event.get("state_key").is_none()).count() == 2,
+        "the boundary and the newer message"
+    );
+    assert!(chunk.iter().any(|event| event["content"]["topic"] == "kept, being state"));
+    let context = format!("/_matrix/client/v3/rooms/{}/context/{}", enc(&room), enc(&old[3]));
+    admin.client.get(&context).await.assert_error(404, "M_NOT_FOUND");
+    let search = |word: &str| json!({ "search_categories": { "room_events": { "search_term": word } } });
+    let found = admin.client.post("/_matrix/client/v3/search", search("ancient3")).await;
+    assert_eq!(found.assert_ok()["search_categories"]["room_events"]["count"], 0);
+    let found = admin.client.post("/_matrix/client/v3/search", search("recent")).await;
+    assert_eq!(found.assert_ok()["search_categories"]["room_events"]["count"], 1);
+    let threads = admin.client.get(&format!("/_matrix/client/v1/rooms/{}/threads", enc(&room))).await;
+    assert_eq!(threads.assert_ok()["chunk"], json!([]), "the purged thread root is no thread any more");
+    assert_eq!(notifications(admin.clone()).await, admins_notifications - 12, "the purged events' notifications went");
+
+    // The room goes on.
+    alice.send_text(&room, "after", "after the purge").await;
+    let jobs = admin.client.get("/_conduit/admin/v1/jobs").await;
+    let operations = jobs.assert_ok()["operations"].as_array().unwrap().clone();
+    assert_eq!(
+        (operations[0]["kind"].as_str(), operations[0]["status"].as_str()),
+        (Some("purge_history"), Some("complete"))
+    );
+    assert!(jobs.body["queues"]["push"].is_u64(), "{}", jobs.body);
+    let updates = admin.client.get("/_synapse/admin/v1/background_updates/status").await;
+    assert_eq!(updates.assert_ok()["current_updates"], json!({}));
+}

@@ -205,6 +205,14 @@ async fn the_command_line_administers_a_running_server_through_its_socket() {
     assert!(rooms.contains(&room) && rooms.contains("\"Flood\""), "{rooms}");
     let info = cli_json(&config, &["room", "info", &room]);
     assert_eq!((info["name"].as_str(), info["joined_members"].as_u64()), (Some("Flood"), Some(1)), "{info}");
+    for n in 0..3 {
+        bob.send_text(&room, &format!("flood{n}"), "flood").await;
+    }
+    let kept = cli_ok(&config, &["room", "purge-history", &room, "--days", "0"]);
+    assert!(kept.contains("0 events") && kept.contains("--local-events"), "{kept}");
+    let purged = cli_json(&config, &["room", "purge-history", &room, "--days", "0", "--local-events"]);
+    assert_eq!(purged["purged_events"], 2, "every message but the latest: {purged}");
+
     let shut = cli_ok(&config, &["room", "shutdown", &room, "--block"]);
     assert!(shut.contains("1 local members removed; it is blocked"), "{shut}");
     bob.join(&room).await.assert_error(403, "M_FORBIDDEN");

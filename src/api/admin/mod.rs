@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod media;
 pub mod notices;
+pub mod operations;
 pub mod register;
 pub mod reports;
 pub mod rooms;

@@ -9,15 +9,18 @@
 //! joined) into a new room where `new_room_user_id` posts `message`,
 //! removes the room's local aliases and its directory entry, and with
 //! `block` keeps local users out for good. It runs within the request, so
-//! its status is complete (or failed) when the answer comes; `purge` is not
-//! supported yet (the events stay on disk).
-
-use std::sync::Mutex;
+//! its status is complete (or failed) when the answer comes
+//! ([`super::operations`]); `purge` is not supported yet (the events stay on
+//! disk: purge the history with `purge_history` instead).
+//!
+//! `POST /v1/purge_history/{roomId}` (and `…/{eventId}`) purges a room's old
+//! history ([`crate::rooms::purge`]), with `GET /v1/purge_history_status/{purgeId}`.
 
 use ruma::{OwnedRoomId, OwnedUserId, RoomAliasId, RoomId, UserId};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::operations::Kind;
 use crate::{
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},
@@ -26,40 +29,12 @@ use crate::{
     rooms::{
         admin::RoomOverview,
         creation::{self, NewRoom, Preset},
+        purge::PurgeUpTo,
         EventRequest,
     },
     services::Services,
     users::Identity,
 };
-
-/// Shutdown statuses kept (the oldest go first).
-const MAX_STATUSES: usize = 1_000;
-
-/// The statuses of shutdowns, by delete id.
-#[derive(Default)]
-pub struct Deletions {
-    statuses: Mutex<Vec<(String, OwnedRoomId, Value)>>,
-}
-
-impl Deletions {
-    fn record(&self, delete_id: &str, room_id: &RoomId, status: Value) {
-        let mut statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        if statuses.len() >= MAX_STATUSES {
-            statuses.remove(0);
-        }
-        statuses.push((delete_id.to_owned(), room_id.to_owned(), status));
-    }
-
-    fn of_room(&self, room_id: &RoomId) -> Vec<Value> {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        statuses.iter().filter(|(_, room, _)| room == room_id).map(|(_, _, status)| status.clone()).collect()
-    }
-
-    fn by_id(&self, delete_id: &str) -> Option<Value> {
-        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
-        statuses.iter().find(|(id, _, _)| id == delete_id).map(|(_, _, status)| status.clone())
-    }
-}
 
 fn room_param(request: &Request) -> Result<OwnedRoomId> {
     let raw = request.param("room_id")?;
@@ -228,6 +203,7 @@ pub async fn delete(s: &Services, request: &Request, admin: &Identity) -> Result
         return Err(Error::not_found("Room not found"));
     }
     let delete_id = random_alphanumeric(16);
+    let started = crate::util::now_ms();
     let status = match shut_down(s, &room_id, &body).await {
         Ok(result) => {
             json!({ "delete_id": delete_id, "room_id": room_id, "status": "complete", "shutdown_room": result })
@@ -235,7 +211,7 @@ pub async fn delete(s: &Services, request: &Request, admin: &Identity) -> Result
         Err(error) => json!({ "delete_id": delete_id, "room_id": room_id, "status": "failed", "error": error.message }),
     };
     tracing::warn!(admin = %admin.user_id, room = %room_id, status = %status["status"], "room shut down");
-    s.admin_deletions.record(&delete_id, &room_id, status);
+    s.admin_operations.record(Kind::Shutdown, &delete_id, &room_id, started, status);
     Ok(Response::json(&json!({ "delete_id": delete_id })))
 }
 
@@ -321,7 +297,7 @@ async fn notice_room(s: &Services, owner: &str, body: &DeleteRoom, members: &[Ow
 /// `GET /_synapse/admin/v2/rooms/{roomId}/delete_status`.
 pub fn room_delete_status(s: &Services, request: &Request) -> Result<Response> {
     let room_id = room_param(request)?;
-    let results = s.admin_deletions.of_room(&room_id);
+    let results = s.admin_operations.of_room(Kind::Shutdown, &room_id);
     if results.is_empty() {
         return Err(Error::not_found("No shutdown of this room"));
     }
@@ -330,7 +306,55 @@ pub fn room_delete_status(s: &Services, request: &Request) -> Result<Response> {
 
 /// `GET /_synapse/admin/v2/rooms/delete_status/{deleteId}`.
 pub fn delete_status(s: &Services, request: &Request) -> Result<Response> {
-    let status =
-        s.admin_deletions.by_id(request.param("delete_id")?).ok_or_else(|| Error::not_found("No such shutdown"))?;
+    let status = s
+        .admin_operations
+        .by_id(Kind::Shutdown, request.param("delete_id")?)
+        .ok_or_else(|| Error::not_found("No such shutdown"))?;
+    Ok(Response::json(&status))
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct PurgeHistory {
+    #[serde(default)]
+    delete_local_events: bool,
+    purge_up_to_event_id: Option<String>,
+    purge_up_to_ts: Option<u64>,
+}
+
+/// `POST /_synapse/admin/v1/purge_history/{roomId}[/{eventId}]`: `{"purge_id"}`.
+pub async fn purge_history(s: &Services, request: &Request, admin: &Identity) -> Result<Response> {
+    let room_id = room_param(request)?;
+    let body: PurgeHistory = if request.body.is_empty() { PurgeHistory::default() } else { request.json()? };
+    let event_id = request.optional_param("event_id").map(str::to_owned).or(body.purge_up_to_event_id);
+    let up_to = match (event_id, body.purge_up_to_ts) {
+        (Some(event_id), _) => PurgeUpTo::Event(
+            event_id.parse().map_err(|_| Error::invalid_param(format!("{event_id:?} is not an event id")))?,
+        ),
+        (None, Some(ts)) => PurgeUpTo::Time(ts),
+        (None, None) => return Err(Error::new(ErrorKind::MissingParam, "Give purge_up_to_event_id or purge_up_to_ts")),
+    };
+    if s.rooms.room(&room_id)?.is_none() {
+        return Err(Error::not_found("Room not found"));
+    }
+    let purge_id = random_alphanumeric(16);
+    let started = crate::util::now_ms();
+    let status = match s.rooms.purge_history(&room_id, &up_to, body.delete_local_events).await {
+        Ok(purged) => {
+            tracing::warn!(admin = %admin.user_id, room = %room_id, purged, ?up_to, "room history purged");
+            json!({ "status": "complete", "purged_events": purged })
+        }
+        Err(error) if error.status() < 500 => return Err(error),
+        Err(error) => json!({ "status": "failed", "error": error.message }),
+    };
+    s.admin_operations.record(Kind::PurgeHistory, &purge_id, &room_id, started, status);
+    Ok(Response::json(&json!({ "purge_id": purge_id })))
+}
+
+/// `GET /_synapse/admin/v1/purge_history_status/{purgeId}`.
+pub fn purge_status(s: &Services, request: &Request) -> Result<Response> {
+    let status = s
+        .admin_operations
+        .by_id(Kind::PurgeHistory, request.param("purge_id")?)
+        .ok_or_else(|| Error::not_found("No such purge"))?;
     Ok(Response::json(&status))
 }
