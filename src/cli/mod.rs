@@ -40,7 +40,8 @@ While the server runs, these reach it through its operators' socket
   user login-token NAME                          (a new device of the user, for support)
   room list [--search TEXT]
   room info ROOM_ID
-  room shutdown ROOM_ID [--block]                (members removed; --block: nobody here joins again)
+  room shutdown ROOM_ID [--block] [--purge]      (members removed; --block: nobody here joins again;
+                                                 --purge: the room leaves the database)
   room purge-history ROOM_ID (--before-event EVENT_ID | --days N) [--local-events]
                                                  events before it (state, latest kept); --local-events:
                                                  this server's users' too
@@ -93,6 +94,7 @@ struct Options {
     erase: bool,
     block: bool,
     revoke: bool,
+    purge: bool,
     release: bool,
     deactivated: bool,
     room: Option<String>,
@@ -156,6 +158,10 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
             "--local-events" => {
                 options.local_events = true;
                 "--local-events"
+            }
+            "--purge" => {
+                options.purge = true;
+                "--purge"
             }
             "--release" => {
                 options.release = true;
@@ -233,7 +239,8 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
         ["room", "list"] => (&["--search"], Command::Admin(AdminCommand::RoomList { search: options.search.clone() })),
         ["room", "info", room] => (&[], Command::Admin(AdminCommand::RoomInfo { room: name(room) })),
         ["room", "shutdown", room] => {
-            (&["--block"], Command::Admin(AdminCommand::RoomShutdown { room: name(room), block: options.block }))
+            let shutdown = AdminCommand::RoomShutdown { room: name(room), block: options.block, purge: options.purge };
+            (&["--block", "--purge"], Command::Admin(shutdown))
         }
         ["room", "purge-history", room] => {
             let before = match (options.before_event.clone(), options.days) {
@@ -439,7 +446,7 @@ mod tests {
         );
         assert_eq!(
             parse(&["room", "shutdown", "!r:x", "--block"]).unwrap().command,
-            Command::Admin(AdminCommand::RoomShutdown { room: "!r:x".into(), block: true })
+            Command::Admin(AdminCommand::RoomShutdown { room: "!r:x".into(), block: true, purge: false })
         );
         assert_eq!(
             parse(&["media", "quarantine", "--user", "bob"]).unwrap().command,

@@ -40,7 +40,7 @@ pub enum AdminCommand {
     UserLoginToken { name: String },
     RoomList { search: Option<String> },
     RoomInfo { room: String },
-    RoomShutdown { room: String, block: bool },
+    RoomShutdown { room: String, block: bool, purge: bool },
     RoomPurgeHistory { room: String, before: PurgeBefore, local_events: bool },
     MediaQuarantine { target: QuarantineTarget, release: bool },
     MediaPurgeRemote { days: u64 },
@@ -191,9 +191,9 @@ impl Operator {
                 });
                 Ok(())
             }
-            AdminCommand::RoomShutdown { room, block } => {
+            AdminCommand::RoomShutdown { room, block, purge } => {
                 let path = format!("/_synapse/admin/v2/rooms/{}", percent_encode(&room));
-                let answer = self.call("DELETE", &path, Some(json!({ "block": block }))).await?;
+                let answer = self.call("DELETE", &path, Some(json!({ "block": block, "purge": purge }))).await?;
                 let delete_id = answer["delete_id"].as_str().unwrap_or_default();
                 let status_path = format!("/_synapse/admin/v2/rooms/delete_status/{}", percent_encode(delete_id));
                 let status = self.call("GET", &status_path, None).await?;
@@ -202,7 +202,10 @@ impl Operator {
                 }
                 let kicked = status["shutdown_room"]["kicked_users"].as_array().map_or(0, Vec::len);
                 let blocked = if block { "; it is blocked" } else { "" };
-                print(output, &status, || format!("{room} is shut down: {kicked} local members removed{blocked}"));
+                let purged = if purge { "; its history is purged" } else { "" };
+                print(output, &status, || {
+                    format!("{room} is shut down: {kicked} local members removed{blocked}{purged}")
+                });
                 Ok(())
             }
         }

@@ -133,3 +133,134 @@ impl Rooms {
         Ok(self.storage.commit(batch).await?)
     }
 }
+
+/// Writes per commit while a whole room is purged.
+const PURGE_BATCH: usize = 2_000;
+
+impl Rooms {
+    /// Removes every trace of a room from the database (a shutdown's
+    /// `purge`): its events and their indexes, its state snapshots, its
+    /// record, receipts, aliases, directory entry and the local users'
+    /// memberships, notifications and room account data. Refused while a
+    /// local user is joined. Events still queued for other servers (the
+    /// shutdown's leaves) stay until sent. How many events went.
+    pub async fn purge_room(&self, room_id: &RoomId) -> Result<usize> {
+        let Some(room) = self.room(room_id)? else { return Ok(0) };
+        let state = self.current_state(&room)?;
+        if self.joined_members_in(&state)?.iter().any(|member| member.server_name() == self.server_name) {
+            return Err(Error::new(
+                crate::error::ErrorKind::BadRequest,
+                "Local users are still in the room: shut it down first",
+            ));
+        }
+        let tables = &self.storage.tables;
+        let room_key = room_id.to_string();
+        let queued: HashSet<String> = tables
+            .outbox
+            .all()?
+            .into_iter()
+            .filter(|(_, (queued_room, _))| *queued_room == room_key)
+            .map(|(_, (_, event_id))| event_id)
+            .collect();
+        let mut events = Vec::new();
+        tables.eventid_pdu.for_each(|event_id, stored| {
+            if stored.room_id == room_key && !queued.contains(&event_id) {
+                events.push((event_id, stored));
+            }
+        })?;
+        let mut snapshots = BTreeSet::from([room.current_state]);
+        let mut batch = Batch::new();
+        for (event_id, stored) in &events {
+            snapshots.extend(stored.state_before);
+            if let Ok(id) = OwnedEventId::try_from(event_id.as_str()) {
+                if let Some((pdu, _)) = self.get_pdu(&id)? {
+                    self.unindex_relation(&mut batch, &pdu, stored);
+                    self.unindex_search_words(&mut batch, &pdu, stored.count);
+                }
+                self.pdus.invalidate(&id);
+            }
+            for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(event_id.as_str()))? {
+                batch.remove(&tables.relations, &(parent, child));
+            }
+            if stored.count > 0 {
+                batch.remove(&tables.room_timeline, &(room.short_id, stored.count));
+            }
+            batch.remove(&tables.eventid_pdu, event_id);
+            batch.remove(&tables.eventid_shortid, event_id);
+            batch.remove(&tables.shortid_eventid, &stored.short_id());
+            batch.remove(&tables.shortid_authchain, &stored.short_id());
+            if batch.len() >= PURGE_BATCH {
+                self.storage.commit(std::mem::take(&mut batch)).await?;
+            }
+        }
+        self.remove_snapshots(&mut batch, snapshots)?;
+        self.remove_room_records(&mut batch, &room_key)?;
+        self.storage.commit(batch).await?;
+        Ok(events.len())
+    }
+
+    /// Removes the snapshots and every parent they build on (all of one room).
+    fn remove_snapshots(&self, batch: &mut Batch, mut pending: BTreeSet<u64>) -> Result<()> {
+        let tables = &self.storage.tables;
+        let mut seen = HashSet::new();
+        while let Some(id) = pending.pop_first() {
+            if !seen.insert(id) {
+                continue;
+            }
+            if let Some(snapshot) = tables.snapshot_state.get(&id)? {
+                pending.extend(snapshot.parent);
+                batch.remove(&tables.snapshot_state, &id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The room's own records and the local users' records about it.
+    fn remove_room_records(&self, batch: &mut Batch, room_key: &str) -> Result<()> {
+        let tables = &self.storage.tables;
+        batch.remove(&tables.roomid_room, &room_key.to_owned());
+        batch.remove(&tables.published_rooms, &room_key.to_owned());
+        batch.remove(&tables.partial_state_rooms, &room_key.to_owned());
+        for (key, _) in tables.thread_roots.scan_prefix(&prefix_of(room_key))? {
+            batch.remove(&tables.thread_roots, &key);
+        }
+        for (key, _) in tables.receipts.scan_prefix(&crate::storage::keys::ReceiptKey::room_prefix(room_key))? {
+            batch.remove(&tables.receipts, &key);
+        }
+        for (key, _) in tables.receipt_positions.scan_prefix(&prefix_of(room_key))? {
+            batch.remove(&tables.receipt_positions, &key);
+        }
+        for (key, _) in tables.roomid_alias.scan_prefix(&prefix_of(room_key))? {
+            batch.remove(&tables.alias_room, &key.1);
+            batch.remove(&tables.roomid_alias, &key);
+        }
+        let mut localparts = BTreeSet::new();
+        tables.localpart_roomid_membership.for_each(|(localpart, room), _| {
+            if room == room_key {
+                localparts.insert(localpart);
+            }
+        })?;
+        tables.localpart_roomid_forgotten.for_each(|(localpart, room), _| {
+            if room == room_key {
+                localparts.insert(localpart);
+            }
+        })?;
+        for localpart in &localparts {
+            let key = (localpart.clone(), room_key.to_owned());
+            batch.remove(&tables.localpart_roomid_membership, &key);
+            batch.remove(&tables.localpart_roomid_forgotten, &key);
+            batch.remove(&tables.remote_invites, &key);
+            let (start, end) =
+                (NotificationKey::new(localpart, room_key, 0), NotificationKey::new(localpart, room_key, u64::MAX));
+            for (key, _) in tables.notifications.range(&start, &end, false, usize::MAX)? {
+                batch.remove(&tables.notifications, &key);
+            }
+        }
+        tables.account_data.for_each(|key, _| {
+            if key.room_id.as_deref() == Some(room_key) {
+                batch.remove(&tables.account_data, &key);
+            }
+        })?;
+        Ok(())
+    }
+}

@@ -9,16 +9,22 @@
 //!    is half done and unnoted),
 //! 2. walks every tree without stopping anyone (a fuzzy copy: each key holds
 //!    some value it had during the walk),
-//! 3. takes the gate exclusively (writers wait), reads the current value of
-//!    every key written since step 1 and appends it (or its removal), then
-//!    lets writers go.
+//! 3. catches up without stopping anyone: takes the noted keys (starting a
+//!    fresh set under the gate for an instant, so no write noted in the old
+//!    set is half done) and appends their current values (or removals);
+//!    again while many keys were written meanwhile;
+//! 4. takes the gate exclusively (writers wait), reads the current value of
+//!    every key written since the last round and appends it, then lets
+//!    writers go.
 //!
-//! Replaying the walk, then the appended values, gives exactly the database
-//! as it was at step 3: a key nobody wrote kept its value throughout, and a
-//! written key ends on its value at step 3. Writers wait only for step 3,
-//! whose length is the number of keys written during the walk. Those keys are
-//! held in memory; past [`MAX_NOTED_KEYS`] the copy takes the gate for the
-//! rest of its walk instead (writers wait, memory stays bounded).
+//! Replaying the walk, then the appended values in order, gives exactly the
+//! database as it was at step 4: a key nobody wrote kept its value
+//! throughout, and a written key ends on its value at step 4 (any write
+//! after a round read it is noted for a later round). Writers wait only for
+//! step 4, whose length is the number of keys written during the last
+//! catch-up round. The noted keys are held in memory; past
+//! [`MAX_NOTED_KEYS`] the copy takes the gate for the rest of its walk
+//! instead (writers wait, memory stays bounded).
 //!
 //! A point-in-time state is what a crash at that instant would have left,
 //! which every reader of the database already tolerates.
@@ -48,6 +54,11 @@ const FRAME_REMOVE: u8 = 2;
 const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 /// Keys noted during a copy before the copy stops writers for the rest of its walk.
 pub const MAX_NOTED_KEYS: usize = 1 << 20;
+/// Keys left to read back below which the copy holds writers for the last
+/// round (a few in unit tests, so that their copies catch up in rounds).
+const FREEZE_BELOW: usize = if cfg!(test) { 8 } else { 2_000 };
+/// Catch-up rounds (without holding writers) at most before the last one.
+const MAX_CATCH_UP_ROUNDS: usize = 4;
 /// Entries per sled batch while filling a database.
 const RESTORE_BATCH: usize = 10_000;
 /// The longest tree name, key or value a copy may hold (sled's own limit is
@@ -112,6 +123,8 @@ pub struct SnapshotSummary {
     pub frames: u64,
     /// Bytes of the copy.
     pub bytes: u64,
+    /// Catch-up rounds a copy made before its last, exclusive one.
+    pub catch_up_rounds: usize,
 }
 
 /// Writes frames, counting them and hashing everything written.
@@ -167,7 +180,7 @@ impl<W: Write> FrameWriter<W> {
         end.extend_from_slice(digest.as_ref());
         self.out.write_all(&end).map_err(StorageError::Io)?;
         self.out.flush().map_err(StorageError::Io)?;
-        Ok(SnapshotSummary { frames: self.frames, bytes: self.bytes + end.len() as u64 })
+        Ok(SnapshotSummary { frames: self.frames, bytes: self.bytes + end.len() as u64, catch_up_rounds: 0 })
     }
 }
 
@@ -206,29 +219,65 @@ impl Storage {
                 }
             }
         }
+        // Catch-up rounds without stopping writers: each reads back the keys
+        // written since the previous one (after a short exclusive moment to
+        // start noting afresh, so no write noted before is still half done),
+        // until few are left for the final, exclusive round.
+        let mut rounds = 0;
+        while frozen.is_none() && rounds < MAX_CATCH_UP_ROUNDS && self.gate.noted_len() > FREEZE_BELOW {
+            let noted = {
+                let _no_writer_in_progress = self.gate.exclusive();
+                self.gate.lock_noted().replace(HashSet::new()).unwrap_or_default()
+            };
+            self.append_current_values(&mut writer, noted)?;
+            rounds += 1;
+        }
         let pause_started = std::time::Instant::now();
-        let _frozen = frozen.unwrap_or_else(|| self.gate.exclusive());
+        let frozen = frozen.unwrap_or_else(|| self.gate.exclusive());
         let noted = self.gate.lock_noted().take().unwrap_or_default();
         let noted_keys = noted.len();
         // Read under the gate, written after it: a slow reader of the copy
         // does not keep writers waiting.
+        let latest = self.current_values(noted)?;
+        drop(frozen);
+        let paused_ms = pause_started.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(rounds, noted_keys, paused_ms, "backup: the keys written during the copy were read back");
+        write_values(&mut writer, latest)?;
+        Ok(SnapshotSummary { catch_up_rounds: rounds, ..writer.finish()? })
+    }
+
+    /// The current value (or absence) of each noted key, in key order.
+    fn current_values(&self, noted: NotedKeys) -> Result<Vec<NotedValue>, StorageError> {
         let mut latest = Vec::with_capacity(noted.len());
         for (tree_name, key) in noted {
             let value = self.db.open_tree(&tree_name)?.get(&key)?;
             latest.push((tree_name, key, value));
         }
-        drop(_frozen);
-        let paused_ms = pause_started.elapsed().as_secs_f64() * 1000.0;
-        tracing::info!(noted_keys, paused_ms, "backup: the keys written during the copy were read back");
         latest.sort();
-        for (tree, key, value) in latest {
-            match value {
-                Some(value) => writer.put(&tree, &key, &value)?,
-                None => writer.remove(&tree, &key)?,
-            }
-        }
-        writer.finish()
+        Ok(latest)
     }
+
+    fn append_current_values(
+        &self,
+        writer: &mut FrameWriter<impl Write>,
+        noted: NotedKeys,
+    ) -> Result<(), StorageError> {
+        let latest = self.current_values(noted)?;
+        write_values(writer, latest)
+    }
+}
+
+/// A noted key and what it held when read back: (tree, key, value).
+type NotedValue = (Vec<u8>, Vec<u8>, Option<sled::IVec>);
+
+fn write_values(writer: &mut FrameWriter<impl Write>, latest: Vec<NotedValue>) -> Result<(), StorageError> {
+    for (tree, key, value) in latest {
+        match value {
+            Some(value) => writer.put(&tree, &key, &value)?,
+            None => writer.remove(&tree, &key)?,
+        }
+    }
+    Ok(())
 }
 
 /// Reads frames, hashing what it read.
@@ -347,7 +396,7 @@ pub fn restore_snapshot(
 pub fn verify_snapshot(input: impl Read) -> Result<SnapshotSummary, StorageError> {
     let mut reader = FrameReader::new(std::io::BufReader::with_capacity(1 << 20, input))?;
     while !matches!(reader.next()?, Frame::End) {}
-    Ok(SnapshotSummary { frames: reader.frames, bytes: reader.bytes })
+    Ok(SnapshotSummary { frames: reader.frames, bytes: reader.bytes, catch_up_rounds: 0 })
 }
 
 fn staging_path(target: &Path) -> PathBuf {
@@ -396,7 +445,7 @@ fn fill(input: impl Read, path: &Path, cache_capacity_bytes: u64) -> Result<Snap
     }
     apply(&mut pending)?;
     db.flush()?;
-    Ok(SnapshotSummary { frames: reader.frames, bytes: reader.bytes })
+    Ok(SnapshotSummary { frames: reader.frames, bytes: reader.bytes, catch_up_rounds: 0 })
 }
 
 #[cfg(test)]
@@ -487,6 +536,8 @@ mod tests {
                             };
                             batch.insert(&storage.tables.devices, &device, &record).unwrap();
                         }
+                        // New keys each round, so that copies have many to catch up on.
+                        batch.insert(&storage.tables.users, &format!("w{w}-round{round:09}"), &user(round)).unwrap();
                         // Some keys come and go.
                         if round % 2 == 0 {
                             batch.remove(&storage.tables.users, &format!("w{w}-odd"));
@@ -494,12 +545,15 @@ mod tests {
                             batch.insert(&storage.tables.users, &format!("w{w}-odd"), &user(round)).unwrap();
                         }
                         storage.apply(batch).unwrap();
+                        std::thread::sleep(std::time::Duration::from_micros(200));
                     }
                 })
             })
             .collect();
+        let mut rounds = 0;
         for copy_number in 0..5 {
-            let copy = snapshot_of(&storage);
+            let mut copy = Vec::new();
+            rounds += storage.write_snapshot(&mut copy).unwrap().catch_up_rounds;
             let target = dir.path().join(format!("copy{copy_number}"));
             restore_snapshot(copy.as_slice(), &target, 8 << 20).unwrap();
             let restored = Storage::open(&target, 8 << 20).unwrap();
@@ -517,11 +571,14 @@ mod tests {
                 let round = *rounds.iter().next().unwrap();
                 let odd = restored.tables.users.contains(&format!("w{w}-odd")).unwrap();
                 assert_eq!(odd, round % 2 == 1, "copy {copy_number}: the removal of round {round} is torn");
+                let rounds_kept = restored.tables.users.scan_prefix(format!("w{w}-round").as_bytes()).unwrap().len();
+                assert_eq!(rounds_kept as u64, round, "copy {copy_number}: writer {w}'s new keys stop at its round");
             }
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for writer in writers {
             writer.join().unwrap();
         }
+        assert!(rounds > 0, "the copies caught up without holding writers at least once");
     }
 }

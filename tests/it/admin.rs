@@ -227,6 +227,28 @@ async fn the_admin_api_lists_inspects_and_shuts_down_rooms() {
     client.get("/_matrix/client/v3/directory/room/%23alpha%3Atest.local").await.assert_error(404, "M_NOT_FOUND");
     let public = client.get("/_matrix/client/v3/publicRooms").await;
     assert_eq!(public.assert_ok()["chunk"], json!([]));
+
+    // Purged (Synapse's default): the room left the database.
+    admin.client.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&alpha))).await.assert_error(404, "M_NOT_FOUND");
+    let mut left_behind = 0;
+    server
+        .services()
+        .storage
+        .tables
+        .eventid_pdu
+        .for_each(|_, stored| left_behind += usize::from(stored.room_id == alpha))
+        .unwrap();
+    assert_eq!(left_behind, 0, "no event of the purged room is stored");
+    bob.client.get("/_matrix/client/v3/sync").await.assert_ok();
+    let messages = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", enc(&alpha))).await;
+    assert!(messages.status == 403 || messages.status == 404, "{}", messages.status);
+
+    // Without purge, the room and its history stay.
+    let kept =
+        admin.client.delete(&format!("/_synapse/admin/v2/rooms/{}", enc(&beta)), json!({ "purge": false })).await;
+    kept.assert_ok();
+    let details = admin.client.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&beta))).await;
+    assert_eq!(details.assert_ok()["joined_members"], 0);
 }
 
 #[tokio::test]

@@ -10,8 +10,9 @@
 //! removes the room's local aliases and its directory entry, and with
 //! `block` keeps local users out for good. It runs within the request, so
 //! its status is complete (or failed) when the answer comes
-//! ([`super::operations`]); `purge` is not supported yet (the events stay on
-//! disk: purge the history with `purge_history` instead).
+//! ([`super::operations`]). With `purge` the room then leaves the database
+//! ([`crate::rooms::Rooms::purge_room`]); as in Synapse, `purge` is on
+//! unless the body turns it off.
 //!
 //! `POST /v1/purge_history/{roomId}` (and `…/{eventId}`) purges a room's old
 //! history ([`crate::rooms::purge`]), with `GET /v1/purge_history_status/{purgeId}`.
@@ -181,30 +182,35 @@ pub async fn make_room_admin(s: &Services, request: &Request, admin: &Identity) 
     Ok(Response::empty_object())
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 struct DeleteRoom {
     new_room_user_id: Option<String>,
     room_name: Option<String>,
     message: Option<String>,
     #[serde(default)]
     block: bool,
-    #[serde(default)]
+    /// As Synapse: on unless turned off.
+    #[serde(default = "crate::util::yes")]
     purge: bool,
+}
+
+impl Default for DeleteRoom {
+    /// An empty body: Synapse's defaults.
+    fn default() -> Self {
+        Self { new_room_user_id: None, room_name: None, message: None, block: false, purge: true }
+    }
 }
 
 /// `DELETE /_synapse/admin/v2/rooms/{roomId}`: shuts the room down; `{"delete_id"}`.
 pub async fn delete(s: &Services, request: &Request, admin: &Identity) -> Result<Response> {
     let room_id = room_param(request)?;
     let body: DeleteRoom = if request.body.is_empty() { DeleteRoom::default() } else { request.json()? };
-    if body.purge {
-        return Err(Error::new(ErrorKind::BadRequest, "purge is not supported yet: shut down without it"));
-    }
     if s.rooms.room(&room_id)?.is_none() && !body.block {
         return Err(Error::not_found("Room not found"));
     }
     let delete_id = random_alphanumeric(16);
     let started = crate::util::now_ms();
-    let status = match shut_down(s, &room_id, &body).await {
+    let status = match shut_down_and_purge(s, &room_id, &body).await {
         Ok(result) => {
             json!({ "delete_id": delete_id, "room_id": room_id, "status": "complete", "shutdown_room": result })
         }
@@ -213,6 +219,16 @@ pub async fn delete(s: &Services, request: &Request, admin: &Identity) -> Result
     tracing::warn!(admin = %admin.user_id, room = %room_id, status = %status["status"], "room shut down");
     s.admin_operations.record(Kind::Shutdown, &delete_id, &room_id, started, status);
     Ok(Response::json(&json!({ "delete_id": delete_id })))
+}
+
+/// The shutdown, then with `purge` every trace of the room removed.
+async fn shut_down_and_purge(s: &Services, room_id: &RoomId, body: &DeleteRoom) -> Result<Value> {
+    let result = shut_down(s, room_id, body).await?;
+    if body.purge {
+        let purged = s.rooms.purge_room(room_id).await?;
+        tracing::info!(room = %room_id, purged, "room purged");
+    }
+    Ok(result)
 }
 
 async fn shut_down(s: &Services, room_id: &RoomId, body: &DeleteRoom) -> Result<Value> {
