@@ -59,6 +59,9 @@ pub const MAX_NOTED_KEYS: usize = 1 << 20;
 const FREEZE_BELOW: usize = if cfg!(test) { 8 } else { 2_000 };
 /// Catch-up rounds (without holding writers) at most before the last one.
 const MAX_CATCH_UP_ROUNDS: usize = 4;
+/// Entries written in one session of the database while filling it (a few
+/// in unit tests, so that their restores reopen it).
+const RESTORE_REOPEN_EVERY: usize = if cfg!(test) { 40 } else { 25_000 };
 /// Entries per sled batch while filling a database.
 const RESTORE_BATCH: usize = 10_000;
 /// The longest tree name, key or value a copy may hold (sled's own limit is
@@ -418,15 +421,10 @@ fn ensure_restorable(target: &Path) -> Result<(), StorageError> {
 }
 
 fn fill(input: impl Read, path: &Path, cache_capacity_bytes: u64) -> Result<SnapshotSummary, StorageError> {
-    let db = super::open_sled(path, cache_capacity_bytes)?;
+    let mut db = Some(super::open_sled(path, cache_capacity_bytes)?);
     let mut reader = FrameReader::new(std::io::BufReader::with_capacity(1 << 20, input))?;
     let mut pending: Option<(Vec<u8>, sled::Batch, usize)> = None;
-    let apply = |pending: &mut Option<(Vec<u8>, sled::Batch, usize)>| -> Result<(), StorageError> {
-        if let Some((tree, batch, _)) = pending.take() {
-            db.open_tree(tree)?.apply_batch(batch)?;
-        }
-        Ok(())
-    };
+    let mut since_reopen = 0;
     loop {
         let (tree, key, value) = match reader.next()? {
             Frame::End => break,
@@ -434,7 +432,17 @@ fn fill(input: impl Read, path: &Path, cache_capacity_bytes: u64) -> Result<Snap
             Frame::Remove { tree, key } => (tree, key, None),
         };
         if pending.as_ref().is_some_and(|(current, _, count)| *current != tree || *count >= RESTORE_BATCH) {
-            apply(&mut pending)?;
+            since_reopen += apply_pending(db.as_ref(), &mut pending)?;
+        }
+        // sled keeps much of what was written in one session in memory,
+        // whatever its cache size: a large restore reopens the database as
+        // it goes, so its memory stays bounded.
+        if since_reopen >= RESTORE_REOPEN_EVERY {
+            if let Some(open) = db.take() {
+                open.flush()?;
+            }
+            db = Some(super::open_sled(path, cache_capacity_bytes)?);
+            since_reopen = 0;
         }
         let (_, batch, count) = pending.get_or_insert_with(|| (tree, sled::Batch::default(), 0));
         match value {
@@ -443,9 +451,21 @@ fn fill(input: impl Read, path: &Path, cache_capacity_bytes: u64) -> Result<Snap
         }
         *count += 1;
     }
-    apply(&mut pending)?;
-    db.flush()?;
+    apply_pending(db.as_ref(), &mut pending)?;
+    if let Some(db) = db {
+        db.flush()?;
+    }
     Ok(SnapshotSummary { frames: reader.frames, bytes: reader.bytes, catch_up_rounds: 0 })
+}
+
+/// Applies the batch being gathered; how many entries it held.
+fn apply_pending(
+    db: Option<&sled::Db>,
+    pending: &mut Option<(Vec<u8>, sled::Batch, usize)>,
+) -> Result<usize, StorageError> {
+    let (Some(db), Some((tree, batch, count))) = (db, pending.take()) else { return Ok(0) };
+    db.open_tree(tree)?.apply_batch(batch)?;
+    Ok(count)
 }
 
 #[cfg(test)]
