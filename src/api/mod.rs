@@ -105,6 +105,7 @@ pub enum Endpoint {
     AdminPurgeHistory,
     AdminPurgeHistoryStatus,
     AdminJobs,
+    AdminStorage,
     AdminBackgroundUpdates,
     RenewalMail,
     AdminSetValidity,
@@ -406,6 +407,7 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     ),
     get(E::AdminPurgeHistoryStatus, Admins, &["/_synapse/admin/v1/purge_history_status/:purge_id"]),
     get(E::AdminJobs, Admins, &["/_conduit/admin/v1/jobs"]),
+    get(E::AdminStorage, Admins, &["/_conduit/admin/v1/storage"]),
     get(E::AdminBackgroundUpdates, Admins, &["/_synapse/admin/v1/background_updates/status"]),
     post(E::RenewalMail, Users, &["/_matrix/client/unstable/account_validity/send_mail"]),
     post(E::AdminSetValidity, Users, &["/_synapse/admin/v1/account_validity/validity"]),
@@ -818,6 +820,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::AdminPurgeHistory => admin::rooms::purge_history(s, &request, who()?).await,
         E::AdminPurgeHistoryStatus => admin::rooms::purge_status(s, &request),
         E::AdminJobs => Ok(admin::operations::jobs(s)),
+        E::AdminStorage => admin::operations::storage(s).await,
         E::AdminBackgroundUpdates => Ok(admin::operations::background_updates()),
         E::ExchangeThirdPartyInvite => {
             let room_id = client::room_events::room_id_param(&request)?;

@@ -48,6 +48,7 @@ While the server runs, these reach it through its operators' socket
   media quarantine MXC_URI [--release]           downloads answer 404 (--release: again served)
   media quarantine --room ROOM_ID | --user NAME  every item the room mentions, every upload of the user
   media purge-remote --days N                    drop other servers' media cached over N days ago
+  debug storage-stats                            entries and bytes of each table of the database
   backup DIR                                     consistent copy of the database, and new media files
 
 Only while the server is stopped:
@@ -276,6 +277,7 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
             let days = options.days.ok_or("media purge-remote needs --days N")?;
             (&["--days"], Command::Admin(AdminCommand::MediaPurgeRemote { days }))
         }
+        ["debug", "storage-stats"] => (&[], Command::Admin(AdminCommand::StorageStats)),
         ["backup", dir] => (&[], Command::Backup { dir: PathBuf::from(dir) }),
         ["restore", dir] => (&[], Command::Restore { dir: PathBuf::from(dir) }),
         ["server", "rotate-key"] => (&[], Command::RotateKey),

@@ -44,6 +44,7 @@ pub enum AdminCommand {
     RoomPurgeHistory { room: String, before: PurgeBefore, local_events: bool },
     MediaQuarantine { target: QuarantineTarget, release: bool },
     MediaPurgeRemote { days: u64 },
+    StorageStats,
 }
 
 /// Where `room purge-history` stops.
@@ -179,6 +180,11 @@ impl Operator {
                 Ok(())
             }
             AdminCommand::MediaQuarantine { target, release } => self.quarantine(target, release, output).await,
+            AdminCommand::StorageStats => {
+                let answer = self.call("GET", "/_conduit/admin/v1/storage", None).await?;
+                print(output, &answer, || storage_lines(&answer));
+                Ok(())
+            }
             AdminCommand::MediaPurgeRemote { days } => {
                 let before = crate::util::now_ms().saturating_sub(days.saturating_mul(24 * 3600 * 1000));
                 let path = format!("/_synapse/admin/v1/purge_media_cache?before_ts={before}");
@@ -358,6 +364,31 @@ fn ok_or_message(reply: OperatorReply) -> Result<Value, String> {
         (Some(error), Some(code)) => Err(format!("{error} ({code})")),
         _ => Err(format!("the server answered {}: {}", reply.status, String::from_utf8_lossy(&reply.body))),
     }
+}
+
+/// The storage statistics as a table, largest trees first.
+fn storage_lines(answer: &Value) -> String {
+    let mebibytes = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let mut lines = vec![format!("{:<44} {:>10} {:>10} {:>10}", "tree", "entries", "keys MiB", "values MiB")];
+    let (mut entries, mut keys, mut values) = (0, 0, 0);
+    for tree in answer["trees"].as_array().cloned().unwrap_or_default() {
+        let (n, k, v) = (
+            tree["entries"].as_u64().unwrap_or(0),
+            tree["key_bytes"].as_u64().unwrap_or(0),
+            tree["value_bytes"].as_u64().unwrap_or(0),
+        );
+        (entries, keys, values) = (entries + n, keys + k, values + v);
+        let name = tree["name"].as_str().unwrap_or("?");
+        lines.push(format!("{name:<44} {n:>10} {:>10.1} {:>10.1}", mebibytes(k), mebibytes(v)));
+    }
+    lines.push(format!("{:<44} {entries:>10} {:>10.1} {:>10.1}", "total", mebibytes(keys), mebibytes(values)));
+    let on_disk = answer["size_on_disk"].as_u64().unwrap_or(0);
+    lines.push(format!(
+        "on disk: {:.1} MiB ({:.1}× the keys and values)",
+        mebibytes(on_disk),
+        on_disk as f64 / (keys + values).max(1) as f64
+    ));
+    lines.join("\n")
 }
 
 /// A room in one line, or in detail.

@@ -351,6 +351,27 @@ impl Storage {
         Ok(in_flight.first().map_or(current, |first| first - 1))
     }
 
+    /// Entries and bytes of every tree, largest first (walks the whole
+    /// database: for operators' inspection, not for the request path).
+    pub fn tree_stats(&self) -> Result<Vec<TreeStats>, StorageError> {
+        let mut stats = Vec::new();
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let mut tree_stats = TreeStats { name: String::from_utf8_lossy(&name).into_owned(), ..Default::default() };
+            for entry in tree.iter() {
+                let (key, value) = entry?;
+                tree_stats.entries += 1;
+                tree_stats.key_bytes += key.len() as u64;
+                tree_stats.value_bytes += value.len() as u64;
+            }
+            if tree_stats.entries > 0 {
+                stats.push(tree_stats);
+            }
+        }
+        stats.sort_by_key(|tree| std::cmp::Reverse(tree.key_bytes + tree.value_bytes));
+        Ok(stats)
+    }
+
     /// The database's size on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.db.size_on_disk()?)
@@ -468,6 +489,15 @@ fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, Storage
 pub struct TableOpener<'a> {
     db: &'a sled::Db,
     gate: &'a Arc<WriteGate>,
+}
+
+/// What one tree holds ([`Storage::tree_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TreeStats {
+    pub name: String,
+    pub entries: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
 }
 
 /// A typed tree.

@@ -185,6 +185,11 @@ async fn the_command_line_administers_a_running_server_through_its_socket() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "only the server's account may use the operators' socket");
 
+    let stats = cli_json(&config, &["debug", "storage-stats"]);
+    let trees = stats["trees"].as_array().unwrap();
+    assert!(trees.iter().any(|tree| tree["name"] == "eventid_pdu" && tree["entries"].as_u64() > Some(0)), "{stats}");
+    assert!(cli_ok(&config, &["debug", "storage-stats"]).contains("on disk:"));
+
     let users = cli_json(&config, &["user", "list"]);
     assert_eq!(users["total"], 2, "{users}");
     let listed = cli_ok(&config, &["user", "list", "--search", "bo"]);

@@ -1,6 +1,7 @@
 //! The long operations the admin API runs — room shutdowns and history
 //! purges — with their statuses, and the server's background work:
-//! `GET /_conduit/admin/v1/jobs` (queues and the recent operations) and
+//! `GET /_conduit/admin/v1/jobs` (queues and the recent operations),
+//! `GET /_conduit/admin/v1/storage` (what each table of the database holds) and
 //! Synapse's `GET /_synapse/admin/v1/background_updates/status` (this server
 //! migrates its database at start-up, never in the background: always idle).
 //!
@@ -116,4 +117,28 @@ pub fn jobs(s: &Services) -> Response {
 /// `GET /_synapse/admin/v1/background_updates/status`.
 pub fn background_updates() -> Response {
     Response::json(&json!({ "enabled": true, "current_updates": {} }))
+}
+
+/// `GET /_conduit/admin/v1/storage`: the database's size on disk and what
+/// each of its trees holds (entries, key and value bytes), largest first.
+/// Walks the whole database: seconds on a large one.
+pub async fn storage(s: &Services) -> crate::error::Result<Response> {
+    let storage = std::sync::Arc::clone(&s.storage);
+    let (size, trees) = tokio::task::spawn_blocking(move || {
+        Ok::<_, crate::storage::StorageError>((storage.size_on_disk()?, storage.tree_stats()?))
+    })
+    .await
+    .map_err(|error| crate::error::Error::internal("storage statistics", error))??;
+    let trees: Vec<Value> = trees
+        .into_iter()
+        .map(|tree| {
+            json!({
+                "name": tree.name,
+                "entries": tree.entries,
+                "key_bytes": tree.key_bytes,
+                "value_bytes": tree.value_bytes,
+            })
+        })
+        .collect();
+    Ok(Response::json(&json!({ "size_on_disk": size, "trees": trees })))
 }
