@@ -31,6 +31,9 @@ pub enum ErrorKind {
     UnrecognizedEndpoint,
     /// 405 `M_UNRECOGNIZED`: known endpoint, wrong method.
     MethodNotAllowed,
+    /// 400 `M_UNRECOGNIZED`: a known endpoint asked for something it does not
+    /// have (a push rule's unknown attribute).
+    Unrecognized,
     /// 413 `M_TOO_LARGE`.
     TooLarge,
     /// 502 `M_TOO_LARGE`: another server's media is larger than this one serves.
@@ -147,6 +150,7 @@ impl Error {
         use ErrorKind::*;
         match self.kind {
             BadJson
+            | Unrecognized
             | NotJson
             | InvalidUsername
             | UserInUse
@@ -194,7 +198,7 @@ impl Error {
             MissingToken => "M_MISSING_TOKEN",
             UnknownToken { .. } => "M_UNKNOWN_TOKEN",
             NotFound => "M_NOT_FOUND",
-            UnrecognizedEndpoint | MethodNotAllowed => "M_UNRECOGNIZED",
+            UnrecognizedEndpoint | MethodNotAllowed | Unrecognized => "M_UNRECOGNIZED",
             TooLarge | RemoteTooLarge => "M_TOO_LARGE",
             LimitExceeded { .. } => "M_LIMIT_EXCEEDED",
             InvalidUsername => "M_INVALID_USERNAME",
@@ -282,6 +286,7 @@ mod tests {
             (ErrorKind::UnknownToken { soft_logout: false }, 401, "M_UNKNOWN_TOKEN"),
             (ErrorKind::UnrecognizedEndpoint, 404, "M_UNRECOGNIZED"),
             (ErrorKind::MethodNotAllowed, 405, "M_UNRECOGNIZED"),
+            (ErrorKind::Unrecognized, 400, "M_UNRECOGNIZED"),
             (ErrorKind::TooLarge, 413, "M_TOO_LARGE"),
             (ErrorKind::RemoteTooLarge, 502, "M_TOO_LARGE"),
             (ErrorKind::LimitExceeded { retry_after_ms: 1500 }, 429, "M_LIMIT_EXCEEDED"),

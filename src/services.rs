@@ -215,6 +215,16 @@ impl Services {
         self.metrics.render(&snapshot)
     }
 
+    /// The database's size on disk and what each of its tables holds (walks
+    /// the whole database, off the async threads).
+    pub async fn storage_stats(&self) -> crate::error::Result<(u64, Vec<crate::storage::TreeStats>)> {
+        let storage = Arc::clone(&self.storage);
+        let walked = tokio::task::spawn_blocking(move || -> Result<_, crate::storage::StorageError> {
+            Ok((storage.size_on_disk()?, storage.tree_stats()?))
+        });
+        Ok(walked.await.map_err(|error| crate::error::Error::internal("storage statistics", error))??)
+    }
+
     /// What waits in the background queues (metrics, the admin API's jobs).
     pub fn queue_depths(&self) -> QueueDepths {
         QueueDepths {

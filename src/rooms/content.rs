@@ -27,6 +27,18 @@ fn check<T: DeserializeOwned>(kind: &str, content: &Value) -> Result<()> {
         .map_err(|e| Error::bad_json(format!("Invalid content for {kind}: {e}")))
 }
 
+/// A canonical alias event's aliases must be aliases: `M_INVALID_PARAM`
+/// otherwise (as Synapse answers), before the schema's `M_BAD_JSON`.
+fn check_alias_syntax(content: &Value) -> Result<()> {
+    let alternatives = content.get("alt_aliases").and_then(Value::as_array).into_iter().flatten();
+    for alias in content.get("alias").into_iter().chain(alternatives).filter_map(Value::as_str) {
+        if ruma::RoomAliasId::parse(alias).is_err() {
+            return Err(Error::invalid_param(format!("{alias:?} is not a room alias")));
+        }
+    }
+    Ok(())
+}
+
 /// Checks `content` against the schema of `kind` when it is a known state event.
 pub fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
     if !content.is_object() {
@@ -46,7 +58,10 @@ pub fn validate_state_content(kind: &str, content: &Value) -> Result<()> {
         kinds::HISTORY_VISIBILITY => check::<RoomHistoryVisibilityEventContent>(kind, content),
         kinds::GUEST_ACCESS => check::<RoomGuestAccessEventContent>(kind, content),
         kinds::MEMBER => check::<RoomMemberEventContent>(kind, content),
-        kinds::CANONICAL_ALIAS => check::<RoomCanonicalAliasEventContent>(kind, content),
+        kinds::CANONICAL_ALIAS => {
+            check_alias_syntax(content)?;
+            check::<RoomCanonicalAliasEventContent>(kind, content)
+        }
         kinds::ENCRYPTION => check::<RoomEncryptionEventContent>(kind, content),
         kinds::TOMBSTONE => check::<RoomTombstoneEventContent>(kind, content),
         kinds::SERVER_ACL => check::<RoomServerAclEventContent>(kind, content),

@@ -239,6 +239,28 @@ impl Rooms {
         Ok(name.and_then(|pdu| content_string(&pdu, "name")).filter(|name| !name.is_empty()))
     }
 
+    /// The current state event `kind`/`state_key` when it was sent by
+    /// `sender` with exactly `content` and `sender` is still joined: setting
+    /// it again changes nothing, and its event id is the answer (as Synapse
+    /// deduplicates a repeated state event).
+    pub fn identical_current_state(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        kind: &str,
+        state_key: &str,
+        content: &Value,
+    ) -> Result<Option<ruma::OwnedEventId>> {
+        let Some(room) = self.room(room_id)? else { return Ok(None) };
+        let state = self.current_state(&room)?;
+        if self.membership_in(&state, sender)? != Some(Membership::Join) {
+            return Ok(None);
+        }
+        let Some(current) = self.state_event_in(&state, kind, state_key)? else { return Ok(None) };
+        let same_content = serde_json::from_str::<Value>(current.content_json()).ok().as_ref() == Some(content);
+        Ok((current.sender_str() == sender.as_str() && same_content).then(|| current.event_id().to_owned()))
+    }
+
     pub fn state_event_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<Pdu>> {
         Ok(self.state_record_in(state, kind, state_key)?.map(|(pdu, _)| pdu))
     }

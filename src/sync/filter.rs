@@ -110,12 +110,39 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Checks values serde cannot.
+    /// Checks values serde cannot: the event format, and that room and user
+    /// lists hold room ids (`!`) and user ids (`@`), as Synapse's filter
+    /// schema requires.
     pub fn validate(&self) -> Result<(), String> {
         match self.event_format.as_deref() {
-            None | Some("client") | Some("federation") => Ok(()),
-            Some(other) => Err(format!("event_format must be `client` or `federation`, not {other:?}")),
+            None | Some("client") | Some("federation") => {}
+            Some(other) => return Err(format!("event_format must be `client` or `federation`, not {other:?}")),
         }
+        ids_with_sigil("room.rooms", self.room.rooms.iter().flatten(), '!')?;
+        ids_with_sigil("room.not_rooms", &self.room.not_rooms, '!')?;
+        let event_filters = [
+            ("room.timeline", &self.room.timeline),
+            ("room.state", &self.room.state),
+            ("room.ephemeral", &self.room.ephemeral),
+            ("room.account_data", &self.room.account_data),
+            ("presence", &self.presence),
+            ("account_data", &self.account_data),
+        ];
+        for (name, filter) in event_filters {
+            ids_with_sigil(&format!("{name}.rooms"), filter.rooms.iter().flatten(), '!')?;
+            ids_with_sigil(&format!("{name}.not_rooms"), &filter.not_rooms, '!')?;
+            ids_with_sigil(&format!("{name}.senders"), filter.senders.iter().flatten(), '@')?;
+            ids_with_sigil(&format!("{name}.not_senders"), &filter.not_senders, '@')?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses an entry of `ids` that is not an identifier starting with `sigil`.
+fn ids_with_sigil<'a>(field: &str, ids: impl IntoIterator<Item = &'a String>, sigil: char) -> Result<(), String> {
+    match ids.into_iter().find(|id| !id.starts_with(sigil) || id.len() < 2) {
+        Some(bad) => Err(format!("{field} must hold ids starting with {sigil}, not {bad:?}")),
+        None => Ok(()),
     }
 }
 

@@ -333,14 +333,17 @@ fn timeline(
     upto: u64,
 ) -> Result<(Vec<(Pdu, StoredPdu)>, bool)> {
     let filter = &request.filter.room.timeline;
-    let limit = filter.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).clamp(1, MAX_TIMELINE_LIMIT));
+    // `limit: 0` asks for no events (the timeline is then `limited` when
+    // there were some), as Synapse reads it.
+    let limit = filter.limit.map_or(DEFAULT_TIMELINE_LIMIT, |l| (l as usize).min(MAX_TIMELINE_LIMIT));
+    let page_size = (limit * 2).max(16);
     let floor = since.map_or(0, |since| since + 1);
     let mut events = Vec::new();
     let mut position = upto.saturating_add(1);
     let mut limited = false;
     'pages: loop {
-        let page = rooms.timeline_page(room, position, true, limit * 2)?;
-        let last_page = page.len() < limit * 2;
+        let page = rooms.timeline_page(room, position, true, page_size)?;
+        let last_page = page.len() < page_size;
         for (count, event_id) in page {
             if count < floor {
                 break 'pages;

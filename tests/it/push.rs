@@ -83,6 +83,7 @@ async fn default_rules_notify_and_highlight_mentions() {
     assert_eq!(listed.len(), 3);
     assert_eq!(listed[1]["event"]["event_id"], mentioned.as_str(), "newest first");
     assert_eq!(listed[1]["read"], false);
+    assert!(listed.iter().all(|entry| entry.as_object().unwrap().contains_key("profile_tag")));
     assert!(listed[1]["actions"].to_string().contains("highlight"));
     let highlights = alice.client.get("/_matrix/client/v3/notifications?only=highlight").await.assert_ok().clone();
     assert_eq!(highlights["notifications"].as_array().unwrap().len(), 1);
@@ -213,4 +214,28 @@ async fn read_notifications_past_the_retention_are_compacted_and_unread_ones_kep
     services.rooms.checkpoint_position(later + 10 * 60 * 1000).unwrap(); // within the hour: no new checkpoint
     assert_eq!(services.rooms.retention_cutoff(later + 31 * DAY).unwrap(), Some(position_then));
     assert_eq!(services.rooms.retention_cutoff(started - DAY + 30 * DAY).unwrap(), None, "no checkpoint is that old");
+}
+
+/// Sytest's push rule path checks: every malformed path is a 400, never a 404 or 405.
+#[tokio::test]
+async fn malformed_push_rule_paths_are_400() {
+    let server = crate::harness::TestServer::start().await;
+    let alice = server.client().register("alice").await;
+    let body = json!({ "actions": ["notify"], "pattern": "x" });
+    for (path, errcode) in [
+        ("/_matrix/client/v3/pushrules//content/rule", "M_INVALID_PARAM"),
+        ("/_matrix/client/v3/pushrules/device/content/rule", "M_INVALID_PARAM"),
+        ("/_matrix/client/v3/pushrules/global//rule", "M_INVALID_PARAM"),
+        ("/_matrix/client/v3/pushrules/global/bogus/rule", "M_INVALID_PARAM"),
+        ("/_matrix/client/v3/pushrules/global/content/", "M_INVALID_PARAM"),
+    ] {
+        alice.client.put(path, body.clone()).await.assert_error(400, errcode);
+        alice.client.get(path).await.assert_error(400, errcode);
+        alice.client.delete(path, json!({})).await.assert_error(400, errcode);
+    }
+    let attribute = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/bogus";
+    alice.client.get(attribute).await.assert_error(400, "M_UNRECOGNIZED");
+    alice.client.put(attribute, json!({})).await.assert_error(400, "M_UNRECOGNIZED");
+    let no_rule = "/_matrix/client/v3/pushrules/global/override/.m.rule.nope/enabled";
+    alice.client.get(no_rule).await.assert_error(404, "M_NOT_FOUND");
 }

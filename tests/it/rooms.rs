@@ -494,3 +494,73 @@ async fn cached_auth_chains_match_a_walk_of_the_graph() {
         assert_eq!(kinds.contains("m.room.create"), version != "12", "v12 events do not reference the create event");
     }
 }
+
+/// Corners of room state that clients and the conformance suite rely on
+/// (Synapse's behaviour where the spec leaves room).
+#[tokio::test]
+async fn repeated_state_and_joins_aliases_and_cross_room_redactions() {
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let other = alice.create_room(json!({})).await;
+
+    // The same state again: the existing event, no new one.
+    let topic = crate::harness::state_path(&room, "m.room.topic", "");
+    let first = alice.client.put(&topic, json!({ "topic": "same" })).await.assert_ok()["event_id"].clone();
+    let again = alice.client.put(&topic, json!({ "topic": "same" })).await.assert_ok()["event_id"].clone();
+    assert_eq!(first, again);
+    let changed = alice.client.put(&topic, json!({ "topic": "other" })).await.assert_ok()["event_id"].clone();
+    assert_ne!(first, changed);
+
+    // Extra keys of a join go into the member event; joining again changes nothing.
+    let join = format!("/_matrix/client/v3/rooms/{}/join", crate::harness::enc(&room));
+    bob.client
+        .post(&join, json!({ "reason": "hello", "org.example.note": 1, "third_party_signed": null }))
+        .await
+        .assert_ok();
+    let member = bob.client.get(&crate::harness::state_path(&room, "m.room.member", &bob.user_id)).await;
+    let member = member.assert_ok().clone();
+    assert_eq!((member["reason"].as_str(), member["org.example.note"].as_i64()), (Some("hello"), Some(1)), "{member}");
+    assert!(member.get("third_party_signed").is_none());
+    let members = |session: crate::harness::Session| {
+        let room = room.clone();
+        async move {
+            let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", crate::harness::enc(&room));
+            let page = session.client.get(&path).await.assert_ok().clone();
+            page["chunk"].as_array().unwrap().iter().filter(|e| e["type"] == "m.room.member").count()
+        }
+    };
+    let before = members(alice.clone()).await;
+    bob.client.post(&join, json!({ "reason": "hello", "org.example.note": 1 })).await.assert_ok();
+    assert_eq!(members(alice.clone()).await, before, "an identical join adds no event");
+
+    // A malformed alternative alias is M_INVALID_PARAM; a deleted alias leaves the canonical alias event.
+    let canonical = crate::harness::state_path(&room, "m.room.canonical_alias", "");
+    alice.client.put(&canonical, json!({ "alt_aliases": ["not-an-alias"] })).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .client
+        .put("/_matrix/client/v3/directory/room/%23corner%3Atest.local", json!({ "room_id": room }))
+        .await
+        .assert_ok();
+    alice
+        .client
+        .put("/_matrix/client/v3/directory/room/%23corner2%3Atest.local", json!({ "room_id": room }))
+        .await
+        .assert_ok();
+    let both = json!({ "alias": "#corner:test.local", "alt_aliases": ["#corner:test.local", "#corner2:test.local"] });
+    alice.client.put(&canonical, both).await.assert_ok();
+    alice.client.delete("/_matrix/client/v3/directory/room/%23corner%3Atest.local", json!({})).await.assert_ok();
+    let now = alice.client.get(&canonical).await.assert_ok().clone();
+    assert_eq!(now, json!({ "alt_aliases": ["#corner2:test.local"] }));
+
+    // Redacting an event of another room through this one is a 400.
+    let elsewhere = alice.send_text(&other, "t", "elsewhere").await;
+    let redact = format!(
+        "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+        crate::harness::enc(&room),
+        crate::harness::enc(&elsewhere)
+    );
+    alice.client.put(&redact, json!({})).await.assert_error(400, "M_INVALID_PARAM");
+}

@@ -188,6 +188,14 @@ async fn filters_are_stored_per_user_and_used_by_sync() {
         .post(&path, json!({ "room": { "timeline": { "limit": "ten" } } }))
         .await
         .assert_error(400, "M_BAD_JSON");
+    for malformed in [
+        json!({ "room": { "rooms": ["not-a-room"] } }),
+        json!({ "room": { "timeline": { "not_rooms": ["#alias:test.local"] } } }),
+        json!({ "presence": { "senders": ["bob"] } }),
+        json!({ "room": { "state": { "not_senders": ["!room:test.local"] } } }),
+    ] {
+        alice.client.post(&path, malformed.clone()).await.assert_error(400, "M_BAD_JSON");
+    }
 
     let room = alice.create_room(json!({})).await;
     alice.send_text(&room, "1", "a").await;
@@ -195,6 +203,17 @@ async fn filters_are_stored_per_user_and_used_by_sync() {
     let body = sync(&alice, &format!("filter={id}")).await;
     let events = body["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
     assert_eq!(events, vec![json!({ "type": "m.room.message", "content": { "body": "b" } })]);
+
+    // `limit: 0`: no events, and the timeline says some were left out.
+    let none = crate::harness::enc_json(&json!({ "room": { "timeline": { "limit": 0 } } }));
+    let body = sync(&alice, &format!("filter={none}")).await;
+    let timeline = &body["rooms"]["join"][&room]["timeline"];
+    assert_eq!((timeline["events"].as_array().map(Vec::len), timeline["limited"].as_bool()), (Some(0), Some(true)));
+    assert!(body["rooms"]["join"][&room]["state"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "m.room.create"));
 }
 
 #[tokio::test]

@@ -123,12 +123,7 @@ pub fn background_updates() -> Response {
 /// each of its trees holds (entries, key and value bytes), largest first.
 /// Walks the whole database: seconds on a large one.
 pub async fn storage(s: &Services) -> crate::error::Result<Response> {
-    let storage = std::sync::Arc::clone(&s.storage);
-    let (size, trees) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::storage::StorageError>((storage.size_on_disk()?, storage.tree_stats()?))
-    })
-    .await
-    .map_err(|error| crate::error::Error::internal("storage statistics", error))??;
+    let (size, trees) = s.storage_stats().await?;
     let trees: Vec<Value> = trees
         .into_iter()
         .map(|tree| {

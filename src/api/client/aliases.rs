@@ -6,10 +6,10 @@
 
 use ruma::{OwnedRoomAliasId, RoomAliasId};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::events::kinds;
-use crate::rooms::Membership;
+use crate::rooms::{EventRequest, Membership};
 use crate::{
     error::{Error, Result},
     http::{Request, Response},
@@ -66,7 +66,38 @@ pub async fn delete(s: &Services, request: &Request, who: &Identity) -> Result<R
         return Err(Error::forbidden("You may not delete this alias"));
     }
     s.rooms.delete_alias(&alias).await?;
+    drop_from_canonical_alias(s, &room_id, &alias, who).await;
     Ok(Response::empty_object())
+}
+
+/// A deleted alias leaves the room's `m.room.canonical_alias` too (as
+/// Synapse does), sent by the user who deleted it when they may; when they
+/// may not, the event keeps naming it (logged).
+async fn drop_from_canonical_alias(s: &Services, room_id: &ruma::RoomId, alias: &ruma::RoomAliasId, who: &Identity) {
+    let updated = async {
+        let Some(room) = s.rooms.room(room_id)? else { return Ok(false) };
+        let state = s.rooms.current_state(&room)?;
+        let Some(event) = s.rooms.state_event_in(&state, kinds::CANONICAL_ALIAS, "")? else { return Ok(false) };
+        let mut content: Value = serde_json::from_str(event.content_json()).unwrap_or_else(|_| json!({}));
+        let mut changed = false;
+        if content.get("alias").and_then(Value::as_str) == Some(alias.as_str()) {
+            content.as_object_mut().map(|fields| fields.remove("alias"));
+            changed = true;
+        }
+        if let Some(alternatives) = content.get_mut("alt_aliases").and_then(Value::as_array_mut) {
+            let before = alternatives.len();
+            alternatives.retain(|other| other.as_str() != Some(alias.as_str()));
+            changed |= alternatives.len() != before;
+        }
+        if !changed {
+            return Ok(false);
+        }
+        let event = EventRequest::state(kinds::CANONICAL_ALIAS, "", content);
+        s.rooms.append(room_id, &who.user_id, event, None).await.map(|_| true)
+    };
+    if let Err(error) = updated.await {
+        tracing::info!(%error, room = %room_id, alias = %alias, "the canonical alias event still names a deleted alias");
+    }
 }
 
 fn may_set_canonical_alias(s: &Services, room_id: &ruma::RoomId, who: &Identity) -> Result<bool> {

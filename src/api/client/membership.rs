@@ -75,10 +75,15 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     if s.rooms.is_blocked(&room_id)? && !who.is_admin {
         return Err(Error::forbidden("This room has been blocked on this server"));
     }
-    let body: ReasonBody = request.json()?;
     let mut content = super::profile::join_content(s, who)?;
-    if let Some(reason) = body.reason {
-        content["reason"] = json!(reason);
+    // The body's keys (`reason`, and any other a client adds) go into the
+    // member event, as Synapse does; `third_party_signed` is for the invite.
+    if let Value::Object(body) = request.json_object()? {
+        for (key, value) in body {
+            if key != "third_party_signed" && key != "membership" {
+                content[key] = value;
+            }
+        }
     }
     let mut named: Vec<&str> = request.query_all("server_name");
     named.extend(request.query_all("via"));
@@ -106,8 +111,13 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     if let Some(authoriser) = s.rooms.restricted_join_authoriser(&room_id, &who.user_id)? {
         content["join_authorised_via_users_server"] = json!(authoriser);
     }
-    let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), content);
-    s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    // Joining again with the same member content changes nothing.
+    let unchanged =
+        s.rooms.identical_current_state(&room_id, &who.user_id, kinds::MEMBER, who.user_id.as_str(), &content)?;
+    if unchanged.is_none() {
+        let event = EventRequest::state(kinds::MEMBER, who.user_id.as_str(), content);
+        s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    }
     Ok(Response::json(&json!({ "room_id": room_id })))
 }
 

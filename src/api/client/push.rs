@@ -51,9 +51,13 @@ pub fn global(s: &Services, who: &Identity) -> Result<Response> {
 }
 
 /// The `{scope}/{kind}/{ruleId}` path parameters.
+/// A malformed one (no scope, unknown scope or kind, missing or empty rule
+/// id) is 400 `M_INVALID_PARAM`, as Synapse answers, rather than a 404.
 fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
-    if request.param("scope")? != "global" {
-        return Err(Error::invalid_param("Only the `global` scope exists"));
+    match request.param("scope")? {
+        "global" => {}
+        "" => return Err(Error::invalid_param("The push rule path has no scope")),
+        _ => return Err(Error::invalid_param("Only the `global` scope exists")),
     }
     let kind = match request.param("kind")? {
         "override" => RuleKind::Override,
@@ -63,7 +67,11 @@ fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
         "content" => RuleKind::Content,
         other => return Err(Error::invalid_param(format!("Unknown push rule kind {other:?}"))),
     };
-    Ok((kind, request.param("rule_id")?.to_owned()))
+    let rule_id = request.param("rule_id")?;
+    if rule_id.is_empty() {
+        return Err(Error::invalid_param("The push rule path has no rule id"));
+    }
+    Ok((kind, rule_id.to_owned()))
 }
 
 fn not_found() -> Error {
@@ -152,16 +160,17 @@ fn attribute(request: &Request) -> Result<Attribute> {
     match request.param("attribute")? {
         "enabled" => Ok(Attribute::Enabled),
         "actions" => Ok(Attribute::Actions),
-        _ => Err(Error::new(ErrorKind::UnrecognizedEndpoint, "Unrecognized request")),
+        other => Err(Error::new(ErrorKind::Unrecognized, format!("Push rules have no attribute {other:?}"))),
     }
 }
 
 /// `GET /pushrules/global/{kind}/{ruleId}/enabled` and `/actions`.
 pub fn get_attribute(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (kind, rule_id) = rule_path(request)?;
+    let attribute = attribute(request)?;
     let ruleset = ruleset_of(s, who)?;
     let rule = ruleset.get(kind, &rule_id).ok_or_else(not_found)?;
-    Ok(Response::json(&match attribute(request)? {
+    Ok(Response::json(&match attribute {
         Attribute::Enabled => json!({ "enabled": rule.enabled() }),
         Attribute::Actions => json!({ "actions": to_json(rule.actions())? }),
     }))
@@ -210,6 +219,8 @@ pub fn notifications(s: &Services, request: &Request, who: &Identity) -> Result<
         notifications.push(json!({
             "actions": actions,
             "event": s.rooms.serve_event(&entry.pdu, &entry.stored, &who.user_id)?,
+            // Rules have no profile tags here; Synapse sends the key as null too.
+            "profile_tag": null,
             "read": entry.read,
             "room_id": entry.room_id,
             "ts": ts,

@@ -53,7 +53,12 @@ pub async fn send(s: &Services, request: &Request, who: &Identity) -> Result<Res
 pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let state_key = request.optional_param("state_key").unwrap_or_default();
-    let event = EventRequest::state(request.param("event_type")?, state_key, content(request)?);
+    let kind = request.param("event_type")?;
+    let content = content(request)?;
+    if let Some(event_id) = s.rooms.identical_current_state(&room_id, &who.user_id, kind, state_key, &content)? {
+        return Ok(Response::json(&json!({ "event_id": event_id })));
+    }
+    let event = EventRequest::state(kind, state_key, content);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, None).await?;
     Ok(Response::json(&json!({ "event_id": event_id })))
 }

@@ -194,10 +194,12 @@ impl Rooms {
         state: &StateMap,
     ) -> Result<Batch> {
         let target_id = pdu.redacts().ok_or_else(|| Error::bad_json("A redaction must name the event it redacts"))?;
-        let (target, mut stored) = self
-            .get_pdu(target_id)?
-            .filter(|(_, stored)| stored.room_id == room_id.as_str())
-            .ok_or_else(|| Error::not_found("The event to redact is not in this room"))?;
+        let (target, mut stored) =
+            self.get_pdu(target_id)?.ok_or_else(|| Error::not_found("The event to redact is unknown"))?;
+        if stored.room_id != room_id.as_str() {
+            // As Synapse: a redaction names an event of its own room.
+            return Err(Error::invalid_param("The event to redact is in another room"));
+        }
         if target.sender() != pdu.sender() {
             let levels = self.power_levels(state, rules)?;
             if levels.user(pdu.sender()) < levels.action(crate::rooms::power_levels::Action::Redact) {
