@@ -21,7 +21,13 @@ const ROOMS: usize = 100;
 const MESSAGES: usize = 50;
 
 fn request(since: Option<u64>) -> SyncRequest {
-    SyncRequest { since, full_state: false, timeout: Duration::ZERO, filter: Filter::default() }
+    SyncRequest {
+        since,
+        full_state: false,
+        timeout: Duration::ZERO,
+        filter: Filter::default(),
+        ignored: Default::default(),
+    }
 }
 
 fn bench_sync(c: &mut Criterion) {

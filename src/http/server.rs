@@ -313,6 +313,10 @@ async fn handle(
     // Routed once: the endpoint serves both the request and its metrics label.
     let found = router::find(api::routes(), method, &path);
     let endpoint = endpoint_label(method, &found);
+    // A refusal that leaves the body unread closes an HTTP/1 connection
+    // (the rest of the body would be read as the next request): say so.
+    let http1_with_body = request.version() < http::Version::HTTP_2 && has_body(request.headers());
+    let unrouted = !matches!(found, Match::Found { .. });
     let response = async {
         let response = if method == Method::Options {
             preflight()
@@ -330,7 +334,21 @@ async fn handle(
     }
     .instrument(span.clone())
     .await;
-    Ok(into_hyper(response))
+    let body_unread = unrouted || response.status == 413;
+    let mut response = into_hyper(response);
+    if http1_with_body && body_unread {
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    Ok(response)
+}
+
+/// Whether a request announces a body.
+fn has_body(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|length| length.trim() != "0")
 }
 
 /// The endpoint a request is counted under in the metrics (a bounded set:

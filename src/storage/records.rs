@@ -176,6 +176,10 @@ pub struct StoredPdu {
     /// What the authorisation checks decided.
     #[serde(default)]
     pub status: EventStatus,
+    /// The sending device and its transaction id, for an event a local
+    /// client sent with one (served to that device as `unsigned.transaction_id`).
+    #[serde(default)]
+    pub transaction: Option<(String, String)>,
 }
 
 impl StoredPdu {
@@ -647,7 +651,7 @@ mod tests {
         assert_eq!((read.short_id(), read.position(), read.state_before), (42, Some(42), Some(7)));
         assert_eq!(read.status, EventStatus::Accepted);
         assert_eq!(read.snapshot_before().unwrap(), 7);
-        let outlier = StoredPdu { count: 0, state_before: None, short: Some(99), ..read };
+        let outlier = StoredPdu { count: 0, state_before: None, short: Some(99), transaction: None, ..read };
         let outlier: StoredPdu = decode_record(&encode_record(&outlier).unwrap()).unwrap();
         assert_eq!((outlier.short_id(), outlier.position()), (99, None));
         assert!(outlier.snapshot_before().is_err());

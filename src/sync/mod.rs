@@ -59,6 +59,9 @@ pub struct SyncRequest {
     pub full_state: bool,
     pub timeout: Duration,
     pub filter: Filter,
+    /// The users the caller ignores: their non-state events and invites are
+    /// left out (spec "Ignoring Users").
+    pub ignored: HashSet<String>,
 }
 
 /// Parses a `next_batch` token. The largest integer is no position (the
@@ -116,6 +119,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     // More messages than one response carries: the token stops at the last
     // one sent, so the rest (and anything after) come with the next sync.
     let snapshot = if to_device.len() == MAX_PER_SYNC { last_message } else { snapshot };
+    // Those of ignored users are dropped (acknowledged with the others).
+    let mut to_device = to_device;
+    to_device.retain(|message| message["sender"].as_str().is_none_or(|sender| !request.ignored.contains(sender)));
     let room_filter = &request.filter.room;
     let mut account_data = sources.users.account_data_since(&who.localpart, request.since, snapshot)?;
     if request.since.is_none() && !account_data.global.iter().any(|event| event["type"] == "m.push_rules") {
@@ -195,6 +201,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                     join.insert(room_id.to_string(), section);
                 }
             }
+            Membership::Invite
+                if member_event.as_ref().is_some_and(|(pdu, _)| request.ignored.contains(pdu.sender_str())) => {}
             Membership::Invite | Membership::Knock if new_since_token && changed_at <= snapshot => {
                 let state = rooms.stripped_state(&room, member_event.as_ref().map(|(pdu, _)| pdu))?;
                 if membership == Membership::Invite {
@@ -350,7 +358,8 @@ fn timeline(
             }
             position = count;
             let Some((pdu, stored)) = rooms.get_pdu(&event_id)? else { continue };
-            if !filter.accepts(&pdu) || !rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+            let ignored = pdu.state_key_str().is_none() && request.ignored.contains(pdu.sender_str());
+            if ignored || !filter.accepts(&pdu) || !rooms.can_see_event(&who.user_id, &pdu, &stored)? {
                 continue;
             }
             if events.len() == limit {
@@ -371,7 +380,7 @@ fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu,
     let event = if request.filter.event_format.as_deref() == Some("federation") {
         serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?
     } else {
-        rooms.serve_event(pdu, stored, &who.user_id)?
+        rooms.serve_event_to_device(pdu, stored, &who.user_id, &who.device_id)?
     };
     Ok(match &request.filter.event_fields {
         Some(fields) => select_fields(&event, fields),

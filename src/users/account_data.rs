@@ -136,6 +136,19 @@ impl Users {
         self.account_data_store.get(localpart, room_id, kind)?.map(|data| data.content()).transpose()
     }
 
+    /// The users `localpart` ignores (`m.ignored_user_list`, spec "Ignoring
+    /// Users"): their events (other than state), invites and to-device
+    /// messages are not shown to them.
+    pub fn ignored_users(&self, localpart: &str) -> Result<std::collections::HashSet<String>> {
+        let content = self.account_data(localpart, None, "m.ignored_user_list")?;
+        Ok(content
+            .as_ref()
+            .and_then(|content| content.get("ignored_users"))
+            .and_then(Value::as_object)
+            .map(|users| users.keys().cloned().collect())
+            .unwrap_or_default())
+    }
+
     /// Account data changed after `since` (all of it without a token), as events.
     pub fn account_data_since(&self, localpart: &str, since: Option<u64>, upto: u64) -> Result<AccountDataChanges> {
         self.account_data_store.changes(localpart, since, upto)

@@ -75,7 +75,9 @@ impl Users {
         let key = (localpart.to_owned(), device_id.clone());
         let mut batch = Batch::new();
         let now = now_ms();
-        let mut device = match tables.devices.get(&key)? {
+        let existing = tables.devices.get(&key)?;
+        let new_device = existing.is_none();
+        let mut device = match existing {
             Some(existing) => {
                 revoke_tokens(&mut batch, &self.storage, &existing.token_hashes);
                 DeviceRecord {
@@ -94,8 +96,21 @@ impl Users {
         };
         let session = self.issue_tokens(&mut batch, &mut device, localpart, &device_id, refreshable, None)?;
         batch.insert(&tables.devices, &key, &device)?;
+        // A new device is a device-list change for the user and their room
+        // mates (as Synapse announces it, keys or not).
+        let reservation = match new_device {
+            true => Some(crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?),
+            false => None,
+        };
         self.storage.commit(batch).await?;
+        if let Some(reservation) = reservation {
+            reservation.announce();
+        }
         Ok(session)
+    }
+
+    fn user_id_string(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.server_name)
     }
 
     /// Adds a fresh access token (and refresh token if asked) to `device`.
@@ -226,8 +241,7 @@ impl Users {
     /// Commits a batch that removed devices, logging the device-list change
     /// (users sharing a room learn of it through `/sync`).
     pub(super) async fn commit_device_removal(&self, mut batch: Batch, localpart: &str) -> Result<()> {
-        let user_id = format!("@{localpart}:{}", self.server_name);
-        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &user_id)?;
+        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?;
         self.storage.commit(batch).await?;
         reservation.announce();
         self.refresh_pushers(localpart)
@@ -286,9 +300,11 @@ impl Users {
         }
     }
 
-    /// Renames a device; `M_NOT_FOUND` if the user has no such device.
+    /// Renames a device (a device-list change: the name is in the device's
+    /// keys as others see them); `M_NOT_FOUND` if the user has no such device.
     pub async fn set_device_display_name(&self, localpart: &str, device_id: &str, name: Option<String>) -> Result<()> {
         let key = (localpart.to_owned(), device_id.to_owned());
+        // In place (atomically): a token issued meanwhile stays listed on the device.
         let updated = self
             .storage
             .tables
@@ -297,7 +313,11 @@ impl Users {
         if updated.is_none() {
             return Err(Error::not_found("No such device"));
         }
-        Ok(self.storage.wait_durable().await?)
+        let mut batch = Batch::new();
+        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?;
+        self.storage.commit(batch).await?;
+        reservation.announce();
+        Ok(())
     }
 
     /// Notes that a device made a request; written to disk at most every few minutes.

@@ -63,6 +63,40 @@ async fn oversized_bodies_get_too_large_whether_declared_or_streamed() {
     server.client().get("/_matrix/client/versions").await.assert_ok();
 }
 
+/// The head of the answer to `request`, sent on a fresh connection.
+async fn answer_head(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await {
+            Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&received).to_lowercase()
+}
+
+/// A keep-alive client must learn when a refusal leaves its body unread
+/// (the connection cannot carry another request): `Connection: close`.
+#[tokio::test]
+async fn refusals_before_the_body_is_read_close_the_connection_and_say_so() {
+    let server = TestServer::start_with("max_request_size = 2048").await;
+    let body = "x".repeat(100_000);
+    let unknown =
+        format!("POST /_matrix/client/v3/no/such HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let head = answer_head(&server, unknown.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 404") && head.contains("connection: close"), "{head}");
+    let declared = "POST /_matrix/client/v3/register HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n{";
+    let head = answer_head(&server, declared.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 413") && head.contains("connection: close"), "{head}");
+    // A refusal after the body was read keeps the connection.
+    let read = "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
+    let head = answer_head(&server, read.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 401") && !head.contains("connection: close"), "{head}");
+}
+
 #[tokio::test]
 async fn tokens_are_required_and_checked() {
     let server = TestServer::start().await;

@@ -441,3 +441,112 @@ async fn lazy_loading_in_incremental_sync_sends_new_senders_members() {
     let bob_member = state.iter().find(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str());
     assert_eq!(bob_member.expect("bob's member event")["content"]["membership"], "join");
 }
+
+#[tokio::test]
+async fn own_events_carry_their_transaction_id_for_the_sending_device_only() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let other_device = client.login("alice", crate::harness::PASSWORD).await;
+    let other_device = Session::from_reply(&client, other_device.assert_ok());
+    alice.send_text(&room, "my-txn-1", "with a transaction id").await;
+    let transaction_ids = |body: Value| -> Vec<Value> {
+        body["rooms"]["join"][&room]["timeline"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|event| event["type"] == "m.room.message")
+            .map(|event| event["unsigned"]["transaction_id"].clone())
+            .collect()
+    };
+    assert_eq!(transaction_ids(sync(&alice, "").await), vec![json!("my-txn-1")]);
+    assert_eq!(transaction_ids(sync(&other_device, "").await), vec![Value::Null], "another device of the sender");
+    assert_eq!(transaction_ids(sync(&bob, "").await), vec![Value::Null]);
+    let messages = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", enc(&room))).await;
+    let sent =
+        messages.assert_ok()["chunk"].as_array().unwrap().iter().find(|e| e["type"] == "m.room.message").cloned();
+    assert_eq!(sent.unwrap()["unsigned"]["transaction_id"], "my-txn-1");
+}
+
+#[tokio::test]
+async fn ignored_users_events_invites_and_to_device_messages_stay_away() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let ignore = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&alice.user_id));
+    alice.client.put(&ignore, json!({ "ignored_users": { bob.user_id.clone(): {} } })).await.assert_ok();
+    let since = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    bob.send_text(&room, "b1", "from the ignored").await;
+    let member = crate::harness::state_path(&room, "m.room.member", &bob.user_id);
+    bob.client.put(&member, json!({ "membership": "join", "displayname": "Still visible" })).await.assert_ok();
+    let private = bob.create_room(json!({})).await;
+    bob.invite(&private, &alice.user_id).await.assert_ok();
+    let to_device = "/_matrix/client/v3/sendToDevice/m.test/t1";
+    let messages = json!({ "messages": { alice.user_id.clone(): { alice.device_id.clone(): { "hello": 1 } } } });
+    bob.client.put(to_device, messages).await.assert_ok();
+    alice.send_text(&room, "a1", "from alice").await;
+
+    let body = sync(&alice, &format!("since={since}")).await;
+    let timeline = &body["rooms"]["join"][&room]["timeline"]["events"];
+    let bodies: Vec<&str> = timeline.as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["from alice"]);
+    let renamed = timeline.as_array().unwrap().iter().any(|e| e["content"]["displayname"] == "Still visible");
+    assert!(renamed, "state events stay: {timeline}");
+    assert!(body["rooms"]["invite"].get(&private).is_none(), "the ignored user's invite: {}", body["rooms"]["invite"]);
+    assert_eq!(body["to_device"]["events"], json!([]));
+    let page = alice.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", enc(&room))).await;
+    let chunk = page.assert_ok()["chunk"].as_array().unwrap().clone();
+    assert!(!chunk.iter().any(|e| e["content"]["body"] == "from the ignored"));
+    // Bob, who ignores nobody, sees everything.
+    let bobs = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b", enc(&room))).await;
+    assert!(bobs.assert_ok()["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "from the ignored"));
+}
+
+#[tokio::test]
+async fn new_renamed_and_deleted_devices_are_device_list_changes_and_a_leave_wakes_a_long_poll() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let changed = |body: &Value| -> Vec<String> {
+        body["device_lists"]["changed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|u| u.as_str().map(str::to_owned))
+            .collect()
+    };
+    let (mine, theirs) = (sync(&alice, "").await, sync(&bob, "").await);
+    let (mine, theirs) =
+        (mine["next_batch"].as_str().unwrap().to_owned(), theirs["next_batch"].as_str().unwrap().to_owned());
+    let login = client.login("alice", crate::harness::PASSWORD).await;
+    let second = Session::from_reply(&client, login.assert_ok());
+    assert!(changed(&sync(&alice, &format!("since={mine}")).await).contains(&alice.user_id), "a new login");
+    let seen = sync(&bob, &format!("since={theirs}")).await;
+    assert!(changed(&seen).contains(&alice.user_id), "room mates learn of it: {}", seen["device_lists"]);
+    let theirs = seen["next_batch"].as_str().unwrap().to_owned();
+    let rename = format!("/_matrix/client/v3/devices/{}", second.device_id);
+    alice.client.put(&rename, json!({ "display_name": "Tablet" })).await.assert_ok();
+    let seen = sync(&bob, &format!("since={theirs}")).await;
+    assert!(changed(&seen).contains(&alice.user_id), "a rename");
+
+    // Bob waits; alice's leave... bob's own leave wakes his wait with the room in `leave`.
+    let since = seen["next_batch"].as_str().unwrap().to_owned();
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move { sync(&bob, &format!("since={since}&timeout=10000")).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    bob.leave(&room).await.assert_ok();
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("woken").unwrap();
+    assert!(woken["rooms"]["leave"].get(&room).is_some(), "{}", woken["rooms"]);
+}

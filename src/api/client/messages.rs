@@ -89,6 +89,7 @@ fn read_timeline(
     page: &mut Page,
 ) -> Result<()> {
     let page_size = limit.saturating_mul(2).max(1);
+    let ignored = s.users.ignored_users(&who.localpart)?;
     while page.chunk.len() < limit {
         let entries = s.rooms.timeline_page(room, page.position, backwards, page_size)?;
         let last_page = entries.len() < page_size;
@@ -101,9 +102,10 @@ fn read_timeline(
             }
             page.position = if backwards { count } else { count + 1 };
             let Some((pdu, stored)) = s.rooms.get_pdu(&event_id)? else { continue };
-            if filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+            let ignored = pdu.state_key_str().is_none() && ignored.contains(pdu.sender_str());
+            if !ignored && filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
                 page.senders.insert(pdu.sender_str().to_owned());
-                page.chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id)?);
+                page.chunk.push(s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?);
                 if page.chunk.len() == limit {
                     page.exhausted = last_page && index + 1 == entries_len;
                     return Ok(());
@@ -250,10 +252,13 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         });
     }
     let to_json = |events: &[(Pdu, EventPlace)]| -> Result<Vec<Value>> {
-        events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id)).collect()
+        events
+            .iter()
+            .map(|(event, stored)| s.rooms.serve_event_to_device(event, stored, &who.user_id, &who.device_id))
+            .collect()
     };
     Ok(Response::json(&json!({
-        "event": s.rooms.serve_event(&pdu, &stored, &who.user_id)?,
+        "event": s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?,
         "events_before": to_json(&before)?,
         "events_after": to_json(&after)?,
         "start": start.to_string(),

@@ -107,7 +107,7 @@ pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id)?))
+    Ok(Response::json(&s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

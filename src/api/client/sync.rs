@@ -74,7 +74,8 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
     if changed {
         s.federation.send_presence(&s.rooms, &s.presence, &who.user_id)?;
     }
-    let sync_request = SyncRequest { since, full_state, timeout, filter };
+    let ignored = s.users.ignored_users(&who.localpart)?;
+    let sync_request = SyncRequest { since, full_state, timeout, filter, ignored };
     // A long-poll while it waits, for the metrics.
     let _long_poll = (!timeout.is_zero() && since.is_some()).then(|| s.metrics.long_poll());
     Ok(Response::json(

@@ -139,6 +139,7 @@ impl Rooms {
             redacted_by: None,
             short: Some(short),
             status,
+            transaction: txn.as_ref().map(|txn| (txn.device_id.clone(), txn.txn_id.clone())),
         };
         batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
         let chain = self.compute_auth_chain(pdu)?;
