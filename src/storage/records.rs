@@ -106,6 +106,14 @@ pub struct UiaaSessionRecord {
     /// The address `m.login.email.identity` proved the user holds.
     #[serde(default)]
     pub validated_email: Option<String>,
+    /// The parameters of the session's first request (JSON, `auth` left
+    /// out), for later requests that send only `auth` (registration).
+    #[serde(default)]
+    pub params: Option<String>,
+    /// The account a registration session created: repeating the request
+    /// logs it in again rather than failing.
+    #[serde(default)]
+    pub registered: Option<String>,
 }
 
 impl Record for UiaaSessionRecord {

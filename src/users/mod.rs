@@ -264,6 +264,22 @@ impl Users {
             Some(password) => Some(self.passwords.hash(password).await?),
             None => None,
         };
+        self.create_account_with_hash(localpart, password_hash, is_guest, make_admin).await
+    }
+
+    /// The argon2id hash of `password`, to keep instead of the password.
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        self.passwords.hash(password).await
+    }
+
+    /// [`Users::create_account`] with the password already hashed ([`Users::hash_password`]).
+    pub async fn create_account_with_hash(
+        &self,
+        localpart: &str,
+        password_hash: Option<String>,
+        is_guest: bool,
+        make_admin: bool,
+    ) -> Result<UserRecord> {
         let users = &self.storage.tables.users;
         // The first account becomes admin; the claim in `meta` makes that
         // exactly one account even when the first registrations race.

@@ -146,6 +146,10 @@ impl Users {
         let auth: AuthDict =
             serde_json::from_value(auth.clone()).map_err(|e| Error::bad_json(format!("Invalid `auth` object: {e}")))?;
         let (id, mut session) = self.load_session(challenge, auth.session.as_deref(), lifetime_secs)?;
+        if auth.kind.as_deref() == Some(PASSWORD) && self.names_another_user(challenge, &auth)? {
+            // Not a failed stage the client may retry: a different user (403, as Synapse).
+            return Err(Error::forbidden("The identifier does not match the authenticated user"));
+        }
         let outcome = match auth.kind.as_deref() {
             None => Ok(()), // the client only asks whether the session is complete
             Some(stage) if !challenge.flows.iter().any(|flow| flow.contains(&stage)) => {
@@ -204,6 +208,8 @@ impl Users {
             registration_token: None,
             consumed: false,
             validated_email: None,
+            params: None,
+            registered: None,
         };
         (id.map_or_else(|| random_alphanumeric(SESSION_ID_LENGTH), str::to_owned), session)
     }
@@ -232,6 +238,57 @@ impl Users {
         Ok((id.to_owned(), session))
     }
 
+    /// The stored session `id` (not expired), if any.
+    fn stored_session(&self, id: &str) -> Result<Option<UiaaSessionRecord>> {
+        Ok(self.storage.tables.uiaa_sessions.get(&id.to_owned())?.filter(|s| s.expires_ts > now_ms()))
+    }
+
+    /// The parameters remembered with session `id` ([`Users::remember_uiaa_params`]).
+    pub fn uiaa_params(&self, id: &str) -> Result<Option<Value>> {
+        let params = self.stored_session(id)?.and_then(|session| session.params);
+        Ok(params.and_then(|text| serde_json::from_str(&text).ok()))
+    }
+
+    /// Keeps the parameters of the request that opened session `id` (its
+    /// first, unauthenticated request), unless the session already has some.
+    /// Registration only: each such request is rate-limited per address, and
+    /// the session expires.
+    pub fn remember_uiaa_params(
+        &self,
+        id: &str,
+        challenge: &Challenge<'_>,
+        params: &Value,
+        lifetime_secs: u64,
+    ) -> Result<()> {
+        if self.stored_session(id)?.is_some() {
+            return Ok(());
+        }
+        let (_, mut session) = self.new_session(challenge, lifetime_secs, Some(id));
+        session.params = Some(params.to_string());
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), &session)?;
+        Ok(self.storage.apply(batch)?)
+    }
+
+    /// The account session `id` registered, with the parameters of the
+    /// request that did it ([`Users::note_registered`]), if it did.
+    pub fn registered_with(&self, id: &str) -> Result<Option<(String, Value)>> {
+        let Some(session) = self.stored_session(id)? else { return Ok(None) };
+        let params = session.params.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or(Value::Null);
+        Ok(session.registered.map(|localpart| (localpart, params)))
+    }
+
+    /// Notes that session `id` registered `localpart` with a request of
+    /// these `params` (no password in them).
+    pub fn note_registered(&self, id: &str, localpart: &str, params: &Value) -> Result<()> {
+        let Some(mut session) = self.stored_session(id)? else { return Ok(()) };
+        session.registered = Some(localpart.to_owned());
+        session.params = Some(params.to_string());
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), &session)?;
+        Ok(self.storage.apply(batch)?)
+    }
+
     /// Persists a session once it holds progress worth keeping.
     fn store_session(&self, id: &str, session: &UiaaSessionRecord) -> Result<()> {
         if session.completed.is_empty() {
@@ -256,19 +313,21 @@ impl Users {
         Ok(removed)
     }
 
-    async fn password_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<()> {
-        let expected = challenge.localpart.ok_or_else(|| Error::forbidden("No user to authenticate"))?;
+    /// Whether the password stage names a user other than the one who must
+    /// authenticate (clients may omit the identifier: the session is bound
+    /// to the user already).
+    fn names_another_user(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<bool> {
+        let Some(expected) = challenge.localpart else { return Ok(false) };
         let named = match (&auth.identifier, &auth.user) {
             (Some(identifier), _) => Some(identifier.localpart(self)?),
             (None, Some(user)) => Some(self.localpart_from_identifier(user)),
             (None, None) => None,
         };
-        // Clients may omit the identifier: the session is already bound to the user.
-        if let Some(named) = named {
-            if named.as_deref() != Some(expected) {
-                return Err(Error::forbidden("The identifier does not match the authenticated user"));
-            }
-        }
+        Ok(named.is_some_and(|named| named.as_deref() != Some(expected)))
+    }
+
+    async fn password_stage(&self, challenge: &Challenge<'_>, auth: &AuthDict) -> Result<()> {
+        let expected = challenge.localpart.ok_or_else(|| Error::forbidden("No user to authenticate"))?;
         let password = auth.password.as_deref().ok_or_else(|| Error::forbidden("No password given"))?;
         self.check_password(expected, password, challenge.client_ip).await.map(drop)
     }
@@ -335,10 +394,8 @@ impl Users {
 /// The 401 response that asks the client for (more) authentication.
 fn interactive(challenge: &Challenge<'_>, id: &str, session: &UiaaSessionRecord, error: Option<&Error>) -> Error {
     let flows: Vec<Value> = challenge.flows.iter().map(|stages| json!({ "stages": stages })).collect();
-    let mut info = json!({ "flows": flows, "params": {}, "session": id });
-    if !session.completed.is_empty() {
-        info["completed"] = json!(session.completed);
-    }
+    // `completed` always, empty or not, as clients and Synapse expect.
+    let mut info = json!({ "flows": flows, "params": {}, "session": id, "completed": session.completed });
     let message = match error {
         Some(error) => {
             info["errcode"] = json!(error.errcode());

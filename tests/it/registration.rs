@@ -268,3 +268,46 @@ async fn concurrent_registrations_of_one_name_yield_one_account() {
     }
     assert_eq!(successes, 1);
 }
+
+/// Synapse's UIA behaviours clients and test suites rely on: `completed`
+/// always in the 401, the first request's parameters remembered, a repeated
+/// completed registration answered again, a password stage for another user
+/// refused with 403.
+#[tokio::test]
+async fn registration_sessions_remember_parameters_and_repeat_idempotently() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let first =
+        client.post("/_matrix/client/v3/register", json!({ "username": "remembered", "password": PASSWORD })).await;
+    assert_eq!(first.status, 401);
+    assert_eq!(first.body["completed"], json!([]), "{}", first.body);
+    let session = first.body["session"].as_str().unwrap().to_owned();
+    let auth_only = json!({ "auth": { "type": "m.login.dummy", "session": session } });
+    let done = client.post("/_matrix/client/v3/register", auth_only.clone()).await;
+    assert_eq!(done.assert_ok()["user_id"], "@remembered:test.local");
+    client.login("remembered", PASSWORD).await.assert_ok();
+    // The same request again (a lost answer retried): the same account, not an error.
+    let again = client.post("/_matrix/client/v3/register", auth_only).await;
+    assert_eq!(again.assert_ok()["user_id"], "@remembered:test.local");
+    assert!(again.body["access_token"].is_string());
+    // A client cannot slip in a password hash of its own.
+    let forged = json!({ "username": "forger", "org.conduit.password_hash": "$argon2id$v=19$m=8,t=1,p=1$AAAA$AAAA" });
+    let forged_reply = client.post("/_matrix/client/v3/register", forged).await;
+    assert_eq!(forged_reply.status, 401, "no password: asked to authenticate first");
+    let session = forged_reply.body["session"].as_str().unwrap().to_owned();
+    let finish = client
+        .post("/_matrix/client/v3/register", json!({ "auth": { "type": "m.login.dummy", "session": session } }))
+        .await;
+    finish.assert_error(400, "M_MISSING_PARAM");
+
+    // A password stage naming someone else: 403, not a retryable 401.
+    let alice = client.register("alice").await;
+    let path = format!("/_matrix/client/v3/devices/{}", alice.device_id);
+    let challenge = alice.client.delete(&path, json!({})).await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(challenge.body["completed"], json!([]));
+    let session = challenge.body["session"].as_str().unwrap();
+    let other = json!({ "auth": { "type": "m.login.password", "session": session, "password": PASSWORD,
+        "identifier": { "type": "m.id.user", "user": "remembered" } } });
+    alice.client.delete(&path, other).await.assert_error(403, "M_FORBIDDEN");
+}

@@ -48,9 +48,22 @@ struct RegisterBody {
 }
 
 pub async fn register(s: &Services, request: &Request) -> Result<Response> {
-    let body: RegisterBody = request.json()?;
+    let mut raw = request.json_object()?;
+    let session_id = raw["auth"]["session"].as_str().map(str::to_owned);
+    // Only a remembered request holds a password hash, never a client's.
+    raw.as_object_mut().map(|fields| fields.remove(REMEMBERED_HASH));
+    if let (Some(id), Some(fields)) = (&session_id, raw.as_object_mut()) {
+        // What the session's first request gave, for a request that repeats
+        // only part of it (as Synapse remembers it).
+        if let Some(Value::Object(remembered)) = s.users.uiaa_params(id)? {
+            for (key, value) in remembered {
+                fields.entry(key).or_insert(value);
+            }
+        }
+    }
+    let body: RegisterBody = crate::http::request::from_json_value(raw.clone())?;
     match request.query("kind").unwrap_or("user") {
-        "user" => register_user(s, request, body).await,
+        "user" => register_user(s, request, body, session_id.as_deref(), &raw).await,
         "guest" => register_guest(s, request, body).await,
         other => Err(Error::invalid_param(format!("Unknown account kind {other:?}"))),
     }
@@ -87,7 +100,25 @@ enum EmailStage {
     Required,
 }
 
-async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> Result<Response> {
+async fn register_user(
+    s: &Services,
+    request: &Request,
+    body: RegisterBody,
+    session_id: Option<&str>,
+    raw: &Value,
+) -> Result<Response> {
+    // The same request again after it succeeded: the account it made, logged
+    // in again (a client retrying after a lost answer). A different request
+    // with the spent session goes on, to be refused.
+    if let Some((localpart, params)) = session_id.map(|id| s.users.registered_with(id)).transpose()?.flatten() {
+        let same_password = match &body.password {
+            Some(password) => s.users.check_password(&localpart, password, &request.client_ip).await.is_ok(),
+            None => true,
+        };
+        if params == request_fingerprint(raw) && same_password {
+            return finish_registration(s, request, &localpart, body).await;
+        }
+    }
     let flows = registration_flows(s)?;
     let identity = &s.config.email_identity;
     // The address will name the account: the username asked for does not.
@@ -106,10 +137,24 @@ async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> R
         password_policy::check(&s.users.password_policy, password)?;
     }
     let challenge = Challenge { endpoint: "POST /register", localpart: None, flows, client_ip: &request.client_ip };
-    let session =
-        s.users.user_interactive_auth(&challenge, body.auth.as_ref(), s.config.uiaa_session_lifetime_secs).await?;
-    let password =
-        body.password.as_deref().ok_or_else(|| Error::new(ErrorKind::MissingParam, "A password is required"))?;
+    let lifetime = s.config.uiaa_session_lifetime_secs;
+    let session = match s.users.user_interactive_auth(&challenge, body.auth.as_ref(), lifetime).await {
+        Ok(session) => session,
+        Err(error) => {
+            if let (ErrorKind::UserInteractive(info), None) = (&error.kind, &body.auth) {
+                if let Some(id) = info["session"].as_str() {
+                    let remembered = without_password(s, raw).await?;
+                    s.users.remember_uiaa_params(id, &challenge, &remembered, lifetime)?;
+                }
+            }
+            return Err(error);
+        }
+    };
+    let password_hash = match (&body.password, raw.get(REMEMBERED_HASH).and_then(Value::as_str)) {
+        (Some(password), _) => s.users.hash_password(password).await?,
+        (None, Some(hash)) => hash.to_owned(),
+        (None, None) => return Err(Error::new(ErrorKind::MissingParam, "A password is required")),
+    };
     if let Some(token) = &session.registration_token {
         s.users.consume_registration_token(token)?;
     }
@@ -120,11 +165,44 @@ async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> R
         (None, _) => generated_localpart(s)?,
     };
     match email {
-        Some(address) => create_account_with_email(s, &localpart, password, address, body.auth.as_ref()).await?,
-        None => drop(s.users.create_account(&localpart, Some(password), false, false).await?),
+        Some(address) => create_account_with_email(s, &localpart, password_hash, address, body.auth.as_ref()).await?,
+        None => drop(s.users.create_account_with_hash(&localpart, Some(password_hash), false, false).await?),
     }
     tracing::info!(user = %localpart, email = email.unwrap_or_default(), "registered");
+    if let Some(id) = session_id {
+        s.users.note_registered(id, &localpart, &request_fingerprint(raw))?;
+    }
     finish_registration(s, request, &localpart, body).await
+}
+
+/// Where remembered registration parameters keep the password's hash
+/// (the password itself is never stored).
+const REMEMBERED_HASH: &str = "org.conduit.password_hash";
+
+/// What makes two registration requests the same one: their parameters
+/// without `auth` and the password (checked against the account instead).
+fn request_fingerprint(raw: &Value) -> Value {
+    let mut fingerprint = raw.clone();
+    if let Some(fields) = fingerprint.as_object_mut() {
+        for key in ["auth", "password", REMEMBERED_HASH] {
+            fields.remove(key);
+        }
+    }
+    fingerprint
+}
+
+/// A registration request's parameters to remember: without `auth`, and
+/// with the password replaced by its hash.
+async fn without_password(s: &Services, raw: &Value) -> Result<Value> {
+    let mut remembered = raw.clone();
+    if let Some(fields) = remembered.as_object_mut() {
+        fields.remove("auth");
+        fields.remove(REMEMBERED_HASH);
+        if let Some(Value::String(password)) = fields.remove("password") {
+            fields.insert(REMEMBERED_HASH.to_owned(), json!(s.users.hash_password(&password).await?));
+        }
+    }
+    Ok(remembered)
 }
 
 /// Creates the account holding `address`, claimed first so that two
@@ -132,7 +210,7 @@ async fn register_user(s: &Services, request: &Request, body: RegisterBody) -> R
 async fn create_account_with_email(
     s: &Services,
     localpart: &str,
-    password: &str,
+    password_hash: String,
     address: &str,
     auth: Option<&Value>,
 ) -> Result<()> {
@@ -143,7 +221,7 @@ async fn create_account_with_email(
         ));
     }
     s.users.bind_email(localpart, address).await?;
-    if let Err(error) = s.users.create_account(localpart, Some(password), false, false).await {
+    if let Err(error) = s.users.create_account_with_hash(localpart, Some(password_hash), false, false).await {
         s.users.unbind_email(localpart, address).await?;
         return Err(error);
     }
