@@ -509,3 +509,19 @@ async fn malformed_e2ee_requests_get_the_spec_errors_and_store_nothing() {
     let reply = bob.client.post("/_matrix/client/v3/keys/signatures/upload", unsigned).await;
     assert!(reply.assert_ok()["failures"][&alice.user_id]["ABC"]["errcode"].is_string());
 }
+
+#[tokio::test]
+async fn keys_changes_lists_the_members_of_a_room_newly_shared() {
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    let from = crate::sync::sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    bob.join(&room).await.assert_ok();
+    let to = crate::sync::sync(&bob, &format!("since={from}")).await["next_batch"].as_str().unwrap().to_owned();
+    let changes = bob.client.get(&format!("/_matrix/client/v3/keys/changes?from={from}&to={to}")).await;
+    let changed: Vec<&str> =
+        changes.assert_ok()["changed"].as_array().unwrap().iter().filter_map(|u| u.as_str()).collect();
+    assert!(changed.contains(&alice.user_id.as_str()), "{changed:?}");
+}

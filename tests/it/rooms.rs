@@ -564,3 +564,38 @@ async fn repeated_state_and_joins_aliases_and_cross_room_redactions() {
     );
     alice.client.put(&redact, json!({})).await.assert_error(400, "M_INVALID_PARAM");
 }
+
+/// A former member reads the room as it was when they left; anyone reads a
+/// `world_readable` room; nobody else reads it (Synapse's behaviour).
+#[tokio::test]
+async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_open() {
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let topic = crate::harness::state_path(&room, "m.room.topic", "");
+    alice.client.put(&topic, json!({ "topic": "while bob was here" })).await.assert_ok();
+    bob.leave(&room).await.assert_ok();
+    alice.client.put(&topic, json!({ "topic": "after bob left" })).await.assert_ok();
+    carol.join(&room).await.assert_ok();
+    carol.leave(&room).await.assert_ok();
+    let dave = client.register("dave").await;
+
+    assert_eq!(bob.client.get(&topic).await.assert_ok()["topic"], "while bob was here");
+    let state = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await;
+    assert!(state.assert_ok().as_array().unwrap().iter().any(|e| e["content"]["topic"] == "while bob was here"));
+    let members = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
+    let ids: Vec<&str> =
+        members.assert_ok()["chunk"].as_array().unwrap().iter().filter_map(|e| e["state_key"].as_str()).collect();
+    assert!(!ids.contains(&carol.user_id.as_str()), "carol came after bob left: {ids:?}");
+    dave.client.get(&topic).await.assert_error(403, "M_FORBIDDEN");
+
+    let visibility = crate::harness::state_path(&room, "m.room.history_visibility", "");
+    alice.client.put(&visibility, json!({ "history_visibility": "world_readable" })).await.assert_ok();
+    assert_eq!(dave.client.get(&topic).await.assert_ok()["topic"], "after bob left");
+    let members = dave.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
+    assert!(members.assert_ok()["chunk"].as_array().unwrap().len() >= 3);
+}

@@ -85,6 +85,12 @@ pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             changed.push(user.to_string());
         }
     }
+    // Rooms the caller joined in the span: their members' devices are news.
+    for user in newly_shared(s, who, &mine, from, upto)? {
+        if !changed.contains(&user) {
+            changed.push(user);
+        }
+    }
     let mut left = BTreeSet::new();
     for user in departures(s, who, from, upto)? {
         if !shares_a_room(&user)? && !changed.contains(&user.to_string()) {
@@ -92,6 +98,28 @@ pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         }
     }
     Ok(Response::json(&json!({ "changed": changed, "left": left })))
+}
+
+/// The members of the rooms the caller joined in `(from, upto]`.
+fn newly_shared(
+    s: &Services,
+    who: &Identity,
+    mine: &HashSet<OwnedRoomId>,
+    from: u64,
+    upto: u64,
+) -> Result<Vec<String>> {
+    let mut users = BTreeSet::new();
+    for room_id in mine {
+        let Some(room) = s.rooms.room(room_id)? else { continue };
+        let state = s.rooms.current_state(&room)?;
+        let joined_at =
+            s.rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?.map(|(_, stored)| stored.count);
+        if joined_at.is_some_and(|count| count > from && count <= upto) {
+            users.extend(s.rooms.joined_members_in(&state)?.into_iter().map(|user| user.to_string()));
+        }
+    }
+    users.remove(who.user_id.as_str());
+    Ok(users.into_iter().collect())
 }
 
 /// Users whose membership in one of the caller's rooms (joined, or left

@@ -301,20 +301,19 @@ pub fn visible_neighbours(
     Ok((found, position))
 }
 
-/// Member events of a room the caller is in: now, or at the position `at`.
+/// Member events of a room as the caller may read its state
+/// ([`super::room_events::readable_state`]: a former member sees the members
+/// as they were when they left); a member may ask for the position `at`.
 fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {
     let room_id = room_id_param(request)?;
-    let not_member = || Error::forbidden("You are not a member of this room");
-    let room = s.rooms.room(&room_id)?.ok_or_else(not_member)?;
-    if s.rooms.membership(&room_id, &who.user_id)? != Some(Membership::Join) {
-        return Err(not_member());
-    }
-    let state = match request.query("at") {
-        Some(at) => s
+    let readable = super::room_events::readable_state(s, &room_id, who)?;
+    let joined = s.rooms.membership(&room_id, &who.user_id)? == Some(Membership::Join);
+    let state = match (request.query("at"), s.rooms.room(&room_id)?) {
+        (Some(at), Some(room)) if joined => s
             .rooms
             .state_at_position(&room, parse_position(at)?)?
             .ok_or_else(|| Error::not_found("No state at that point"))?,
-        None => s.rooms.current_state(&room)?,
+        _ => readable,
     };
     let members =
         s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == kinds::MEMBER).collect();

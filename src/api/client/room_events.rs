@@ -63,30 +63,47 @@ pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Resul
     Ok(Response::json(&json!({ "event_id": event_id })))
 }
 
-/// The current state, for members of the room.
-fn joined_state(
+/// The state the caller may read (as Synapse): the current state for a
+/// member or, in a `world_readable` room, anyone; for a former member, the
+/// state as it was when they left.
+pub(super) fn readable_state(
     s: &Services,
     room_id: &RoomId,
     who: &Identity,
 ) -> Result<std::sync::Arc<crate::rooms::state::StateMap>> {
     let not_member = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(room_id)?.ok_or_else(not_member)?;
-    if s.rooms.membership(room_id, &who.user_id)? != Some(Membership::Join) {
-        return Err(not_member());
+    let state = s.rooms.current_state(&room)?;
+    let own = s.rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+    match own.as_ref().and_then(|(pdu, _)| crate::rooms::membership_of(pdu)) {
+        Some(Membership::Join) => return Ok(state),
+        Some(Membership::Leave | Membership::Ban) => {
+            let (pdu, stored) = own.ok_or_else(not_member)?;
+            return s.rooms.state_after(&pdu, &stored);
+        }
+        _ => {}
     }
-    s.rooms.current_state(&room)
+    let visibility = s.rooms.state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?;
+    let world_readable = visibility
+        .and_then(|pdu| crate::rooms::content_string(&pdu, "history_visibility"))
+        .is_some_and(|visibility| visibility == "world_readable");
+    if world_readable {
+        Ok(state)
+    } else {
+        Err(not_member())
+    }
 }
 
 pub fn get_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    let state = joined_state(s, &room_id, who)?;
+    let state = readable_state(s, &room_id, who)?;
     let events: Vec<Value> = s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, &room_id)).collect();
     Ok(Response::json(&events))
 }
 
 pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    let state = joined_state(s, &room_id, who)?;
+    let state = readable_state(s, &room_id, who)?;
     let pdu = s
         .rooms
         .state_event_in(&state, request.param("event_type")?, request.optional_param("state_key").unwrap_or_default())?
