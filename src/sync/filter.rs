@@ -146,6 +146,19 @@ fn ids_with_sigil<'a>(field: &str, ids: impl IntoIterator<Item = &'a String>, si
     }
 }
 
+/// Whether an event of `kind` (from `sender`, when it has one) passes the
+/// type and sender conditions of `filter` (presence and account data, which
+/// are not room events).
+pub fn keeps(filter: &RoomEventFilter, kind: &str, sender: Option<&str>) -> bool {
+    let type_matches = |patterns: &[String]| patterns.iter().any(|pattern| glob_match(pattern, kind));
+    if filter.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&filter.not_types) {
+        return false;
+    }
+    let Some(sender) = sender else { return true };
+    !(filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s == sender))
+        || filter.not_senders.iter().any(|s| s == sender))
+}
+
 /// `*` wildcards, as filters allow in event types.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     match pattern.split_once('*') {

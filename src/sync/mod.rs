@@ -169,7 +169,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         }
         let Some(room) = rooms.room(&room_id)? else { continue };
         let typing = sources.typing.changed_since(&room_id, request.since, snapshot);
-        let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+        let mut room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+        room_account_data
+            .retain(|event| filter::keeps(&room_filter.account_data, event["type"].as_str().unwrap_or_default(), None));
         if let Some(since) = request.since.filter(|_| !request.full_state) {
             let quiet = typing.is_none()
                 && room_account_data.is_empty()
@@ -223,7 +225,23 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             _ => {}
         }
     }
-    let presence = visible_presence(sources, who, &mine, request.since, snapshot)?;
+    let mut presence = visible_presence(sources, who, &mine, request.since, snapshot)?;
+    // Room mates met in a room joined since the token: their presence now,
+    // in the same response (as Synapse sends it).
+    if sources.presence.enabled() && request.since.is_some() {
+        let known: HashSet<String> = presence.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect();
+        for user in newly_shared.iter().filter(|user| !known.contains(*user) && **user != who.user_id.as_str()) {
+            let Ok(user_id) = ruma::UserId::parse(user.as_str()) else { continue };
+            presence
+                .push(json!({ "type": "m.presence", "sender": user, "content": sources.presence.content(&user_id) }));
+        }
+    }
+    presence.retain(|event| {
+        filter::keeps(&request.filter.presence, event["type"].as_str().unwrap_or_default(), event["sender"].as_str())
+    });
+    account_data
+        .global
+        .retain(|event| filter::keeps(&request.filter.account_data, event["type"].as_str().unwrap_or_default(), None));
     let (changed, left) = match request.since {
         Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &join, &leave, newly_shared)?,
         None => (Vec::new(), Vec::new()),
@@ -573,8 +591,16 @@ fn left_room(
         Some((_, stored)) => rooms.state.full_state(stored.snapshot_before()?)?,
         None => rooms.state_after(leave, leave_stored)?,
     };
-    let state: Vec<Value> =
-        rooms.state_events_in(&state_map)?.iter().map(|pdu| crate::rooms::client_event(pdu, room_id)).collect();
+    // Incrementally, only what changed since the token before the timeline
+    // (nothing, usually): the client has the rest.
+    let state_events = match request.since.filter(|_| !request.full_state) {
+        Some(since) => {
+            let before = rooms.state_at_position(room, since + 1)?.unwrap_or_default();
+            state_delta(rooms, &before, &state_map)?
+        }
+        None => rooms.state_events_in(&state_map)?,
+    };
+    let state: Vec<Value> = state_events.iter().map(|pdu| crate::rooms::client_event(pdu, room_id)).collect();
     let timeline_json = events
         .iter()
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))

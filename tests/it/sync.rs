@@ -550,3 +550,44 @@ async fn new_renamed_and_deleted_devices_are_device_list_changes_and_a_leave_wak
     let woken = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await.expect("woken").unwrap();
     assert!(woken["rooms"]["leave"].get(&room).is_some(), "{}", woken["rooms"]);
 }
+
+#[tokio::test]
+async fn incremental_leaves_filters_on_account_data_and_presence_of_new_room_mates() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    // Alice is online (her syncs say so); bob meets her by joining.
+    sync(&alice, "").await;
+    let since = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    bob.join(&room).await.assert_ok();
+    let body = sync(&bob, &format!("since={since}")).await;
+    let senders: Vec<&str> =
+        body["presence"]["events"].as_array().unwrap().iter().filter_map(|e| e["sender"].as_str()).collect();
+    assert!(senders.contains(&alice.user_id.as_str()), "a new room mate's presence: {senders:?}");
+
+    // A leave in an incremental sync: the timeline up to it, no state resent.
+    let since = body["next_batch"].as_str().unwrap().to_owned();
+    alice.send_text(&room, "1", "before bob leaves").await;
+    bob.leave(&room).await.assert_ok();
+    alice.send_text(&room, "2", "after bob left").await;
+    let body = sync(&bob, &format!("since={since}")).await;
+    let left = &body["rooms"]["leave"][&room];
+    let bodies: Vec<&str> =
+        left["timeline"]["events"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["before bob leaves"]);
+    assert_eq!(left["state"]["events"], json!([]));
+
+    // account_data and presence filters apply.
+    let data = |kind: &str| format!("/_matrix/client/v3/user/{}/account_data/{kind}", enc(&alice.user_id));
+    alice.client.put(&data("org.example.a"), json!({ "a": 1 })).await.assert_ok();
+    alice.client.put(&data("org.example.b"), json!({ "b": 1 })).await.assert_ok();
+    let filter =
+        enc_json(&json!({ "account_data": { "types": ["org.example.a"] }, "presence": { "not_types": ["*"] } }));
+    let body = sync(&alice, &format!("filter={filter}")).await;
+    let kinds: Vec<&str> =
+        body["account_data"]["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["org.example.a"]);
+    assert_eq!(body["presence"]["events"], json!([]));
+}
