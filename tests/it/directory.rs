@@ -82,3 +82,34 @@ async fn search_all_users_ranks_and_limits() {
     let both_words = user_ids(&search(&searcher, "anna bel", None).await);
     assert_eq!(both_words, vec!["@anna1:test.local"], "each word must start a word of the name");
 }
+
+/// A room's members are visible through it while anyone may join or read it
+/// (join rule `public`, or `world_readable` history), and no longer after.
+#[tokio::test]
+async fn members_stop_being_visible_when_their_room_stops_being_public() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let carol = client.register("carol").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&room).await.assert_ok();
+    let found = |session: Session| async move {
+        let body = search(&session, "bob", None).await;
+        body["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["user_id"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()]);
+    let rules = crate::harness::state_path(&room, "m.room.join_rules", "");
+    let visibility = crate::harness::state_path(&room, "m.room.history_visibility", "");
+    alice.client.put(&rules, json!({ "join_rule": "invite" })).await.assert_ok();
+    assert!(found(carol.clone()).await.is_empty(), "invite-only and not world-readable");
+    alice.client.put(&visibility, json!({ "history_visibility": "world_readable" })).await.assert_ok();
+    assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()], "world-readable counts as public");
+    alice.client.put(&visibility, json!({ "history_visibility": "shared" })).await.assert_ok();
+    assert!(found(carol.clone()).await.is_empty());
+}

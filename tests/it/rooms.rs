@@ -599,3 +599,18 @@ async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_op
     let members = dave.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
     assert!(members.assert_ok()["chunk"].as_array().unwrap().len() >= 3);
 }
+
+#[tokio::test]
+async fn the_deprecated_event_endpoint_finds_the_room_itself() {
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let eve = client.register("eve").await;
+    let room = alice.create_room(json!({})).await;
+    let event_id = alice.send_text(&room, "t", "hello").await;
+    let path = format!("/_matrix/client/v3/events/{}", enc(&event_id));
+    let event = alice.client.get(&path).await.assert_ok().clone();
+    assert_eq!((event["room_id"].as_str(), event["content"]["body"].as_str()), (Some(room.as_str()), Some("hello")));
+    eve.client.get(&path).await.assert_error(404, "M_NOT_FOUND");
+    alice.client.get("/_matrix/client/v3/events/%24nope").await.assert_error(404, "M_NOT_FOUND");
+}

@@ -45,10 +45,17 @@ impl Visibility<'_> {
         }
         let rooms = &self.s.rooms;
         let public = match rooms.room(room_id)? {
+            // Public as Synapse's directory reads it: anyone may join, or
+            // anyone may read (`world_readable`).
             Some(room) => {
                 let state = rooms.current_state(&room)?;
-                let rules = rooms.state_event_in(&state, kinds::JOIN_RULES, "")?;
-                rules.and_then(|pdu| crate::rooms::content_string(&pdu, "join_rule")).as_deref() == Some("public")
+                let field = |kind: &str, field: &str| -> Result<Option<String>> {
+                    Ok(rooms
+                        .state_event_in(&state, kind, "")?
+                        .and_then(|pdu| crate::rooms::content_string(&pdu, field)))
+                };
+                field(kinds::JOIN_RULES, "join_rule")?.as_deref() == Some("public")
+                    || field(kinds::HISTORY_VISIBILITY, "history_visibility")?.as_deref() == Some("world_readable")
             }
             None => false,
         };

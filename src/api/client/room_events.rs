@@ -127,6 +127,17 @@ pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     Ok(Response::json(&s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?))
 }
 
+/// `GET /events/{eventId}` (deprecated: the room is found from the event).
+pub fn get_event_without_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let not_found = || Error::new(ErrorKind::NotFound, "Event not found");
+    let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
+    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
+    if stored.count == 0 || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+        return Err(not_found());
+    }
+    Ok(Response::json(&s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?))
+}
+
 #[derive(Debug, Default, serde::Deserialize)]
 struct RedactBody {
     reason: Option<String>,
