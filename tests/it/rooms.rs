@@ -614,3 +614,59 @@ async fn the_deprecated_event_endpoint_finds_the_room_itself() {
     eve.client.get(&path).await.assert_error(404, "M_NOT_FOUND");
     alice.client.get("/_matrix/client/v3/events/%24nope").await.assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn room_initial_sync_gives_state_messages_and_membership() {
+    let server = crate::harness::TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let eve = client.register("eve").await;
+    let room = alice.create_room(json!({ "preset": "public_chat", "name": "Old clients" })).await;
+    bob.join(&room).await.assert_ok();
+    alice.send_text(&room, "1", "first").await;
+    bob.leave(&room).await.assert_ok();
+    alice.send_text(&room, "2", "after bob left").await;
+    let path = format!("/_matrix/client/v3/rooms/{}/initialSync", enc(&room));
+    let bodies = |body: &serde_json::Value| -> Vec<String> {
+        body["messages"]["chunk"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let mine = alice.client.get(&path).await.assert_ok().clone();
+    assert_eq!((mine["room_id"].as_str(), mine["membership"].as_str()), (Some(room.as_str()), Some("join")));
+    assert_eq!(bodies(&mine), ["first", "after bob left"], "oldest first");
+    assert!(mine["state"].as_array().unwrap().iter().any(|e| e["content"]["name"] == "Old clients"));
+    assert!(mine["messages"]["start"].is_string() && mine["messages"]["end"].is_string());
+    assert_eq!(mine["visibility"], "private");
+
+    let bobs = bob.client.get(&path).await.assert_ok().clone();
+    assert_eq!(bobs["membership"], "leave");
+    assert_eq!(bodies(&bobs), ["first"], "up to the leave");
+
+    let private = alice.create_room(json!({})).await;
+    let path = format!("/_matrix/client/v3/rooms/{}/initialSync", enc(&private));
+    eve.client.get(&path).await.assert_error(403, "M_FORBIDDEN");
+
+    // The global /initialSync: joined rooms, invites with their event, left rooms when archived.
+    alice.invite(&private, &eve.user_id).await.assert_ok();
+    let all = eve.client.get("/_matrix/client/v3/initialSync").await.assert_ok().clone();
+    let invited = all["rooms"].as_array().unwrap().iter().find(|r| r["room_id"] == private.as_str()).cloned().unwrap();
+    assert_eq!(
+        (invited["membership"].as_str(), invited["invite"]["sender"].as_str()),
+        (Some("invite"), Some(alice.user_id.as_str()))
+    );
+    assert!(all["end"].as_str().unwrap().starts_with('s'));
+    let rooms_of = |body: &serde_json::Value| -> Vec<String> {
+        body["rooms"].as_array().unwrap().iter().filter_map(|r| r["room_id"].as_str().map(str::to_owned)).collect()
+    };
+    assert!(rooms_of(bob.client.get("/_matrix/client/v3/initialSync").await.assert_ok()).is_empty());
+    let archived = bob.client.get("/_matrix/client/v3/initialSync?archived=true").await.assert_ok().clone();
+    assert_eq!(rooms_of(&archived), vec![room.clone()]);
+    let token = all["end"].as_str().unwrap();
+    eve.client.get(&format!("/_matrix/client/v3/sync?since={token}&timeout=0")).await.assert_ok();
+}

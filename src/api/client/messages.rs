@@ -181,6 +181,90 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
     Ok(Response::json(&body))
 }
 
+/// `GET /rooms/{roomId}/initialSync` (deprecated, still used by older
+/// clients and test tools): the room's state, the caller's membership, the
+/// latest messages (up to their leave, for a former member), the room's
+/// directory visibility and the caller's account data in it.
+pub fn room_initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let room_id = room_id_param(request)?;
+    Ok(Response::json(&room_info(s, who, &room_id, initial_sync_limit(request)?)?))
+}
+
+fn initial_sync_limit(request: &Request) -> Result<usize> {
+    match request.query("limit") {
+        Some(limit) => Ok(limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT)),
+        None => Ok(DEFAULT_LIMIT),
+    }
+}
+
+/// A room as `/initialSync` describes it (see [`room_initial_sync`]).
+fn room_info(s: &Services, who: &Identity, room_id: &ruma::RoomId, limit: usize) -> Result<Value> {
+    let state = super::room_events::readable_state(s, room_id, who)?;
+    let room = check_may_read(s, room_id, who)?;
+    let own = s.rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+    let membership = own.as_ref().and_then(|(pdu, _)| membership_of(pdu));
+    // A former member's messages stop at their leave.
+    let end = match (membership, &own) {
+        (Some(Membership::Leave | Membership::Ban), Some((_, stored))) => stored.count + 1,
+        _ => s.storage.visible_count()? + 1,
+    };
+    let mut page = Page { chunk: Vec::new(), senders: BTreeSet::new(), position: end, exhausted: false };
+    read_timeline(s, who, &room, &RoomEventFilter::default(), true, limit, None, &mut page)?;
+    let Page { mut chunk, position, .. } = page;
+    chunk.reverse();
+    let state_events: Vec<Value> =
+        s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, room_id)).collect();
+    let upto = s.storage.visible_count()?;
+    let mut account_data = s.users.account_data_since(&who.localpart, None, upto)?;
+    let account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+    let mut body = json!({
+        "room_id": room_id,
+        "messages": { "chunk": chunk, "start": position.to_string(), "end": end.to_string() },
+        "state": state_events,
+        "visibility": if s.rooms.is_published(room_id)? { "public" } else { "private" },
+        "account_data": account_data,
+    });
+    if let Some(membership) = membership {
+        body["membership"] = json!(membership.as_str());
+    }
+    Ok(body)
+}
+
+/// `GET /initialSync` (deprecated): every room of the caller as
+/// [`room_initial_sync`] gives it (invites with their invite event; left
+/// rooms only with `archived=true`), the global account data, and `end`, a
+/// token for `/sync` or `/events` to go on from.
+pub fn initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let limit = initial_sync_limit(request)?;
+    let archived = request.query("archived") == Some("true");
+    let end = s.storage.visible_count()?;
+    let mut rooms = Vec::new();
+    for (room_id, membership) in s.rooms.memberships_of(&who.localpart)? {
+        match membership {
+            Membership::Join => rooms.push(room_info(s, who, &room_id, limit)?),
+            Membership::Leave | Membership::Ban if archived => rooms.push(room_info(s, who, &room_id, limit)?),
+            Membership::Invite => {
+                let Some(room) = s.rooms.room(&room_id)? else { continue };
+                let state = s.rooms.current_state(&room)?;
+                let invite = s.rooms.state_event_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+                rooms.push(json!({
+                    "room_id": room_id,
+                    "membership": "invite",
+                    "invite": invite.map(|pdu| client_event(&pdu, &room_id)),
+                }));
+            }
+            _ => {}
+        }
+    }
+    let account_data = s.users.account_data_since(&who.localpart, None, end)?.global;
+    Ok(Response::json(&json!({
+        "end": format!("s{end}"),
+        "rooms": rooms,
+        "presence": [],
+        "account_data": account_data,
+    })))
+}
+
 /// `GET /rooms/{roomId}/timestamp_to_event?ts=&dir=`: the visible event
 /// nearest to a time, on or after it (`f`) or on or before it (`b`).
 pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
