@@ -493,7 +493,9 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     delete(E::DeleteTag, Users, &["/_matrix/client/{r0|v3}/user/:user_id/rooms/:room_id/tags/:tag"]),
     get(E::GetProfile, Anyone, &["/_matrix/client/{r0|v3}/profile/:user_id"]),
     get(E::GetProfileField, Anyone, &["/_matrix/client/{r0|v3}/profile/:user_id/:field"]),
-    put(E::SetProfileField, Users, &["/_matrix/client/{r0|v3}/profile/:user_id/:field"]),
+    // Guests may set their display name (the spec's guest access list); the
+    // handler refuses them every other field.
+    put(E::SetProfileField, UsersAndGuests, &["/_matrix/client/{r0|v3}/profile/:user_id/:field"]),
     put(E::Typing, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/typing/:user_id"]),
     post(E::Receipt, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/receipt/:receipt_type/:event_id"]),
     post(E::ReadMarkers, Users, &["/_matrix/client/{r0|v3}/rooms/:room_id/read_markers"]),

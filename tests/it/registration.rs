@@ -311,3 +311,34 @@ async fn registration_sessions_remember_parameters_and_repeat_idempotently() {
         "identifier": { "type": "m.id.user", "user": "remembered" } } });
     alice.client.delete(&path, other).await.assert_error(403, "M_FORBIDDEN");
 }
+
+/// Guests set their display name (and nothing else of their profile), and
+/// leave a room once it forbids guests.
+#[tokio::test]
+async fn guests_name_themselves_and_leave_rooms_that_stop_admitting_them() {
+    let server = TestServer::start_with("allow_guest_registration = true").await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let reply = client.post("/_matrix/client/v3/register?kind=guest", json!({})).await;
+    let guest_id = reply.assert_ok()["user_id"].as_str().unwrap().to_owned();
+    let guest = client.with_token(reply.body["access_token"].as_str().unwrap());
+    let name = format!("/_matrix/client/v3/profile/{}/displayname", crate::harness::enc(&guest_id));
+    guest.put(&name, json!({ "displayname": "Visiteur" })).await.assert_ok();
+    let avatar = format!("/_matrix/client/v3/profile/{}/avatar_url", crate::harness::enc(&guest_id));
+    guest
+        .put(&avatar, json!({ "avatar_url": "mxc://test.local/x" }))
+        .await
+        .assert_error(403, "M_GUEST_ACCESS_FORBIDDEN");
+
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "initial_state": [
+            { "type": "m.room.guest_access", "state_key": "", "content": { "guest_access": "can_join" } }
+        ] }))
+        .await;
+    guest.post(&format!("/_matrix/client/v3/rooms/{}/join", crate::harness::enc(&room)), json!({})).await.assert_ok();
+    let member = crate::harness::state_path(&room, "m.room.member", &guest_id);
+    assert_eq!(alice.client.get(&member).await.assert_ok()["displayname"], "Visiteur");
+    let access = crate::harness::state_path(&room, "m.room.guest_access", "");
+    alice.client.put(&access, json!({ "guest_access": "forbidden" })).await.assert_ok();
+    assert_eq!(alice.client.get(&member).await.assert_ok()["membership"], "leave");
+}

@@ -55,6 +55,12 @@ pub async fn set_field(s: &Services, request: &Request, who: &Identity) -> Resul
     if request.param("user_id")? != who.user_id.as_str() {
         return Err(Error::forbidden("You can only change your own profile"));
     }
+    if who.is_guest && field != ProfileField::DisplayName {
+        return Err(Error::new(
+            crate::error::ErrorKind::GuestAccessForbidden,
+            "Guests may set their display name only",
+        ));
+    }
     let body = request.json_object()?;
     let value = match body.get(key) {
         None | Some(Value::Null) => None,

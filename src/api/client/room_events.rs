@@ -58,9 +58,28 @@ pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Resul
     if let Some(event_id) = s.rooms.identical_current_state(&room_id, &who.user_id, kind, state_key, &content)? {
         return Ok(Response::json(&json!({ "event_id": event_id })));
     }
+    let guests_out = kind == kinds::GUEST_ACCESS && content["guest_access"] != "can_join";
     let event = EventRequest::state(kind, state_key, content);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    if guests_out {
+        remove_guests(s, &room_id).await?;
+    }
     Ok(Response::json(&json!({ "event_id": event_id })))
+}
+
+/// Once a room forbids guests, the local guests in it leave (as Synapse
+/// makes them leave).
+async fn remove_guests(s: &Services, room_id: &RoomId) -> Result<()> {
+    let Some(room) = s.rooms.room(room_id)? else { return Ok(()) };
+    let members = s.rooms.joined_members_in(s.rooms.current_state(&room)?.as_ref())?;
+    for member in members.iter().filter(|member| member.server_name() == s.config.server_name) {
+        if s.users.get(member.localpart())?.is_some_and(|user| user.is_guest) {
+            let leave = EventRequest::state(kinds::MEMBER, member.as_str(), json!({ "membership": "leave" }));
+            s.rooms.append(room_id, member, leave, None).await?;
+            tracing::info!(room = %room_id, guest = %member, "guest removed: the room no longer admits guests");
+        }
+    }
+    Ok(())
 }
 
 /// The state the caller may read (as Synapse): the current state for a
