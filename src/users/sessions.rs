@@ -99,7 +99,7 @@ impl Users {
         // A new device is a device-list change for the user and their room
         // mates (as Synapse announces it, keys or not).
         let reservation = match new_device {
-            true => Some(crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?),
+            true => Some(crate::e2ee::log_key_change(&self.storage, &mut batch, self.user_id(localpart)?.as_str())?),
             false => None,
         };
         self.storage.commit(batch).await?;
@@ -107,10 +107,6 @@ impl Users {
             reservation.announce();
         }
         Ok(session)
-    }
-
-    fn user_id_string(&self, localpart: &str) -> String {
-        format!("@{localpart}:{}", self.server_name)
     }
 
     /// Adds a fresh access token (and refresh token if asked) to `device`.
@@ -241,7 +237,7 @@ impl Users {
     /// Commits a batch that removed devices, logging the device-list change
     /// (users sharing a room learn of it through `/sync`).
     pub(super) async fn commit_device_removal(&self, mut batch: Batch, localpart: &str) -> Result<()> {
-        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?;
+        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, self.user_id(localpart)?.as_str())?;
         self.storage.commit(batch).await?;
         reservation.announce();
         self.refresh_pushers(localpart)
@@ -314,7 +310,7 @@ impl Users {
             return Err(Error::not_found("No such device"));
         }
         let mut batch = Batch::new();
-        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, &self.user_id_string(localpart))?;
+        let reservation = crate::e2ee::log_key_change(&self.storage, &mut batch, self.user_id(localpart)?.as_str())?;
         self.storage.commit(batch).await?;
         reservation.announce();
         Ok(())

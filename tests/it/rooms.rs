@@ -592,6 +592,9 @@ async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_op
         members.assert_ok()["chunk"].as_array().unwrap().iter().filter_map(|e| e["state_key"].as_str()).collect();
     assert!(!ids.contains(&carol.user_id.as_str()), "carol came after bob left: {ids:?}");
     dave.client.get(&topic).await.assert_error(403, "M_FORBIDDEN");
+    // Once forgotten, the room is no longer theirs to read.
+    carol.client.post(&format!("/_matrix/client/v3/rooms/{}/forget", enc(&room)), json!({})).await.assert_ok();
+    carol.client.get(&topic).await.assert_error(403, "M_FORBIDDEN");
 
     let visibility = crate::harness::state_path(&room, "m.room.history_visibility", "");
     alice.client.put(&visibility, json!({ "history_visibility": "world_readable" })).await.assert_ok();

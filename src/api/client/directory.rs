@@ -49,13 +49,9 @@ impl Visibility<'_> {
             // anyone may read (`world_readable`).
             Some(room) => {
                 let state = rooms.current_state(&room)?;
-                let field = |kind: &str, field: &str| -> Result<Option<String>> {
-                    Ok(rooms
-                        .state_event_in(&state, kind, "")?
-                        .and_then(|pdu| crate::rooms::content_string(&pdu, field)))
-                };
-                field(kinds::JOIN_RULES, "join_rule")?.as_deref() == Some("public")
-                    || field(kinds::HISTORY_VISIBILITY, "history_visibility")?.as_deref() == Some("world_readable")
+                let rules = rooms.state_event_in(&state, kinds::JOIN_RULES, "")?;
+                rules.and_then(|pdu| crate::rooms::content_string(&pdu, "join_rule")).as_deref() == Some("public")
+                    || rooms.is_world_readable(&room)?
             }
             None => false,
         };

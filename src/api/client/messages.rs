@@ -12,13 +12,13 @@
 //! server holds of a room joined through another fetches older history from
 //! the room's servers (`federation::backfill`).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, sync::Arc};
 
 use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
 use crate::events::kinds;
-use crate::rooms::{EventPlace, Membership, RoomRecord};
+use crate::rooms::{state::StateMap, EventPlace, Membership, RoomRecord};
 use crate::{
     error::{Error, Result},
     events::Pdu,
@@ -43,25 +43,46 @@ fn parse_position(token: &str) -> Result<u64> {
     .ok_or_else(|| Error::invalid_param("Invalid pagination token"))
 }
 
-/// Members (now or formerly) may read; others only world-readable rooms.
-fn check_may_read(s: &Services, room_id: &RoomId, who: &Identity) -> Result<crate::rooms::RoomRecord> {
+/// What the caller may read of a room (as Synapse): a member reads it as it
+/// is; a former member who has not forgotten it, as it was at their leave;
+/// anyone, a `world_readable` room as it is. Refused otherwise. Every read of
+/// a room's events, state or members starts here.
+pub(super) struct ReadableRoom {
+    pub room: RoomRecord,
+    /// The state to show: the current one, or the one at the caller's leave.
+    pub state: Arc<StateMap>,
+    /// The caller's own membership, if they have one.
+    pub membership: Option<Membership>,
+    /// For a former member: the position just after their leave.
+    pub read_until: Option<u64>,
+}
+
+pub(super) fn readable_room(s: &Services, room_id: &RoomId, who: &Identity) -> Result<ReadableRoom> {
     let forbidden = || Error::forbidden("You are not a member of this room");
     let room = s.rooms.room(room_id)?.ok_or_else(forbidden)?;
-    let membership = s.rooms.membership(room_id, &who.user_id)?;
-    let forgotten = s.rooms.is_forgotten(&who.localpart, room_id)?;
-    if membership == Some(Membership::Join) || (membership.is_some_and(Membership::is_out) && !forgotten) {
-        return Ok(room);
+    let current = s.rooms.current_state(&room)?;
+    let own = s.rooms.state_record_in(&current, kinds::MEMBER, who.user_id.as_str())?;
+    let membership = own.as_ref().and_then(|(pdu, _)| membership_of(pdu));
+    match (membership, own) {
+        (Some(Membership::Join), _) => return Ok(ReadableRoom { room, state: current, membership, read_until: None }),
+        (Some(out), Some((leave, stored))) if out.is_out() && !s.rooms.is_forgotten(&who.localpart, room_id)? => {
+            let state = s.rooms.state_after(&leave, &stored)?;
+            return Ok(ReadableRoom { room, state, membership, read_until: Some(stored.count + 1) });
+        }
+        _ => {}
     }
-    let state = s.rooms.current_state(&room)?;
-    let world_readable = s
-        .rooms
-        .state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?
-        .and_then(|event| crate::rooms::content_string(&event, "history_visibility"))
-        .is_some_and(|v| v == "world_readable");
-    if world_readable {
-        Ok(room)
+    if s.rooms.is_world_readable(&room)? {
+        Ok(ReadableRoom { room, state: current, membership, read_until: None })
     } else {
         Err(forbidden())
+    }
+}
+
+/// The `limit` query parameter of the event lists.
+fn limit_param(request: &Request) -> Result<usize> {
+    match request.query("limit") {
+        Some(limit) => Ok(limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT)),
+        None => Ok(DEFAULT_LIMIT),
     }
 }
 
@@ -127,10 +148,7 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
         Some("f") => false,
         _ => return Err(Error::invalid_param("`dir` must be `b` or `f`")),
     };
-    let limit = match request.query("limit") {
-        Some(limit) => limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT),
-        None => DEFAULT_LIMIT,
-    };
+    let limit = limit_param(request)?;
     let filter: RoomEventFilter = match request.query("filter") {
         Some(text) => {
             let value: Value = serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?;
@@ -138,7 +156,7 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
         }
         None => RoomEventFilter::default(),
     };
-    let room = check_may_read(s, &room_id, who)?;
+    let room = readable_room(s, &room_id, who)?.room;
     let start = match request.query("from") {
         Some(token) => parse_position(token)?,
         None if backwards => s.storage.visible_count()? + 1,
@@ -187,36 +205,31 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
 /// directory visibility and the caller's account data in it.
 pub fn room_initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    Ok(Response::json(&room_info(s, who, &room_id, initial_sync_limit(request)?)?))
+    let upto = s.storage.visible_count()?;
+    let mut account_data = s.users.account_data_since(&who.localpart, None, upto)?;
+    let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+    Ok(Response::json(&room_info(s, who, &room_id, limit_param(request)?, upto, room_account_data)?))
 }
 
-fn initial_sync_limit(request: &Request) -> Result<usize> {
-    match request.query("limit") {
-        Some(limit) => Ok(limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT)),
-        None => Ok(DEFAULT_LIMIT),
-    }
-}
-
-/// A room as `/initialSync` describes it (see [`room_initial_sync`]).
-fn room_info(s: &Services, who: &Identity, room_id: &ruma::RoomId, limit: usize) -> Result<Value> {
-    let state = super::room_events::readable_state(s, room_id, who)?;
-    let room = check_may_read(s, room_id, who)?;
-    let own = s.rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
-    let membership = own.as_ref().and_then(|(pdu, _)| membership_of(pdu));
+/// A room as `/initialSync` describes it (see [`room_initial_sync`]), read
+/// up to the position `upto`.
+fn room_info(
+    s: &Services,
+    who: &Identity,
+    room_id: &RoomId,
+    limit: usize,
+    upto: u64,
+    account_data: Vec<Value>,
+) -> Result<Value> {
+    let readable = readable_room(s, room_id, who)?;
     // A former member's messages stop at their leave.
-    let end = match (membership, &own) {
-        (Some(Membership::Leave | Membership::Ban), Some((_, stored))) => stored.count + 1,
-        _ => s.storage.visible_count()? + 1,
-    };
+    let end = readable.read_until.unwrap_or(upto + 1);
     let mut page = Page { chunk: Vec::new(), senders: BTreeSet::new(), position: end, exhausted: false };
-    read_timeline(s, who, &room, &RoomEventFilter::default(), true, limit, None, &mut page)?;
+    read_timeline(s, who, &readable.room, &RoomEventFilter::default(), true, limit, None, &mut page)?;
     let Page { mut chunk, position, .. } = page;
     chunk.reverse();
     let state_events: Vec<Value> =
-        s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, room_id)).collect();
-    let upto = s.storage.visible_count()?;
-    let mut account_data = s.users.account_data_since(&who.localpart, None, upto)?;
-    let account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+        s.rooms.state_events_in(&readable.state)?.iter().map(|pdu| client_event(pdu, room_id)).collect();
     let mut body = json!({
         "room_id": room_id,
         "messages": { "chunk": chunk, "start": position.to_string(), "end": end.to_string() },
@@ -224,7 +237,7 @@ fn room_info(s: &Services, who: &Identity, room_id: &ruma::RoomId, limit: usize)
         "visibility": if s.rooms.is_published(room_id)? { "public" } else { "private" },
         "account_data": account_data,
     });
-    if let Some(membership) = membership {
+    if let Some(membership) = readable.membership {
         body["membership"] = json!(membership.as_str());
     }
     Ok(body)
@@ -235,33 +248,29 @@ fn room_info(s: &Services, who: &Identity, room_id: &ruma::RoomId, limit: usize)
 /// rooms only with `archived=true`), the global account data, and `end`, a
 /// token for `/sync` or `/events` to go on from.
 pub fn initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let limit = initial_sync_limit(request)?;
+    let limit = limit_param(request)?;
     let archived = request.query("archived") == Some("true");
     let end = s.storage.visible_count()?;
+    // Read once for every room.
+    let mut account_data = s.users.account_data_since(&who.localpart, None, end)?;
     let mut rooms = Vec::new();
     for (room_id, membership) in s.rooms.memberships_of(&who.localpart)? {
-        match membership {
-            Membership::Join => rooms.push(room_info(s, who, &room_id, limit)?),
-            Membership::Leave | Membership::Ban if archived => rooms.push(room_info(s, who, &room_id, limit)?),
-            Membership::Invite => {
-                let Some(room) = s.rooms.room(&room_id)? else { continue };
-                let state = s.rooms.current_state(&room)?;
-                let invite = s.rooms.state_event_in(&state, kinds::MEMBER, who.user_id.as_str())?;
-                rooms.push(json!({
-                    "room_id": room_id,
-                    "membership": "invite",
-                    "invite": invite.map(|pdu| client_event(&pdu, &room_id)),
-                }));
-            }
-            _ => {}
+        if membership == Membership::Join || (archived && membership.is_out()) {
+            let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
+            rooms.push(room_info(s, who, &room_id, limit, end, room_account_data)?);
+        } else if membership == Membership::Invite {
+            let Some(room) = s.rooms.room(&room_id)? else { continue };
+            let state = s.rooms.current_state(&room)?;
+            let invite = s.rooms.state_event_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+            let invite = invite.map(|pdu| client_event(&pdu, &room_id));
+            rooms.push(json!({ "room_id": room_id, "membership": "invite", "invite": invite }));
         }
     }
-    let account_data = s.users.account_data_since(&who.localpart, None, end)?.global;
     Ok(Response::json(&json!({
         "end": format!("s{end}"),
         "rooms": rooms,
         "presence": [],
-        "account_data": account_data,
+        "account_data": account_data.global,
     })))
 }
 
@@ -270,7 +279,7 @@ pub fn initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<R
 pub fn timestamp_to_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
     let (ts, backwards) = timestamp_query(request)?;
-    let room = check_may_read(s, &room_id, who)?;
+    let room = readable_room(s, &room_id, who)?.room;
     let visible = |pdu: &Pdu, stored: &EventPlace| s.rooms.can_see_event(&who.user_id, pdu, stored);
     nearest_event_answer(s.rooms.event_near_timestamp(&room, ts, backwards, visible)?)
 }
@@ -303,15 +312,12 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     let room_id = room_id_param(request)?;
     let not_found = || Error::not_found("Event not found");
     let event_id = ruma::EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
-    let room = check_may_read(s, &room_id, who)?;
+    let room = readable_room(s, &room_id, who)?.room;
     let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    let limit = match request.query("limit") {
-        Some(limit) => limit.parse::<usize>().map_err(|_| Error::invalid_param("Invalid limit"))?.min(MAX_LIMIT),
-        None => DEFAULT_LIMIT,
-    };
+    let limit = limit_param(request)?;
     let filter: RoomEventFilter = match request.query("filter") {
         Some(text) => {
             from_json_value(serde_json::from_str(text).map_err(|_| Error::bad_json("`filter` is not JSON"))?)?
@@ -386,18 +392,17 @@ pub fn visible_neighbours(
 }
 
 /// Member events of a room as the caller may read its state
-/// ([`super::room_events::readable_state`]: a former member sees the members
+/// ([`readable_room`]: a former member sees the members
 /// as they were when they left); a member may ask for the position `at`.
 fn current_members(s: &Services, request: &Request, who: &Identity) -> Result<(ruma::OwnedRoomId, Vec<Pdu>)> {
     let room_id = room_id_param(request)?;
-    let readable = super::room_events::readable_state(s, &room_id, who)?;
-    let joined = s.rooms.membership(&room_id, &who.user_id)? == Some(Membership::Join);
-    let state = match (request.query("at"), s.rooms.room(&room_id)?) {
-        (Some(at), Some(room)) if joined => s
+    let readable = readable_room(s, &room_id, who)?;
+    let state = match request.query("at") {
+        Some(at) if readable.membership == Some(Membership::Join) => s
             .rooms
-            .state_at_position(&room, parse_position(at)?)?
+            .state_at_position(&readable.room, parse_position(at)?)?
             .ok_or_else(|| Error::not_found("No state at that point"))?,
-        _ => readable,
+        _ => readable.state,
     };
     let members =
         s.rooms.state_events_in(&state)?.into_iter().filter(|pdu| pdu.kind().to_string() == kinds::MEMBER).collect();

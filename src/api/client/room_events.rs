@@ -14,7 +14,7 @@ use ruma::{EventId, OwnedRoomId, RoomId};
 use serde_json::{json, Value};
 
 use crate::events::kinds;
-use crate::rooms::{Membership, TxnKey, TxnRequest};
+use crate::rooms::{TxnKey, TxnRequest};
 use crate::{
     error::{Error, ErrorKind, Result},
     http::{Request, Response},
@@ -82,47 +82,16 @@ async fn remove_guests(s: &Services, room_id: &RoomId) -> Result<()> {
     Ok(())
 }
 
-/// The state the caller may read (as Synapse): the current state for a
-/// member or, in a `world_readable` room, anyone; for a former member, the
-/// state as it was when they left.
-pub(super) fn readable_state(
-    s: &Services,
-    room_id: &RoomId,
-    who: &Identity,
-) -> Result<std::sync::Arc<crate::rooms::state::StateMap>> {
-    let not_member = || Error::forbidden("You are not a member of this room");
-    let room = s.rooms.room(room_id)?.ok_or_else(not_member)?;
-    let state = s.rooms.current_state(&room)?;
-    let own = s.rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
-    match own.as_ref().and_then(|(pdu, _)| crate::rooms::membership_of(pdu)) {
-        Some(Membership::Join) => return Ok(state),
-        Some(Membership::Leave | Membership::Ban) => {
-            let (pdu, stored) = own.ok_or_else(not_member)?;
-            return s.rooms.state_after(&pdu, &stored);
-        }
-        _ => {}
-    }
-    let visibility = s.rooms.state_event_in(&state, kinds::HISTORY_VISIBILITY, "")?;
-    let world_readable = visibility
-        .and_then(|pdu| crate::rooms::content_string(&pdu, "history_visibility"))
-        .is_some_and(|visibility| visibility == "world_readable");
-    if world_readable {
-        Ok(state)
-    } else {
-        Err(not_member())
-    }
-}
-
 pub fn get_state(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    let state = readable_state(s, &room_id, who)?;
+    let state = super::messages::readable_room(s, &room_id, who)?.state;
     let events: Vec<Value> = s.rooms.state_events_in(&state)?.iter().map(|pdu| client_event(pdu, &room_id)).collect();
     Ok(Response::json(&events))
 }
 
 pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    let state = readable_state(s, &room_id, who)?;
+    let state = super::messages::readable_room(s, &room_id, who)?.state;
     let pdu = s
         .rooms
         .state_event_in(&state, request.param("event_type")?, request.optional_param("state_key").unwrap_or_default())?
