@@ -34,15 +34,7 @@ pub struct RoomEventFilter {
 impl RoomEventFilter {
     /// Whether an event passes the type, sender and URL conditions.
     pub fn accepts(&self, pdu: &Pdu) -> bool {
-        let kind = pdu.kind().to_string();
-        let sender = pdu.sender_str();
-        let type_matches = |patterns: &[String]| patterns.iter().any(|p| glob_match(p, &kind));
-        if self.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&self.not_types) {
-            return false;
-        }
-        if self.senders.as_ref().is_some_and(|s| !s.iter().any(|x| x == sender))
-            || self.not_senders.iter().any(|x| x == sender)
-        {
+        if !self.keeps(&pdu.kind().to_string(), Some(pdu.sender_str())) {
             return false;
         }
         if let Some(wanted) = self.contains_url {
@@ -53,6 +45,19 @@ impl RoomEventFilter {
             }
         }
         true
+    }
+
+    /// Whether an event of `kind` (from `sender`, when it has one) passes the
+    /// type and sender conditions: for room events, and for presence and
+    /// account data, which the filter reads the same way.
+    pub fn keeps(&self, kind: &str, sender: Option<&str>) -> bool {
+        let type_matches = |patterns: &[String]| patterns.iter().any(|pattern| glob_match(pattern, kind));
+        if self.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&self.not_types) {
+            return false;
+        }
+        let Some(sender) = sender else { return true };
+        !(self.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s == sender))
+            || self.not_senders.iter().any(|s| s == sender))
     }
 
     /// Whether [`Self::accepts`] looks at events at all (type, sender or URL
@@ -144,19 +149,6 @@ fn ids_with_sigil<'a>(field: &str, ids: impl IntoIterator<Item = &'a String>, si
         Some(bad) => Err(format!("{field} must hold ids starting with {sigil}, not {bad:?}")),
         None => Ok(()),
     }
-}
-
-/// Whether an event of `kind` (from `sender`, when it has one) passes the
-/// type and sender conditions of `filter` (presence and account data, which
-/// are not room events).
-pub fn keeps(filter: &RoomEventFilter, kind: &str, sender: Option<&str>) -> bool {
-    let type_matches = |patterns: &[String]| patterns.iter().any(|pattern| glob_match(pattern, kind));
-    if filter.types.as_deref().is_some_and(|types| !type_matches(types)) || type_matches(&filter.not_types) {
-        return false;
-    }
-    let Some(sender) = sender else { return true };
-    !(filter.senders.as_ref().is_some_and(|senders| !senders.iter().any(|s| s == sender))
-        || filter.not_senders.iter().any(|s| s == sender))
 }
 
 /// `*` wildcards, as filters allow in event types.

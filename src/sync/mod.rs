@@ -171,7 +171,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         let typing = sources.typing.changed_since(&room_id, request.since, snapshot);
         let mut room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
         room_account_data
-            .retain(|event| filter::keeps(&room_filter.account_data, event["type"].as_str().unwrap_or_default(), None));
+            .retain(|event| room_filter.account_data.keeps(event["type"].as_str().unwrap_or_default(), None));
         if let Some(since) = request.since.filter(|_| !request.full_state) {
             let quiet = typing.is_none()
                 && room_account_data.is_empty()
@@ -237,11 +237,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         }
     }
     presence.retain(|event| {
-        filter::keeps(&request.filter.presence, event["type"].as_str().unwrap_or_default(), event["sender"].as_str())
+        request.filter.presence.keeps(event["type"].as_str().unwrap_or_default(), event["sender"].as_str())
     });
     account_data
         .global
-        .retain(|event| filter::keeps(&request.filter.account_data, event["type"].as_str().unwrap_or_default(), None));
+        .retain(|event| request.filter.account_data.keeps(event["type"].as_str().unwrap_or_default(), None));
     let (changed, left) = match request.since {
         Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &join, &leave, newly_shared)?,
         None => (Vec::new(), Vec::new()),
