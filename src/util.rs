@@ -60,6 +60,14 @@ pub fn off_async_workers<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Makes renames in `dir` durable (best effort: not every platform can
+/// fsync a directory).
+pub fn sync_dir(dir: &std::path::Path) {
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use std::{
 use serde_json::{json, Value};
 
 use super::operator::{print, Operator, Output};
-use crate::{config::Config, http::operator_socket::OperatorClient, storage};
+use crate::{config::Config, http::operator_socket::OperatorClient, media, storage, util::sync_dir};
 
 const DATABASE_FILE: &str = "database.cbk";
 const MANIFEST_FILE: &str = "manifest.json";
@@ -110,38 +110,34 @@ struct MediaCopy {
     bytes_copied: u64,
 }
 
-/// Copies every content file of `from` (`xx/<sha256>`) missing in `to`.
+/// Copies every content file of `from` missing in `to` (same fan-out).
 fn copy_media(from: &Path, to: &Path) -> Result<MediaCopy, String> {
     let mut result = MediaCopy::default();
-    let fan_out = match std::fs::read_dir(from) {
-        Ok(entries) => entries,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(result),
-        Err(error) => return Err(format!("cannot read the media directory {}: {error}", from.display())),
-    };
-    for directory in fan_out.flatten().filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_dir())) {
-        let files = std::fs::read_dir(directory.path()).map_err(io_error("cannot read", &directory.path()))?;
-        for file in files.flatten() {
-            let name = file.file_name().to_string_lossy().into_owned();
-            if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                continue; // an upload being written, or a stranger
-            }
-            result.files += 1;
-            let target_dir = to.join(directory.file_name());
-            let target = target_dir.join(&name);
-            if target.exists() {
-                continue;
-            }
-            std::fs::create_dir_all(&target_dir).map_err(io_error("cannot create", &target_dir))?;
-            let partial = target_dir.join(format!("{name}.partial"));
-            let bytes = std::fs::copy(file.path(), &partial).map_err(io_error("cannot copy", &file.path()))?;
-            std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(io_error("cannot write", &partial))?;
-            std::fs::rename(&partial, &target).map_err(io_error("cannot write", &target))?;
-            result.copied += 1;
-            result.bytes_copied += bytes;
+    let walked = media::files::for_each_content_file(from, |sha256, source| {
+        result.files += 1;
+        let target = media::file_in(to, sha256);
+        if target.exists() {
+            return Ok(());
         }
-    }
+        let bytes = copy_durably(source, &target)?;
+        result.copied += 1;
+        result.bytes_copied += bytes;
+        Ok(())
+    });
+    walked.map_err(|error| format!("copying the media files from {} to {}: {error}", from.display(), to.display()))?;
     sync_dir(to);
     Ok(result)
+}
+
+/// Copies `source` beside `target`, fsyncs it, then renames it into place.
+fn copy_durably(source: &Path, target: &Path) -> std::io::Result<u64> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let partial = PathBuf::from(format!("{}.partial", target.display()));
+    let bytes = std::fs::copy(source, &partial)?;
+    std::fs::File::open(&partial)?.sync_all()?;
+    std::fs::rename(&partial, target)?;
+    Ok(bytes)
 }
 
 /// `conduit restore DIR`.
@@ -200,11 +196,4 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         sync_dir(parent);
     }
     Ok(())
-}
-
-/// Makes renames in `dir` durable (best effort).
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
 }

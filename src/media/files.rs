@@ -127,23 +127,45 @@ impl Media {
     /// Removes every stored file no record names (start-up, before any upload).
     pub(super) fn remove_unreferenced_files(&self) -> Result<usize> {
         let referenced = self.referenced_files()?;
-        Ok(content_files(&self.dir)
-            .filter(|(name, _)| !referenced.contains(name))
-            .filter(|(_, path)| std::fs::remove_file(path).is_ok())
-            .count())
+        let mut removed = 0;
+        let walked = for_each_content_file(&self.dir, |name, path| {
+            if !referenced.contains(name) && std::fs::remove_file(path).is_ok() {
+                removed += 1;
+            }
+            Ok(())
+        });
+        walked.map_err(|error| crate::error::Error::internal("walking the media directory", error))?;
+        Ok(removed)
     }
 }
 
-/// The content files under `dir` (`xx/<64 hex digits>`): name and path.
-fn content_files(dir: &Path) -> impl Iterator<Item = (String, std::path::PathBuf)> {
-    let fan_out = std::fs::read_dir(dir).into_iter().flatten().flatten();
-    fan_out.filter(|entry| entry.file_type().is_ok_and(|t| t.is_dir())).flat_map(|directory| {
-        std::fs::read_dir(directory.path()).into_iter().flatten().flatten().filter_map(|file| {
+/// Calls `visit` with the content address and path of every stored file
+/// under `dir` (`xx/<64 hex digits>`; temporary files and strangers are
+/// skipped). An absent `dir` has none; a directory that cannot be read, or
+/// an error of `visit`, stops the walk.
+pub fn for_each_content_file(
+    dir: &Path,
+    mut visit: impl FnMut(&str, &Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let fan_out = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for directory in fan_out {
+        let directory = directory?;
+        if !directory.file_type()?.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(directory.path())? {
+            let file = file?;
             let name = file.file_name().to_string_lossy().into_owned();
-            let is_content = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
-            is_content.then(|| (name, file.path()))
-        })
-    })
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                visit(&name, &file.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -415,15 +415,8 @@ pub fn byte_range(header: &str, len: u64) -> RangeRequest {
 
 /// The file of a content hash (two-level fan-out; a malformed stored hash
 /// names a file that does not exist rather than panicking).
-fn file_in(dir: &Path, sha256: &str) -> PathBuf {
+pub fn file_in(dir: &Path, sha256: &str) -> PathBuf {
     dir.join(sha256.get(..2).unwrap_or("--")).join(sha256)
-}
-
-/// Makes a rename durable (best effort: not every platform can fsync a directory).
-fn sync_dir(dir: &Path) {
-    if let Ok(handle) = std::fs::File::open(dir) {
-        let _ = handle.sync_all();
-    }
 }
 
 /// Content types a browser may show inline without risk (no script can run).

@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use super::{
     file_in,
     files::{FileRegistry, PendingFile},
-    sync_dir,
 };
+use crate::util::sync_dir;
 use crate::{
     crypto::tokens::random_alphanumeric,
     error::{Error, ErrorKind, Result},

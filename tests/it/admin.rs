@@ -396,16 +396,13 @@ async fn a_users_uploads_are_listed_and_one_is_deleted() {
 
 /// The stored content files under a media directory.
 pub fn content_files(dir: &std::path::Path) -> usize {
-    let Ok(fan_out) = std::fs::read_dir(dir) else { return 0 };
-    fan_out
-        .flatten()
-        .filter(|entry| entry.path().is_dir())
-        .flat_map(|entry| std::fs::read_dir(entry.path()).into_iter().flatten().flatten())
-        .filter(|file| {
-            let name = file.file_name().to_string_lossy().into_owned();
-            name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
-        })
-        .count()
+    let mut count = 0;
+    conduit::media::files::for_each_content_file(dir, |_, _| {
+        count += 1;
+        Ok(())
+    })
+    .unwrap();
+    count
 }
 
 #[tokio::test]
