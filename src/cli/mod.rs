@@ -86,32 +86,37 @@ struct Invocation {
     command: Command,
 }
 
-/// The options after the words, each remembered with its name so that a
-/// command can refuse those it does not take.
+/// Options that stand alone, and options that take a value.
+const FLAGS: &[&str] =
+    &["--admin", "--erase", "--block", "--revoke", "--purge", "--release", "--deactivated", "--local-events"];
+const VALUED: &[&str] = &["--password", "--search", "--days", "--room", "--user", "--before-event"];
+
+/// The options given, by name (with their value), so that a command can
+/// refuse those it does not take.
 #[derive(Default)]
 struct Options {
-    given: Vec<&'static str>,
-    admin: bool,
-    erase: bool,
-    block: bool,
-    revoke: bool,
-    purge: bool,
-    release: bool,
-    deactivated: bool,
-    room: Option<String>,
-    user: Option<String>,
-    before_event: Option<String>,
-    local_events: bool,
-    password: Option<String>,
-    search: Option<String>,
-    days: Option<u64>,
+    given: Vec<(&'static str, Option<String>)>,
 }
 
 impl Options {
+    fn has(&self, flag: &str) -> bool {
+        self.given.iter().any(|(name, _)| *name == flag)
+    }
+
+    fn value(&self, option: &str) -> Option<String> {
+        self.given.iter().find(|(name, _)| *name == option).and_then(|(_, value)| value.clone())
+    }
+
+    fn days(&self) -> Result<Option<u64>, String> {
+        self.value("--days")
+            .map(|days| days.parse::<u64>().map_err(|_| format!("--days needs a number, not {days:?}")))
+            .transpose()
+    }
+
     /// Refuses any option given that `allowed` does not name.
     fn only(&self, allowed: &[&str], command: &str) -> Result<(), String> {
-        match self.given.iter().find(|option| !allowed.contains(option)) {
-            Some(option) => Err(format!("{command} does not take {option}")),
+        match self.given.iter().find(|(option, _)| !allowed.contains(option)) {
+            Some((option, _)) => Err(format!("{command} does not take {option}")),
             None => Ok(()),
         }
     }
@@ -125,81 +130,22 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let mut value = |name: &str| iter.next().cloned().ok_or(format!("{name} needs a value"));
-        let flag: &'static str = match arg.as_str() {
-            "-c" | "--config" => {
-                config = Some(PathBuf::from(value("--config")?));
-                continue;
-            }
-            "--json" => {
-                output = Output::Json;
-                continue;
-            }
+        match arg.as_str() {
+            "-c" | "--config" => config = Some(PathBuf::from(value("--config")?)),
+            "--json" => output = Output::Json,
             "-h" | "--help" => return Ok(Invocation { config, output, command: Command::Help }),
             "-V" | "--version" => return Ok(Invocation { config, output, command: Command::Version }),
-            "--admin" => {
-                options.admin = true;
-                "--admin"
+            option if option.starts_with('-') => {
+                if let Some(flag) = FLAGS.iter().find(|flag| **flag == option) {
+                    options.given.push((flag, None));
+                } else if let Some(name) = VALUED.iter().find(|name| **name == option) {
+                    options.given.push((name, Some(value(name)?)));
+                } else {
+                    return Err(format!("unknown option {option}"));
+                }
             }
-            "--erase" => {
-                options.erase = true;
-                "--erase"
-            }
-            "--block" => {
-                options.block = true;
-                "--block"
-            }
-            "--revoke" => {
-                options.revoke = true;
-                "--revoke"
-            }
-            "--before-event" => {
-                options.before_event = Some(value("--before-event")?);
-                "--before-event"
-            }
-            "--local-events" => {
-                options.local_events = true;
-                "--local-events"
-            }
-            "--purge" => {
-                options.purge = true;
-                "--purge"
-            }
-            "--release" => {
-                options.release = true;
-                "--release"
-            }
-            "--room" => {
-                options.room = Some(value("--room")?);
-                "--room"
-            }
-            "--user" => {
-                options.user = Some(value("--user")?);
-                "--user"
-            }
-            "--deactivated" => {
-                options.deactivated = true;
-                "--deactivated"
-            }
-            "--password" => {
-                options.password = Some(value("--password")?);
-                "--password"
-            }
-            "--search" => {
-                options.search = Some(value("--search")?);
-                "--search"
-            }
-            "--days" => {
-                let days = value("--days")?;
-                options.days = Some(days.parse::<u64>().map_err(|_| format!("--days needs a number, not {days:?}"))?);
-                "--days"
-            }
-            other if other.starts_with('-') => return Err(format!("unknown option {other}")),
-            word => {
-                words.push(word.to_owned());
-                continue;
-            }
-        };
-        options.given.push(flag);
+            word => words.push(word.to_owned()),
+        }
     }
     let command = command_of(&words, options)?;
     Ok(Invocation { config, output, command })
@@ -208,43 +154,53 @@ fn parse_args(args: &[String]) -> Result<Invocation, String> {
 fn command_of(words: &[String], options: Options) -> Result<Command, String> {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let name = |word: &str| word.to_owned();
+    let days = options.days()?;
     let (allowed, command): (&[&str], Command) = match words.as_slice() {
         [] => (&[], Command::Run),
         ["user", "create", user] => (
             &["--admin", "--password"],
             Command::Admin(AdminCommand::UserCreate {
                 name: name(user),
-                admin: options.admin,
-                password: options.password.clone(),
+                admin: options.has("--admin"),
+                password: options.value("--password"),
             }),
         ),
         ["user", "list"] => (
             &["--search", "--deactivated"],
-            Command::Admin(AdminCommand::UserList { search: options.search.clone(), deactivated: options.deactivated }),
+            Command::Admin(AdminCommand::UserList {
+                search: options.value("--search"),
+                deactivated: options.has("--deactivated"),
+            }),
         ),
-        ["user", "deactivate", user] => {
-            (&["--erase"], Command::Admin(AdminCommand::UserDeactivate { name: name(user), erase: options.erase }))
-        }
+        ["user", "deactivate", user] => (
+            &["--erase"],
+            Command::Admin(AdminCommand::UserDeactivate { name: name(user), erase: options.has("--erase") }),
+        ),
         ["user", "reset-password", user] => (
             &["--password"],
-            Command::Admin(AdminCommand::UserResetPassword { name: name(user), password: options.password.clone() }),
+            Command::Admin(AdminCommand::UserResetPassword { name: name(user), password: options.value("--password") }),
         ),
-        ["user", "make-admin", user] => {
-            (&["--revoke"], Command::Admin(AdminCommand::UserMakeAdmin { name: name(user), revoke: options.revoke }))
-        }
+        ["user", "make-admin", user] => (
+            &["--revoke"],
+            Command::Admin(AdminCommand::UserMakeAdmin { name: name(user), revoke: options.has("--revoke") }),
+        ),
         ["user", "login-token", user] => (&[], Command::Admin(AdminCommand::UserLoginToken { name: name(user) })),
-        ["user", "renew", user] => {
-            (&["--days"], Command::SetValidity { name: name(user), days: options.days, expire: false })
-        }
+        ["user", "renew", user] => (&["--days"], Command::SetValidity { name: name(user), days, expire: false }),
         ["user", "expire", user] => (&[], Command::SetValidity { name: name(user), days: None, expire: true }),
-        ["room", "list"] => (&["--search"], Command::Admin(AdminCommand::RoomList { search: options.search.clone() })),
+        ["room", "list"] => {
+            (&["--search"], Command::Admin(AdminCommand::RoomList { search: options.value("--search") }))
+        }
         ["room", "info", room] => (&[], Command::Admin(AdminCommand::RoomInfo { room: name(room) })),
         ["room", "shutdown", room] => {
-            let shutdown = AdminCommand::RoomShutdown { room: name(room), block: options.block, purge: options.purge };
+            let shutdown = AdminCommand::RoomShutdown {
+                room: name(room),
+                block: options.has("--block"),
+                purge: options.has("--purge"),
+            };
             (&["--block", "--purge"], Command::Admin(shutdown))
         }
         ["room", "purge-history", room] => {
-            let before = match (options.before_event.clone(), options.days) {
+            let before = match (options.value("--before-event"), days) {
                 (Some(event), None) => PurgeBefore::Event(event),
                 (None, Some(days)) => PurgeBefore::DaysAgo(days),
                 _ => return Err("room purge-history needs one of --before-event and --days".to_owned()),
@@ -254,7 +210,7 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
                 Command::Admin(AdminCommand::RoomPurgeHistory {
                     room: name(room),
                     before,
-                    local_events: options.local_events,
+                    local_events: options.has("--local-events"),
                 }),
             )
         }
@@ -262,11 +218,11 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
             &["--release"],
             Command::Admin(AdminCommand::MediaQuarantine {
                 target: QuarantineTarget::Item(name(uri)),
-                release: options.release,
+                release: options.has("--release"),
             }),
         ),
         ["media", "quarantine"] => {
-            let target = match (options.room.clone(), options.user.clone()) {
+            let target = match (options.value("--room"), options.value("--user")) {
                 (Some(room), None) => QuarantineTarget::Room(room),
                 (None, Some(user)) => QuarantineTarget::User(user),
                 _ => return Err("media quarantine needs an mxc:// URI, or one of --room and --user".to_owned()),
@@ -274,7 +230,7 @@ fn command_of(words: &[String], options: Options) -> Result<Command, String> {
             (&["--room", "--user"], Command::Admin(AdminCommand::MediaQuarantine { target, release: false }))
         }
         ["media", "purge-remote"] => {
-            let days = options.days.ok_or("media purge-remote needs --days N")?;
+            let days = days.ok_or("media purge-remote needs --days N")?;
             (&["--days"], Command::Admin(AdminCommand::MediaPurgeRemote { days }))
         }
         ["debug", "storage-stats"] => (&[], Command::Admin(AdminCommand::StorageStats)),
