@@ -69,15 +69,15 @@ impl Media {
         let Some(record) = tables.media.get(&media_id.to_owned())? else {
             return Ok(false);
         };
-        let mut record_files = vec![record.sha256];
+        let mut files: HashSet<String> = record.sha256.into_iter().collect();
         let mut batch = Batch::new();
         batch.remove(&tables.media, &media_id.to_owned());
         for (key, thumbnail) in tables.thumbnails.scan_leading((media_id,))? {
-            record_files.push(Some(thumbnail.sha256));
+            files.insert(thumbnail.sha256);
             batch.remove(&tables.thumbnails, &key);
         }
         self.storage.commit(batch).await?;
-        let removed = self.remove_unnamed_files(files_of(&record_files)).await?;
+        let removed = self.remove_unnamed_files(files).await?;
         tracing::info!(media = media_id, files_removed = removed, "media deleted");
         Ok(true)
     }
@@ -151,7 +151,8 @@ impl Media {
                 continue;
             }
             files.extend(record.sha256.clone());
-            for (key, thumbnail) in tables.thumbnails.scan_leading((format!("{server}/{media_id}").as_str(),))? {
+            let owner = super::remote_thumbnails_owner(&server, &media_id);
+            for (key, thumbnail) in tables.thumbnails.scan_leading((owner.as_str(),))? {
                 files.insert(thumbnail.sha256);
                 batch.remove(&tables.thumbnails, &key);
             }
@@ -163,9 +164,4 @@ impl Media {
         tracing::info!(purged, files_removed = removed, "remote media cache purged");
         Ok(purged)
     }
-}
-
-/// The content addresses among `records`' files.
-fn files_of(records: &[Option<String>]) -> HashSet<String> {
-    records.iter().flatten().cloned().collect()
 }

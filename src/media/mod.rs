@@ -235,13 +235,18 @@ impl RemoteMediaId<'_> {
 
     /// The thumbnails table's key of one of its thumbnails.
     fn thumbnail_key(&self, label: String) -> (String, String) {
-        (format!("{}/{}", self.server, self.media_id), label)
+        (remote_thumbnails_owner(self.server.as_str(), self.media_id), label)
     }
 
     /// Whether the media id could be one (checked before asking its server).
     pub fn is_valid(&self) -> bool {
         valid_media_id(self.media_id)
     }
+}
+
+/// The first part of the thumbnails table's keys for another server's item.
+fn remote_thumbnails_owner(server: &str, media_id: &str) -> String {
+    format!("{server}/{media_id}")
 }
 
 /// What a remote server gave for a media item, stored in a spool.

@@ -17,7 +17,13 @@ use ruma::{state_res::Event as _, OwnedEventId, RoomId};
 use super::Rooms;
 use crate::{
     error::{Error, Result},
-    storage::{keys::NotificationKey, prefix_of, Batch},
+    events::Pdu,
+    storage::{
+        keys::NotificationKey,
+        prefix_of,
+        records::{RoomRecord, StoredPdu},
+        Batch,
+    },
 };
 
 /// Events looked at per write.
@@ -67,7 +73,6 @@ impl Rooms {
         let limit = self.purge_limit(room_id, up_to)?;
         let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Room not found"))?;
         let latest: HashSet<&str> = room.forward_extremities.iter().map(String::as_str).collect();
-        let tables = &self.storage.tables;
         let mut purged_positions = BTreeSet::new();
         let mut from = 0;
         loop {
@@ -84,17 +89,7 @@ impl Rooms {
                 if keep {
                     continue;
                 }
-                let id = event_id.to_string();
-                batch.remove(&tables.room_timeline, &(room.short_id, *count));
-                batch.remove(&tables.eventid_pdu, &id);
-                batch.remove(&tables.eventid_shortid, &id);
-                batch.remove(&tables.shortid_eventid, &stored.short_id());
-                self.unindex_relation(&mut batch, &pdu, &stored);
-                self.unindex_search_words(&mut batch, &pdu, *count);
-                for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(id.as_str()))? {
-                    batch.remove(&tables.relations, &(parent, child));
-                }
-                batch.remove(&tables.thread_roots, &(room_id.to_string(), id));
+                self.remove_event(&mut batch, &room, event_id.as_str(), Some(&pdu), &stored)?;
                 purged_positions.insert(*count);
                 purged_ids.push(event_id.clone());
             }
@@ -172,23 +167,15 @@ impl Rooms {
         let mut batch = Batch::new();
         for (event_id, stored) in &events {
             snapshots.extend(stored.state_before);
-            if let Ok(id) = OwnedEventId::try_from(event_id.as_str()) {
-                if let Some((pdu, _)) = self.get_pdu(&id)? {
-                    self.unindex_relation(&mut batch, &pdu, stored);
-                    self.unindex_search_words(&mut batch, &pdu, stored.count);
+            let pdu = match OwnedEventId::try_from(event_id.as_str()) {
+                Ok(id) => {
+                    let pdu = self.get_pdu(&id)?.map(|(pdu, _)| pdu);
+                    self.pdus.invalidate(&id);
+                    pdu
                 }
-                self.pdus.invalidate(&id);
-            }
-            for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(event_id.as_str()))? {
-                batch.remove(&tables.relations, &(parent, child));
-            }
-            if stored.count > 0 {
-                batch.remove(&tables.room_timeline, &(room.short_id, stored.count));
-            }
-            batch.remove(&tables.eventid_pdu, event_id);
-            batch.remove(&tables.eventid_shortid, event_id);
-            batch.remove(&tables.shortid_eventid, &stored.short_id());
-            batch.remove(&tables.shortid_authchain, &stored.short_id());
+                Err(_) => None,
+            };
+            self.remove_event(&mut batch, &room, event_id, pdu.as_ref(), stored)?;
             if batch.len() >= PURGE_BATCH {
                 self.storage.commit(std::mem::take(&mut batch)).await?;
             }
@@ -197,6 +184,37 @@ impl Rooms {
         self.remove_room_records(&mut batch, &room_key)?;
         self.storage.commit(batch).await?;
         Ok(events.len())
+    }
+
+    /// Adds to `batch` the removal of an event and of everything that
+    /// indexes it: its JSON, timeline place, short ids, auth chain, search
+    /// words, thread root and relations (as child and as parent). Without
+    /// its parsed form (unreadable), what its words and parent were stays.
+    fn remove_event(
+        &self,
+        batch: &mut Batch,
+        room: &RoomRecord,
+        event_id: &str,
+        pdu: Option<&Pdu>,
+        stored: &StoredPdu,
+    ) -> Result<()> {
+        let tables = &self.storage.tables;
+        if let Some(pdu) = pdu {
+            self.unindex_relation(batch, pdu, stored);
+            self.unindex_search_words(batch, pdu, stored.count);
+        }
+        for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(event_id))? {
+            batch.remove(&tables.relations, &(parent, child));
+        }
+        if stored.count > 0 {
+            batch.remove(&tables.room_timeline, &(room.short_id, stored.count));
+        }
+        batch.remove(&tables.eventid_pdu, &event_id.to_owned());
+        batch.remove(&tables.eventid_shortid, &event_id.to_owned());
+        batch.remove(&tables.shortid_eventid, &stored.short_id());
+        batch.remove(&tables.shortid_authchain, &stored.short_id());
+        batch.remove(&tables.thread_roots, &(stored.room_id.clone(), event_id.to_owned()));
+        Ok(())
     }
 
     /// Removes the snapshots and every parent they build on (all of one room).

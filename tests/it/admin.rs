@@ -511,6 +511,7 @@ async fn a_rooms_old_history_is_purged_and_the_room_goes_on() {
     assert_eq!(status.body["purged_events"], 0);
 
     let stored_before = server.services().storage.tables.eventid_pdu.len();
+    let chains_before = server.services().storage.tables.shortid_authchain.len();
     let id = admin.client.post(&path, body).await;
     let id = id.assert_ok()["purge_id"].as_str().unwrap().to_owned();
     let status = admin.client.get(&format!("/_synapse/admin/v1/purge_history_status/{id}")).await;
@@ -519,6 +520,7 @@ async fn a_rooms_old_history_is_purged_and_the_room_goes_on() {
         (Some("complete"), Some(12))
     );
     assert_eq!(server.services().storage.tables.eventid_pdu.len(), stored_before - 12, "the events left the database");
+    assert_eq!(server.services().storage.tables.shortid_authchain.len(), chains_before - 12, "and their auth chains");
 
     // What is left: the state events, the boundary and what came after.
     let messages = admin.client.get(&format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=100", enc(&room))).await;
