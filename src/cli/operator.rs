@@ -136,8 +136,7 @@ impl Operator {
             AdminCommand::UserMakeAdmin { name, revoke } => {
                 let user = self.user_id(&name);
                 self.existing_user(&user).await?;
-                let path = format!("/_synapse/admin/v2/users/{}", percent_encode(&user));
-                let answer = self.call("PUT", &path, Some(json!({ "admin": !revoke }))).await?;
+                let answer = self.call("PUT", &user_path(&user), Some(json!({ "admin": !revoke }))).await?;
                 let what = if revoke { "is no longer a server admin" } else { "is a server admin" };
                 print(output, &answer, || format!("{user} {what}"));
                 Ok(())
@@ -252,8 +251,7 @@ impl Operator {
     }
 
     async fn existing_user(&self, user: &str) -> Result<Value, String> {
-        let path = format!("/_synapse/admin/v2/users/{}", percent_encode(user));
-        self.call("GET", &path, None).await
+        self.call("GET", &user_path(user), None).await
     }
 
     async fn create_user(
@@ -264,50 +262,29 @@ impl Operator {
         output: Output,
     ) -> Result<(), String> {
         let user = self.user_id(name);
-        let path = format!("/_synapse/admin/v2/users/{}", percent_encode(&user));
+        let path = user_path(&user);
         let reply = self.client.send("GET", &path, None).await.map_err(|error| error.to_string())?;
         if reply.status != 404 {
             ok_or_message(reply)?;
             return Err(format!("{user} already exists"));
         }
-        let (password, generated) = match password {
-            Some(password) => (password, false),
-            None => (random_alphanumeric(20), true),
-        };
-        let answer = self.call("PUT", &path, Some(json!({ "password": password, "admin": admin }))).await?;
-        let mut shown = answer.clone();
-        if generated {
-            shown["password"] = json!(password);
-        }
-        print(output, &shown, || {
-            let mut text = format!("created {user}{}", if admin { " (server admin)" } else { "" });
-            if generated {
-                text.push_str(&format!("\npassword: {password}"));
-            }
-            text
-        });
+        let password = NewPassword::from(password);
+        let answer = self.call("PUT", &path, Some(json!({ "password": password.value, "admin": admin }))).await?;
+        let text = format!("created {user}{}", if admin { " (server admin)" } else { "" });
+        let (answer, text) = password.shown(answer, text);
+        print(output, &answer, || text);
         Ok(())
     }
 
     async fn reset_password(&self, name: &str, password: Option<String>, output: Output) -> Result<(), String> {
         let user = self.user_id(name);
-        let (password, generated) = match password {
-            Some(password) => (password, false),
-            None => (random_alphanumeric(20), true),
-        };
+        let password = NewPassword::from(password);
         let path = format!("/_synapse/admin/v1/reset_password/{}", percent_encode(&user));
-        let body = json!({ "new_password": password, "logout_devices": true });
-        let mut answer = self.call("POST", &path, Some(body)).await?;
-        if generated {
-            answer["password"] = json!(password);
-        }
-        print(output, &answer, || {
-            let mut text = format!("password reset for {user}; all its devices were logged out");
-            if generated {
-                text.push_str(&format!("\npassword: {password}"));
-            }
-            text
-        });
+        let body = json!({ "new_password": password.value, "logout_devices": true });
+        let answer = self.call("POST", &path, Some(body)).await?;
+        let text = format!("password reset for {user}; all its devices were logged out");
+        let (answer, text) = password.shown(answer, text);
+        print(output, &answer, || text);
         Ok(())
     }
 
@@ -352,6 +329,36 @@ impl Operator {
             lines.join("\n")
         });
         Ok(())
+    }
+}
+
+/// The admin API's path of a user.
+fn user_path(user_id: &str) -> String {
+    format!("/_synapse/admin/v2/users/{}", percent_encode(user_id))
+}
+
+/// A password the operator gave, or one generated for them.
+struct NewPassword {
+    value: String,
+    generated: bool,
+}
+
+impl NewPassword {
+    fn from(given: Option<String>) -> Self {
+        match given {
+            Some(value) => Self { value, generated: false },
+            None => Self { value: random_alphanumeric(20), generated: true },
+        }
+    }
+
+    /// The answer and its sentence, with a generated password added to both
+    /// (the operator has to pass it on).
+    fn shown(&self, mut answer: Value, mut text: String) -> (Value, String) {
+        if self.generated {
+            answer["password"] = json!(self.value);
+            text.push_str(&format!("\npassword: {}", self.value));
+        }
+        (answer, text)
     }
 }
 

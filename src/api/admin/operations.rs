@@ -9,7 +9,7 @@
 //! stop it), so its status is final when the answer comes; the statuses of
 //! the last [`MAX_OPERATIONS`] are kept in memory, as Synapse keeps its own.
 
-use std::sync::Mutex;
+use std::{collections::VecDeque, sync::Mutex};
 
 use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Value};
@@ -48,11 +48,11 @@ struct Operation {
 /// The recent operations, by id.
 #[derive(Default)]
 pub struct Operations {
-    done: Mutex<Vec<Operation>>,
+    done: Mutex<VecDeque<Operation>>,
 }
 
 impl Operations {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Operation>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Operation>> {
         self.done.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -60,7 +60,7 @@ impl Operations {
     pub fn record(&self, kind: Kind, id: &str, room_id: &RoomId, started_ts: u64, status: Value) {
         let mut done = self.lock();
         if done.len() >= MAX_OPERATIONS {
-            done.remove(0);
+            done.pop_front();
         }
         let operation = Operation {
             id: id.to_owned(),
@@ -70,7 +70,7 @@ impl Operations {
             finished_ts: now_ms(),
             status,
         };
-        done.push(operation);
+        done.push_back(operation);
     }
 
     /// The statuses of a room's operations of `kind`, oldest first.
