@@ -227,8 +227,9 @@ impl Users {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(Error::invalid_param("Invalid authentication session id"));
         }
-        let stored = self.storage.tables.uiaa_sessions.get(&id.to_owned())?.filter(|s| s.expires_ts > now_ms());
-        let Some(session) = stored else { return Ok(self.new_session(challenge, lifetime_secs, Some(id))) };
+        let Some(session) = self.stored_session(id)? else {
+            return Ok(self.new_session(challenge, lifetime_secs, Some(id)));
+        };
         if session.consumed {
             return Err(Error::forbidden("This authentication session has already been used"));
         }
@@ -265,9 +266,7 @@ impl Users {
         }
         let (_, mut session) = self.new_session(challenge, lifetime_secs, Some(id));
         session.params = Some(params.to_string());
-        let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), &session)?;
-        Ok(self.storage.apply(batch)?)
+        self.put_session(id, &session)
     }
 
     /// The account session `id` registered, with the parameters of the
@@ -284,9 +283,7 @@ impl Users {
         let Some(mut session) = self.stored_session(id)? else { return Ok(()) };
         session.registered = Some(localpart.to_owned());
         session.params = Some(params.to_string());
-        let mut batch = Batch::new();
-        batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), &session)?;
-        Ok(self.storage.apply(batch)?)
+        self.put_session(id, &session)
     }
 
     /// Persists a session once it holds progress worth keeping.
@@ -294,6 +291,10 @@ impl Users {
         if session.completed.is_empty() {
             return Ok(());
         }
+        self.put_session(id, session)
+    }
+
+    fn put_session(&self, id: &str, session: &UiaaSessionRecord) -> Result<()> {
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.uiaa_sessions, &id.to_owned(), session)?;
         Ok(self.storage.apply(batch)?)
