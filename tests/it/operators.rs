@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::{
     harness::{enc, Client, Session, PASSWORD},
-    process::{free_port, run_cli, spawn_server, write_config},
+    process::{free_port, run_cli, server_in_new_dir, spawn_server, write_config},
 };
 
 const SENDERS: usize = 3;
@@ -65,10 +65,7 @@ async fn all_bodies(session: &Session, room: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_under_concurrent_writes_restores_every_acknowledged_message_and_nothing_torn() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut server = spawn_server(&config, port).await;
+    let (dir, config, mut server) = server_in_new_dir("").await;
     let client = Client::new(server.addr);
     let alice = client.register("alice").await;
     let room = alice.create_room(json!({ "name": "Backed up" })).await;
@@ -171,10 +168,7 @@ async fn a_backup_under_concurrent_writes_restores_every_acknowledged_message_an
 
 #[tokio::test]
 async fn the_command_line_administers_a_running_server_through_its_socket() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut server = spawn_server(&config, port).await;
+    let (dir, config, mut server) = server_in_new_dir("").await;
     let client = Client::new(server.addr);
     let alice = client.register("alice").await;
     let bob = client.register("bob").await;

@@ -44,6 +44,16 @@ pub(crate) fn write_config(dir: &Path, port: u16, extra: &str) -> PathBuf {
     path
 }
 
+/// A new data directory, its configuration (with `extra`) and a server
+/// running on it.
+pub(crate) async fn server_in_new_dir(extra: &str) -> (tempfile::TempDir, PathBuf, Process) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = write_config(dir.path(), port, extra);
+    let server = spawn_server(&config, port).await;
+    (dir, config, server)
+}
+
 pub(crate) async fn spawn_server(config: &Path, port: u16) -> Process {
     spawn_server_logging_to(config, port, Stdio::inherit()).await
 }
@@ -140,10 +150,8 @@ async fn a_queued_push_survives_sigkill() {
     use crate::push_gateway::{set_pusher, Gateway, ALLOW_LOCAL_GATEWAYS};
     let gateway = Gateway::start().await;
     gateway.set_failing(true);
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, ALLOW_LOCAL_GATEWAYS);
-    let mut server = spawn_server(&config, port).await;
+    let (_dir, config, mut server) = server_in_new_dir(ALLOW_LOCAL_GATEWAYS).await;
+    let port = server.addr.port();
     let client = Client::new(server.addr);
     let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     set_pusher(&bob, "phone-key", json!({ "url": gateway.url() })).await;
@@ -166,10 +174,8 @@ async fn a_queued_push_survives_sigkill() {
 /// An acknowledged upload is whole after SIGKILL: the file and its record.
 #[tokio::test]
 async fn an_acknowledged_upload_survives_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut server = spawn_server(&config, port).await;
+    let (_dir, config, mut server) = server_in_new_dir("").await;
+    let port = server.addr.port();
     let client = Client::new(server.addr);
     let alice = client.register("alice").await;
     let content: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
@@ -194,10 +200,8 @@ async fn an_acknowledged_upload_survives_sigkill() {
 
 #[tokio::test]
 async fn sigterm_shuts_down_cleanly_and_keeps_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut server = spawn_server(&config, port).await;
+    let (_dir, config, mut server) = server_in_new_dir("").await;
+    let port = server.addr.port();
     let client = Client::new(server.addr);
     client.register("graceful").await;
     let status = Command::new("kill").arg("-TERM").arg(server.child.id().to_string()).status().unwrap();
@@ -403,10 +407,8 @@ async fn operators_renew_and_expire_accounts_on_a_stopped_server() {
 
 #[tokio::test]
 async fn rotating_the_signing_key_keeps_the_old_one_published() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = write_config(dir.path(), port, "");
-    let mut server = spawn_server(&config, port).await;
+    let (_dir, config, mut server) = server_in_new_dir("").await;
+    let port = server.addr.port();
     let client = Client::new(server.addr);
     let before = client.get("/_matrix/key/v2/server").await;
     let old_id = before.assert_ok()["verify_keys"].as_object().unwrap().keys().next().unwrap().clone();
