@@ -446,10 +446,7 @@ async fn lazy_loading_in_incremental_sync_sends_new_senders_members() {
 async fn own_events_carry_their_transaction_id_for_the_sending_device_only() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let other_device = client.login("alice", crate::harness::PASSWORD).await;
     let other_device = Session::from_reply(&client, other_device.assert_ok());
     alice.send_text(&room, "my-txn-1", "with a transaction id").await;
@@ -475,10 +472,7 @@ async fn own_events_carry_their_transaction_id_for_the_sending_device_only() {
 async fn ignored_users_events_invites_and_to_device_messages_stay_away() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let ignore = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&alice.user_id));
     alice.client.put(&ignore, json!({ "ignored_users": { bob.user_id.clone(): {} } })).await.assert_ok();
     let since = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
@@ -513,10 +507,7 @@ async fn ignored_users_events_invites_and_to_device_messages_stay_away() {
 async fn new_renamed_and_deleted_devices_are_device_list_changes_and_a_leave_wakes_a_long_poll() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let changed = |body: &Value| -> Vec<String> {
         body["device_lists"]["changed"]
             .as_array()
