@@ -61,8 +61,12 @@ pub async fn put_state(s: &Services, request: &Request, who: &Identity) -> Resul
     let guests_out = kind == kinds::GUEST_ACCESS && content["guest_access"] != "can_join";
     let event = EventRequest::state(kind, state_key, content);
     let event_id = s.rooms.append(&room_id, &who.user_id, event, None).await?;
+    // The change is made: a guest who cannot be moved out is logged, not
+    // turned into a failure of the request that made it.
     if guests_out {
-        remove_guests(s, &room_id).await?;
+        if let Err(error) = remove_guests(s, &room_id).await {
+            tracing::warn!(%error, room = %room_id, "guests could not all be removed from a room that forbids them");
+        }
     }
     Ok(Response::json(&json!({ "event_id": event_id })))
 }
