@@ -228,7 +228,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     let mut presence = visible_presence(sources, who, &mine, request.since, snapshot)?;
     // Room mates met in a room joined since the token: their presence now,
     // in the same response (as Synapse sends it).
-    if sources.presence.enabled() && request.since.is_some() {
+    if sources.presence.enabled() && request.since.is_some() && !newly_shared.is_empty() {
         let known: HashSet<String> = presence.iter().filter_map(|e| e["sender"].as_str().map(str::to_owned)).collect();
         for user in newly_shared.iter().filter(|user| !known.contains(*user) && **user != who.user_id.as_str()) {
             let Ok(user_id) = ruma::UserId::parse(user.as_str()) else { continue };
