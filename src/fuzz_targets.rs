@@ -186,7 +186,10 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("conduit-fuzz-{}", std::process::id()));
+        // A fresh database each process: a process id alone is reused, and a
+        // leftover database of an earlier run already has the fuzzing user.
+        let unique = format!("conduit-fuzz-{}-{}", std::process::id(), crate::crypto::tokens::random_alphanumeric(8));
+        let dir = std::env::temp_dir().join(unique);
         // Federation off: what the receiver would fetch from a peer fails at once.
         let text = format!(
             "server_name = \"fuzz.local\"\ndatabase_path = {:?}\ndatabase_cache_mb = 8\nregistration = \"open\"\n\
