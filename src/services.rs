@@ -59,7 +59,8 @@ impl Services {
         let server_key = Arc::new(ServerKey::load_or_generate(&storage)?);
         let users = Users::new(Arc::clone(&storage), &config);
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key))
-            .with_pushers(Arc::clone(&users.pushers));
+            .with_pushers(Arc::clone(&users.pushers))
+            .with_account_data(users.account_data_store.clone());
         match rooms.backfill_search_index() {
             Ok(0) => {}
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),
@@ -165,7 +166,6 @@ impl Services {
         let services = Arc::downgrade(self);
         runtime.spawn(async move {
             let mut every = tokio::time::interval(MAINTENANCE_INTERVAL);
-            let mut compacted_up_to = 0;
             loop {
                 every.tick().await;
                 let Some(services) = services.upgrade() else { return };
@@ -191,12 +191,6 @@ impl Services {
                 }
                 if let Err(error) = services.run_account_validity_pass().await {
                     tracing::warn!(%error, "the account validity pass stopped");
-                }
-                let compaction = tokio::task::spawn_blocking(move || services.compact_notifications(compacted_up_to));
-                match compaction.await {
-                    Ok(Ok(cutoff)) => compacted_up_to = cutoff,
-                    Ok(Err(error)) => tracing::warn!(%error, "could not compact notification records"),
-                    Err(error) => tracing::warn!(%error, "notification compaction task failed"),
                 }
             }
         });
@@ -240,21 +234,6 @@ impl Services {
     /// Renewal mails, expiry and deactivation of accounts (`[account_validity]`).
     pub async fn run_account_validity_pass(&self) -> crate::error::Result<()> {
         crate::email::renewal::run_validity_pass(&self.users, &self.mailer).await
-    }
-
-    /// Checkpoints the position and, when the retention cut-off moved past
-    /// `done_up_to`, removes notification records that no longer count.
-    /// Returns the cut-off now compacted up to.
-    fn compact_notifications(&self, done_up_to: u64) -> crate::error::Result<u64> {
-        let now = crate::util::now_ms();
-        self.rooms.checkpoint_position(now)?;
-        let Some(cutoff) = self.rooms.retention_cutoff(now)? else { return Ok(done_up_to) };
-        if cutoff <= done_up_to {
-            return Ok(done_up_to);
-        }
-        let removed = self.rooms.compact_notifications(cutoff)?;
-        tracing::info!(removed, cutoff, "old notification records compacted");
-        Ok(cutoff)
     }
 }
 

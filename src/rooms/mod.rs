@@ -31,7 +31,6 @@ pub mod relations;
 pub mod reports;
 pub mod resolution;
 pub mod resolution_v1;
-pub mod retention;
 pub mod search;
 pub mod server_acl;
 pub mod state;
@@ -107,6 +106,8 @@ pub struct Rooms {
     audiences: BoundedCache<u64, Arc<notifications::Audience>>,
     /// Parsed push rules by (user, version of their `m.push_rules`).
     push_rules: BoundedCache<(ruma::OwnedUserId, u64), Arc<ruma::push::Ruleset>>,
+    /// The server-default push rules of no one (an event's default outcome).
+    default_push_rules: std::sync::OnceLock<notifications::DefaultRules>,
     /// Destinations with newly queued events (the federation sender waits on it).
     outbox_signal: Arc<outbox::OutboxSignal>,
     /// Woken when pushes were queued for gateways (the push sender waits on it).
@@ -144,6 +145,7 @@ impl Rooms {
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
+            default_push_rules: std::sync::OnceLock::new(),
             audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
             push_wakeup: Arc::default(),
             outbox_signal: Arc::default(),
@@ -158,6 +160,12 @@ impl Rooms {
     /// Queues pushes for the http pushers of this index (the users service's).
     pub fn with_pushers(mut self, pushers: Arc<crate::users::pushers::PusherIndex>) -> Self {
         self.pushers = pushers;
+        self
+    }
+
+    /// Shares the users' account data store (who has push rules of their own).
+    pub fn with_account_data(mut self, account_data: crate::users::account_data::AccountDataStore) -> Self {
+        self.account_data = account_data;
         self
     }
 

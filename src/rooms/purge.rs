@@ -1,7 +1,10 @@
 //! Purging a room's old history (the admin API's `purge_history`, after
 //! Synapse's): the room's events before a point leave this server's
 //! database — their JSON, timeline place, short ids, search words,
-//! relations and notifications — so the disk they took is reclaimed.
+//! and relations — so the disk they took is reclaimed. Their push records
+//! (a few dozen bytes each, see [`super::notifications`]) stay: unread
+//! counts are differences of running totals, which stay exact for every
+//! read position; `GET /notifications` skips events no longer here.
 //!
 //! What stays, as in Synapse: every state event (the room's state and the
 //! authorisation of later events are built on them), the room's latest
@@ -19,7 +22,6 @@ use crate::{
     error::{Error, Result},
     events::Pdu,
     storage::{
-        keys::NotificationKey,
         prefix_of,
         records::{RoomRecord, StoredPdu},
         Batch,
@@ -101,31 +103,24 @@ impl Rooms {
                 break;
             }
         }
-        self.remove_purged_notifications(room_id, &purged_positions).await?;
         Ok(purged_positions.len())
     }
 
-    /// Removes the local members' notifications of purged events.
-    async fn remove_purged_notifications(&self, room_id: &RoomId, purged: &BTreeSet<u64>) -> Result<()> {
-        let (Some(first), Some(last)) = (purged.first(), purged.last()) else { return Ok(()) };
-        let Some(room) = self.room(room_id)? else { return Ok(()) };
-        let state = self.current_state(&room)?;
+    /// The local users with a membership (or a forgotten one) in the room.
+    fn local_users_of(&self, room_key: &str) -> Result<Vec<String>> {
         let tables = &self.storage.tables;
-        let mut batch = Batch::new();
-        for member in self.member_events_in(&state)? {
-            let Some(user) = member.state_key_str().and_then(|key| ruma::UserId::parse(key).ok()) else { continue };
-            if user.server_name() != self.server_name {
-                continue;
+        let mut localparts = BTreeSet::new();
+        tables.localpart_roomid_membership.for_each(|(localpart, room), _| {
+            if room == room_key {
+                localparts.insert(localpart);
             }
-            let start = NotificationKey::new(user.localpart(), room_id.as_str(), *first);
-            let end = NotificationKey::new(user.localpart(), room_id.as_str(), last.saturating_add(1));
-            for (key, _) in tables.notifications.range(&start, &end, false, usize::MAX)? {
-                if purged.contains(&key.count) {
-                    batch.remove(&tables.notifications, &key);
-                }
+        })?;
+        tables.localpart_roomid_forgotten.for_each(|(localpart, room), _| {
+            if room == room_key {
+                localparts.insert(localpart);
             }
-        }
-        Ok(self.storage.commit(batch).await?)
+        })?;
+        Ok(localparts.into_iter().collect())
     }
 }
 
@@ -181,7 +176,7 @@ impl Rooms {
             }
         }
         self.remove_snapshots(&mut batch, snapshots)?;
-        self.remove_room_records(&mut batch, &room_key)?;
+        self.remove_room_records(&mut batch, &room_key, room.short_id)?;
         self.storage.commit(batch).await?;
         Ok(events.len())
     }
@@ -234,7 +229,7 @@ impl Rooms {
     }
 
     /// The room's own records and the local users' records about it.
-    fn remove_room_records(&self, batch: &mut Batch, room_key: &str) -> Result<()> {
+    fn remove_room_records(&self, batch: &mut Batch, room_key: &str, room_short: u64) -> Result<()> {
         let tables = &self.storage.tables;
         batch.remove(&tables.roomid_room, &room_key.to_owned());
         batch.remove(&tables.published_rooms, &room_key.to_owned());
@@ -252,28 +247,14 @@ impl Rooms {
             batch.remove(&tables.alias_room, &key.1);
             batch.remove(&tables.roomid_alias, &key);
         }
-        let mut localparts = BTreeSet::new();
-        tables.localpart_roomid_membership.for_each(|(localpart, room), _| {
-            if room == room_key {
-                localparts.insert(localpart);
-            }
-        })?;
-        tables.localpart_roomid_forgotten.for_each(|(localpart, room), _| {
-            if room == room_key {
-                localparts.insert(localpart);
-            }
-        })?;
+        let localparts = self.local_users_of(room_key)?;
         for localpart in &localparts {
             let key = (localpart.clone(), room_key.to_owned());
             batch.remove(&tables.localpart_roomid_membership, &key);
             batch.remove(&tables.localpart_roomid_forgotten, &key);
             batch.remove(&tables.remote_invites, &key);
-            let (start, end) =
-                (NotificationKey::new(localpart, room_key, 0), NotificationKey::new(localpart, room_key, u64::MAX));
-            for (key, _) in tables.notifications.range(&start, &end, false, usize::MAX)? {
-                batch.remove(&tables.notifications, &key);
-            }
         }
+        self.remove_room_push_records(batch, room_short, &localparts)?;
         tables.account_data.for_each(|key, _| {
             if key.room_id.as_deref() == Some(room_key) {
                 batch.remove(&tables.account_data, &key);

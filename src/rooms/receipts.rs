@@ -20,7 +20,7 @@ use super::Rooms;
 use crate::{
     error::Result,
     storage::{
-        keys::{NotificationKey, ReceiptId, ReceiptKey},
+        keys::{ReceiptId, ReceiptKey},
         records::ReceiptRecord,
         Batch,
     },
@@ -30,9 +30,6 @@ use crate::{
 pub const READ: &str = "m.read";
 pub const READ_PRIVATE: &str = "m.read.private";
 
-/// Messages counted as unread at most (the count says "this many or more").
-const MAX_UNREAD: u64 = 999;
-
 /// The thread id of main-timeline receipts.
 pub(super) const MAIN_THREAD: &str = "main";
 
@@ -41,13 +38,6 @@ pub(super) const MAIN_THREAD: &str = "main";
 pub struct Count {
     pub notifications: u64,
     pub highlights: u64,
-}
-
-impl Count {
-    fn add(&mut self, highlight: bool) {
-        self.notifications += 1;
-        self.highlights += u64::from(highlight);
-    }
 }
 
 /// Unread notifications of a user in a room: all of them, those of the main
@@ -191,39 +181,5 @@ impl Rooms {
             }
         }
         Ok((everywhere, threads))
-    }
-
-    /// Notifications of the user in the room after their read receipts (and
-    /// after they joined), up to `upto`: in total, on the main timeline and
-    /// per thread, each with how many highlight.
-    pub fn unread_counts(&self, room_id: &RoomId, user_id: &UserId, joined_at: u64, upto: u64) -> Result<UnreadCounts> {
-        let (everywhere, threads) = self.read_positions(room_id, user_id)?;
-        let floor = everywhere.max(joined_at);
-        let main_floor = floor.max(threads.get(MAIN_THREAD).copied().unwrap_or_default());
-        // Nothing before the lowest read position can be unread.
-        let lowest = threads.values().copied().chain([main_floor]).min().unwrap_or(main_floor).max(floor);
-        let (localpart, room) = (user_id.localpart(), room_id.as_str());
-        let start = NotificationKey::new(localpart, room, lowest + 1);
-        let end = NotificationKey::new(localpart, room, upto.saturating_add(1));
-        let mut counts = UnreadCounts::default();
-        for (key, record) in self.storage.tables.notifications.range(&start, &end, false, usize::MAX)? {
-            let count = key.count;
-            let thread = record.thread;
-            let read_up_to =
-                if thread.is_empty() { main_floor } else { threads.get(&thread).copied().unwrap_or(0).max(floor) };
-            if count <= read_up_to {
-                continue;
-            }
-            counts.total.add(record.highlight);
-            if thread.is_empty() {
-                counts.main.add(record.highlight);
-            } else {
-                counts.threads.entry(thread).or_default().add(record.highlight);
-            }
-            if counts.total.notifications >= MAX_UNREAD {
-                break;
-            }
-        }
-        Ok(counts)
     }
 }

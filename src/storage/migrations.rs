@@ -14,7 +14,7 @@
 use super::{Batch, Storage, StorageError};
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+pub const CURRENT_SCHEMA_VERSION: u32 = 3;
 
 /// One step from `to_version - 1` to `to_version`.
 pub struct Migration {
@@ -24,11 +24,18 @@ pub struct Migration {
 }
 
 /// The real migrations, oldest first. Version 1 is the first released schema.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    to_version: 2,
-    description: "index receipt positions (incremental sync)",
-    run: index_receipt_positions,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to_version: 2,
+        description: "index receipt positions (incremental sync)",
+        run: index_receipt_positions,
+    },
+    Migration {
+        to_version: 3,
+        description: "per-member notification records become push exceptions with running totals",
+        run: notifications_to_push_exceptions,
+    },
+];
 
 /// Version 2: fills `receipt_positions` from the receipts. Idempotent
 /// (rewrites the same entries).
@@ -37,6 +44,76 @@ fn index_receipt_positions(storage: &Storage) -> Result<(), StorageError> {
     let mut batch = Batch::new();
     for (key, receipt) in tables.receipts.all()? {
         batch.insert(&tables.receipt_positions, &(key.room_id, receipt.count), &key.receipt)?;
+    }
+    storage.apply(batch)?;
+    storage.flush_blocking()
+}
+
+/// Legacy notification records converted per write.
+const CONVERSION_PAGE: usize = 10_000;
+
+/// Version 3: schema 2 kept one record per notified member and event. Each
+/// becomes that member's push exception (the events' default outcome being
+/// "nothing" for these old events), with the running totals of the user's
+/// exceptions in the room, so unread counts and `GET /notifications` read
+/// the same. Each page of records is converted and removed in one atomic
+/// write, and a group's totals resume from its last converted exception:
+/// an interrupted run resumes. The retention checkpoints go too.
+fn notifications_to_push_exceptions(storage: &Storage) -> Result<(), StorageError> {
+    use super::{
+        keys::NotificationKey,
+        records::{PushExceptionRecord, PushTally},
+    };
+    let tables = &storage.tables;
+    let end = NotificationKey::new("\u{7f}", "", 0);
+    let mut start = NotificationKey::new("", "", 0);
+    /// The group being converted: (localpart, room id), short room id and running totals.
+    type Group = ((String, String), Option<u64>, PushTally, PushTally);
+    let mut group: Option<Group> = None;
+    loop {
+        let page = tables.legacy_notifications.range(&start, &end, false, CONVERSION_PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        start = NotificationKey::new(&last.localpart, &last.room_id, last.count.saturating_add(1));
+        let mut batch = Batch::new();
+        for (key, record) in page {
+            batch.remove(&tables.legacy_notifications, &key);
+            let group_key = (key.localpart.clone(), key.room_id.clone());
+            if group.as_ref().is_none_or(|(current, ..)| *current != group_key) {
+                let short = tables.roomid_room.get(&key.room_id)?.map(|room| room.short_id);
+                let (all, main) = match short {
+                    Some(short) => tables
+                        .push_exceptions
+                        .range(&(key.localpart.clone(), short, 0), &(key.localpart.clone(), short, u64::MAX), true, 1)?
+                        .into_iter()
+                        .next()
+                        .map(|(_, latest)| (latest.all, latest.main))
+                        .unwrap_or_default(),
+                    None => Default::default(),
+                };
+                group = Some((group_key, short, all, main));
+            }
+            let Some((_, Some(short), all, main)) = group.as_mut() else { continue };
+            let tally = PushTally { notifications: 1, highlights: i64::from(record.highlight) };
+            all.notifications += tally.notifications;
+            all.highlights += tally.highlights;
+            if record.thread.is_empty() {
+                main.notifications += tally.notifications;
+                main.highlights += tally.highlights;
+            }
+            let exception = PushExceptionRecord {
+                actions: record.actions,
+                highlight: record.highlight,
+                thread: record.thread,
+                all: *all,
+                main: *main,
+            };
+            batch.insert(&tables.push_exceptions, &(key.localpart, *short, key.count), &exception)?;
+        }
+        storage.apply(batch)?;
+    }
+    let mut batch = Batch::new();
+    for (at, _) in tables.legacy_position_checkpoints.all()? {
+        batch.remove(&tables.legacy_position_checkpoints, &at);
     }
     storage.apply(batch)?;
     storage.flush_blocking()
@@ -180,9 +257,69 @@ mod tests {
             storage.flush_blocking().unwrap();
         }
         let storage = Storage::open(dir.path(), CACHE).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), Some(2));
+        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
         let positions = storage.tables.receipt_positions.all().unwrap();
         let receipt_id = ReceiptId { user_id: "@b:x".to_owned(), receipt_type: "m.read".to_owned(), thread_id: None };
         assert_eq!(positions, vec![(("!r:x".to_owned(), 10), receipt_id)]);
+    }
+
+    #[test]
+    fn version_3_turns_notification_records_into_push_exceptions_with_running_totals() {
+        use crate::storage::{
+            keys::NotificationKey,
+            records::{NotificationRecord, PushTally, RoomRecord},
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let notification = |highlight: bool, thread: &str| NotificationRecord {
+            highlight,
+            thread: thread.to_owned(),
+            actions: r#"["notify"]"#.to_owned(),
+        };
+        {
+            let storage = Storage::open(dir.path(), CACHE).unwrap();
+            let mut batch = Batch::new();
+            let room = RoomRecord {
+                version: "10".to_owned(),
+                short_id: 77,
+                current_state: 1,
+                forward_extremities: Vec::new(),
+                max_depth: 1,
+                backfill_floor: 0,
+            };
+            batch.insert(&storage.tables.roomid_room, &"!r:x".to_owned(), &room).unwrap();
+            let legacy = &storage.tables.legacy_notifications;
+            batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 5), &notification(false, "")).unwrap();
+            batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 9), &notification(true, "$root")).unwrap();
+            batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 12), &notification(true, "")).unwrap();
+            batch.insert(legacy, &NotificationKey::new("carol", "!r:x", 9), &notification(false, "$root")).unwrap();
+            batch.insert(legacy, &NotificationKey::new("dave", "!gone:x", 3), &notification(false, "")).unwrap();
+            batch.insert(&storage.tables.legacy_position_checkpoints, &1_000, &4).unwrap();
+            storage.apply(batch).unwrap();
+            storage.set_schema_version(2).unwrap();
+            storage.flush_blocking().unwrap();
+        }
+        let storage = Storage::open(dir.path(), CACHE).unwrap();
+        assert_eq!(storage.schema_version().unwrap(), Some(3));
+        let exceptions = storage.tables.push_exceptions.all().unwrap();
+        let tally = |notifications, highlights| PushTally { notifications, highlights };
+        let summary: Vec<_> = exceptions
+            .iter()
+            .map(|((user, room, count), record)| {
+                (user.as_str(), *room, *count, record.thread.as_str(), record.all, record.main)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("bob", 77, 5, "", tally(1, 0), tally(1, 0)),
+                ("bob", 77, 9, "$root", tally(2, 1), tally(1, 0)),
+                ("bob", 77, 12, "", tally(3, 2), tally(2, 1)),
+                ("carol", 77, 9, "$root", tally(1, 0), tally(0, 0)),
+            ],
+            "a room that no longer exists has nothing to count"
+        );
+        assert!(exceptions.iter().all(|(_, record)| record.actions == r#"["notify"]"#));
+        assert!(storage.tables.legacy_notifications.is_empty());
+        assert!(storage.tables.legacy_position_checkpoints.is_empty());
     }
 }

@@ -504,6 +504,51 @@ impl Record for NotificationRecord {
     const VERSION: u8 = 1;
 }
 
+/// Notifications and highlights counted together; signed, since a user's
+/// exceptions count down from what an event's default outcome counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushTally {
+    pub notifications: i64,
+    pub highlights: i64,
+}
+
+/// What an event's push rules did for the local members on the server's
+/// default rules (written only when that notifies), with running totals:
+/// the room's default notifications up to and including this event, all of
+/// them and those of the main timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPushRecord {
+    /// The push rule actions, as JSON text (empty: no notification, a marker
+    /// left by a purge to keep the totals).
+    pub actions: String,
+    pub highlight: bool,
+    /// The thread root, or empty for the main timeline.
+    pub thread: String,
+    pub all: PushTally,
+    pub main: PushTally,
+}
+
+impl Record for EventPushRecord {
+    const VERSION: u8 = 1;
+}
+
+/// A local user for whom an event did something else than its default
+/// outcome (their own event, a mention, their own rules), with the running
+/// difference from the defaults of all their exceptions in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushExceptionRecord {
+    /// The actions for this user, as JSON text (empty: no notification).
+    pub actions: String,
+    pub highlight: bool,
+    pub thread: String,
+    pub all: PushTally,
+    pub main: PushTally,
+}
+
+impl Record for PushExceptionRecord {
+    const VERSION: u8 = 1;
+}
+
 /// A pusher as its device set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PusherRecord {

@@ -12,11 +12,11 @@ use super::{
     },
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailInviteRecord,
-        EmailValidationRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord,
-        OpenIdTokenRecord, PartialStateRecord, PushJobRecord, PusherRecord, ReceiptRecord, RegistrationTokenUsage,
-        RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord, SearchEntry,
-        ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord, TxnAnswerRecord,
-        UiaaSessionRecord, UserRecord, ValidityRecord,
+        EmailValidationRecord, EventPushRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord,
+        NotificationRecord, OpenIdTokenRecord, PartialStateRecord, PushExceptionRecord, PushJobRecord, PusherRecord,
+        ReceiptRecord, RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord,
+        ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord,
+        TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord, UserRecord, ValidityRecord,
     },
     StorageError, Table, TableOpener,
 };
@@ -35,8 +35,8 @@ pub struct Tables {
     /// registration token → completed registrations. Owner: `users::uiaa`.
     pub registration_token_uses: Table<String, RegistrationTokenUsage>,
     /// event id → short id, and back. Owner: `rooms` (as are all the room
-    /// tables below, up to `thread_roots`, and `notifications`, `receipts`,
-    /// `receipt_positions`, `published_rooms`, `position_checkpoints`,
+    /// tables below, up to `thread_roots`, and `receipts`,
+    /// `receipt_positions`, `published_rooms`, `event_push`, `push_exceptions`,
     /// `search_index`, `shortid_authchain`).
     pub eventid_shortid: Table<String, u64>,
     pub shortid_eventid: Table<u64, String>,
@@ -74,9 +74,16 @@ pub struct Tables {
     /// (room id, count at which it was set) → which receipt (as in `receipts`):
     /// receipts in the order they changed, for incremental sync.
     pub receipt_positions: Table<(String, u64), ReceiptId>,
-    /// (user, room, event count) → a notification of that user (unread counts
-    /// per room; `GET /notifications` merges a user's rooms).
-    pub notifications: Table<NotificationKey, NotificationRecord>,
+    /// (short room id, event count) → what the event's push rules did for
+    /// the members on the default rules, with the room's running totals
+    /// (unread counts are differences of totals).
+    pub event_push: Table<(u64, u64), EventPushRecord>,
+    /// (localpart, short room id, event count) → a local member's exception
+    /// to the event's default outcome, with their running differences.
+    pub push_exceptions: Table<(String, u64, u64), PushExceptionRecord>,
+    /// Schema 2's per-member notification records: read only by the
+    /// migration to schema 3, which empties it.
+    pub legacy_notifications: Table<NotificationKey, NotificationRecord>,
     /// (localpart, device id) → the device's signed keys (JSON). Owner: `e2ee`
     /// (as are all the key tables below, up to `dehydrated_devices`).
     pub device_keys: Table<(String, String), String>,
@@ -114,9 +121,9 @@ pub struct Tables {
     pub remote_media: Table<(String, String), MediaRecord>,
     /// pusher → the pusher and the device that set it. Owner: `users::pushers`.
     pub pushers: Table<PusherId, PusherRecord>,
-    /// time (ms) → the position then: hourly checkpoints that date positions
-    /// (notification retention).
-    pub position_checkpoints: Table<u64, u64>,
+    /// Schema 2's hourly (time, position) checkpoints: emptied by the
+    /// migration to schema 3.
+    pub legacy_position_checkpoints: Table<u64, u64>,
     /// (event count, pusher) → a push waiting to be sent to that pusher's
     /// gateway, in event order. Owner: `push::queue`.
     pub push_queue: Table<PushJobKey, PushJobRecord>,
@@ -219,9 +226,11 @@ impl Tables {
             remote_media: Table::open(db, "servername_mediaid_remotemedia")?,
             pushers: Table::open(db, "localpart_app_pushkey_pusher")?,
             push_queue: Table::open(db, "count_pusher_pushjob")?,
-            position_checkpoints: Table::open(db, "time_count")?,
+            legacy_position_checkpoints: Table::open(db, "time_count")?,
             search_index: Table::open(db, "word_count_roomfield")?,
-            notifications: Table::open(db, "userroom_count_notification")?,
+            legacy_notifications: Table::open(db, "userroom_count_notification")?,
+            event_push: Table::open(db, "roomshort_count_eventpush")?,
+            push_exceptions: Table::open(db, "localpart_roomshort_count_pushexception")?,
             profile_propagations: Table::open(db, "localpart_profilepropagation")?,
             server_keys: Table::open(db, "servername_serverkeys")?,
             outbox: Table::open(db, "destination_count_roomevent")?,

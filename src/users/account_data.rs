@@ -8,7 +8,10 @@
 //! [`AccountDataStore`], of which [`Users`] holds one and the rooms another
 //! (they evaluate push rules, stored as `m.push_rules` account data).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::{Arc, RwLock},
+};
 
 use serde_json::{Map, Value};
 
@@ -43,11 +46,36 @@ impl VersionedAccountData {
 #[derive(Clone)]
 pub struct AccountDataStore {
     storage: Arc<Storage>,
+    /// Localparts with push rules of their own (stored `m.push_rules`),
+    /// loaded on first use: an event's push evaluation asks it of every
+    /// member of the room, which must not cost a read each.
+    own_push_rules: Arc<RwLock<Option<HashSet<String>>>>,
 }
+
+/// The account data type holding a user's push rules.
+const PUSH_RULES: &str = "m.push_rules";
 
 impl AccountDataStore {
     pub fn new(storage: Arc<Storage>) -> Self {
-        Self { storage }
+        Self { storage, own_push_rules: Arc::default() }
+    }
+
+    /// Whether the user has stored push rules (else they use the server's defaults).
+    pub fn has_own_push_rules(&self, localpart: &str) -> Result<bool> {
+        if let Some(known) = self.own_push_rules.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Ok(known.contains(localpart));
+        }
+        let mut loaded = HashSet::new();
+        self.storage.tables.account_data.for_each(|key, _| {
+            if key.room_id.is_none() && key.kind == PUSH_RULES {
+                loaded.insert(key.localpart);
+            }
+        })?;
+        let answer = loaded.contains(localpart);
+        let mut known = self.own_push_rules.write().unwrap_or_else(|e| e.into_inner());
+        // A write meanwhile added its user to the set already there, or to none.
+        known.get_or_insert(loaded);
+        Ok(answer || known.as_ref().is_some_and(|known| known.contains(localpart)))
     }
 
     /// The account data of a type, global (`room_id` `None`) or of a room,
@@ -64,6 +92,15 @@ impl AccountDataStore {
         let record = AccountDataRecord { content: content.to_string(), count: reservation.count };
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.account_data, &AccountDataKey::new(localpart, room_id, kind), &record)?;
+        if room_id.is_none() && kind == PUSH_RULES {
+            // Known before the write: an event evaluated meanwhile uses the
+            // user's own rules (at worst the same as the defaults). Loaded
+            // first, so a load racing this write cannot miss it.
+            self.has_own_push_rules(localpart)?;
+            if let Some(known) = self.own_push_rules.write().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                known.insert(localpart.to_owned());
+            }
+        }
         self.storage.commit(batch).await?;
         reservation.announce();
         Ok(())

@@ -72,7 +72,7 @@ pub struct Users {
     /// Who has http pushers (shared with the rooms, which queue pushes).
     pub pushers: Arc<pushers::PusherIndex>,
     /// The account data table (the rooms hold another handle, for push rules).
-    account_data_store: account_data::AccountDataStore,
+    pub account_data_store: account_data::AccountDataStore,
     /// The bounded queue every password hash and check goes through.
     passwords: password::Passwords,
     /// What a new password must contain.

@@ -173,47 +173,94 @@ async fn pushers_are_set_replaced_moved_and_deleted() {
     assert_eq!(alice.client.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"], json!([]));
 }
 
+/// Push records are per event (see `rooms::notifications`): members on the
+/// default rules share the event's record, and only the sender, the
+/// mentioned and those with rules of their own get one of their own.
 #[tokio::test]
-async fn read_notifications_past_the_retention_are_compacted_and_unread_ones_kept() {
-    let started = conduit::util::now_ms();
+async fn a_message_leaves_one_push_record_whatever_the_room_size_and_counts_stay_exact() {
     let server = TestServer::start().await;
-    let ([alice, bob], room) = server.client().public_room_with(["alice", "bob"]).await;
-    let first = alice.send_text(&room, "t1", "un").await;
-    alice.send_text(&room, "t2", "deux").await;
+    let names = ["alice", "bob", "carol", "dave", "erin", "frank"];
+    let (members, room) = server.client().public_room_with(names).await;
+    let [alice, bob, carol, dave, erin, _frank] = &members;
+    let rule = format!("/_matrix/client/v3/pushrules/global/room/{}", crate::harness::enc(&room));
+    erin.client.put(&rule, json!({ "actions": [] })).await.assert_ok();
+    let services = server.services();
+    let tables = &services.storage.tables;
+    let (records, exceptions) = (tables.event_push.len(), tables.push_exceptions.len());
+    let mut sent = Vec::new();
+    for i in 0..10 {
+        sent.push(alice.send_text(&room, &format!("m{i}"), "hello").await);
+    }
+    assert_eq!(tables.event_push.len(), records + 10, "one record per message for the five other members");
+    assert_eq!(
+        tables.push_exceptions.len(),
+        exceptions + 20,
+        "and one for the sender, one for erin whose own rule silences the room"
+    );
+    assert_eq!(counts(&sync(bob, "").await, &room), (10, 0));
+    assert_eq!(counts(&sync(alice, "").await, &room), (0, 0), "one's own messages do not notify");
+    assert_eq!(counts(&sync(erin, "").await, &room), (0, 0), "erin's rule decides for her");
+
+    // A mention: one more record, for the mentioned member only.
+    let mention = json!({ "msgtype": "m.text", "body": "carol?", "m.mentions": { "user_ids": [carol.user_id] } });
+    alice.send_content(&room, "mention", mention).await;
+    assert_eq!(counts(&sync(carol, "").await, &room), (11, 1));
+    assert_eq!(counts(&sync(bob, "").await, &room), (11, 0));
+
+    // A read receipt in the middle: the rest is unread.
     let receipt = format!(
         "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
         crate::harness::enc(&room),
-        crate::harness::enc(&first)
+        crate::harness::enc(&sent[3])
     );
     bob.client.post(&receipt, json!({})).await.assert_ok();
-    alice.send_text(&room, "t3", "trois").await;
-    assert_eq!(counts(&sync(&bob, "").await, &room), (2, 0));
+    assert_eq!(counts(&sync(bob, "").await, &room), (7, 0));
 
-    // Everything so far is past the cut-off: only the read record goes.
-    let services = server.services();
-    let cutoff = services.rooms.current_position().unwrap();
-    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 1);
-    assert_eq!(counts(&sync(&bob, "").await, &room), (2, 0), "unread counts are unchanged");
-    let listed = bob.client.get("/_matrix/client/v3/notifications").await.assert_ok().clone();
-    assert_eq!(listed["notifications"].as_array().unwrap().len(), 2);
-    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 0, "nothing more to remove");
+    // Threads: counted apart when the client asks, with their own receipts.
+    let reply = json!({
+        "msgtype": "m.text",
+        "body": "in the thread",
+        "m.relates_to": { "rel_type": "m.thread", "event_id": sent[0] }
+    });
+    let first_reply = alice.send_content(&room, "reply1", reply.clone()).await;
+    alice.send_content(&room, "reply2", reply).await;
+    let threaded =
+        crate::harness::enc_json(&json!({ "room": { "timeline": { "unread_thread_notifications": true } } }));
+    let filtered = |user: &crate::harness::Session| {
+        let path = format!("/_matrix/client/v3/sync?filter={threaded}");
+        let client = user.client.clone();
+        async move { client.get(&path).await.assert_ok().clone() }
+    };
+    let body = filtered(dave).await;
+    let section = &body["rooms"]["join"][&room];
+    assert_eq!(section["unread_notifications"]["notification_count"], 11, "the main timeline");
+    assert_eq!(section["unread_thread_notifications"][&sent[0]]["notification_count"], 2);
+    assert_eq!(counts(&sync(dave, "").await, &room), (13, 0), "all of them without the filter");
+    let thread_receipt = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+        crate::harness::enc(&room),
+        crate::harness::enc(&first_reply)
+    );
+    dave.client.post(&thread_receipt, json!({ "thread_id": sent[0] })).await.assert_ok();
+    let body = filtered(dave).await;
+    let section = &body["rooms"]["join"][&room];
+    assert_eq!(section["unread_thread_notifications"][&sent[0]]["notification_count"], 1, "after the thread receipt");
+    assert_eq!(counts(&sync(dave, "").await, &room), (12, 0));
 
-    // Once bob leaves, his old records no longer count and go too.
-    bob.client
-        .post(&format!("/_matrix/client/v3/rooms/{}/leave", crate::harness::enc(&room)), json!({}))
-        .await
-        .assert_ok();
-    assert_eq!(services.rooms.compact_notifications(cutoff).unwrap(), 2);
-
-    // The cut-off comes from hourly (time, position) checkpoints.
-    const DAY: u64 = 24 * 60 * 60 * 1000;
-    let later = started + 10 * DAY;
-    services.rooms.checkpoint_position(later).unwrap();
-    let position_then = services.rooms.current_position().unwrap();
-    alice.send_text(&room, "t4", "quatre").await;
-    services.rooms.checkpoint_position(later + 10 * 60 * 1000).unwrap(); // within the hour: no new checkpoint
-    assert_eq!(services.rooms.retention_cutoff(later + 31 * DAY).unwrap(), Some(position_then));
-    assert_eq!(services.rooms.retention_cutoff(started - DAY + 30 * DAY).unwrap(), None, "no checkpoint is that old");
+    // GET /notifications lists them from the shared records, newest first, paged.
+    let listed = dave.client.get("/_matrix/client/v3/notifications?limit=5").await.assert_ok().clone();
+    assert_eq!(listed["notifications"].as_array().unwrap().len(), 5);
+    let mut seen = 5;
+    let mut next = listed["next_token"].as_str().map(str::to_owned);
+    while let Some(token) = next {
+        let page = dave.client.get(&format!("/_matrix/client/v3/notifications?limit=5&from={token}")).await;
+        let page = page.assert_ok().clone();
+        seen += page["notifications"].as_array().unwrap().len();
+        next = page["next_token"].as_str().map(str::to_owned);
+    }
+    assert_eq!(seen, 13, "every notification once");
+    let erin_listed = erin.client.get("/_matrix/client/v3/notifications").await.assert_ok().clone();
+    assert_eq!(erin_listed["notifications"].as_array().unwrap().len(), 0);
 }
 
 /// Sytest's push rule path checks: every malformed path is a 400, never a 404 or 405.

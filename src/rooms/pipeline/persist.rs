@@ -158,7 +158,16 @@ impl Rooms {
                 let (_, version_rules) = Self::rules_of(room)?;
                 let state = self.state.full_state(before)?;
                 pushes_queued = self
-                    .index_notifications(&mut derived, room_id, &version_rules, before, &state, pdu, position)
+                    .index_notifications(
+                        &mut derived,
+                        room_id,
+                        room.short_id,
+                        &version_rules,
+                        before,
+                        &state,
+                        pdu,
+                        position,
+                    )
                     .await?;
                 destinations = self.queue_for_servers(&mut batch, pdu, before, &state, position)?;
             }
