@@ -425,14 +425,35 @@ impl Rooms {
         self.state_after(&pdu, &stored).map(Some)
     }
 
-    /// The union of the auth chains of `event_ids`, from the stored cache.
+    /// The union of the auth chains of `event_ids`: stored for state events
+    /// (computed once when they are stored), computed from the auth events'
+    /// for the others.
     pub fn auth_chain(&self, event_ids: &[OwnedEventId]) -> Result<std::collections::HashSet<OwnedEventId>> {
         let mut shorts = std::collections::BTreeSet::new();
         for event_id in event_ids {
             let Some(short) = self.storage.tables.eventid_shortid.get(&event_id.to_string())? else { continue };
-            shorts.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
+            match self.storage.tables.shortid_authchain.get(&short)? {
+                Some(chain) => shorts.extend(chain),
+                None => {
+                    if let Some((pdu, _)) = self.get_pdu(event_id)? {
+                        shorts.extend(self.chain_through_auth_events(&pdu)?);
+                    }
+                }
+            }
         }
         shorts.into_iter().map(|short| self.event_id_of_short(short)).collect()
+    }
+
+    /// The short ids of an event's auth chain: its auth events and their
+    /// stored chains (auth events are state events, whose chains are stored).
+    pub(crate) fn chain_through_auth_events(&self, pdu: &Pdu) -> Result<Vec<u64>> {
+        let mut chain = std::collections::BTreeSet::new();
+        for auth_event in pdu.auth_events() {
+            let Some(short) = self.storage.tables.eventid_shortid.get(&auth_event.to_string())? else { continue };
+            chain.insert(short);
+            chain.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
+        }
+        Ok(chain.into_iter().collect())
     }
 
     /// The global position: every event stored so far has a count up to it.

@@ -481,13 +481,20 @@ async fn cached_auth_chains_match_a_walk_of_the_graph() {
         let bob_member =
             alice.client.get(&format!("{}?format=event", state_path(&room, "m.room.member", &bob.user_id))).await;
         let bob_join: ruma::OwnedEventId = bob_member.assert_ok()["event_id"].as_str().unwrap().try_into().unwrap();
+        let message: ruma::OwnedEventId = bob.send_text(&room, "m", "hello").await.try_into().unwrap();
         let services = server.services();
         let rooms = &services.rooms;
+        let walk = |id: &ruma::OwnedEventId| {
+            conduit::rooms::resolution::auth_chain([id.clone()], &|id: &ruma::EventId| {
+                rooms.get_pdu(id).unwrap().map(|(pdu, _)| pdu)
+            })
+        };
         let cached = rooms.auth_chain(std::slice::from_ref(&bob_join)).unwrap();
-        let walked = conduit::rooms::resolution::auth_chain([bob_join.clone()], &|id: &ruma::EventId| {
-            rooms.get_pdu(id).unwrap().map(|(pdu, _)| pdu)
-        });
-        assert_eq!(cached, walked, "v{version}");
+        assert_eq!(cached, walk(&bob_join), "v{version}");
+        // A message's chain is not stored but computed from its auth events'.
+        let message_chain = rooms.auth_chain(std::slice::from_ref(&message)).unwrap();
+        assert_eq!(message_chain, walk(&message), "v{version}: a message");
+        assert!(message_chain.contains(&bob_join), "v{version}: the sender's join authorises the message");
         let kinds: std::collections::BTreeSet<String> =
             cached.iter().map(|id| rooms.get_pdu(id).unwrap().unwrap().0.kind().to_string()).collect();
         assert!(kinds.contains("m.room.power_levels") && kinds.contains("m.room.join_rules"), "v{version}: {kinds:?}");

@@ -142,8 +142,12 @@ impl Rooms {
             transaction: txn.as_ref().map(|txn| (txn.device_id.clone(), txn.txn_id.clone())),
         };
         batch.insert(&tables.eventid_pdu, &event_id, &stored)?;
-        let chain = self.compute_auth_chain(pdu)?;
-        batch.insert(&tables.shortid_authchain, &short, &chain)?;
+        // Only state events are auth events, so only their chains are
+        // read again and again; a message's is computed when asked for.
+        if pdu.state_key_str().is_some() {
+            let chain = self.chain_through_auth_events(pdu)?;
+            batch.insert(&tables.shortid_authchain, &short, &chain)?;
+        }
         let mut derived = Batch::new();
         let mut pushes_queued = false;
         let mut destinations = Vec::new();
@@ -255,17 +259,5 @@ impl Rooms {
             self.record_local_membership(batch, room_id, &changed)?;
         }
         Ok(())
-    }
-
-    /// The short ids of an event's auth chain: its auth events and their
-    /// (stored) chains. Computed once when the event is stored.
-    fn compute_auth_chain(&self, pdu: &Pdu) -> Result<Vec<u64>> {
-        let mut chain = std::collections::BTreeSet::new();
-        for auth_event in pdu.auth_events() {
-            let Some(short) = self.storage.tables.eventid_shortid.get(&auth_event.to_string())? else { continue };
-            chain.insert(short);
-            chain.extend(self.storage.tables.shortid_authchain.get(&short)?.unwrap_or_default());
-        }
-        Ok(chain.into_iter().collect())
     }
 }
