@@ -5,7 +5,14 @@
 //! ```text
 //! cargo bench --bench load -- [--base-url http://127.0.0.1:6167] [--users 20] [--rooms 100]
 //!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN] [--pushes] [--search]
+//!     [--fill N] [--big-room N]
 //! ```
+//!
+//! `--fill N` registers the users, creates the rooms, sends N messages in all
+//! (chat lines of about 60 characters, every user at once) and stops: a large
+//! database made reproducibly, to measure its size, start-up and memory
+//! (`benches/startup.rs`). `--big-room N` puts N users in one room and
+//! reports `--probes` sequential sends there.
 //!
 //! Without `--base-url` it starts this server in-process on 127.0.0.1 (fresh
 //! temporary database, open registration) and loads it. Plain HTTP only (put
@@ -57,6 +64,10 @@ struct Options {
     registration_token: Option<String>,
     pushes: bool,
     search: bool,
+    /// Send this many messages in all, report, and stop (a database to measure).
+    fill: usize,
+    /// Members of the one room of the big-room run (0: no such run).
+    big_room: usize,
 }
 
 fn parse_options() -> Result<Options> {
@@ -70,6 +81,8 @@ fn parse_options() -> Result<Options> {
         pushes: false,
         search: false,
         registration_token: None,
+        fill: 0,
+        big_room: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -85,6 +98,8 @@ fn parse_options() -> Result<Options> {
             "--registration-token" => options.registration_token = Some(value()?),
             "--pushes" => options.pushes = true,
             "--search" => options.search = true,
+            "--fill" => options.fill = number(value()?)?,
+            "--big-room" => options.big_room = number(value()?)?.max(2),
             // `cargo bench` passes `--bench`; filters and other harness flags are ignored.
             _ => {}
         }
@@ -115,51 +130,15 @@ fn contains_body(sync: &Value, body: &str) -> bool {
 async fn run(target: Target, options: Options) -> Result<()> {
     let options = Arc::new(options);
     let suffix = random_suffix();
-    let started = Instant::now();
-    let mut registrations = Vec::new();
-    for i in 0..options.users {
-        let name = format!("load{suffix}u{i}");
-        let target = Target { addr: target.addr, host: target.host.clone() };
-        let options = Arc::clone(&options);
-        registrations.push(tokio::spawn(async move {
-            support::register(&target, &name, &options.password, options.registration_token.as_deref()).await
-        }));
+    if options.big_room > 0 {
+        return big_room(&target, &options, &suffix).await;
     }
-    let mut accounts = Vec::new();
-    for registration in registrations {
-        accounts.push(registration.await.map_err(|e| e.to_string())??);
+    let accounts = register_accounts(&target, &options, &suffix, options.users).await?;
+    let rooms = create_rooms(&target, &accounts, options.rooms).await?;
+    if options.fill > 0 {
+        print_reader(&suffix, &options);
+        return fill(&target, &accounts, &rooms, options.fill).await;
     }
-    println!("registered {} users in {:.1} s", accounts.len(), started.elapsed().as_secs_f64());
-
-    let started = Instant::now();
-    let mut creator = target.connect(Some(&accounts[0])).await?;
-    let mut rooms = Vec::new();
-    for r in 0..options.rooms {
-        let body = json!({ "preset": "public_chat", "name": format!("Load room {r}") });
-        let reply = creator.ok("POST", "/_matrix/client/v3/createRoom", Some(&body)).await?;
-        rooms.push(reply["room_id"].as_str().ok_or("no room_id")?.to_owned());
-    }
-    let rooms = Arc::new(rooms);
-    let mut joins = Vec::new();
-    for account in accounts.iter().skip(1) {
-        let mut connection = target.connect(Some(account)).await?;
-        let rooms = Arc::clone(&rooms);
-        joins.push(tokio::spawn(async move {
-            for room in rooms.iter() {
-                connection.ok("POST", &format!("/_matrix/client/v3/join/{}", enc(room)), Some(&json!({}))).await?;
-            }
-            Ok::<_, String>(())
-        }));
-    }
-    for join in joins {
-        join.await.map_err(|e| e.to_string())??;
-    }
-    println!(
-        "created {} rooms, {} members each, in {:.1} s",
-        rooms.len(),
-        accounts.len(),
-        started.elapsed().as_secs_f64()
-    );
 
     // Phase 2: concurrent sends.
     let started = Instant::now();
@@ -266,6 +245,203 @@ async fn run(target: Target, options: Options) -> Result<()> {
     if options.search {
         search_phase(&target, &accounts[1], &options).await?;
     }
+    Ok(())
+}
+
+/// Phase 1: `count` accounts, registered concurrently.
+async fn register_accounts(
+    target: &Target,
+    options: &Arc<Options>,
+    suffix: &str,
+    count: usize,
+) -> Result<Vec<Account>> {
+    let started = Instant::now();
+    let mut accounts = Vec::new();
+    // At most 64 registrations in flight.
+    for chunk in (0..count).collect::<Vec<_>>().chunks(64) {
+        let mut registrations = Vec::new();
+        for i in chunk {
+            let name = format!("load{suffix}u{i}");
+            let target = Target { addr: target.addr, host: target.host.clone() };
+            let options = Arc::clone(options);
+            registrations.push(tokio::spawn(async move {
+                support::register(&target, &name, &options.password, options.registration_token.as_deref()).await
+            }));
+        }
+        for registration in registrations {
+            accounts.push(registration.await.map_err(|e| e.to_string())??);
+        }
+    }
+    println!("registered {} users in {:.1} s", accounts.len(), started.elapsed().as_secs_f64());
+    Ok(accounts)
+}
+
+/// The first account creates `count` public rooms; everyone joins every room.
+async fn create_rooms(target: &Target, accounts: &[Account], count: usize) -> Result<Arc<Vec<String>>> {
+    let started = Instant::now();
+    let mut creator = target.connect(Some(&accounts[0])).await?;
+    let mut rooms = Vec::new();
+    for r in 0..count {
+        let body = json!({ "preset": "public_chat", "name": format!("Load room {r}") });
+        let reply = creator.ok("POST", "/_matrix/client/v3/createRoom", Some(&body)).await?;
+        rooms.push(reply["room_id"].as_str().ok_or("no room_id")?.to_owned());
+    }
+    let rooms = Arc::new(rooms);
+    let mut joins = Vec::new();
+    for account in accounts.iter().skip(1) {
+        let mut connection = target.connect(Some(account)).await?;
+        let rooms = Arc::clone(&rooms);
+        joins.push(tokio::spawn(async move {
+            for room in rooms.iter() {
+                connection.ok("POST", &format!("/_matrix/client/v3/join/{}", enc(room)), Some(&json!({}))).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for join in joins {
+        join.await.map_err(|e| e.to_string())??;
+    }
+    println!(
+        "created {} rooms, {} members each, in {:.1} s",
+        rooms.len(),
+        accounts.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(rooms)
+}
+
+/// Words of the fill's messages: a chat line of about 60 characters each.
+const FILL_WORDS: &[&str] = &[
+    "réunion",
+    "demain",
+    "dossier",
+    "merci",
+    "budget",
+    "projet",
+    "rapport",
+    "équipe",
+    "préfecture",
+    "ministère",
+    "note",
+    "version",
+    "relire",
+    "avant",
+    "jeudi",
+    "agents",
+    "service",
+    "compte",
+    "rendu",
+    "validé",
+    "planning",
+    "question",
+    "réponse",
+    "document",
+    "annexe",
+    "circulaire",
+    "décret",
+    "point",
+    "suivi",
+    "urgent",
+];
+
+/// A chat line of about 60 characters, different for each (sender, number).
+fn fill_line(sender: usize, number: usize) -> String {
+    let mut line = String::new();
+    let mut seed =
+        (sender as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (number as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    while line.len() < 60 {
+        seed ^= seed >> 31;
+        seed = seed.wrapping_mul(0x94D0_49BB_1331_11EB);
+        line.push_str(FILL_WORDS[(seed % FILL_WORDS.len() as u64) as usize]);
+        line.push(' ');
+    }
+    line.push_str(&number.to_string());
+    line
+}
+
+/// `--fill N`: every user sends its share of `total` messages (chat lines
+/// of about 60 characters) as fast as the server takes them, with progress
+/// every 10 seconds; then the tool stops, leaving the database to measure.
+async fn fill(target: &Target, accounts: &[Account], rooms: &Arc<Vec<String>>, total: usize) -> Result<()> {
+    let started = Instant::now();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for (u, account) in accounts.iter().enumerate() {
+        let share = total / accounts.len() + usize::from(u < total % accounts.len());
+        let mut connection = target.connect(Some(account)).await?;
+        let (rooms, sent) = (Arc::clone(rooms), Arc::clone(&sent));
+        senders.push(tokio::spawn(async move {
+            for m in 0..share {
+                let room = &rooms[(u * 7 + m) % rooms.len()];
+                send_message(&mut connection, room, &format!("fill-{u}-{m}"), &fill_line(u, m)).await?;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    let progress = {
+        let sent = Arc::clone(&sent);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let done = sent.load(std::sync::atomic::Ordering::Relaxed);
+                println!("  {done} messages after {:.0} s", started.elapsed().as_secs_f64());
+            }
+        })
+    };
+    for sender in senders {
+        sender.await.map_err(|e| e.to_string())??;
+    }
+    progress.abort();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("filled {total} messages in {elapsed:.1} s: {:.0} messages/s", total as f64 / elapsed);
+    Ok(())
+}
+
+/// The localpart of the fill's reader (the second user, who joined every
+/// room and read nothing), for `benches/startup.rs --user`.
+fn print_reader(suffix: &str, options: &Options) {
+    println!("reader: load{suffix}u1 (password {:?})", options.password);
+}
+
+/// `--big-room N`: N users in one public room, then sequential sends by one
+/// of them (each acknowledged before the next): the cost of a message that
+/// N local members hear of.
+async fn big_room(target: &Target, options: &Arc<Options>, suffix: &str) -> Result<()> {
+    let accounts = register_accounts(target, options, suffix, options.big_room).await?;
+    let started = Instant::now();
+    let mut creator = target.connect(Some(&accounts[0])).await?;
+    let body = json!({ "preset": "public_chat", "name": "Big room" });
+    let reply = creator.ok("POST", "/_matrix/client/v3/createRoom", Some(&body)).await?;
+    let room = Arc::new(reply["room_id"].as_str().ok_or("no room_id")?.to_owned());
+    // Joins from 8 connections at once.
+    let mut joins = Vec::new();
+    for lane in 0..8 {
+        let members: Vec<Account> = accounts.iter().skip(1 + lane).step_by(8).cloned().collect();
+        let (target, room) = (Target { addr: target.addr, host: target.host.clone() }, Arc::clone(&room));
+        joins.push(tokio::spawn(async move {
+            for member in members {
+                let mut connection = target.connect(Some(&member)).await?;
+                connection.ok("POST", &format!("/_matrix/client/v3/join/{}", enc(&room)), Some(&json!({}))).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for join in joins {
+        join.await.map_err(|e| e.to_string())??;
+    }
+    println!("{} members joined one room in {:.1} s", accounts.len(), started.elapsed().as_secs_f64());
+    // A fresh connection: the first one may have outlived the keep-alive timeout.
+    let mut creator = target.connect(Some(&accounts[0])).await?;
+    let mut latencies = Vec::new();
+    for m in 0..options.probes {
+        let sent = Instant::now();
+        send_message(&mut creator, &room, &format!("big-{suffix}-{m}"), &fill_line(0, m)).await?;
+        latencies.push(sent.elapsed());
+    }
+    report(&format!("send in a room of {} local members", accounts.len()), latencies);
     Ok(())
 }
 

@@ -4,7 +4,10 @@
 //! Two generations approximate LRU without per-access bookkeeping: entries go
 //! into the young map; a hit in the old map is promoted; when the young map is
 //! full the old one is dropped and the young one becomes old. At most
-//! `2 × capacity` entries are held.
+//! `2 × capacity` entries are held — or, for a cache built with
+//! [`BoundedCache::weighted`], `2 × capacity` units of weight (a big room's
+//! state map or member list weighs its entries, so a forum of 10,000
+//! members does not multiply the memory of every cached snapshot).
 //!
 //! Invalidation is race-free: [`BoundedCache::epoch`] is read before loading a
 //! value from storage and passed to [`BoundedCache::insert_if_current`], which
@@ -15,19 +18,29 @@ use std::{borrow::Borrow, collections::HashMap, hash::Hash, sync::Mutex};
 
 pub struct BoundedCache<K, V> {
     capacity: usize,
+    weigh: fn(&V) -> usize,
     inner: Mutex<Generations<K, V>>,
 }
 
 struct Generations<K, V> {
     young: HashMap<K, V>,
+    /// The weight of the young generation's values.
+    young_weight: usize,
     old: HashMap<K, V>,
     epoch: u64,
 }
 
 impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
+    /// At most `capacity` entries per generation.
     pub fn new(capacity: usize) -> Self {
-        let generations = Generations { young: HashMap::new(), old: HashMap::new(), epoch: 0 };
-        Self { capacity: capacity.max(1), inner: Mutex::new(generations) }
+        Self::weighted(capacity, |_| 1)
+    }
+
+    /// At most `capacity` units of weight per generation, a value weighing
+    /// `weigh(value)` (at least 1).
+    pub fn weighted(capacity: usize, weigh: fn(&V) -> usize) -> Self {
+        let generations = Generations { young: HashMap::new(), young_weight: 0, old: HashMap::new(), epoch: 0 };
+        Self { capacity: capacity.max(1), weigh, inner: Mutex::new(generations) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations<K, V>> {
@@ -44,7 +57,8 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
         }
         let (key, value) = inner.old.remove_entry(key)?;
         let found = value.clone();
-        inner.store(key, value, self.capacity);
+        let weight = (self.weigh)(&value);
+        inner.store(key, value, weight, self.capacity);
         Some(found)
     }
 
@@ -58,13 +72,15 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
     pub fn insert_if_current(&self, key: K, value: V, epoch: u64) {
         let mut inner = self.lock();
         if inner.epoch == epoch {
-            inner.store(key, value, self.capacity);
+            let weight = (self.weigh)(&value);
+            inner.store(key, value, weight, self.capacity);
         }
     }
 
     /// Caches a value that cannot go stale (immutable once written).
     pub fn insert(&self, key: K, value: V) {
-        self.lock().store(key, value, self.capacity);
+        let weight = (self.weigh)(&value);
+        self.lock().store(key, value, weight, self.capacity);
     }
 
     /// Drops a value whose stored form changed; call after the change is written.
@@ -89,10 +105,14 @@ impl<K: Hash + Eq, V: Clone> BoundedCache<K, V> {
 }
 
 impl<K: Hash + Eq, V> Generations<K, V> {
-    fn store(&mut self, key: K, value: V, capacity: usize) {
-        if self.young.len() >= capacity && !self.young.contains_key(&key) {
+    fn store(&mut self, key: K, value: V, weight: usize, capacity: usize) {
+        let weight = weight.max(1);
+        if self.young_weight + weight > capacity && !self.young.contains_key(&key) {
             self.old = std::mem::take(&mut self.young);
+            self.young_weight = 0;
         }
+        // A replaced value's weight stays counted until the generation turns.
+        self.young_weight += weight;
         self.young.insert(key, value);
     }
 }
@@ -113,6 +133,22 @@ mod tests {
         assert_eq!(cache.get(&1), Some("one"));
         assert_eq!(cache.get(&3), Some("three"));
         assert!(cache.len() <= 4);
+    }
+
+    #[test]
+    fn a_weighted_cache_holds_at_most_two_generations_of_weight() {
+        let cache: BoundedCache<u32, Vec<u8>> = BoundedCache::weighted(100, Vec::len);
+        cache.insert(1, vec![0; 60]);
+        cache.insert(2, vec![0; 30]); // young {1, 2}: 90
+        cache.insert(3, vec![0; 50]); // young {3}, old {1, 2}
+        assert_eq!(cache.len(), 3);
+        cache.insert(4, vec![0; 60]); // young {4}, old {3}: 1 and 2 are dropped
+        assert_eq!((cache.get(&1), cache.get(&2)), (None, None));
+        assert!(cache.get(&3).is_some());
+        cache.insert(5, vec![0; 500]); // heavier than a generation: alone in its own
+        assert!(cache.get(&5).is_some());
+        let held: usize = [3, 4, 5].iter().filter_map(|key| cache.get(key)).map(|value| value.len()).sum();
+        assert!(held <= 2 * 500, "{held}");
     }
 
     #[test]

@@ -126,8 +126,9 @@ pub struct Rooms {
     events_persisted: AtomicU64,
 }
 
-/// Per-snapshot member lists kept per cache generation (a big room's list is large).
-const SUMMARY_CACHE_ENTRIES: usize = 256;
+/// Local members held by the audience cache per generation (about 100
+/// bytes each: 256 rooms of 500 local members, or 12 of a 10,000-member forum).
+const AUDIENCE_CACHE_MEMBERS: usize = 128_000;
 
 /// Parsed events kept per cache generation (at most twice this many, a few KiB each).
 const PDU_CACHE_ENTRIES: usize = 4096;
@@ -146,7 +147,7 @@ impl Rooms {
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
             default_push_rules: std::sync::OnceLock::new(),
-            audiences: BoundedCache::new(SUMMARY_CACHE_ENTRIES),
+            audiences: BoundedCache::weighted(AUDIENCE_CACHE_MEMBERS, |audience| audience.local_members.len()),
             push_wakeup: Arc::default(),
             outbox_signal: Arc::default(),
             pushers: Arc::default(),

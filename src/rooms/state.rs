@@ -25,9 +25,10 @@ pub type StateMap = BTreeMap<u64, u64>;
 /// Layers of diffs allowed before a snapshot is written whole.
 pub const MAX_LAYERS: u32 = 8;
 
-/// Full maps kept in memory per cache generation (a map of a big room is ~16
-/// bytes a member; at most twice this many are held).
-const CACHE_ENTRIES: usize = 512;
+/// State entries of the full maps kept in memory per cache generation (about
+/// 16 bytes each, at most twice this many held: 1,000 snapshots of 500
+/// entries, or 50 of a 10,000-member forum).
+const CACHE_STATE_ENTRIES: usize = 512_000;
 
 pub struct StateStore {
     storage: Arc<Storage>,
@@ -43,7 +44,7 @@ pub struct SnapshotDelta {
 
 impl StateStore {
     pub fn new(storage: Arc<Storage>) -> Self {
-        Self { storage, cache: BoundedCache::new(CACHE_ENTRIES) }
+        Self { storage, cache: BoundedCache::weighted(CACHE_STATE_ENTRIES, |state| state.len()) }
     }
 
     /// The short id of `(kind, state_key)`, allocated on first use.
