@@ -14,7 +14,7 @@
 use super::{Batch, Storage, StorageError};
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA_VERSION: u32 = 3;
+pub const CURRENT_SCHEMA_VERSION: u32 = 4;
 
 /// One step from `to_version - 1` to `to_version`.
 pub struct Migration {
@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[Migration] = &[
         to_version: 3,
         description: "per-member notification records become push exceptions with running totals",
         run: notifications_to_push_exceptions,
+    },
+    Migration {
+        to_version: 4,
+        description: "drop the stored auth chains of non-state events (computed when asked)",
+        run: drop_message_auth_chains,
     },
 ];
 
@@ -116,6 +121,36 @@ fn notifications_to_push_exceptions(storage: &Storage) -> Result<(), StorageErro
         batch.remove(&tables.legacy_position_checkpoints, &at);
     }
     storage.apply(batch)?;
+    storage.flush_blocking()
+}
+
+/// Version 4: only state events keep a stored auth chain (a message's is
+/// computed from its auth events' when a peer asks); the others' go, a page
+/// at a time. Idempotent.
+fn drop_message_auth_chains(storage: &Storage) -> Result<(), StorageError> {
+    let tables = &storage.tables;
+    let mut start = 0;
+    loop {
+        let page = tables.shortid_authchain.range(&start, &u64::MAX, false, CONVERSION_PAGE)?;
+        let Some((last, _)) = page.last() else { break };
+        start = last.saturating_add(1);
+        let mut batch = Batch::new();
+        for (short, _) in page {
+            let Some(event_id) = tables.shortid_eventid.get(&short)? else { continue };
+            let Some(stored) = tables.eventid_pdu.get(&event_id)? else { continue };
+            let is_state = serde_json::from_str::<serde_json::Value>(&stored.json)
+                .map(|event| event.get("state_key").is_some())
+                // Unreadable: keep its chain.
+                .unwrap_or(true);
+            if !is_state {
+                batch.remove(&tables.shortid_authchain, &short);
+            }
+        }
+        storage.apply(batch)?;
+        if start == u64::MAX {
+            break;
+        }
+    }
     storage.flush_blocking()
 }
 
@@ -299,7 +334,7 @@ mod tests {
             storage.flush_blocking().unwrap();
         }
         let storage = Storage::open(dir.path(), CACHE).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), Some(3));
+        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
         let exceptions = storage.tables.push_exceptions.all().unwrap();
         let tally = |notifications, highlights| PushTally { notifications, highlights };
         let summary: Vec<_> = exceptions
@@ -321,5 +356,45 @@ mod tests {
         assert!(exceptions.iter().all(|(_, record)| record.actions == r#"["notify"]"#));
         assert!(storage.tables.legacy_notifications.is_empty());
         assert!(storage.tables.legacy_position_checkpoints.is_empty());
+    }
+
+    #[test]
+    fn version_4_keeps_the_auth_chains_of_state_events_only() {
+        use crate::storage::records::StoredPdu;
+        let dir = tempfile::tempdir().unwrap();
+        let event = |json: &str, short: u64| StoredPdu {
+            json: json.to_owned(),
+            room_id: "!r:x".to_owned(),
+            room_version: "10".to_owned(),
+            count: short,
+            state_before: None,
+            redacted: false,
+            redacted_by: None,
+            short: Some(short),
+            status: Default::default(),
+            transaction: None,
+        };
+        {
+            let storage = Storage::open(dir.path(), CACHE).unwrap();
+            let tables = &storage.tables;
+            let mut batch = Batch::new();
+            for (short, id, json) in [
+                (1, "$state", r#"{"type":"m.room.member","state_key":"@a:x"}"#),
+                (2, "$message", r#"{"type":"m.room.message"}"#),
+                (3, "$unreadable", "not json"),
+            ] {
+                batch.insert(&tables.shortid_eventid, &short, &id.to_owned()).unwrap();
+                batch.insert(&tables.eventid_pdu, &id.to_owned(), &event(json, short)).unwrap();
+                batch.insert(&tables.shortid_authchain, &short, &vec![7u64]).unwrap();
+            }
+            storage.apply(batch).unwrap();
+            storage.set_schema_version(3).unwrap();
+            storage.flush_blocking().unwrap();
+        }
+        let storage = Storage::open(dir.path(), CACHE).unwrap();
+        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
+        let kept: Vec<u64> =
+            storage.tables.shortid_authchain.all().unwrap().into_iter().map(|(short, _)| short).collect();
+        assert_eq!(kept, vec![1, 3], "the message's chain went; a state event's and an unreadable one's stay");
     }
 }
