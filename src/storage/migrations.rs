@@ -8,7 +8,7 @@
 //! - a newer one, an unversioned non-empty one, or a gap in the migration chain
 //!   is refused before anything is written.
 //!
-//! Record-level format changes that only add defaulted fields need no
+//! Record-level format changes that only append defaulted fields need no
 //! migration (see [`super::codec`]).
 
 use super::{Batch, Storage, StorageError};

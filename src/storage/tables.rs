@@ -1,7 +1,7 @@
 //! Every table of the database: its tree name, key type and record type.
 //!
 //! Tree names follow `key_value`. Changing a name, a key layout or a record in
-//! a way that is not a defaulted new field needs a migration. Keys are tuples
+//! a way that is not a defaulted new field at its end needs a migration. Keys are tuples
 //! ([`super::codec`]) or the named key types of [`super::keys`]; each table
 //! names the one module that owns it: other modules go through that module.
 
