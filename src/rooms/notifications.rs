@@ -63,7 +63,7 @@ use crate::{
     events::Pdu,
     push::queue::{self, Push},
     storage::{
-        records::{EventPushRecord, PushExceptionRecord, PushTally, RoomRecord},
+        records::{PushRecord, PushTally, RoomRecord},
         Batch,
     },
 };
@@ -108,14 +108,6 @@ impl Outcome {
     fn tally(&self) -> PushTally {
         PushTally { notifications: i64::from(self.notifies()), highlights: i64::from(self.highlight) }
     }
-}
-
-fn plus(a: PushTally, b: PushTally) -> PushTally {
-    PushTally { notifications: a.notifications + b.notifications, highlights: a.highlights + b.highlights }
-}
-
-fn minus(a: PushTally, b: PushTally) -> PushTally {
-    PushTally { notifications: a.notifications - b.notifications, highlights: a.highlights - b.highlights }
 }
 
 /// A tally as a count (never below zero, whatever a lost derived write left).
@@ -291,29 +283,23 @@ impl Rooms {
         exceptions: &[(&UserId, Outcome)],
     ) -> Result<()> {
         let tables = &self.storage.tables;
-        let in_main = thread.is_empty();
+        // The record of `outcome` after running sums `(all, main)`, adding `step`.
+        let record = |outcome: &Outcome, (all, main): (PushTally, PushTally), step: PushTally| PushRecord {
+            actions: outcome.actions.clone(),
+            highlight: outcome.highlight,
+            thread: thread.to_owned(),
+            all: all + step,
+            main: if thread.is_empty() { main + step } else { main },
+        };
+        let before = count.saturating_sub(1);
         if default.notifies() {
-            let (all, main) = self.room_push_totals(room_short, count.saturating_sub(1))?;
-            let record = EventPushRecord {
-                actions: default.actions.clone(),
-                highlight: default.highlight,
-                thread: thread.to_owned(),
-                all: plus(all, default.tally()),
-                main: if in_main { plus(main, default.tally()) } else { main },
-            };
-            batch.insert(&tables.event_push, &(room_short, count), &record)?;
+            let totals = self.room_push_totals(room_short, before)?;
+            batch.insert(&tables.event_push, &(room_short, count), &record(default, totals, default.tally()))?;
         }
         for (user, outcome) in exceptions {
-            let difference = minus(outcome.tally(), default.tally());
-            let (all, main) = self.user_push_differences(user.localpart(), room_short, count.saturating_sub(1))?;
-            let record = PushExceptionRecord {
-                actions: outcome.actions.clone(),
-                highlight: outcome.highlight,
-                thread: thread.to_owned(),
-                all: plus(all, difference),
-                main: if in_main { plus(main, difference) } else { main },
-            };
-            batch.insert(&tables.push_exceptions, &(user.localpart().to_owned(), room_short, count), &record)?;
+            let differences = self.user_push_differences(user.localpart(), room_short, before)?;
+            let exception = record(outcome, differences, outcome.tally() - default.tally());
+            batch.insert(&tables.push_exceptions, &(user.localpart().to_owned(), room_short, count), &exception)?;
         }
         Ok(())
     }
@@ -337,15 +323,21 @@ impl Rooms {
     fn user_push_totals(&self, localpart: &str, room_short: u64, at: u64) -> Result<(PushTally, PushTally)> {
         let (room_all, room_main) = self.room_push_totals(room_short, at)?;
         let (own_all, own_main) = self.user_push_differences(localpart, room_short, at)?;
-        Ok((plus(room_all, own_all), plus(room_main, own_main)))
+        Ok((room_all + own_all, room_main + own_main))
     }
 
     /// Notifications of the user in the room after their read receipts (and
     /// after `joined_at`, the position of their membership), up to `upto`:
     /// in total, on the main timeline and per thread, each with how many
     /// highlight.
-    pub fn unread_counts(&self, room_id: &RoomId, user_id: &UserId, joined_at: u64, upto: u64) -> Result<UnreadCounts> {
-        let Some(room) = self.room(room_id)? else { return Ok(UnreadCounts::default()) };
+    pub fn unread_counts(
+        &self,
+        room_id: &RoomId,
+        room: &RoomRecord,
+        user_id: &UserId,
+        joined_at: u64,
+        upto: u64,
+    ) -> Result<UnreadCounts> {
         let (everywhere, threads) = self.read_positions(room_id, user_id)?;
         let floor = everywhere.max(joined_at);
         let main_floor = floor.max(threads.get(MAIN_THREAD).copied().unwrap_or_default());
@@ -354,8 +346,8 @@ impl Rooms {
         let (all_at_floor, main_at_floor) = self.user_push_totals(localpart, short, floor)?;
         let main_at_main_floor =
             if main_floor == floor { main_at_floor } else { self.user_push_totals(localpart, short, main_floor)?.1 };
-        let mut counts = UnreadCounts { main: count_of(minus(main_now, main_at_main_floor)), ..Default::default() };
-        let in_threads = minus(minus(all_now, all_at_floor), minus(main_now, main_at_floor));
+        let mut counts = UnreadCounts { main: count_of(main_now - main_at_main_floor), ..Default::default() };
+        let in_threads = (all_now - all_at_floor) - (main_now - main_at_floor);
         if in_threads.notifications > 0 {
             counts.threads = self.unread_in_threads(localpart, short, floor, upto, &threads)?;
         }
@@ -671,7 +663,7 @@ impl Rooms {
     fn unread_now(&self, room_id: &RoomId, user_id: &UserId) -> Result<u64> {
         let Some(room) = self.room(room_id)? else { return Ok(0) };
         let joined_at = self.membership_position(&room, user_id)?;
-        Ok(self.unread_counts(room_id, user_id, joined_at, u64::MAX)?.total.notifications)
+        Ok(self.unread_counts(room_id, &room, user_id, joined_at, u64::MAX)?.total.notifications)
     }
 
     /// Adds to `batch`, for a local user who has just read a room where

@@ -67,7 +67,7 @@ const CONVERSION_PAGE: usize = 10_000;
 fn notifications_to_push_exceptions(storage: &Storage) -> Result<(), StorageError> {
     use super::{
         keys::NotificationKey,
-        records::{PushExceptionRecord, PushTally},
+        records::{PushRecord, PushTally},
     };
     let tables = &storage.tables;
     let end = NotificationKey::new("\u{7f}", "", 0);
@@ -99,13 +99,11 @@ fn notifications_to_push_exceptions(storage: &Storage) -> Result<(), StorageErro
             }
             let Some((_, Some(short), all, main)) = group.as_mut() else { continue };
             let tally = PushTally { notifications: 1, highlights: i64::from(record.highlight) };
-            all.notifications += tally.notifications;
-            all.highlights += tally.highlights;
+            *all = *all + tally;
             if record.thread.is_empty() {
-                main.notifications += tally.notifications;
-                main.highlights += tally.highlights;
+                *main = *main + tally;
             }
-            let exception = PushExceptionRecord {
+            let exception = PushRecord {
                 actions: record.actions,
                 highlight: record.highlight,
                 thread: record.thread,
@@ -266,16 +264,33 @@ mod tests {
         assert!(error.to_string().contains("newer than this build"), "{error}");
     }
 
+    /// A database written at schema `version` by `fill`, then reopened by
+    /// this build (every migration above `version` run).
+    fn migrated_from(
+        version: u32,
+        fill: impl FnOnce(&crate::storage::Tables, &mut Batch),
+    ) -> (tempfile::TempDir, Storage) {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let storage = Storage::open(dir.path(), CACHE).unwrap();
+            let mut batch = Batch::new();
+            fill(&storage.tables, &mut batch);
+            storage.apply(batch).unwrap();
+            storage.set_schema_version(version).unwrap();
+            storage.flush_blocking().unwrap();
+        }
+        let storage = Storage::open(dir.path(), CACHE).unwrap();
+        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
+        (dir, storage)
+    }
+
     #[test]
     fn version_2_indexes_receipt_positions() {
         use crate::storage::{
             keys::{ReceiptId, ReceiptKey},
             records::ReceiptRecord,
         };
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let storage = Storage::open(dir.path(), CACHE).unwrap();
-            let mut batch = Batch::new();
+        let (_dir, storage) = migrated_from(1, |tables, batch| {
             let receipt = ReceiptRecord {
                 event_id: "$event7".to_owned(),
                 ts: 1,
@@ -286,13 +301,8 @@ mod tests {
             let receipt_id =
                 ReceiptId { user_id: "@b:x".to_owned(), receipt_type: "m.read".to_owned(), thread_id: None };
             let key = ReceiptKey { room_id: "!r:x".to_owned(), receipt: receipt_id };
-            batch.insert(&storage.tables.receipts, &key, &receipt).unwrap();
-            storage.apply(batch).unwrap();
-            storage.set_schema_version(1).unwrap();
-            storage.flush_blocking().unwrap();
-        }
-        let storage = Storage::open(dir.path(), CACHE).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
+            batch.insert(&tables.receipts, &key, &receipt).unwrap();
+        });
         let positions = storage.tables.receipt_positions.all().unwrap();
         let receipt_id = ReceiptId { user_id: "@b:x".to_owned(), receipt_type: "m.read".to_owned(), thread_id: None };
         assert_eq!(positions, vec![(("!r:x".to_owned(), 10), receipt_id)]);
@@ -304,15 +314,12 @@ mod tests {
             keys::NotificationKey,
             records::{NotificationRecord, PushTally, RoomRecord},
         };
-        let dir = tempfile::tempdir().unwrap();
         let notification = |highlight: bool, thread: &str| NotificationRecord {
             highlight,
             thread: thread.to_owned(),
             actions: r#"["notify"]"#.to_owned(),
         };
-        {
-            let storage = Storage::open(dir.path(), CACHE).unwrap();
-            let mut batch = Batch::new();
+        let (_dir, storage) = migrated_from(2, |tables, batch| {
             let room = RoomRecord {
                 version: "10".to_owned(),
                 short_id: 77,
@@ -321,20 +328,15 @@ mod tests {
                 max_depth: 1,
                 backfill_floor: 0,
             };
-            batch.insert(&storage.tables.roomid_room, &"!r:x".to_owned(), &room).unwrap();
-            let legacy = &storage.tables.legacy_notifications;
+            batch.insert(&tables.roomid_room, &"!r:x".to_owned(), &room).unwrap();
+            let legacy = &tables.legacy_notifications;
             batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 5), &notification(false, "")).unwrap();
             batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 9), &notification(true, "$root")).unwrap();
             batch.insert(legacy, &NotificationKey::new("bob", "!r:x", 12), &notification(true, "")).unwrap();
             batch.insert(legacy, &NotificationKey::new("carol", "!r:x", 9), &notification(false, "$root")).unwrap();
             batch.insert(legacy, &NotificationKey::new("dave", "!gone:x", 3), &notification(false, "")).unwrap();
-            batch.insert(&storage.tables.legacy_position_checkpoints, &1_000, &4).unwrap();
-            storage.apply(batch).unwrap();
-            storage.set_schema_version(2).unwrap();
-            storage.flush_blocking().unwrap();
-        }
-        let storage = Storage::open(dir.path(), CACHE).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
+            batch.insert(&tables.legacy_position_checkpoints, &1_000, &4).unwrap();
+        });
         let exceptions = storage.tables.push_exceptions.all().unwrap();
         let tally = |notifications, highlights| PushTally { notifications, highlights };
         let summary: Vec<_> = exceptions
@@ -361,7 +363,6 @@ mod tests {
     #[test]
     fn version_4_keeps_the_auth_chains_of_state_events_only() {
         use crate::storage::records::StoredPdu;
-        let dir = tempfile::tempdir().unwrap();
         let event = |json: &str, short: u64| StoredPdu {
             json: json.to_owned(),
             room_id: "!r:x".to_owned(),
@@ -374,10 +375,7 @@ mod tests {
             status: Default::default(),
             transaction: None,
         };
-        {
-            let storage = Storage::open(dir.path(), CACHE).unwrap();
-            let tables = &storage.tables;
-            let mut batch = Batch::new();
+        let (_dir, storage) = migrated_from(3, |tables, batch| {
             for (short, id, json) in [
                 (1, "$state", r#"{"type":"m.room.member","state_key":"@a:x"}"#),
                 (2, "$message", r#"{"type":"m.room.message"}"#),
@@ -387,12 +385,7 @@ mod tests {
                 batch.insert(&tables.eventid_pdu, &id.to_owned(), &event(json, short)).unwrap();
                 batch.insert(&tables.shortid_authchain, &short, &vec![7u64]).unwrap();
             }
-            storage.apply(batch).unwrap();
-            storage.set_schema_version(3).unwrap();
-            storage.flush_blocking().unwrap();
-        }
-        let storage = Storage::open(dir.path(), CACHE).unwrap();
-        assert_eq!(storage.schema_version().unwrap(), Some(CURRENT_SCHEMA_VERSION));
+        });
         let kept: Vec<u64> =
             storage.tables.shortid_authchain.all().unwrap().into_iter().map(|(short, _)| short).collect();
         assert_eq!(kept, vec![1, 3], "the message's chain went; a state event's and an unreadable one's stay");

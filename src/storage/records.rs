@@ -512,14 +512,38 @@ pub struct PushTally {
     pub highlights: i64,
 }
 
-/// What an event's push rules did for the local members on the server's
-/// default rules (written only when that notifies), with running totals:
-/// the room's default notifications up to and including this event, all of
-/// them and those of the main timeline.
+impl std::ops::Add for PushTally {
+    type Output = PushTally;
+
+    fn add(self, other: PushTally) -> PushTally {
+        PushTally {
+            notifications: self.notifications + other.notifications,
+            highlights: self.highlights + other.highlights,
+        }
+    }
+}
+
+impl std::ops::Sub for PushTally {
+    type Output = PushTally;
+
+    fn sub(self, other: PushTally) -> PushTally {
+        PushTally {
+            notifications: self.notifications - other.notifications,
+            highlights: self.highlights - other.highlights,
+        }
+    }
+}
+
+/// What an event's push rules did, with running sums up to and including
+/// the event (all, and main timeline). Two tables hold it:
+/// - `event_push`: for the local members on the server's default rules
+///   (written only when that notifies); the sums are the room's totals;
+/// - `push_exceptions`: for a local user for whom the event did otherwise
+///   (their own event, a mention, their own rules); the sums are that user's
+///   differences from the defaults in the room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventPushRecord {
-    /// The push rule actions, as JSON text (empty: no notification, a marker
-    /// left by a purge to keep the totals).
+pub struct PushRecord {
+    /// The push rule actions, as JSON text (empty: no notification).
     pub actions: String,
     pub highlight: bool,
     /// The thread root, or empty for the main timeline.
@@ -528,24 +552,7 @@ pub struct EventPushRecord {
     pub main: PushTally,
 }
 
-impl Record for EventPushRecord {
-    const VERSION: u8 = 1;
-}
-
-/// A local user for whom an event did something else than its default
-/// outcome (their own event, a mention, their own rules), with the running
-/// difference from the defaults of all their exceptions in the room.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushExceptionRecord {
-    /// The actions for this user, as JSON text (empty: no notification).
-    pub actions: String,
-    pub highlight: bool,
-    pub thread: String,
-    pub all: PushTally,
-    pub main: PushTally,
-}
-
-impl Record for PushExceptionRecord {
+impl Record for PushRecord {
     const VERSION: u8 = 1;
 }
 

@@ -12,11 +12,11 @@ use super::{
     },
     records::{
         AccountDataRecord, AliasRecord, BackupVersionRecord, CachedThumbnail, DeviceRecord, EmailInviteRecord,
-        EmailValidationRecord, EventPushRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord,
-        NotificationRecord, OpenIdTokenRecord, PartialStateRecord, PushExceptionRecord, PushJobRecord, PusherRecord,
-        ReceiptRecord, RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord,
-        ReportRecord, RoomRecord, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord,
-        TokenHash, TokenRecord, TxnAnswerRecord, UiaaSessionRecord, UserRecord, ValidityRecord,
+        EmailValidationRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord,
+        OpenIdTokenRecord, PartialStateRecord, PushJobRecord, PushRecord, PusherRecord, ReceiptRecord,
+        RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord,
+        SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
+        TxnAnswerRecord, UiaaSessionRecord, UserRecord, ValidityRecord,
     },
     StorageError, Table, TableOpener,
 };
@@ -77,10 +77,10 @@ pub struct Tables {
     /// (short room id, event count) → what the event's push rules did for
     /// the members on the default rules, with the room's running totals
     /// (unread counts are differences of totals).
-    pub event_push: Table<(u64, u64), EventPushRecord>,
+    pub event_push: Table<(u64, u64), PushRecord>,
     /// (localpart, short room id, event count) → a local member's exception
     /// to the event's default outcome, with their running differences.
-    pub push_exceptions: Table<(String, u64, u64), PushExceptionRecord>,
+    pub push_exceptions: Table<(String, u64, u64), PushRecord>,
     /// Schema 2's per-member notification records: read only by the
     /// migration to schema 3, which empties it.
     pub legacy_notifications: Table<NotificationKey, NotificationRecord>,

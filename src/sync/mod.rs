@@ -41,7 +41,12 @@ use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
     events::Pdu,
-    rooms::{receipts::Count, state::StateMap, typing::Typing, Rooms},
+    rooms::{
+        receipts::{Count, UnreadCounts},
+        state::StateMap,
+        typing::Typing,
+        Rooms,
+    },
     storage::records::{RoomRecord, StoredPdu},
     users::presence::Presence,
     users::{Identity, Users},
@@ -478,21 +483,13 @@ fn joined_room(
         "account_data": { "events": extras.account_data },
         "summary": summary,
     });
-    with_unread_counts(rooms, request, room_id, who, extras.joined_at, snapshot, section).map(Some)
+    let counts = rooms.unread_counts(room_id, room, &who.user_id, extras.joined_at, snapshot)?;
+    Ok(Some(with_unread_counts(request, &counts, section)))
 }
 
 /// `unread_notifications`, and `unread_thread_notifications` when the
 /// filter asks for per-thread counts (then the first counts the main timeline only).
-fn with_unread_counts(
-    rooms: &Rooms,
-    request: &SyncRequest,
-    room_id: &RoomId,
-    who: &Identity,
-    joined_at: u64,
-    snapshot: u64,
-    mut section: Value,
-) -> Result<Value> {
-    let counts = rooms.unread_counts(room_id, &who.user_id, joined_at, snapshot)?;
+fn with_unread_counts(request: &SyncRequest, counts: &UnreadCounts, mut section: Value) -> Value {
     let as_json =
         |count: &Count| json!({ "notification_count": count.notifications, "highlight_count": count.highlights });
     if request.filter.room.timeline.unread_thread_notifications {
@@ -503,7 +500,7 @@ fn with_unread_counts(
     } else {
         section["unread_notifications"] = as_json(&counts.total);
     }
-    Ok(section)
+    section
 }
 
 /// Entries of `after` that are new or different from `before`.
