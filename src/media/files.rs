@@ -140,9 +140,10 @@ impl Media {
 }
 
 /// Calls `visit` with the content address and path of every stored file
-/// under `dir` (`xx/<64 hex digits>`; temporary files and strangers are
-/// skipped). An absent `dir` has none; a directory that cannot be read, or
-/// an error of `visit`, stops the walk.
+/// under `dir` (`xx/<64 hex digits>`, as [`super::file_in`] names them;
+/// temporary files and strangers, such as a mount's `lost+found`, are
+/// skipped unread). An absent `dir` has none; a fan-out directory that
+/// cannot be read, or an error of `visit`, stops the walk.
 pub fn for_each_content_file(
     dir: &Path,
     mut visit: impl FnMut(&str, &Path) -> std::io::Result<()>,
@@ -154,7 +155,9 @@ pub fn for_each_content_file(
     };
     for directory in fan_out {
         let directory = directory?;
-        if !directory.file_type()?.is_dir() {
+        let name = directory.file_name();
+        let fan_out_name = name.len() == 2 && name.as_encoded_bytes().iter().all(u8::is_ascii_hexdigit);
+        if !fan_out_name || !directory.file_type()?.is_dir() {
             continue;
         }
         for file in std::fs::read_dir(directory.path())? {
@@ -188,5 +191,25 @@ mod tests {
         drop(content); // the upload was abandoned before its record
         assert_eq!(media.remove_unnamed_files(candidates).await.unwrap(), 1);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn the_walk_reads_only_fan_out_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let hash = "ab".to_owned() + &"0".repeat(62);
+        let stored = file_in(dir.path(), &hash);
+        std::fs::create_dir_all(stored.parent().unwrap()).unwrap();
+        std::fs::write(&stored, b"x").unwrap();
+        // A mount's lost+found, or any stranger, is not read (it may not be readable).
+        let stranger = dir.path().join("lost+found");
+        std::fs::create_dir(&stranger).unwrap();
+        std::fs::write(stranger.join(&hash), b"y").unwrap();
+        let mut visited = Vec::new();
+        for_each_content_file(dir.path(), |name, path| {
+            visited.push((name.to_owned(), path.to_owned()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(visited, vec![(hash, stored)]);
     }
 }
