@@ -207,14 +207,19 @@ impl Rooms {
         }
         let epoch = self.pdus.epoch();
         let Some(stored) = self.storage.tables.eventid_pdu.get(&event_id.to_string())? else { return Ok(None) };
+        let pdu = Self::parse_stored(event_id, &stored)?;
+        self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), stored.clone()), epoch);
+        Ok(Some((pdu, stored)))
+    }
+
+    /// The event of a storage record (its id is the record's key).
+    pub(crate) fn parse_stored(event_id: &EventId, stored: &StoredPdu) -> Result<Pdu> {
         let version = RoomVersionId::try_from(stored.room_version.as_str())
             .map_err(|_| StorageError::corrupt("stored event room version"))?;
         let rules = room_version::rules(&version)?;
-        // Stored events were checked on the way in; their id is the key.
-        let pdu = Pdu::from_stored_json(&stored.json, event_id.to_owned(), &rules)
-            .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?;
-        self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), stored.clone()), epoch);
-        Ok(Some((pdu, stored)))
+        // Stored events were checked on the way in.
+        Ok(Pdu::from_stored_json(&stored.json, event_id.to_owned(), &rules)
+            .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?)
     }
 
     /// The event at a timeline position of a room, if any.

@@ -42,8 +42,7 @@ pub enum PurgeUpTo {
 
 impl Rooms {
     /// The timeline position where a purge of `room_id` stops (events below it go).
-    fn purge_limit(&self, room_id: &RoomId, up_to: &PurgeUpTo) -> Result<u64> {
-        let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Room not found"))?;
+    fn purge_limit(&self, room_id: &RoomId, room: &RoomRecord, up_to: &PurgeUpTo) -> Result<u64> {
         match up_to {
             PurgeUpTo::Event(event_id) => {
                 let (_, stored) = self
@@ -55,7 +54,7 @@ impl Rooms {
             PurgeUpTo::Time(ts) => {
                 let mut from = 0;
                 loop {
-                    let page = self.timeline_page(&room, from, false, PAGE)?;
+                    let page = self.timeline_page(room, from, false, PAGE)?;
                     let Some((last, _)) = page.last() else { return Ok(u64::MAX) };
                     from = last + 1;
                     for (count, event_id) in &page {
@@ -72,10 +71,10 @@ impl Rooms {
     /// Purges the history of `room_id` before `up_to` (see the module docs);
     /// how many events went.
     pub async fn purge_history(&self, room_id: &RoomId, up_to: &PurgeUpTo, delete_local_events: bool) -> Result<usize> {
-        let limit = self.purge_limit(room_id, up_to)?;
         let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Room not found"))?;
+        let limit = self.purge_limit(room_id, &room, up_to)?;
         let latest: HashSet<&str> = room.forward_extremities.iter().map(String::as_str).collect();
-        let mut purged_positions = BTreeSet::new();
+        let mut purged = 0;
         let mut from = 0;
         loop {
             let page = self.timeline_page(&room, from, false, PAGE)?;
@@ -83,7 +82,7 @@ impl Rooms {
             from = last + 1;
             let mut batch = Batch::new();
             let mut purged_ids = Vec::new();
-            for (count, event_id) in page.iter().filter(|(count, _)| *count < limit) {
+            for (_, event_id) in page.iter().filter(|(count, _)| *count < limit) {
                 let Some((pdu, stored)) = self.get_pdu(event_id)? else { continue };
                 let keep = pdu.state_key().is_some()
                     || latest.contains(event_id.as_str())
@@ -92,10 +91,10 @@ impl Rooms {
                     continue;
                 }
                 self.remove_event(&mut batch, &room, event_id.as_str(), Some(&pdu), &stored)?;
-                purged_positions.insert(*count);
                 purged_ids.push(event_id.clone());
             }
             self.storage.commit(batch).await?;
+            purged += purged_ids.len();
             for event_id in &purged_ids {
                 self.pdus.invalidate(event_id);
             }
@@ -103,7 +102,7 @@ impl Rooms {
                 break;
             }
         }
-        Ok(purged_positions.len())
+        Ok(purged)
     }
 
     /// The local users with a membership (or a forgotten one) in the room.
@@ -162,11 +161,11 @@ impl Rooms {
         let mut batch = Batch::new();
         for (event_id, stored) in &events {
             snapshots.extend(stored.state_before);
+            // Parsed from the record in hand; an unreadable event still goes.
             let pdu = match OwnedEventId::try_from(event_id.as_str()) {
                 Ok(id) => {
-                    let pdu = self.get_pdu(&id)?.map(|(pdu, _)| pdu);
                     self.pdus.invalidate(&id);
-                    pdu
+                    Self::parse_stored(&id, stored).ok()
                 }
                 Err(_) => None,
             };
