@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use crate::events::kinds;
 use crate::rooms::{state::StateMap, EventPlace, Membership, RoomRecord};
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     events::Pdu,
     http::{request::from_json_value, Request, Response},
     rooms::{client_event, membership_of},
@@ -65,7 +65,10 @@ pub(super) fn readable_room(s: &Services, room_id: &RoomId, who: &Identity) -> R
     let membership = own.as_ref().and_then(|(pdu, _)| membership_of(pdu));
     match (membership, own) {
         (Some(Membership::Join), _) => return Ok(ReadableRoom { room, state: current, membership, read_until: None }),
-        (Some(out), Some((leave, stored))) if out.is_out() && !s.rooms.is_forgotten(&who.localpart, room_id)? => {
+        // (A leave held without a state, an outlier, gives no state to read.)
+        (Some(out), Some((leave, stored)))
+            if out.is_out() && stored.state_before.is_some() && !s.rooms.is_forgotten(&who.localpart, room_id)? =>
+        {
             let state = s.rooms.state_after(&leave, &stored)?;
             return Ok(ReadableRoom { room, state, membership, read_until: Some(stored.count + 1) });
         }
@@ -257,7 +260,14 @@ pub fn initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<R
     for (room_id, membership) in s.rooms.memberships_of(&who.localpart)? {
         if membership == Membership::Join || (archived && membership.is_out()) {
             let room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
-            rooms.push(room_info(s, who, &room_id, limit, end, room_account_data)?);
+            match room_info(s, who, &room_id, limit, end, room_account_data) {
+                Ok(info) => rooms.push(info),
+                // A room left that cannot be read (a declined invite of
+                // another server's room, never joined) is left out, not a
+                // reason to fail the whole answer.
+                Err(error) if error.kind == ErrorKind::Forbidden && membership.is_out() => {}
+                Err(error) => return Err(error),
+            }
         } else if membership == Membership::Invite {
             let Some(room) = s.rooms.room(&room_id)? else { continue };
             let state = s.rooms.current_state(&room)?;

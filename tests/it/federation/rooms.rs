@@ -167,6 +167,11 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
     dave.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&other)), json!({})).await.assert_ok();
     assert_eq!(sections_with(&dave, &other).await, ["leave"]);
     wait_for_membership(&alice, &other, "@dave:b.test", "leave").await;
+    // A room left without being joined has nothing to read: the old
+    // client's archive leaves it out rather than failing.
+    let archive = dave.client.get("/_matrix/client/v3/initialSync?archived=true&limit=1").await;
+    let rooms = archive.assert_ok()["rooms"].as_array().unwrap().clone();
+    assert!(rooms.iter().all(|entry| entry["room_id"] != other.as_str()), "{rooms:?}");
 }
 
 #[tokio::test]
