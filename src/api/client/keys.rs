@@ -79,18 +79,14 @@ pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Respon
     let mine: HashSet<OwnedRoomId> = s.rooms.joined_rooms(&who.localpart)?.into_iter().collect();
     let shares_a_room =
         |user: &ruma::UserId| -> Result<bool> { Ok(user == who.user_id || s.rooms.joined_to_any(user, &mine)?) };
-    let mut changed = Vec::new();
+    let mut changed = BTreeSet::new();
     for user in s.e2ee.users_with_key_changes(from, upto)? {
         if shares_a_room(&user)? {
-            changed.push(user.to_string());
+            changed.insert(user.to_string());
         }
     }
     // Rooms the caller joined in the span: their members' devices are news.
-    for user in newly_shared(s, who, &mine, from, upto)? {
-        if !changed.contains(&user) {
-            changed.push(user);
-        }
-    }
+    changed.extend(newly_shared(s, who, &mine, from, upto)?);
     let mut left = BTreeSet::new();
     for user in departures(s, who, from, upto)? {
         if !shares_a_room(&user)? && !changed.contains(&user.to_string()) {
