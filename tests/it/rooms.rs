@@ -524,13 +524,22 @@ async fn repeated_state_and_joins_aliases_and_cross_room_redactions() {
     // Extra keys of a join go into the member event; joining again changes nothing.
     let join = format!("/_matrix/client/v3/rooms/{}/join", crate::harness::enc(&room));
     bob.client
-        .post(&join, json!({ "reason": "hello", "org.example.note": 1, "third_party_signed": null }))
+        .post(
+            &join,
+            json!({
+                "reason": "hello",
+                "org.example.note": 1,
+                "third_party_signed": null,
+                "join_authorised_via_users_server": "@mallory:elsewhere.test"
+            }),
+        )
         .await
         .assert_ok();
     let member = bob.client.get(&crate::harness::state_path(&room, "m.room.member", &bob.user_id)).await;
     let member = member.assert_ok().clone();
     assert_eq!((member["reason"].as_str(), member["org.example.note"].as_i64()), (Some("hello"), Some(1)), "{member}");
     assert!(member.get("third_party_signed").is_none());
+    assert!(member.get("join_authorised_via_users_server").is_none(), "the authoriser is the server's to name");
     let members = |session: crate::harness::Session| {
         let room = room.clone();
         async move {

@@ -77,10 +77,12 @@ pub async fn join(s: &Services, request: &Request, who: &Identity) -> Result<Res
     }
     let mut content = super::profile::join_content(s, who)?;
     // The body's keys (`reason`, and any other a client adds) go into the
-    // member event, as Synapse does; `third_party_signed` is for the invite.
+    // member event, as Synapse does; `third_party_signed` is for the invite,
+    // the membership and the restricted-join authoriser are the server's.
+    const SERVER_KEYS: [&str; 3] = ["third_party_signed", "membership", "join_authorised_via_users_server"];
     if let Value::Object(body) = request.json_object()? {
         for (key, value) in body {
-            if key != "third_party_signed" && key != "membership" {
+            if !SERVER_KEYS.contains(&key.as_str()) {
                 content[key] = value;
             }
         }
