@@ -164,26 +164,10 @@ impl Rooms {
         Ok((!relations.is_empty()).then_some(Value::Object(relations)))
     }
 
-    /// [`Rooms::serve_event`] for one device of the viewer: an event that
-    /// device sent with a transaction id carries it (`unsigned.transaction_id`).
-    pub fn serve_event_to_device(
-        &self,
-        pdu: &Pdu,
-        stored: &StoredPdu,
-        viewer: &ruma::UserId,
-        device_id: &str,
-    ) -> Result<Value> {
-        let mut event = self.serve_event(pdu, stored, viewer)?;
-        if let Some((sending_device, txn_id)) = &stored.transaction {
-            if sending_device == device_id && pdu.sender_str() == viewer.as_str() {
-                event["unsigned"]["transaction_id"] = Value::String(txn_id.clone());
-            }
-        }
-        Ok(event)
-    }
-
-    /// The client format of an event with its bundled aggregations.
-    pub fn serve_event(&self, pdu: &Pdu, stored: &StoredPdu, viewer: &ruma::UserId) -> Result<Value> {
+    /// The client format of an event for one device of the viewer, with its
+    /// bundled aggregations; an event that device sent with a transaction id
+    /// carries it (`unsigned.transaction_id`).
+    pub fn serve_event(&self, pdu: &Pdu, stored: &StoredPdu, viewer: &ruma::UserId, device_id: &str) -> Result<Value> {
         let room_id = ruma::RoomId::parse(&stored.room_id).map_err(|e| Error::internal("stored room id", e))?;
         let mut event = client_event(pdu, &room_id);
         if let Some(relations) = self.bundled_aggregations(pdu, stored, viewer)? {
@@ -192,6 +176,11 @@ impl Rooms {
         let redaction = stored.redacted_by.as_deref().and_then(|id| ruma::EventId::parse(id).ok());
         if let Some((redaction, _)) = redaction.map(|id| self.get_pdu(&id)).transpose()?.flatten() {
             event["unsigned"]["redacted_because"] = client_event(&redaction, &room_id);
+        }
+        if let Some((sending_device, txn_id)) = &stored.transaction {
+            if sending_device == device_id && pdu.sender_str() == viewer.as_str() {
+                event["unsigned"]["transaction_id"] = Value::String(txn_id.clone());
+            }
         }
         Ok(event)
     }

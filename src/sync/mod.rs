@@ -403,7 +403,7 @@ fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu,
     let event = if request.filter.event_format.as_deref() == Some("federation") {
         serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?
     } else {
-        rooms.serve_event_to_device(pdu, stored, &who.user_id, &who.device_id)?
+        rooms.serve_event(pdu, stored, &who.user_id, &who.device_id)?
     };
     Ok(match &request.filter.event_fields {
         Some(fields) => select_fields(&event, fields),

@@ -129,7 +129,7 @@ fn read_timeline(
             let ignored = pdu.state_key_str().is_none() && ignored.contains(pdu.sender_str());
             if !ignored && filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
                 page.senders.insert(pdu.sender_str().to_owned());
-                page.chunk.push(s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?);
+                page.chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?);
                 if page.chunk.len() == limit {
                     page.exhausted = last_page && index + 1 == entries_len;
                     return Ok(());
@@ -352,13 +352,10 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         });
     }
     let to_json = |events: &[(Pdu, EventPlace)]| -> Result<Vec<Value>> {
-        events
-            .iter()
-            .map(|(event, stored)| s.rooms.serve_event_to_device(event, stored, &who.user_id, &who.device_id))
-            .collect()
+        events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id, &who.device_id)).collect()
     };
     Ok(Response::json(&json!({
-        "event": s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?,
+        "event": s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?,
         "events_before": to_json(&before)?,
         "events_after": to_json(&after)?,
         "start": start.to_string(),

@@ -218,7 +218,7 @@ pub fn notifications(s: &Services, request: &Request, who: &Identity) -> Result<
         let ts = u64::from(ruma::state_res::Event::origin_server_ts(&entry.pdu).get());
         notifications.push(json!({
             "actions": actions,
-            "event": s.rooms.serve_event_to_device(&entry.pdu, &entry.stored, &who.user_id, &who.device_id)?,
+            "event": s.rooms.serve_event(&entry.pdu, &entry.stored, &who.user_id, &who.device_id)?,
             // Rules have no profile tags here; Synapse sends the key as null too.
             "profile_tag": null,
             "read": entry.read,

@@ -99,7 +99,7 @@ pub fn relations(s: &Services, request: &Request, who: &Identity) -> Result<Resp
         let Ok(event_id) = EventId::parse(&id) else { continue };
         let Some((child, child_stored)) = s.rooms.get_pdu(&event_id)? else { continue };
         if s.rooms.can_see_event(&who.user_id, &child, &child_stored)? {
-            chunk.push(s.rooms.serve_event_to_device(&child, &child_stored, &who.user_id, &who.device_id)?);
+            chunk.push(s.rooms.serve_event(&child, &child_stored, &who.user_id, &who.device_id)?);
         }
     }
     let mut body = json!({ "chunk": chunk });
@@ -140,7 +140,7 @@ pub fn threads(s: &Services, request: &Request, who: &Identity) -> Result<Respon
         if !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
             continue;
         }
-        let event = s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?;
+        let event = s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?;
         let participated = event["unsigned"]["m.relations"]["m.thread"]["current_user_participated"] == json!(true);
         if participated_only && !participated {
             continue;

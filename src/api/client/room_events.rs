@@ -116,7 +116,7 @@ pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Resp
     if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    Ok(Response::json(&s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?))
+    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?))
 }
 
 /// `GET /events/{eventId}` (deprecated: the room is found from the event).
@@ -127,7 +127,7 @@ pub fn get_event_without_room(s: &Services, request: &Request, who: &Identity) -
     if stored.count == 0 || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    Ok(Response::json(&s.rooms.serve_event_to_device(&pdu, &stored, &who.user_id, &who.device_id)?))
+    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]

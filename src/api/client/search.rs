@@ -118,7 +118,8 @@ fn search_now(s: &Services, request: &Request, who: &Identity) -> Result<Respons
     let group_keys: Vec<String> =
         criteria.groupings.map(|g| g.group_by.into_iter().map(|group| group.key).collect()).unwrap_or_default();
     for (hit, pdu, stored) in &visible {
-        let mut result = json!({ "rank": hit.rank, "result": s.rooms.serve_event_to_device(pdu, stored, &who.user_id, &who.device_id)? });
+        let mut result =
+            json!({ "rank": hit.rank, "result": s.rooms.serve_event(pdu, stored, &who.user_id, &who.device_id)? });
         if let Some(context) = &criteria.event_context {
             result["context"] = event_context(s, who, &hit.room_id, stored.count, context)?;
         }
@@ -175,10 +176,7 @@ fn event_context(s: &Services, who: &Identity, room_id: &str, count: u64, wanted
     let (before, start) = visible_neighbours(s, &room, who, &filter, count, true, before_limit)?;
     let (after, end) = visible_neighbours(s, &room, who, &filter, count + 1, false, after_limit)?;
     let to_json = |events: &[(crate::events::Pdu, crate::rooms::EventPlace)]| -> Result<Vec<Value>> {
-        events
-            .iter()
-            .map(|(pdu, stored)| s.rooms.serve_event_to_device(pdu, stored, &who.user_id, &who.device_id))
-            .collect()
+        events.iter().map(|(pdu, stored)| s.rooms.serve_event(pdu, stored, &who.user_id, &who.device_id)).collect()
     };
     let mut context = json!({
         "events_before": to_json(&before)?,
