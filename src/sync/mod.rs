@@ -161,7 +161,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             let news = request.since.is_none_or(|since| record.position > since) && record.position <= snapshot;
             // A declined invite is a left room: in an initial sync only with `include_leave`.
             let wanted = record.rejection.is_none() || request.since.is_some() || room_filter.include_leave;
-            if news && wanted {
+            if news && wanted && !invited_by_ignored(&record, &request.ignored) {
                 let (section, body) = remote_invite_section(&record);
                 let map = match section {
                     Membership::Invite => &mut invite,
@@ -554,6 +554,15 @@ fn summary(rooms: &Rooms, room: &RoomRecord, who: &Identity) -> Result<Value> {
 
 /// An invite to (or a knock on) a room of another server this server is not
 /// in: the stripped state it came with, or once declined, the rejection.
+/// A pending invite from another server sent by a user the caller ignores.
+fn invited_by_ignored(record: &crate::storage::records::RemoteInviteRecord, ignored: &HashSet<String>) -> bool {
+    if ignored.is_empty() || record.rejection.is_some() || record.knock {
+        return false;
+    }
+    let invite: Value = serde_json::from_str(&record.event).unwrap_or_default();
+    invite["sender"].as_str().is_some_and(|sender| ignored.contains(sender))
+}
+
 fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -> (Membership, Value) {
     match &record.rejection {
         Some(leave) => {

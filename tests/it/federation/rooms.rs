@@ -172,6 +172,13 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
     let archive = dave.client.get("/_matrix/client/v3/initialSync?archived=true&limit=1").await;
     let rooms = archive.assert_ok()["rooms"].as_array().unwrap().clone();
     assert!(rooms.iter().all(|entry| entry["room_id"] != other.as_str()), "{rooms:?}");
+
+    // An invite over federation from a user one ignores never shows.
+    let erin = b.client().register("erin").await;
+    let ignore = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&erin.user_id));
+    erin.client.put(&ignore, json!({ "ignored_users": { (alice.user_id.clone()): {} } })).await.assert_ok();
+    alice.client.post(&invite, json!({ "user_id": "@erin:b.test" })).await.assert_ok();
+    assert!(sections_with(&erin, &other).await.is_empty(), "the ignored inviter's invite is left out");
 }
 
 #[tokio::test]
