@@ -89,20 +89,9 @@ async fn search_all_users_ranks_and_limits() {
 async fn members_stop_being_visible_when_their_room_stops_being_public() {
     let server = TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
-    let found = |session: Session| async move {
-        let body = search(&session, "bob", None).await;
-        body["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|r| r["user_id"].as_str().map(str::to_owned))
-            .collect::<Vec<_>>()
-    };
+    let found = |session: Session| async move { user_ids(&search(&session, "bob", None).await) };
     assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()]);
     let rules = crate::harness::state_path(&room, "m.room.join_rules", "");
     let visibility = crate::harness::state_path(&room, "m.room.history_visibility", "");

@@ -224,13 +224,9 @@ async fn a_message_leaves_one_push_record_whatever_the_room_size_and_counts_stay
     });
     let first_reply = alice.send_content(&room, "reply1", reply.clone()).await;
     alice.send_content(&room, "reply2", reply).await;
-    let threaded =
-        crate::harness::enc_json(&json!({ "room": { "timeline": { "unread_thread_notifications": true } } }));
-    let filtered = |user: &crate::harness::Session| {
-        let path = format!("/_matrix/client/v3/sync?filter={threaded}");
-        let client = user.client.clone();
-        async move { client.get(&path).await.assert_ok().clone() }
-    };
+    let threaded = json!({ "room": { "timeline": { "unread_thread_notifications": true } } });
+    let threaded = format!("filter={}", crate::harness::enc_json(&threaded));
+    let filtered = |user| sync(user, &threaded);
     let body = filtered(dave).await;
     let section = &body["rooms"]["join"][&room];
     assert_eq!(section["unread_notifications"]["notification_count"], 11, "the main timeline");

@@ -587,11 +587,8 @@ async fn repeated_state_and_joins_aliases_and_cross_room_redactions() {
 async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_open() {
     let server = crate::harness::TestServer::start().await;
     let client = server.client();
-    let alice = client.register("alice").await;
-    let bob = client.register("bob").await;
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
     let carol = client.register("carol").await;
-    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
-    bob.join(&room).await.assert_ok();
     let topic = crate::harness::state_path(&room, "m.room.topic", "");
     alice.client.put(&topic, json!({ "topic": "while bob was here" })).await.assert_ok();
     bob.leave(&room).await.assert_ok();
