@@ -47,7 +47,7 @@ use tokio::{
 };
 
 mod support;
-use support::{enc, percentile, random_suffix, Account, Result, Target};
+use support::{enc, mib, percentile, random_suffix, rss_kib, Account, Result, Target};
 
 /// The server's `request_timeout_secs` in this tool's configuration.
 const REQUEST_TIMEOUT_SECS: u64 = 10;
@@ -120,22 +120,8 @@ async fn start_server(binary: &Path) -> Result<Server> {
     Ok(Server { process, addr })
 }
 
-/// `VmRSS` of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|dir| dir.count()).unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 /// Samples the server's RSS every 5 ms while a phase runs; keeps the peak.

@@ -19,7 +19,7 @@ use std::{
 };
 
 mod support;
-use support::{Connection, Result};
+use support::{mib, rss_kib, Connection, Result};
 
 struct Options {
     config: String,
@@ -67,14 +67,6 @@ fn listener_of(config_path: &str) -> Result<(SocketAddr, String)> {
     Ok((listener.address, config.server_name.to_string()))
 }
 
-/// Resident memory of a process, in MiB.
-fn rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 struct Server(Child);
 
 impl Drop for Server {
@@ -109,7 +101,7 @@ async fn one_run(options: &Options, addr: SocketAddr, host: &str) -> Result<()> 
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let pid = server.0.id();
-    let idle = rss_mib(pid).unwrap_or(f64::NAN);
+    let idle = mib(rss_kib(pid));
     let mut line = format!("first answer after {:.1} ms; idle RSS {idle:.1} MiB", first_answer.as_secs_f64() * 1000.0);
     if let Some((user, password)) = &options.user {
         let mut connection = Connection::open(addr, host, None).await?;
@@ -132,7 +124,7 @@ async fn one_run(options: &Options, addr: SocketAddr, host: &str) -> Result<()> 
         let synced = Instant::now();
         connection.ok("GET", &format!("/_matrix/client/v3/sync?timeout=0&since={since}"), None).await?;
         let incremental_ms = synced.elapsed().as_secs_f64() * 1000.0;
-        let after = rss_mib(pid).unwrap_or(f64::NAN);
+        let after = mib(rss_kib(pid));
         let first = initial_ms[0];
         initial_ms.sort_by(f64::total_cmp);
         line.push_str(&format!(
