@@ -113,6 +113,8 @@ struct MediaCopy {
 /// Copies every content file of `from` missing in `to` (same fan-out).
 fn copy_media(from: &Path, to: &Path) -> Result<MediaCopy, String> {
     let mut result = MediaCopy::default();
+    // The fan-out directories files were renamed into: each synced once at the end.
+    let mut touched = std::collections::BTreeSet::new();
     let walked = media::files::for_each_content_file(from, |sha256, source| {
         result.files += 1;
         let target = media::file_in(to, sha256);
@@ -120,16 +122,21 @@ fn copy_media(from: &Path, to: &Path) -> Result<MediaCopy, String> {
             return Ok(());
         }
         let bytes = copy_durably(source, &target)?;
+        touched.extend(target.parent().map(Path::to_path_buf));
         result.copied += 1;
         result.bytes_copied += bytes;
         Ok(())
     });
     walked.map_err(|error| format!("copying the media files from {} to {}: {error}", from.display(), to.display()))?;
+    for directory in &touched {
+        sync_dir(directory);
+    }
     sync_dir(to);
     Ok(result)
 }
 
-/// Copies `source` beside `target`, fsyncs it, then renames it into place.
+/// Copies `source` beside `target`, fsyncs it, then renames it into place
+/// (durable once the caller syncs the target's directory).
 fn copy_durably(source: &Path, target: &Path) -> std::io::Result<u64> {
     let parent = target.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent)?;
