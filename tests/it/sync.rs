@@ -504,7 +504,7 @@ async fn ignored_users_events_invites_and_to_device_messages_stay_away() {
 }
 
 #[tokio::test]
-async fn new_renamed_and_deleted_devices_are_device_list_changes_and_a_leave_wakes_a_long_poll() {
+async fn new_and_renamed_devices_are_device_list_changes_and_a_leave_wakes_a_long_poll() {
     let server = TestServer::start().await;
     let client = server.client();
     let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
@@ -530,7 +530,7 @@ async fn new_renamed_and_deleted_devices_are_device_list_changes_and_a_leave_wak
     let seen = sync(&bob, &format!("since={theirs}")).await;
     assert!(changed(&seen).contains(&alice.user_id), "a rename");
 
-    // Bob waits; alice's leave... bob's own leave wakes his wait with the room in `leave`.
+    // Bob waits in a long poll; his own leave wakes it with the room in `leave`.
     let since = seen["next_batch"].as_str().unwrap().to_owned();
     let waiting = {
         let bob = bob.clone();
