@@ -10,7 +10,9 @@
 //! It is persisted, with an expiry, only once a stage has completed; when a
 //! flow completes it is marked consumed, so the same session cannot authorise
 //! a second request. Bare challenges store nothing, so clients that
-//! never authenticate cost no disk.
+//! never authenticate cost no disk — except at registration, where the
+//! first request's parameters are remembered for the later stages (the
+//! spec's "Registration"; rate-limited per address, and expiring).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -138,8 +140,8 @@ impl Users {
         lifetime_secs: u64,
     ) -> Result<UiaaSessionRecord> {
         let Some(auth) = auth else {
-            // Nothing is stored until a stage completes: a bare challenge costs
-            // no disk, however many an unauthenticated client asks for.
+            // Nothing is stored here until a stage completes (registration
+            // remembers its parameters itself, see `remember_uiaa_params`).
             let (id, session) = self.new_session(challenge, lifetime_secs, None);
             return Err(interactive(challenge, &id, &session, None));
         };
@@ -251,9 +253,9 @@ impl Users {
     }
 
     /// Keeps the parameters of the request that opened session `id` (its
-    /// first, unauthenticated request), unless the session already has some.
-    /// Registration only: each such request is rate-limited per address, and
-    /// the session expires.
+    /// first, unauthenticated request: the session is new). Registration
+    /// only: each such request is rate-limited per address, and the session
+    /// expires.
     pub fn remember_uiaa_params(
         &self,
         id: &str,
@@ -261,9 +263,6 @@ impl Users {
         params: &Value,
         lifetime_secs: u64,
     ) -> Result<()> {
-        if self.stored_session(id)?.is_some() {
-            return Ok(());
-        }
         let (_, mut session) = self.new_session(challenge, lifetime_secs, Some(id));
         session.params = Some(params.to_string());
         self.put_session(id, &session)
