@@ -110,21 +110,23 @@ pub fn get_state_event(s: &Services, request: &Request, who: &Identity) -> Resul
 
 pub fn get_event(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let room_id = room_id_param(request)?;
-    let not_found = || Error::new(ErrorKind::NotFound, "Event not found");
-    let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
-    let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
-    if stored.room_id != room_id.as_str() || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
-        return Err(not_found());
-    }
-    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?))
+    serve_visible_event(s, request, who, Some(&room_id))
 }
 
 /// `GET /events/{eventId}` (deprecated: the room is found from the event).
 pub fn get_event_without_room(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    serve_visible_event(s, request, who, None)
+}
+
+/// The event of the `event_id` parameter if the caller may see it (and it is
+/// in `room_id`, when given): a timeline event (not an outlier or a rejected
+/// one) their history visibility allows. Anything else is the same 404.
+fn serve_visible_event(s: &Services, request: &Request, who: &Identity, room_id: Option<&RoomId>) -> Result<Response> {
     let not_found = || Error::new(ErrorKind::NotFound, "Event not found");
     let event_id = EventId::parse(request.param("event_id")?).map_err(|_| not_found())?;
     let (pdu, stored) = s.rooms.get_pdu(&event_id)?.ok_or_else(not_found)?;
-    if stored.count == 0 || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
+    let elsewhere = room_id.is_some_and(|room_id| stored.room_id != room_id.as_str());
+    if elsewhere || stored.count == 0 || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
     Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?))
