@@ -27,6 +27,7 @@ fn request(since: Option<u64>) -> SyncRequest {
         timeout: Duration::ZERO,
         filter: Filter::default(),
         ignored: Default::default(),
+        to_device: true,
     }
 }
 

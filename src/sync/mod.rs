@@ -24,6 +24,7 @@
 //! sharing a room, members joining and leaving), one-time key counts and
 //! unused fallback key types.
 
+pub mod event_stream;
 pub mod filter;
 
 use std::{
@@ -55,7 +56,7 @@ use filter::{select_fields, Filter};
 
 /// Timeline events per room unless the filter says otherwise.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
-const MAX_TIMELINE_LIMIT: usize = 500;
+pub(crate) const MAX_TIMELINE_LIMIT: usize = 500;
 /// Longest long-poll.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -67,6 +68,9 @@ pub struct SyncRequest {
     /// The users the caller ignores: their non-state events and invites are
     /// left out (spec "Ignoring Users").
     pub ignored: HashSet<String>,
+    /// Whether `to_device` messages are delivered (and those before the
+    /// token acknowledged): not for the v1 event stream, which has none.
+    pub to_device: bool,
 }
 
 /// Parses a `next_batch` token. The largest integer is no position (the
@@ -93,7 +97,7 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
     let rooms = sources.rooms;
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut updates = rooms.subscribe();
-    if let Some(since) = request.since {
+    if let Some(since) = request.since.filter(|_| request.to_device) {
         // The client presents a token past these messages: it has them.
         sources.e2ee.acknowledge_to_device(&who.localpart, &who.device_id, since)?;
     }
@@ -120,7 +124,11 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
 
 fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
     let rooms = sources.rooms;
-    let (to_device, last_message) = sources.e2ee.to_device_messages(&who.localpart, &who.device_id, snapshot)?;
+    let (to_device, last_message) = if request.to_device {
+        sources.e2ee.to_device_messages(&who.localpart, &who.device_id, snapshot)?
+    } else {
+        (Vec::new(), snapshot)
+    };
     // More messages than one response carries: the token stops at the last
     // one sent, so the rest (and anything after) come with the next sync.
     let snapshot = if to_device.len() == MAX_PER_SYNC { last_message } else { snapshot };

@@ -13,6 +13,7 @@ mod devices;
 mod directory;
 mod e2ee;
 mod email;
+mod event_stream;
 mod federation;
 mod fuzz_corpus;
 mod hardening;

@@ -23,7 +23,6 @@ use crate::{
     users::Identity,
 };
 
-/// The room id path parameter.
 /// The `room_id` path parameter, parsed.
 pub fn room_id_param(request: &Request) -> Result<OwnedRoomId> {
     RoomId::parse(request.param("room_id")?).map_err(|_| Error::invalid_param("Invalid room id"))

@@ -13,7 +13,7 @@ use crate::{
     error::{Error, Result},
     http::{request::from_json_value, Request, Response},
     services::Services,
-    sync::{self, filter::Filter, SyncRequest},
+    sync::{self, event_stream, filter::Filter, SyncRequest},
     users::Identity,
 };
 
@@ -60,10 +60,7 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
         }
     };
     let since = request.query("since").map(sync::parse_since).transpose()?;
-    let timeout = match request.query("timeout") {
-        Some(ms) => Duration::from_millis(ms.parse().map_err(|_| Error::invalid_param("Invalid timeout"))?),
-        None => Duration::ZERO,
-    };
+    let timeout = timeout_param(request)?;
     let full_state = request.query("full_state") == Some("true");
     let changed = match request.query("set_presence") {
         None | Some("online") => s.presence.set(&who.user_id, "online", None)?,
@@ -75,23 +72,57 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
         s.federation.send_presence(&s.rooms, &s.presence, &who.user_id)?;
     }
     let ignored = s.users.ignored_users(&who.localpart)?;
-    let sync_request = SyncRequest { since, full_state, timeout, filter, ignored };
+    let sync_request = SyncRequest { since, full_state, timeout, filter, ignored, to_device: true };
     // A long-poll while it waits, for the metrics.
     let _long_poll = (!timeout.is_zero() && since.is_some()).then(|| s.metrics.long_poll());
-    Ok(Response::json(
-        &sync::sync(
-            &sync::Sources {
-                rooms: &s.rooms,
-                users: &s.users,
-                typing: &s.typing,
-                presence: &s.presence,
-                e2ee: &s.e2ee,
-            },
-            who,
-            &sync_request,
-        )
-        .await?,
-    ))
+    Ok(Response::json(&sync::sync(&sources(s), who, &sync_request).await?))
+}
+
+/// What `/sync` and `/events` read.
+fn sources(s: &Services) -> sync::Sources<'_> {
+    sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing, presence: &s.presence, e2ee: &s.e2ee }
+}
+
+/// The `timeout` query parameter of a long-poll, in milliseconds (none: no wait).
+fn timeout_param(request: &Request) -> Result<Duration> {
+    match request.query("timeout") {
+        Some(ms) => Ok(Duration::from_millis(ms.parse().map_err(|_| Error::invalid_param("Invalid timeout"))?)),
+        None => Ok(Duration::ZERO),
+    }
+}
+
+/// `GET /events` (deprecated v1 event stream, `sync::event_stream`): what
+/// happened since `from`; with `room_id`, in that room only, for anyone who
+/// may read it (peeking a `world_readable` room).
+pub async fn events(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let from = request
+        .query("from")
+        .map(|token| sync::parse_since(token).map_err(|_| Error::invalid_param("Invalid `from` token")))
+        .transpose()?;
+    let timeout = timeout_param(request)?;
+    let ignored = s.users.ignored_users(&who.localpart)?;
+    let _long_poll = (!timeout.is_zero()).then(|| s.metrics.long_poll());
+    let body = match request.query("room_id") {
+        Some(room_id) => {
+            let room_id = ruma::RoomId::parse(room_id).map_err(|_| Error::invalid_param("Invalid room id"))?;
+            let readable = super::messages::readable_room(s, &room_id, who)?;
+            let room =
+                event_stream::PeekedRoom { room_id: &room_id, record: &readable.room, read_until: readable.read_until };
+            event_stream::room_events_since(&s.rooms, who, &room, &ignored, from, timeout).await?
+        }
+        None => {
+            let stream_request = SyncRequest {
+                since: from,
+                full_state: false,
+                timeout,
+                filter: Filter::default(),
+                ignored,
+                to_device: false,
+            };
+            event_stream::events_since(&sources(s), who, stream_request).await?
+        }
+    };
+    Ok(Response::json(&body))
 }
 
 #[derive(Debug, serde::Deserialize)]
