@@ -104,6 +104,47 @@ async fn matrix_js_sdk_creates_rooms_talks_and_moderates() {
 }
 
 #[tokio::test]
+async fn matrix_js_sdk_old_client_session_and_ignoring_a_user() {
+    run_client_script("reading.mjs").await;
+}
+
+/// matrix-nio (PyPI, pinned with its dependencies in
+/// `tests/clients/nio/requirements.txt`, in a venv made on first use).
+#[tokio::test]
+async fn matrix_nio_old_client_session_and_ignoring_a_user() {
+    if skip_requested() {
+        eprintln!("CONDUIT_SKIP_CLIENT_TESTS=1: skipping the matrix-nio script as asked");
+        return;
+    }
+    let dir = clients_dir().join("nio");
+    let requirements = std::fs::read_to_string(dir.join("requirements.txt")).expect("read the nio requirements");
+    let pins: Vec<String> = requirements.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let venv = tokio::task::spawn_blocking(move || {
+        let pins: Vec<&str> = pins.iter().map(String::as_str).collect();
+        crate::synapse::python_venv("nio-venv", &pins)
+    })
+    .await
+    .unwrap();
+    let server = TestServer::start().await;
+    let base_url = format!("http://{}", server.addr);
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(venv.join("bin/python"))
+            .arg("reading.py")
+            .arg(base_url)
+            .current_dir(&dir)
+            .output()
+            .expect("run python")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "reading.py failed:\n{stdout}");
+    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+}
+
+#[tokio::test]
 async fn matrix_js_sdk_creates_a_dm_a_private_room_and_a_forum_under_the_public_sector_rules() {
     run_client_script_with("policy.mjs", "[policy]\naccess_rules = true\nexternal_servers = [\"externes.example\"]\n")
         .await;

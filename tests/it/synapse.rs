@@ -48,7 +48,15 @@ fn target_dir() -> PathBuf {
 
 /// The file a finished install leaves in a venv: it names what was installed.
 fn marker_name(packages: &[&str]) -> String {
-    format!("installed-{}", packages.join("-").replace(['=', '<', '>', '/'], "_"))
+    let name = packages.join("-").replace(['=', '<', '>', '/'], "_");
+    if name.len() <= 120 {
+        return format!("installed-{name}");
+    }
+    // A long pin list (a requirements file): its FNV-1a hash, to stay a valid file name.
+    let hash = name
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3));
+    format!("installed-{hash:016x}")
 }
 
 /// The venv with Synapse installed, made on first use.

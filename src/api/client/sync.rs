@@ -91,14 +91,22 @@ fn timeout_param(request: &Request) -> Result<Duration> {
     }
 }
 
+/// A `from` token of the event stream: a sync token (`s<n>`), or a
+/// `/messages` position (`n`, the gap before event `n`), which the room
+/// `/initialSync` gives as its `messages.end`.
+fn stream_token(token: &str) -> Result<u64> {
+    let invalid = || Error::invalid_param("Invalid `from` token");
+    if token.starts_with('s') {
+        return sync::parse_since(token).map_err(|_| invalid());
+    }
+    token.parse::<u64>().ok().and_then(|position| position.checked_sub(1)).ok_or_else(invalid)
+}
+
 /// `GET /events` (deprecated v1 event stream, `sync::event_stream`): what
 /// happened since `from`; with `room_id`, in that room only, for anyone who
 /// may read it (peeking a `world_readable` room).
 pub async fn events(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
-    let from = request
-        .query("from")
-        .map(|token| sync::parse_since(token).map_err(|_| Error::invalid_param("Invalid `from` token")))
-        .transpose()?;
+    let from = request.query("from").map(stream_token).transpose()?;
     let timeout = timeout_param(request)?;
     let ignored = s.users.ignored_users(&who.localpart)?;
     let _long_poll = (!timeout.is_zero()).then(|| s.metrics.long_poll());
