@@ -6,7 +6,9 @@
 //! the user, priority, counts and the device with its tweaks. With
 //! `data.format: "event_id_only"` only the ids, counts, priority and device
 //! go out, so the gateway (and the phone platform behind it) never sees the
-//! message. Counts of zero are left out, as the spec asks.
+//! message. Counts of zero are left out, as the spec asks. The full format
+//! also carries the event id as `id`, its name before the spec, as Synapse
+//! sends it.
 
 use crate::events::kinds;
 use ruma::UserId;
@@ -53,6 +55,10 @@ pub fn build(user_id: &UserId, pusher: &PusherId, settings: &Value, context: &Pu
         "prio": priority(event, context.highlight, &tweaks),
     });
     if let (false, Some(fields)) = (event_id_only, notification.as_object_mut()) {
+        // `id`: the event id under its pre-spec name, for older gateways.
+        // Harmless in the full format only (which shows the event anyway),
+        // as Synapse sends it; Sygnal reads `event_id` alone.
+        fields.insert("id".to_owned(), event["event_id"].clone());
         for name in ["type", "sender", "content"] {
             fields.insert(name.to_owned(), event[name].clone());
         }
@@ -129,7 +135,7 @@ mod tests {
         let actions = r#"["notify",{"set_tweak":"sound","value":"default"}]"#;
         let body = build(user, &pusher(), &settings, &context(event, actions), 3);
         let notification = &body["notification"];
-        assert_eq!(notification["event_id"], "$e");
+        assert_eq!((&notification["event_id"], &notification["id"]), (&json!("$e"), &json!("$e")));
         assert_eq!(notification["content"]["body"], "bonjour");
         assert_eq!(notification["sender_display_name"], "Hélène");
         assert_eq!(notification["room_name"], "Forum RH");
