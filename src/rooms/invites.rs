@@ -64,6 +64,21 @@ impl Rooms {
         self.write_remote_invite(invitee.localpart(), &room_id, Membership::Invite, record).await
     }
 
+    /// The invite event of a local user's pending invite to another server's
+    /// room: their member event among the stripped state it came with.
+    pub fn remote_invite_event(&self, user_id: &UserId, room_id: &RoomId) -> Result<Option<Value>> {
+        let Some(record) = self.remote_invite(user_id.localpart(), room_id)? else { return Ok(None) };
+        if record.knock || record.rejection.is_some() {
+            return Ok(None);
+        }
+        let state: Vec<Value> = serde_json::from_str(&record.stripped_state).unwrap_or_default();
+        Ok(state.into_iter().find(|event| {
+            event["type"] == kinds::MEMBER
+                && event["state_key"] == user_id.as_str()
+                && event["content"]["membership"] == "invite"
+        }))
+    }
+
     /// Keeps a local user's knock on a room of another server, with the
     /// stripped state the resident server answered; the membership becomes `knock`.
     pub async fn store_remote_knock(&self, knock: &Pdu, stripped_state: &[Value]) -> Result<()> {

@@ -269,10 +269,17 @@ pub fn initial_sync(s: &Services, request: &Request, who: &Identity) -> Result<R
                 Err(error) => return Err(error),
             }
         } else if membership == Membership::Invite {
-            let Some(room) = s.rooms.room(&room_id)? else { continue };
-            let state = s.rooms.current_state(&room)?;
-            let invite = s.rooms.state_event_in(&state, kinds::MEMBER, who.user_id.as_str())?;
-            let invite = invite.map(|pdu| client_event(&pdu, &room_id));
+            let invite = match s.rooms.room(&room_id)? {
+                Some(room) => {
+                    let state = s.rooms.current_state(&room)?;
+                    let invite = s.rooms.state_event_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+                    invite.map(|pdu| client_event(&pdu, &room_id))
+                }
+                // Another server's room: the invite as it came, stripped.
+                None => s.rooms.remote_invite_event(&who.user_id, &room_id)?,
+            };
+            let Some(mut invite) = invite else { continue };
+            invite["room_id"] = json!(room_id);
             rooms.push(json!({ "room_id": room_id, "membership": "invite", "invite": invite }));
         }
     }

@@ -164,6 +164,14 @@ async fn invites_cross_servers_and_are_accepted_or_declined() {
     let invite = format!("/_matrix/client/v3/rooms/{}/invite", enc(&other));
     alice.client.post(&invite, json!({ "user_id": "@dave:b.test" })).await.assert_ok();
     assert_eq!(sections_with(&dave, &other).await, ["invite"]);
+    // An old client sees the pending invite too, with who sent it.
+    let initial = dave.client.get("/_matrix/client/v3/initialSync?limit=1").await.assert_ok().clone();
+    let pending = initial["rooms"].as_array().unwrap().iter().find(|r| r["room_id"] == other.as_str()).cloned();
+    let pending = pending.expect("the remote invite is in /initialSync");
+    assert_eq!(
+        (pending["membership"].as_str(), pending["invite"]["sender"].as_str(), pending["invite"]["room_id"].as_str()),
+        (Some("invite"), Some(alice.user_id.as_str()), Some(other.as_str()))
+    );
     dave.client.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&other)), json!({})).await.assert_ok();
     assert_eq!(sections_with(&dave, &other).await, ["leave"]);
     wait_for_membership(&alice, &other, "@dave:b.test", "leave").await;
