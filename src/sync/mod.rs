@@ -200,6 +200,12 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         let new_since_token = request.since.is_none_or(|since| changed_at > since);
         match membership {
             Membership::Join => {
+                // A leave and rejoin since the token is not a new join (as
+                // Synapse reads it): the client has the room up to the token.
+                let new_since_token = match request.since {
+                    Some(since) if new_since_token => !was_joined_at(rooms, &room, who, since)?,
+                    _ => new_since_token,
+                };
                 if request.since.is_some() && new_since_token {
                     // Newly sharing this room: its members' devices are news to the caller.
                     let state = rooms.current_state(&room)?;
@@ -588,6 +594,13 @@ fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -
             }
         }
     }
+}
+
+/// Whether the user was a member of the room at position `since`.
+fn was_joined_at(rooms: &Rooms, room: &RoomRecord, who: &Identity, since: u64) -> Result<bool> {
+    let Some(state) = rooms.state_at_position(room, since.saturating_add(1))? else { return Ok(false) };
+    let member = rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
+    Ok(member.is_some_and(|(pdu, _)| crate::rooms::membership_of(&pdu) == Some(Membership::Join)))
 }
 
 /// A room the user left: its timeline up to the leave, and its state then.

@@ -582,3 +582,129 @@ async fn incremental_leaves_filters_on_account_data_and_presence_of_new_room_mat
     assert_eq!(kinds, ["org.example.a"]);
     assert_eq!(body["presence"]["events"], json!([]));
 }
+
+fn timeline_types(room: &Value) -> Vec<(String, String)> {
+    room["timeline"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["type"].as_str().unwrap_or("").to_owned(), e["content"]["membership"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
+}
+
+fn state_types(room: &Value) -> Vec<String> {
+    room["state"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap_or("").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_leave_and_rejoin_inside_one_gap_is_not_a_new_join() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    alice.send_text(&room, "0", "before the token").await;
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+
+    bob.leave(&room).await.assert_ok();
+    let name = crate::harness::state_path(&room, "m.room.name", "");
+    alice.client.put(&name, json!({ "name": "Renamed meanwhile" })).await.assert_ok();
+    bob.join(&room).await.assert_ok();
+
+    // A timeline big enough: the leave, the rename and the rejoin, nothing
+    // from before the token, and no state resent (the timeline has it all).
+    let news = sync(&bob, &format!("since={token}")).await;
+    let joined = &news["rooms"]["join"][&room];
+    assert_eq!(
+        timeline_types(joined),
+        [
+            ("m.room.member".into(), "leave".into()),
+            ("m.room.name".into(), String::new()),
+            ("m.room.member".into(), "join".into())
+        ],
+        "{joined}"
+    );
+    assert_eq!(joined["timeline"]["limited"], false);
+    assert_eq!(state_types(joined), Vec::<String>::new(), "nothing to resend");
+
+    // A one-event timeline: limited, and the state carries what changed in
+    // the gap (the name, bob's leave) but not what bob already had.
+    let filter = enc_json(&json!({ "room": { "timeline": { "limit": 1 } } }));
+    let gappy = sync(&bob, &format!("since={token}&filter={filter}")).await;
+    let joined = &gappy["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true);
+    let mut state = state_types(joined);
+    state.sort();
+    assert_eq!(state, ["m.room.member", "m.room.name"], "{joined}");
+}
+
+#[tokio::test]
+async fn own_join_is_in_the_timeline_of_joined_and_invited_visibility_rooms() {
+    for visibility in ["joined", "invited"] {
+        let server = TestServer::start().await;
+        let client = server.client();
+        let alice = client.register("alice").await;
+        let bob = client.register("bob").await;
+        let room = alice
+            .create_room(json!({ "preset": "public_chat", "initial_state": [
+                { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": visibility } }
+            ] }))
+            .await;
+        alice.send_text(&room, "1", "before bob").await;
+        let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+        bob.join(&room).await.assert_ok();
+        for query in [String::new(), format!("since={token}")] {
+            let body = sync(&bob, &query).await;
+            let joined = &body["rooms"]["join"][&room];
+            let own_join = joined["timeline"]["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["type"] == "m.room.member" && e["state_key"] == bob.user_id.as_str());
+            assert!(own_join, "{visibility}, sync {query:?}: {joined}");
+            assert!(!timeline_bodies(joined).contains(&"before bob".to_owned()), "{visibility}: {joined}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_room_joined_since_the_token_with_a_long_history_is_limited() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let room = alice.create_room(json!({ "preset": "public_chat" })).await;
+    for n in 0..12 {
+        alice.send_text(&room, &n.to_string(), &format!("message {n}")).await;
+    }
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    bob.join(&room).await.assert_ok();
+    let filter = enc_json(&json!({ "room": { "timeline": { "limit": 5 } } }));
+    let body = sync(&bob, &format!("since={token}&filter={filter}")).await;
+    let joined = &body["rooms"]["join"][&room];
+    assert_eq!(joined["timeline"]["limited"], true, "{joined}");
+    assert_eq!(joined["timeline"]["events"].as_array().unwrap().len(), 5);
+    assert!(state_types(joined).contains(&"m.room.create".to_owned()), "a new room comes with its whole state");
+    // Paging back from prev_batch reaches the history before the join.
+    let prev = joined["timeline"]["prev_batch"].as_str().unwrap();
+    let path = format!("/_matrix/client/v3/rooms/{}/messages?from={prev}&dir=b&limit=20", enc(&room));
+    let page = bob.client.get(&path).await.assert_ok().clone();
+    assert!(message_bodies(&page["chunk"]).contains(&"message 7".to_owned()), "{page}");
+}
+
+#[tokio::test]
+async fn messages_takes_sync_tokens_in_both_directions() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, _bob], room) = client.public_room_with(["alice", "bob"]).await;
+    alice.send_text(&room, "1", "before").await;
+    let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    alice.send_text(&room, "2", "after").await;
+    let messages =
+        |dir: &str| format!("/_matrix/client/v3/rooms/{}/messages?from={token}&dir={dir}&limit=10", enc(&room));
+    let forwards = alice.client.get(&messages("f")).await.assert_ok().clone();
+    assert_eq!(message_bodies(&forwards["chunk"]), ["after"], "{forwards}");
+    let backwards = alice.client.get(&messages("b")).await.assert_ok().clone();
+    assert_eq!(message_bodies(&backwards["chunk"]).first().map(String::as_str), Some("before"), "{backwards}");
+    assert!(!message_bodies(&backwards["chunk"]).contains(&"after".to_owned()));
+}
