@@ -78,6 +78,7 @@ fn bench_sync(c: &mut Criterion) {
         typing: &services.typing,
         presence: &services.presence,
         e2ee: &services.e2ee,
+        sent_members: &services.sent_members,
     };
     let run = |since: Option<u64>| runtime.block_on(sync::sync(&sources, &who, &request(since))).unwrap();
 

@@ -40,6 +40,8 @@ pub struct Services {
     pub rate_limits: crate::rate_limits::RateLimits,
     /// What `GET /metrics` reports.
     pub metrics: crate::metrics::Metrics,
+    /// Which member events `/sync` sent each device (lazy loading).
+    pub sent_members: crate::sync::lazy_members::SentMembers,
     /// The statuses of room shutdowns.
     pub admin_operations: crate::api::admin::operations::Operations,
     pub server_key: Arc<ServerKey>,
@@ -109,6 +111,7 @@ impl Services {
             admin_nonces: Default::default(),
             admin_operations: Default::default(),
             metrics,
+            sent_members: Default::default(),
             rate_limits: crate::rate_limits::RateLimits::new(&rate_limits_config),
             server_key,
             policy,

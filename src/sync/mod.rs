@@ -26,6 +26,7 @@
 
 pub mod event_stream;
 pub mod filter;
+pub mod lazy_members;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -91,6 +92,8 @@ pub struct Sources<'a> {
     pub typing: &'a Typing,
     pub presence: &'a Presence,
     pub e2ee: &'a E2ee,
+    /// Which member events each device was sent (lazy loading).
+    pub sent_members: &'a lazy_members::SentMembers,
 }
 
 pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<Value> {
@@ -217,7 +220,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                     receipts: rooms.receipts_since(&room_id, &who.user_id, request.since, snapshot)?,
                     joined_at: changed_at,
                 };
-                let section = joined_room(rooms, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
+                let section = joined_room(sources, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
                 if let Some(section) = section {
                     join.insert(room_id.to_string(), section);
                 }
@@ -427,7 +430,7 @@ fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu,
 
 #[allow(clippy::too_many_arguments)]
 fn joined_room(
-    rooms: &Rooms,
+    sources: &Sources<'_>,
     who: &Identity,
     request: &SyncRequest,
     room_id: &RoomId,
@@ -436,6 +439,7 @@ fn joined_room(
     newly_joined: bool,
     extras: RoomExtras,
 ) -> Result<Option<Value>> {
+    let rooms = sources.rooms;
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
     let start_state = match events.first() {
@@ -466,7 +470,8 @@ fn joined_room(
     {
         return Ok(None);
     }
-    let state_events = lazy_load(rooms, request, who, &events, state_events, &start_state)?;
+    let view = lazy_members::RoomView { room_id, timeline: &events, start_state: &start_state, whole_state };
+    let state_events = lazy_members::lazy_load(rooms, sources.sent_members, request, who, &view, state_events)?;
     let timeline_json = events
         .iter()
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
@@ -522,38 +527,6 @@ fn state_delta(rooms: &Rooms, before: &StateMap, after: &StateMap) -> Result<Vec
     let changed: StateMap =
         after.iter().filter(|(key, value)| before.get(key) != Some(value)).map(|(k, v)| (*k, *v)).collect();
     rooms.state_events_in(&changed)
-}
-
-/// With `lazy_load_members`, member events only for the timeline's senders
-/// (and the user). Those senders' member events as of the timeline's start
-/// are always included, even in an incremental sync whose state delta lacks
-/// them: the server does not track which members a client already has, so it
-/// behaves as `include_redundant_members` (which the spec allows either way).
-fn lazy_load(
-    rooms: &Rooms,
-    request: &SyncRequest,
-    who: &Identity,
-    timeline: &[(Pdu, StoredPdu)],
-    state: Vec<Pdu>,
-    start_state: &StateMap,
-) -> Result<Vec<Pdu>> {
-    if !request.filter.room.state.lazy_load_members {
-        return Ok(state);
-    }
-    let senders: BTreeSet<&str> =
-        timeline.iter().map(|(pdu, _)| pdu.sender_str()).chain([who.user_id.as_str()]).collect();
-    let is_member_event = |pdu: &Pdu| pdu.kind().to_string() == kinds::MEMBER;
-    let mut kept: Vec<Pdu> = state
-        .into_iter()
-        .filter(|pdu| !is_member_event(pdu) || pdu.state_key_str().is_some_and(|k| senders.contains(k)))
-        .collect();
-    for sender in senders {
-        let present = kept.iter().any(|pdu| is_member_event(pdu) && pdu.state_key_str() == Some(sender));
-        if !present {
-            kept.extend(rooms.state_event_in(start_state, kinds::MEMBER, sender)?);
-        }
-    }
-    Ok(kept)
 }
 
 /// `summary`: heroes and member counts, from the current state.

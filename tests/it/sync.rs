@@ -708,3 +708,78 @@ async fn messages_takes_sync_tokens_in_both_directions() {
     assert_eq!(message_bodies(&backwards["chunk"]).first().map(String::as_str), Some("before"), "{backwards}");
     assert!(!message_bodies(&backwards["chunk"]).contains(&"after".to_owned()));
 }
+
+fn member_keys(room: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = room["state"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn lazy_loading_sends_a_member_event_once_per_device_unless_asked_for_redundant_ones() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob, carol], room) = client.public_room_with(["alice", "bob", "carol"]).await;
+    bob.send_text(&room, "b0", "bob speaks").await;
+    let lazy = |extra: Value| {
+        let mut filter = json!({ "room": { "timeline": { "limit": 1 }, "state": { "lazy_load_members": true } } });
+        if let Some(fields) = extra.as_object() {
+            for (key, value) in fields {
+                filter["room"]["state"][key] = value.clone();
+            }
+        }
+        enc_json(&filter)
+    };
+    let filter = lazy(json!({}));
+    let initial = sync(&alice, &format!("filter={filter}")).await;
+    let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(member_keys(&initial["rooms"]["join"][&room]), expected, "the senders and alice herself");
+    let mut token = initial["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob again: his member event was sent already, nothing to resend.
+    bob.send_text(&room, "b1", "bob again").await;
+    let again = sync(&alice, &format!("filter={filter}&since={token}")).await;
+    assert_eq!(member_keys(&again["rooms"]["join"][&room]), Vec::<String>::new(), "{again}");
+    token = again["next_batch"].as_str().unwrap().to_owned();
+
+    // Carol's first words bring her member event, once.
+    carol.send_text(&room, "c1", "carol speaks").await;
+    let first = sync(&alice, &format!("filter={filter}&since={token}")).await;
+    assert_eq!(member_keys(&first["rooms"]["join"][&room]), vec![carol.user_id.clone()]);
+    token = first["next_batch"].as_str().unwrap().to_owned();
+
+    // Bob renames himself in a gap (the timeline holds only his message
+    // after it): his new member event comes, as the state changed.
+    let profile = format!("/_matrix/client/v3/profile/{}/displayname", enc(&bob.user_id));
+    bob.client.put(&profile, json!({ "displayname": "Robert" })).await.assert_ok();
+    bob.send_text(&room, "b2", "as Robert").await;
+    let renamed = sync(&alice, &format!("filter={filter}&since={token}")).await;
+    let state = renamed["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().clone();
+    let bob_member = state.iter().find(|e| e["state_key"] == bob.user_id.as_str()).expect("bob's new member event");
+    assert_eq!(bob_member["content"]["displayname"], "Robert");
+    token = renamed["next_batch"].as_str().unwrap().to_owned();
+
+    // include_redundant_members: the senders' member events every time.
+    bob.send_text(&room, "b3", "once more").await;
+    let redundant = lazy(json!({ "include_redundant_members": true }));
+    let body = sync(&alice, &format!("filter={redundant}&since={token}")).await;
+    let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(member_keys(&body["rooms"]["join"][&room]), expected);
+
+    // The memory is per device: alice's second device starts from nothing.
+    let login = client.login(&alice.user_id, crate::harness::PASSWORD).await;
+    let second = Session::from_reply(&client, login.assert_ok());
+    let other = sync(&second, &format!("filter={filter}&since={token}")).await;
+    assert!(member_keys(&other["rooms"]["join"][&room]).contains(&bob.user_id), "{other}");
+}

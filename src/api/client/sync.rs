@@ -80,7 +80,14 @@ pub async fn sync(s: &Services, request: &Request, who: &Identity) -> Result<Res
 
 /// What `/sync` and `/events` read.
 fn sources(s: &Services) -> sync::Sources<'_> {
-    sync::Sources { rooms: &s.rooms, users: &s.users, typing: &s.typing, presence: &s.presence, e2ee: &s.e2ee }
+    sync::Sources {
+        rooms: &s.rooms,
+        users: &s.users,
+        typing: &s.typing,
+        presence: &s.presence,
+        e2ee: &s.e2ee,
+        sent_members: &s.sent_members,
+    }
 }
 
 /// The `timeout` query parameter of a long-poll, in milliseconds (none: no wait).
