@@ -97,7 +97,13 @@ impl E2ee {
         if batch.is_empty() {
             return Ok(());
         }
-        let reservation = self.log_key_change(&mut batch, &who.user_id)?;
+        // A new user-signing key alone concerns its owner only (it shows
+        // whom they verify): others' device lists stay quiet, as Synapse.
+        let reservation = if keys.master.is_none() && keys.self_signing.is_none() {
+            self.log_private_key_change(&mut batch, &who.localpart, &who.user_id)?
+        } else {
+            self.log_key_change(&mut batch, &who.user_id)?
+        };
         self.commit_with_change(batch, reservation).await
     }
 
@@ -191,8 +197,14 @@ impl E2ee {
         } else {
             return Err(format!("{key_id} is not a key you may sign"));
         }
-        let reservation = self.log_key_change(&mut batch, &user_id).map_err(storage_error)?;
-        self.commit_with_change(batch, reservation).await.map_err(storage_error)
+        // Another user's master key signed by the caller: only the caller
+        // sees that signature, so only the caller's device lists change.
+        let reservation = if own {
+            self.log_key_change(&mut batch, &user_id)
+        } else {
+            self.log_private_key_change(&mut batch, &who.localpart, &user_id)
+        };
+        self.commit_with_change(batch, reservation.map_err(storage_error)?).await.map_err(storage_error)
     }
 }
 

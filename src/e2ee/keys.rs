@@ -297,6 +297,16 @@ impl E2ee {
             self.storage.tables.key_changes.range(&(since + 1), &upto.saturating_add(1), false, usize::MAX)?;
         Ok(changes.into_iter().filter_map(|(_, user)| UserId::parse(user).ok()).collect())
     }
+
+    /// Users whose keys changed in `(since, upto]` in a way only the local
+    /// user `localpart` sees ([`E2ee::log_private_key_change`]).
+    pub fn private_key_changes(&self, localpart: &str, since: u64, upto: u64) -> Result<BTreeSet<OwnedUserId>> {
+        let table = &self.storage.tables.private_key_changes;
+        let from = (localpart.to_owned(), since + 1);
+        let to = (localpart.to_owned(), upto.saturating_add(1));
+        let changes = table.range(&from, &to, false, usize::MAX)?;
+        Ok(changes.into_iter().filter_map(|(_, user)| UserId::parse(user).ok()).collect())
+    }
 }
 
 /// Signatures on `owner`'s master key that `viewer` may see: the owner's own

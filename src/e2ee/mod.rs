@@ -20,7 +20,7 @@
 //! `/keys/changes` can tell who changed since a token.
 //!
 //! Owns the key tables (`device_keys`, `one_time_keys`, `fallback_keys`,
-//! `cross_signing_keys`, `key_changes`, `backup_versions`, `backup_keys`,
+//! `cross_signing_keys`, `key_changes`, `private_key_changes`, `backup_versions`, `backup_keys`,
 //! `dehydrated_devices`) and the to-device tables (`to_device`,
 //! `to_device_txns`). Devices themselves are [`crate::users::sessions`]'s:
 //! they are read and written through its functions.
@@ -70,6 +70,21 @@ impl E2ee {
         user_id: &UserId,
     ) -> Result<crate::storage::Reservation<'a>> {
         log_key_change(&self.storage, batch, user_id.as_str())
+    }
+
+    /// Logs that `user_id`'s keys changed in a way only the local user
+    /// `viewer` sees (their user-signing key or their signature of
+    /// `user_id`'s master key): only `viewer`'s `device_lists` say so.
+    pub fn log_private_key_change<'a>(
+        &'a self,
+        batch: &mut Batch,
+        viewer: &str,
+        user_id: &UserId,
+    ) -> Result<crate::storage::Reservation<'a>> {
+        let reservation = self.storage.reserve_count()?;
+        let key = (viewer.to_owned(), reservation.count);
+        batch.insert(&self.storage.tables.private_key_changes, &key, &user_id.to_string())?;
+        Ok(reservation)
     }
 
     /// Notes that another server's user's keys or devices changed (its

@@ -95,6 +95,10 @@ pub struct Tables {
     pub cross_signing_keys: Table<(String, String), String>,
     /// count → user id whose device list or keys changed then.
     pub key_changes: Table<u64, String>,
+    /// (localpart, count) → user id whose keys changed then in a way only
+    /// that local user sees (their own user-signing key, their signature
+    /// of another user's master key).
+    pub private_key_changes: Table<(String, u64), String>,
     /// (device, count) → a to-device message waiting for the device.
     pub to_device: Table<ToDeviceKey, ToDeviceRecord>,
     /// (localpart, device id, event type, transaction id) → when (ms) that
@@ -215,6 +219,7 @@ impl Tables {
             fallback_keys: Table::open(db, "localpart_device_algorithm_fallbackkey")?,
             cross_signing_keys: Table::open(db, "localpart_usage_crosssigningkey")?,
             key_changes: Table::open(db, "count_keychange")?,
+            private_key_changes: Table::open(db, "localpart_count_privatekeychange")?,
             to_device: Table::open(db, "device_count_todevice")?,
             to_device_txns: Table::open(db, "localpart_device_type_txn_handledts")?,
             backup_versions: Table::open(db, "localpart_version_backup")?,

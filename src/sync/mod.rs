@@ -316,6 +316,7 @@ fn device_list_changes(
             changed.insert(user.to_string());
         }
     }
+    changed.extend(sources.e2ee.private_key_changes(&who.localpart, since, upto)?.iter().map(ToString::to_string));
     let mut left = BTreeSet::new();
     for section in join.values().chain(leave.values()) {
         let events = section["state"]["events"].as_array().into_iter().chain(section["timeline"]["events"].as_array());

@@ -525,3 +525,67 @@ async fn keys_changes_lists_the_members_of_a_room_newly_shared() {
         changes.assert_ok()["changed"].as_array().unwrap().iter().filter_map(|u| u.as_str()).collect();
     assert!(changed.contains(&alice.user_id.as_str()), "{changed:?}");
 }
+
+#[tokio::test]
+async fn a_user_signing_key_and_its_signatures_change_only_their_owners_device_lists() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob, carol], _room) = client.public_room_with(["alice", "bob", "carol"]).await;
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    let (alice_master, alice_usk, bob_master) = (new_key(), new_key(), new_key());
+    let alice_master_id = format!("ed25519:{}", public(&alice_master));
+    let alice_master_json = cross_signing_key(&alice, "master", &alice_master);
+    alice.client.post(upload, json!({ "master_key": alice_master_json })).await.assert_ok();
+    let bob_master_json = cross_signing_key(&bob, "master", &bob_master);
+    bob.client.post(upload, json!({ "master_key": bob_master_json })).await.assert_ok();
+    let token = |body: &Value| body["next_batch"].as_str().unwrap().to_owned();
+    let tokens = [token(&sync(&alice, "").await), token(&sync(&bob, "").await), token(&sync(&carol, "").await)];
+    let changed_since = |session: &Session, since: &str| {
+        let session = session.clone();
+        let since = since.to_owned();
+        async move {
+            let body = sync(&session, &format!("since={since}&timeout=0")).await;
+            let mut changed: Vec<String> = body["device_lists"]["changed"]
+                .as_array()
+                .map(|users| users.iter().filter_map(|u| u.as_str().map(str::to_owned)).collect())
+                .unwrap_or_default();
+            changed.sort();
+            changed
+        }
+    };
+
+    // Alice's user-signing key alone: her own devices hear of it, nobody else's.
+    let mut usk = cross_signing_key(&alice, "user_signing", &alice_usk);
+    sign(&mut usk, &alice.user_id, &alice_master_id, &alice_master);
+    let challenge = alice.client.post(upload, json!({ "user_signing_key": usk })).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    let body = json!({ "user_signing_key": usk, "auth": alice.password_auth(&session) });
+    alice.client.post(upload, body).await.assert_ok();
+    // Alice verifies Bob: her user-signing key signs his master key.
+    let mut verified = bob_master_json.clone();
+    sign(&mut verified, &alice.user_id, &format!("ed25519:{}", public(&alice_usk)), &alice_usk);
+    let signatures = json!({ bob.user_id.clone(): { public(&bob_master): verified } });
+    let reply = alice.client.post("/_matrix/client/v3/keys/signatures/upload", signatures).await;
+    assert_eq!(reply.assert_ok()["failures"], json!({}));
+
+    let mut expected = vec![alice.user_id.clone(), bob.user_id.clone()];
+    expected.sort();
+    assert_eq!(changed_since(&alice, &tokens[0]).await, expected, "alice's own key and whom she verified");
+    assert_eq!(changed_since(&bob, &tokens[1]).await, Vec::<String>::new(), "bob does not learn who verified him");
+    assert_eq!(changed_since(&carol, &tokens[2]).await, Vec::<String>::new());
+    let changes = |since: &str| format!("/_matrix/client/v3/keys/changes?from={since}&to=s999999");
+    let carols = carol.client.get(&changes(&tokens[2])).await.assert_ok().clone();
+    assert_eq!(carols["changed"], json!([]), "{carols}");
+    let alices = alice.client.get(&changes(&tokens[0])).await.assert_ok().clone();
+    assert!(alices["changed"].as_array().unwrap().contains(&json!(bob.user_id)), "{alices}");
+
+    // A new self-signing key is public: room mates hear of it.
+    let bob_tokens = token(&sync(&bob, "").await);
+    let mut ssk = cross_signing_key(&alice, "self_signing", &new_key());
+    sign(&mut ssk, &alice.user_id, &alice_master_id, &alice_master);
+    let challenge = alice.client.post(upload, json!({ "self_signing_key": ssk })).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    let body = json!({ "self_signing_key": ssk, "auth": alice.password_auth(&session) });
+    alice.client.post(upload, body).await.assert_ok();
+    assert_eq!(changed_since(&bob, &bob_tokens).await, vec![alice.user_id.clone()]);
+}

@@ -85,6 +85,7 @@ pub fn changes(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             changed.insert(user.to_string());
         }
     }
+    changed.extend(s.e2ee.private_key_changes(&who.localpart, from, upto)?.iter().map(ToString::to_string));
     // Rooms the caller joined in the span: their members' devices are news.
     changed.extend(newly_shared(s, who, &mine, from, upto)?);
     let mut left = BTreeSet::new();
