@@ -62,7 +62,8 @@ impl Services {
         let users = Users::new(Arc::clone(&storage), &config);
         let rooms = Rooms::new(Arc::clone(&storage), config.server_name.clone(), Arc::clone(&server_key))
             .with_pushers(Arc::clone(&users.pushers))
-            .with_account_data(users.account_data_store.clone());
+            .with_account_data(users.account_data_store.clone())
+            .with_erased(users.erased.clone());
         match rooms.backfill_search_index() {
             Ok(0) => {}
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),

@@ -52,7 +52,7 @@ pub async fn run_validity_pass(users: &Users, mailer: &Mailer) -> Result<()> {
                 tracing::info!(user = %localpart, "account expired");
             }
             Some(Due::Deactivation) => {
-                users.deactivate(&localpart).await?;
+                users.deactivate(&localpart, false).await?;
                 tracing::info!(user = %localpart, "account deactivated: expired and not renewed");
             }
         }

@@ -116,6 +116,9 @@ pub struct Rooms {
     pushers: Arc<crate::users::pushers::PusherIndex>,
     /// The users' account data (push rules), owned by the users service.
     account_data: crate::users::account_data::AccountDataStore,
+    /// Accounts erased on deactivation: their events are served redacted
+    /// to those who were not joined when they were sent.
+    erased: crate::users::erased::ErasedUsers,
     /// The latest create-event timestamp handed out (see `unique_create_ts`).
     last_create_ts: AtomicU64,
     /// One upgrade per room at a time.
@@ -138,6 +141,7 @@ impl Rooms {
         Self {
             state: StateStore::new(Arc::clone(&storage)),
             account_data: crate::users::account_data::AccountDataStore::new(Arc::clone(&storage)),
+            erased: Default::default(),
             storage,
             server_name,
             key,
@@ -167,6 +171,12 @@ impl Rooms {
     /// Shares the users' account data store (who has push rules of their own).
     pub fn with_account_data(mut self, account_data: crate::users::account_data::AccountDataStore) -> Self {
         self.account_data = account_data;
+        self
+    }
+
+    /// Shares the users' set of erased accounts.
+    pub fn with_erased(mut self, erased: crate::users::erased::ErasedUsers) -> Self {
+        self.erased = erased;
         self
     }
 
@@ -527,6 +537,14 @@ impl Rooms {
             return Ok(true);
         }
         self.can_see_in_snapshot(user_id, &stored.room_id, before, own_membership)
+    }
+
+    /// Whether `user_id` was joined to the room when the event was sent
+    /// (the state before it says so, or it is their own join).
+    pub(crate) fn joined_at_event(&self, user_id: &UserId, stored: &StoredPdu) -> Result<bool> {
+        let Some(before) = stored.state_before else { return Ok(false) };
+        let state = self.state.full_state(before)?;
+        Ok(self.membership_in(&state, user_id)? == Some(Membership::Join))
     }
 
     /// Whether `user_id` may see an event of `room_id` whose state before it

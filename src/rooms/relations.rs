@@ -164,11 +164,33 @@ impl Rooms {
         Ok((!relations.is_empty()).then_some(Value::Object(relations)))
     }
 
+    /// An erased sender's event as a viewer who was not joined when it was
+    /// sent gets it: redacted, without aggregations (`users::erased`).
+    /// `None` when the viewer gets the event whole.
+    fn erased_copy(
+        &self,
+        pdu: &Pdu,
+        stored: &StoredPdu,
+        viewer: &ruma::UserId,
+        room_id: &ruma::RoomId,
+    ) -> Result<Option<Value>> {
+        if !self.erased.contains(pdu.sender_str()) || self.joined_at_event(viewer, stored)? {
+            return Ok(None);
+        }
+        let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
+        let (_, rules) = Self::rules_of(&room)?;
+        let redacted = pdu.redacted(&rules).map_err(|e| Error::internal("redacting an erased sender's event", e))?;
+        Ok(Some(client_event(&redacted, room_id)))
+    }
+
     /// The client format of an event for one device of the viewer, with its
     /// bundled aggregations; an event that device sent with a transaction id
     /// carries it (`unsigned.transaction_id`).
     pub fn serve_event(&self, pdu: &Pdu, stored: &StoredPdu, viewer: &ruma::UserId, device_id: &str) -> Result<Value> {
         let room_id = ruma::RoomId::parse(&stored.room_id).map_err(|e| Error::internal("stored room id", e))?;
+        if let Some(erased) = self.erased_copy(pdu, stored, viewer, &room_id)? {
+            return Ok(erased);
+        }
         let mut event = client_event(pdu, &room_id);
         if let Some(relations) = self.bundled_aggregations(pdu, stored, viewer)? {
             event["unsigned"]["m.relations"] = relations;

@@ -24,6 +24,8 @@ use super::{
 pub struct Tables {
     /// localpart → account. Owner: `users`.
     pub users: Table<String, UserRecord>,
+    /// user id → when (ms) the account was erased on deactivation. Owner: `users::erased`.
+    pub erased_users: Table<String, u64>,
     /// (localpart, device id) → device. Owner: `users::sessions`.
     pub devices: Table<(String, String), DeviceRecord>,
     /// SHA-256(access token) → owner. Owner: `users::sessions`.
@@ -97,7 +99,7 @@ pub struct Tables {
     pub key_changes: Table<u64, String>,
     /// (localpart, count) → user id whose keys changed then in a way only
     /// that local user sees (their own user-signing key, their signature
-    /// of another user's master key).
+    /// of another user's master key). Owner: `e2ee`.
     pub private_key_changes: Table<(String, u64), String>,
     /// (device, count) → a to-device message waiting for the device.
     pub to_device: Table<ToDeviceKey, ToDeviceRecord>,
@@ -188,6 +190,7 @@ impl Tables {
     pub(super) fn open(db: &TableOpener<'_>) -> Result<Self, StorageError> {
         Ok(Self {
             users: Table::open(db, "localpart_user")?,
+            erased_users: Table::open(db, "userid_erasedts")?,
             devices: Table::open(db, "localpart_deviceid_device")?,
             access_tokens: Table::open(db, "accesstokenhash_owner")?,
             refresh_tokens: Table::open(db, "refreshtokenhash_owner")?,

@@ -6,6 +6,7 @@
 
 pub mod account_data;
 pub mod directory;
+pub mod erased;
 pub mod filters;
 pub mod openid;
 pub mod password;
@@ -73,6 +74,8 @@ pub struct Users {
     pub pushers: Arc<pushers::PusherIndex>,
     /// The account data table (the rooms hold another handle, for push rules).
     pub account_data_store: account_data::AccountDataStore,
+    /// Accounts erased on deactivation (shared with the rooms).
+    pub erased: erased::ErasedUsers,
     /// The bounded queue every password hash and check goes through.
     passwords: password::Passwords,
     /// What a new password must contain.
@@ -126,6 +129,10 @@ impl Users {
             password_policy: config.email_identity.password_policy.clone(),
             validity,
             account_data_store: account_data::AccountDataStore::new(Arc::clone(&storage_for_directory)),
+            erased: erased::ErasedUsers::load(&storage_for_directory).unwrap_or_else(|error| {
+                tracing::error!(%error, "could not load the erased accounts");
+                erased::ErasedUsers::default()
+            }),
         }
     }
 
@@ -430,7 +437,9 @@ impl Users {
 
     /// Deactivates an account for good: it can no longer log in, all its devices
     /// and tokens are removed, and its user id is never handed out again.
-    pub async fn deactivate(&self, localpart: &str) -> Result<()> {
+    /// With `erase`, its events are served redacted to those who were not in
+    /// the room when they were sent ([`erased`]).
+    pub async fn deactivate(&self, localpart: &str, erase: bool) -> Result<()> {
         let Some(mut user) = self.get(localpart)? else {
             return Err(Error::not_found("No such user"));
         };
@@ -442,9 +451,16 @@ impl Users {
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;
         self.unbind_all_emails(&mut batch, localpart)?;
+        let user_id = self.user_id(localpart)?;
+        if erase {
+            self.erase_in(&mut batch, &user_id)?;
+        }
         self.commit_device_removal(batch, localpart).await?;
+        if erase {
+            self.note_erased(&user_id);
+        }
         self.directory.remove(localpart);
-        tracing::info!(user = localpart, "account deactivated");
+        tracing::info!(user = localpart, erase, "account deactivated");
         Ok(())
     }
 }

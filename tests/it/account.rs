@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::harness::{Session, TestServer, PASSWORD};
+use crate::harness::{enc, Session, TestServer, PASSWORD};
 
 const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
 const PASSWORD_PATH: &str = "/_matrix/client/v3/account/password";
@@ -119,4 +119,44 @@ async fn three_pids_are_empty() {
     let dave = server.client().register("dave").await;
     let reply = dave.client.get("/_matrix/client/v3/account/3pid").await;
     assert_eq!(reply.assert_ok()["threepids"], json!([]));
+}
+
+#[tokio::test]
+async fn an_erased_account_s_messages_are_redacted_for_those_who_join_later() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob, eve], room) = client.public_room_with(["alice", "bob", "eve"]).await;
+    let erased_message = bob.send_text(&room, "b", "bob's own words").await;
+    let kept_message = eve.send_text(&room, "e", "eve's words").await;
+    let path = "/_matrix/client/v3/account/deactivate";
+    let session = uia_session(&bob, path, json!({})).await;
+    bob.client.post(path, json!({ "auth": bob.password_auth(&session), "erase": true })).await.assert_ok();
+    let session = uia_session(&eve, path, json!({})).await;
+    eve.client.post(path, json!({ "auth": eve.password_auth(&session) })).await.assert_ok();
+
+    let carol = client.register("carol").await;
+    carol.join(&room).await.assert_ok();
+    let event_path = |id: &str| format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(id));
+    // Carol joined after the erasure: bob's message is served redacted, by every route.
+    let seen_by_carol = carol.client.get(&event_path(&erased_message)).await.assert_ok().clone();
+    assert_eq!(seen_by_carol["content"], json!({}), "{seen_by_carol}");
+    let messages = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let page = carol.client.get(&messages).await.assert_ok().clone();
+    let bodies = crate::harness::message_bodies(&page["chunk"]);
+    assert!(!bodies.contains(&"bob's own words".to_owned()), "{bodies:?}");
+    assert!(bodies.contains(&"eve's words".to_owned()), "eve deactivated without erasing: {bodies:?}");
+    let synced = crate::sync::sync(&carol, "").await;
+    let timeline = crate::harness::message_bodies(&synced["rooms"]["join"][&room]["timeline"]["events"]);
+    assert!(!timeline.contains(&"bob's own words".to_owned()), "{timeline:?}");
+    // Alice was there when bob spoke: she still reads him.
+    let seen_by_alice = alice.client.get(&event_path(&erased_message)).await.assert_ok().clone();
+    assert_eq!(seen_by_alice["content"]["body"], "bob's own words");
+    let eves = carol.client.get(&event_path(&kept_message)).await.assert_ok().clone();
+    assert_eq!(eves["content"]["body"], "eve's words");
+
+    // The erasure is stored: it holds after a restart.
+    let server = server.restart().await;
+    let carol = Session { client: server.client().with_token(&carol.token), ..carol };
+    let again = carol.client.get(&event_path(&erased_message)).await.assert_ok().clone();
+    assert_eq!(again["content"], json!({}));
 }

@@ -26,7 +26,7 @@ fn summary(s: &Services, localpart: &str, user: &UserRecord) -> Result<Value> {
         "admin": user.is_admin,
         "user_type": null,
         "deactivated": user.deactivated,
-        "erased": false,
+        "erased": s.users.is_erased(&s.users.user_id(localpart)?),
         "shadow_banned": false,
         "locked": false,
         "approved": true,
@@ -138,7 +138,7 @@ pub async fn put(s: &Services, request: &Request, admin: &Identity) -> Result<Re
         }
     }
     if body.deactivated == Some(true) && !created {
-        deactivate_user(s, &localpart, admin).await?;
+        deactivate_user(s, &localpart, admin, false).await?;
     } else if body.deactivated == Some(false) && s.users.get(&localpart)?.is_some_and(|user| user.deactivated) {
         return Err(Error::new(ErrorKind::BadRequest, "A deactivated account cannot be reactivated here"));
     }
@@ -146,23 +146,31 @@ pub async fn put(s: &Services, request: &Request, admin: &Identity) -> Result<Re
     Ok(Response::json(&details(s, &localpart, &user)?).with_status(if created { 201 } else { 200 }))
 }
 
-async fn deactivate_user(s: &Services, localpart: &str, admin: &Identity) -> Result<()> {
+async fn deactivate_user(s: &Services, localpart: &str, admin: &Identity, erase: bool) -> Result<()> {
     if s.users.get_active(localpart)?.is_none() {
         return Ok(());
     }
-    s.users.deactivate(localpart).await?;
-    tracing::info!(admin = %admin.user_id, user = localpart, "user deactivated through the admin API");
+    s.users.deactivate(localpart, erase).await?;
+    tracing::info!(admin = %admin.user_id, user = localpart, erase, "user deactivated through the admin API");
     Ok(())
 }
 
-/// `POST /_synapse/admin/v1/deactivate/{userId}` (`erase` is accepted; the
-/// profile is cleared either way).
+#[derive(Debug, Deserialize)]
+struct DeactivateBody {
+    #[serde(default)]
+    erase: bool,
+}
+
+/// `POST /_synapse/admin/v1/deactivate/{userId}`: with `erase`, the
+/// account's events are served redacted to later joiners (`users::erased`);
+/// the profile is cleared either way.
 pub async fn deactivate(s: &Services, request: &Request, admin: &Identity) -> Result<Response> {
     let localpart = local_user(s, request)?;
     if s.users.get(&localpart)?.is_none() {
         return Err(Error::not_found("User not found"));
     }
-    deactivate_user(s, &localpart, admin).await?;
+    let body: DeactivateBody = request.json()?;
+    deactivate_user(s, &localpart, admin, body.erase).await?;
     Ok(Response::json(&json!({ "id_server_unbind_result": "success" })))
 }
 

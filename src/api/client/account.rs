@@ -107,12 +107,15 @@ async fn reset_password_by_email(s: &Services, request: &Request, body: &Passwor
 #[derive(Debug, Deserialize)]
 struct DeactivateBody {
     auth: Option<Value>,
+    /// Served redacted to those who join later (`users::erased`).
+    #[serde(default)]
+    erase: bool,
 }
 
 pub async fn deactivate(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let body: DeactivateBody = request.json()?;
     require_password(s, request, who, "POST /account/deactivate", body.auth.as_ref()).await?;
-    s.users.deactivate(&who.localpart).await?;
+    s.users.deactivate(&who.localpart, body.erase).await?;
     Ok(Response::json(&json!({ "id_server_unbind_result": "no-support" })))
 }
 
