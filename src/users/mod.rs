@@ -274,6 +274,32 @@ impl Users {
         self.create_account_with_hash(localpart, password_hash, is_guest, make_admin).await
     }
 
+    /// Makes a guest account a full one with this password, keeping its user
+    /// id, rooms and devices (spec: "Guest access", upgrading).
+    pub async fn upgrade_guest(&self, localpart: &str, password_hash: String) -> Result<()> {
+        let users = &self.storage.tables.users;
+        let upgraded = std::cell::Cell::new(false);
+        // Any other record is written back unchanged (`None` would remove it).
+        users.update_and_fetch(&localpart.to_owned(), |user| {
+            upgraded.set(false);
+            user.map(|mut user| {
+                if user.is_guest && !user.deactivated {
+                    user.is_guest = false;
+                    user.password_hash = Some(password_hash.clone());
+                    upgraded.set(true);
+                }
+                user
+            })
+        })?;
+        if !upgraded.get() {
+            return Err(Error::forbidden("Only an active guest account can be upgraded"));
+        }
+        self.storage.wait_durable().await?;
+        self.validity.start(localpart).await?;
+        self.refresh_directory_entry(localpart)?;
+        Ok(())
+    }
+
     /// The argon2id hash of `password`, to keep instead of the password.
     pub async fn hash_password(&self, password: &str) -> Result<String> {
         self.passwords.hash(password).await

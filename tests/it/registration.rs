@@ -342,3 +342,51 @@ async fn guests_name_themselves_and_leave_rooms_that_stop_admitting_them() {
     alice.client.put(&access, json!({ "guest_access": "forbidden" })).await.assert_ok();
     assert_eq!(alice.client.get(&member).await.assert_ok()["membership"], "leave");
 }
+
+/// A guest registers with its access token and keeps its user id and rooms;
+/// nobody else's token, and no other username, upgrades it.
+#[tokio::test]
+async fn a_guest_upgrades_to_a_full_account_keeping_its_user_id() {
+    let server = TestServer::start_with("allow_guest_registration = true").await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let reply = client.post("/_matrix/client/v3/register?kind=guest", json!({})).await;
+    let guest_id = reply.assert_ok()["user_id"].as_str().unwrap().to_owned();
+    let guest_token = reply.body["access_token"].as_str().unwrap().to_owned();
+    let guest = client.with_token(&guest_token);
+    let room = alice
+        .create_room(json!({ "preset": "public_chat", "initial_state": [
+            { "type": "m.room.guest_access", "state_key": "", "content": { "guest_access": "can_join" } }
+        ] }))
+        .await;
+    guest.post(&format!("/_matrix/client/v3/rooms/{}/join", crate::harness::enc(&room)), json!({})).await.assert_ok();
+    let localpart = guest_id.trim_start_matches('@').split(':').next().unwrap().to_owned();
+    assert_eq!(guest.get("/_matrix/client/v3/account/whoami").await.assert_ok()["is_guest"], true);
+    let upgrade = |token: &str, username: &str| {
+        json!({ "username": username, "password": "a guest no more", "guest_access_token": token,
+                "auth": { "type": "m.login.dummy" } })
+    };
+
+    // A full account's token is no guest's, and a guest cannot take another name.
+    let register = "/_matrix/client/v3/register";
+    client.post(register, upgrade(&alice.token, "alice")).await.assert_error(403, "M_FORBIDDEN");
+    client.post(register, upgrade(&guest_token, "alice")).await.assert_error(403, "M_FORBIDDEN");
+    client.post(register, upgrade("not a token", &localpart)).await.assert_error(403, "M_FORBIDDEN");
+
+    let upgraded = client.post(register, upgrade(&guest_token, &localpart)).await.assert_ok().clone();
+    assert_eq!(upgraded["user_id"], guest_id.as_str());
+    let full = client.with_token(upgraded["access_token"].as_str().unwrap());
+    let whoami = full.get("/_matrix/client/v3/account/whoami").await.assert_ok().clone();
+    assert_eq!(whoami["user_id"], guest_id.as_str());
+    assert_ne!(whoami["is_guest"], true, "{whoami}");
+    let before = guest.get("/_matrix/client/v3/account/whoami").await.assert_ok().clone();
+    assert_ne!(before["is_guest"], true, "the guest's own device is a full account's now: {before}");
+    let joined = full.get("/_matrix/client/v3/joined_rooms").await.assert_ok().clone();
+    assert_eq!(joined["joined_rooms"], json!([room]), "the guest's rooms stay");
+    // What guests may not do, the full account may; its password logs in.
+    let avatar = format!("/_matrix/client/v3/profile/{}/avatar_url", crate::harness::enc(&guest_id));
+    full.put(&avatar, json!({ "avatar_url": "mxc://test.local/x" })).await.assert_ok();
+    client.login(&localpart, "a guest no more").await.assert_ok();
+    // Once upgraded, the token upgrades nothing any more.
+    client.post(register, upgrade(&guest_token, &localpart)).await.assert_error(403, "M_FORBIDDEN");
+}

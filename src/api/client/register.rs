@@ -45,6 +45,9 @@ struct RegisterBody {
     #[serde(default)]
     refresh_token: bool,
     auth: Option<Value>,
+    /// A guest upgrading to a full account, keeping its user id (spec:
+    /// "Guest access").
+    guest_access_token: Option<String>,
 }
 
 pub async fn register(s: &Services, request: &Request) -> Result<Response> {
@@ -121,17 +124,22 @@ async fn register_user(
     }
     let flows = registration_flows(s)?;
     let identity = &s.config.email_identity;
+    let upgraded_guest = match &body.guest_access_token {
+        Some(token) => Some(guest_to_upgrade(s, token, body.username.as_deref()).await?),
+        None => None,
+    };
     // The address will name the account: the username asked for does not.
     let username = if identity.require_email && identity.localpart_from_email { None } else { body.username.as_ref() };
-    let localpart = match username {
-        Some(username) => {
+    let localpart = match (&upgraded_guest, username) {
+        (Some(guest), _) => Some(guest.clone()),
+        (None, Some(username)) => {
             let localpart = s.users.localpart_for_registration(username)?;
             if !s.users.is_available(&localpart)? {
                 return Err(Error::new(ErrorKind::UserInUse, "The user id is already taken"));
             }
             Some(localpart)
         }
-        None => None,
+        (None, None) => None,
     };
     if let Some(password) = &body.password {
         password_policy::check(&s.users.password_policy, password)?;
@@ -159,6 +167,17 @@ async fn register_user(
         s.users.consume_registration_token(token)?;
     }
     let email = session.validated_email.as_deref();
+    if let Some(guest) = upgraded_guest {
+        s.users.upgrade_guest(&guest, password_hash).await?;
+        if let Some(address) = email {
+            s.users.bind_email(&guest, address).await?;
+        }
+        tracing::info!(user = %guest, "guest upgraded to a full account");
+        if let Some(id) = session_id {
+            s.users.note_registered(id, &guest, &request_fingerprint(raw))?;
+        }
+        return finish_registration(s, request, &guest, body).await;
+    }
     let localpart = match (localpart, email) {
         (_, Some(address)) if identity.localpart_from_email => s.users.localpart_for_email(address)?,
         (Some(localpart), _) => localpart,
@@ -173,6 +192,23 @@ async fn register_user(
         s.users.note_registered(id, &localpart, &request_fingerprint(raw))?;
     }
     finish_registration(s, request, &localpart, body).await
+}
+
+/// The localpart of the guest whose access token a registration carries
+/// (`guest_access_token`): a guest's own, and the username asked for, if
+/// any, must be the guest's (as Synapse checks).
+async fn guest_to_upgrade(s: &Services, token: &str, username: Option<&str>) -> Result<String> {
+    let refused = || Error::forbidden("Cannot register taken user ID without valid guest credentials for that user");
+    let guest = s.users.authenticate(token).await.map_err(|_| refused())?;
+    if !guest.is_guest {
+        return Err(refused());
+    }
+    if let Some(username) = username {
+        if s.users.localpart_for_registration(username)? != guest.localpart {
+            return Err(refused());
+        }
+    }
+    Ok(guest.localpart)
 }
 
 /// Where remembered registration parameters keep the password's hash
