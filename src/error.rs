@@ -48,6 +48,8 @@ pub enum ErrorKind {
     InvalidParam,
     /// 400 `M_MISSING_PARAM`.
     MissingParam,
+    /// 400 `M_INVALID_SIGNATURE`: a cross-signing key not signed as it must be.
+    InvalidSignature,
     /// 409 `M_UNKNOWN`: the resource exists already (a room alias).
     Conflict,
     /// 400 `M_ROOM_IN_USE`: the alias asked for at room creation is taken.
@@ -156,6 +158,7 @@ impl Error {
             | UserInUse
             | InvalidParam
             | MissingParam
+            | InvalidSignature
             | UnsupportedRoomVersion
             | IncompatibleRoomVersion { .. }
             | BadState
@@ -205,6 +208,7 @@ impl Error {
             UserInUse => "M_USER_IN_USE",
             InvalidParam => "M_INVALID_PARAM",
             MissingParam => "M_MISSING_PARAM",
+            InvalidSignature => "M_INVALID_SIGNATURE",
             UnsupportedRoomVersion => "M_UNSUPPORTED_ROOM_VERSION",
             IncompatibleRoomVersion { .. } => "M_INCOMPATIBLE_ROOM_VERSION",
             BadState => "M_BAD_STATE",

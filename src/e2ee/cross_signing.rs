@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::{signatures, E2ee};
 use crate::{
-    error::{Error, Result},
+    error::{Error, ErrorKind, Result},
     storage::Batch,
     users::Identity,
 };
@@ -80,17 +80,22 @@ impl E2ee {
         };
         if let Some(value) = &keys.master {
             let key = as_object(value, MASTER)?;
-            check_key(who, &key, MASTER)?;
+            let (_, public_key) = check_key(who, &key, MASTER)?;
+            self.refuse_device_id_as_key(who, &public_key)?;
             store(MASTER, &key)?;
         }
         for (usage, value) in [(SELF_SIGNING, &keys.self_signing), (USER_SIGNING, &keys.user_signing)] {
             let Some(value) = value else { continue };
             let key = as_object(value, usage)?;
-            check_key(who, &key, usage)?;
-            let master = master.as_ref().ok_or_else(|| Error::invalid_param("Upload a master key first"))?;
+            let (_, public_key) = check_key(who, &key, usage)?;
+            self.refuse_device_id_as_key(who, &public_key)?;
+            // The spec's codes: no master key is M_MISSING_PARAM, a bad signature M_INVALID_SIGNATURE.
+            let no_master = || Error::new(ErrorKind::MissingParam, "Upload a master key first");
+            let master = master.as_ref().ok_or_else(no_master)?;
             let (master_id, master_public) = check_key(who, master, MASTER)?;
             signatures::verify(&key, who.user_id.as_str(), &master_id, &master_public).map_err(|reason| {
-                Error::invalid_param(format!("The {usage} key is not signed by the master key: {reason}"))
+                let message = format!("The {usage} key is not signed by the master key: {reason}");
+                Error::new(ErrorKind::InvalidSignature, message)
             })?;
             store(usage, &key)?;
         }
@@ -105,6 +110,16 @@ impl E2ee {
             self.log_key_change(&mut batch, &who.user_id)?
         };
         self.commit_with_change(batch, reservation).await
+    }
+
+    /// A cross-signing public key may not be one of the user's device ids
+    /// (a signature by it would read as the device's): 403, as the spec says.
+    fn refuse_device_id_as_key(&self, who: &Identity, public_key: &str) -> Result<()> {
+        let device = (who.localpart.clone(), public_key.to_owned());
+        if self.storage.tables.device_keys.contains(&device)? {
+            return Err(Error::forbidden("A cross-signing key may not be one of your device ids"));
+        }
+        Ok(())
     }
 
     /// `POST /keys/signatures/upload`: verifies and stores each signature;

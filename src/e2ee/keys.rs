@@ -46,8 +46,12 @@ fn check_key(key_id: &str, key: &Value) -> Result<()> {
 }
 
 impl E2ee {
-    /// Checks a device's self-signed keys: for the caller's own device, with
-    /// a valid signature by the device's own ed25519 key.
+    /// Checks a device's keys: for the caller's own device, with the fields
+    /// the spec's `DeviceKeys` requires. Their self-signature is the
+    /// clients' to verify (spec: "Downloading keys"); the spec gives this
+    /// endpoint no error for it and Synapse stores what comes, as test
+    /// tools rely on. (It would prove nothing here: whoever uploads holds
+    /// both the key and the signature.)
     pub(super) fn check_device_keys(&self, who: &Identity, keys: &Map<String, Value>) -> Result<()> {
         if keys.get("user_id").and_then(Value::as_str) != Some(who.user_id.as_str()) {
             return Err(Error::invalid_param("device_keys.user_id must be your user id"));
@@ -58,10 +62,13 @@ impl E2ee {
         if !keys.get("algorithms").is_some_and(Value::is_array) {
             return Err(Error::bad_json("device_keys.algorithms must be an array"));
         }
-        let (key_id, public_key) = signatures::ed25519_key(keys, Some(&who.device_id))
-            .ok_or_else(|| Error::bad_json("device_keys.keys lacks the device's ed25519 key"))?;
-        signatures::verify(keys, who.user_id.as_str(), &key_id, &public_key)
-            .map_err(|reason| Error::invalid_param(format!("Invalid device keys signature: {reason}")))
+        if !keys.get("keys").is_some_and(|k| k.as_object().is_some_and(|k| k.values().all(Value::is_string))) {
+            return Err(Error::bad_json("device_keys.keys must be an object of key strings"));
+        }
+        if !keys.get("signatures").is_some_and(Value::is_object) {
+            return Err(Error::bad_json("device_keys.signatures must be an object"));
+        }
+        Ok(())
     }
 
     /// Checks an upload without storing anything (signatures, ids, shapes).

@@ -57,9 +57,9 @@ async fn device_keys_are_checked_stored_and_queried() {
     let upload = "/_matrix/client/v3/keys/upload";
 
     // Bad input is refused and stores nothing.
-    let mut forged = device_keys(&alice, &key);
-    forged["keys"]["curve25519:".to_owned() + &alice.device_id] = json!("tampered");
-    alice.client.post(upload, json!({ "device_keys": forged })).await.assert_error(400, "M_INVALID_PARAM");
+    let mut unsigned = device_keys(&alice, &key);
+    unsigned.as_object_mut().unwrap().remove("signatures");
+    alice.client.post(upload, json!({ "device_keys": unsigned })).await.assert_error(400, "M_BAD_JSON");
     let bobs_keys = device_keys(&bob, &key);
     alice.client.post(upload, json!({ "device_keys": bobs_keys })).await.assert_error(400, "M_INVALID_PARAM");
     alice.client.post(upload, json!({ "device_keys": "nope" })).await.assert_error(400, "M_BAD_JSON");
@@ -67,6 +67,11 @@ async fn device_keys_are_checked_stored_and_queried() {
     let reply = bob.client.post("/_matrix/client/v3/keys/query", query.clone()).await;
     assert_eq!(reply.assert_ok()["device_keys"][&alice.user_id], json!({}));
 
+    // A self-signature that does not verify is the clients' to judge (the
+    // spec gives the server no error for it; Synapse and test tools agree).
+    let mut tool_made = device_keys(&alice, &key);
+    tool_made["signatures"][&alice.user_id][format!("ed25519:{}", alice.device_id)] = json!("self_signature");
+    alice.client.post(upload, json!({ "device_keys": tool_made })).await.assert_ok();
     let reply = alice.client.post(upload, json!({ "device_keys": device_keys(&alice, &key) })).await;
     assert_eq!(reply.assert_ok()["one_time_key_counts"]["signed_curve25519"], 0);
     let reply = bob.client.post("/_matrix/client/v3/keys/query", query).await;
@@ -271,9 +276,14 @@ async fn cross_signing_keys_and_signatures_are_verified() {
     let mut ssk = cross_signing_key(&alice, "self_signing", &self_signing);
     let mut usk = cross_signing_key(&alice, "user_signing", &user_signing);
     let upload = "/_matrix/client/v3/keys/device_signing/upload";
-    // Not signed by the master key: refused.
+    // Not signed by the master key: refused with the spec's code; no master key at all: M_MISSING_PARAM.
+    alice.client.post(upload, json!({ "self_signing_key": ssk })).await.assert_error(400, "M_MISSING_PARAM");
     let unsigned = json!({ "master_key": master_json, "self_signing_key": ssk });
-    alice.client.post(upload, unsigned).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.post(upload, unsigned).await.assert_error(400, "M_INVALID_SIGNATURE");
+    // A cross-signing key named like one of alice's devices would pass for it: 403.
+    let mut device_named = master_json.clone();
+    device_named["keys"] = json!({ format!("ed25519:{}", alice.device_id): alice.device_id });
+    alice.client.post(upload, json!({ "master_key": device_named })).await.assert_error(403, "M_FORBIDDEN");
     sign(&mut ssk, &alice.user_id, &master_id, &master);
     sign(&mut usk, &alice.user_id, &master_id, &master);
     let keys = json!({ "master_key": master_json, "self_signing_key": ssk, "user_signing_key": usk });
