@@ -317,6 +317,9 @@ async fn handle(
     // (the rest of the body would be read as the next request): say so.
     let http1_with_body = request.version() < http::Version::HTTP_2 && has_body(request.headers());
     let unrouted = !matches!(found, Match::Found { .. });
+    // A streamed body (an upload) is read by its handler: a refusal may
+    // come before it read anything (a bad token, a forbidden upload).
+    let streamed = matches!(&found, Match::Found { endpoint, .. } if endpoint.streams_body());
     let response = async {
         let response = if method == Method::Options {
             preflight()
@@ -334,7 +337,7 @@ async fn handle(
     }
     .instrument(span.clone())
     .await;
-    let body_unread = unrouted || response.status == 413;
+    let body_unread = unrouted || response.status == 413 || (streamed && response.status >= 400);
     let mut response = into_hyper(response);
     if http1_with_body && body_unread {
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

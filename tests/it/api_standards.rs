@@ -91,6 +91,10 @@ async fn refusals_before_the_body_is_read_close_the_connection_and_say_so() {
     let declared = "POST /_matrix/client/v3/register HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999\r\n\r\n{";
     let head = answer_head(&server, declared.as_bytes()).await;
     assert!(head.starts_with("http/1.1 413") && head.contains("connection: close"), "{head}");
+    // An upload (a streamed body) refused for its token before anything was read.
+    let upload = "POST /_matrix/media/v3/upload HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n";
+    let head = answer_head(&server, upload.as_bytes()).await;
+    assert!(head.starts_with("http/1.1 401") && head.contains("connection: close"), "{head}");
     // A refusal after the body was read keeps the connection.
     let read = "POST /_matrix/client/v3/createRoom HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
     let head = answer_head(&server, read.as_bytes()).await;
