@@ -215,6 +215,7 @@ pub enum Endpoint {
     DeleteBackupKeys,
     GetPushRules,
     GetGlobalPushRules,
+    GetPushRulesOfKind,
     GetPushRule,
     PutPushRule,
     DeletePushRule,
@@ -555,9 +556,25 @@ pub static ENDPOINTS: &[EndpointSpec] = &[
     get(E::GetPushRules, Users, &["/_matrix/client/{r0|v3}/pushrules/", "/_matrix/client/{r0|v3}/pushrules"]),
     get(E::GetGlobalPushRules, Users, &["/_matrix/client/{r0|v3}/pushrules/global/"]),
     // Empty segments reach the handlers, which refuse them with a 400.
+    get(E::GetPushRulesOfKind, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?"]),
     get(E::GetPushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?"]),
-    put(E::PutPushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?"]),
-    delete(E::DeletePushRule, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?"]),
+    // (Also on the path of a kind: no rule id is then a 400, not a 404.)
+    put(
+        E::PutPushRule,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?",
+            "/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?",
+        ],
+    ),
+    delete(
+        E::DeletePushRule,
+        Users,
+        &[
+            "/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?",
+            "/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?",
+        ],
+    ),
     get(E::GetPushRuleAttribute, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?/:attribute?"]),
     put(E::PutPushRuleAttribute, Users, &["/_matrix/client/{r0|v3}/pushrules/:scope?/:kind?/:rule_id?/:attribute?"]),
     put(E::PutDehydratedDevice, Users, &["/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device"]),
@@ -948,6 +965,7 @@ pub async fn dispatch(services: Arc<Services>, endpoint: Endpoint, request: Requ
         E::GetPushRules => push::all(s, who()?),
         E::GetGlobalPushRules => push::global(s, who()?),
         E::GetPushRule => push::get_rule(s, &request, who()?),
+        E::GetPushRulesOfKind => push::get_kind(s, &request, who()?),
         E::PutPushRule => push::put_rule(s, &request, who()?).await,
         E::DeletePushRule => push::delete_rule(s, &request, who()?).await,
         E::GetPushRuleAttribute => push::get_attribute(s, &request, who()?),

@@ -188,6 +188,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         let mut room_account_data = account_data.rooms.remove(room_id.as_str()).unwrap_or_default();
         room_account_data
             .retain(|event| room_filter.account_data.keeps(event["type"].as_str().unwrap_or_default(), None));
+        truncate_to_limit(&mut room_account_data, &room_filter.account_data);
         if let Some(since) = request.since.filter(|_| !request.full_state) {
             let quiet = typing.is_none()
                 && room_account_data.is_empty()
@@ -261,9 +262,11 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
     presence.retain(|event| {
         request.filter.presence.keeps(event["type"].as_str().unwrap_or_default(), event["sender"].as_str())
     });
+    truncate_to_limit(&mut presence, &request.filter.presence);
     account_data
         .global
         .retain(|event| request.filter.account_data.keeps(event["type"].as_str().unwrap_or_default(), None));
+    truncate_to_limit(&mut account_data.global, &request.filter.account_data);
     let (changed, left) = match request.since {
         Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &join, &leave, newly_shared)?,
         None => (Vec::new(), Vec::new()),
@@ -567,6 +570,13 @@ fn remote_invite_section(record: &crate::storage::records::RemoteInviteRecord) -
                 false => (Membership::Invite, json!({ "invite_state": { "events": state } })),
             }
         }
+    }
+}
+
+/// Keeps at most the filter's `limit` events (presence, account data).
+fn truncate_to_limit(events: &mut Vec<Value>, filter: &filter::RoomEventFilter) {
+    if let Some(limit) = filter.limit {
+        events.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
     }
 }
 

@@ -101,4 +101,17 @@ async fn members_stop_being_visible_when_their_room_stops_being_public() {
     assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()], "world-readable counts as public");
     alice.client.put(&visibility, json!({ "history_visibility": "shared" })).await.assert_ok();
     assert!(found(carol.clone()).await.is_empty());
+
+    // Another public room still shows bob, and a room shared with carol too.
+    let forum = alice.create_room(json!({ "preset": "public_chat" })).await;
+    bob.join(&forum).await.assert_ok();
+    assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()], "through the other public room");
+    let forum_rules = crate::harness::state_path(&forum, "m.room.join_rules", "");
+    alice.client.put(&forum_rules, json!({ "join_rule": "invite" })).await.assert_ok();
+    assert!(found(carol.clone()).await.is_empty());
+    let shared = bob.create_room(json!({ "invite": [carol.user_id] })).await;
+    carol.join(&shared).await.assert_ok();
+    assert_eq!(found(carol.clone()).await, vec![bob.user_id.clone()], "a room carol shares with bob");
+    let dave = client.register("dave").await;
+    assert!(found(dave).await.is_empty(), "but not to someone who shares nothing with him");
 }

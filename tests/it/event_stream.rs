@@ -35,6 +35,8 @@ async fn the_event_stream_goes_on_from_initial_sync_with_every_kind_of_news() {
     alice.client.put(&global, json!({ "theme": "dark" })).await.assert_ok();
     let other_room = bob.create_room(json!({})).await;
     bob.invite(&other_room, &alice.user_id).await.assert_ok();
+    let presence = format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id));
+    bob.client.put(&presence, json!({ "presence": "unavailable", "status_msg": "en réunion" })).await.assert_ok();
     let to_device = json!({ "messages": { alice.user_id.clone(): { alice.device_id.clone(): { "ping": true } } } });
     bob.client.put("/_matrix/client/v3/sendToDevice/m.ping/1", to_device).await.assert_ok();
 
@@ -69,6 +71,8 @@ async fn the_event_stream_goes_on_from_initial_sync_with_every_kind_of_news() {
         (Some(alice.user_id.as_str()), Some("invite"))
     );
     assert!(of_type(&news, "m.ping").is_empty(), "to-device messages stay for /sync");
+    let presence = of_type(&news, "m.presence").into_iter().find(|e| e["sender"] == bob.user_id.as_str()).cloned();
+    assert_eq!(presence.expect("bob's presence")["content"]["status_msg"], "en réunion");
 
     // Nothing since: an empty chunk and the same token.
     let quiet = stream(&alice, &format!("from={end}&timeout=0")).await;

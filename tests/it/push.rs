@@ -276,6 +276,11 @@ async fn malformed_push_rule_paths_are_400() {
         alice.client.get(path).await.assert_error(400, errcode);
         alice.client.delete(path, json!({})).await.assert_error(400, errcode);
     }
+    // No rule id at all: a kind is listed by GET, but PUT and DELETE need a rule.
+    let kind_only = "/_matrix/client/v3/pushrules/global/content";
+    alice.client.get(kind_only).await.assert_ok();
+    alice.client.put(kind_only, body.clone()).await.assert_error(400, "M_INVALID_PARAM");
+    alice.client.delete(kind_only, json!({})).await.assert_error(400, "M_INVALID_PARAM");
     let attribute = "/_matrix/client/v3/pushrules/global/override/.m.rule.master/bogus";
     alice.client.get(attribute).await.assert_error(400, "M_UNRECOGNIZED");
     alice.client.put(attribute, json!({})).await.assert_error(400, "M_UNRECOGNIZED");

@@ -196,6 +196,7 @@ async fn notifications_reach_the_gateway_in_full_and_event_id_only_formats() {
     let received = gateway.wait_for(1).await;
     let notification = &received[0]["notification"];
     assert_eq!(notification["event_id"], first.as_str());
+    assert_eq!(notification["id"], first.as_str(), "the pre-spec name too, for older gateways");
     assert_eq!(notification["room_id"], room.as_str());
     assert_eq!(notification["type"], "m.room.message");
     assert_eq!(notification["sender"], "@alice:test.local");

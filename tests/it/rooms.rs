@@ -591,8 +591,10 @@ async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_op
     let carol = client.register("carol").await;
     let topic = crate::harness::state_path(&room, "m.room.topic", "");
     alice.client.put(&topic, json!({ "topic": "while bob was here" })).await.assert_ok();
+    alice.send_text(&room, "1", "bob hears this").await;
     bob.leave(&room).await.assert_ok();
     alice.client.put(&topic, json!({ "topic": "after bob left" })).await.assert_ok();
+    alice.send_text(&room, "2", "bob is gone").await;
     carol.join(&room).await.assert_ok();
     carol.leave(&room).await.assert_ok();
     let dave = client.register("dave").await;
@@ -605,6 +607,17 @@ async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_op
         members.assert_ok()["chunk"].as_array().unwrap().iter().filter_map(|e| e["state_key"].as_str()).collect();
     assert!(!ids.contains(&carol.user_id.as_str()), "carol came after bob left: {ids:?}");
     dave.client.get(&topic).await.assert_error(403, "M_FORBIDDEN");
+    // Bob's /messages stop at his leave, in both directions.
+    let messages = |dir: &str| format!("/_matrix/client/v3/rooms/{}/messages?dir={dir}&limit=50", enc(&room));
+    for dir in ["b", "f"] {
+        let page = bob.client.get(&messages(dir)).await.assert_ok().clone();
+        let bodies = crate::harness::message_bodies(&page["chunk"]);
+        assert!(
+            bodies.contains(&"bob hears this".to_owned()) && !bodies.contains(&"bob is gone".to_owned()),
+            "{dir}: {bodies:?}"
+        );
+    }
+    dave.client.get(&messages("b")).await.assert_error(403, "M_FORBIDDEN");
     // Once forgotten, the room is no longer theirs to read.
     carol.client.post(&format!("/_matrix/client/v3/rooms/{}/forget", enc(&room)), json!({})).await.assert_ok();
     carol.client.get(&topic).await.assert_error(403, "M_FORBIDDEN");
@@ -612,6 +625,12 @@ async fn former_members_read_the_state_they_left_and_world_readable_rooms_are_op
     let visibility = crate::harness::state_path(&room, "m.room.history_visibility", "");
     alice.client.put(&visibility, json!({ "history_visibility": "world_readable" })).await.assert_ok();
     assert_eq!(dave.client.get(&topic).await.assert_ok()["topic"], "after bob left");
+    // Anyone reads a world-readable room's messages without joining: those
+    // sent while it was (visibility is judged at each event).
+    alice.send_text(&room, "3", "for the world").await;
+    let page = dave.client.get(&messages("b")).await.assert_ok().clone();
+    let bodies = crate::harness::message_bodies(&page["chunk"]);
+    assert!(bodies.contains(&"for the world".to_owned()) && !bodies.contains(&"bob is gone".to_owned()), "{page}");
     let members = dave.client.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await;
     assert!(members.assert_ok()["chunk"].as_array().unwrap().len() >= 3);
 }

@@ -525,10 +525,23 @@ async fn new_and_renamed_devices_are_device_list_changes_and_a_leave_wakes_a_lon
     let seen = sync(&bob, &format!("since={theirs}")).await;
     assert!(changed(&seen).contains(&alice.user_id), "room mates learn of it: {}", seen["device_lists"]);
     let theirs = seen["next_batch"].as_str().unwrap().to_owned();
+    let mine = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
     let rename = format!("/_matrix/client/v3/devices/{}", second.device_id);
     alice.client.put(&rename, json!({ "display_name": "Tablet" })).await.assert_ok();
     let seen = sync(&bob, &format!("since={theirs}")).await;
     assert!(changed(&seen).contains(&alice.user_id), "a rename");
+    let own = sync(&alice, &format!("since={mine}")).await;
+    assert!(changed(&own).contains(&alice.user_id), "a rename, in alice's own list: {}", own["device_lists"]);
+    let (mine, theirs) =
+        (own["next_batch"].as_str().unwrap().to_owned(), seen["next_batch"].as_str().unwrap().to_owned());
+    // A deletion (the device's own token, with the password) reaches both as well.
+    let path = format!("/_matrix/client/v3/devices/{}", second.device_id);
+    let challenge = alice.client.delete(&path, json!({})).await;
+    let session = challenge.body["session"].as_str().unwrap().to_owned();
+    alice.client.delete(&path, json!({ "auth": alice.password_auth(&session) })).await.assert_ok();
+    assert!(changed(&sync(&alice, &format!("since={mine}")).await).contains(&alice.user_id), "a deletion, own list");
+    let seen = sync(&bob, &format!("since={theirs}")).await;
+    assert!(changed(&seen).contains(&alice.user_id), "a deletion, room mates");
 
     // Bob waits in a long poll; his own leave wakes it with the room in `leave`.
     let since = seen["next_batch"].as_str().unwrap().to_owned();
@@ -581,6 +594,19 @@ async fn incremental_leaves_filters_on_account_data_and_presence_of_new_room_mat
         body["account_data"]["events"].as_array().unwrap().iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(kinds, ["org.example.a"]);
     assert_eq!(body["presence"]["events"], json!([]));
+    // `limit`, and presence by sender: bob's presence only, alice's own left out.
+    bob.join(&room).await.assert_ok();
+    let presence = format!("/_matrix/client/v3/presence/{}/status", enc(&bob.user_id));
+    bob.client.put(&presence, json!({ "presence": "online" })).await.assert_ok();
+    let filter = enc_json(&json!({
+        "account_data": { "types": ["org.example.*"], "limit": 1 },
+        "presence": { "senders": [bob.user_id], "not_senders": [alice.user_id] }
+    }));
+    let body = sync(&alice, &format!("filter={filter}")).await;
+    assert_eq!(body["account_data"]["events"].as_array().unwrap().len(), 1, "{}", body["account_data"]);
+    let senders: Vec<&str> =
+        body["presence"]["events"].as_array().unwrap().iter().filter_map(|e| e["sender"].as_str()).collect();
+    assert_eq!(senders, [bob.user_id.as_str()]);
 }
 
 fn timeline_types(room: &Value) -> Vec<(String, String)> {
@@ -596,6 +622,49 @@ fn timeline_types(room: &Value) -> Vec<(String, String)> {
 
 fn state_types(room: &Value) -> Vec<String> {
     room["state"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap_or("").to_owned()).collect()
+}
+
+#[tokio::test]
+async fn a_display_name_change_is_one_timeline_event_and_no_state() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, bob], room) = client.public_room_with(["alice", "bob"]).await;
+    let token = sync(&alice, "").await["next_batch"].as_str().unwrap().to_owned();
+    let profile = format!("/_matrix/client/v3/profile/{}/displayname", enc(&bob.user_id));
+    bob.client.put(&profile, json!({ "displayname": "Robert" })).await.assert_ok();
+    let news = sync(&alice, &format!("since={token}")).await;
+    let joined = &news["rooms"]["join"][&room];
+    let timeline = joined["timeline"]["events"].as_array().unwrap();
+    assert_eq!(timeline.len(), 1, "{joined}");
+    assert_eq!(
+        (
+            timeline[0]["type"].as_str(),
+            timeline[0]["state_key"].as_str(),
+            timeline[0]["content"]["displayname"].as_str()
+        ),
+        (Some("m.room.member"), Some(bob.user_id.as_str()), Some("Robert"))
+    );
+    assert_eq!(joined["state"]["events"], json!([]), "nothing resent");
+}
+
+#[tokio::test]
+async fn event_format_federation_gives_the_events_as_servers_see_them() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let ([alice, _bob], room) = client.public_room_with(["alice", "bob"]).await;
+    alice.send_text(&room, "1", "as a PDU").await;
+    let filter = enc_json(&json!({ "event_format": "federation" }));
+    let body = sync(&alice, &format!("filter={filter}")).await;
+    let events = body["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let message = events.iter().find(|e| e["content"]["body"] == "as a PDU").expect("the message");
+    for field in ["auth_events", "prev_events", "depth", "hashes", "signatures"] {
+        assert!(message.get(field).is_some(), "{field} missing: {message}");
+    }
+    assert!(message.get("unsigned").is_none_or(|u| u.get("transaction_id").is_none()));
+    let client_format = sync(&alice, "").await;
+    let plain = client_format["rooms"]["join"][&room]["timeline"]["events"].as_array().unwrap().clone();
+    let plain = plain.iter().find(|e| e["content"]["body"] == "as a PDU").unwrap();
+    assert!(plain.get("auth_events").is_none() && plain["event_id"].is_string(), "{plain}");
 }
 
 #[tokio::test]
@@ -768,6 +837,17 @@ async fn lazy_loading_sends_a_member_event_once_per_device_unless_asked_for_redu
     let bob_member = state.iter().find(|e| e["state_key"] == bob.user_id.as_str()).expect("bob's new member event");
     assert_eq!(bob_member["content"]["displayname"], "Robert");
     token = renamed["next_batch"].as_str().unwrap().to_owned();
+
+    // Carol leaves and comes back in a gap, then speaks: her new member
+    // event differs from the one alice's device has, so it comes again.
+    carol.leave(&room).await.assert_ok();
+    carol.join(&room).await.assert_ok();
+    carol.send_text(&room, "c2", "back again").await;
+    let back = sync(&alice, &format!("filter={filter}&since={token}")).await;
+    let state = back["rooms"]["join"][&room]["state"]["events"].as_array().unwrap().clone();
+    let carols = state.iter().find(|e| e["state_key"] == carol.user_id.as_str()).expect("carol's member event again");
+    assert_eq!(carols["content"]["membership"], "join");
+    token = back["next_batch"].as_str().unwrap().to_owned();
 
     // include_redundant_members: the senders' member events every time.
     bob.send_text(&room, "b3", "once more").await;

@@ -54,6 +54,17 @@ pub fn global(s: &Services, who: &Identity) -> Result<Response> {
 /// A malformed one (no scope, unknown scope or kind, missing or empty rule
 /// id) is 400 `M_INVALID_PARAM`, as Synapse answers, rather than a 404.
 fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
+    let kind = kind_path(request)?;
+    // (Absent on the path of a kind, `/pushrules/global/content`.)
+    let rule_id = request.optional_param("rule_id").unwrap_or_default();
+    if rule_id.is_empty() {
+        return Err(Error::invalid_param("The push rule path has no rule id"));
+    }
+    Ok((kind, rule_id.to_owned()))
+}
+
+/// The scope and kind of a `/pushrules/{scope}/{kind}` path.
+fn kind_path(request: &Request) -> Result<RuleKind> {
     match request.param("scope")? {
         "global" => {}
         "" => return Err(Error::invalid_param("The push rule path has no scope")),
@@ -67,11 +78,15 @@ fn rule_path(request: &Request) -> Result<(RuleKind, String)> {
         "content" => RuleKind::Content,
         other => return Err(Error::invalid_param(format!("Unknown push rule kind {other:?}"))),
     };
-    let rule_id = request.param("rule_id")?;
-    if rule_id.is_empty() {
-        return Err(Error::invalid_param("The push rule path has no rule id"));
-    }
-    Ok((kind, rule_id.to_owned()))
+    Ok(kind)
+}
+
+/// `GET /pushrules/global/{kind}`: the rules of one kind, in order (as
+/// Synapse answers; the spec defines the ruleset and single rules).
+pub fn get_kind(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
+    let kind = kind_path(request)?;
+    let ruleset = to_json(ruleset_of(s, who)?)?;
+    Ok(Response::json(&ruleset.get(kind.as_str()).cloned().unwrap_or_else(|| json!([]))))
 }
 
 fn not_found() -> Error {
