@@ -1,7 +1,11 @@
 //! URL previews (`GET /_matrix/client/v1/media/preview_url`): a local web
 //! site serves a page with OpenGraph tags, a redirection and an image.
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -18,7 +22,12 @@ const PNG: &[u8] = &[
     0x1d, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
 ];
 
-/// A web site on 127.0.0.1: `/page` (OpenGraph), `/moved` (302 to `/page`), `/logo.png`.
+/// Requests the test sites answered for `/counted`.
+static COUNTED: AtomicUsize = AtomicUsize::new(0);
+
+/// A web site on 127.0.0.1: `/page` (OpenGraph), `/moved` (302 to `/page`),
+/// `/logo.png`, `/huge` (2 MiB, over the page limit), `/counted` (a page
+/// that counts its requests).
 async fn start_site() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind site");
     let addr = listener.local_addr().expect("site address");
@@ -37,6 +46,15 @@ async fn start_site() -> SocketAddr {
                         ),
                         "/moved" => {
                             hyper::Response::builder().status(302).header("location", "/page").body(Full::default())
+                        }
+                        "/huge" => hyper::Response::builder()
+                            .header("content-type", "text/html")
+                            .body(Full::new(Bytes::from(format!("<title>big</title>{}", "x".repeat(2 << 20))))),
+                        "/counted" => {
+                            COUNTED.fetch_add(1, Ordering::SeqCst);
+                            hyper::Response::builder()
+                                .header("content-type", "text/html")
+                                .body(Full::new(Bytes::from_static(b"<title>Counted</title>")))
                         }
                         "/logo.png" => hyper::Response::builder()
                             .header("content-type", "image/png")
@@ -81,6 +99,16 @@ async fn pages_are_previewed_with_their_image_copied_locally() {
     // The legacy route answers too; a direct image is previewed as itself.
     let direct = alice.client.get(&format!("/_matrix/media/v3/preview_url?url=http://{site}/logo.png")).await;
     assert_eq!(direct.assert_ok()["matrix:image:size"], PNG.len());
+
+    // A preview is fetched once, then served from the cache.
+    for _ in 0..3 {
+        let counted = alice.client.get(&preview_path(&format!("http://{site}/counted"))).await;
+        assert_eq!(counted.assert_ok()["og:title"], "Counted");
+    }
+    assert_eq!(COUNTED.load(Ordering::SeqCst), 1, "the site was asked once");
+    // A page over the size limit is not read whole: an error, not a hang or a 500.
+    let huge = alice.client.get(&preview_path(&format!("http://{site}/huge"))).await;
+    assert!(huge.status == 404 || huge.status == 502, "{} {}", huge.status, huge.body);
 
     // Unknown pages, other schemes, a missing parameter, no token.
     alice.client.get(&preview_path(&format!("http://{site}/nothing"))).await.assert_error(404, "M_NOT_FOUND");
