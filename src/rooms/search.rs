@@ -18,7 +18,10 @@ use crate::events::kinds;
 use crate::{
     error::Result,
     events::Pdu,
-    storage::{records::SearchEntry, Batch},
+    storage::{
+        records::{SearchEntry, SearchRoom},
+        Batch,
+    },
     sync::filter::RoomEventFilter,
     users::directory::words,
 };
@@ -132,15 +135,15 @@ impl Rooms {
     pub(super) fn index_search_words(
         &self,
         batch: &mut Batch,
-        room_id: &str,
+        room_short: u64,
         pdu: &Pdu,
         count: u64,
         state_before: u64,
     ) -> Result<()> {
         for (word, key) in indexed_words(pdu) {
             // The state snapshot before the event decides who may see it.
-            let entry =
-                SearchEntry { room_id: room_id.to_owned(), field: key.to_owned(), state_before: Some(state_before) };
+            let room = SearchRoom::Short(room_short);
+            let entry = SearchEntry { room, field: key.to_owned(), state_before: Some(state_before) };
             batch.insert(&self.storage.tables.search_index, &(word, count), &entry)?;
         }
         Ok(())
@@ -160,13 +163,26 @@ impl Rooms {
         if wanted.is_empty() || rooms.is_empty() {
             return Ok(Vec::new());
         }
+        // The rooms by short id, as entries name them.
+        let mut by_short = HashMap::new();
+        for room_id in rooms {
+            let Ok(parsed) = ruma::RoomId::parse(room_id.as_str()) else { continue };
+            if let Some(room) = self.room(&parsed)? {
+                by_short.insert(room.short_id, room_id.clone());
+            }
+        }
         // Per event: the room, its snapshot, and how many query words matched whole.
         let mut candidates: Option<BTreeMap<u64, Candidate>> = None;
         for query_word in &wanted {
             let mut matches: BTreeMap<u64, (String, Option<u64>, bool)> = BTreeMap::new();
             for ((word, count), entry) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
-                let SearchEntry { room_id, field, state_before } = entry;
-                if !rooms.contains(&room_id) || (!keys.is_empty() && !keys.contains(&field)) {
+                let SearchEntry { room, field, state_before } = entry;
+                let room_id = match room {
+                    SearchRoom::Short(short) => by_short.get(&short).cloned(),
+                    SearchRoom::Id(id) => rooms.contains(&id).then_some(id),
+                };
+                let Some(room_id) = room_id else { continue };
+                if !keys.is_empty() && !keys.contains(&field) {
                     continue;
                 }
                 let whole = word == *query_word;
@@ -229,13 +245,13 @@ impl Rooms {
         loop {
             let page = tables.room_timeline.range(&start, &(u64::MAX, u64::MAX), false, BACKFILL_PAGE)?;
             let mut batch = Batch::new();
-            for ((_, count), event_id) in &page {
+            for ((room_short, count), event_id) in &page {
                 read += 1;
                 let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else { continue };
                 let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
                 if !stored.redacted {
                     if let Some(before) = stored.state_before {
-                        self.index_search_words(&mut batch, &stored.room_id, &pdu, *count, before)?;
+                        self.index_search_words(&mut batch, *room_short, &pdu, *count, before)?;
                     }
                 }
             }

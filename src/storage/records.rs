@@ -596,30 +596,59 @@ impl Record for PushJobRecord {
 
 /// What the message search index keeps per (word, event position): the
 /// room, the field the word is in and the state snapshot before the event
-/// (absent in entries written before it was kept). Stored as the text
-/// `room id \n field \n snapshot` of earlier versions.
+/// (absent in entries written before it was kept).
+///
+/// Stored as the text `#short room id \n field code \n snapshot` (about
+/// 12 bytes, a field code being the field's initial: `b`ody, `n`ame,
+/// `t`opic); entries of earlier versions, `room id \n field \n snapshot`
+/// (about 65 bytes), are still read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchEntry {
-    pub room_id: String,
+    pub room: SearchRoom,
     pub field: String,
     pub state_before: Option<u64>,
 }
 
+/// The room of a search index entry: its short id, or (entries of earlier
+/// versions) its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchRoom {
+    Short(u64),
+    Id(String),
+}
+
+/// The searchable fields and their codes in compact entries.
+const SEARCH_FIELD_CODES: [(&str, &str); 3] = [("content.body", "b"), ("content.name", "n"), ("content.topic", "t")];
+
 impl TextRecord for SearchEntry {
     fn to_text(&self) -> String {
+        let code = SEARCH_FIELD_CODES.iter().find(|(field, _)| *field == self.field).map(|(_, code)| *code);
+        let (room, field) = match (&self.room, code) {
+            (SearchRoom::Short(short), Some(code)) => (format!("#{short}"), code),
+            (SearchRoom::Short(short), None) => (format!("#{short}"), self.field.as_str()),
+            (SearchRoom::Id(id), _) => (id.clone(), self.field.as_str()),
+        };
         match self.state_before {
-            Some(snapshot) => format!("{}\n{}\n{snapshot}", self.room_id, self.field),
-            None => format!("{}\n{}", self.room_id, self.field),
+            Some(snapshot) => format!("{room}\n{field}\n{snapshot}"),
+            None => format!("{room}\n{field}"),
         }
     }
 
     fn from_text(text: &str) -> Result<Self, StorageError> {
         let mut parts = text.splitn(3, '\n');
-        let (Some(room_id), Some(field)) = (parts.next(), parts.next()) else {
+        let (Some(room), Some(field)) = (parts.next(), parts.next()) else {
             return Err(StorageError::corrupt("search index entry without a field"));
         };
         let state_before = parts.next().and_then(|snapshot| snapshot.parse().ok());
-        Ok(Self { room_id: room_id.to_owned(), field: field.to_owned(), state_before })
+        let (room, field) = match room.strip_prefix('#') {
+            Some(short) => {
+                let short = short.parse().map_err(|_| StorageError::corrupt("search index entry's room"))?;
+                let field = SEARCH_FIELD_CODES.iter().find(|(_, code)| *code == field).map_or(field, |(name, _)| *name);
+                (SearchRoom::Short(short), field)
+            }
+            None => (SearchRoom::Id(room.to_owned()), field),
+        };
+        Ok(Self { room, field: field.to_owned(), state_before })
     }
 }
 
@@ -656,7 +685,8 @@ mod tests {
     /// Values kept as text keep the bytes earlier versions wrote.
     #[test]
     fn text_values_keep_the_bytes_of_earlier_versions() {
-        let entry = SearchEntry { room_id: "!r:x".into(), field: "content.body".into(), state_before: Some(42) };
+        let entry =
+            SearchEntry { room: SearchRoom::Id("!r:x".into()), field: "content.body".into(), state_before: Some(42) };
         let legacy = encode_record(&"!r:x\ncontent.body\n42".to_owned()).unwrap();
         assert_eq!(encode_record(&entry).unwrap(), legacy);
         assert_eq!(decode_record::<SearchEntry>(&legacy).unwrap(), entry);
@@ -665,6 +695,15 @@ mod tests {
         assert_eq!(decode_record::<SearchEntry>(&older).unwrap(), without_snapshot);
         assert_eq!(encode_record(&without_snapshot).unwrap(), older);
         assert!(decode_record::<SearchEntry>(&encode_record(&"no field".to_owned()).unwrap()).is_err());
+        // New entries name the room by its short id and the field by its code.
+        let compact = SearchEntry { room: SearchRoom::Short(7), ..without_snapshot.clone() };
+        let compact = SearchEntry { state_before: Some(42), ..compact };
+        let bytes = encode_record(&compact).unwrap();
+        assert_eq!(bytes, encode_record(&"#7\nb\n42".to_owned()).unwrap());
+        assert_eq!(decode_record::<SearchEntry>(&bytes).unwrap(), compact);
+        let topic = SearchEntry { field: "content.topic".into(), ..compact };
+        assert_eq!(decode_record::<SearchEntry>(&encode_record(&topic).unwrap()).unwrap(), topic);
+        assert!(decode_record::<SearchEntry>(&encode_record(&"#x\nb".to_owned()).unwrap()).is_err());
 
         let thumbnail = CachedThumbnail { sha256: "ab12".into(), content_type: "image/png".into() };
         let legacy = encode_record(&"ab12\nimage/png".to_owned()).unwrap();

@@ -501,7 +501,7 @@ mod tests {
         let restored = Storage::open(&target, 8 << 20).unwrap();
         assert_eq!(restored.tables.users.len(), 100);
         assert_eq!(restored.tables.users.get(&"user42".to_owned()).unwrap().unwrap().created_ts, 42);
-        assert_eq!(restored.current_count().unwrap(), count);
+        assert!(restored.current_count().unwrap() >= count, "the copy keeps the counter's ceiling");
         assert!(!staging_path(&target).exists());
     }
 

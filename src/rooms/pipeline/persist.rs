@@ -157,7 +157,7 @@ impl Rooms {
         // (In the timeline means accepted, see above.)
         if let (true, Some(before)) = (in_timeline, state_before) {
             self.index_relation(&mut batch, room_id, pdu, position)?;
-            self.index_search_words(&mut derived, room_id.as_str(), pdu, position, before)?;
+            self.index_search_words(&mut derived, room.short_id, pdu, position, before)?;
             if parent.is_some() && backfill_position.is_none() {
                 let (_, version_rules) = Self::rules_of(room)?;
                 let state = self.state.full_state(before)?;
