@@ -175,7 +175,7 @@ impl Rooms {
     }
 
     /// The stored PDU JSON of an event (as signed, redacted if it was).
-    pub fn pdu_json(&self, event_id: &EventId) -> Result<Option<(Value, StoredPdu)>> {
+    pub fn pdu_json(&self, event_id: &EventId) -> Result<Option<(Value, std::sync::Arc<StoredPdu>)>> {
         Ok(self.get_pdu(event_id)?.map(|(_, stored)| {
             let json = serde_json::from_str(&stored.json).unwrap_or(Value::Null);
             (json, stored)

@@ -99,7 +99,7 @@ pub struct Rooms {
     /// Appends to one room are serialised.
     pub locks: pipeline::RoomLocks,
     /// Parsed events recently read (timelines, state, sync), keyed by event id.
-    pdus: BoundedCache<OwnedEventId, (Pdu, StoredPdu)>,
+    pdus: BoundedCache<OwnedEventId, (Pdu, Arc<StoredPdu>)>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
     /// Audiences (joined count, local members, servers) by state snapshot id.
@@ -211,14 +211,15 @@ impl Rooms {
     }
 
     /// An event with its storage record, if known.
-    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<(Pdu, StoredPdu)>> {
+    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<(Pdu, Arc<StoredPdu>)>> {
         if let Some(cached) = self.pdus.get(event_id) {
             return Ok(Some(cached));
         }
         let epoch = self.pdus.epoch();
         let Some(stored) = self.storage.tables.eventid_pdu.get(&event_id.to_string())? else { return Ok(None) };
         let pdu = Self::parse_stored(event_id, &stored)?;
-        self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), stored.clone()), epoch);
+        let stored = Arc::new(stored);
+        self.pdus.insert_if_current(event_id.to_owned(), (pdu.clone(), Arc::clone(&stored)), epoch);
         Ok(Some((pdu, stored)))
     }
 
@@ -290,7 +291,12 @@ impl Rooms {
     }
 
     /// [`Rooms::state_event_in`] with the event's storage record.
-    pub fn state_record_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<(Pdu, StoredPdu)>> {
+    pub fn state_record_in(
+        &self,
+        state: &StateMap,
+        kind: &str,
+        state_key: &str,
+    ) -> Result<Option<(Pdu, Arc<StoredPdu>)>> {
         let Some(short_key) = self.state.existing_short_state_key(kind, state_key)? else { return Ok(None) };
         let Some(short_event) = state.get(&short_key) else { return Ok(None) };
         let event_id = self.event_id_of_short(*short_event)?;

@@ -627,7 +627,7 @@ impl Rooms {
             entries.push(NotificationEntry {
                 room_id: room.to_string(),
                 pdu,
-                stored,
+                stored: std::sync::Arc::unwrap_or_clone(stored),
                 actions,
                 read: read_position >= count,
             });

@@ -105,8 +105,9 @@ impl Rooms {
             let last_page = page.len() < PAGE;
             for (count, event_id) in page {
                 position = count + 1;
-                let Some((_, mut stored)) = self.get_pdu(&event_id)? else { continue };
+                let Some((_, stored)) = self.get_pdu(&event_id)? else { continue };
                 let Some(before) = stored.state_before else { continue };
+                let mut stored = std::sync::Arc::unwrap_or_clone(stored);
                 let after = completed.snapshot(&mut batch, before)?;
                 if after != before {
                     stored.state_before = Some(after);

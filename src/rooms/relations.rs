@@ -103,7 +103,7 @@ impl Rooms {
         Ok(entries.into_iter().map(|((_, root), latest)| (root, latest)).collect())
     }
 
-    fn visible_child(&self, viewer: &ruma::UserId, id: &str) -> Result<Option<(Pdu, StoredPdu)>> {
+    fn visible_child(&self, viewer: &ruma::UserId, id: &str) -> Result<Option<(Pdu, std::sync::Arc<StoredPdu>)>> {
         let Ok(event_id) = ruma::EventId::parse(id) else { return Ok(None) };
         let Some((pdu, stored)) = self.get_pdu(&event_id)? else { return Ok(None) };
         Ok(self.can_see_event(viewer, &pdu, &stored)?.then_some((pdu, stored)))

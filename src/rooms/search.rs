@@ -78,7 +78,7 @@ pub fn order_hits(hits: &mut [Hit], order: SearchOrder) {
 
 /// One page of results, and how many results there are in all.
 pub struct SearchPage {
-    pub visible: Vec<(Hit, Pdu, EventPlace)>,
+    pub visible: Vec<(Hit, Pdu, std::sync::Arc<EventPlace>)>,
     pub total: usize,
 }
 

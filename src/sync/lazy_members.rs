@@ -50,7 +50,7 @@ impl Default for SentMembers {
 /// What one room's lazy loading reads.
 pub(super) struct RoomView<'a> {
     pub room_id: &'a RoomId,
-    pub timeline: &'a [(Pdu, StoredPdu)],
+    pub timeline: &'a [(Pdu, Arc<StoredPdu>)],
     /// The state at the start of the timeline.
     pub start_state: &'a StateMap,
     /// An initial or `full_state` sync: the device has nothing yet.

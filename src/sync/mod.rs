@@ -383,7 +383,7 @@ fn timeline(
     room: &RoomRecord,
     since: Option<u64>,
     upto: u64,
-) -> Result<(Vec<(Pdu, StoredPdu)>, bool)> {
+) -> Result<(Vec<(Pdu, Arc<StoredPdu>)>, bool)> {
     let filter = &request.filter.room.timeline;
     // `limit: 0` asks for no events (the timeline is then `limited` when
     // there were some), as Synapse reads it.

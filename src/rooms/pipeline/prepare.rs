@@ -194,7 +194,7 @@ impl Rooms {
         state: &StateMap,
     ) -> Result<Batch> {
         let target_id = pdu.redacts().ok_or_else(|| Error::bad_json("A redaction must name the event it redacts"))?;
-        let (target, mut stored) =
+        let (target, stored) =
             self.get_pdu(target_id)?.ok_or_else(|| Error::not_found("The event to redact is unknown"))?;
         if stored.room_id != room_id.as_str() {
             // As Synapse: a redaction names an event of its own room.
@@ -209,6 +209,7 @@ impl Rooms {
         let mut batch = Batch::new();
         self.unindex_relation(&mut batch, &target, &stored);
         self.unindex_search_words(&mut batch, &target, stored.count);
+        let mut stored = std::sync::Arc::unwrap_or_clone(stored);
         stored.json = target.redacted(rules)?.to_canonical_json();
         stored.redacted = true;
         stored.redacted_by = Some(pdu.event_id().to_string());

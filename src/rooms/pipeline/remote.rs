@@ -376,10 +376,11 @@ impl Rooms {
         position: u64,
         snapshot: u64,
     ) -> Result<bool> {
-        if let Some((_, mut stored)) = self.get_pdu(pdu.event_id())? {
+        if let Some((_, stored)) = self.get_pdu(pdu.event_id())? {
             if stored.position().is_some() || stored.status != EventStatus::Accepted {
                 return Ok(false);
             }
+            let mut stored = Arc::unwrap_or_clone(stored);
             stored.count = position;
             stored.state_before = Some(snapshot);
             let mut batch = Batch::new();
