@@ -56,6 +56,9 @@ pub use crate::storage::records::RoomRecord;
 /// An event's place in its room (room, position, state before, status), as
 /// the rooms hand it out with the event.
 pub use crate::storage::records::StoredPdu as EventPlace;
+
+/// An event with its stored record, as the event cache shares them.
+pub type StoredEvent = (Pdu, Arc<StoredPdu>);
 use crate::{
     cache::BoundedCache,
     crypto::signing_key::ServerKey,
@@ -99,7 +102,7 @@ pub struct Rooms {
     /// Appends to one room are serialised.
     pub locks: pipeline::RoomLocks,
     /// Parsed events recently read (timelines, state, sync), keyed by event id.
-    pdus: BoundedCache<OwnedEventId, (Pdu, Arc<StoredPdu>)>,
+    pdus: BoundedCache<OwnedEventId, StoredEvent>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
     /// Audiences (joined count, local members, servers) by state snapshot id.
@@ -211,7 +214,7 @@ impl Rooms {
     }
 
     /// An event with its storage record, if known.
-    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<(Pdu, Arc<StoredPdu>)>> {
+    pub fn get_pdu(&self, event_id: &EventId) -> Result<Option<StoredEvent>> {
         if let Some(cached) = self.pdus.get(event_id) {
             return Ok(Some(cached));
         }
@@ -291,12 +294,7 @@ impl Rooms {
     }
 
     /// [`Rooms::state_event_in`] with the event's storage record.
-    pub fn state_record_in(
-        &self,
-        state: &StateMap,
-        kind: &str,
-        state_key: &str,
-    ) -> Result<Option<(Pdu, Arc<StoredPdu>)>> {
+    pub fn state_record_in(&self, state: &StateMap, kind: &str, state_key: &str) -> Result<Option<StoredEvent>> {
         let Some(short_key) = self.state.existing_short_state_key(kind, state_key)? else { return Ok(None) };
         let Some(short_event) = state.get(&short_key) else { return Ok(None) };
         let event_id = self.event_id_of_short(*short_event)?;

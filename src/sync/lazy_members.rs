@@ -22,8 +22,7 @@ use crate::{
     cache::BoundedCache,
     error::Result,
     events::{kinds, Pdu},
-    rooms::{state::StateMap, Rooms},
-    storage::records::StoredPdu,
+    rooms::{state::StateMap, Rooms, StoredEvent},
     users::Identity,
 };
 
@@ -50,7 +49,7 @@ impl Default for SentMembers {
 /// What one room's lazy loading reads.
 pub(super) struct RoomView<'a> {
     pub room_id: &'a RoomId,
-    pub timeline: &'a [(Pdu, Arc<StoredPdu>)],
+    pub timeline: &'a [StoredEvent],
     /// The state at the start of the timeline.
     pub start_state: &'a StateMap,
     /// An initial or `full_state` sync: the device has nothing yet.

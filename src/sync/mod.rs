@@ -38,7 +38,7 @@ use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Map, Value};
 
 use crate::events::kinds;
-use crate::rooms::Membership;
+use crate::rooms::{Membership, StoredEvent};
 use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
@@ -383,7 +383,7 @@ fn timeline(
     room: &RoomRecord,
     since: Option<u64>,
     upto: u64,
-) -> Result<(Vec<(Pdu, Arc<StoredPdu>)>, bool)> {
+) -> Result<(Vec<StoredEvent>, bool)> {
     let filter = &request.filter.room.timeline;
     // `limit: 0` asks for no events (the timeline is then `limited` when
     // there were some), as Synapse reads it.

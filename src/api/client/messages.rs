@@ -18,7 +18,7 @@ use ruma::RoomId;
 use serde_json::{json, Map, Value};
 
 use crate::events::kinds;
-use crate::rooms::{state::StateMap, EventPlace, Membership, RoomRecord};
+use crate::rooms::{state::StateMap, EventPlace, Membership, RoomRecord, StoredEvent};
 use crate::{
     error::{Error, ErrorKind, Result},
     events::Pdu,
@@ -358,7 +358,7 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             event.kind().to_string() == kinds::MEMBER && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
-    let to_json = |events: &[(Pdu, Arc<EventPlace>)]| -> Result<Vec<Value>> {
+    let to_json = |events: &[StoredEvent]| -> Result<Vec<Value>> {
         events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id, &who.device_id)).collect()
     };
     Ok(Response::json(&json!({
@@ -382,7 +382,7 @@ pub fn visible_neighbours(
     from: u64,
     backwards: bool,
     wanted: usize,
-) -> Result<(Vec<(Pdu, Arc<EventPlace>)>, u64)> {
+) -> Result<(Vec<StoredEvent>, u64)> {
     let mut found = Vec::new();
     let mut position = from;
     while found.len() < wanted {

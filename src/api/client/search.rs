@@ -175,7 +175,7 @@ fn event_context(s: &Services, who: &Identity, room_id: &str, count: u64, wanted
     let after_limit = wanted.after_limit.unwrap_or(DEFAULT_CONTEXT).min(100);
     let (before, start) = visible_neighbours(s, &room, who, &filter, count, true, before_limit)?;
     let (after, end) = visible_neighbours(s, &room, who, &filter, count + 1, false, after_limit)?;
-    let to_json = |events: &[(crate::events::Pdu, std::sync::Arc<crate::rooms::EventPlace>)]| -> Result<Vec<Value>> {
+    let to_json = |events: &[crate::rooms::StoredEvent]| -> Result<Vec<Value>> {
         events.iter().map(|(pdu, stored)| s.rooms.serve_event(pdu, stored, &who.user_id, &who.device_id)).collect()
     };
     let mut context = json!({
