@@ -779,6 +779,31 @@ mod tests {
     }
 
     #[test]
+    fn counter_blocks_are_stored_ahead_of_every_value_handed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let handed_out = {
+            let storage = Storage::open(dir.path(), 8 << 20).unwrap();
+            let mut last = 0;
+            // Across several blocks, one value and one long range at a time.
+            for _ in 0..(3 * COUNTER_BLOCK) {
+                let next = storage.next_count().unwrap();
+                assert_eq!(next, last + 1, "consecutive within a process");
+                last = next;
+            }
+            let first = storage.skip_counts(5 * COUNTER_BLOCK).unwrap();
+            assert_eq!(first, last + 1);
+            last = first + 5 * COUNTER_BLOCK - 1;
+            assert_eq!(storage.current_count().unwrap(), last);
+            let stored = u64::decode(&storage.meta.get(COUNTER_KEY).unwrap().unwrap()).unwrap();
+            assert!(stored >= last && stored <= last + COUNTER_BLOCK, "ceiling {stored} for {last}");
+            storage.flush_blocking().unwrap();
+            last
+        };
+        let storage = Storage::open(dir.path(), 8 << 20).unwrap();
+        assert!(storage.next_count().unwrap() > handed_out);
+    }
+
+    #[test]
     fn counter_increases_strictly_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let last = {
