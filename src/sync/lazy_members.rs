@@ -28,8 +28,9 @@ use crate::{
 
 use super::SyncRequest;
 
-/// Member events remembered across devices and rooms, each generation.
-const REMEMBERED_MEMBERS: usize = 200_000;
+/// Member events remembered across devices and rooms, each generation
+/// (about 150 bytes each: at most about 15 MiB in all).
+const REMEMBERED_MEMBERS: usize = 50_000;
 
 /// (localpart, device, room) → member user id → the member event id sent last.
 type DeviceRoom = (String, String, OwnedRoomId);
@@ -84,23 +85,32 @@ pub(super) fn lazy_load(
         }
     }
     let key = (who.localpart.clone(), who.device_id.clone(), room.room_id.to_owned());
-    let mut remembered = match room.whole_state {
-        true => HashMap::new(),
-        false => sent_members.cache.get(&key).map(|sent| (*sent).clone()).unwrap_or_default(),
+    let remembered: Sent = match room.whole_state {
+        true => Sent::default(),
+        false => sent_members.cache.get(&key).unwrap_or_default(),
+    };
+    let already_sent = |pdu: &Pdu| {
+        pdu.state_key_str()
+            .and_then(|user| remembered.get(user))
+            .is_some_and(|id| id.as_str() == pdu.event_id().as_str())
     };
     if !filter.include_redundant_members {
-        kept.retain(|pdu| {
-            !is_member_event(pdu)
-                || pdu.state_key_str().and_then(|user| remembered.get(user)) != Some(&pdu.event_id().to_string())
-        });
+        kept.retain(|pdu| !is_member_event(pdu) || !already_sent(pdu));
     }
-    let timeline_members = room.timeline.iter().map(|(pdu, _)| pdu).filter(|pdu| is_member_event(pdu));
-    for pdu in kept.iter().filter(|pdu| is_member_event(pdu)).chain(timeline_members) {
-        if let Some(user) = pdu.state_key_str() {
-            remembered.insert(user.to_owned(), pdu.event_id().to_string());
+    // What the device now has that the memory lacks: usually nothing, and
+    // then the memory (as big as the room's talkers) is not copied.
+    let timeline_members = room.timeline.iter().map(|(pdu, _)| pdu);
+    let news: Vec<&Pdu> =
+        kept.iter().chain(timeline_members).filter(|pdu| is_member_event(pdu) && !already_sent(pdu)).collect();
+    if room.whole_state || !news.is_empty() {
+        let mut updated = HashMap::clone(&remembered);
+        for pdu in news {
+            if let Some(user) = pdu.state_key_str() {
+                updated.insert(user.to_owned(), pdu.event_id().to_string());
+            }
         }
+        sent_members.cache.insert(key, Arc::new(updated));
     }
-    sent_members.cache.insert(key, Arc::new(remembered));
     Ok(kept)
 }
 
