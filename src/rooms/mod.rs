@@ -207,10 +207,7 @@ impl Rooms {
     }
 
     pub(crate) fn rules_of(room: &RoomRecord) -> Result<(RoomVersionId, RoomVersionRules)> {
-        let version = RoomVersionId::try_from(room.version.as_str())
-            .map_err(|_| StorageError::corrupt(format!("stored room version {}", room.version)))?;
-        let rules = room_version::rules(&version)?;
-        Ok((version, rules))
+        rules_of_version(&room.version)
     }
 
     /// An event with its storage record, if known.
@@ -226,11 +223,14 @@ impl Rooms {
         Ok(Some((pdu, stored)))
     }
 
+    /// The rules of the room version a stored event was written under.
+    pub(crate) fn rules_of_stored(stored: &StoredPdu) -> Result<RoomVersionRules> {
+        Ok(rules_of_version(&stored.room_version)?.1)
+    }
+
     /// The event of a storage record (its id is the record's key).
     pub(crate) fn parse_stored(event_id: &EventId, stored: &StoredPdu) -> Result<Pdu> {
-        let version = RoomVersionId::try_from(stored.room_version.as_str())
-            .map_err(|_| StorageError::corrupt("stored event room version"))?;
-        let rules = room_version::rules(&version)?;
+        let rules = Self::rules_of_stored(stored)?;
         // Stored events were checked on the way in.
         Ok(Pdu::from_stored_json(&stored.json, event_id.to_owned(), &rules)
             .map_err(|e| StorageError::corrupt(format!("stored event {event_id}: {e}")))?)
@@ -324,7 +324,7 @@ impl Rooms {
         self.membership_in(&state, user_id)
     }
 
-    fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<Membership>> {
+    pub(crate) fn membership_in(&self, state: &StateMap, user_id: &UserId) -> Result<Option<Membership>> {
         Ok(self.state_event_in(state, kinds::MEMBER, user_id.as_str())?.and_then(|pdu| membership_of(&pdu)))
     }
 
@@ -544,7 +544,7 @@ impl Rooms {
     }
 
     /// Whether `user_id` was joined to the room when the event was sent
-    /// (the state before it says so, or it is their own join).
+    /// (by the state before it).
     pub(crate) fn joined_at_event(&self, user_id: &UserId, stored: &StoredPdu) -> Result<bool> {
         let Some(before) = stored.state_before else { return Ok(false) };
         let state = self.state.full_state(before)?;
@@ -661,6 +661,14 @@ pub(crate) fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) 
 }
 
 /// An event in the client-server format ("Room Event Format").
+/// A stored room version and its rules.
+fn rules_of_version(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
+    let parsed = RoomVersionId::try_from(version)
+        .map_err(|_| StorageError::corrupt(format!("stored room version {version}")))?;
+    let rules = room_version::rules(&parsed)?;
+    Ok((parsed, rules))
+}
+
 pub fn client_event(pdu: &Pdu, room_id: &RoomId) -> Value {
     let content: Value =
         serde_json::from_str(pdu.content().get()).unwrap_or_else(|_| Value::Object(Default::default()));

@@ -103,7 +103,7 @@ impl Rooms {
         Ok(entries.into_iter().map(|((_, root), latest)| (root, latest)).collect())
     }
 
-    fn visible_child(&self, viewer: &ruma::UserId, id: &str) -> Result<Option<(Pdu, std::sync::Arc<StoredPdu>)>> {
+    fn visible_child(&self, viewer: &ruma::UserId, id: &str) -> Result<Option<super::StoredEvent>> {
         let Ok(event_id) = ruma::EventId::parse(id) else { return Ok(None) };
         let Some((pdu, stored)) = self.get_pdu(&event_id)? else { return Ok(None) };
         Ok(self.can_see_event(viewer, &pdu, &stored)?.then_some((pdu, stored)))
@@ -177,8 +177,7 @@ impl Rooms {
         if !self.erased.contains(pdu.sender_str()) || self.joined_at_event(viewer, stored)? {
             return Ok(None);
         }
-        let room = self.room(room_id)?.ok_or_else(|| Error::not_found("Unknown room"))?;
-        let (_, rules) = Self::rules_of(&room)?;
+        let rules = Self::rules_of_stored(stored)?;
         let redacted = pdu.redacted(&rules).map_err(|e| Error::internal("redacting an erased sender's event", e))?;
         Ok(Some(client_event(&redacted, room_id)))
     }

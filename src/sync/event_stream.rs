@@ -19,7 +19,6 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use ruma::RoomId;
 use serde_json::{json, Value};
 
 use crate::{
@@ -42,11 +41,11 @@ pub async fn events_since(sources: &Sources<'_>, who: &Identity, request: SyncRe
     request.full_state = false;
     request.filter.room.timeline.limit = Some(MAX_TIMELINE_LIMIT as u64);
     let body = sync(sources, who, &request).await?;
-    Ok(json!({ "start": format!("s{start}"), "end": body["next_batch"], "chunk": flatten(&body) }))
+    Ok(json!({ "start": format!("s{start}"), "end": body["next_batch"], "chunk": flatten(&body, who) }))
 }
 
 /// An incremental `/sync` answer as one list of events.
-fn flatten(body: &Value) -> Vec<Value> {
+fn flatten(body: &Value, who: &Identity) -> Vec<Value> {
     let mut chunk = Vec::new();
     let rooms = |section: &str| body["rooms"][section].as_object().into_iter().flatten();
     for (room_id, room) in rooms("join").chain(rooms("leave")) {
@@ -57,7 +56,9 @@ fn flatten(body: &Value) -> Vec<Value> {
     for (room_id, room) in rooms("invite") {
         // The invite itself: the caller's member event among the stripped state.
         let own_member = room["invite_state"]["events"].as_array().into_iter().flatten().filter(|event| {
-            event["type"] == crate::events::kinds::MEMBER && event["content"]["membership"] == "invite"
+            event["type"] == crate::events::kinds::MEMBER
+                && event["state_key"] == who.user_id.as_str()
+                && event["content"]["membership"] == "invite"
         });
         chunk.extend(own_member.map(|event| with_room_id_one(event, room_id)));
     }
@@ -81,7 +82,6 @@ fn with_room_id_one(event: &Value, room_id: &str) -> Value {
 
 /// A room read through the stream with `room_id`.
 pub struct PeekedRoom<'a> {
-    pub room_id: &'a RoomId,
     pub record: &'a RoomRecord,
     /// For a former member: the position just after their leave.
     pub read_until: Option<u64>,
@@ -111,14 +111,14 @@ pub async fn room_events_since(
         let end = read_until.map_or(snapshot, |until| until.saturating_sub(1).min(snapshot)).max(start);
         let (chunk, end) = room_events_between(rooms, who, room, ignored, start, end)?;
         let over = read_until.is_some_and(|until| start + 1 >= until);
+        let answer =
+            |chunk: Vec<Value>| json!({ "start": format!("s{start}"), "end": format!("s{end}"), "chunk": chunk });
         if !chunk.is_empty() || over || timeout.is_zero() {
-            return Ok(json!({ "start": format!("s{start}"), "end": format!("s{end}"), "chunk": chunk }));
+            return Ok(answer(chunk));
         }
         match tokio::time::timeout_at(deadline, updates.changed()).await {
             Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => {
-                return Ok(json!({ "start": format!("s{start}"), "end": format!("s{end}"), "chunk": [] }))
-            }
+            Ok(Err(_)) | Err(_) => return Ok(answer(Vec::new())),
         }
     }
 }
@@ -147,8 +147,8 @@ fn room_events_between(
         let Some((pdu, stored)) = rooms.get_pdu(&event_id)? else { continue };
         let from_ignored = pdu.state_key_str().is_none() && ignored.contains(pdu.sender_str());
         if !from_ignored && rooms.can_see_event(&who.user_id, &pdu, &stored)? {
-            let event = rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?;
-            chunk.push(with_room_id_one(&event, room.room_id.as_str()));
+            // (A served event carries its room id.)
+            chunk.push(rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?);
         }
     }
     Ok((chunk, reached.min(upto)))

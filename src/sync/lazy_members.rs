@@ -115,5 +115,5 @@ pub(super) fn lazy_load(
 }
 
 fn is_member_event(pdu: &Pdu) -> bool {
-    pdu.kind().to_string() == kinds::MEMBER
+    pdu.kind() == &ruma::events::TimelineEventType::RoomMember
 }

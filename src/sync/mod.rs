@@ -583,8 +583,7 @@ fn truncate_to_limit(events: &mut Vec<Value>, filter: &filter::RoomEventFilter) 
 /// Whether the user was a member of the room at position `since`.
 fn was_joined_at(rooms: &Rooms, room: &RoomRecord, who: &Identity, since: u64) -> Result<bool> {
     let Some(state) = rooms.state_at_position(room, since.saturating_add(1))? else { return Ok(false) };
-    let member = rooms.state_record_in(&state, kinds::MEMBER, who.user_id.as_str())?;
-    Ok(member.is_some_and(|(pdu, _)| crate::rooms::membership_of(&pdu) == Some(Membership::Join)))
+    Ok(rooms.membership_in(&state, &who.user_id)? == Some(Membership::Join))
 }
 
 /// A room the user left: its timeline up to the leave, and its state then.

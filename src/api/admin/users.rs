@@ -20,13 +20,14 @@ use crate::{
 
 /// A user as the list shows it.
 fn summary(s: &Services, localpart: &str, user: &UserRecord) -> Result<Value> {
+    let user_id = s.users.user_id(localpart)?;
     Ok(json!({
-        "name": s.users.user_id(localpart)?,
+        "name": user_id,
         "is_guest": user.is_guest,
         "admin": user.is_admin,
         "user_type": null,
         "deactivated": user.deactivated,
-        "erased": s.users.is_erased(&s.users.user_id(localpart)?),
+        "erased": s.users.is_erased(&user_id),
         "shadow_banned": false,
         "locked": false,
         "approved": true,

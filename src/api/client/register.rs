@@ -167,27 +167,32 @@ async fn register_user(
         s.users.consume_registration_token(token)?;
     }
     let email = session.validated_email.as_deref();
-    if let Some(guest) = upgraded_guest {
-        s.users.upgrade_guest(&guest, password_hash).await?;
-        if let Some(address) = email {
-            s.users.bind_email(&guest, address).await?;
+    let upgraded = upgraded_guest.is_some();
+    let localpart = match upgraded_guest {
+        // The guest's account becomes a full one, under its own id.
+        Some(guest) => {
+            s.users.upgrade_guest(&guest, password_hash).await?;
+            if let Some(address) = email {
+                s.users.bind_email(&guest, address).await?;
+            }
+            guest
         }
-        tracing::info!(user = %guest, "guest upgraded to a full account");
-        if let Some(id) = session_id {
-            s.users.note_registered(id, &guest, &request_fingerprint(raw))?;
+        None => {
+            let localpart = match (localpart, email) {
+                (_, Some(address)) if identity.localpart_from_email => s.users.localpart_for_email(address)?,
+                (Some(localpart), _) => localpart,
+                (None, _) => generated_localpart(s)?,
+            };
+            match email {
+                Some(address) => {
+                    create_account_with_email(s, &localpart, password_hash, address, body.auth.as_ref()).await?
+                }
+                None => drop(s.users.create_account_with_hash(&localpart, Some(password_hash), false, false).await?),
+            }
+            localpart
         }
-        return finish_registration(s, request, &guest, body).await;
-    }
-    let localpart = match (localpart, email) {
-        (_, Some(address)) if identity.localpart_from_email => s.users.localpart_for_email(address)?,
-        (Some(localpart), _) => localpart,
-        (None, _) => generated_localpart(s)?,
     };
-    match email {
-        Some(address) => create_account_with_email(s, &localpart, password_hash, address, body.auth.as_ref()).await?,
-        None => drop(s.users.create_account_with_hash(&localpart, Some(password_hash), false, false).await?),
-    }
-    tracing::info!(user = %localpart, email = email.unwrap_or_default(), "registered");
+    tracing::info!(user = %localpart, email = email.unwrap_or_default(), upgraded, "registered");
     if let Some(id) = session_id {
         s.users.note_registered(id, &localpart, &request_fingerprint(raw))?;
     }

@@ -121,8 +121,7 @@ pub async fn events(s: &Services, request: &Request, who: &Identity) -> Result<R
         Some(room_id) => {
             let room_id = ruma::RoomId::parse(room_id).map_err(|_| Error::invalid_param("Invalid room id"))?;
             let readable = super::messages::readable_room(s, &room_id, who)?;
-            let room =
-                event_stream::PeekedRoom { room_id: &room_id, record: &readable.room, read_until: readable.read_until };
+            let room = event_stream::PeekedRoom { record: &readable.room, read_until: readable.read_until };
             event_stream::room_events_since(&s.rooms, who, &room, &ignored, from, timeout).await?
         }
         None => {
