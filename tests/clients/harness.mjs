@@ -1,7 +1,7 @@
 // Shared helpers of the client scripts: checks that count passes and
 // failures, assertions, and the closing "N passed, N failed" line.
 
-import { MatrixError } from "matrix-js-sdk";
+import { createClient, MatrixError } from "matrix-js-sdk";
 import { logger } from "matrix-js-sdk/lib/logger.js";
 
 logger.setLevel("silent");
@@ -16,6 +16,13 @@ export function baseUrlArgument(script) {
     process.exit(2);
   }
   return baseUrl;
+}
+
+/** A new account on `baseUrl` (dummy auth), as a logged-in client (not syncing). */
+export async function registerClient(baseUrl, name, password) {
+  const anonymous = createClient({ baseUrl });
+  const response = await anonymous.registerRequest({ username: name, password, auth: { type: "m.login.dummy" } });
+  return createClient({ baseUrl, userId: response.user_id, accessToken: response.access_token, deviceId: response.device_id });
 }
 
 export async function check(name, body) {

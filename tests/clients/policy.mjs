@@ -5,17 +5,11 @@
 // Creates a DM, a private room and a forum; checks what the rules impose and
 // refuse; prints "N passed, N failed" and exits non-zero on failure.
 
-import { createClient } from "matrix-js-sdk";
-
-import { assert, baseUrlArgument, check, expectError, finish } from "./harness.mjs";
+import { assert, baseUrlArgument, check, expectError, finish, registerClient } from "./harness.mjs";
 
 const baseUrl = baseUrlArgument("policy.mjs");
 
-async function register(name) {
-  const anonymous = createClient({ baseUrl });
-  const response = await anonymous.registerRequest({ username: name, password: "js policy", auth: { type: "m.login.dummy" } });
-  return createClient({ baseUrl, userId: response.user_id, accessToken: response.access_token, deviceId: response.device_id });
-}
+const register = (name) => registerClient(baseUrl, name, "js policy");
 
 const accessRule = (rule) => ({ type: "im.vector.room.access_rules", state_key: "", content: { rule } });
 const encryption = { type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } };

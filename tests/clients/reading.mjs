@@ -6,18 +6,14 @@
 // longer has methods for these deprecated endpoints); the ignoring user runs
 // the SDK's own sync loop. Prints "N passed, N failed" and exits non-zero on failure.
 
-import { ClientEvent, createClient, Method, RoomEvent } from "matrix-js-sdk";
+import { ClientEvent, Method, RoomEvent } from "matrix-js-sdk";
 
-import { assert, baseUrlArgument, check, finish } from "./harness.mjs";
+import { assert, baseUrlArgument, check, finish, registerClient } from "./harness.mjs";
 import { withTimeout } from "./crypto_clients.mjs";
 
 const baseUrl = baseUrlArgument("reading.mjs");
 
-async function register(name) {
-  const anonymous = createClient({ baseUrl });
-  const response = await anonymous.registerRequest({ username: name, password: "js reading", auth: { type: "m.login.dummy" } });
-  return createClient({ baseUrl, userId: response.user_id, accessToken: response.access_token, deviceId: response.device_id });
-}
+const register = (name) => registerClient(baseUrl, name, "js reading");
 
 const suffix = Date.now().toString(36);
 const alice = await register(`alice${suffix}`);

@@ -4,17 +4,13 @@
 // Creates rooms, sends and reads events and state, invites, joins, edits,
 // redacts, paginates, uploads and downloads media, sets pushers; prints "N passed, N failed" and exits non-zero on failure.
 
-import { createClient, Direction } from "matrix-js-sdk";
+import { Direction } from "matrix-js-sdk";
 
-import { assert, baseUrlArgument, check, expectError, finish } from "./harness.mjs";
+import { assert, baseUrlArgument, check, expectError, finish, registerClient } from "./harness.mjs";
 
 const baseUrl = baseUrlArgument("rooms.mjs");
 
-async function register(name) {
-  const anonymous = createClient({ baseUrl });
-  const response = await anonymous.registerRequest({ username: name, password: "js rooms", auth: { type: "m.login.dummy" } });
-  return createClient({ baseUrl, userId: response.user_id, accessToken: response.access_token, deviceId: response.device_id });
-}
+const register = (name) => registerClient(baseUrl, name, "js rooms");
 
 const suffix = Date.now().toString(36);
 const alice = await register(`alice${suffix}`);

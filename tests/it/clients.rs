@@ -45,10 +45,15 @@ fn ensure_installed() {
 /// Runs `script` with the servers' base URLs as its arguments; it must end
 /// with "N passed, 0 failed".
 async fn run_script(script: &str, base_urls: Vec<String>) {
-    let dir = clients_dir();
+    run_in(clients_dir(), "node".into(), script, base_urls).await;
+}
+
+/// Runs `program script args…` in `dir`; the script must succeed and end
+/// with "N passed, 0 failed".
+async fn run_in(dir: PathBuf, program: PathBuf, script: &str, args: Vec<String>) {
     let name = script.to_owned();
     let output = tokio::task::spawn_blocking(move || {
-        Command::new("node").arg(&name).args(&base_urls).current_dir(&dir).output().expect("run node")
+        Command::new(&program).arg(&name).args(&args).current_dir(&dir).output().expect("run the client script")
     })
     .await
     .unwrap();
@@ -126,22 +131,7 @@ async fn matrix_nio_old_client_session_and_ignoring_a_user() {
     .await
     .unwrap();
     let server = TestServer::start().await;
-    let base_url = format!("http://{}", server.addr);
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new(venv.join("bin/python"))
-            .arg("reading.py")
-            .arg(base_url)
-            .current_dir(&dir)
-            .output()
-            .expect("run python")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    println!("{stdout}");
-    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "reading.py failed:\n{stdout}");
-    assert!(stdout.lines().any(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+    run_in(dir, venv.join("bin/python"), "reading.py", vec![format!("http://{}", server.addr)]).await;
 }
 
 #[tokio::test]
