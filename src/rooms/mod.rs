@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod aliases;
+pub mod client_event;
 pub mod content;
 pub mod creation;
 pub mod directory;
@@ -66,6 +67,7 @@ use crate::{
     events::{room_version, Pdu},
     storage::{records::StoredPdu, Batch, Storage, StorageError},
 };
+pub use client_event::{client_event, ClientEvent};
 pub use membership::Membership;
 pub use pipeline::{EventPolicy, NoPolicy, StateView};
 use state::{StateMap, StateStore};
@@ -103,6 +105,10 @@ pub struct Rooms {
     pub locks: pipeline::RoomLocks,
     /// Parsed events recently read (timelines, state, sync), keyed by event id.
     pdus: BoundedCache<OwnedEventId, StoredEvent>,
+    /// Event ids by short id (state maps name their events by short id). A
+    /// short id is never reused, so an entry cannot go stale: a purged one
+    /// leads to an event that is gone, as the stored mapping would.
+    event_ids: BoundedCache<u64, OwnedEventId>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
     /// Audiences (joined count, local members, servers) by state snapshot id.
@@ -139,6 +145,10 @@ const AUDIENCE_CACHE_MEMBERS: usize = 128_000;
 /// Parsed events kept per cache generation (at most twice this many, a few KiB each).
 const PDU_CACHE_ENTRIES: usize = 4096;
 
+/// Event ids kept by short id per cache generation (about 120 bytes each:
+/// at most 2 MiB), enough for the state of a few hundred rooms.
+const EVENT_ID_CACHE_ENTRIES: usize = 8192;
+
 impl Rooms {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName, key: Arc<ServerKey>) -> Self {
         Self {
@@ -151,6 +161,7 @@ impl Rooms {
             policy: std::sync::RwLock::new(Arc::new(NoPolicy)),
             locks: pipeline::RoomLocks::default(),
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
+            event_ids: BoundedCache::new(EVENT_ID_CACHE_ENTRIES),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
             default_push_rules: std::sync::OnceLock::new(),
@@ -244,13 +255,18 @@ impl Rooms {
     }
 
     pub(super) fn event_id_of_short(&self, short: u64) -> Result<OwnedEventId> {
+        if let Some(id) = self.event_ids.get(&short) {
+            return Ok(id);
+        }
         let id = self
             .storage
             .tables
             .shortid_eventid
             .get(&short)?
             .ok_or_else(|| StorageError::corrupt(format!("unknown short event id {short}")))?;
-        OwnedEventId::try_from(id).map_err(|_| StorageError::corrupt("stored event id").into())
+        let id = OwnedEventId::try_from(id).map_err(|_| StorageError::corrupt("stored event id"))?;
+        self.event_ids.insert(short, id.clone());
+        Ok(id)
     }
 
     /// The state event `(kind, state_key)` in a state map.
@@ -660,32 +676,10 @@ pub(crate) fn local_membership_change(pdu: &Pdu, server_name: &OwnedServerName) 
     (user_id.server_name() == server_name).then(|| (user_id.localpart().to_owned(), membership))
 }
 
-/// An event in the client-server format ("Room Event Format").
 /// A stored room version and its rules.
 fn rules_of_version(version: &str) -> Result<(RoomVersionId, RoomVersionRules)> {
     let parsed = RoomVersionId::try_from(version)
         .map_err(|_| StorageError::corrupt(format!("stored room version {version}")))?;
     let rules = room_version::rules(&parsed)?;
     Ok((parsed, rules))
-}
-
-pub fn client_event(pdu: &Pdu, room_id: &RoomId) -> Value {
-    let content: Value =
-        serde_json::from_str(pdu.content().get()).unwrap_or_else(|_| Value::Object(Default::default()));
-    let mut event = serde_json::json!({
-        "event_id": pdu.event_id(),
-        "type": pdu.event_type().to_string(),
-        "sender": pdu.sender(),
-        "origin_server_ts": pdu.origin_server_ts(),
-        "room_id": room_id,
-        "content": content,
-        "unsigned": {},
-    });
-    if let Some(state_key) = pdu.state_key() {
-        event["state_key"] = Value::String(state_key.to_owned());
-    }
-    if let Some(redacts) = pdu.redacts() {
-        event["redacts"] = Value::String(redacts.to_string());
-    }
-    event
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use super::{client_event, Rooms};
+use super::{client_event, ClientEvent, Rooms};
 use crate::{
     error::{Error, ErrorKind, Result},
     events::Pdu,
@@ -173,34 +173,46 @@ impl Rooms {
         stored: &StoredPdu,
         viewer: &ruma::UserId,
         room_id: &ruma::RoomId,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Option<ClientEvent>> {
         if !self.erased.contains(pdu.sender_str()) || self.joined_at_event(viewer, stored)? {
             return Ok(None);
         }
         let rules = Self::rules_of_stored(stored)?;
         let redacted = pdu.redacted(&rules).map_err(|e| Error::internal("redacting an erased sender's event", e))?;
-        Ok(Some(client_event(&redacted, room_id)))
+        Ok(Some(ClientEvent::new(&redacted, room_id)))
     }
 
     /// The client format of an event for one device of the viewer, with its
     /// bundled aggregations; an event that device sent with a transaction id
     /// carries it (`unsigned.transaction_id`).
     pub fn serve_event(&self, pdu: &Pdu, stored: &StoredPdu, viewer: &ruma::UserId, device_id: &str) -> Result<Value> {
+        Ok(self.serve_client_event(pdu, stored, viewer, device_id)?.to_value())
+    }
+
+    /// [`Self::serve_event`] before it becomes a JSON tree: written out
+    /// as it is, its content is copied as stored text.
+    pub fn serve_client_event(
+        &self,
+        pdu: &Pdu,
+        stored: &StoredPdu,
+        viewer: &ruma::UserId,
+        device_id: &str,
+    ) -> Result<ClientEvent> {
         let room_id = ruma::RoomId::parse(&stored.room_id).map_err(|e| Error::internal("stored room id", e))?;
         if let Some(erased) = self.erased_copy(pdu, stored, viewer, &room_id)? {
             return Ok(erased);
         }
-        let mut event = client_event(pdu, &room_id);
+        let mut event = ClientEvent::new(pdu, &room_id);
         if let Some(relations) = self.bundled_aggregations(pdu, stored, viewer)? {
-            event["unsigned"]["m.relations"] = relations;
+            event.set_unsigned("m.relations", relations);
         }
         let redaction = stored.redacted_by.as_deref().and_then(|id| ruma::EventId::parse(id).ok());
         if let Some((redaction, _)) = redaction.map(|id| self.get_pdu(&id)).transpose()?.flatten() {
-            event["unsigned"]["redacted_because"] = client_event(&redaction, &room_id);
+            event.set_unsigned("redacted_because", client_event(&redaction, &room_id));
         }
         if let Some((sending_device, txn_id)) = &stored.transaction {
             if sending_device == device_id && pdu.sender_str() == viewer.as_str() {
-                event["unsigned"]["transaction_id"] = Value::String(txn_id.clone());
+                event.set_unsigned("transaction_id", Value::String(txn_id.clone()));
             }
         }
         Ok(event)

@@ -40,7 +40,8 @@ pub async fn events_since(sources: &Sources<'_>, who: &Identity, request: SyncRe
     request.to_device = false;
     request.full_state = false;
     request.filter.room.timeline.limit = Some(MAX_TIMELINE_LIMIT as u64);
-    let body = sync(sources, who, &request).await?;
+    let body = serde_json::to_value(sync(sources, who, &request).await?)
+        .map_err(|e| crate::error::Error::internal("serialising a sync answer", e))?;
     Ok(json!({ "start": format!("s{start}"), "end": body["next_batch"], "chunk": flatten(&body, who) }))
 }
 

@@ -114,6 +114,6 @@ pub(super) fn lazy_load(
     Ok(kept)
 }
 
-fn is_member_event(pdu: &Pdu) -> bool {
+pub(super) fn is_member_event(pdu: &Pdu) -> bool {
     pdu.kind() == &ruma::events::TimelineEventType::RoomMember
 }

@@ -27,9 +27,10 @@
 pub mod event_stream;
 pub mod filter;
 pub mod lazy_members;
+pub mod response;
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     sync::Arc,
     time::Duration,
 };
@@ -38,7 +39,7 @@ use ruma::{OwnedRoomId, RoomId};
 use serde_json::{json, Map, Value};
 
 use crate::events::kinds;
-use crate::rooms::{Membership, StoredEvent};
+use crate::rooms::{ClientEvent, Membership, StoredEvent};
 use crate::{
     e2ee::{to_device::MAX_PER_SYNC, E2ee},
     error::{Error, Result},
@@ -54,6 +55,8 @@ use crate::{
     users::{Identity, Users},
 };
 use filter::{select_fields, Filter};
+use lazy_members::is_member_event;
+use response::{DeviceLists, Events, JoinedRoom, RoomSections, SyncEvent, SyncResponse, Timeline};
 
 /// Timeline events per room unless the filter says otherwise.
 const DEFAULT_TIMELINE_LIMIT: usize = 10;
@@ -96,7 +99,7 @@ pub struct Sources<'a> {
     pub sent_members: &'a lazy_members::SentMembers,
 }
 
-pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<Value> {
+pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) -> Result<SyncResponse> {
     let rooms = sources.rooms;
     let deadline = tokio::time::Instant::now() + request.timeout.min(MAX_TIMEOUT);
     let mut updates = rooms.subscribe();
@@ -125,7 +128,12 @@ pub async fn sync(sources: &Sources<'_>, who: &Identity, request: &SyncRequest) 
     }
 }
 
-fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapshot: u64) -> Result<(Value, bool)> {
+fn compute(
+    sources: &Sources<'_>,
+    who: &Identity,
+    request: &SyncRequest,
+    snapshot: u64,
+) -> Result<(SyncResponse, bool)> {
     let rooms = sources.rooms;
     let (to_device, last_message) = if request.to_device {
         sources.e2ee.to_device_messages(&who.localpart, &who.device_id, snapshot)?
@@ -146,7 +154,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
             .map_err(|e| Error::internal("serialising push rules", e))?;
         account_data.global.push(json!({ "type": "m.push_rules", "content": { "global": defaults } }));
     }
-    let mut join = Map::new();
+    let mut join = BTreeMap::new();
+    // Member events of the sections sent (who joined or left, for `device_lists`).
+    let mut member_events = Vec::new();
     let mut invite = Map::new();
     let mut knock = Map::new();
     let mut leave = Map::new();
@@ -222,7 +232,8 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                     joined_at: changed_at,
                 };
                 let section = joined_room(sources, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
-                if let Some(section) = section {
+                if let Some(mut section) = section {
+                    member_events.append(&mut section.member_events);
                     join.insert(room_id.to_string(), section);
                 }
             }
@@ -240,8 +251,9 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
                 let wanted = if request.since.is_some() { new_since_token } else { room_filter.include_leave };
                 if wanted && changed_at <= snapshot {
                     if let Some((pdu, stored)) = &member_event {
-                        leave
-                            .insert(room_id.to_string(), left_room(rooms, who, request, &room_id, &room, pdu, stored)?);
+                        let (section, members) = left_room(rooms, who, request, &room_id, &room, pdu, stored)?;
+                        leave.insert(room_id.to_string(), section);
+                        member_events.extend(members);
                     }
                 }
             }
@@ -268,7 +280,7 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         .retain(|event| request.filter.account_data.keeps(event["type"].as_str().unwrap_or_default(), None));
     truncate_to_limit(&mut account_data.global, &request.filter.account_data);
     let (changed, left) = match request.since {
-        Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &join, &leave, newly_shared)?,
+        Some(since) => device_list_changes(sources, who, &mine, since, snapshot, &member_events, newly_shared)?,
         None => (Vec::new(), Vec::new()),
     };
     let has_changes = !(join.is_empty()
@@ -280,17 +292,16 @@ fn compute(sources: &Sources<'_>, who: &Identity, request: &SyncRequest, snapsho
         && leave.is_empty()
         && account_data.global.is_empty()
         && presence.is_empty());
-    let body = json!({
-        "next_batch": format!("s{snapshot}"),
-        "rooms": { "join": join, "invite": invite, "knock": knock, "leave": leave },
-        "account_data": { "events": account_data.global },
-        "presence": { "events": presence },
-        "to_device": { "events": to_device },
-        "device_lists": { "changed": changed, "left": left },
-        "device_one_time_keys_count": sources.e2ee.one_time_key_counts(&who.localpart, &who.device_id)?,
-        "device_unused_fallback_key_types":
-            sources.e2ee.unused_fallback_key_types(&who.localpart, &who.device_id)?,
-    });
+    let body = SyncResponse {
+        next_batch: format!("s{snapshot}"),
+        rooms: RoomSections { join, invite, knock, leave },
+        account_data: Events::new(account_data.global),
+        presence: Events::new(presence),
+        to_device: Events::new(to_device),
+        device_lists: DeviceLists { changed, left },
+        device_one_time_keys_count: sources.e2ee.one_time_key_counts(&who.localpart, &who.device_id)?,
+        device_unused_fallback_key_types: sources.e2ee.unused_fallback_key_types(&who.localpart, &who.device_id)?,
+    };
     Ok((body, has_changes))
 }
 
@@ -306,8 +317,7 @@ fn device_list_changes(
     mine: &HashSet<OwnedRoomId>,
     since: u64,
     upto: u64,
-    join: &Map<String, Value>,
-    leave: &Map<String, Value>,
+    member_events: &[Pdu],
     newly_shared: BTreeSet<String>,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let shares_a_room =
@@ -321,22 +331,19 @@ fn device_list_changes(
     }
     changed.extend(sources.e2ee.private_key_changes(&who.localpart, since, upto)?.iter().map(ToString::to_string));
     let mut left = BTreeSet::new();
-    for section in join.values().chain(leave.values()) {
-        let events = section["state"]["events"].as_array().into_iter().chain(section["timeline"]["events"].as_array());
-        for event in events.flatten().filter(|e| e["type"] == kinds::MEMBER) {
-            let Some(user) = event["state_key"].as_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
-            if user == who.user_id {
-                continue;
+    for event in member_events {
+        let Some(user) = event.state_key_str().and_then(|u| ruma::UserId::parse(u).ok()) else { continue };
+        if user == who.user_id {
+            continue;
+        }
+        match crate::rooms::membership_of(event) {
+            Some(Membership::Join) => {
+                changed.insert(user.to_string());
             }
-            match event["content"]["membership"].as_str() {
-                Some("join") => {
-                    changed.insert(user.to_string());
-                }
-                Some("leave" | "ban") if !shares_a_room(&user)? => {
-                    left.insert(user.to_string());
-                }
-                _ => {}
+            Some(Membership::Leave | Membership::Ban) if !shares_a_room(&user)? => {
+                left.insert(user.to_string());
             }
+            _ => {}
         }
     }
     let left = left.into_iter().filter(|user| !changed.contains(user)).collect();
@@ -420,16 +427,39 @@ fn timeline(
     Ok((events, limited))
 }
 
-fn format_event(rooms: &Rooms, who: &Identity, request: &SyncRequest, pdu: &Pdu, stored: &StoredPdu) -> Result<Value> {
-    let event = if request.filter.event_format.as_deref() == Some("federation") {
-        serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?
-    } else {
-        rooms.serve_event(pdu, stored, &who.user_id, &who.device_id)?
-    };
-    Ok(match &request.filter.event_fields {
+fn format_event(
+    rooms: &Rooms,
+    who: &Identity,
+    request: &SyncRequest,
+    pdu: &Pdu,
+    stored: &StoredPdu,
+) -> Result<SyncEvent> {
+    if request.filter.event_format.as_deref() == Some("federation") {
+        let event = serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?;
+        return Ok(shaped_by_filter(request, event));
+    }
+    let event = rooms.serve_client_event(pdu, stored, &who.user_id, &who.device_id)?;
+    Ok(match request.filter.event_fields {
+        Some(_) => shaped_by_filter(request, event.to_value()),
+        None => SyncEvent::Client(event),
+    })
+}
+
+/// An event as a tree, with only the filter's `event_fields` when it names some.
+fn shaped_by_filter(request: &SyncRequest, event: Value) -> SyncEvent {
+    SyncEvent::Json(match &request.filter.event_fields {
         Some(fields) => select_fields(&event, fields),
         None => event,
     })
+}
+
+/// A state event in the client format, shaped by the filter.
+fn format_state_event(request: &SyncRequest, pdu: &Pdu, room_id: &RoomId) -> SyncEvent {
+    let event = ClientEvent::new(pdu, room_id);
+    match request.filter.event_fields {
+        Some(_) => shaped_by_filter(request, event.to_value()),
+        None => SyncEvent::Client(event),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -442,7 +472,7 @@ fn joined_room(
     snapshot: u64,
     newly_joined: bool,
     extras: RoomExtras,
-) -> Result<Option<Value>> {
+) -> Result<Option<JoinedRoom>> {
     let rooms = sources.rooms;
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
@@ -480,50 +510,44 @@ fn joined_room(
         .iter()
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
         .collect::<Result<Vec<_>>>()?;
-    let state_json: Vec<Value> = state_events
-        .iter()
-        .filter(|pdu| request.filter.room.state.accepts(pdu))
-        .map(|pdu| {
-            let event = crate::rooms::client_event(pdu, room_id);
-            match &request.filter.event_fields {
-                Some(fields) => select_fields(&event, fields),
-                None => event,
-            }
-        })
-        .collect();
+    let state_events: Vec<Pdu> =
+        state_events.into_iter().filter(|pdu| request.filter.room.state.accepts(pdu)).collect();
+    let state_json: Vec<SyncEvent> = state_events.iter().map(|pdu| format_state_event(request, pdu, room_id)).collect();
     let prev_batch = events.first().map_or(snapshot.saturating_add(1), |(_, stored)| stored.count);
+    let member_events: Vec<Pdu> = state_events
+        .iter()
+        .chain(events.iter().map(|(pdu, _)| pdu))
+        .filter(|pdu| is_member_event(pdu))
+        .cloned()
+        .collect();
     // The summary reads every member event: only when it may have changed.
-    let members_changed = whole_state
-        || state_events
-            .iter()
-            .chain(events.iter().map(|(pdu, _)| pdu))
-            .any(|pdu| pdu.kind().to_string() == kinds::MEMBER);
-    let summary = if members_changed { summary(rooms, room, who)? } else { json!({}) };
-    let section = json!({
-        "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
-        "state": { "events": state_json },
-        "ephemeral": { "events": ephemeral },
-        "account_data": { "events": extras.account_data },
-        "summary": summary,
-    });
+    let summary = if whole_state || !member_events.is_empty() { summary(rooms, room, who)? } else { json!({}) };
     let counts = rooms.unread_counts(room_id, room, &who.user_id, extras.joined_at, snapshot)?;
-    Ok(Some(with_unread_counts(request, &counts, section)))
+    let (unread_notifications, unread_thread_notifications) = unread_counts_json(request, &counts);
+    Ok(Some(JoinedRoom {
+        timeline: Timeline { events: timeline_json, limited, prev_batch: prev_batch.to_string() },
+        state: Events::new(state_json),
+        ephemeral: Events::new(ephemeral),
+        account_data: Events::new(extras.account_data),
+        summary,
+        unread_notifications,
+        unread_thread_notifications,
+        member_events,
+    }))
 }
 
 /// `unread_notifications`, and `unread_thread_notifications` when the
 /// filter asks for per-thread counts (then the first counts the main timeline only).
-fn with_unread_counts(request: &SyncRequest, counts: &UnreadCounts, mut section: Value) -> Value {
+fn unread_counts_json(request: &SyncRequest, counts: &UnreadCounts) -> (Value, Option<Value>) {
     let as_json =
         |count: &Count| json!({ "notification_count": count.notifications, "highlight_count": count.highlights });
     if request.filter.room.timeline.unread_thread_notifications {
         let threads: Map<String, Value> =
             counts.threads.iter().map(|(root, count)| (root.clone(), as_json(count))).collect();
-        section["unread_notifications"] = as_json(&counts.main);
-        section["unread_thread_notifications"] = Value::Object(threads);
+        (as_json(&counts.main), Some(Value::Object(threads)))
     } else {
-        section["unread_notifications"] = as_json(&counts.total);
+        (as_json(&counts.total), None)
     }
-    section
 }
 
 /// Entries of `after` that are new or different from `before`.
@@ -595,7 +619,7 @@ fn left_room(
     room: &RoomRecord,
     leave: &Pdu,
     leave_stored: &StoredPdu,
-) -> Result<Value> {
+) -> Result<(Value, Vec<Pdu>)> {
     let (events, limited) = timeline(rooms, who, request, room, request.since, leave_stored.count)?;
     let state_map: Arc<StateMap> = match events.first() {
         Some((_, stored)) => rooms.state.full_state(stored.snapshot_before()?)?,
@@ -616,9 +640,16 @@ fn left_room(
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
         .collect::<Result<Vec<_>>>()?;
     let prev_batch = events.first().map_or(leave_stored.count, |(_, stored)| stored.count);
-    Ok(json!({
+    let member_events = state_events
+        .iter()
+        .chain(events.iter().map(|(pdu, _)| pdu))
+        .filter(|pdu| is_member_event(pdu))
+        .cloned()
+        .collect();
+    let section = json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state },
         "account_data": { "events": [] },
-    }))
+    });
+    Ok((section, member_events))
 }
