@@ -19,6 +19,7 @@ pub mod directory;
 pub mod federated;
 pub mod hierarchy;
 pub mod invites;
+pub mod latest;
 pub mod membership;
 pub mod notifications;
 pub mod outbox;
@@ -109,6 +110,8 @@ pub struct Rooms {
     /// short id is never reused, so an entry cannot go stale: a purged one
     /// leads to an event that is gone, as the stored mapping would.
     event_ids: BoundedCache<u64, OwnedEventId>,
+    /// The newest timeline position of each room read or written since start.
+    latest_positions: latest::LatestPositions,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
     /// Audiences (joined count, local members, servers) by state snapshot id.
@@ -162,6 +165,7 @@ impl Rooms {
             locks: pipeline::RoomLocks::default(),
             pdus: BoundedCache::new(PDU_CACHE_ENTRIES),
             event_ids: BoundedCache::new(EVENT_ID_CACHE_ENTRIES),
+            latest_positions: Default::default(),
             summaries: BoundedCache::new(PDU_CACHE_ENTRIES),
             push_rules: BoundedCache::new(PDU_CACHE_ENTRIES),
             default_push_rules: std::sync::OnceLock::new(),
@@ -500,6 +504,18 @@ impl Rooms {
     /// The position of a room's latest event (0 for none).
     pub fn latest_position(&self, room: &RoomRecord) -> Result<u64> {
         Ok(self.timeline_page(room, u64::MAX, true, 1)?.first().map_or(0, |(count, _)| *count))
+    }
+
+    /// Whether a room may have a timeline event after position `since`:
+    /// from memory once the room was read (see [`latest`]). It can answer
+    /// yes for a room whose newest events were purged, never no for a room
+    /// with a finished write after `since`.
+    pub fn has_events_after(&self, room: &RoomRecord, since: u64) -> Result<bool> {
+        let latest = match self.latest_positions.get(room.short_id) {
+            Some(latest) => latest,
+            None => self.latest_positions.raise(room.short_id, self.latest_position(room)?),
+        };
+        Ok(latest > since)
     }
 
     /// Every room a local user has a membership in, with that membership.

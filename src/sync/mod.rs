@@ -202,7 +202,7 @@ fn compute(
         if let Some(since) = request.since.filter(|_| !request.full_state) {
             let quiet = typing.is_none()
                 && room_account_data.is_empty()
-                && rooms.latest_position(&room)? <= since
+                && !rooms.has_events_after(&room, since)?
                 && !rooms.receipts_changed(&room_id, since, snapshot)?;
             if quiet {
                 continue;

@@ -215,6 +215,10 @@ impl Rooms {
         }
         batch.extend(extra);
         self.storage.apply_with_derived(batch, derived)?;
+        if in_timeline {
+            // Before the position is released (`Staged` holds it).
+            self.latest_positions.raise(room.short_id, position);
+        }
         // The event may have been stored (and cached) before as an outlier:
         // its record now has a position and a state.
         self.pdus.invalidate(pdu.event_id());

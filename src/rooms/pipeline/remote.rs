@@ -391,6 +391,7 @@ impl Rooms {
                 &pdu.event_id().to_string(),
             )?;
             self.storage.commit(batch).await?;
+            self.latest_positions.raise(room.short_id, position);
             self.pdus.invalidate(pdu.event_id());
             return Ok(true);
         }
