@@ -77,7 +77,13 @@ pub struct PduFields {
     auth_events: Vec<OwnedEventId>,
     redacts: Option<OwnedEventId>,
     depth: u64,
-    object: CanonicalJsonObject,
+    /// The signed PDU as canonical JSON text.
+    json: Box<str>,
+    /// The same as a tree, parsed from `json` when first asked for: an
+    /// event read back from storage (most of the event cache) is only ever
+    /// read through its fields and its text, and the tree took several
+    /// times the text's memory.
+    object: std::sync::OnceLock<CanonicalJsonObject>,
 }
 
 impl std::ops::Deref for Pdu {
@@ -111,7 +117,7 @@ impl Pdu {
             }
         })?;
         let event_id = compute_event_id(&object, rules)?;
-        Self::with_fields(object, event_id, rules)
+        Self::with_fields(object, event_id, rules, None)
     }
 
     /// Reads back a PDU this server stored after checking it: the format
@@ -121,13 +127,17 @@ impl Pdu {
     pub fn from_stored_json(json: &str, event_id: OwnedEventId, rules: &RoomVersionRules) -> Result<Self, PduError> {
         let object: CanonicalJsonObject =
             serde_json::from_str(json).map_err(|e| format_error(format!("not canonical JSON: {e}")))?;
-        Self::with_fields(object, event_id, rules)
+        // Stored text is the canonical form: kept as it is, the tree dropped.
+        Self::with_fields(object, event_id, rules, Some(json))
     }
 
+    /// A PDU from its object; `stored_json` is its canonical text when the
+    /// object was just parsed from it (the tree is then not kept).
     fn with_fields(
         object: CanonicalJsonObject,
         event_id: OwnedEventId,
         rules: &RoomVersionRules,
+        stored_json: Option<&str>,
     ) -> Result<Self, PduError> {
         let room_id = optional_string(&object, "room_id")?
             .map(|id| OwnedRoomId::try_from(id).map_err(|e| format_error(format!("room_id: {e}"))))
@@ -146,6 +156,10 @@ impl Pdu {
         let prev_events = event_references(&object, "prev_events", rules)?;
         let auth_events = event_references(&object, "auth_events", rules)?;
         let redacts = redacts_field(&object, rules)?;
+        let (json, object) = match stored_json {
+            Some(json) => (json.into(), std::sync::OnceLock::new()),
+            None => (CanonicalJsonValue::Object(object.clone()).to_string().into(), std::sync::OnceLock::from(object)),
+        };
         Ok(Self(std::sync::Arc::new(PduFields {
             event_id,
             room_id,
@@ -158,6 +172,7 @@ impl Pdu {
             auth_events,
             redacts,
             depth,
+            json,
             object,
         })))
     }
@@ -206,17 +221,21 @@ impl Pdu {
 
     /// The signed PDU as canonical JSON text.
     pub fn to_canonical_json(&self) -> String {
-        CanonicalJsonValue::Object(self.object.clone()).to_string()
+        self.json.to_string()
     }
 
+    /// The signed PDU as a tree (parsed from its text on first use).
     pub fn as_object(&self) -> &CanonicalJsonObject {
-        &self.object
+        // The text was made from (or parsed into) a valid object when the
+        // PDU was: it parses again.
+        self.object.get_or_init(|| serde_json::from_str(&self.json).unwrap_or_default())
     }
 
     /// The PDU after redaction under `rules` (its event id does not change:
     /// the reference hash is taken over the redacted form).
     pub fn redacted(&self, rules: &RoomVersionRules) -> Result<Self, PduError> {
-        let redacted = redact(self.object.clone(), &rules.redaction, None).map_err(|e| format_error(e.to_string()))?;
+        let redacted =
+            redact(self.as_object().clone(), &rules.redaction, None).map_err(|e| format_error(e.to_string()))?;
         Self::from_object(redacted, rules)
     }
 }
