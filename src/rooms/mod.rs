@@ -467,12 +467,15 @@ impl Rooms {
 
     /// The union of the auth chains of `event_ids`: stored for state events
     /// (computed once when they are stored), computed from the auth events'
-    /// for the others.
+    /// for the others (which have no short id mapping either).
     pub fn auth_chain(&self, event_ids: &[OwnedEventId]) -> Result<std::collections::HashSet<OwnedEventId>> {
         let mut shorts = std::collections::BTreeSet::new();
         for event_id in event_ids {
-            let Some(short) = self.storage.tables.eventid_shortid.get(&event_id.to_string())? else { continue };
-            match self.storage.tables.shortid_authchain.get(&short)? {
+            let stored_chain = match self.storage.tables.eventid_shortid.get(&event_id.to_string())? {
+                Some(short) => self.storage.tables.shortid_authchain.get(&short)?,
+                None => None,
+            };
+            match stored_chain {
                 Some(chain) => shorts.extend(chain),
                 None => {
                     if let Some((pdu, _)) = self.get_pdu(event_id)? {

@@ -113,9 +113,14 @@ impl Rooms {
             _ => reservation.as_ref().map_or(0, |r| r.count),
         };
         let event_id = pdu.event_id().to_string();
-        // An event held before (an outlier placed now) keeps its short id:
-        // state maps built while it was an outlier name it by that id.
-        let short = match self.storage.tables.eventid_shortid.get(&event_id)? {
+        // Only state events are named by short id elsewhere (state maps,
+        // auth chains), so only they get the two mappings: a message's short
+        // id stays in its record, two stored entries fewer a message.
+        let named_by_short = pdu.state_key_str().is_some();
+        // A state event held before (an outlier placed now) keeps its short
+        // id: state maps built while it was an outlier name it by that id.
+        let earlier_short = if named_by_short { self.storage.tables.eventid_shortid.get(&event_id)? } else { None };
+        let short = match earlier_short {
             Some(short) => short,
             None => self.storage.next_count()?,
         };
@@ -127,8 +132,10 @@ impl Rooms {
             None if is_create && in_timeline => (Some(self.state.new_snapshot(&mut batch, None, &[])?), None),
             None => (None, None),
         };
-        batch.insert(&tables.eventid_shortid, &event_id, &short)?;
-        batch.insert(&tables.shortid_eventid, &short, &event_id)?;
+        if named_by_short {
+            batch.insert(&tables.eventid_shortid, &event_id, &short)?;
+            batch.insert(&tables.shortid_eventid, &short, &event_id)?;
+        }
         let stored = StoredPdu {
             json: pdu.to_canonical_json(),
             room_id: room_id.to_string(),
