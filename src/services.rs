@@ -69,6 +69,11 @@ impl Services {
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),
             Err(error) => tracing::warn!(%error, "could not index earlier events for message search"),
         }
+        match rooms.recover_search_queue() {
+            Ok(0) => {}
+            Ok(read) => tracing::info!(events = read, "indexed the words of events stored before a crash"),
+            Err(error) => tracing::warn!(%error, "could not index the words of the last events for message search"),
+        }
         let policy = PublicSectorPolicy::from_config(&config.policy, config.server_name.clone(), users.admin_lookup())
             .map(Arc::new);
         if let Some(policy) = &policy {

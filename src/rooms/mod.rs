@@ -34,6 +34,7 @@ pub mod reports;
 pub mod resolution;
 pub mod resolution_v1;
 pub mod search;
+pub mod search_queue;
 pub mod server_acl;
 pub mod state;
 pub mod summary;
@@ -112,6 +113,8 @@ pub struct Rooms {
     event_ids: BoundedCache<u64, OwnedEventId>,
     /// The newest timeline position of each room read or written since start.
     latest_positions: latest::LatestPositions,
+    /// Words of new messages waiting to be written to the search index.
+    search_queue: Arc<search_queue::SearchQueue>,
     /// Member summaries by state snapshot id.
     summaries: BoundedCache<u64, Arc<summary::MemberSummary>>,
     /// Audiences (joined count, local members, servers) by state snapshot id.
@@ -158,6 +161,7 @@ impl Rooms {
             state: StateStore::new(Arc::clone(&storage)),
             account_data: crate::users::account_data::AccountDataStore::new(Arc::clone(&storage)),
             erased: Default::default(),
+            search_queue: Arc::new(search_queue::SearchQueue::new(Arc::clone(&storage))),
             storage,
             server_name,
             key,

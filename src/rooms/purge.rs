@@ -196,6 +196,9 @@ impl Rooms {
         if let Some(pdu) = pdu {
             self.unindex_relation(batch, pdu, stored);
             self.unindex_search_words(batch, pdu, stored.count);
+            if let Some(position) = stored.position() {
+                self.unindex_purged(pdu, position)?;
+            }
         }
         for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(event_id))? {
             batch.remove(&tables.relations, &(parent, child));

@@ -5,9 +5,11 @@
 //! `content.body` of messages, `content.name` and `content.topic` of room
 //! names and topics, unencrypted by nature. Words are folded like the user
 //! directory's (no case, no accents); each query word must start a word of
-//! the event (word-prefix). The index is derived data written with the event;
-//! a redaction removes the redacted event's words. Owns the `search_index`
-//! table (its entries are [`crate::storage::records::SearchEntry`]).
+//! the event (word-prefix). The index is derived data: the words of new
+//! messages are written in blocks by [`super::search_queue`]; a redaction or
+//! a purge removes the event's words. Owns the `search_index` table, the
+//! entry-per-word index of earlier versions (its entries are
+//! [`crate::storage::records::SearchEntry`]), still read and cleaned.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -19,7 +21,7 @@ use crate::{
     error::Result,
     events::Pdu,
     storage::{
-        records::{SearchEntry, SearchRoom},
+        records::{SearchBlock, SearchEntry, SearchPosting, SearchRoom},
         Batch,
     },
     sync::filter::RoomEventFilter,
@@ -42,6 +44,30 @@ pub fn searchable_fields(pdu: &Pdu) -> Vec<(&'static str, String)> {
 /// (word, key) pairs of an event, each once.
 fn indexed_words(pdu: &Pdu) -> BTreeSet<(String, &'static str)> {
     searchable_fields(pdu).into_iter().flat_map(|(key, text)| words(&text).into_iter().map(move |w| (w, key))).collect()
+}
+
+/// The indexed fields, by their code in a [`SearchPosting`].
+const FIELDS: [&str; 3] = ["content.body", "content.name", "content.topic"];
+
+/// The postings of an event's words (one per word: the first field has it).
+pub(super) fn postings_of(
+    pdu: &Pdu,
+    room_short: u64,
+    position: u64,
+    state_before: u64,
+) -> Vec<(String, SearchPosting)> {
+    let mut postings: BTreeMap<String, SearchPosting> = BTreeMap::new();
+    for (word, key) in indexed_words(pdu) {
+        let field = FIELDS.iter().position(|field| *field == key).map_or(0, |code| code as u8);
+        postings.entry(word).or_insert(SearchPosting { position, room_short, field, state_before });
+    }
+    postings.into_iter().collect()
+}
+
+/// The distinct words of an event, as the index holds them.
+fn words_of(pdu: &Pdu) -> Vec<String> {
+    let words: BTreeSet<String> = indexed_words(pdu).into_iter().map(|(word, _)| word).collect();
+    words.into_iter().collect()
 }
 
 /// A matching event while words are intersected: its room, its snapshot and
@@ -131,7 +157,9 @@ impl Rooms {
         Ok(SearchPage { visible, total })
     }
 
-    /// Adds an event's words to the index (in `batch`).
+    /// Adds an event's words to the index (in `batch`) as blocks of their
+    /// own: for events placed below the positions the queue writes
+    /// (history fetched from a peer, events indexed again).
     pub(super) fn index_search_words(
         &self,
         batch: &mut Batch,
@@ -140,20 +168,88 @@ impl Rooms {
         count: u64,
         state_before: u64,
     ) -> Result<()> {
-        for (word, key) in indexed_words(pdu) {
-            // The state snapshot before the event decides who may see it.
-            let room = SearchRoom::Short(room_short);
-            let entry = SearchEntry { room, field: key.to_owned(), state_before: Some(state_before) };
-            batch.insert(&self.storage.tables.search_index, &(word, count), &entry)?;
+        for (word, posting) in postings_of(pdu, room_short, count, state_before) {
+            let block = SearchBlock { postings: vec![posting] };
+            batch.insert(&self.storage.tables.search_blocks, &(word, count), &block)?;
         }
         Ok(())
     }
 
-    /// Removes a redacted event's words from the index (in `batch`).
+    /// Removes a redacted event's entries of the earlier index (in `batch`);
+    /// its blocks are rewritten when the redaction is stored
+    /// ([`Self::unindex_redacted`]).
     pub(super) fn unindex_search_words(&self, batch: &mut Batch, pdu: &Pdu, count: u64) {
         for (word, _) in indexed_words(pdu) {
             batch.remove(&self.storage.tables.search_index, &(word, count));
         }
+    }
+
+    /// Removes a purged event's words from the blocks, at once (before the
+    /// purge is written: a crash between leaves the event unsearchable, not
+    /// a hit without its event).
+    pub(super) fn unindex_purged(&self, pdu: &Pdu, count: u64) -> Result<()> {
+        let _writing = self.search_queue.writing();
+        let mut batch = Batch::new();
+        self.search_queue.remove_event(&mut batch, &words_of(pdu), count)?;
+        Ok(self.storage.apply(batch)?)
+    }
+
+    /// For a redaction being stored: removes its target's words from the
+    /// blocks (in `batch`). The guard returned must be held until `batch`
+    /// is applied, so that no flush writes the target's words meanwhile.
+    pub(super) fn unindex_redacted(
+        &self,
+        batch: &mut Batch,
+        target: &ruma::EventId,
+    ) -> Result<std::sync::MutexGuard<'_, ()>> {
+        let writing = self.search_queue.writing();
+        if let Some((pdu, stored)) = self.get_pdu(target)? {
+            if let Some(position) = stored.position() {
+                self.search_queue.remove_event(batch, &words_of(&pdu), position)?;
+            }
+        }
+        Ok(writing)
+    }
+
+    /// Queues a new timeline event's words for the next block write.
+    pub(super) fn queue_search_words(&self, room_short: u64, pdu: &Pdu, position: u64, state_before: u64) {
+        self.search_queue.push(postings_of(pdu, room_short, position, state_before));
+    }
+
+    /// Indexes the timeline events after the index's progress position (the
+    /// words that were waiting in memory at a crash), or, on the first start
+    /// with blocks, records that every earlier event is indexed (by the
+    /// earlier index). Returns how many events were read.
+    pub fn recover_search_queue(&self) -> Result<usize> {
+        let Some(indexed_upto) = self.search_queue.indexed_upto()? else {
+            self.search_queue.start_at(self.storage.visible_count()?)?;
+            return Ok(0);
+        };
+        let mut read = 0;
+        for (_, room) in self.storage.tables.roomid_room.all()? {
+            let mut from = indexed_upto.saturating_add(1);
+            loop {
+                let page = self.timeline_page(&room, from, false, BACKFILL_PAGE)?;
+                for (position, event_id) in &page {
+                    read += 1;
+                    let Some((pdu, stored)) = self.get_pdu(event_id)? else { continue };
+                    if let (false, Some(before)) = (stored.redacted, stored.state_before) {
+                        self.queue_search_words(room.short_id, &pdu, *position, before);
+                    }
+                }
+                match page.last() {
+                    Some((position, _)) if page.len() == BACKFILL_PAGE => from = position + 1,
+                    _ => break,
+                }
+            }
+        }
+        self.search_queue.flush()?;
+        Ok(read)
+    }
+
+    /// Writes the waiting words (a search sees every answered message).
+    pub fn flush_search_queue(&self) -> Result<usize> {
+        Ok(self.search_queue.flush()?)
     }
 
     /// Events of `rooms` whose indexed fields (of `keys`, all when empty)
@@ -163,6 +259,7 @@ impl Rooms {
         if wanted.is_empty() || rooms.is_empty() {
             return Ok(Vec::new());
         }
+        self.search_queue.flush()?;
         // The rooms by short id, as entries name them.
         let mut by_short = HashMap::new();
         for room_id in rooms {
@@ -175,6 +272,20 @@ impl Rooms {
         let mut candidates: Option<BTreeMap<u64, Candidate>> = None;
         for query_word in &wanted {
             let mut matches: BTreeMap<u64, (String, Option<u64>, bool)> = BTreeMap::new();
+            for ((word, _), block) in self.storage.tables.search_blocks.scan_prefix(query_word.as_bytes())? {
+                let whole = word == *query_word;
+                for posting in block.postings {
+                    let Some(room_id) = by_short.get(&posting.room_short) else { continue };
+                    let field = FIELDS.get(usize::from(posting.field)).copied().unwrap_or_default();
+                    if !keys.is_empty() && !keys.iter().any(|key| key == field) {
+                        continue;
+                    }
+                    let slot = matches
+                        .entry(posting.position)
+                        .or_insert_with(|| (room_id.clone(), Some(posting.state_before), false));
+                    slot.2 |= whole;
+                }
+            }
             for ((word, count), entry) in self.storage.tables.search_index.scan_prefix(query_word.as_bytes())? {
                 let SearchEntry { room, field, state_before } = entry;
                 let room_id = match room {

@@ -617,6 +617,30 @@ pub enum SearchRoom {
     Id(String),
 }
 
+/// One event in a block of the message search index: its position, its
+/// room's short id, the field the word is in (0 `content.body`, 1
+/// `content.name`, 2 `content.topic`) and the state snapshot before it (who
+/// may see it). A MessagePack array of four integers, about 15 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchPosting {
+    pub position: u64,
+    pub room_short: u64,
+    pub field: u8,
+    pub state_before: u64,
+}
+
+/// The events of one word indexed together, in position order: one stored
+/// entry for a word in a whole batch of messages, instead of one per
+/// message and word.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchBlock {
+    pub postings: Vec<SearchPosting>,
+}
+
+impl Record for SearchBlock {
+    const VERSION: u8 = 1;
+}
+
 /// The searchable fields and their codes in compact entries.
 const SEARCH_FIELD_CODES: [(&str, &str); 3] = [("content.body", "b"), ("content.name", "n"), ("content.topic", "t")];
 

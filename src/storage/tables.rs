@@ -15,8 +15,8 @@ use super::{
         EmailValidationRecord, FallbackKeyRecord, IdentityTokenRecord, MailRecord, MediaRecord, NotificationRecord,
         OpenIdTokenRecord, PartialStateRecord, PushJobRecord, PushRecord, PusherRecord, ReceiptRecord,
         RegistrationTokenUsage, RelationRecord, RemoteDeviceListRecord, RemoteInviteRecord, ReportRecord, RoomRecord,
-        SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash, TokenRecord,
-        TxnAnswerRecord, UiaaSessionRecord, UserRecord, ValidityRecord,
+        SearchBlock, SearchEntry, ServerKeysRecord, StateSnapshotRecord, StoredPdu, ToDeviceRecord, TokenHash,
+        TokenRecord, TxnAnswerRecord, UiaaSessionRecord, UserRecord, ValidityRecord,
     },
     StorageError, Table, TableOpener,
 };
@@ -133,8 +133,15 @@ pub struct Tables {
     /// (event count, pusher) → a push waiting to be sent to that pusher's
     /// gateway, in event order. Owner: `push::queue`.
     pub push_queue: Table<PushJobKey, PushJobRecord>,
-    /// (folded word, event count) → where the word is: the message search index.
+    /// (folded word, event count) → where the word is: the message search
+    /// index as it was written until blocks (still read). Owner: `rooms::search`.
     pub search_index: Table<(String, u64), SearchEntry>,
+    /// (folded word, first position) → the events of a batch with that
+    /// word: the message search index. Owner: `rooms::search_queue`.
+    pub search_blocks: Table<(String, u64), SearchBlock>,
+    /// "indexed_upto" → the position up to which every timeline event's
+    /// words are in the index. Owner: `rooms::search_queue`.
+    pub search_progress: Table<String, u64>,
     /// (localpart, filter id) → the filter's JSON. Owner: `users::filters`.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -236,6 +243,8 @@ impl Tables {
             push_queue: Table::open(db, "count_pusher_pushjob")?,
             legacy_position_checkpoints: Table::open(db, "time_count")?,
             search_index: Table::open(db, "word_count_roomfield")?,
+            search_blocks: Table::open(db, "word_firstcount_searchblock")?,
+            search_progress: Table::open(db, "searchprogress")?,
             legacy_notifications: Table::open(db, "userroom_count_notification")?,
             event_push: Table::open(db, "roomshort_count_eventpush")?,
             push_exceptions: Table::open(db, "localpart_roomshort_count_pushexception")?,

@@ -518,3 +518,38 @@ async fn sighup_reloads_the_tls_certificate() {
     }
     drop(process);
 }
+
+/// Words of messages not yet written to the search index (they wait in
+/// memory for a block write) are indexed again after SIGKILL; a message
+/// redacted while its words waited stays out of the index.
+#[tokio::test]
+async fn acknowledged_messages_are_searchable_after_sigkill() {
+    let (_dir, config, mut server) = server_in_new_dir("").await;
+    let port = server.addr.port();
+    let client = Client::new(server.addr);
+    let ([alice, _bob], room) = client.public_room_with(["alice", "bob"]).await;
+    alice.send_text(&room, "t1", "avant la panne générale").await;
+    let secret = alice.send_text(&room, "t2", "motdepasse confidentiel").await;
+    let path =
+        format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", crate::harness::enc(&room), crate::harness::enc(&secret));
+    alice.client.put(&path, json!({})).await.assert_ok();
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    let mut server = spawn_server(&config, port).await;
+    let client = Client::new(server.addr);
+    let alice = crate::harness::Session::from_reply(&client, client.login("alice", PASSWORD).await.assert_ok());
+    let search = |term: &str| {
+        let body = json!({ "search_categories": { "room_events": { "search_term": term } } });
+        let client = alice.client.clone();
+        async move {
+            client.post("/_matrix/client/v3/search", body).await.assert_ok()["search_categories"]["room_events"].clone()
+        }
+    };
+    let found = search("panne").await;
+    assert_eq!(found["count"], 1, "{found}");
+    assert_eq!(found["results"][0]["result"]["content"]["body"], "avant la panne générale");
+    assert_eq!(search("confidentiel").await["count"], 0, "the redacted message's words");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}

@@ -164,7 +164,11 @@ impl Rooms {
         // (In the timeline means accepted, see above.)
         if let (true, Some(before)) = (in_timeline, state_before) {
             self.index_relation(&mut batch, room_id, pdu, position)?;
-            self.index_search_words(&mut derived, room.short_id, pdu, position, before)?;
+            // New events' words wait for the next block write (queued
+            // below, once stored); history placed below is indexed now.
+            if backfill_position.is_some() {
+                self.index_search_words(&mut derived, room.short_id, pdu, position, before)?;
+            }
             if parent.is_some() && backfill_position.is_none() {
                 let (_, version_rules) = Self::rules_of(room)?;
                 let state = self.state.full_state(before)?;
@@ -220,11 +224,19 @@ impl Rooms {
         if let Some(txn) = &txn {
             batch.insert(&tables.txnid_eventid, txn, &event_id)?;
         }
+        // A redaction's target leaves the search blocks in this write, no
+        // block write coming between.
+        let redacts_now = pdu.redacts().filter(|_| accepted && !extra.is_empty());
+        let search_writing = redacts_now.map(|target| self.unindex_redacted(&mut batch, target)).transpose()?;
         batch.extend(extra);
         self.storage.apply_with_derived(batch, derived)?;
+        drop(search_writing);
         if in_timeline {
             // Before the position is released (`Staged` holds it).
             self.latest_positions.raise(room.short_id, position);
+            if let (Some(before), None) = (state_before, backfill_position) {
+                self.queue_search_words(room.short_id, pdu, position, before);
+            }
         }
         // The event may have been stored (and cached) before as an outlier:
         // its record now has a position and a state.

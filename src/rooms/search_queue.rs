@@ -1,0 +1,316 @@
+//! The message search index's write side: words of new messages wait in
+//! memory and are written as blocks, one stored entry per word for a whole
+//! batch of messages.
+//!
+//! Written one entry per word and message, the index was half of the
+//! entries a message stored (8.3 of about 16 in chat rooms) and sled's cost
+//! follows the number of entries (about 12 µs to write and 130 bytes stored
+//! each, see BENCHMARKS.md, #18). In a block, a word costs one entry for
+//! every message of the batch that has it.
+//!
+//! Durability: `indexed_upto` (in `search_progress`) is the position up to
+//! which every timeline event's words are stored; it is written in the same
+//! atomic batch as the blocks. Postings wait here only for events with a
+//! position above it, so after a crash the events above it are indexed
+//! again from the timeline at start-up ([`super::Rooms::recover_search_queue`]).
+//!
+//! Consistency: a flush takes the postings at or below the visible position
+//! (`Storage::visible_count`): those of every finished write, as writers push
+//! before releasing their position. A search flushes first, so it sees every
+//! message already answered. Blocks are only written by a flush (new keys) and
+//! rewritten by a redaction or a purge; both hold [`SearchQueue::writing`], a
+//! redaction until its own write is applied, so a flush can never store the
+//! words of an event being redacted, nor two rewrites of one block lose
+//! each other's change.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+};
+
+use crate::storage::{
+    records::{SearchBlock, SearchPosting},
+    Batch, Storage, StorageError,
+};
+
+/// Postings held before a flush is started (about 60 bytes each: 1.5 MiB at most, a
+/// few hundred messages; a crash re-reads as many at start-up).
+pub const FLUSH_AT: usize = 24_576;
+
+/// The key of the progress position in `search_progress`.
+const INDEXED_UPTO: &str = "indexed_upto";
+
+/// A word of an event, waiting to be written.
+pub type PendingPosting = (String, SearchPosting);
+
+/// A stored block and its key: (word, first position).
+type StoredBlock = ((String, u64), SearchBlock);
+
+pub struct SearchQueue {
+    storage: Arc<Storage>,
+    pending: Mutex<Vec<PendingPosting>>,
+    /// Held while blocks are written or rewritten.
+    writing: Mutex<()>,
+    /// A background flush is on its way.
+    flush_started: AtomicBool,
+}
+
+impl SearchQueue {
+    pub fn new(storage: Arc<Storage>) -> Self {
+        Self { storage, pending: Mutex::default(), writing: Mutex::default(), flush_started: AtomicBool::new(false) }
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Vec<PendingPosting>> {
+        self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Held by whoever writes or rewrites blocks.
+    pub fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds the words of a stored event (before its position is released).
+    /// Starts a flush in the background when enough wait.
+    pub fn push(self: &Arc<Self>, postings: Vec<PendingPosting>) {
+        if postings.is_empty() {
+            return;
+        }
+        let due = {
+            let mut pending = self.pending();
+            pending.extend(postings);
+            pending.len() >= FLUSH_AT
+        };
+        if due && !self.flush_started.swap(true, Ordering::AcqRel) {
+            let queue = Arc::clone(self);
+            let flush = move || {
+                if let Err(error) = queue.flush() {
+                    tracing::warn!(%error, "could not write the message search index");
+                }
+                queue.flush_started.store(false, Ordering::Release);
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(flush)),
+                Err(_) => flush(),
+            }
+        }
+    }
+
+    /// How many postings wait.
+    pub fn len(&self) -> usize {
+        self.pending().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The position up to which every timeline event is indexed (none
+    /// before the first start with blocks).
+    pub fn indexed_upto(&self) -> Result<Option<u64>, StorageError> {
+        self.storage.tables.search_progress.get(&INDEXED_UPTO.to_owned())
+    }
+
+    /// Writes the postings of every finished write as blocks, with the new
+    /// progress position; returns how many postings were written.
+    pub fn flush(&self) -> Result<usize, StorageError> {
+        let _writing = self.writing();
+        let upto = self.storage.visible_count()?;
+        let ready: Vec<PendingPosting> = {
+            let mut pending = self.pending();
+            let (ready, later) = pending.drain(..).partition(|(_, posting)| posting.position <= upto);
+            *pending = later;
+            ready
+        };
+        let written = ready.len();
+        let mut batch = Batch::new();
+        for (word, block) in blocks_of(ready) {
+            let first = block.postings.first().map_or(0, |posting| posting.position);
+            batch.insert(&self.storage.tables.search_blocks, &(word, first), &block)?;
+        }
+        if self.indexed_upto()?.is_none_or(|indexed| indexed < upto) {
+            batch.insert(&self.storage.tables.search_progress, &INDEXED_UPTO.to_owned(), &upto)?;
+        }
+        self.storage.apply(batch)?;
+        Ok(written)
+    }
+
+    /// Records that everything up to `position` is indexed (a database whose
+    /// earlier events are in the entry-per-word index).
+    pub fn start_at(&self, position: u64) -> Result<(), StorageError> {
+        let mut batch = Batch::new();
+        batch.insert(&self.storage.tables.search_progress, &INDEXED_UPTO.to_owned(), &position)?;
+        self.storage.apply(batch)
+    }
+
+    /// Removes an event's words (at `position`) from the waiting postings
+    /// and, in `batch`, from the stored blocks. The caller holds
+    /// [`Self::writing`] until `batch` is applied.
+    pub fn remove_event(&self, batch: &mut Batch, words: &[String], position: u64) -> Result<(), StorageError> {
+        self.pending().retain(|(_, posting)| posting.position != position);
+        for word in words {
+            for (key, block) in self.blocks_holding(word, position)? {
+                self.rewrite_without(batch, key, block, position)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocks of `word` that hold `position`. Blocks written by flushes
+    /// cover increasing, disjoint ranges; blocks of one posting (history
+    /// placed below, events indexed again) can sit anywhere. So the blocks
+    /// starting at or before `position` are read backwards until one of
+    /// several postings ends before it.
+    fn blocks_holding(&self, word: &str, position: u64) -> Result<Vec<StoredBlock>, StorageError> {
+        const PAGE: usize = 16;
+        let blocks = &self.storage.tables.search_blocks;
+        let mut holding = Vec::new();
+        let mut end = position.saturating_add(1);
+        loop {
+            let page = blocks.range(&(word.to_owned(), 0), &(word.to_owned(), end), true, PAGE)?;
+            let full = page.len() == PAGE;
+            for (key, block) in page {
+                end = key.1;
+                let last = block.postings.last().map_or(0, |posting| posting.position);
+                if block.postings.iter().any(|posting| posting.position == position) {
+                    holding.push((key, block));
+                } else if block.postings.len() > 1 && last < position {
+                    return Ok(holding);
+                }
+            }
+            if !full {
+                return Ok(holding);
+            }
+        }
+    }
+
+    /// Adds to `batch` the block without `position` (keyed by its first
+    /// position still), or its removal when nothing is left.
+    fn rewrite_without(
+        &self,
+        batch: &mut Batch,
+        key: (String, u64),
+        mut block: SearchBlock,
+        position: u64,
+    ) -> Result<(), StorageError> {
+        let blocks = &self.storage.tables.search_blocks;
+        block.postings.retain(|posting| posting.position != position);
+        match block.postings.first().map(|posting| posting.position) {
+            None => {
+                batch.remove(blocks, &key);
+            }
+            Some(first) => {
+                if first != key.1 {
+                    batch.remove(blocks, &key);
+                }
+                batch.insert(blocks, &(key.0, first), &block)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Postings grouped by word, each word's in position order.
+fn blocks_of(postings: Vec<PendingPosting>) -> BTreeMap<String, SearchBlock> {
+    let mut blocks: BTreeMap<String, SearchBlock> = BTreeMap::new();
+    for (word, posting) in postings {
+        blocks.entry(word).or_default().postings.push(posting);
+    }
+    for block in blocks.values_mut() {
+        block.postings.sort_by_key(|posting| posting.position);
+        block.postings.dedup_by_key(|posting| posting.position);
+    }
+    blocks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn posting(position: u64) -> SearchPosting {
+        SearchPosting { position, room_short: 1, field: 0, state_before: 2 }
+    }
+
+    fn queue() -> (tempfile::TempDir, Arc<SearchQueue>) {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 8 * 1024 * 1024).unwrap());
+        // Positions up to 100 are taken and finished.
+        while storage.next_count().unwrap() < 100 {}
+        (dir, Arc::new(SearchQueue::new(storage)))
+    }
+
+    fn stored_blocks(queue: &SearchQueue) -> Vec<((String, u64), Vec<u64>)> {
+        let all = queue.storage.tables.search_blocks.all().unwrap();
+        all.into_iter().map(|(key, block)| (key, block.postings.iter().map(|p| p.position).collect())).collect()
+    }
+
+    #[test]
+    fn a_flush_writes_one_block_per_word_and_only_finished_writes() {
+        let (_dir, queue) = queue();
+        let unfinished = queue.storage.reserve_count().unwrap();
+        let visible = queue.storage.visible_count().unwrap();
+        queue.push(vec![("hello".into(), posting(visible - 1)), ("world".into(), posting(visible - 1))]);
+        queue.push(vec![("hello".into(), posting(visible))]);
+        queue.push(vec![("hello".into(), posting(unfinished.count))]);
+        assert_eq!(queue.flush().unwrap(), 3);
+        assert_eq!(
+            stored_blocks(&queue),
+            [
+                (("hello".into(), visible - 1), vec![visible - 1, visible]),
+                (("world".into(), visible - 1), vec![visible - 1])
+            ]
+        );
+        assert_eq!(queue.indexed_upto().unwrap(), Some(visible));
+        assert_eq!(queue.len(), 1, "the unfinished write's words wait");
+        drop(unfinished);
+        assert_eq!(queue.flush().unwrap(), 1);
+        assert!(queue.is_empty());
+        assert!(queue.indexed_upto().unwrap().unwrap() > visible);
+    }
+
+    #[test]
+    fn removing_an_event_rewrites_its_blocks_and_drops_its_waiting_words() {
+        let (_dir, queue) = queue();
+        queue.push(vec![("a".into(), posting(3)), ("b".into(), posting(3))]);
+        queue.push(vec![("a".into(), posting(5))]);
+        queue.flush().unwrap();
+        queue.push(vec![("a".into(), posting(7))]);
+        let mut batch = Batch::new();
+        {
+            let _writing = queue.writing();
+            queue.remove_event(&mut batch, &["a".into(), "b".into()], 3).unwrap();
+            queue.remove_event(&mut batch, &["a".into()], 7).unwrap();
+            queue.storage.apply(batch).unwrap();
+        }
+        assert_eq!(stored_blocks(&queue), [(("a".into(), 5), vec![5])], "the head moved the key; b's block went");
+        assert!(queue.is_empty(), "the waiting words of 7 went");
+    }
+
+    #[test]
+    fn a_block_of_one_posting_inside_another_block_s_range_is_found() {
+        let (_dir, queue) = queue();
+        queue.push(vec![("a".into(), posting(3)), ("a".into(), posting(5))]);
+        queue.flush().unwrap();
+        queue.push(vec![("a".into(), posting(20)), ("a".into(), posting(30))]);
+        queue.flush().unwrap();
+        // History placed below, in blocks of its own.
+        let mut batch = Batch::new();
+        for position in [4, 25] {
+            let block = SearchBlock { postings: vec![posting(position)] };
+            batch.insert(&queue.storage.tables.search_blocks, &("a".to_owned(), position), &block).unwrap();
+        }
+        queue.storage.apply(batch).unwrap();
+        for gone in [30, 4] {
+            let _writing = queue.writing();
+            let mut batch = Batch::new();
+            queue.remove_event(&mut batch, &["a".into()], gone).unwrap();
+            queue.storage.apply(batch).unwrap();
+        }
+        assert_eq!(
+            stored_blocks(&queue),
+            [(("a".into(), 3), vec![3, 5]), (("a".into(), 20), vec![20]), (("a".into(), 25), vec![25])]
+        );
+    }
+}
