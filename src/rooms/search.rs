@@ -191,24 +191,25 @@ impl Rooms {
         let _writing = self.search_queue.writing();
         let mut batch = Batch::new();
         self.search_queue.remove_event(&mut batch, &words_of(pdu), count)?;
-        Ok(self.storage.apply(batch)?)
+        self.storage.apply(batch)?;
+        self.search_queue.forget(count);
+        Ok(())
     }
 
     /// For a redaction being stored: removes its target's words from the
     /// blocks (in `batch`). The guard returned must be held until `batch`
-    /// is applied, so that no flush writes the target's words meanwhile.
-    pub(super) fn unindex_redacted(
-        &self,
-        batch: &mut Batch,
-        target: &ruma::EventId,
-    ) -> Result<std::sync::MutexGuard<'_, ()>> {
+    /// is applied (then [`RedactionUnindex::written`]), so that no flush
+    /// writes the target's words meanwhile.
+    pub(super) fn unindex_redacted(&self, batch: &mut Batch, target: &ruma::EventId) -> Result<RedactionUnindex<'_>> {
         let writing = self.search_queue.writing();
+        let mut position = None;
         if let Some((pdu, stored)) = self.get_pdu(target)? {
-            if let Some(position) = stored.position() {
-                self.search_queue.remove_event(batch, &words_of(&pdu), position)?;
+            if let Some(at) = stored.position() {
+                self.search_queue.remove_event(batch, &words_of(&pdu), at)?;
+                position = Some(at);
             }
         }
-        Ok(writing)
+        Ok(RedactionUnindex { rooms: self, position, _writing: writing })
     }
 
     /// Queues a new timeline event's words for the next block write.
@@ -225,16 +226,25 @@ impl Rooms {
             self.search_queue.start_at(self.storage.visible_count()?)?;
             return Ok(0);
         };
+        // Queued all at once, so that no flush moves the progress position
+        // before every room was read; an unreadable event or room is skipped.
         let mut read = 0;
+        let mut postings = Vec::new();
         for (_, room) in self.storage.tables.roomid_room.all()? {
             let mut from = indexed_upto.saturating_add(1);
             loop {
-                let page = self.timeline_page(&room, from, false, BACKFILL_PAGE)?;
+                let page = match self.timeline_page(&room, from, false, BACKFILL_PAGE) {
+                    Ok(page) => page,
+                    Err(error) => {
+                        tracing::warn!(room = room.short_id, %error, "a room's timeline unreadable: its last events are not searchable");
+                        break;
+                    }
+                };
                 for (position, event_id) in &page {
                     read += 1;
-                    let Some((pdu, stored)) = self.get_pdu(event_id)? else { continue };
+                    let Ok(Some((pdu, stored))) = self.get_pdu(event_id) else { continue };
                     if let (false, Some(before)) = (stored.redacted, stored.state_before) {
-                        self.queue_search_words(room.short_id, &pdu, *position, before);
+                        postings.extend(postings_of(&pdu, room.short_id, *position, before));
                     }
                 }
                 match page.last() {
@@ -243,6 +253,7 @@ impl Rooms {
                 }
             }
         }
+        self.search_queue.push(postings);
         self.search_queue.flush()?;
         Ok(read)
     }
@@ -259,7 +270,10 @@ impl Rooms {
         if wanted.is_empty() || rooms.is_empty() {
             return Ok(Vec::new());
         }
-        self.search_queue.flush()?;
+        if let Err(error) = self.search_queue.flush() {
+            // The words written before are still searched.
+            tracing::warn!(%error, "could not write the waiting search words");
+        }
         // The rooms by short id, as entries name them.
         let mut by_short = HashMap::new();
         for room_id in rooms {
@@ -328,6 +342,24 @@ impl Rooms {
     }
 }
 
+/// A redaction's removal of its target's words from the search blocks,
+/// holding the queue's write lock until its batch is written.
+pub(super) struct RedactionUnindex<'a> {
+    rooms: &'a Rooms,
+    /// The target's position, when it is in the timeline.
+    position: Option<u64>,
+    _writing: std::sync::MutexGuard<'a, ()>,
+}
+
+impl RedactionUnindex<'_> {
+    /// The redaction's batch is written: the target's waiting words go too.
+    pub(super) fn written(self) {
+        if let Some(position) = self.position {
+            self.rooms.search_queue.forget(position);
+        }
+    }
+}
+
 /// Marks, in the `meta` tree, that events stored before the search index
 /// existed have been indexed.
 const BACKFILLED: &str = "search_index_backfilled";
@@ -355,18 +387,20 @@ impl Rooms {
         let mut read = 0;
         loop {
             let page = tables.room_timeline.range(&start, &(u64::MAX, u64::MAX), false, BACKFILL_PAGE)?;
-            let mut batch = Batch::new();
             for ((room_short, count), event_id) in &page {
                 read += 1;
                 let Ok(event_id) = ruma::OwnedEventId::try_from(event_id.as_str()) else { continue };
-                let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
-                if !stored.redacted {
-                    if let Some(before) = stored.state_before {
-                        self.index_search_words(&mut batch, *room_short, &pdu, *count, before)?;
+                // An unreadable event is skipped, not a reason to start again.
+                let Ok(Some((pdu, stored))) = self.get_pdu(&event_id) else { continue };
+                if let (false, Some(before)) = (stored.redacted, stored.state_before) {
+                    // A block already keyed at this position holds it (a flush's
+                    // first event): left whole.
+                    for (word, posting) in postings_of(&pdu, *room_short, *count, before) {
+                        let block = SearchBlock { postings: vec![posting] };
+                        tables.search_blocks.insert_if_absent(&(word, *count), &block)?;
                     }
                 }
             }
-            self.storage.apply(batch)?;
             match page.last() {
                 Some(((room, count), _)) if page.len() == BACKFILL_PAGE => start = (*room, count + 1),
                 _ => break,

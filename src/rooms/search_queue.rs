@@ -114,16 +114,16 @@ impl SearchQueue {
     }
 
     /// Writes the postings of every finished write as blocks, with the new
-    /// progress position; returns how many postings were written.
+    /// progress position; returns how many postings were written. They
+    /// leave the queue only once written: a failed write loses nothing.
     pub fn flush(&self) -> Result<usize, StorageError> {
         let _writing = self.writing();
         let upto = self.storage.visible_count()?;
-        let ready: Vec<PendingPosting> = {
-            let mut pending = self.pending();
-            let (ready, later) = pending.drain(..).partition(|(_, posting)| posting.position <= upto);
-            *pending = later;
-            ready
-        };
+        // Every posting at or below `upto` is here already (pushed before its
+        // position was released), and none comes while `writing` is held
+        // but from writes above it.
+        let ready: Vec<PendingPosting> =
+            self.pending().iter().filter(|(_, posting)| posting.position <= upto).cloned().collect();
         let written = ready.len();
         let mut batch = Batch::new();
         for (word, block) in blocks_of(ready) {
@@ -134,6 +134,7 @@ impl SearchQueue {
             batch.insert(&self.storage.tables.search_progress, &INDEXED_UPTO.to_owned(), &upto)?;
         }
         self.storage.apply(batch)?;
+        self.pending().retain(|(_, posting)| posting.position > upto);
         Ok(written)
     }
 
@@ -145,11 +146,16 @@ impl SearchQueue {
         self.storage.apply(batch)
     }
 
-    /// Removes an event's words (at `position`) from the waiting postings
-    /// and, in `batch`, from the stored blocks. The caller holds
-    /// [`Self::writing`] until `batch` is applied.
-    pub fn remove_event(&self, batch: &mut Batch, words: &[String], position: u64) -> Result<(), StorageError> {
+    /// Drops the waiting postings of the event at `position` (once its
+    /// removal from the blocks is written).
+    pub fn forget(&self, position: u64) {
         self.pending().retain(|(_, posting)| posting.position != position);
+    }
+
+    /// Adds to `batch` the removal of an event's words (at `position`) from
+    /// the stored blocks. The caller holds [`Self::writing`] until `batch`
+    /// is applied, then calls [`Self::forget`].
+    pub fn remove_event(&self, batch: &mut Batch, words: &[String], position: u64) -> Result<(), StorageError> {
         for word in words {
             for (key, block) in self.blocks_holding(word, position)? {
                 self.rewrite_without(batch, key, block, position)?;
@@ -159,10 +165,12 @@ impl SearchQueue {
     }
 
     /// The blocks of `word` that hold `position`. Blocks written by flushes
-    /// cover increasing, disjoint ranges; blocks of one posting (history
-    /// placed below, events indexed again) can sit anywhere. So the blocks
-    /// starting at or before `position` are read backwards until one of
-    /// several postings ends before it.
+    /// cover increasing, disjoint ranges (a flush takes every posting up to
+    /// its position, the next only later ones; start-up recovery queues all
+    /// it finds before any flush); blocks of one posting (history placed
+    /// below, events indexed again) can sit anywhere. So the blocks starting
+    /// at or before `position` are read backwards until one of several
+    /// postings ends before it.
     fn blocks_holding(&self, word: &str, position: u64) -> Result<Vec<StoredBlock>, StorageError> {
         const PAGE: usize = 16;
         let blocks = &self.storage.tables.search_blocks;
@@ -283,6 +291,8 @@ mod tests {
             queue.remove_event(&mut batch, &["a".into(), "b".into()], 3).unwrap();
             queue.remove_event(&mut batch, &["a".into()], 7).unwrap();
             queue.storage.apply(batch).unwrap();
+            queue.forget(3);
+            queue.forget(7);
         }
         assert_eq!(stored_blocks(&queue), [(("a".into(), 5), vec![5])], "the head moved the key; b's block went");
         assert!(queue.is_empty(), "the waiting words of 7 went");

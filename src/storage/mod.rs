@@ -230,6 +230,12 @@ impl Storage {
     /// before the flush).
     pub fn apply_with_derived(&self, batch: Batch, derived: Batch) -> Result<(), StorageError> {
         self.apply(batch)?;
+        self.apply_derived(derived)
+    }
+
+    /// The second half of [`Storage::apply_with_derived`], for a writer with
+    /// work to do once its main batch is applied.
+    pub fn apply_derived(&self, derived: Batch) -> Result<(), StorageError> {
         self.apply_per_tree(derived)
     }
 

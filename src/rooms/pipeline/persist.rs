@@ -227,17 +227,21 @@ impl Rooms {
         // A redaction's target leaves the search blocks in this write, no
         // block write coming between.
         let redacts_now = pdu.redacts().filter(|_| accepted && !extra.is_empty());
-        let search_writing = redacts_now.map(|target| self.unindex_redacted(&mut batch, target)).transpose()?;
+        let unindex = redacts_now.map(|target| self.unindex_redacted(&mut batch, target)).transpose()?;
         batch.extend(extra);
-        self.storage.apply_with_derived(batch, derived)?;
-        drop(search_writing);
+        self.storage.apply(batch)?;
+        if let Some(unindex) = unindex {
+            unindex.written();
+        }
         if in_timeline {
-            // Before the position is released (`Staged` holds it).
+            // Once the event is stored, before its position is released
+            // (`Staged` holds it), whatever happens to the derived writes.
             self.latest_positions.raise(room.short_id, position);
             if let (Some(before), None) = (state_before, backfill_position) {
                 self.queue_search_words(room.short_id, pdu, position, before);
             }
         }
+        self.storage.apply_derived(derived)?;
         // The event may have been stored (and cached) before as an outlier:
         // its record now has a position and a state.
         self.pdus.invalidate(pdu.event_id());

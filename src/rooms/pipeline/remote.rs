@@ -390,6 +390,9 @@ impl Rooms {
                 &(room.short_id, position),
                 &pdu.event_id().to_string(),
             )?;
+            if !stored.redacted {
+                self.index_search_words(&mut batch, room.short_id, pdu, position, snapshot)?;
+            }
             self.storage.commit(batch).await?;
             self.latest_positions.raise(room.short_id, position);
             self.pdus.invalidate(pdu.event_id());
