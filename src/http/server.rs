@@ -209,6 +209,10 @@ impl ServerHandle {
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
             tracing::warn!("some connections were still open after the grace period");
         }
+        // The search words still waiting, so that the next start has none to redo.
+        if let Err(error) = self.services.rooms.flush_search_queue() {
+            tracing::warn!(%error, "could not write the waiting search words");
+        }
         if let Err(error) = self.services.storage.shutdown() {
             tracing::error!(%error, "final storage flush failed");
         }
