@@ -82,6 +82,7 @@ impl Rooms {
             from = last + 1;
             let mut batch = Batch::new();
             let mut purged_ids = Vec::new();
+            let mut searchable = Vec::new();
             for (_, event_id) in page.iter().filter(|(count, _)| *count < limit) {
                 let Some((pdu, stored)) = self.get_pdu(event_id)? else { continue };
                 let keep = pdu.state_key().is_some()
@@ -90,9 +91,10 @@ impl Rooms {
                 if keep {
                     continue;
                 }
-                self.remove_event(&mut batch, &room, event_id.as_str(), Some(&pdu), &stored)?;
+                self.remove_event(&mut batch, &room, event_id.as_str(), Some(&pdu), &stored, &mut searchable)?;
                 purged_ids.push(event_id.clone());
             }
+            self.unindex_purged(&searchable)?;
             self.storage.commit(batch).await?;
             purged += purged_ids.len();
             for event_id in &purged_ids {
@@ -159,6 +161,7 @@ impl Rooms {
         })?;
         let mut snapshots = BTreeSet::from([room.current_state]);
         let mut batch = Batch::new();
+        let mut searchable = Vec::new();
         for (event_id, stored) in &events {
             snapshots.extend(stored.state_before);
             // Parsed from the record in hand; an unreadable event still goes.
@@ -169,11 +172,13 @@ impl Rooms {
                 }
                 Err(_) => None,
             };
-            self.remove_event(&mut batch, &room, event_id, pdu.as_ref(), stored)?;
+            self.remove_event(&mut batch, &room, event_id, pdu.as_ref(), stored, &mut searchable)?;
             if batch.len() >= PURGE_BATCH {
+                self.unindex_purged(&std::mem::take(&mut searchable))?;
                 self.storage.commit(std::mem::take(&mut batch)).await?;
             }
         }
+        self.unindex_purged(&searchable)?;
         self.remove_snapshots(&mut batch, snapshots)?;
         self.remove_room_records(&mut batch, &room_key, room.short_id)?;
         self.storage.commit(batch).await?;
@@ -184,6 +189,8 @@ impl Rooms {
     /// indexes it: its JSON, timeline place, short ids, auth chain, search
     /// words, thread root and relations (as child and as parent). Without
     /// its parsed form (unreadable), what its words and parent were stays.
+    /// Its search blocks are left to the caller: (event, position) goes to
+    /// `searchable`, for [`Rooms::unindex_purged`] before `batch` is written.
     fn remove_event(
         &self,
         batch: &mut Batch,
@@ -191,13 +198,14 @@ impl Rooms {
         event_id: &str,
         pdu: Option<&Pdu>,
         stored: &StoredPdu,
+        searchable: &mut Vec<(Pdu, u64)>,
     ) -> Result<()> {
         let tables = &self.storage.tables;
         if let Some(pdu) = pdu {
             self.unindex_relation(batch, pdu, stored);
             self.unindex_search_words(batch, pdu, stored.count);
             if let Some(position) = stored.position() {
-                self.unindex_purged(pdu, position)?;
+                searchable.push((pdu.clone(), position));
             }
         }
         for ((parent, child), _) in tables.relations.scan_prefix(&prefix_of(event_id))? {

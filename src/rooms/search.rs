@@ -179,20 +179,35 @@ impl Rooms {
     /// its blocks are rewritten when the redaction is stored
     /// ([`Self::unindex_redacted`]).
     pub(super) fn unindex_search_words(&self, batch: &mut Batch, pdu: &Pdu, count: u64) {
+        // Databases made since blocks have none: no removals to write.
+        if self.storage.tables.search_index.is_empty() {
+            return;
+        }
         for (word, _) in indexed_words(pdu) {
             batch.remove(&self.storage.tables.search_index, &(word, count));
         }
     }
 
-    /// Removes a purged event's words from the blocks, at once (before the
-    /// purge is written: a crash between leaves the event unsearchable, not
-    /// a hit without its event).
-    pub(super) fn unindex_purged(&self, pdu: &Pdu, count: u64) -> Result<()> {
+    /// Removes purged events' words (event, position) from the blocks, at
+    /// once (before the purge is written: a crash between leaves the events
+    /// unsearchable, not hits without their events), each block rewritten once.
+    pub(super) fn unindex_purged(&self, events: &[(Pdu, u64)]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut removals: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
+        for (pdu, position) in events {
+            for word in words_of(pdu) {
+                removals.entry(word).or_default().insert(*position);
+            }
+        }
         let _writing = self.search_queue.writing();
         let mut batch = Batch::new();
-        self.search_queue.remove_event(&mut batch, &words_of(pdu), count)?;
+        self.search_queue.remove_events(&mut batch, &removals)?;
         self.storage.apply(batch)?;
-        self.search_queue.forget(count);
+        for (_, position) in events {
+            self.search_queue.forget(*position);
+        }
         Ok(())
     }
 

@@ -24,7 +24,7 @@
 //! each other's change.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex, MutexGuard,
@@ -156,10 +156,39 @@ impl SearchQueue {
     /// the stored blocks. The caller holds [`Self::writing`] until `batch`
     /// is applied, then calls [`Self::forget`].
     pub fn remove_event(&self, batch: &mut Batch, words: &[String], position: u64) -> Result<(), StorageError> {
-        for word in words {
-            for (key, block) in self.blocks_holding(word, position)? {
-                self.rewrite_without(batch, key, block, position)?;
+        let removals = words.iter().map(|word| (word.clone(), BTreeSet::from([position]))).collect();
+        self.remove_events(batch, &removals)
+    }
+
+    /// [`Self::remove_event`] for many events at once (word → positions):
+    /// each block is read and rewritten once, however many of its events
+    /// go (a purge of thousands of messages rewrote a block per message
+    /// and word otherwise).
+    pub fn remove_events(
+        &self,
+        batch: &mut Batch,
+        removals: &BTreeMap<String, BTreeSet<u64>>,
+    ) -> Result<(), StorageError> {
+        let mut changed: BTreeMap<(String, u64), SearchBlock> = BTreeMap::new();
+        for (word, positions) in removals {
+            for &position in positions {
+                let holds = |block: &SearchBlock| block.postings.iter().any(|posting| posting.position == position);
+                let loaded = changed
+                    .range_mut((word.clone(), 0)..=(word.clone(), position))
+                    .rev()
+                    .find(|(_, block)| holds(block));
+                if let Some((_, block)) = loaded {
+                    block.postings.retain(|posting| posting.position != position);
+                    continue;
+                }
+                for (key, block) in self.blocks_holding(word, position)? {
+                    let block = changed.entry(key).or_insert(block);
+                    block.postings.retain(|posting| posting.position != position);
+                }
             }
+        }
+        for (key, block) in changed {
+            self.write_rewritten(batch, key, block)?;
         }
         Ok(())
     }
@@ -194,17 +223,10 @@ impl SearchQueue {
         }
     }
 
-    /// Adds to `batch` the block without `position` (keyed by its first
-    /// position still), or its removal when nothing is left.
-    fn rewrite_without(
-        &self,
-        batch: &mut Batch,
-        key: (String, u64),
-        mut block: SearchBlock,
-        position: u64,
-    ) -> Result<(), StorageError> {
+    /// Adds to `batch` a block stored under `key` as it is now (keyed by
+    /// its first position still), or its removal when nothing is left.
+    fn write_rewritten(&self, batch: &mut Batch, key: (String, u64), block: SearchBlock) -> Result<(), StorageError> {
         let blocks = &self.storage.tables.search_blocks;
-        block.postings.retain(|posting| posting.position != position);
         match block.postings.first().map(|posting| posting.position) {
             None => {
                 batch.remove(blocks, &key);
@@ -296,6 +318,22 @@ mod tests {
         }
         assert_eq!(stored_blocks(&queue), [(("a".into(), 5), vec![5])], "the head moved the key; b's block went");
         assert!(queue.is_empty(), "the waiting words of 7 went");
+    }
+
+    #[test]
+    fn removing_many_events_rewrites_each_block_once() {
+        let (_dir, queue) = queue();
+        queue.push((1..=6).map(|position| ("a".to_owned(), posting(position))).collect());
+        queue.push(vec![("b".into(), posting(2))]);
+        queue.flush().unwrap();
+        let removals =
+            BTreeMap::from([("a".to_owned(), BTreeSet::from([1, 2, 5])), ("b".to_owned(), BTreeSet::from([2]))]);
+        let mut batch = Batch::new();
+        let _writing = queue.writing();
+        queue.remove_events(&mut batch, &removals).unwrap();
+        assert_eq!(batch.len(), 3, "block a moved to its new head (a removal and an insert), block b removed");
+        queue.storage.apply(batch).unwrap();
+        assert_eq!(stored_blocks(&queue), [(("a".into(), 3), vec![3, 4, 6])]);
     }
 
     #[test]
