@@ -158,7 +158,13 @@ impl Pdu {
         let redacts = redacts_field(&object, rules)?;
         let (json, object) = match stored_json {
             Some(json) => (json.into(), std::sync::OnceLock::new()),
-            None => (CanonicalJsonValue::Object(object.clone()).to_string().into(), std::sync::OnceLock::from(object)),
+            None => {
+                // Canonical JSON is serde_json's compact form of the sorted
+                // object (what `CanonicalJsonValue`'s `Display` writes), without
+                // copying the tree first.
+                let json = serde_json::to_string(&object).map_err(|e| format_error(e.to_string()))?;
+                (json.into(), std::sync::OnceLock::from(object))
+            }
         };
         Ok(Self(std::sync::Arc::new(PduFields {
             event_id,
