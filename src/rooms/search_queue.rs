@@ -126,6 +126,11 @@ impl SearchQueue {
         let ready: Vec<PendingPosting> =
             self.pending().iter().filter(|(_, posting)| posting.position <= upto).cloned().collect();
         let written = ready.len();
+        // With nothing to write, nothing is written (a search flushes first:
+        // no write on every read); the position then moves with the next words.
+        if written == 0 {
+            return Ok(0);
+        }
         let mut batch = Batch::new();
         for (word, block) in blocks_of(ready) {
             let first = block.postings.first().map_or(0, |posting| posting.position);
