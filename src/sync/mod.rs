@@ -232,8 +232,8 @@ fn compute(
                     joined_at: changed_at,
                 };
                 let section = joined_room(sources, who, request, &room_id, &room, snapshot, new_since_token, extras)?;
-                if let Some(mut section) = section {
-                    member_events.append(&mut section.member_events);
+                if let Some((section, members)) = section {
+                    member_events.extend(members);
                     join.insert(room_id.to_string(), section);
                 }
             }
@@ -438,11 +438,15 @@ fn format_event(
         let event = serde_json::to_value(pdu.as_object()).map_err(|e| Error::internal("serialising a PDU", e))?;
         return Ok(shaped_by_filter(request, event));
     }
-    let event = rooms.serve_client_event(pdu, stored, &who.user_id, &who.device_id)?;
-    Ok(match request.filter.event_fields {
+    Ok(shaped_client_event(request, rooms.serve_client_event(pdu, stored, &who.user_id, &who.device_id)?))
+}
+
+/// A client-format event as it is, or as a tree when the filter selects fields.
+fn shaped_client_event(request: &SyncRequest, event: ClientEvent) -> SyncEvent {
+    match request.filter.event_fields {
         Some(_) => shaped_by_filter(request, event.to_value()),
         None => SyncEvent::Client(event),
-    })
+    }
 }
 
 /// An event as a tree, with only the filter's `event_fields` when it names some.
@@ -453,13 +457,10 @@ fn shaped_by_filter(request: &SyncRequest, event: Value) -> SyncEvent {
     })
 }
 
-/// A state event in the client format, shaped by the filter.
-fn format_state_event(request: &SyncRequest, pdu: &Pdu, room_id: &RoomId) -> SyncEvent {
-    let event = ClientEvent::new(pdu, room_id);
-    match request.filter.event_fields {
-        Some(_) => shaped_by_filter(request, event.to_value()),
-        None => SyncEvent::Client(event),
-    }
+/// The member events among a section's state and timeline (who joined or
+/// left, for `device_lists`).
+fn member_events_of(state: &[Pdu], timeline: &[StoredEvent]) -> Vec<Pdu> {
+    state.iter().chain(timeline.iter().map(|(pdu, _)| pdu)).filter(|pdu| is_member_event(pdu)).cloned().collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,7 +473,7 @@ fn joined_room(
     snapshot: u64,
     newly_joined: bool,
     extras: RoomExtras,
-) -> Result<Option<JoinedRoom>> {
+) -> Result<Option<(JoinedRoom, Vec<Pdu>)>> {
     let rooms = sources.rooms;
     let since = request.since.filter(|_| !newly_joined);
     let (events, limited) = timeline(rooms, who, request, room, since, snapshot)?;
@@ -512,19 +513,15 @@ fn joined_room(
         .collect::<Result<Vec<_>>>()?;
     let state_events: Vec<Pdu> =
         state_events.into_iter().filter(|pdu| request.filter.room.state.accepts(pdu)).collect();
-    let state_json: Vec<SyncEvent> = state_events.iter().map(|pdu| format_state_event(request, pdu, room_id)).collect();
+    let state_json: Vec<SyncEvent> =
+        state_events.iter().map(|pdu| shaped_client_event(request, ClientEvent::new(pdu, room_id))).collect();
     let prev_batch = events.first().map_or(snapshot.saturating_add(1), |(_, stored)| stored.count);
-    let member_events: Vec<Pdu> = state_events
-        .iter()
-        .chain(events.iter().map(|(pdu, _)| pdu))
-        .filter(|pdu| is_member_event(pdu))
-        .cloned()
-        .collect();
+    let member_events = member_events_of(&state_events, &events);
     // The summary reads every member event: only when it may have changed.
     let summary = if whole_state || !member_events.is_empty() { summary(rooms, room, who)? } else { json!({}) };
     let counts = rooms.unread_counts(room_id, room, &who.user_id, extras.joined_at, snapshot)?;
     let (unread_notifications, unread_thread_notifications) = unread_counts_json(request, &counts);
-    Ok(Some(JoinedRoom {
+    let section = JoinedRoom {
         timeline: Timeline { events: timeline_json, limited, prev_batch: prev_batch.to_string() },
         state: Events::new(state_json),
         ephemeral: Events::new(ephemeral),
@@ -532,8 +529,8 @@ fn joined_room(
         summary,
         unread_notifications,
         unread_thread_notifications,
-        member_events,
-    }))
+    };
+    Ok(Some((section, member_events)))
 }
 
 /// `unread_notifications`, and `unread_thread_notifications` when the
@@ -640,12 +637,7 @@ fn left_room(
         .map(|(pdu, stored)| format_event(rooms, who, request, pdu, stored))
         .collect::<Result<Vec<_>>>()?;
     let prev_batch = events.first().map_or(leave_stored.count, |(_, stored)| stored.count);
-    let member_events = state_events
-        .iter()
-        .chain(events.iter().map(|(pdu, _)| pdu))
-        .filter(|pdu| is_member_event(pdu))
-        .cloned()
-        .collect();
+    let member_events = member_events_of(&state_events, &events);
     let section = json!({
         "timeline": { "events": timeline_json, "limited": limited, "prev_batch": prev_batch.to_string() },
         "state": { "events": state },

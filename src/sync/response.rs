@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::{events::Pdu, rooms::ClientEvent};
+use crate::rooms::ClientEvent;
 
 #[derive(Serialize)]
 pub struct SyncResponse {
@@ -79,8 +79,4 @@ pub struct JoinedRoom {
     pub unread_notifications: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unread_thread_notifications: Option<Value>,
-    /// The member events sent in this section (state and timeline): who
-    /// joined or left, for `device_lists`. Not part of the answer.
-    #[serde(skip)]
-    pub member_events: Vec<Pdu>,
 }
