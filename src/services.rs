@@ -193,6 +193,12 @@ impl Services {
                     Ok(removed) => tracing::debug!(removed, "purged expired OpenID tokens"),
                     Err(error) => tracing::warn!(%error, "could not purge OpenID tokens"),
                 }
+                let forgetting = Arc::clone(&services);
+                if let Err(error) =
+                    tokio::task::spawn_blocking(move || forgetting.forget_old_client_transactions()).await
+                {
+                    tracing::warn!(%error, "the client transaction clean-up stopped");
+                }
                 match services.federation.forget_old_transactions() {
                     Ok(0) => {}
                     Ok(removed) => tracing::debug!(removed, "forgot old federation transaction answers"),
@@ -203,6 +209,21 @@ impl Services {
                 }
             }
         });
+    }
+
+    /// Forgets the client transaction ids of the room and to-device
+    /// endpoints kept for a day (maintenance; blocking).
+    fn forget_old_client_transactions(&self) {
+        match self.rooms.forget_old_transactions() {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "forgot the room transaction ids of a day ago"),
+            Err(error) => tracing::warn!(%error, "could not forget old room transaction ids"),
+        }
+        match self.e2ee.forget_old_transactions(crate::util::now_ms()) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "forgot the to-device transaction ids of a day ago"),
+            Err(error) => tracing::warn!(%error, "could not forget old to-device transaction ids"),
+        }
     }
 
     /// The metrics' text, with the figures read now.

@@ -27,6 +27,12 @@ use crate::{
 /// Messages delivered in one sync at most; the rest wait for the next.
 pub const MAX_PER_SYNC: usize = 100;
 
+/// How long a handled transaction is remembered (a day, as the rooms' ones).
+pub const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
+
+/// Transactions forgotten per write.
+const FORGET_PER_WRITE: usize = 1_000;
+
 impl E2ee {
     /// Queues `content` for each addressed device (`*`: every device of the
     /// user). Unknown users and devices are skipped, as the spec allows.
@@ -53,6 +59,27 @@ impl E2ee {
     ) -> Result<()> {
         let txn = (sender.to_string(), String::new(), event_type.to_owned(), message_id.to_owned());
         self.deliver(sender.as_str(), event_type, txn, messages).await
+    }
+
+    /// Forgets the transactions handled before `now - TXN_KEPT_MS`
+    /// (maintenance; blocking); how many.
+    pub fn forget_old_transactions(&self, now: u64) -> Result<usize> {
+        let cutoff = now.saturating_sub(TXN_KEPT_MS);
+        let table = &self.storage.tables.to_device_txns;
+        let mut old = Vec::new();
+        table.for_each(|key, handled_ts| {
+            if handled_ts < cutoff {
+                old.push(key);
+            }
+        })?;
+        for keys in old.chunks(FORGET_PER_WRITE) {
+            let mut batch = Batch::new();
+            for key in keys {
+                batch.remove(table, key);
+            }
+            self.storage.apply(batch)?;
+        }
+        Ok(old.len())
     }
 
     /// Queues the messages for this server's addressed devices, once per `txn`.
@@ -149,5 +176,33 @@ impl E2ee {
             batch.remove(&tables.to_device, &key);
         }
         Ok(self.storage.apply(batch)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::storage::Storage;
+
+    #[test]
+    fn transactions_handled_a_day_ago_are_forgotten_and_newer_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Arc::new(Storage::open(dir.path(), 1 << 20).unwrap());
+        let e2ee = E2ee::new(Arc::clone(&storage), ruma::server_name!("x").to_owned());
+        let now = 10 * TXN_KEPT_MS;
+        let txn = |id: usize| ("alice".to_owned(), "DEV".to_owned(), "m.x".to_owned(), format!("t{id}"));
+        let mut batch = Batch::new();
+        for id in 0..(FORGET_PER_WRITE + 5) {
+            batch.insert(&storage.tables.to_device_txns, &txn(id), &(now - TXN_KEPT_MS - 1)).unwrap();
+        }
+        batch.insert(&storage.tables.to_device_txns, &txn(99_999), &(now - TXN_KEPT_MS)).unwrap();
+        storage.apply(batch).unwrap();
+
+        assert_eq!(e2ee.forget_old_transactions(now).unwrap(), FORGET_PER_WRITE + 5);
+        assert_eq!(storage.tables.to_device_txns.all().unwrap().len(), 1);
+        assert!(storage.tables.to_device_txns.contains(&txn(99_999)).unwrap(), "a day old exactly is kept");
+        assert_eq!(e2ee.forget_old_transactions(now).unwrap(), 0);
     }
 }

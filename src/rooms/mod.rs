@@ -38,6 +38,7 @@ pub mod search_queue;
 pub mod server_acl;
 pub mod state;
 pub mod summary;
+pub mod transactions;
 pub mod typing;
 pub mod upgrade;
 
@@ -113,6 +114,8 @@ pub struct Rooms {
     event_ids: BoundedCache<u64, OwnedEventId>,
     /// The newest timeline position of each room read or written since start.
     latest_positions: latest::LatestPositions,
+    /// Client transaction ids of the send and redact endpoints.
+    transactions: transactions::ClientTransactions,
     /// Words of new messages waiting to be written to the search index.
     search_queue: Arc<search_queue::SearchQueue>,
     /// Member summaries by state snapshot id.
@@ -162,6 +165,7 @@ impl Rooms {
             account_data: crate::users::account_data::AccountDataStore::new(Arc::clone(&storage)),
             erased: Default::default(),
             search_queue: Arc::new(search_queue::SearchQueue::new(Arc::clone(&storage))),
+            transactions: transactions::ClientTransactions::new(Arc::clone(&storage)),
             storage,
             server_name,
             key,
@@ -277,10 +281,15 @@ impl Rooms {
         Ok(id)
     }
 
-    /// The state event `(kind, state_key)` in a state map.
     /// Events stored since start.
     pub fn events_persisted(&self) -> u64 {
         self.events_persisted.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Forgets the client transaction ids of the previous generation once
+    /// the current one is a day old (maintenance; blocking); how many.
+    pub fn forget_old_transactions(&self) -> Result<usize> {
+        self.transactions.forget_old(crate::util::now_ms())
     }
 
     /// A room's name (`m.room.name`), if it has one.

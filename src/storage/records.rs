@@ -402,6 +402,20 @@ impl Record for TxnAnswerRecord {
     const VERSION: u8 = 1;
 }
 
+/// Which of the two client-transaction tables takes new transactions, and
+/// since when (`rooms::transactions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnGenerationRecord {
+    /// 0: `txnid_eventid`, 1: `txnid_eventid_b`.
+    pub current: u8,
+    /// When that table started taking new transactions (ms).
+    pub started_ts: u64,
+}
+
+impl Record for TxnGenerationRecord {
+    const VERSION: u8 = 1;
+}
+
 /// An invite of a local user to a room of another server this server is
 /// not in (or a rejection of one), or the user's knock on such a room.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,8 +53,10 @@ pub struct Tables {
     pub room_timeline: Table<(u64, u64), String>,
     /// snapshot id → state snapshot (full or diff).
     pub snapshot_state: Table<u64, StateSnapshotRecord>,
-    /// client transaction of a room endpoint → event id. Owner: `rooms`.
+    /// client transaction of a room endpoint → event id, in two generations
+    /// that take turns (`rooms::transactions`). Owner: `rooms`.
     pub txnid_eventid: Table<TxnKey, String>,
+    pub txnid_eventid_b: Table<TxnKey, String>,
     /// (localpart, room id) → membership of a local user (join, invite, leave, ban, knock).
     pub localpart_roomid_membership: Table<(String, String), String>,
     /// local room alias → room.
@@ -212,6 +214,7 @@ impl Tables {
             room_timeline: Table::open(db, "roomshortid_count_eventid")?,
             snapshot_state: Table::open(db, "snapshotid_state")?,
             txnid_eventid: Table::open(db, "localpart_txn_eventid")?,
+            txnid_eventid_b: Table::open(db, "localpart_txn_eventid_b")?,
             localpart_roomid_membership: Table::open(db, "localpart_roomid_membership")?,
             alias_room: Table::open(db, "alias_room")?,
             roomid_alias: Table::open(db, "roomid_alias")?,

@@ -277,7 +277,7 @@ impl Rooms {
     ) -> Result<OwnedEventId> {
         let guard = self.locks.lock(room_id).await;
         if let Some(txn) = &txn {
-            if let Some(existing) = self.storage.tables.txnid_eventid.get(txn)? {
+            if let Some(existing) = self.transactions.event_of(txn)? {
                 drop(guard);
                 // The first request may still be waiting for its flush: this
                 // answer waits for one too.

@@ -222,7 +222,7 @@ impl Rooms {
             batch.insert(&tables.roomid_room, &room_id.to_string(), room)?;
         }
         if let Some(txn) = &txn {
-            batch.insert(&tables.txnid_eventid, txn, &event_id)?;
+            self.transactions.record(&mut batch, txn, &event_id)?;
         }
         // A redaction's target leaves the search blocks in this write, no
         // block write coming between.
