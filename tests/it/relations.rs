@@ -125,7 +125,10 @@ async fn relations_endpoint_filters_paginates_and_recurses() {
     assert_eq!(ids(&second), vec![reply2.clone()]);
     let recursive = alice.client.get(&format!("{base}?recurse=true")).await;
     assert!(ids(&recursive).contains(&edit_of_reply), "relations of relations with recurse");
+    // Children, their children, and a third level found empty.
+    assert_eq!(recursive.body["recursion_depth"], 3, "the depth walked is told when recursing");
     assert!(!ids(&all).contains(&edit_of_reply));
+    assert!(all.body.get("recursion_depth").is_none() && all.body.get("next_batch").is_none());
     let root_event = event(&alice, &room, &root).await;
     assert_eq!(root_event["unsigned"]["m.relations"]["m.reference"]["chunk"], json!([{ "event_id": reference }]));
 

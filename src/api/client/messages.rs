@@ -15,6 +15,7 @@
 use std::{collections::BTreeSet, sync::Arc};
 
 use ruma::RoomId;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::events::kinds;
@@ -23,7 +24,7 @@ use crate::{
     error::{Error, ErrorKind, Result},
     events::Pdu,
     http::{request::from_json_value, Request, Response},
-    rooms::{client_event, membership_of},
+    rooms::{client_event, client_event::ClientEvent, membership_of},
     services::Services,
     sync::filter::RoomEventFilter,
     users::Identity,
@@ -91,7 +92,7 @@ fn limit_param(request: &Request) -> Result<usize> {
 
 /// What `/messages` gathered so far.
 struct Page {
-    chunk: Vec<Value>,
+    chunk: Vec<ClientEvent>,
     senders: BTreeSet<String>,
     /// Where reading goes on.
     position: u64,
@@ -129,7 +130,7 @@ fn read_timeline(
             let ignored = pdu.state_key_str().is_none() && ignored.contains(pdu.sender_str());
             if !ignored && filter.accepts(&pdu) && s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
                 page.senders.insert(pdu.sender_str().to_owned());
-                page.chunk.push(s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?);
+                page.chunk.push(s.rooms.serve_client_event(&pdu, &stored, &who.user_id, &who.device_id)?);
                 if page.chunk.len() == limit {
                     page.exhausted = last_page && index + 1 == entries_len;
                     return Ok(());
@@ -184,22 +185,36 @@ pub async fn messages(s: &Services, request: &Request, who: &Identity) -> Result
         }
     }
     let Page { chunk, senders, position, exhausted } = page;
-    let mut body = json!({ "start": start.to_string(), "chunk": chunk });
-    // Without `end` the client knows there is nothing more to fetch.
-    if !exhausted {
-        body["end"] = json!(position.to_string());
-    }
+    let mut answer = MessagesAnswer {
+        start: start.to_string(),
+        chunk,
+        // Without `end` the client knows there is nothing more to fetch.
+        end: (!exhausted).then(|| position.to_string()),
+        state: None,
+    };
     if filter.lazy_load_members {
         let state = s.rooms.current_state(&room)?;
         let mut members = Vec::new();
         for sender in senders {
             if let Some(member) = s.rooms.state_event_in(&state, kinds::MEMBER, &sender)? {
-                members.push(client_event(&member, &room_id));
+                members.push(ClientEvent::new(&member, &room_id));
             }
         }
-        body["state"] = json!(members);
+        answer.state = Some(members);
     }
-    Ok(Response::json(&body))
+    Ok(Response::json(&answer))
+}
+
+/// The answer of `/messages`: written out with each event's content copied
+/// as stored text.
+#[derive(Serialize)]
+struct MessagesAnswer {
+    start: String,
+    chunk: Vec<ClientEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<Vec<ClientEvent>>,
 }
 
 /// `GET /rooms/{roomId}/initialSync` (deprecated, still used by older
@@ -358,17 +373,26 @@ pub fn context(s: &Services, request: &Request, who: &Identity) -> Result<Respon
             event.kind().to_string() == kinds::MEMBER && event.state_key_str().is_some_and(|k| senders.contains(k))
         });
     }
-    let to_json = |events: &[StoredEvent]| -> Result<Vec<Value>> {
-        events.iter().map(|(event, stored)| s.rooms.serve_event(event, stored, &who.user_id, &who.device_id)).collect()
-    };
-    Ok(Response::json(&json!({
-        "event": s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?,
-        "events_before": to_json(&before)?,
-        "events_after": to_json(&after)?,
-        "start": start.to_string(),
-        "end": end.to_string(),
-        "state": state.iter().map(|event| client_event(event, &room_id)).collect::<Vec<_>>(),
-    })))
+    let serve = |(event, stored): &StoredEvent| s.rooms.serve_client_event(event, stored, &who.user_id, &who.device_id);
+    Ok(Response::json(&ContextAnswer {
+        event: serve(&(pdu, stored))?,
+        events_before: before.iter().map(serve).collect::<Result<_>>()?,
+        events_after: after.iter().map(serve).collect::<Result<_>>()?,
+        start: start.to_string(),
+        end: end.to_string(),
+        state: state.iter().map(|event| ClientEvent::new(event, &room_id)).collect(),
+    }))
+}
+
+/// The answer of `/context`, written out as [`MessagesAnswer`] is.
+#[derive(Serialize)]
+struct ContextAnswer {
+    event: ClientEvent,
+    events_before: Vec<ClientEvent>,
+    events_after: Vec<ClientEvent>,
+    start: String,
+    end: String,
+    state: Vec<ClientEvent>,
 }
 
 /// Up to `wanted` events of a room around a position that pass `filter` and

@@ -99,17 +99,24 @@ pub fn relations(s: &Services, request: &Request, who: &Identity) -> Result<Resp
         let Ok(event_id) = EventId::parse(&id) else { continue };
         let Some((child, child_stored)) = s.rooms.get_pdu(&event_id)? else { continue };
         if s.rooms.can_see_event(&who.user_id, &child, &child_stored)? {
-            chunk.push(s.rooms.serve_event(&child, &child_stored, &who.user_id, &who.device_id)?);
+            chunk.push(s.rooms.serve_client_event(&child, &child_stored, &who.user_id, &who.device_id)?);
         }
     }
-    let mut body = json!({ "chunk": chunk });
-    if let Some(next) = next_batch {
-        body["next_batch"] = json!(next.to_string());
-    }
-    if recurse {
-        body["recursion_depth"] = json!(depth);
-    }
-    Ok(Response::json(&body))
+    Ok(Response::json(&RelationsAnswer {
+        chunk,
+        next_batch: next_batch.map(|next| next.to_string()),
+        recursion_depth: recurse.then_some(depth),
+    }))
+}
+
+/// The answer of `/relations`: each event's content copied as stored text.
+#[derive(serde::Serialize)]
+struct RelationsAnswer {
+    chunk: Vec<crate::rooms::client_event::ClientEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_batch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recursion_depth: Option<usize>,
 }
 
 /// `GET /rooms/{roomId}/threads`: thread roots, most recently active first.

@@ -128,7 +128,7 @@ fn serve_visible_event(s: &Services, request: &Request, who: &Identity, room_id:
     if elsewhere || stored.count == 0 || !s.rooms.can_see_event(&who.user_id, &pdu, &stored)? {
         return Err(not_found());
     }
-    Ok(Response::json(&s.rooms.serve_event(&pdu, &stored, &who.user_id, &who.device_id)?))
+    Ok(Response::json(&s.rooms.serve_client_event(&pdu, &stored, &who.user_id, &who.device_id)?))
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
