@@ -211,20 +211,22 @@ impl Rooms {
         Ok(())
     }
 
-    /// For a redaction being stored: removes its target's words from the
-    /// blocks (in `batch`). The guard returned must be held until `batch`
-    /// is applied (then [`RedactionUnindex::written`]), so that no flush
-    /// writes the target's words meanwhile.
+    /// For a redaction being stored: records its target's words (in
+    /// `batch`) for the next flush to remove from the blocks. The guard
+    /// returned must be held until `batch` is applied (then
+    /// [`RedactionUnindex::written`]), so that no flush writes the target's
+    /// waiting words meanwhile.
     pub(super) fn unindex_redacted(&self, batch: &mut Batch, target: &ruma::EventId) -> Result<RedactionUnindex<'_>> {
         let writing = self.search_queue.writing();
         let mut position = None;
         if let Some((pdu, stored)) = self.get_pdu(target)? {
-            if let Some(at) = stored.position() {
-                self.search_queue.remove_event(batch, &words_of(&pdu), at)?;
+            let words = words_of(&pdu);
+            if let (Some(at), false) = (stored.position(), words.is_empty()) {
+                self.search_queue.remove_later(batch, words, at)?;
                 position = Some(at);
             }
         }
-        Ok(RedactionUnindex { rooms: self, position, _writing: writing })
+        Ok(RedactionUnindex { rooms: self, position, writing })
     }
 
     /// Queues a new timeline event's words for the next block write.
@@ -361,17 +363,21 @@ impl Rooms {
 /// holding the queue's write lock until its batch is written.
 pub(super) struct RedactionUnindex<'a> {
     rooms: &'a Rooms,
-    /// The target's position, when it is in the timeline.
+    /// The target's position, when it is in the timeline and has words.
     position: Option<u64>,
-    _writing: std::sync::MutexGuard<'a, ()>,
+    writing: std::sync::MutexGuard<'a, ()>,
 }
 
 impl RedactionUnindex<'_> {
-    /// The redaction's batch is written: the target's waiting words go too.
+    /// The redaction's batch is written: the target's waiting words go too,
+    /// and its stored ones with the next flush.
     pub(super) fn written(self) {
-        if let Some(position) = self.position {
-            self.rooms.search_queue.forget(position);
+        let Self { rooms, position, writing } = self;
+        if let Some(position) = position {
+            rooms.search_queue.redaction_written(position);
         }
+        drop(writing);
+        rooms.search_queue.flush_if_many_redactions();
     }
 }
 

@@ -222,6 +222,10 @@ impl Record for Vec<u64> {
     const VERSION: u8 = 1;
 }
 
+impl Record for Vec<String> {
+    const VERSION: u8 = 1;
+}
+
 /// A value kept as one string in a format of earlier versions (fields joined
 /// by newlines): the type builds and parses the string, and [`text_record!`]
 /// stores it exactly as a `String` record (version 1, a MessagePack string).

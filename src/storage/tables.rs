@@ -144,6 +144,9 @@ pub struct Tables {
     /// "indexed_upto" → the position up to which every timeline event's
     /// words are in the index. Owner: `rooms::search_queue`.
     pub search_progress: Table<String, u64>,
+    /// position of a redacted event → its words, still in the blocks until
+    /// the next block write removes them. Owner: `rooms::search_queue`.
+    pub search_unindex: Table<u64, Vec<String>>,
     /// (localpart, filter id) → the filter's JSON. Owner: `users::filters`.
     pub filters: Table<(String, String), String>,
     /// short event id → the short ids of its whole auth chain, sorted.
@@ -248,6 +251,7 @@ impl Tables {
             search_index: Table::open(db, "word_count_roomfield")?,
             search_blocks: Table::open(db, "word_firstcount_searchblock")?,
             search_progress: Table::open(db, "searchprogress")?,
+            search_unindex: Table::open(db, "position_searchunindex")?,
             legacy_notifications: Table::open(db, "userroom_count_notification")?,
             event_push: Table::open(db, "roomshort_count_eventpush")?,
             push_exceptions: Table::open(db, "localpart_roomshort_count_pushexception")?,

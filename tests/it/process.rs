@@ -528,11 +528,26 @@ async fn acknowledged_messages_are_searchable_after_sigkill() {
     let port = server.addr.port();
     let client = Client::new(server.addr);
     let ([alice, _bob], room) = client.public_room_with(["alice", "bob"]).await;
+    let redact = |event_id: String, txn: &str| {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/{txn}",
+            crate::harness::enc(&room),
+            crate::harness::enc(&event_id)
+        );
+        let client = alice.client.clone();
+        async move {
+            client.put(&path, json!({})).await.assert_ok();
+        }
+    };
+    let stored = alice.send_text(&room, "t0", "ancienne adresse stockée").await;
+    // A search writes the waiting words: this message's are stored, in blocks.
+    let body = json!({ "search_categories": { "room_events": { "search_term": "stockée" } } });
+    let before = alice.client.post("/_matrix/client/v3/search", body).await;
+    assert_eq!(before.assert_ok()["search_categories"]["room_events"]["count"], 1);
+    redact(stored, "r0").await;
     alice.send_text(&room, "t1", "avant la panne générale").await;
     let secret = alice.send_text(&room, "t2", "motdepasse confidentiel").await;
-    let path =
-        format!("/_matrix/client/v3/rooms/{}/redact/{}/r1", crate::harness::enc(&room), crate::harness::enc(&secret));
-    alice.client.put(&path, json!({})).await.assert_ok();
+    redact(secret, "r1").await;
     server.child.kill().expect("SIGKILL");
     server.child.wait().unwrap();
 
@@ -549,7 +564,8 @@ async fn acknowledged_messages_are_searchable_after_sigkill() {
     let found = search("panne").await;
     assert_eq!(found["count"], 1, "{found}");
     assert_eq!(found["results"][0]["result"]["content"]["body"], "avant la panne générale");
-    assert_eq!(search("confidentiel").await["count"], 0, "the redacted message's words");
+    assert_eq!(search("confidentiel").await["count"], 0, "the redacted message's waiting words");
+    assert_eq!(search("stockée").await["count"], 0, "the redacted message's stored words");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 }
