@@ -5,13 +5,15 @@
 //! ```text
 //! cargo bench --bench load -- [--base-url http://127.0.0.1:6167] [--users 20] [--rooms 100]
 //!     [--messages 20] [--probes 200] [--password PW] [--registration-token TOKEN] [--pushes] [--search]
-//!     [--fill N] [--big-room N]
+//!     [--fill N [--redact N]] [--big-room N]
 //! ```
 //!
 //! `--fill N` registers the users, creates the rooms, sends N messages in all
 //! (chat lines of about 60 characters, every user at once) and stops: a large
 //! database made reproducibly, to measure its size, start-up and memory
-//! (`benches/startup.rs`). `--big-room N` puts N users in one room and
+//! (`benches/startup.rs`); with `--redact M`, the senders then redact M of
+//! those messages (their own first ones, every user at once): what
+//! redactions cost. `--big-room N` puts N users in one room and
 //! reports `--probes` sequential sends there.
 //!
 //! Without `--base-url` it starts this server in-process on 127.0.0.1 (fresh
@@ -66,6 +68,8 @@ struct Options {
     search: bool,
     /// Send this many messages in all, report, and stop (a database to measure).
     fill: usize,
+    /// After the fill, redact this many of its messages.
+    redact: usize,
     /// Members of the one room of the big-room run (0: no such run).
     big_room: usize,
 }
@@ -82,6 +86,7 @@ fn parse_options() -> Result<Options> {
         search: false,
         registration_token: None,
         fill: 0,
+        redact: 0,
         big_room: 0,
     };
     let mut args = std::env::args().skip(1);
@@ -99,6 +104,7 @@ fn parse_options() -> Result<Options> {
             "--pushes" => options.pushes = true,
             "--search" => options.search = true,
             "--fill" => options.fill = number(value()?)?,
+            "--redact" => options.redact = number(value()?)?,
             "--big-room" => options.big_room = number(value()?)?.max(2),
             // `cargo bench` passes `--bench`; filters and other harness flags are ignored.
             _ => {}
@@ -107,9 +113,11 @@ fn parse_options() -> Result<Options> {
     Ok(options)
 }
 
-async fn send_message(connection: &mut Connection, room: &str, txn: &str, body: &str) -> Result<()> {
+/// Sends a text message; its event id.
+async fn send_message(connection: &mut Connection, room: &str, txn: &str, body: &str) -> Result<String> {
     let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-    connection.ok("PUT", &path, Some(&json!({ "msgtype": "m.text", "body": body }))).await.map(drop)
+    let reply = connection.ok("PUT", &path, Some(&json!({ "msgtype": "m.text", "body": body }))).await?;
+    Ok(reply["event_id"].as_str().ok_or("no event_id in the answer")?.to_owned())
 }
 
 fn sync_path(since: Option<&str>, timeout_ms: u64) -> String {
@@ -137,7 +145,8 @@ async fn run(target: Target, options: Options) -> Result<()> {
     let rooms = create_rooms(&target, &accounts, options.rooms).await?;
     if options.fill > 0 {
         print_reader(&suffix, &options);
-        return fill(&target, &accounts, &rooms, options.fill).await;
+        let sent = fill(&target, &accounts, &rooms, options.fill, options.redact).await?;
+        return redact_all(&target, &accounts, sent).await;
     }
 
     // Phase 2: concurrent sends.
@@ -362,21 +371,34 @@ fn fill_line(sender: usize, number: usize) -> String {
 /// `--fill N`: every user sends its share of `total` messages (chat lines
 /// of about 60 characters) as fast as the server takes them, with progress
 /// every 10 seconds; then the tool stops, leaving the database to measure.
-async fn fill(target: &Target, accounts: &[Account], rooms: &Arc<Vec<String>>, total: usize) -> Result<()> {
+/// Returns, for each user, (room, event id) of its first messages, as many
+/// as its share of `to_redact`.
+async fn fill(
+    target: &Target,
+    accounts: &[Account],
+    rooms: &Arc<Vec<String>>,
+    total: usize,
+    to_redact: usize,
+) -> Result<Vec<Vec<(String, String)>>> {
     let started = Instant::now();
     let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut senders = Vec::new();
     for (u, account) in accounts.iter().enumerate() {
         let share = total / accounts.len() + usize::from(u < total % accounts.len());
+        let redact_share = to_redact / accounts.len() + usize::from(u < to_redact % accounts.len());
         let mut connection = target.connect(Some(account)).await?;
         let (rooms, sent) = (Arc::clone(rooms), Arc::clone(&sent));
         senders.push(tokio::spawn(async move {
+            let mut kept = Vec::new();
             for m in 0..share {
                 let room = &rooms[(u * 7 + m) % rooms.len()];
-                send_message(&mut connection, room, &format!("fill-{u}-{m}"), &fill_line(u, m)).await?;
+                let event_id = send_message(&mut connection, room, &format!("fill-{u}-{m}"), &fill_line(u, m)).await?;
+                if m < redact_share {
+                    kept.push((room.clone(), event_id));
+                }
                 sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Ok::<_, String>(())
+            Ok::<_, String>(kept)
         }));
     }
     let progress = {
@@ -391,12 +413,40 @@ async fn fill(target: &Target, accounts: &[Account], rooms: &Arc<Vec<String>>, t
             }
         })
     };
+    let mut to_redact = Vec::new();
     for sender in senders {
-        sender.await.map_err(|e| e.to_string())??;
+        to_redact.push(sender.await.map_err(|e| e.to_string())??);
     }
     progress.abort();
     let elapsed = started.elapsed().as_secs_f64();
     println!("filled {total} messages in {elapsed:.1} s: {:.0} messages/s", total as f64 / elapsed);
+    Ok(to_redact)
+}
+
+/// `--redact M` after a fill: every user redacts its listed messages, all
+/// users at once.
+async fn redact_all(target: &Target, accounts: &[Account], events: Vec<Vec<(String, String)>>) -> Result<()> {
+    let total: usize = events.iter().map(Vec::len).sum();
+    if total == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let mut redactors = Vec::new();
+    for (u, (account, events)) in accounts.iter().zip(events).enumerate() {
+        let mut connection = target.connect(Some(account)).await?;
+        redactors.push(tokio::spawn(async move {
+            for (n, (room, event_id)) in events.iter().enumerate() {
+                let path = format!("/_matrix/client/v3/rooms/{}/redact/{}/redact-{u}-{n}", enc(room), enc(event_id));
+                connection.ok("PUT", &path, Some(&json!({ "reason": "load tool" }))).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for redactor in redactors {
+        redactor.await.map_err(|e| e.to_string())??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!("redacted {total} messages in {elapsed:.1} s: {:.0} redactions/s", total as f64 / elapsed);
     Ok(())
 }
 

@@ -31,6 +31,7 @@ pub mod federation;
 pub mod fuzz_targets;
 pub mod http;
 pub mod identity;
+pub mod locks;
 pub mod media;
 pub mod metrics;
 pub mod policy;

@@ -69,6 +69,9 @@ impl Services {
             Ok(read) => tracing::info!(events = read, "indexed earlier events for message search"),
             Err(error) => tracing::warn!(%error, "could not index earlier events for message search"),
         }
+        if let Err(error) = rooms.load_transactions() {
+            tracing::warn!(%error, "could not read the client transaction generation");
+        }
         match rooms.recover_search_queue() {
             Ok(0) => {}
             Ok(read) => tracing::info!(events = read, "indexed the words of events stored before a crash"),

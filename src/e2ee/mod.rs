@@ -51,11 +51,14 @@ pub struct E2ee {
     /// Serialises read-modify-write operations: one-time key claims (so a
     /// key is handed out once) and backup updates (counts and etags).
     serial: tokio::sync::Mutex<()>,
+    /// One `sendToDevice` per transaction at a time: a retry waits for the
+    /// first request's write, then finds its transaction handled.
+    to_device_txns: crate::locks::KeyedLocks<to_device::TxnKey>,
 }
 
 impl E2ee {
     pub fn new(storage: Arc<Storage>, server_name: OwnedServerName) -> Self {
-        Self { storage, server_name, serial: tokio::sync::Mutex::new(()) }
+        Self { storage, server_name, serial: tokio::sync::Mutex::new(()), to_device_txns: Default::default() }
     }
 
     fn is_local(&self, user_id: &UserId) -> bool {

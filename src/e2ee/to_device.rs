@@ -27,6 +27,10 @@ use crate::{
 /// Messages delivered in one sync at most; the rest wait for the next.
 pub const MAX_PER_SYNC: usize = 100;
 
+/// A handled transaction: (sender's localpart or user id, device, event
+/// type, transaction or message id).
+pub type TxnKey = (String, String, String, String);
+
 /// How long a handled transaction is remembered (a day, as the rooms' ones).
 pub const TXN_KEPT_MS: u64 = 24 * 3600 * 1000;
 
@@ -87,10 +91,11 @@ impl E2ee {
         &self,
         sender: &str,
         event_type: &str,
-        txn: (String, String, String, String),
+        txn: TxnKey,
         messages: &BTreeMap<OwnedUserId, Map<String, Value>>,
     ) -> Result<()> {
         let tables = &self.storage.tables;
+        let _one_at_a_time = self.to_device_txns.lock(&txn).await;
         if tables.to_device_txns.contains(&txn)? {
             return Ok(()); // a retried transaction
         }

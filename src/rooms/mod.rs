@@ -286,6 +286,11 @@ impl Rooms {
         self.events_persisted.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Reads which client-transaction table is current (start-up).
+    pub fn load_transactions(&self) -> Result<()> {
+        self.transactions.load()
+    }
+
     /// Forgets the client transaction ids of the previous generation once
     /// the current one is a day old (maintenance; blocking); how many.
     pub fn forget_old_transactions(&self) -> Result<usize> {

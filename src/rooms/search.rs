@@ -146,7 +146,7 @@ impl Rooms {
             let Some(event_id) = self.event_id_at(&room_id, hit.count)? else { continue };
             let Some((pdu, stored)) = self.get_pdu(&event_id)? else { continue };
             let Some(before) = stored.state_before else { continue };
-            if !filter.accepts(&pdu) || !can_see(&stored.room_id, before)? {
+            if stored.redacted || !filter.accepts(&pdu) || !can_see(&stored.room_id, before)? {
                 continue;
             }
             total += 1;
@@ -217,16 +217,18 @@ impl Rooms {
     /// [`RedactionUnindex::written`]), so that no flush writes the target's
     /// waiting words meanwhile.
     pub(super) fn unindex_redacted(&self, batch: &mut Batch, target: &ruma::EventId) -> Result<RedactionUnindex<'_>> {
+        // The target changes only under its room's lock, which the caller
+        // holds: its words are read before the queue's lock is taken, and
+        // that lock only when there are words (not for a reaction's target
+        // being redacted, for instance).
+        let Some((pdu, stored)) = self.get_pdu(target)? else { return Ok(RedactionUnindex::nothing(self)) };
+        let words = words_of(&pdu);
+        let Some(position) = stored.position().filter(|_| !words.is_empty()) else {
+            return Ok(RedactionUnindex::nothing(self));
+        };
         let writing = self.search_queue.writing();
-        let mut position = None;
-        if let Some((pdu, stored)) = self.get_pdu(target)? {
-            let words = words_of(&pdu);
-            if let (Some(at), false) = (stored.position(), words.is_empty()) {
-                self.search_queue.remove_later(batch, words, at)?;
-                position = Some(at);
-            }
-        }
-        Ok(RedactionUnindex { rooms: self, position, writing })
+        self.search_queue.remove_later(batch, words, position)?;
+        Ok(RedactionUnindex { rooms: self, held: Some((position, writing)) })
     }
 
     /// Queues a new timeline event's words for the next block write.
@@ -287,10 +289,14 @@ impl Rooms {
         if wanted.is_empty() || rooms.is_empty() {
             return Ok(Vec::new());
         }
-        if let Err(error) = self.search_queue.flush() {
+        // Held while the blocks are read: no redaction is written meanwhile,
+        // and those whose words are still in the blocks are left out.
+        let writing = self.search_queue.writing();
+        if let Err(error) = self.search_queue.flush_holding(&writing) {
             // The words written before are still searched.
             tracing::warn!(%error, "could not write the waiting search words");
         }
+        let redacted = self.search_queue.redactions_waiting(&writing)?;
         // The rooms by short id, as entries name them.
         let mut by_short = HashMap::new();
         for room_id in rooms {
@@ -306,6 +312,9 @@ impl Rooms {
             for ((word, _), block) in self.storage.tables.search_blocks.scan_prefix(query_word.as_bytes())? {
                 let whole = word == *query_word;
                 for posting in block.postings {
+                    if redacted.contains(&posting.position) {
+                        continue;
+                    }
                     let Some(room_id) = by_short.get(&posting.room_short) else { continue };
                     let field = FIELDS.get(usize::from(posting.field)).copied().unwrap_or_default();
                     if !keys.is_empty() && !keys.iter().any(|key| key == field) {
@@ -363,19 +372,23 @@ impl Rooms {
 /// holding the queue's write lock until its batch is written.
 pub(super) struct RedactionUnindex<'a> {
     rooms: &'a Rooms,
-    /// The target's position, when it is in the timeline and has words.
-    position: Option<u64>,
-    writing: std::sync::MutexGuard<'a, ()>,
+    /// The target's position and the queue's lock, when the target is in
+    /// the timeline and has words.
+    held: Option<(u64, std::sync::MutexGuard<'a, ()>)>,
 }
 
-impl RedactionUnindex<'_> {
+impl<'a> RedactionUnindex<'a> {
+    /// A target with no words to remove.
+    fn nothing(rooms: &'a Rooms) -> Self {
+        Self { rooms, held: None }
+    }
+
     /// The redaction's batch is written: the target's waiting words go too,
     /// and its stored ones with the next flush.
     pub(super) fn written(self) {
-        let Self { rooms, position, writing } = self;
-        if let Some(position) = position {
-            rooms.search_queue.redaction_written(position);
-        }
+        let Self { rooms, held } = self;
+        let Some((position, writing)) = held else { return };
+        rooms.search_queue.redaction_written(position);
         drop(writing);
         rooms.search_queue.flush_if_many_redactions();
     }

@@ -28,10 +28,12 @@
 //! It records the target's words in `search_unindex`, in its own write, and
 //! drops the target's waiting words, holding [`SearchQueue::writing`] from
 //! before its write until after (no flush stores those words meanwhile).
-//! The next flush removes every recorded target from the blocks, each block
-//! rewritten once, and the records with them in the same atomic write; a
-//! search flushes first, so it never finds a redacted message. A flush
-//! starts when [`UNINDEX_AT`] redactions wait.
+//! The next flush removes the recorded targets from the blocks (up to
+//! 4,096), each block rewritten once, and the records with them in the same
+//! atomic write. A search flushes and reads the blocks holding
+//! [`SearchQueue::writing`], and leaves out the targets still recorded, so it
+//! never finds a redacted message. A flush starts when [`UNINDEX_AT`]
+//! redactions wait.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -54,6 +56,10 @@ pub const FLUSH_AT: usize = 24_576;
 /// Redactions waiting to be removed from the blocks when a flush is started
 /// (a moderation sweep; a record is about 100 bytes).
 pub const UNINDEX_AT: usize = 2_048;
+
+/// Redactions removed from the blocks by one flush at most (the others wait
+/// for the next one; a search leaves them out meanwhile).
+const UNINDEX_PER_FLUSH: usize = 4_096;
 
 /// The key of the progress position in `search_progress`.
 const INDEXED_UPTO: &str = "indexed_upto";
@@ -149,14 +155,19 @@ impl SearchQueue {
     /// progress position; returns how many postings were written. They
     /// leave the queue only once written: a failed write loses nothing.
     pub fn flush(&self) -> Result<usize, StorageError> {
-        let _writing = self.writing();
+        self.flush_holding(&self.writing())
+    }
+
+    /// [`Self::flush`] by the holder of [`Self::writing`] (a search, which
+    /// keeps it while it reads the blocks).
+    pub fn flush_holding(&self, _writing: &MutexGuard<'_, ()>) -> Result<usize, StorageError> {
         let upto = self.storage.visible_count()?;
         // Every posting at or below `upto` is here already (pushed before its
         // position was released), and none comes while `writing` is held
         // but from writes above it.
         let ready: Vec<PendingPosting> =
             self.pending().iter().filter(|(_, posting)| posting.position <= upto).cloned().collect();
-        let unindex = self.storage.tables.search_unindex.all()?;
+        let unindex = self.storage.tables.search_unindex.first(UNINDEX_PER_FLUSH)?;
         let written = ready.len();
         // With nothing to write, nothing is written (a search flushes first:
         // no write on every read); the position then moves with the next words.
@@ -215,6 +226,15 @@ impl SearchQueue {
     pub fn redaction_written(&self, position: u64) {
         self.forget(position);
         self.unindex_waiting.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The positions of redacted events whose words are still in the blocks
+    /// (a search by the holder of [`Self::writing`] leaves them out).
+    pub fn redactions_waiting(&self, _writing: &MutexGuard<'_, ()>) -> Result<BTreeSet<u64>, StorageError> {
+        if self.unindex_waiting.load(Ordering::Acquire) == 0 {
+            return Ok(BTreeSet::new());
+        }
+        Ok(self.storage.tables.search_unindex.all()?.into_iter().map(|(position, _)| position).collect())
     }
 
     /// Starts a flush when many redactions wait (the caller holds no lock).
@@ -400,8 +420,10 @@ mod tests {
             "the blocks are not rewritten by the redactions"
         );
         assert_eq!(queue.storage.tables.search_unindex.len(), 2);
+        assert_eq!(queue.redactions_waiting(&queue.writing()).unwrap(), BTreeSet::from([3, 7]), "left out of searches");
 
         assert_eq!(queue.flush().unwrap(), 0, "no new words, but the redactions' removals");
+        assert!(queue.redactions_waiting(&queue.writing()).unwrap().is_empty());
         assert_eq!(stored_blocks(&queue), [(("a".into(), 5), vec![5])], "the head moved the key; b's block went");
         assert!(queue.storage.tables.search_unindex.is_empty(), "removed with the blocks' rewrite");
         assert_eq!(queue.unindex_waiting.load(Ordering::Acquire), 0);

@@ -44,6 +44,12 @@ impl ClientTransactions {
         Self { storage, generation: Mutex::new(None) }
     }
 
+    /// Reads (or, on a database without one, stores) the current
+    /// generation: at start-up, so that no request pays for it.
+    pub fn load(&self) -> Result<()> {
+        self.current(crate::util::now_ms()).map(drop)
+    }
+
     /// The event a transaction already sent, if it is remembered.
     pub fn event_of(&self, key: &TxnKey) -> Result<Option<String>> {
         let current = self.current(crate::util::now_ms())?.current;

@@ -188,6 +188,25 @@ async fn a_to_device_transaction_is_forgotten_with_its_device() {
     assert_eq!(numbers, [&json!(1), &json!(2)]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_to_device_retry_sent_while_the_first_request_is_written_is_delivered_once() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let bob = client.register("bob").await;
+    let token = sync(&bob, "").await["next_batch"].as_str().unwrap().to_owned();
+    let body = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "n": 1 } } } });
+    for txn in 0..20 {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.ping/race{txn}");
+        let sends = (0..8).map(|_| alice.client.put(&path, body.clone()));
+        for reply in futures_util::future::join_all(sends).await {
+            reply.assert_ok();
+        }
+    }
+    let events = sync(&bob, &format!("since={token}&timeout=0")).await["to_device"]["events"].clone();
+    assert_eq!(events.as_array().unwrap().len(), 20, "one message per transaction: {events}");
+}
+
 #[tokio::test]
 async fn a_waiting_sync_wakes_on_a_to_device_message() {
     let server = TestServer::start().await;

@@ -133,49 +133,10 @@ impl EventView for Rooms {
 }
 
 /// Per-room locks, each entry dropped once nobody holds or waits for it.
-#[derive(Default)]
-pub struct RoomLocks(std::sync::Mutex<std::collections::HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>);
+pub type RoomLocks = crate::locks::KeyedLocks<OwnedRoomId>;
 
 /// A held room lock; dropping it releases the room (and its entry if unused).
-pub struct RoomGuard<'l> {
-    locks: &'l RoomLocks,
-    room_id: OwnedRoomId,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-impl RoomLocks {
-    pub async fn lock(&self, room_id: &RoomId) -> RoomGuard<'_> {
-        let lock = Arc::clone(self.entries().entry(room_id.to_owned()).or_default());
-        let guard = lock.lock_owned().await;
-        RoomGuard { locks: self, room_id: room_id.to_owned(), guard: Some(guard) }
-    }
-
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Rooms with a lock entry (held or waited for).
-    pub fn len(&self) -> usize {
-        self.entries().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl Drop for RoomGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        let mut entries = self.locks.entries();
-        // Only the map holds the mutex: nobody holds it or waits for it.
-        if entries.get(&self.room_id).is_some_and(|lock| Arc::strong_count(lock) == 1) {
-            entries.remove(&self.room_id);
-        }
-    }
-}
+pub type RoomGuard<'l> = crate::locks::KeyedGuard<'l, OwnedRoomId>;
 
 impl Rooms {
     /// Creates a room: its create event, then `initial` events in order, as
@@ -415,28 +376,5 @@ impl<'a> PersistPlan<'a> {
             extra,
             backfill_position: None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn room_lock_entries_go_once_nobody_holds_or_waits() {
-        let locks = Arc::new(RoomLocks::default());
-        let room = RoomId::parse("!a:example.org").unwrap();
-        let held = locks.lock(&room).await;
-        let waiter = tokio::spawn({
-            let (locks, room) = (Arc::clone(&locks), room.clone());
-            async move {
-                let _second = locks.lock(&room).await;
-            }
-        });
-        tokio::task::yield_now().await;
-        assert_eq!(locks.len(), 1);
-        drop(held);
-        waiter.await.unwrap();
-        assert!(locks.is_empty(), "the entry went with the last holder");
     }
 }
