@@ -90,6 +90,29 @@ async fn sending_is_idempotent_per_device_and_transaction() {
     assert_eq!(event["room_id"], room.as_str());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_retries_of_a_send_make_one_event() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    for txn in 0..10 {
+        let txn = format!("race{txn}");
+        let sends = (0..8).map(|_| send_text(&alice, &room, &txn, "once"));
+        let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(sends)
+            .await
+            .iter()
+            .map(|reply| reply["event_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(ids.len(), 1, "every retry of {txn} answers the first event's id");
+    }
+    let path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50", enc(&room));
+    let page = alice.client.get(&path).await;
+    let sent =
+        page.assert_ok()["chunk"].as_array().unwrap().iter().filter(|event| event["content"]["body"] == "once").count();
+    assert_eq!(sent, 10, "one event per transaction");
+}
+
 #[tokio::test]
 async fn non_members_cannot_send_or_read() {
     let server = TestServer::start().await;
