@@ -82,6 +82,13 @@ pub struct Users {
     pub password_policy: crate::config::PasswordPolicyConfig,
     /// When accounts expire (`[account_validity]`).
     pub validity: validity::AccountValidity,
+    /// One change to a user's devices and tokens at a time: login, refresh,
+    /// logout and device deletion read a device's token list and write it
+    /// back whole.
+    device_changes: crate::locks::KeyedLocks<String>,
+    /// One edit of a user's account data at a time, for the edits that read
+    /// an event and write it back changed (push rules, room tags).
+    account_data_edits: crate::locks::KeyedLocks<String>,
 }
 
 /// Whether a local user is a server admin, read from the users table by
@@ -133,7 +140,15 @@ impl Users {
                 tracing::error!(%error, "could not load the erased accounts");
                 erased::ErasedUsers::default()
             }),
+            device_changes: Default::default(),
+            account_data_edits: Default::default(),
         }
+    }
+
+    /// Held while an account data event is read, changed and stored again
+    /// (two concurrent edits of push rules or tags would lose one).
+    pub async fn lock_account_data(&self, localpart: &str) -> crate::locks::KeyedGuard<'_, String> {
+        self.account_data_edits.lock(localpart).await
     }
 
     /// The directory of every listed account, from the users table and
@@ -473,6 +488,7 @@ impl Users {
         user.password_hash = None;
         user.displayname = None;
         user.avatar_url = None;
+        let _devices = self.device_changes.lock(localpart).await;
         let mut batch = Batch::new();
         batch.insert(&self.storage.tables.users, &localpart.to_owned(), &user)?;
         self.remove_all_devices(&mut batch, localpart)?;

@@ -72,6 +72,7 @@ impl Users {
             Some(id) => validate_device_id(id)?,
             None => random_uppercase(10),
         };
+        let _devices = self.device_changes.lock(localpart).await;
         let key = (localpart.to_owned(), device_id.clone());
         let mut batch = Batch::new();
         let now = now_ms();
@@ -156,6 +157,9 @@ impl Users {
         }
         let user = self.get_active(&token.localpart)?.ok_or_else(unknown)?;
         if let Some(replaced) = token.replaces_refresh_token {
+            let _devices = self.device_changes.lock(&token.localpart).await;
+            // A logout may have come first.
+            tables.access_tokens.get(&hash)?.ok_or_else(unknown)?;
             self.retire_replaced_refresh_token(&hash, &token, replaced).await?;
         }
         Ok(Identity {
@@ -171,10 +175,12 @@ impl Users {
     pub async fn refresh(&self, refresh_token: &str) -> Result<NewSession> {
         let tables = &self.storage.tables;
         let hash = token_hash(refresh_token);
-        let token = tables
-            .refresh_tokens
-            .get(&hash)?
-            .ok_or_else(|| Error::new(ErrorKind::UnknownToken { soft_logout: false }, "Unknown refresh token"))?;
+        let unknown = || Error::new(ErrorKind::UnknownToken { soft_logout: false }, "Unknown refresh token");
+        let owner = tables.refresh_tokens.get(&hash)?.ok_or_else(unknown)?.localpart;
+        let _devices = self.device_changes.lock(&owner).await;
+        // Read again under the lock: a concurrent refresh or logout may have
+        // changed it.
+        let token = tables.refresh_tokens.get(&hash)?.ok_or_else(unknown)?;
         if let Some(replaced) = token.replaces_refresh_token {
             self.retire_replaced_refresh_token(&hash, &token, replaced).await?;
         }
@@ -184,6 +190,7 @@ impl Users {
             .get(&key)?
             .ok_or_else(|| Error::new(ErrorKind::UnknownToken { soft_logout: false }, "Device was removed"))?;
         let mut batch = Batch::new();
+        self.revoke_successors(&mut batch, &mut device, &hash)?;
         let session =
             self.issue_tokens(&mut batch, &mut device, &token.localpart, &token.device_id, true, Some(hash))?;
         batch.insert(&tables.devices, &key, &device)?;
@@ -191,8 +198,28 @@ impl Users {
         Ok(session)
     }
 
+    /// A refresh token has one successor at a time, as in Synapse: the tokens
+    /// an earlier use of `used` made (a retry whose answer was lost, or a
+    /// concurrent refresh) are revoked when it is used again.
+    fn revoke_successors(&self, batch: &mut Batch, device: &mut DeviceRecord, used: &TokenHash) -> Result<()> {
+        let tables = &self.storage.tables;
+        let mut retired = Vec::new();
+        for hash in &device.token_hashes {
+            if let Some(record) = tables.refresh_tokens.get(hash)? {
+                if record.replaces_refresh_token.as_ref() == Some(used) {
+                    retired.push(*hash);
+                    retired.extend(record.paired_token);
+                }
+            }
+        }
+        revoke_tokens(batch, &self.storage, &retired);
+        device.token_hashes.retain(|hash| !retired.contains(hash));
+        Ok(())
+    }
+
     /// First use of a token made by `/refresh`: the refresh token it replaced,
-    /// and the access token issued with that one, are revoked for good.
+    /// and the access token issued with that one, are revoked for good. The
+    /// caller holds the user's device lock.
     async fn retire_replaced_refresh_token(
         &self,
         used: &TokenHash,
@@ -229,6 +256,7 @@ impl Users {
 
     /// `POST /logout/all`: every device of the user is removed.
     pub async fn logout_all(&self, localpart: &str) -> Result<()> {
+        let _devices = self.device_changes.lock(localpart).await;
         let mut batch = Batch::new();
         self.remove_all_devices(&mut batch, localpart)?;
         self.commit_device_removal(batch, localpart).await
@@ -263,6 +291,7 @@ impl Users {
     /// Removes the named devices of a user (unknown ids are ignored, as the spec says).
     pub async fn delete_devices(&self, localpart: &str, device_ids: &[String]) -> Result<()> {
         let tables = &self.storage.tables;
+        let _devices = self.device_changes.lock(localpart).await;
         let mut batch = Batch::new();
         for device_id in device_ids {
             let key = (localpart.to_owned(), device_id.clone());

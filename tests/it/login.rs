@@ -152,19 +152,47 @@ async fn refresh_tokens_rotate_and_the_old_one_dies_once_the_new_tokens_are_used
     assert_ne!(refresh1, refresh2);
 
     // Until the new tokens are used, the old refresh token still works (a
-    // client that lost the response can retry).
+    // client that lost the response can retry); the retry's tokens replace
+    // the first answer's, as in Synapse (one successor at a time).
     let retry = client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh1 })).await;
-    retry.assert_ok();
+    let retry = retry.assert_ok().clone();
+    let access3 = retry["access_token"].as_str().unwrap().to_owned();
+    let refresh3 = retry["refresh_token"].as_str().unwrap().to_owned();
+    client.with_token(&access2).get(WHOAMI).await.assert_error(401, "M_UNKNOWN_TOKEN");
+    let stale = client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh2 })).await;
+    stale.assert_error(401, "M_UNKNOWN_TOKEN");
 
-    let whoami = client.with_token(&access2).get(WHOAMI).await;
+    let whoami = client.with_token(&access3).get(WHOAMI).await;
     assert_eq!(whoami.assert_ok()["user_id"], "@frank:test.local");
     let old = client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh1 })).await;
     old.assert_error(401, "M_UNKNOWN_TOKEN");
-    client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh2 })).await.assert_ok();
+    client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh3 })).await.assert_ok();
     client
         .post("/_matrix/client/v3/refresh", json!({ "refresh_token": "cdr_bogus" }))
         .await
         .assert_error(401, "M_UNKNOWN_TOKEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_one_token_leave_one_live_session() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    for round in 0..5 {
+        let body = json!({
+            "username": format!("rita{round}"), "password": PASSWORD, "refresh_token": true,
+            "auth": { "type": "m.login.dummy" }
+        });
+        let registered = client.post("/_matrix/client/v3/register", body).await;
+        let refresh = registered.assert_ok()["refresh_token"].as_str().unwrap().to_owned();
+        let refreshes =
+            (0..4).map(|_| client.post("/_matrix/client/v3/refresh", json!({ "refresh_token": refresh.clone() })));
+        let mut live = 0;
+        for reply in futures_util::future::join_all(refreshes).await {
+            let access = reply.assert_ok()["access_token"].as_str().unwrap().to_owned();
+            live += usize::from(client.with_token(&access).get(WHOAMI).await.status == 200);
+        }
+        assert_eq!(live, 1, "a refresh token has one successor at a time");
+    }
 }
 
 #[tokio::test]

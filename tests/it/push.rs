@@ -2,7 +2,10 @@
 
 use serde_json::json;
 
-use crate::{harness::TestServer, sync::sync};
+use crate::{
+    harness::{enc, TestServer},
+    sync::sync,
+};
 
 #[tokio::test]
 async fn push_rules_start_from_the_defaults_and_change_per_user() {
@@ -286,4 +289,36 @@ async fn malformed_push_rule_paths_are_400() {
     alice.client.put(attribute, json!({})).await.assert_error(400, "M_UNRECOGNIZED");
     let no_rule = "/_matrix/client/v3/pushrules/global/override/.m.rule.nope/enabled";
     alice.client.get(no_rule).await.assert_error(404, "M_NOT_FOUND");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_push_rule_and_tag_edits_all_count() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let room = alice.create_room(json!({})).await;
+    let rule = json!({ "actions": ["dont_notify"], "pattern": "bruit" });
+    let paths: Vec<String> = (0..12).map(|n| format!("/_matrix/client/v3/pushrules/global/content/mine{n}")).collect();
+    let puts = paths.iter().map(|path| alice.client.put(path, rule.clone()));
+    for reply in futures_util::future::join_all(puts).await {
+        reply.assert_ok();
+    }
+    let rules = alice.client.get("/_matrix/client/v3/pushrules/global/content").await;
+    let mine = rules
+        .assert_ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["rule_id"].as_str().unwrap().starts_with("mine"))
+        .count();
+    assert_eq!(mine, 12, "every concurrent rule was kept");
+
+    let tags_path = format!("/_matrix/client/v3/user/{}/rooms/{}/tags", enc(&alice.user_id), enc(&room));
+    let paths: Vec<String> = (0..12).map(|n| format!("{tags_path}/u.tag{n}")).collect();
+    let puts = paths.iter().map(|path| alice.client.put(path, json!({})));
+    for reply in futures_util::future::join_all(puts).await {
+        reply.assert_ok();
+    }
+    let tags = alice.client.get(&tags_path).await;
+    assert_eq!(tags.assert_ok()["tags"].as_object().unwrap().len(), 12, "every concurrent tag was kept");
 }

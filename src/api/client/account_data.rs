@@ -81,6 +81,8 @@ pub async fn put_tag(s: &Services, request: &Request, who: &Identity) -> Result<
         return Err(Error::invalid_param("Tags are at most 255 bytes"));
     }
     let body: TagBody = request.json()?;
+    // Read, changed and stored under the user's lock: concurrent edits all count.
+    let _edit = s.users.lock_account_data(&who.localpart).await;
     let mut tags = tags_of(s, who, room_id.as_str())?;
     let mut info = Map::new();
     if let Some(order) = body.order {
@@ -94,6 +96,8 @@ pub async fn put_tag(s: &Services, request: &Request, who: &Identity) -> Result<
 pub async fn delete_tag(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     check_owner(request, who)?;
     let room_id = room_id_param(request)?;
+    // Read, changed and stored under the user's lock: concurrent edits all count.
+    let _edit = s.users.lock_account_data(&who.localpart).await;
     let mut tags = tags_of(s, who, room_id.as_str())?;
     if tags.remove(request.param("tag")?).is_some() {
         store_tags(s, who, room_id.as_str(), tags).await?;

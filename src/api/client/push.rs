@@ -144,6 +144,8 @@ pub async fn put_rule(s: &Services, request: &Request, who: &Identity) -> Result
         }
         _ => return Err(Error::invalid_param("Unsupported push rule kind")),
     };
+    // Read, changed and stored under the user's lock: concurrent edits all count.
+    let _edit = s.users.lock_account_data(&who.localpart).await;
     let mut ruleset = ruleset_of(s, who)?;
     ruleset.insert(rule, request.query("after"), request.query("before")).map_err(|error| match error {
         InsertPushRuleError::UnknownRuleId => Error::not_found("The `before` or `after` rule does not exist"),
@@ -156,6 +158,8 @@ pub async fn put_rule(s: &Services, request: &Request, who: &Identity) -> Result
 /// `DELETE /pushrules/global/{kind}/{ruleId}`.
 pub async fn delete_rule(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (kind, rule_id) = rule_path(request)?;
+    // Read, changed and stored under the user's lock: concurrent edits all count.
+    let _edit = s.users.lock_account_data(&who.localpart).await;
     let mut ruleset = ruleset_of(s, who)?;
     ruleset.remove(kind, &rule_id).map_err(|error| match error {
         RemovePushRuleError::ServerDefault => Error::invalid_param("Server-default rules cannot be deleted"),
@@ -204,6 +208,8 @@ struct ActionsBody {
 /// `PUT /pushrules/global/{kind}/{ruleId}/enabled` and `/actions`.
 pub async fn put_attribute(s: &Services, request: &Request, who: &Identity) -> Result<Response> {
     let (kind, rule_id) = rule_path(request)?;
+    // Read, changed and stored under the user's lock: concurrent edits all count.
+    let _edit = s.users.lock_account_data(&who.localpart).await;
     let mut ruleset = ruleset_of(s, who)?;
     let changed = match attribute(request)? {
         Attribute::Enabled => ruleset.set_enabled(kind, &rule_id, request.json::<EnabledBody>()?.enabled),
