@@ -65,6 +65,8 @@ impl E2ee {
 
     /// Stores the uploaded cross-signing keys after checking them.
     pub async fn upload_signing_keys(&self, who: &Identity, keys: SigningKeys) -> Result<()> {
+        // Serialised with signature uploads, which read a key and write it back.
+        let _one_at_a_time = self.serial.lock().await;
         let as_object = |value: &Value, usage: &str| {
             value.as_object().cloned().ok_or_else(|| Error::bad_json(format!("The {usage} key must be an object")))
         };
@@ -125,6 +127,9 @@ impl E2ee {
     /// `POST /keys/signatures/upload`: verifies and stores each signature;
     /// returns the per-key `failures`.
     pub async fn upload_signatures(&self, who: &Identity, body: &Map<String, Value>) -> Result<Value> {
+        // Each signature is merged into the stored key and written back: one
+        // upload at a time, so that concurrent ones keep each other's.
+        let _one_at_a_time = self.serial.lock().await;
         let mut failures = Map::new();
         for (user, keys) in body {
             let Some(keys) = keys.as_object() else { continue };

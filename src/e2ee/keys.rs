@@ -100,6 +100,9 @@ impl E2ee {
         one_time_keys: Option<&Value>,
         fallback_keys: Option<&Value>,
     ) -> Result<BTreeMap<String, u64>> {
+        // Serialised with claims: a key being claimed is not stored again by
+        // an upload that read it as absent (it would be handed out twice).
+        let _one_at_a_time = self.serial.lock().await;
         let tables = &self.storage.tables;
         let mut batch = Batch::new();
         let mut changed = false;

@@ -20,9 +20,16 @@ impl Rooms {
     /// adds nothing.
     pub async fn propagate_profile(&self, user_id: &ruma::UserId, profile: &Map<String, Value>) -> Result<()> {
         for room_id in self.joined_rooms(user_id.localpart())? {
+            // The member event is read and replaced under the room's lock: a
+            // leave or a kick landing meanwhile is not undone by a "join"
+            // carrying the new profile.
+            let guard = self.locks.lock(&room_id).await;
             let Some(room) = self.room(&room_id)? else { continue };
             let state = self.current_state(&room)?;
             let Some(member) = self.state_event_in(&state, kinds::MEMBER, user_id.as_str())? else { continue };
+            if super::membership_of(&member) != Some(super::Membership::Join) {
+                continue;
+            }
             let mut content = content_of_json(member.content_json());
             let current = PROFILE_FIELDS.map(|field| content.get(field).cloned());
             let wanted = PROFILE_FIELDS.map(|field| profile.get(field).cloned());
@@ -37,7 +44,7 @@ impl Rooms {
             }
             content.insert("membership".into(), Value::String("join".into()));
             let event = EventRequest::state(kinds::MEMBER, user_id.as_str(), Value::Object(content));
-            if let Err(error) = self.append(&room_id, user_id, event, None).await {
+            if let Err(error) = self.append_locked(guard, &room_id, user_id, event, None).await {
                 tracing::warn!(room = %room_id, user = %user_id, %error, "profile change not propagated");
             }
         }

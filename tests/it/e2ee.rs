@@ -618,3 +618,46 @@ async fn a_user_signing_key_and_its_signatures_change_only_their_owners_device_l
     alice.client.post(upload, body).await.assert_ok();
     assert_eq!(changed_since(&bob, &bob_tokens).await, vec![alice.user_id.clone()]);
 }
+
+/// Uploads a master and a user-signing key for `session`; the user-signing key.
+async fn cross_signing_identity(session: &Session) -> Ed25519KeyPair {
+    let (master, user_signing) = (new_key(), new_key());
+    let master_id = format!("ed25519:{}", public(&master));
+    let mut usk = cross_signing_key(session, "user_signing", &user_signing);
+    sign(&mut usk, &session.user_id, &master_id, &master);
+    let keys = json!({ "master_key": cross_signing_key(session, "master", &master), "user_signing_key": usk });
+    session.client.post("/_matrix/client/v3/keys/device_signing/upload", keys).await.assert_ok();
+    user_signing
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_verifications_of_one_user_are_all_kept() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let master = new_key();
+    let master_json = cross_signing_key(&alice, "master", &master);
+    let upload = json!({ "master_key": master_json });
+    alice.client.post("/_matrix/client/v3/keys/device_signing/upload", upload).await.assert_ok();
+    let mut verifiers = Vec::new();
+    for n in 0..8 {
+        let session = client.register(&format!("verifier{n}")).await;
+        let usk = cross_signing_identity(&session).await;
+        let mut signed = master_json.clone();
+        sign(&mut signed, &session.user_id, &format!("ed25519:{}", public(&usk)), &usk);
+        verifiers.push((session, usk, signed));
+    }
+    let uploads = verifiers.iter().map(|(session, _, signed)| {
+        let body = json!({ alice.user_id.clone(): { public(&master): signed } });
+        session.client.post("/_matrix/client/v3/keys/signatures/upload", body)
+    });
+    for reply in futures_util::future::join_all(uploads).await {
+        assert_eq!(reply.assert_ok()["failures"], json!({}));
+    }
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    for (session, usk, _) in &verifiers {
+        let seen = session.client.post("/_matrix/client/v3/keys/query", query.clone()).await;
+        let signature = &seen.assert_ok()["master_keys"][&alice.user_id]["signatures"][&session.user_id];
+        assert!(signature[format!("ed25519:{}", public(usk))].is_string(), "{}'s signature was kept", session.user_id);
+    }
+}

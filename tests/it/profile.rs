@@ -41,3 +41,27 @@ async fn profiles_are_read_by_anyone_changed_by_their_owner_and_propagated() {
     let joined = bob.client.get(&format!("/_matrix/client/v3/rooms/{}/joined_members", enc(&room))).await;
     assert_eq!(joined.assert_ok()["joined"][&bob.user_id]["display_name"], "bob", "joins carry the profile");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_profile_change_does_not_rejoin_rooms_left_while_it_spreads() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    let mut rooms = Vec::new();
+    for _ in 0..30 {
+        let room = alice.client.post("/_matrix/client/v3/createRoom", json!({ "preset": "public_chat" })).await;
+        rooms.push(room.assert_ok()["room_id"].as_str().unwrap().to_owned());
+    }
+    let name = format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id));
+    let leaves: Vec<String> =
+        rooms.iter().map(|room| format!("/_matrix/client/v3/rooms/{}/leave", enc(room))).collect();
+    let rename = alice.client.put(&name, json!({ "displayname": "Alice Liddell" }));
+    let leaving = futures_util::future::join_all(leaves.iter().map(|path| alice.client.post(path, json!({}))));
+    let (renamed, left) = tokio::join!(rename, leaving);
+    renamed.assert_ok();
+    for reply in left {
+        reply.assert_ok();
+    }
+    let joined = alice.client.get("/_matrix/client/v3/joined_rooms").await;
+    assert_eq!(joined.assert_ok()["joined_rooms"], json!([]), "every room left stays left");
+}

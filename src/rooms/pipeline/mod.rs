@@ -237,6 +237,19 @@ impl Rooms {
         txn: Option<TxnKey>,
     ) -> Result<OwnedEventId> {
         let guard = self.locks.lock(room_id).await;
+        self.append_locked(guard, room_id, sender, request, txn).await
+    }
+
+    /// [`Self::append`] for a caller that holds the room's lock already
+    /// (and read the room's state under it to build `request`).
+    pub(in crate::rooms) async fn append_locked(
+        &self,
+        guard: RoomGuard<'_>,
+        room_id: &RoomId,
+        sender: &UserId,
+        request: EventRequest,
+        txn: Option<TxnKey>,
+    ) -> Result<OwnedEventId> {
         if let Some(txn) = &txn {
             if let Some(existing) = self.transactions.event_of(txn)? {
                 drop(guard);
