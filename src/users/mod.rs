@@ -203,7 +203,6 @@ impl Users {
         &self.server_name
     }
 
-    /// The full user id of a local user.
     /// Who acts on the operators' socket: the server itself, as its
     /// server-notices account (an admin no one can log in as).
     pub fn operator_identity(&self) -> Result<Identity> {
@@ -216,6 +215,7 @@ impl Users {
         })
     }
 
+    /// The full user id of a local user.
     pub fn user_id(&self, localpart: &str) -> Result<OwnedUserId> {
         UserId::parse_with_server_name(localpart, &self.server_name)
             .map_err(|e| Error::internal("building a user id from a stored localpart", e))

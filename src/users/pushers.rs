@@ -136,6 +136,15 @@ impl Users {
             return Err(Error::invalid_param("app_id and pushkey cannot contain NUL characters"));
         }
         let tables = &self.storage.tables;
+        // Under the user's device lock: a pusher is never stored for a
+        // device signed out meanwhile (its pushers went with it).
+        let _devices = self.device_changes.lock(localpart).await;
+        if !tables.devices.contains(&(localpart.to_owned(), device_id.to_owned()))? {
+            return Err(Error::new(
+                crate::error::ErrorKind::UnknownToken { soft_logout: false },
+                "The device was signed out",
+            ));
+        }
         let key = PusherId::new(localpart, &app_id, &pushkey);
         let mut batch = Batch::new();
         match body.get("kind") {

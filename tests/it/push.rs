@@ -322,3 +322,28 @@ async fn concurrent_push_rule_and_tag_edits_all_count() {
     let tags = alice.client.get(&tags_path).await;
     assert_eq!(tags.assert_ok()["tags"].as_object().unwrap().len(), 12, "every concurrent tag was kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pusher_set_while_its_device_signs_out_goes_with_the_device() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    let alice = client.register("alice").await;
+    for round in 0..10 {
+        let phone = crate::harness::Session::from_reply(
+            &client,
+            client.login("alice", crate::harness::PASSWORD).await.assert_ok(),
+        );
+        let pusher = json!({
+            "kind": "http", "app_id": "fr.gouv.tchap", "pushkey": format!("phone-{round}"),
+            "app_display_name": "Tchap", "device_display_name": "Phone", "lang": "fr",
+            "data": { "url": "https://push.example.org/_matrix/push/v1/notify" },
+        });
+        let set = phone.client.post("/_matrix/client/v3/pushers/set", pusher);
+        let logout = phone.client.post("/_matrix/client/v3/logout", json!({}));
+        let (set, logout) = tokio::join!(set, logout);
+        logout.assert_ok();
+        assert!(set.status == 200 || set.status == 401, "{}", set.body);
+        let pushers = alice.client.get("/_matrix/client/v3/pushers").await;
+        assert_eq!(pushers.assert_ok()["pushers"], json!([]), "no pusher outlives its device");
+    }
+}
