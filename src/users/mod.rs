@@ -89,6 +89,12 @@ pub struct Users {
     /// One edit of a user's account data at a time, for the edits that read
     /// an event and write it back changed (push rules, room tags).
     account_data_edits: crate::locks::KeyedLocks<String>,
+    /// One request at a time per user-interactive authentication session:
+    /// a session completes, and is spent, once.
+    uiaa_sessions_in_use: crate::locks::KeyedLocks<String>,
+    /// One registration at a time per authentication session, so that a
+    /// retry sent before the first answer gets the same account.
+    registrations: crate::locks::KeyedLocks<String>,
 }
 
 /// Whether a local user is a server admin, read from the users table by
@@ -142,7 +148,15 @@ impl Users {
             }),
             device_changes: Default::default(),
             account_data_edits: Default::default(),
+            uiaa_sessions_in_use: Default::default(),
+            registrations: Default::default(),
         }
+    }
+
+    /// Held by a registration carrying authentication session `id` (see
+    /// `registrations`).
+    pub async fn lock_registration(&self, id: &str) -> crate::locks::KeyedGuard<'_, String> {
+        self.registrations.lock(id).await
     }
 
     /// Held while an account data event is read, changed and stored again

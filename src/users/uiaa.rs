@@ -147,6 +147,12 @@ impl Users {
         };
         let auth: AuthDict =
             serde_json::from_value(auth.clone()).map_err(|e| Error::bad_json(format!("Invalid `auth` object: {e}")))?;
+        // Loaded, advanced and stored by one request at a time: two requests
+        // completing the same session cannot both be authorised.
+        let _in_use = match auth.session.as_deref() {
+            Some(id) => Some(self.uiaa_sessions_in_use.lock(id).await),
+            None => None,
+        };
         let (id, mut session) = self.load_session(challenge, auth.session.as_deref(), lifetime_secs)?;
         if auth.kind.as_deref() == Some(PASSWORD) && self.names_another_user(challenge, &auth)? {
             // Not a failed stage the client may retry: a different user (403, as Synapse).

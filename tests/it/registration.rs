@@ -390,3 +390,22 @@ async fn a_guest_upgrades_to_a_full_account_keeping_its_user_id() {
     // Once upgraded, the token upgrades nothing any more.
     client.post(register, upgrade(&guest_token, &localpart)).await.assert_error(403, "M_FORBIDDEN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_retried_before_its_answer_makes_one_account() {
+    let server = TestServer::start().await;
+    let client = server.client();
+    for round in 0..5 {
+        let first = client.post("/_matrix/client/v3/register", json!({ "password": PASSWORD })).await;
+        assert_eq!(first.status, 401, "{}", first.body);
+        let session = first.body["session"].as_str().unwrap().to_owned();
+        let body = json!({ "password": PASSWORD, "auth": { "type": "m.login.dummy", "session": session } });
+        let attempts = (0..4).map(|_| client.post("/_matrix/client/v3/register", body.clone()));
+        let users: std::collections::BTreeSet<String> = futures_util::future::join_all(attempts)
+            .await
+            .iter()
+            .map(|reply| reply.assert_ok()["user_id"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(users.len(), 1, "round {round}: one account for every retry: {users:?}");
+    }
+}

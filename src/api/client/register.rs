@@ -110,6 +110,11 @@ async fn register_user(
     session_id: Option<&str>,
     raw: &Value,
 ) -> Result<Response> {
+    // A retry sent before the first answer waits for it, then finds its account.
+    let _registering = match session_id {
+        Some(id) => Some(s.users.lock_registration(id).await),
+        None => None,
+    };
     // The same request again after it succeeded: the account it made, logged
     // in again (a client retrying after a lost answer). A different request
     // with the spent session goes on, to be refused.
