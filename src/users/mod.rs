@@ -95,6 +95,9 @@ pub struct Users {
     /// One registration at a time per authentication session, so that a
     /// retry sent before the first answer gets the same account.
     registrations: crate::locks::KeyedLocks<String>,
+    /// One request at a time per email validation (a start, a token
+    /// submitted), each reading the validation and writing it back.
+    email_validations_in_use: crate::locks::KeyedLocks<String>,
 }
 
 /// Whether a local user is a server admin, read from the users table by
@@ -150,6 +153,7 @@ impl Users {
             account_data_edits: Default::default(),
             uiaa_sessions_in_use: Default::default(),
             registrations: Default::default(),
+            email_validations_in_use: Default::default(),
         }
     }
 

@@ -184,6 +184,8 @@ impl Users {
     ) -> Result<ValidationStarted> {
         check_client_secret(client_secret)?;
         let sid = session_id(purpose, client_secret, address);
+        // Two identical requests at once send one mail, with one token.
+        let _in_use = self.email_validations_in_use.lock(&sid).await;
         let table = &self.storage.tables.email_validations;
         let now = now_ms();
         if let Some(known) = table.get(&sid)?.filter(|known| known.expires_ts > now) {
@@ -221,6 +223,9 @@ impl Users {
     /// code typed): the address is validated.
     pub async fn submit_email_token(&self, sid: &str, client_secret: &str, token: &str) -> Result<()> {
         let failed = || Error::new(ErrorKind::ThreepidAuthFailed, "Unknown, expired or wrong validation token");
+        // Every wrong guess counts, and none writes back a validation from
+        // before a right one.
+        let _in_use = self.email_validations_in_use.lock(sid).await;
         let Some(mut record) = self.live_validation(sid, client_secret)? else { return Err(failed()) };
         if record.failed_submissions >= MAX_FAILED_SUBMISSIONS {
             return Err(failed());

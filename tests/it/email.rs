@@ -617,3 +617,28 @@ async fn an_invite_by_email_waits_for_the_address_then_becomes_a_member_invite()
     let info = client.get("/_matrix/identity/api/v1/internal-info?medium=email&address=newcomer%40example.org").await;
     assert_eq!(info.assert_ok()["invited"], false, "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_request_sent_twice_at_once_sends_one_mail_whose_link_works() {
+    let smtp = SmtpServer::start(Options::default()).await;
+    let server = server_mailing_through(&smtp, "").await;
+    let client = server.client();
+    let address = "marie.curie@example.org";
+    let requests = (0..4).map(|_| client.post(REQUEST_REGISTRATION, token_request("twice", address, 1)));
+    let sids: std::collections::BTreeSet<String> = futures_util::future::join_all(requests)
+        .await
+        .iter()
+        .map(|reply| reply.assert_ok()["sid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sids.len(), 1);
+    // A later mail, so that a duplicate would have gone out first.
+    client.post(REQUEST_REGISTRATION, token_request("other", "pierre.curie@example.org", 1)).await.assert_ok();
+    let mails = smtp.wait_for_mails(2).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let to_marie: Vec<Value> = smtp.mails().into_iter().filter(|mail| mail.to_string().contains(address)).collect();
+    assert_eq!(to_marie.len(), 1, "one mail for one attempt: {mails:?}");
+    assert_eq!(follow(&client, &to_marie[0]).await, 200, "the token mailed is the one kept");
+    let sid = sids.into_iter().next().unwrap();
+    let body = json!({ "password": PASSWORD, "auth": email_auth(&sid, "twice", None) });
+    client.post("/_matrix/client/v3/register", body).await.assert_ok();
+}
