@@ -175,9 +175,9 @@ impl Rooms {
         Ok(())
     }
 
-    /// Removes a redacted event's entries of the earlier index (in `batch`);
-    /// its blocks are rewritten when the redaction is stored
-    /// ([`Self::unindex_redacted`]).
+    /// Removes a redacted or purged event's entries of the earlier index (in
+    /// `batch`); its blocks are [`Self::unindex_redacted`]'s and
+    /// [`Self::unindex_purged`]'s.
     pub(super) fn unindex_search_words(&self, batch: &mut Batch, pdu: &Pdu, count: u64) {
         // Databases made since blocks have none: no removals to write.
         if self.storage.tables.search_index.is_empty() {

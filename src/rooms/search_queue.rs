@@ -244,10 +244,11 @@ impl SearchQueue {
         }
     }
 
-    /// [`Self::remove_event`] for many events at once (word → positions):
-    /// each block is read and rewritten once, however many of its events
-    /// go (a purge of thousands of messages rewrote a block per message
-    /// and word otherwise).
+    /// Adds to `batch` the removal of events' words (word → positions) from
+    /// the stored blocks; the caller holds [`Self::writing`] until `batch`
+    /// is applied. Each block is read and rewritten once, however many of
+    /// its events go (a purge of thousands of messages rewrote a block per
+    /// message and word otherwise).
     pub fn remove_events(
         &self,
         batch: &mut Batch,

@@ -156,11 +156,15 @@ impl Users {
             return Err(Error::new(ErrorKind::UnknownToken { soft_logout: true }, "Access token has expired"));
         }
         let user = self.get_active(&token.localpart)?.ok_or_else(unknown)?;
-        if let Some(replaced) = token.replaces_refresh_token {
+        if token.replaces_refresh_token.is_some() {
             let _devices = self.device_changes.lock(&token.localpart).await;
-            // A logout may have come first.
-            tables.access_tokens.get(&hash)?.ok_or_else(unknown)?;
-            self.retire_replaced_refresh_token(&hash, &token, replaced).await?;
+            // Read again under the lock: a logout may have come first, and a
+            // concurrent first use (a client's burst of requests after a
+            // refresh) may have retired the old tokens already.
+            let token = tables.access_tokens.get(&hash)?.ok_or_else(unknown)?;
+            if let Some(replaced) = token.replaces_refresh_token {
+                self.retire_replaced_refresh_token(&hash, &token, replaced).await?;
+            }
         }
         Ok(Identity {
             user_id: self.user_id(&token.localpart)?,
